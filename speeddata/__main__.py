@@ -1,0 +1,5 @@
+import sys
+
+from speeddata.cli import main
+
+sys.exit(main())

@@ -1,0 +1,133 @@
+"""The Avro object container file format, as bytes in and bytes out (no I/O).
+
+A cache file is a standard container file (Avro specification, "Object Container
+Files") with the null codec, so each received batch of raw record bodies becomes a
+block by adding a count, a size and the sync marker: nothing is re-encoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAGIC = b"Obj\x01"
+SYNC_SIZE = 16
+
+
+def encode_long(value: int) -> bytes:
+    """Avro's zig-zag varint encoding of a long."""
+    n = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def decode_long(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """Decode a long at ``pos``; returns ``(value, next_pos)``. IndexError if cut short."""
+    shift = 0
+    n = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        n |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+    return (n >> 1) ^ -(n & 1), pos
+
+
+def _encode_bytes(value: bytes) -> bytes:
+    return encode_long(len(value)) + value
+
+
+def encode_header(metadata: dict[str, bytes], sync: bytes) -> bytes:
+    """The file header: magic, metadata map (string to bytes), sync marker."""
+    if len(sync) != SYNC_SIZE:
+        raise ValueError("the sync marker is 16 bytes")
+    parts = [MAGIC]
+    if metadata:
+        parts.append(encode_long(len(metadata)))
+        for key, value in metadata.items():
+            parts.append(_encode_bytes(key.encode("utf-8")))
+            parts.append(_encode_bytes(value))
+    parts.append(encode_long(0))
+    parts.append(sync)
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class Header:
+    metadata: dict[str, bytes]
+    sync: bytes
+    size: int  # bytes from the start of the file to the first block
+
+
+def decode_header(data: bytes | memoryview) -> Header:
+    """Parse a file header; ValueError if ``data`` is not (or not yet all of) one."""
+    if bytes(data[:4]) != MAGIC:
+        raise ValueError("not an Avro object container file (bad magic)")
+    pos = 4
+    metadata: dict[str, bytes] = {}
+    try:
+        while True:
+            count, pos = decode_long(data, pos)
+            if count == 0:
+                break
+            if count < 0:  # a negative count is followed by the block's byte size
+                count = -count
+                _, pos = decode_long(data, pos)
+            for _ in range(count):
+                length, pos = decode_long(data, pos)
+                key = bytes(data[pos : pos + length]).decode("utf-8")
+                pos += length
+                length, pos = decode_long(data, pos)
+                value = bytes(data[pos : pos + length])
+                if len(value) != length:
+                    raise IndexError
+                pos += length
+                metadata[key] = value
+        sync = bytes(data[pos : pos + SYNC_SIZE])
+    except IndexError:
+        raise ValueError("the file header is cut short") from None
+    if len(sync) != SYNC_SIZE:
+        raise ValueError("the file header is cut short")
+    return Header(metadata, sync, pos + SYNC_SIZE)
+
+
+def block_prefix(count: int, size: int) -> bytes:
+    """What goes before ``size`` bytes of ``count`` concatenated record bodies."""
+    return encode_long(count) + encode_long(size)
+
+
+@dataclass(frozen=True)
+class Block:
+    offset: int  # of the block's first byte (its count) in the file
+    length: int  # of the whole block, count to sync marker included
+    count: int
+
+
+def scan_blocks(data: bytes | memoryview, start: int, sync: bytes) -> tuple[list[Block], int]:
+    """Walk the blocks in ``data`` from ``start``; stop at the first incomplete one.
+
+    Returns the complete blocks and the offset just past the last of them: the length
+    a torn file must be cut back to.
+    """
+    blocks = []
+    pos = start
+    end = len(data)
+    while pos < end:
+        try:
+            count, p = decode_long(data, pos)
+            size, p = decode_long(data, p)
+        except (IndexError, ValueError):
+            break
+        stop = p + size + SYNC_SIZE
+        if count <= 0 or size < 0 or stop > end or bytes(data[p + size : stop]) != sync:
+            break
+        blocks.append(Block(pos, stop - pos, count))
+        pos = stop
+    return blocks, pos

@@ -1,0 +1,148 @@
+"""What the cache holds: files per channel, their time spans, retention, range lookup.
+
+Time spans come from each file's name (start) and its index (receive time of the last
+block), so nothing here decodes Avro data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from speeddata.cache import index
+from speeddata.cache.store import SUFFIX, index_path, start_of
+
+log = logging.getLogger("speeddata.cache")
+
+Range = tuple[int, int]  # [start_ns, end_ns] on the relay's receive clock
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    channel: str
+    path: Path
+    size: int  # bytes on disk, data and index
+    start_ns: int
+    end_ns: int  # receive time of its last block (its start when it has none)
+
+    def overlaps(self, start_ns: int, end_ns: int) -> bool:
+        return self.start_ns <= end_ns and self.end_ns >= start_ns
+
+
+def _last_entry(idx: Path) -> index.Entry | None:
+    try:
+        with idx.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            whole = size - size % index.ENTRY_SIZE
+            if not whole:
+                return None
+            f.seek(whole - index.ENTRY_SIZE)
+            return index.unpack(f.read(index.ENTRY_SIZE))[0]
+    except FileNotFoundError:
+        return None
+
+
+def scan(directory: Path, channels: Iterable[str] | None = None) -> list[CachedFile]:
+    """Every cache file, oldest first."""
+    wanted = set(channels) if channels is not None else None
+    files = []
+    if not directory.is_dir():
+        return files
+    for folder in directory.iterdir():
+        if not folder.is_dir() or folder.name.startswith(".") or (
+            wanted is not None and folder.name not in wanted
+        ):
+            continue
+        for path in folder.glob(f"*{SUFFIX}"):
+            try:
+                start = start_of(path)
+                size = path.stat().st_size
+            except (ValueError, FileNotFoundError):
+                continue
+            idx = index_path(path)
+            last = _last_entry(idx)
+            idx_size = idx.stat().st_size if last is not None else 0
+            end = max(start, last.recv_ns) if last is not None else start
+            files.append(CachedFile(folder.name, path, size + idx_size, start, end))
+    files.sort(key=lambda f: (f.start_ns, f.path.name))
+    return files
+
+
+def plan_retention(
+    files: list[CachedFile], quota: int, protected: list[Range], keep: set[Path]
+) -> list[CachedFile]:
+    """Which files to delete, oldest first, to bring the total under ``quota``.
+
+    Files overlapping a protected range (a tag not yet exported) and files in ``keep``
+    (open for writing) are never chosen, even if the quota stays exceeded.
+    """
+    total = sum(f.size for f in files)
+    doomed = []
+    for f in sorted(files, key=lambda f: f.start_ns):
+        if total <= quota:
+            break
+        if f.path in keep or any(f.overlaps(s, e) for s, e in protected):
+            continue
+        doomed.append(f)
+        total -= f.size
+    return doomed
+
+
+class Catalogue:
+    """The cache directory seen as data: lookups by channel and time, and retention."""
+
+    def __init__(
+        self, directory: Path, protected: Callable[[], list[Range]] = lambda: []
+    ) -> None:
+        self.directory = directory
+        self.protected = protected
+        self.deleted_files = 0
+        self.deleted_bytes = 0
+
+    def files(self, channels: Iterable[str] | None = None) -> list[CachedFile]:
+        return scan(self.directory, channels)
+
+    def channels(self) -> list[str]:
+        return sorted({f.channel for f in self.files()})
+
+    def size(self) -> int:
+        return sum(f.size for f in self.files())
+
+    def enforce(self, quota: int, keep: set[Path]) -> list[CachedFile]:
+        """Delete the oldest unprotected files until the cache fits ``quota``."""
+        files = self.files()
+        doomed = plan_retention(files, quota, self.protected(), keep)
+        for f in doomed:
+            f.path.unlink(missing_ok=True)
+            index_path(f.path).unlink(missing_ok=True)
+            self.deleted_files += 1
+            self.deleted_bytes += f.size
+            log.info("retention: deleted %s (%d bytes)", f.path, f.size)
+        if doomed:
+            remaining = sum(f.size for f in files) - sum(f.size for f in doomed)
+            if remaining > quota:
+                log.warning(
+                    "retention: cache holds %d bytes over its quota of %d, all in open "
+                    "files or tagged ranges not yet exported", remaining - quota, quota,
+                )
+        return doomed
+
+    def blocks(
+        self, channel: str, start_ns: int, end_ns: int
+    ) -> list[tuple[CachedFile, list[index.Entry]]]:
+        """The blocks of ``channel`` received in ``[start_ns, end_ns]``, file by file."""
+        selected = []
+        for f in self.files([channel]):
+            if not f.overlaps(start_ns, end_ns):
+                continue
+            idx = index_path(f.path)
+            entries = list(index.in_range(index.unpack(idx.read_bytes()), start_ns, end_ns))
+            if entries:
+                selected.append((f, entries))
+        return selected
+
+
+__all__ = ["CachedFile", "Catalogue", "plan_retention", "scan"]

@@ -1,0 +1,312 @@
+"""Writing the cache: one open Avro file per channel, one block per received batch.
+
+Decisions (when to roll over) are plain functions of sizes and times; the classes
+here do the file I/O around them. Every write is handed to the OS at once; fsync
+happens on roll-over, on close and when the relay's clock says it is due.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from speeddata import __version__, wire
+from speeddata.cache import avrofile, index
+from speeddata.errors import CacheError
+from speeddata.schemas import Channel
+
+log = logging.getLogger("speeddata.cache")
+
+SUFFIX = ".avro"
+INDEX_SUFFIX = ".idx"
+
+
+def file_name(start_ns: int, worker: int | None = None) -> str:
+    """``20261122T175155.123456Z.avro``: sorts by start time; workers add ``-wN``."""
+    stamp = datetime.fromtimestamp(start_ns / 1e9, UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    return stamp + (f"-w{worker}" if worker is not None else "") + SUFFIX
+
+
+def start_of(path: Path) -> int:
+    """The start time (ns) written in a cache file's name."""
+    stamp = path.name.split("-w")[0].removesuffix(SUFFIX)
+    parsed = datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+    return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
+
+
+def index_path(path: Path) -> Path:
+    return path.with_suffix(INDEX_SUFFIX)
+
+
+def needs_rollover(
+    size: int, started_ns: int, now_ns: int, rotate_bytes: int, rotate_seconds: float
+) -> bool:
+    """Whether a file of ``size`` bytes opened at ``started_ns`` should be closed now."""
+    return size >= rotate_bytes or now_ns - started_ns >= rotate_seconds * 1e9
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class CacheFile:
+    """One open cache file and its index, appended to block by block."""
+
+    def __init__(self, path: Path, channel: Channel, started_ns: int, host: str) -> None:
+        self.path = path
+        self.channel = channel
+        self.started_ns = started_ns
+        self.sync = os.urandom(avrofile.SYNC_SIZE)
+        metadata = {
+            "avro.schema": wire.schema_json(channel.schema).encode(),
+            "avro.codec": b"null",
+            "speeddata.channel": channel.name.encode(),
+            "speeddata.host": host.encode(),
+            "speeddata.start_ns": str(started_ns).encode(),
+            "speeddata.version": __version__.encode(),
+        }
+        head = avrofile.encode_header(metadata, self.sync)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        self._fd = os.open(path, flags, 0o644)
+        try:
+            self._index_fd = os.open(index_path(path), flags, 0o644)
+            _write_all(self._fd, head)
+        except OSError:
+            os.close(self._fd)
+            path.unlink(missing_ok=True)
+            index_path(path).unlink(missing_ok=True)
+            raise
+        self.size = len(head)
+        self.index_size = 0
+        self.blocks = 0
+        self.records = 0
+        self.dirty = False
+
+    def append(self, bodies: Sequence[bytes | memoryview], recv_ns: int) -> None:
+        """Append one block of raw record bodies. On error the file is left as it was."""
+        payload = b"".join(bodies)
+        block = avrofile.block_prefix(len(bodies), len(payload)) + payload + self.sync
+        entry = index.Entry(self.size, len(block), len(bodies), recv_ns).pack()
+        try:
+            _write_all(self._index_fd, entry)
+            _write_all(self._fd, block)
+        except OSError:
+            # Cut back to the last whole block so the file stays valid (a full disk).
+            os.ftruncate(self._fd, self.size)
+            os.ftruncate(self._index_fd, self.index_size)
+            raise
+        self.size += len(block)
+        self.index_size += len(entry)
+        self.blocks += 1
+        self.records += len(bodies)
+        self.dirty = True
+
+    def fsync(self) -> None:
+        if self.dirty:
+            os.fsync(self._fd)
+            os.fsync(self._index_fd)
+            self.dirty = False
+
+    def close(self) -> None:
+        self.fsync()
+        os.close(self._fd)
+        os.close(self._index_fd)
+
+
+@dataclass
+class RepairReport:
+    path: Path
+    cut_bytes: int  # torn bytes removed from the end of the Avro file
+    reindexed: int  # blocks whose index entries were rebuilt
+    removed: bool  # the file held no complete header and was deleted
+
+
+def is_consistent(path: Path) -> bool:
+    """Cheap check that a file ends exactly where its last index entry says."""
+    idx = index_path(path)
+    try:
+        idx_size = idx.stat().st_size
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    if idx_size % index.ENTRY_SIZE:
+        return False
+    if idx_size == 0:
+        return False  # only the header can tell; repair() reads it
+    with idx.open("rb") as f:
+        f.seek(idx_size - index.ENTRY_SIZE)
+        last = index.unpack(f.read())[-1]
+    return last.offset + last.length == size
+
+
+def repair(path: Path) -> RepairReport | None:
+    """Cut a torn final block back and make the index match; None if all was fine.
+
+    A crash mid-write (kill -9, power loss) can leave a partial block, a partial index
+    entry, or an index entry for a block that never reached the file.
+    """
+    if is_consistent(path):
+        return None
+    data = path.read_bytes()
+    idx = index_path(path)
+    entries = index.unpack(idx.read_bytes()) if idx.exists() else []
+    try:
+        header = avrofile.decode_header(data)
+    except ValueError:
+        log.warning("cache file %s has no complete header; removing it (it held no data)", path)
+        path.unlink()
+        idx.unlink(missing_ok=True)
+        return RepairReport(path, len(data), 0, True)
+    blocks, end = avrofile.scan_blocks(data, header.size, header.sync)
+    if end == len(data) and entries and entries[-1].offset + entries[-1].length == end:
+        if len(entries) == len(blocks):
+            return None
+    by_offset = {e.offset: e for e in entries}
+    rebuilt = []
+    reindexed = 0
+    last_ns = start_of(path)
+    mtime_ns = path.stat().st_mtime_ns
+    for block in blocks:
+        entry = by_offset.get(block.offset)
+        if entry is None or entry.length != block.length:
+            # The block reached the file but not its index entry: it was received
+            # after the previous block and before the file was last written.
+            entry = index.Entry(block.offset, block.length, block.count, max(last_ns, mtime_ns))
+            reindexed += 1
+        rebuilt.append(entry)
+        last_ns = entry.recv_ns
+    with path.open("r+b") as f:
+        f.truncate(end)
+        os.fsync(f.fileno())
+    tmp = idx.with_suffix(".idx.tmp")
+    tmp.write_bytes(b"".join(e.pack() for e in rebuilt))
+    os.replace(tmp, idx)
+    report = RepairReport(path, len(data) - end, reindexed, False)
+    log.warning(
+        "repaired cache file %s: cut %d torn bytes, rebuilt %d index entries, %d blocks kept",
+        path, report.cut_bytes, reindexed, len(blocks),
+    )
+    return report
+
+
+class CacheWriter:
+    """The relay's side of the cache: an open file per channel, rolled and synced.
+
+    ``now_ns`` is always passed in; the writer never reads a clock.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        rotate_bytes: int,
+        rotate_seconds: float,
+        worker: int | None = None,
+        host: str | None = None,
+    ) -> None:
+        self.directory = directory
+        self.rotate_bytes = rotate_bytes
+        self.rotate_seconds = rotate_seconds
+        self.worker = worker
+        self.host = host or socket.gethostname()
+        self._open: dict[str, CacheFile] = {}
+        self.files_opened = 0
+        self.write_errors = 0
+        self.repairs: list[RepairReport] = []
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def repair_all(self) -> list[RepairReport]:
+        """Check every cache file once at start; repair the ones a crash left torn."""
+        for path in sorted(self.directory.glob(f"*/*{SUFFIX}")):
+            if self.worker is not None and not path.name.endswith(f"-w{self.worker}{SUFFIX}"):
+                continue
+            report = repair(path)
+            if report:
+                self.repairs.append(report)
+        return self.repairs
+
+    def append(self, channel: Channel, bodies: Sequence[bytes | memoryview], now_ns: int) -> None:
+        """Write one batch of a channel as one block; OSError (a full disk) propagates."""
+        current = self._open.get(channel.name)
+        if current is not None and (
+            current.channel.fingerprint != channel.fingerprint
+            or needs_rollover(
+                current.size, current.started_ns, now_ns, self.rotate_bytes, self.rotate_seconds
+            )
+        ):
+            self._close(channel.name)
+            current = None
+        if current is None:
+            current = self._create(channel, now_ns)
+        current.append(bodies, now_ns)
+
+    def _create(self, channel: Channel, now_ns: int) -> CacheFile:
+        folder = self.directory / channel.name
+        folder.mkdir(exist_ok=True)
+        start = now_ns
+        while True:
+            path = folder / file_name(start, self.worker)
+            try:
+                cache_file = CacheFile(path, channel, start, self.host)
+                break
+            except FileExistsError:
+                start += 1000  # names have µs resolution: take the next free one
+            except OSError as exc:
+                raise CacheError(f"cannot create cache file {path}: {exc.strerror}") from exc
+        self._open[channel.name] = cache_file
+        self.files_opened += 1
+        log.info("cache: opened %s", path)
+        return cache_file
+
+    def _close(self, name: str) -> None:
+        cache_file = self._open.pop(name)
+        try:
+            cache_file.close()
+        except OSError as exc:
+            self.write_errors += 1
+            log.error("cache: closing %s failed: %s", cache_file.path, exc)
+        log.info(
+            "cache: closed %s (%d records, %d bytes)",
+            cache_file.path, cache_file.records, cache_file.size,
+        )
+
+    def roll_expired(self, now_ns: int) -> None:
+        """Close files past their age even when their channel has gone quiet."""
+        for name, cache_file in list(self._open.items()):
+            if needs_rollover(
+                cache_file.size, cache_file.started_ns, now_ns,
+                self.rotate_bytes, self.rotate_seconds,
+            ):
+                self._close(name)
+
+    def fsync(self) -> None:
+        for cache_file in self._open.values():
+            try:
+                cache_file.fsync()
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                self.write_errors += 1
+
+    def open_paths(self) -> set[Path]:
+        return {f.path for f in self._open.values()}
+
+    def close(self) -> None:
+        for name in list(self._open):
+            self._close(name)
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "open_files": len(self._open),
+            "files_opened": self.files_opened,
+            "write_errors": self.write_errors,
+            "repaired_files": len(self.repairs),
+        }

@@ -1,0 +1,206 @@
+"""``speeddata``: one command line for every part (``speeddata --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from speeddata import __version__, config, logs, status
+from speeddata.errors import ConfigError, SpeeddataError
+
+log = logging.getLogger("speeddata")
+
+Command = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    def register(func: Command) -> Command:
+        COMMANDS[name] = func
+        return func
+
+    return register
+
+
+def _cfg(args: argparse.Namespace) -> config.Config:
+    return config.from_args(args)
+
+
+def _registry(cfg: config.Config):  # type: ignore[no-untyped-def]
+    from speeddata.schemas import Registry
+
+    registry, errors = Registry.load_dir(cfg.channels.dir)
+    for error in errors:
+        log.error("%s (channel skipped)", error)
+    return registry
+
+
+@command("relay")
+def cmd_relay(args: argparse.Namespace) -> int:
+    from speeddata.relay.server import Relay
+
+    relay = Relay(_cfg(args))
+    relay.install_signal_handlers()
+    relay.run()
+    return 0
+
+
+@command("demo")
+def cmd_demo(args: argparse.Namespace) -> int:
+    import signal
+
+    from speeddata import demo
+
+    cfg = _cfg(args)
+    registry = _registry(cfg)
+    channels = args.channels.split(",") if args.channels else [
+        c for c in demo.GENERATORS if c in registry
+    ]
+    unknown = [c for c in channels if c not in demo.GENERATORS or c not in registry]
+    if unknown:
+        raise SpeeddataError(
+            f"no demo signals for channel(s) {unknown}; demo channels: {list(demo.GENERATORS)}"
+        )
+    stopping = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    host = args.host or ("127.0.0.1" if cfg.relay.host in ("0.0.0.0", "") else cfg.relay.host)
+    legacy = {name for name, port in cfg.legacy_ports().items() if port == cfg.relay.port}
+    sent = demo.run(registry, host, args.port or cfg.relay.port, channels, args.rate,
+                    legacy, args.duration, lambda: bool(stopping))
+    log.info("demo stopped: sent %s", sent)
+    return 0
+
+
+def _format_rate(value: float) -> str:
+    return f"{value / 1000:.1f} k/s" if value >= 1000 else f"{value:.1f} /s"
+
+
+@command("status")
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = _cfg(args)
+    snapshots = status.read_all(cfg.cache.dir)
+    if args.json:
+        print(json.dumps(snapshots, indent=1, default=str))
+        return 0 if any(s["running"] for s in snapshots.values()) else 1
+    if not snapshots:
+        print(f"nothing running (no status in {status.directory(cfg.cache.dir)}); "
+              "start it with ./start or 'speeddata up'")
+        return 1
+    for name, snap in snapshots.items():
+        state = "running" if snap["running"] else f"NOT running (last seen {snap['age_seconds']} s ago)"
+        uptime = time.time() - snap.get("started", time.time())
+        print(f"{name}: {state}, pid {snap.get('pid')}, up {uptime:.0f} s"
+              + (f", listening {snap['listen']}" if "listen" in snap else "")
+              + (f", url {snap['url']}" if "url" in snap else ""))
+        if snap.get("service") == "relay":
+            print(f"  {snap['datagrams']} datagrams in {snap['batches']} batches, kernel drops "
+                  f"{snap['kernel_drops']}, multicast send errors {snap['multicast_send_errors']},"
+                  f" not cached {snap['cache_dropped']}")
+            rejected = {k: v for k, v in snap["rejected"].items() if v}
+            print(f"  rejected: {rejected or 'none'}")
+            print(f"  {'channel':<16}{'datagrams':>12}{'rate':>12}{'bytes':>14}{'decimated':>11}")
+            for channel, c in sorted(snap["channels"].items()):
+                print(f"  {channel:<16}{c['datagrams']:>12}{_format_rate(c['rate_hz']):>12}"
+                      f"{c['bytes']:>14}{c['decimated']:>11}")
+    from speeddata.cache.catalogue import Catalogue
+
+    print(f"cache {cfg.cache.dir}: {Catalogue(cfg.cache.dir).size() / 2**20:.1f} MiB")
+    return 0 if any(s["running"] for s in snapshots.values()) else 1
+
+
+@command("config")
+def cmd_config(args: argparse.Namespace) -> int:
+    print(config.dump(_cfg(args)), end="")
+    return 0
+
+
+@command("up")
+def cmd_up(args: argparse.Namespace) -> int:
+    from speeddata.supervisor import Child, Supervisor
+
+    _cfg(args)  # a wrong key stops here, before any child starts
+
+    def argv(name: str) -> list[str]:
+        """The child's command line: the same config file and the flags it takes."""
+        flags = ["--config", str(args.config)] if args.config else []
+        for dest, value in vars(args).items():
+            if dest.startswith("cfg__"):
+                _, section, key = dest.split("__")
+                if section in SECTIONS_OF[name]:
+                    flags += [f"--{section}-{key}".replace("_", "-"), str(value)]
+        return [sys.executable, "-m", "speeddata", name, *flags]
+
+    names = ["relay", "serve", *(["demo"] if args.demo else [])]
+    supervisor = Supervisor([Child(name, argv(name)) for name in names])
+    supervisor.install_signal_handlers()
+    return supervisor.run()
+
+
+SECTIONS_OF = {
+    "relay": ["channels", "cache", "relay", "multicast"],
+    "demo": ["channels", "relay"],
+    "status": ["cache"],
+    "config": ["channels", "cache", "relay", "multicast", "web"],
+    "up": ["channels", "cache", "relay", "multicast", "web"],
+}
+
+HELP = {
+    "relay": "receive datagrams, cache them to disk and re-multicast them",
+    "demo": "send demo signals (sine, ramp, square, chirp, noise) to the relay",
+    "status": "show what runs, with rates, drops and cache size",
+    "config": "print the effective configuration as TOML",
+    "up": "run the relay and the stripchart (and --demo) supervised; Ctrl-C stops all",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="speeddata",
+        description="Telemetry for real machines: collect every sample, cache it, "
+        "chart it live, export tagged ranges to HDF5.",
+    )
+    top.add_argument("--version", action="version", version=f"speeddata {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, sections in SECTIONS_OF.items():
+        p = sub.add_parser(name, help=HELP[name], description=HELP[name])
+        p.add_argument("-v", "--verbose", action="count", default=0, help="log debug details")
+        p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+        config.add_arguments(p, sections)
+        if name == "demo":
+            p.add_argument("--rate", type=float, default=1.0,
+                           help="scale every channel's rate (motor 1 kHz, example 10 Hz, env 1 Hz)")
+            p.add_argument("--channels", help="comma-separated demo channels (default: all)")
+            p.add_argument("--duration", type=float, help="stop after this many seconds")
+            p.add_argument("--host", help="relay address (default: from [relay] host)")
+            p.add_argument("--port", type=int, help="relay port (default: [relay] port)")
+        elif name == "status":
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        elif name == "up":
+            p.add_argument("--demo", action="store_true", help="also run the demo source")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logs.setup(args.verbose, args.quiet)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"speeddata {args.command}: configuration error: {exc}\n"
+              "  'speeddata config' prints every key with its value.", file=sys.stderr)
+        return 2
+    except SpeeddataError as exc:
+        print(f"speeddata {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

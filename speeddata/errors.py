@@ -1,0 +1,33 @@
+"""The exceptions speeddata raises: one small tree, messages that state facts."""
+
+
+class SpeeddataError(Exception):
+    """Base of every error speeddata raises on purpose."""
+
+
+class ConfigError(SpeeddataError):
+    """A configuration key or value is wrong; the message names the key."""
+
+
+class SchemaError(SpeeddataError):
+    """A channel schema file cannot be used; the message names the file and the problem."""
+
+
+class UnknownChannelError(SpeeddataError):
+    """A channel name or fingerprint that no schema defines."""
+
+
+class RecordError(SpeeddataError, ValueError):
+    """A record does not match its channel's schema; the message names the field."""
+
+
+class WireError(SpeeddataError, ValueError):
+    """A datagram is not a valid single-object datagram. ``reason`` is a short counter key."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class CacheError(SpeeddataError):
+    """A cache file cannot be read or written."""

@@ -1,0 +1,57 @@
+"""Multicast sockets: one to send with, and listeners that join a group."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from speeddata.config import Group
+from speeddata.errors import SpeeddataError
+
+LOOPBACK_HINT = (
+    "on Linux, joining a group on 127.0.0.1 needs multicast enabled on lo "
+    "(ip link set lo multicast on) or set [multicast] interface to a LAN address"
+)
+
+
+def sender(interface: str, ttl: int) -> socket.socket:
+    """A non-blocking UDP socket that sends to groups out of ``interface``.
+
+    Non-blocking so that a congested path drops (and the caller counts) instead of
+    stalling the relay.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    if interface and interface != "0.0.0.0":
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+    sock.setblocking(False)
+    return sock
+
+
+def listener(group: Group, interface: str, rcvbuf: int = 8 * 2**20) -> socket.socket:
+    """A UDP socket bound to ``group`` that has joined it on ``interface``.
+
+    Several listeners on one host may join the same group (SO_REUSEADDR/SO_REUSEPORT).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    try:
+        sock.bind((group.host, group.port))
+    except OSError:  # some platforms cannot bind a group address
+        sock.bind(("", group.port))
+    local = interface if interface else "0.0.0.0"
+    mreq = socket.inet_aton(group.host) + socket.inet_aton(local)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    except OSError as exc:
+        sock.close()
+        hint = LOOPBACK_HINT if exc.errno in (errno.ENODEV, errno.EADDRNOTAVAIL) else ""
+        raise SpeeddataError(
+            f"cannot join multicast group {group} on {local}: {exc.strerror}"
+            + (f"; {hint}" if hint else "")
+        ) from None
+    return sock

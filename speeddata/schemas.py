@@ -1,0 +1,190 @@
+"""Channels: Avro record schemas in ``<dir>/<channel>.avsc``, found by name or fingerprint."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+from speeddata import wire
+from speeddata.errors import SchemaError, UnknownChannelError
+
+log = logging.getLogger("speeddata.schemas")
+
+NUMERIC_TYPES = {"int", "long", "float", "double", "boolean"}
+TEXT_TYPES = {"string", "enum"}
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One field of a channel: a plottable number, a text value, or something else."""
+
+    name: str
+    avro_type: str  # int, long, float, double, boolean, string, enum, or the Avro type name
+    kind: str  # "number", "text" or "other"
+    unit: str = ""
+    doc: str = ""
+    nullable: bool = False
+    symbols: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one per schema
+class Channel:
+    """A record schema and what speeddata derives from it once, at load time."""
+
+    name: str
+    schema: dict[str, Any]
+    parsed: Any = field(repr=False, compare=False)
+    fingerprint: bytes
+    time_field: str
+    signals: tuple[Signal, ...]
+    source: str = ""  # the file it came from, for messages
+
+    def signal(self, name: str) -> Signal:
+        for signal in self.signals:
+            if signal.name == name:
+                return signal
+        raise UnknownChannelError(f"channel {self.name!r} has no signal {name!r}")
+
+
+def _signal(f: dict[str, Any]) -> Signal:
+    avro_type = f["type"]
+    nullable = False
+    if isinstance(avro_type, list):  # a union: ["null", X] is a nullable X
+        branches = [t for t in avro_type if t != "null"]
+        nullable = len(branches) < len(avro_type)
+        avro_type = branches[0] if len(branches) == 1 else "union"
+    symbols: tuple[str, ...] = ()
+    if isinstance(avro_type, dict):  # enum, or a primitive with a logicalType
+        symbols = tuple(avro_type.get("symbols", ()))
+        avro_type = avro_type["type"]
+    kind = "number" if avro_type in NUMERIC_TYPES else "text" if avro_type in TEXT_TYPES else "other"
+    return Signal(
+        name=f["name"],
+        avro_type=str(avro_type),
+        kind=kind,
+        unit=str(f.get("unit", "")),
+        doc=str(f.get("doc", "")),
+        nullable=nullable,
+        symbols=symbols,
+    )
+
+
+def channel_from_schema(schema: dict[str, Any], source: str = "<schema>") -> Channel:
+    """Check a record schema and build its Channel; SchemaError says what is wrong where."""
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        raise SchemaError(f"schema {source}: the top level must be an Avro record")
+    name = schema.get("name")
+    if not isinstance(name, str) or not name:
+        raise SchemaError(f"schema {source}: the record has no name")
+    try:
+        parsed = fastavro.parse_schema(schema, _write_hint=False)
+    except Exception as exc:  # fastavro raises several types for bad schemas
+        raise SchemaError(f"schema {source}: {exc}") from None
+    fields = schema.get("fields", [])
+    time_field = schema.get("abscissa", "time")
+    times = [f for f in fields if f.get("name") == time_field]
+    if not times:
+        raise SchemaError(
+            f"schema {source}: no field {time_field!r} for the time axis "
+            "(add a long field 'time' in ns since the epoch, or name another with 'abscissa')"
+        )
+    time_type = times[0]["type"]
+    if (time_type.get("type") if isinstance(time_type, dict) else time_type) != "long":
+        raise SchemaError(f"schema {source}: time field {time_field!r} must be a long (ns)")
+    return Channel(
+        name=name,
+        schema=schema,
+        parsed=parsed,
+        fingerprint=wire.fingerprint(schema),
+        time_field=time_field,
+        signals=tuple(_signal(f) for f in fields if f.get("name") != time_field),
+        source=source,
+    )
+
+
+def load_file(path: Path) -> Channel:
+    """Load one ``.avsc`` file; the record name must equal the file name."""
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SchemaError(f"schema {path}: cannot read: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise SchemaError(
+            f"schema {path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    channel = channel_from_schema(schema, str(path))
+    if channel.name != path.stem:
+        raise SchemaError(
+            f"schema {path}: record name {channel.name!r} differs from the file name "
+            f"{path.stem!r} (they must be equal: the file name is the channel name)"
+        )
+    return channel
+
+
+class Registry:
+    """The known channels, by name and by wire fingerprint."""
+
+    def __init__(self, channels: list[Channel] | None = None) -> None:
+        self._by_name: dict[str, Channel] = {}
+        self._by_fingerprint: dict[bytes, Channel] = {}
+        for channel in channels or []:
+            self.add(channel)
+
+    @classmethod
+    def load_dir(cls, directory: Path) -> tuple[Registry, list[SchemaError]]:
+        """Load every ``*.avsc`` file; bad files are returned as errors, not raised."""
+        registry = cls()
+        errors: list[SchemaError] = []
+        if not directory.is_dir():
+            errors.append(SchemaError(f"schema directory {directory} does not exist"))
+            return registry, errors
+        for path in sorted(directory.glob("*.avsc")):
+            try:
+                registry.add(load_file(path))
+            except SchemaError as exc:
+                errors.append(exc)
+        return registry, errors
+
+    def add(self, channel: Channel) -> None:
+        old = self._by_name.get(channel.name)
+        if old is not None and old.fingerprint != channel.fingerprint:
+            del self._by_fingerprint[old.fingerprint]
+        clash = self._by_fingerprint.get(channel.fingerprint)
+        if clash is not None and clash.name != channel.name:
+            raise SchemaError(
+                f"schema {channel.source}: same fingerprint as channel {clash.name!r}"
+            )
+        self._by_name[channel.name] = channel
+        self._by_fingerprint[channel.fingerprint] = channel
+
+    def __getitem__(self, name: str) -> Channel:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            known = ", ".join(sorted(self._by_name)) or "none"
+            raise UnknownChannelError(f"unknown channel {name!r} (known: {known})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def by_fingerprint(self, fp: bytes) -> Channel | None:
+        return self._by_fingerprint.get(fp)
+
+    @property
+    def fingerprints(self) -> dict[bytes, Channel]:
+        """The routing table: fingerprint bytes to channel (read-only use)."""
+        return self._by_fingerprint

@@ -1,0 +1,153 @@
+"""The sender library: one Avro single-object datagram per sample, over UDP.
+
+    from speeddata import Sender
+    with Sender("motor") as motor:
+        motor.send(speed=1500.0, torque=3.2, ...)   # time defaults to now
+
+Network trouble never raises into the instrumented program: failed sends are counted
+(``statistics()``). A record that does not match the schema raises RecordError naming
+the field, because that is a programming error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.validation import validate
+
+from speeddata import wire
+from speeddata.encoding import compile_encoder
+from speeddata.errors import RecordError
+from speeddata.schemas import Channel, channel_from_schema, load_file
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 26000
+
+
+def resolve_channel(channel_or_schema: str | Path | dict[str, Any] | Channel) -> Channel:
+    """A Channel from a Channel, a schema dict, a ``.avsc`` path or a channel name.
+
+    A bare name is looked up in the configured channels directory.
+    """
+    if isinstance(channel_or_schema, Channel):
+        return channel_or_schema
+    if isinstance(channel_or_schema, dict):
+        return channel_from_schema(channel_or_schema)
+    path = Path(channel_or_schema)
+    if path.suffix == ".avsc" or path.exists():
+        return load_file(path)
+    from speeddata.config import build
+
+    return load_file(build().channels.dir / f"{channel_or_schema}.avsc")
+
+
+class Encoder:
+    """Encodes records of one channel to datagrams (header + body), reusing one buffer."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.header = wire.header(channel.fingerprint)
+        self._buffer = io.BytesIO()
+        self._time_field = channel.time_field
+        self._fast = compile_encoder(channel.schema)
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        if self._time_field not in record:
+            record = {**record, self._time_field: time.time_ns()}
+        if self._fast is not None:
+            try:
+                return self.header + self._fast(record)
+            except Exception:  # the generated encoder is terse: say which field is wrong
+                raise self._explain(record) from None
+        buffer = self._buffer
+        buffer.seek(0)
+        buffer.truncate()
+        buffer.write(self.header)
+        try:
+            fastavro.schemaless_writer(buffer, self.channel.parsed, record)
+        except Exception:  # fastavro's own errors are vague: say which field is wrong
+            raise self._explain(record) from None
+        return buffer.getvalue()
+
+    def _explain(self, record: dict[str, Any]) -> RecordError:
+        fields = {f.name for f in self.channel.signals} | {self._time_field}
+        extra = sorted(set(record) - fields)
+        if extra:
+            return RecordError(
+                f"channel {self.channel.name!r}: record has field(s) {extra} that the schema "
+                f"does not define (fields: {sorted(fields)})"
+            )
+        missing = sorted(fields - set(record))
+        if missing:
+            return RecordError(f"channel {self.channel.name!r}: record lacks field(s) {missing}")
+        try:
+            validate(record, self.channel.parsed, raise_errors=True)
+        except Exception as exc:
+            details = getattr(exc, "errors", None)
+            if details:
+                first = details[0]
+                field = str(getattr(first, "field", "")).removeprefix(f"{self.channel.name}.")
+                return RecordError(
+                    f"channel {self.channel.name!r}: field {field!r} = "
+                    f"{getattr(first, 'datum', None)!r} does not fit type "
+                    f"{json.dumps(getattr(first, 'schema', None))}"
+                )
+            return RecordError(f"channel {self.channel.name!r}: {exc}")
+        return RecordError(f"channel {self.channel.name!r}: record cannot be encoded: {record!r}")
+
+
+class Sender:
+    """Sends records of one channel as UDP datagrams to a relay."""
+
+    def __init__(
+        self,
+        channel_or_schema: str | Path | dict[str, Any] | Channel,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+    ) -> None:
+        self.channel = resolve_channel(channel_or_schema)
+        self.encoder = Encoder(self.channel)
+        self.address = (host, port)
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.setblocking(False)
+        self.sent = 0
+        self.failed = 0
+        self.last_error: str = ""
+
+    def send(self, record: dict[str, Any] | None = None, /, **fields: Any) -> bool:
+        """Encode and send one record (a dict, or keywords); False if the send failed.
+
+        A missing ``time`` field is set to now (ns since the epoch).
+        """
+        datagram = self.encoder.encode(record if record is not None else fields)
+        return self.send_datagram(datagram)
+
+    def send_datagram(self, datagram: bytes) -> bool:
+        """Send already encoded bytes; counts a failure instead of raising."""
+        try:
+            self._socket.sendto(datagram, self.address)
+        except OSError as exc:
+            self.failed += 1
+            self.last_error = str(exc)
+            return False
+        self.sent += 1
+        return True
+
+    def statistics(self) -> dict[str, object]:
+        return {"channel": self.channel.name, "sent": self.sent, "failed": self.failed,
+                "last_error": self.last_error}
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

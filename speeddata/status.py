@@ -1,0 +1,60 @@
+"""Status files: each running service writes a JSON snapshot that ``speeddata status`` reads.
+
+A file under ``<cache>/.status/`` is rewritten atomically about once a second; a
+snapshot older than a few seconds, or whose process is gone, is shown as not running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+STALE_SECONDS = 5.0
+
+
+def directory(cache_dir: Path) -> Path:
+    return cache_dir / ".status"
+
+
+def write(cache_dir: Path, name: str, snapshot: dict[str, Any]) -> None:
+    folder = directory(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(snapshot, indent=1, default=str))
+    os.replace(tmp, folder / f"{name}.json")
+
+
+def remove(cache_dir: Path, name: str) -> None:
+    (directory(cache_dir) / f"{name}.json").unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_all(cache_dir: Path, now: float | None = None) -> dict[str, dict[str, Any]]:
+    """Every service's last snapshot, each with ``running`` set from its age and pid."""
+    now = time.time() if now is None else now
+    out = {}
+    folder = directory(cache_dir)
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.json")):
+        try:
+            snapshot = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        age = now - snapshot.get("written", 0)
+        snapshot["age_seconds"] = round(age, 1)
+        snapshot["running"] = age < STALE_SECONDS and _alive(int(snapshot.get("pid", 0)))
+        out[path.stem] = snapshot
+    return out

@@ -1,0 +1,97 @@
+"""``speeddata up``: run the services as child processes, restart the ones that crash."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger("speeddata.up")
+
+STOP_GRACE_SECONDS = 10.0
+
+
+class Backoff:
+    """Restart delays: 0.5 s doubling to 30 s; reset after a child ran 60 s."""
+
+    def __init__(self, first: float = 0.5, most: float = 30.0, healthy: float = 60.0) -> None:
+        self.first, self.most, self.healthy = first, most, healthy
+        self.delay = first
+
+    def after_exit(self, ran_seconds: float) -> float:
+        if ran_seconds >= self.healthy:
+            self.delay = self.first
+        delay = self.delay
+        self.delay = min(self.most, self.delay * 2)
+        return delay
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen | None = None
+    started: float = 0.0
+    restart_at: float | None = None
+    restarts: int = 0
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+class Supervisor:
+    def __init__(self, children: list[Child]) -> None:
+        self.children = children
+        self._stopping = False
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def _start(self, child: Child) -> None:
+        child.process = subprocess.Popen(child.argv)
+        child.started = time.monotonic()
+        child.restart_at = None
+        log.info("started %s (pid %d)", child.name, child.process.pid)
+
+    def run(self) -> int:
+        for child in self.children:
+            self._start(child)
+        while not self._stopping:
+            now = time.monotonic()
+            for child in self.children:
+                if child.process is not None and child.restart_at is None:
+                    code = child.process.poll()
+                    if code is not None:
+                        delay = child.backoff.after_exit(now - child.started)
+                        child.restart_at = now + delay
+                        log.error("%s exited with code %s; restarting in %.1f s",
+                                  child.name, code, delay)
+                elif child.restart_at is not None and now >= child.restart_at:
+                    child.restarts += 1
+                    self._start(child)
+            time.sleep(0.1)
+        self._stop_all()
+        return 0
+
+    def _stop_all(self) -> None:
+        running = [c for c in self.children if c.process and c.process.poll() is None]
+        for child in reversed(running):  # sources first, the relay last
+            try:
+                child.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in running:
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                log.error("%s did not stop in %.0f s; killing it", child.name, STOP_GRACE_SECONDS)
+                child.process.kill()  # type: ignore[union-attr]
+                child.process.wait()  # type: ignore[union-attr]
+            log.info("stopped %s", child.name)
+        log.info("all stopped (pid %d)", os.getpid())

@@ -1,0 +1,84 @@
+"""The wire format: Avro single-object encoding, one record per UDP datagram.
+
+A datagram is ``C3 01``, the 8-byte little-endian CRC-64-AVRO fingerprint of the
+schema's Parsing Canonical Form, then the Avro binary body (Avro specification,
+"Single-object encoding"). Nothing here touches a socket.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from speeddata.errors import WireError
+
+MARKER = b"\xc3\x01"
+FINGERPRINT_SIZE = 8
+HEADER_SIZE = len(MARKER) + FINGERPRINT_SIZE  # 10 bytes before the body
+
+_CRC64_EMPTY = 0xC15D213AA4D7A795
+
+
+def _crc64_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
+        table.append(fp)
+    return tuple(table)
+
+
+_CRC64_TABLE = _crc64_table()
+
+
+def crc64_avro(data: bytes) -> int:
+    """The Avro specification's 64-bit Rabin fingerprint (CRC-64-AVRO) of ``data``."""
+    fp = _CRC64_EMPTY
+    for byte in data:
+        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
+    return fp
+
+
+def canonical_form(schema: dict[str, Any]) -> str:
+    """The Parsing Canonical Form of a schema, as the Avro specification defines it."""
+    from fastavro.schema import to_parsing_canonical_form
+
+    return to_parsing_canonical_form(schema)
+
+
+def fingerprint(schema: dict[str, Any]) -> bytes:
+    """The 8 fingerprint bytes exactly as they appear in a datagram header."""
+    value = crc64_avro(canonical_form(schema).encode("utf-8"))
+    return value.to_bytes(FINGERPRINT_SIZE, "little")
+
+
+def header(fp: bytes) -> bytes:
+    """The 10-byte single-object header for a schema fingerprint."""
+    if len(fp) != FINGERPRINT_SIZE:
+        raise ValueError(f"a fingerprint is {FINGERPRINT_SIZE} bytes, got {len(fp)}")
+    return MARKER + fp
+
+
+def split(datagram: bytes | memoryview) -> tuple[bytes, memoryview]:
+    """Return ``(fingerprint, body)`` of a single-object datagram, or raise WireError.
+
+    The checks are the ones the relay makes before it accepts a datagram: the marker,
+    and a header long enough to hold a fingerprint.
+    """
+    view = memoryview(datagram)
+    if len(view) < HEADER_SIZE:
+        raise WireError("too_short", f"datagram of {len(view)} bytes is shorter than a header")
+    if view[:2] != MARKER:
+        raise WireError("bad_marker", f"datagram starts with {bytes(view[:2]).hex()}, not c301")
+    return bytes(view[2:HEADER_SIZE]), view[HEADER_SIZE:]
+
+
+def describe(fp: bytes) -> str:
+    """A fingerprint as people read it in logs and errors (hex, wire byte order)."""
+    return fp.hex()
+
+
+def schema_json(schema: dict[str, Any]) -> str:
+    """Compact JSON of a schema, as stored in cache file headers."""
+    return json.dumps(schema, separators=(",", ":"))
