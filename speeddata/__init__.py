@@ -7,6 +7,6 @@ HDF5 files.
 
 __version__ = "0.1.0"
 
-from speeddata.sender import Sender  # noqa: E402
+from speeddata.sender import Sender
 
 __all__ = ["Sender", "__version__"]

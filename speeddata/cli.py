@@ -8,7 +8,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from speeddata import __version__, config, logs, status
 from speeddata.errors import ConfigError, SpeeddataError
@@ -77,6 +76,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+WAIT_FOR = ("relay", "serve")
+
+
 def _format_rate(value: float) -> str:
     return f"{value / 1000:.1f} k/s" if value >= 1000 else f"{value:.1f} /s"
 
@@ -84,6 +86,17 @@ def _format_rate(value: float) -> str:
 @command("status")
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
+    if args.url:
+        serve = status.read_all(cfg.cache.dir).get("serve", {})
+        print(serve.get("url") or f"http://{cfg.web.host}:{cfg.web.port}/")
+        return 0
+    if args.wait is not None:
+        deadline = time.monotonic() + args.wait
+        while not status.all_running(cfg.cache.dir, WAIT_FOR):
+            if time.monotonic() > deadline:
+                log.error("not all of %s running after %g s", ", ".join(WAIT_FOR), args.wait)
+                return 1
+            time.sleep(0.2)
     snapshots = status.read_all(cfg.cache.dir)
     if args.json:
         print(json.dumps(snapshots, indent=1, default=str))
@@ -93,7 +106,8 @@ def cmd_status(args: argparse.Namespace) -> int:
               "start it with ./start or 'speeddata up'")
         return 1
     for name, snap in snapshots.items():
-        state = "running" if snap["running"] else f"NOT running (last seen {snap['age_seconds']} s ago)"
+        state = "running" if snap["running"] else (
+            f"NOT running (last seen {snap['age_seconds']} s ago)")
         uptime = time.time() - snap.get("started", time.time())
         print(f"{name}: {state}, pid {snap.get('pid')}, up {uptime:.0f} s"
               + (f", listening {snap['listen']}" if "listen" in snap else "")
@@ -145,7 +159,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 SECTIONS_OF = {
     "relay": ["channels", "cache", "relay", "multicast"],
     "demo": ["channels", "relay"],
-    "status": ["cache"],
+    "status": ["cache", "web"],
     "config": ["channels", "cache", "relay", "multicast", "web"],
     "up": ["channels", "cache", "relay", "multicast", "web"],
 }
@@ -181,6 +195,9 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--port", type=int, help="relay port (default: [relay] port)")
         elif name == "status":
             p.add_argument("--json", action="store_true", help="machine-readable output")
+            p.add_argument("--wait", type=float, metavar="SECONDS",
+                           help="first wait until the relay and the stripchart run")
+            p.add_argument("--url", action="store_true", help="print the stripchart's URL only")
         elif name == "up":
             p.add_argument("--demo", action="store_true", help="also run the demo source")
     return top

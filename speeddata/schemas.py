@@ -40,6 +40,7 @@ class Channel:
     schema: dict[str, Any]
     parsed: Any = field(repr=False, compare=False)
     fingerprint: bytes
+    aliases: tuple[bytes, ...]  # other fingerprints senders compute (wire.alias_fingerprints)
     time_field: str
     signals: tuple[Signal, ...]
     source: str = ""  # the file it came from, for messages
@@ -62,7 +63,9 @@ def _signal(f: dict[str, Any]) -> Signal:
     if isinstance(avro_type, dict):  # enum, or a primitive with a logicalType
         symbols = tuple(avro_type.get("symbols", ()))
         avro_type = avro_type["type"]
-    kind = "number" if avro_type in NUMERIC_TYPES else "text" if avro_type in TEXT_TYPES else "other"
+    kind = (
+        "number" if avro_type in NUMERIC_TYPES else "text" if avro_type in TEXT_TYPES else "other"
+    )
     return Signal(
         name=f["name"],
         avro_type=str(avro_type),
@@ -101,6 +104,7 @@ def channel_from_schema(schema: dict[str, Any], source: str = "<schema>") -> Cha
         schema=schema,
         parsed=parsed,
         fingerprint=wire.fingerprint(schema),
+        aliases=tuple(wire.alias_fingerprints(schema)),
         time_field=time_field,
         signals=tuple(_signal(f) for f in fields if f.get("name") != time_field),
         source=source,
@@ -152,15 +156,17 @@ class Registry:
 
     def add(self, channel: Channel) -> None:
         old = self._by_name.get(channel.name)
-        if old is not None and old.fingerprint != channel.fingerprint:
-            del self._by_fingerprint[old.fingerprint]
+        if old is not None:
+            for fp in (old.fingerprint, *old.aliases):
+                self._by_fingerprint.pop(fp, None)
         clash = self._by_fingerprint.get(channel.fingerprint)
-        if clash is not None and clash.name != channel.name:
+        if clash is not None:
             raise SchemaError(
                 f"schema {channel.source}: same fingerprint as channel {clash.name!r}"
             )
         self._by_name[channel.name] = channel
-        self._by_fingerprint[channel.fingerprint] = channel
+        for fp in (channel.fingerprint, *channel.aliases):
+            self._by_fingerprint.setdefault(fp, channel)
 
     def __getitem__(self, name: str) -> Channel:
         try:

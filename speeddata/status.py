@@ -58,3 +58,8 @@ def read_all(cache_dir: Path, now: float | None = None) -> dict[str, dict[str, A
         snapshot["running"] = age < STALE_SECONDS and _alive(int(snapshot.get("pid", 0)))
         out[path.stem] = snapshot
     return out
+
+
+def all_running(cache_dir: Path, names: tuple[str, ...]) -> bool:
+    snapshots = read_all(cache_dir)
+    return all(snapshots.get(name, {}).get("running") for name in names)

@@ -53,6 +53,47 @@ def fingerprint(schema: dict[str, Any]) -> bytes:
     return value.to_bytes(FINGERPRINT_SIZE, "little")
 
 
+PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+
+
+def _keep_logical_primitives(original: Any, canonical: Any) -> Any:
+    """Re-wrap primitives that carry a logicalType as ``{"type": X}`` in a canonical form."""
+    if isinstance(original, dict):
+        kind = original.get("type")
+        if kind in PRIMITIVES and "logicalType" in original and canonical == kind:
+            return {"type": kind}
+        if kind == "record":
+            canonical["fields"] = [
+                {**cf, "type": _keep_logical_primitives(of["type"], cf["type"])}
+                for of, cf in zip(original["fields"], canonical["fields"], strict=True)
+            ]
+        elif kind == "array":
+            canonical["items"] = _keep_logical_primitives(original["items"], canonical["items"])
+        elif kind == "map":
+            canonical["values"] = _keep_logical_primitives(original["values"], canonical["values"])
+        elif isinstance(kind, dict | list):
+            return _keep_logical_primitives(kind, canonical)
+    elif isinstance(original, list):
+        return [_keep_logical_primitives(o, c) for o, c in zip(original, canonical, strict=True)]
+    return canonical
+
+
+def alias_fingerprints(schema: dict[str, Any]) -> list[bytes]:
+    """Other fingerprints that well-known Avro libraries compute for this schema.
+
+    Apache Avro for Python (1.12) keeps ``{"type": "long"}`` in the canonical form for a
+    logical type it does not know, such as ``timestamp-nanos``, where the specification
+    (and Java, fastavro) writes ``"long"``. Its senders then put that fingerprint on the
+    wire; the relay accepts it as the same channel.
+    """
+    canonical = canonical_form(schema)
+    quirk = _keep_logical_primitives(schema, json.loads(canonical))
+    text = json.dumps(quirk, separators=(",", ":"), ensure_ascii=False)
+    if text == canonical:
+        return []
+    return [crc64_avro(text.encode("utf-8")).to_bytes(FINGERPRINT_SIZE, "little")]
+
+
 def header(fp: bytes) -> bytes:
     """The 10-byte single-object header for a schema fingerprint."""
     if len(fp) != FINGERPRINT_SIZE:

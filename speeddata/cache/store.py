@@ -167,9 +167,6 @@ def repair(path: Path) -> RepairReport | None:
         idx.unlink(missing_ok=True)
         return RepairReport(path, len(data), 0, True)
     blocks, end = avrofile.scan_blocks(data, header.size, header.sync)
-    if end == len(data) and entries and entries[-1].offset + entries[-1].length == end:
-        if len(entries) == len(blocks):
-            return None
     by_offset = {e.offset: e for e in entries}
     rebuilt = []
     reindexed = 0
@@ -184,6 +181,8 @@ def repair(path: Path) -> RepairReport | None:
             reindexed += 1
         rebuilt.append(entry)
         last_ns = entry.recv_ns
+    if end == len(data) and rebuilt == entries:
+        return None  # a file with no blocks yet, or torn only in a way that changed nothing
     with path.open("r+b") as f:
         f.truncate(end)
         os.fsync(f.fileno())

@@ -7,6 +7,7 @@ kernel's drop counter (SO_RXQ_OVFL, Linux) comes along at almost no cost.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import struct
@@ -33,10 +34,8 @@ def open_receiver(host: str, port: int, rcvbuf: int, reuseport: bool = False) ->
             "raise it with: sysctl -w net.core.rmem_max=%d", granted, rcvbuf, rcvbuf,
         )
     if SO_RXQ_OVFL is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
-        except OSError:
-            pass
     sock.bind((host, port))
     sock.setblocking(False)
     return sock

@@ -6,6 +6,7 @@ roll-over, retention); this module owns the sockets, the clock and the signals.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -80,7 +81,8 @@ class Relay:
         self.catalogue = Catalogue(config.cache.dir, lambda: protected_ranges(config.cache.dir))
         self.quota = config.cache_quota()
         mc = config.multicast
-        self.mc_socket = multicast.sender(mc.interface, mc.ttl) if (mc.full or mc.decimated) else None
+        forwarding = mc.full or mc.decimated
+        self.mc_socket = multicast.sender(mc.interface, mc.ttl) if forwarding else None
         self.full = (mc.full.host, mc.full.port) if mc.full else None
         self.decimated = (mc.decimated.host, mc.decimated.port) if mc.decimated else None
         self.counts = {"batches": 0, "datagrams": 0, "multicast_send_errors": 0,
@@ -98,10 +100,8 @@ class Relay:
     def stop(self) -> None:
         """Ask the loop to finish (safe from a signal handler or another thread)."""
         self._stopping = True
-        try:
+        with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
-        except OSError:
-            pass
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -209,10 +209,8 @@ class Relay:
                 timeout = max(0.0, min(next_status, next_fsync, next_retention) - now)
                 for key, _ in selector.select(timeout):
                     if key.data is None:
-                        try:
+                        with contextlib.suppress(BlockingIOError):
                             self._wake_r.recv(64)
-                        except BlockingIOError:
-                            pass
                         continue
                     self.handle(*key.data)
         finally:

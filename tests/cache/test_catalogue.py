@@ -1,0 +1,70 @@
+"""Retention and time-range lookup, from file names and indexes only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from speeddata.cache import reader
+from speeddata.cache.catalogue import CachedFile, Catalogue, plan_retention
+from speeddata.cache.store import CacheWriter
+from speeddata.tags import TagStore
+from tests.cache.test_store import EXAMPLE, T0, bodies
+
+S = 10**9
+
+
+def cached(name: str, start: int, end: int, size: int = 100) -> CachedFile:
+    return CachedFile("c", Path(name), size, start, end)
+
+
+def test_retention_deletes_oldest_first_until_under_quota() -> None:
+    files = [cached("a", 0, 9), cached("b", 10, 19), cached("c", 20, 29), cached("d", 30, 39)]
+    doomed = plan_retention(files, quota=250, protected=[], keep=set())
+    assert [f.path.name for f in doomed] == ["a", "b"]
+
+
+def test_retention_skips_protected_ranges_and_open_files() -> None:
+    files = [cached("a", 0, 9), cached("b", 10, 19), cached("c", 20, 29), cached("d", 30, 39)]
+    doomed = plan_retention(files, quota=150, protected=[(12, 15)], keep={Path("a")})
+    assert [f.path.name for f in doomed] == ["c", "d"]
+
+
+def test_retention_may_stay_over_quota_rather_than_lose_tagged_data() -> None:
+    files = [cached("a", 0, 9), cached("b", 10, 19)]
+    assert plan_retention(files, quota=0, protected=[(0, 100)], keep=set()) == []
+
+
+def _fill(cache: Path) -> CacheWriter:
+    writer = CacheWriter(cache, rotate_bytes=600, rotate_seconds=600)
+    for i in range(30):
+        writer.append(EXAMPLE, bodies(i, 1), T0 + i * S)
+    writer.close()
+    return writer
+
+
+def test_enforce_keeps_unexported_tags_and_deletes_untagged_old_files(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    _fill(cache)
+    tags = TagStore(cache)
+    tags.add("early", T0 + 2 * S, T0 + 4 * S)
+    catalogue = Catalogue(cache, tags.protected_ranges)
+    before = catalogue.files()
+    assert len(before) > 4
+    deleted = catalogue.enforce(quota=catalogue.size() // 2, keep=set())
+    assert deleted
+    left = catalogue.files()
+    assert any(f.overlaps(T0 + 2 * S, T0 + 4 * S) for f in left)
+    kept = [t for t, _ in reader.records(cache, "example", T0 + 2 * S, T0 + 4 * S)]
+    assert kept == [T0 + 2 * S, T0 + 3 * S, T0 + 4 * S]
+    # once exported, the tag no longer protects its range
+    tags.mark_exported("early", T0)
+    catalogue.enforce(quota=0, keep=set())
+    assert catalogue.files() == []
+
+
+def test_range_lookup_uses_the_index(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    _fill(cache)
+    got = list(reader.records(cache, "example", T0 + 10 * S, T0 + 12 * S))
+    assert [(t, r["counter"]) for t, r in got] == [(T0 + i * S, i) for i in (10, 11, 12)]
+    assert list(reader.records(cache, "example", 0, T0 - 1)) == []

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import RelayProcess, fresh_group, relay_settings, start_relay
+
+
+def _loopback_multicast_works() -> bool:
+    group = fresh_group()
+    from speeddata import multicast
+
+    try:
+        sock = multicast.listener(group, "127.0.0.1")
+    except Exception:
+        return False
+    sock.settimeout(2)
+    out = multicast.sender("127.0.0.1", 1)
+    out.sendto(b"probe", (group.host, group.port))
+    try:
+        return sock.recv(16) == b"probe"
+    except OSError:
+        return False
+    finally:
+        sock.close()
+        out.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_multicast() -> None:
+    """Multicast on loopback must work for the relay tests.
+
+    Most Linux kernels deliver it as is; where joining a group on 127.0.0.1 fails, lo
+    lacks the MULTICAST flag, and we set it (root is needed, which CI has).
+    """
+    if _loopback_multicast_works():
+        return
+    subprocess.run(["ip", "link", "set", "lo", "multicast", "on"], check=False)
+    if not _loopback_multicast_works():
+        pytest.exit("multicast on loopback does not work here and 'ip link set lo multicast "
+                    "on' did not fix it", returncode=3)
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[RelayProcess]:
+    """A real relay process on a free port with its own cache and multicast groups."""
+    proc = start_relay(tmp_path, relay_settings(tmp_path))
+    yield proc
+    if proc.process.poll() is None:
+        proc.stop()
+
+
+@pytest.fixture
+def udp() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    yield sock
+    sock.close()

@@ -1,0 +1,128 @@
+"""Helpers shared by the tests: timeouts, waiting on conditions, real relay processes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from speeddata import status
+from speeddata.config import Group
+
+PROJECT = Path(__file__).resolve().parents[1]
+SCHEMAS = PROJECT / "schemas"
+# One scalable timeout: raise SPEEDDATA_TEST_TIMEOUT on a slow machine.
+TIMEOUT = float(os.environ.get("SPEEDDATA_TEST_TIMEOUT", "20"))
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = TIMEOUT, what: str = "") -> Any:
+    """Poll ``condition`` until it returns something true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fresh_group() -> Group:
+    """A multicast group and port no other test (or a running ./start) uses."""
+    return Group(f"239.255.{random.randint(100, 250)}.{random.randint(1, 250)}", free_udp_port())
+
+
+@dataclass
+class RelayProcess:
+    process: subprocess.Popen
+    config_path: Path
+    cache_dir: Path
+    port: int
+    full: Group
+    decimated: Group
+    log_path: Path
+
+    def snapshot(self) -> dict[str, Any]:
+        return status.read_all(self.cache_dir).get("relay", {})
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(TIMEOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+def write_config(path: Path, settings: dict[str, dict[str, Any]]) -> Path:
+    from speeddata.config import toml_value
+
+    lines = []
+    for section, values in settings.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def relay_settings(tmp: Path, **extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    settings: dict[str, dict[str, Any]] = {
+        "channels": {"dir": str(SCHEMAS), "legacy": ["example"]},
+        "cache": {"dir": str(tmp / "cache"), "fsync_seconds": 0.2},
+        "relay": {"host": "127.0.0.1", "port": 0},
+        "multicast": {"full": str(fresh_group()), "decimated": str(fresh_group()),
+                      "interface": "127.0.0.1"},
+        "web": {"port": free_tcp_port()},
+    }
+    for section, values in extra.items():
+        settings.setdefault(section, {}).update(values)
+    return settings
+
+
+def start_relay(tmp: Path, settings: dict[str, dict[str, Any]], *args: str) -> RelayProcess:
+    """Run ``speeddata relay`` as a real process and wait until it reports running."""
+    config_path = write_config(tmp / "relay.toml", settings)
+    cache_dir = Path(settings["cache"]["dir"])
+    log_path = tmp / f"relay-{time.monotonic_ns()}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "speeddata", "relay", "--config", str(config_path), *args],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+
+    def ready() -> dict[str, Any] | None:
+        if process.poll() is not None:
+            raise AssertionError(f"relay exited with {process.returncode}:\n{log_path.read_text()}")
+        snap = status.read_all(cache_dir).get("relay")
+        return snap if snap and snap["running"] and snap["pid"] == process.pid else None
+
+    snap = wait_until(ready, what="the relay's status file")
+    from speeddata.config import parse_group
+
+    return RelayProcess(
+        process, config_path, cache_dir, int(snap["listen"].rsplit(":", 1)[1]),
+        parse_group(settings["multicast"]["full"]), parse_group(settings["multicast"]["decimated"]),
+        log_path,
+    )

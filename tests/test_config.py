@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from speeddata import config
+from speeddata.errors import ConfigError
+from tests.helpers import PROJECT
+
+
+def test_defaults_need_no_file() -> None:
+    cfg = config.build()
+    assert cfg.relay.port == 26000
+    assert cfg.relay.host == "0.0.0.0"
+    assert str(cfg.multicast.full).startswith("239.")
+    assert cfg.multicast.ttl == 1
+    assert cfg.cache.rotate_bytes == 64 * 2**20
+    assert cfg.cache.rotate_seconds == 600
+    assert cfg.multicast.decimated_rate_hz == 50
+    assert cfg.legacy_ports() == {"example": 26000}
+
+
+def test_toml_then_flags_override_in_that_order(tmp_path: Path) -> None:
+    path = tmp_path / "sd.toml"
+    path.write_text('[relay]\nport = 27000\n[cache]\ndir = "here"\nrotate_bytes = "1MiB"\n'
+                    '[multicast]\nfull = "239.1.1.1:6000"\ndecimated = ""\n')
+    cfg = config.build(path, {("relay", "port"): "28000"})
+    assert cfg.relay.port == 28000
+    assert cfg.cache.dir == tmp_path / "here"  # relative to the config file
+    assert cfg.cache.rotate_bytes == 2**20
+    assert cfg.multicast.full == config.Group("239.1.1.1", 6000)
+    assert cfg.multicast.decimated is None
+
+
+def test_environment_variable_names_the_file(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "sd.toml"
+    path.write_text("[web]\nport = 9999\n")
+    monkeypatch.setenv("SPEEDDATA_CONFIG", str(path))
+    assert config.build().web.port == 9999
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[relay]\nprot = 1\n", "unknown key [relay] prot"),
+        ("[relais]\nport = 1\n", "unknown section [relais]"),
+        ("[relay]\nport = 'x'\n", "[relay] port = 'x'"),
+        ("[multicast]\nfull = '10.0.0.1:5'\n", "[multicast] full"),
+        ("[cache]\nrotate_bytes = '12 parsecs'\n", "[cache] rotate_bytes"),
+        ("[channels]\nlegacy = ['example:notaport']\n", "[channels] legacy"),
+        ("[relay\n", "not valid TOML"),
+    ],
+)
+def test_wrong_keys_and_values_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        config.build(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("4096", 4096), ("64MiB", 64 * 2**20), ("10 GB", 10 * 10**9),
+                       ("512k", 512_000), ("1.5KiB", 1536)]
+)
+def test_sizes(text: str, size: int) -> None:
+    assert config.parse_size(text) == size
+
+
+def test_cli_flags_are_generated_from_the_declarations() -> None:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser, ["relay", "cache"])
+    args = parser.parse_args(["--relay-port", "1234", "--cache-rotate-seconds", "5"])
+    cfg = config.from_args(args)
+    assert cfg.relay.port == 1234
+    assert cfg.cache.rotate_seconds == 5.0
+
+
+def test_dump_is_valid_toml_that_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "dump.toml"
+    path.write_text(config.dump(config.build()))
+    assert config.build(path) == config.build()
+
+
+def test_readme_table_matches_the_declarations() -> None:
+    readme = (PROJECT / "README.md").read_text()
+    assert config.markdown_table() in readme, (
+        "README's configuration table is stale: paste speeddata.config.markdown_table()"
+    )

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from speeddata.errors import SchemaError, UnknownChannelError
+from speeddata.schemas import Registry, load_file
+from tests.helpers import SCHEMAS
+
+
+def test_demo_schemas_load_with_signals_units_and_kinds() -> None:
+    registry, errors = Registry.load_dir(SCHEMAS)
+    assert errors == []
+    assert registry.names() == ["env", "example", "motor"]
+    motor = registry["motor"]
+    assert motor.time_field == "time"
+    assert motor.signal("speed").unit == "rpm"
+    assert motor.signal("speed").kind == "number"
+    env = registry["env"]
+    assert env.signal("state").kind == "text"
+    assert env.signal("state").symbols == ("IDLE", "RUNNING", "FAULT")
+    assert env.signal("message").kind == "text"
+    assert registry.by_fingerprint(motor.fingerprint) is motor
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / f"{name}.avsc"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("broken", "{not json", "not valid JSON at line 1"),
+        ("typo", json.dumps({"type": "record", "name": "typo", "fields": [
+            {"name": "time", "type": "long"}, {"name": "speed", "type": "dobule"}]}), "dobule"),
+        ("named", json.dumps({"type": "record", "name": "other", "fields": [
+            {"name": "time", "type": "long"}]}), "differs from the file name"),
+        ("notime", json.dumps({"type": "record", "name": "notime", "fields": [
+            {"name": "x", "type": "double"}]}), "no field 'time'"),
+        ("strtime", json.dumps({"type": "record", "name": "strtime", "fields": [
+            {"name": "time", "type": "string"}]}), "must be a long"),
+        ("enumonly", json.dumps({"type": "enum", "name": "enumonly", "symbols": ["A"]}),
+         "must be an Avro record"),
+    ],
+)
+def test_bad_schema_files_give_errors_naming_file_and_problem(
+    tmp_path: Path, name: str, text: str, expected: str
+) -> None:
+    path = _write(tmp_path, name, text)
+    with pytest.raises(SchemaError) as info:
+        load_file(path)
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_registry_keeps_valid_channels_beside_bad_files(tmp_path: Path) -> None:
+    (tmp_path / "motor.avsc").write_text((SCHEMAS / "motor.avsc").read_text())
+    _write(tmp_path, "bad", "[")
+    registry, errors = Registry.load_dir(tmp_path)
+    assert registry.names() == ["motor"]
+    assert len(errors) == 1 and "bad.avsc" in str(errors[0])
+
+
+def test_unknown_channel_lists_the_known_ones() -> None:
+    registry, _ = Registry.load_dir(SCHEMAS)
+    with pytest.raises(UnknownChannelError, match="known: env, example, motor"):
+        registry["nope"]
