@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -81,10 +82,8 @@ class Supervisor:
     def _stop_all(self) -> None:
         running = [c for c in self.children if c.process and c.process.poll() is None]
         for child in reversed(running):  # sources first, the relay last
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 child.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for child in running:
             try:
