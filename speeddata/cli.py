@@ -49,6 +49,14 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("serve")
+def cmd_serve(args: argparse.Namespace) -> int:
+    from speeddata.stripchart.app import serve
+
+    serve(_cfg(args))
+    return 0
+
+
 @command("demo")
 def cmd_demo(args: argparse.Namespace) -> int:
     import signal
@@ -158,6 +166,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 SECTIONS_OF = {
     "relay": ["channels", "cache", "relay", "multicast"],
+    "serve": ["channels", "cache", "multicast", "web"],
     "demo": ["channels", "relay"],
     "status": ["cache", "web"],
     "config": ["channels", "cache", "relay", "multicast", "web"],
@@ -166,6 +175,7 @@ SECTIONS_OF = {
 
 HELP = {
     "relay": "receive datagrams, cache them to disk and re-multicast them",
+    "serve": "serve the live stripchart page and its API (FastAPI, uvicorn, uvloop)",
     "demo": "send demo signals (sine, ramp, square, chirp, noise) to the relay",
     "status": "show what runs, with rates, drops and cache size",
     "config": "print the effective configuration as TOML",

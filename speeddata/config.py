@@ -96,6 +96,9 @@ class MulticastConfig:
 class WebConfig:
     host: str = setting("127.0.0.1", "Address the stripchart server listens on.")
     port: int = setting(8080, "TCP port of the stripchart server.")
+    frame_hz: float = setting(30.0, "Frames per second pushed to each page.")
+    history_seconds: float = setting(600.0, "History kept per signal (250 ms buckets).")
+    detail_seconds: float = setting(60.0, "Fine history kept per signal (10 ms buckets).")
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,9 @@ def _check(config: Config) -> None:
         raise ConfigError("[relay] batch: must be at least 1")
     if not 0 <= config.relay.port < 65536 or not 0 <= config.web.port < 65536:
         raise ConfigError("[relay] port / [web] port: must be 0 to 65535")
+    for key in ("frame_hz", "history_seconds", "detail_seconds"):
+        if getattr(config.web, key) <= 0:
+            raise ConfigError(f"[web] {key}: must be more than 0")
     if config.multicast.decimated_rate_hz <= 0:
         raise ConfigError("[multicast] decimated_rate_hz: must be more than 0")
 

@@ -1,0 +1,280 @@
+"""The stripchart server: FastAPI on uvicorn/uvloop, fed by the multicast groups.
+
+Datagrams arrive on the event loop through a datagram endpoint and are folded into the
+hub once per loop turn (one batch, however many arrived). Each page has its own push
+task that sends at most ``frame_hz`` frames a second; a page that cannot keep up only
+slows its own task, whose missed ticks are counted as dropped frames and reported to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from speeddata import __version__, multicast, status
+from speeddata.cache.catalogue import Catalogue
+from speeddata.config import Config, Group
+from speeddata.schemas import Registry
+from speeddata.stripchart.history import default_levels
+from speeddata.stripchart.hub import Client, Hub, SubscriptionError
+
+log = logging.getLogger("speeddata.stripchart")
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+SEND_TIMEOUT = 10.0  # a page that takes longer than this to take one frame is closed
+STATUS_SECONDS = 1.0
+MAX_MESSAGE = 64 * 1024
+
+
+class _Feed(asyncio.DatagramProtocol):
+    """Collects datagrams and hands them to the hub in one batch per loop turn."""
+
+    def __init__(self, server: StripchartServer, group: str) -> None:
+        self.server = server
+        self.group = group
+        self.pending: list[bytes] = []
+        self.loop = asyncio.get_running_loop()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self.pending:
+            self.loop.call_soon(self.flush)
+        self.pending.append(data)
+
+    def flush(self) -> None:
+        batch, self.pending = self.pending, []
+        self.server.receive(batch, self.group)
+
+
+class StripchartServer:
+    """Everything the endpoints share: the hub, the feeds, the clients."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.registry, errors = Registry.load_dir(config.channels.dir)
+        for error in errors:
+            log.error("%s (channel skipped)", error)
+        self.hub = Hub(self.registry, default_levels(config.web.history_seconds,
+                                                     config.web.detail_seconds))
+        self.clients: set[Client] = set()
+        self.transports: dict[str, asyncio.DatagramTransport] = {}
+        self.started = time.time()
+        self.url = f"http://{config.web.host}:{config.web.port}/"
+        self.frames_sent = 0
+        self.closed_slow = 0
+
+    # -- multicast feeds ----------------------------------------------------------------
+    async def join(self, name: str, group: Group | None) -> None:
+        if group is None or name in self.transports:
+            return
+        sock = multicast.listener(group, self.config.multicast.interface)
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Feed(self, name), sock=sock)
+        self.transports[name] = transport
+        log.info("joined the %s group %s on %s", name, group, self.config.multicast.interface)
+
+    def leave(self, name: str) -> None:
+        transport = self.transports.pop(name, None)
+        if transport is not None:
+            transport.close()
+            log.info("left the %s group", name)
+
+    def receive(self, batch: list[bytes], group: str) -> None:
+        if group == "decimated" and "full" in self.transports:
+            return  # the full-rate group carries these too
+        self.hub.ingest(batch)
+
+    async def update_feeds(self) -> None:
+        """Join the full-rate group while some page asks for it; leave when none does."""
+        if any(c.full_rate for c in self.clients):
+            await self.join("full", self.config.multicast.full)
+        else:
+            self.leave("full")
+
+    # -- status -------------------------------------------------------------------------
+    def statistics(self) -> dict[str, Any]:
+        now_ns = time.time_ns()
+        return {
+            "service": "serve",
+            "pid": os.getpid(),
+            "written": time.time(),
+            "started": self.started,
+            "url": self.url,
+            "listen": f"{self.config.web.host}:{self.config.web.port}",
+            "groups": sorted(self.transports),
+            "clients": len(self.clients),
+            "frames_sent": self.frames_sent,
+            "frames_dropped": sum(c.frames_dropped for c in self.clients),
+            "closed_slow_clients": self.closed_slow,
+            "datagrams": self.hub.datagrams,
+            "rejected": self.hub.rejected,
+            "history_bytes": self.hub.memory_bytes(),
+            "channels": {c["name"]: {"rate_hz": c["rate_hz"], "datagrams": c["datagrams"],
+                                     "stale": c["stale"]}
+                         for c in self.hub.describe(now_ns)},
+        }
+
+    async def write_status(self) -> None:
+        while True:
+            status.write(self.config.cache.dir, "serve", self.statistics())
+            await asyncio.sleep(STATUS_SECONDS)
+
+    def overview(self) -> dict[str, Any]:
+        cache = self.config.cache.dir
+        disk = shutil.disk_usage(cache if cache.exists() else cache.parent)
+        services = status.read_all(cache)
+        services["serve"] = {**self.statistics(), "running": True}
+        return {
+            "version": __version__,
+            "services": services,
+            "cache": {"dir": str(cache), "bytes": Catalogue(cache).size(),
+                      "free_disk_bytes": disk.free},
+        }
+
+    # -- pages --------------------------------------------------------------------------
+    async def push(self, websocket: WebSocket, client: Client) -> None:
+        period = 1.0 / self.config.web.frame_hz
+        next_tick = time.monotonic()
+        while True:
+            next_tick += period
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            frame = self.hub.frame(client, time.time_ns())
+            if frame is None:
+                continue
+            try:
+                await asyncio.wait_for(websocket.send_bytes(frame), SEND_TIMEOUT)
+            except TimeoutError:
+                self.closed_slow += 1
+                log.warning("closing a page that took no frame for %.0f s", SEND_TIMEOUT)
+                await websocket.close(code=1008, reason="too slow: no frame taken in 10 s")
+                return
+            client.frames_sent += 1
+            self.frames_sent += 1
+            late = time.monotonic() - next_tick
+            if late > period:  # the send took longer than a frame: those frames were skipped
+                skipped = int(late / period)
+                client.frames_dropped += skipped
+                next_tick += skipped * period
+
+    async def handle_message(self, websocket: WebSocket, client: Client, text: str) -> None:
+        try:
+            message = json.loads(text)
+            if not isinstance(message, dict):
+                raise ValueError("a message is a JSON object")
+        except ValueError as exc:
+            await websocket.send_json({"type": "error", "message": f"not a JSON object: {exc}"})
+            return
+        kind = message.get("type")
+        if kind == "subscribe":
+            try:
+                unknown = self.hub.subscribe(client, message)
+            except SubscriptionError as exc:
+                await websocket.send_json({"type": "error", "message": str(exc)})
+                return
+            await self.update_feeds()
+            await websocket.send_json({"type": "subscribed", "signals": client.signals,
+                                       "full": client.full_rate})
+            if unknown:
+                await websocket.send_json({
+                    "type": "error",
+                    "message": f"unknown signal(s): {', '.join(unknown)} (see /api/channels)",
+                    "unknown": unknown})
+        elif kind == "ping":
+            await websocket.send_json({"type": "pong", "server_ms": time.time_ns() / 1e6})
+        else:
+            await websocket.send_json({
+                "type": "error",
+                "message": f"unknown message type {kind!r}: use 'subscribe' or 'ping'"})
+
+
+def create_app(config: Config) -> FastAPI:
+    server = StripchartServer(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await server.join("decimated", config.multicast.decimated)
+        if config.multicast.decimated is None:
+            await server.join("full", config.multicast.full)
+        writer = asyncio.create_task(server.write_status())
+        log.info("stripchart at %s (%d channels)", server.url, len(server.registry))
+        yield
+        writer.cancel()
+        for name in list(server.transports):
+            server.leave(name)
+        status.remove(config.cache.dir, "serve")
+
+    app = FastAPI(title="speeddata stripchart", version=__version__, lifespan=lifespan)
+    app.state.server = server
+
+    @app.get("/api/channels")
+    def channels() -> JSONResponse:
+        """Channels, their signals (type, unit, doc) and live rates."""
+        return JSONResponse({"server_ms": time.time_ns() / 1e6,
+                             "channels": server.hub.describe(time.time_ns())})
+
+    @app.get("/api/status")
+    def api_status() -> JSONResponse:
+        """Relay and server health, per-channel rates and drops, cache size, free disk."""
+        return JSONResponse(server.overview())
+
+    @app.websocket("/ws")
+    async def stream(websocket: WebSocket) -> None:
+        await websocket.accept()
+        client = Client()
+        server.clients.add(client)
+        await websocket.send_json({
+            "type": "hello", "version": __version__, "server_ms": time.time_ns() / 1e6,
+            "frame_hz": config.web.frame_hz,
+            "levels": [{"width_ms": lvl.width_ns / 1e6, "span_s": lvl.span_seconds}
+                       for lvl in server.hub.levels],
+            "channels": server.hub.describe(time.time_ns())})
+        pusher = asyncio.create_task(server.push(websocket, client))
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None or len(text) > MAX_MESSAGE:
+                    await websocket.send_json({
+                        "type": "error",
+                        "message": "send JSON text messages of at most 64 KiB"})
+                    continue
+                await server.handle_message(websocket, client, text)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            pusher.cancel()
+            server.clients.discard(client)
+            await server.update_feeds()
+
+    from speeddata.stripchart import api_tags  # tags and pivot jobs: their own module
+
+    api_tags.register(app, config)
+    app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    return app
+
+
+def serve(config: Config) -> None:
+    """Run the server until Ctrl-C or SIGTERM (uvicorn handles both gracefully)."""
+    import uvicorn
+
+    loop = "uvloop"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:  # not on Windows: asyncio's own loop
+        loop = "asyncio"
+    uvicorn.run(create_app(config), host=config.web.host, port=config.web.port, loop=loop,
+                ws="websockets-sansio", log_level="warning", access_log=False,
+                ws_max_size=MAX_MESSAGE)

@@ -1,0 +1,198 @@
+"""The stripchart's state, free of sockets: decoded histories and client subscriptions.
+
+``Hub.ingest`` takes datagrams (as they come from the multicast group) and the sequence
+of updates; ``Hub.frame`` builds the next binary frame for one client. The web server
+around it only moves bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from speeddata import wire
+from speeddata.columns import ColumnDecoder
+from speeddata.schemas import Channel, Registry
+from speeddata.stripchart import frames
+from speeddata.stripchart.history import Level, SignalHistory, TextHistory, default_levels
+
+log = logging.getLogger("speeddata.stripchart")
+
+
+@dataclass(eq=False)  # one per page, kept in a set by identity
+class Client:
+    """What one page subscribed to and what it has been sent."""
+
+    signals: list[str] = field(default_factory=list)
+    full_rate: bool = False
+    window_seconds: float = 60.0
+    seq: int = 0  # updates up to this one have been sent
+    needs_history: bool = False
+    frames_sent: int = 0
+    frames_dropped: int = 0
+
+
+@dataclass
+class ChannelRate:
+    datagrams: int = 0
+    last_ns: int = 0
+    rate_hz: float = 0.0
+    _window_start: float = 0.0
+    _window_count: int = 0
+
+
+class SubscriptionError(ValueError):
+    pass
+
+
+class Hub:
+    def __init__(self, registry: Registry, levels: list[Level] | None = None) -> None:
+        self.registry = registry
+        self.levels = levels or default_levels()
+        self.decoders = {c.name: ColumnDecoder(c) for c in registry}
+        self.numeric: dict[str, SignalHistory] = {}
+        self.text: dict[str, TextHistory] = {}
+        for channel in registry:
+            for signal in channel.signals:
+                key = f"{channel.name}.{signal.name}"
+                if signal.kind == "number":
+                    self.numeric[key] = SignalHistory(self.levels)
+                elif signal.kind == "text":
+                    self.text[key] = TextHistory()
+        self.seq = 0
+        self.rates = {c.name: ChannelRate() for c in registry}
+        self.rejected = 0
+        self.datagrams = 0
+
+    # -- ingest -------------------------------------------------------------------------
+    def ingest(self, datagrams: list[bytes], now: float | None = None) -> None:
+        """Decode and fold in a batch of single-object datagrams."""
+        by_channel: dict[Channel, list[memoryview]] = {}
+        table = self.registry.fingerprints
+        for datagram in datagrams:
+            channel = table.get(datagram[2:10]) if datagram[:2] == wire.MARKER else None
+            if channel is None:
+                self.rejected += 1
+                continue
+            by_channel.setdefault(channel, []).append(memoryview(datagram)[wire.HEADER_SIZE:])
+        self.datagrams += len(datagrams)
+        for channel, bodies in by_channel.items():
+            self._ingest_channel(channel, bodies, time.monotonic() if now is None else now)
+
+    def _ingest_channel(self, channel: Channel, bodies: list[memoryview], now: float) -> None:
+        decoder = self.decoders[channel.name]
+        try:
+            columns = decoder.decode_bodies(bodies)
+        except ValueError:
+            good = []
+            for body in bodies:
+                try:
+                    decoder.decode_bodies([body])
+                    good.append(body)
+                except ValueError:
+                    self.rejected += 1
+            if not good:
+                return
+            columns = decoder.decode_bodies(good)
+        self.seq += 1
+        times = columns[channel.time_field]
+        for signal in channel.signals:
+            key = f"{channel.name}.{signal.name}"
+            if key in self.numeric:
+                self.numeric[key].add(times, columns[signal.name].astype(np.float64), self.seq)
+            elif key in self.text:
+                self.text[key].add(times, columns[signal.name], self.seq)
+        rate = self.rates[channel.name]
+        rate.datagrams += len(times)
+        rate.last_ns = max(rate.last_ns, int(times.max()))
+        rate._window_count += len(times)
+        if now - rate._window_start >= 1.0:
+            rate.rate_hz = rate._window_count / max(now - rate._window_start, 1e-9) if (
+                rate._window_start) else 0.0
+            rate._window_start, rate._window_count = now, 0
+
+    # -- subscriptions ------------------------------------------------------------------
+    def known(self, signal: str) -> bool:
+        return signal in self.numeric or signal in self.text
+
+    def subscribe(self, client: Client, message: dict[str, Any]) -> list[str]:
+        """Apply a subscribe message; returns the unknown signal names it named."""
+        signals = message.get("signals")
+        if not isinstance(signals, list) or not all(isinstance(s, str) for s in signals):
+            raise SubscriptionError("'signals' must be a list of names like 'motor.speed'")
+        window = message.get("window", client.window_seconds)
+        if not isinstance(window, int | float) or window <= 0:
+            raise SubscriptionError("'window' must be a number of seconds > 0")
+        unknown = [s for s in signals if not self.known(s)]
+        client.signals = [s for s in dict.fromkeys(signals) if self.known(s)]
+        client.full_rate = bool(message.get("full", False))
+        client.window_seconds = float(window)
+        client.needs_history = True
+        return unknown
+
+    # -- frames -------------------------------------------------------------------------
+    def frame(self, client: Client, now_ns: int) -> bytes | None:
+        """The client's next frame, or None when nothing changed for it."""
+        history = client.needs_history
+        series: list[dict[str, Any]] = []
+        arrays: list[np.ndarray] = []
+        text: dict[str, list[tuple[float, str]]] = {}
+        for name in client.signals:
+            if name in self.numeric:
+                for level, ring in enumerate(self.numeric[name].rings):
+                    if history:
+                        span = min(client.window_seconds, ring.level.span_seconds) * 1e9
+                        buckets = ring.since_time(now_ns - int(span)) if level == 0 else (
+                            ring.since_time(0))
+                    else:
+                        buckets = ring.changed_since(client.seq)
+                    if len(buckets):
+                        series.append({"signal": name, "level": level, "n": len(buckets)})
+                        arrays += [buckets.start_ms, buckets.low, buckets.high, buckets.last,
+                                   buckets.last_ms]
+            else:
+                changed = self.text[name].changed_since(-1 if history else client.seq)
+                if changed:
+                    text[name] = changed
+        if not series and not text and not history:
+            return None
+        header = {
+            "type": "history" if history else "data",
+            "server_ms": now_ns / 1e6,
+            "seq": self.seq,
+            "dropped": client.frames_dropped,
+            "levels": [lvl.width_ns / 1e6 for lvl in self.levels],
+            "series": series,
+            "text": text,
+        }
+        client.seq = self.seq
+        client.needs_history = False
+        return frames.encode(header, arrays)
+
+    # -- descriptions -------------------------------------------------------------------
+    def describe(self, now_ns: int) -> list[dict[str, Any]]:
+        out = []
+        for channel in self.registry:
+            rate = self.rates[channel.name]
+            out.append({
+                "name": channel.name,
+                "doc": channel.schema.get("doc", ""),
+                "time_field": channel.time_field,
+                "rate_hz": round(rate.rate_hz, 1),
+                "datagrams": rate.datagrams,
+                "last_seen_ms": rate.last_ns / 1e6 if rate.last_ns else None,
+                "stale": not rate.last_ns or now_ns - rate.last_ns > 5e9,
+                "signals": [
+                    {"name": s.name, "id": f"{channel.name}.{s.name}", "type": s.avro_type,
+                     "kind": s.kind, "unit": s.unit, "doc": s.doc, "symbols": list(s.symbols)}
+                    for s in channel.signals
+                ],
+            })
+        return out
+
+    def memory_bytes(self) -> int:
+        return sum(h.memory_bytes() for h in self.numeric.values())

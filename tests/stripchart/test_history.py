@@ -1,0 +1,84 @@
+"""Envelope ring buffers and the hub, driven directly with literal values."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from speeddata.schemas import Registry, load_file
+from speeddata.sender import Encoder
+from speeddata.stripchart import frames
+from speeddata.stripchart.history import MS, EnvelopeRing, Level, SignalHistory, default_levels
+from speeddata.stripchart.hub import Client, Hub
+from tests.helpers import SCHEMAS
+
+T0 = 1_795_000_000_000_000_000
+
+
+def test_a_one_sample_spike_survives_in_the_envelope() -> None:
+    ring = EnvelopeRing(Level(10 * MS, 100))
+    times = T0 + np.arange(1000) * MS  # 1 kHz for 1 s: 10 samples per bucket
+    values = np.zeros(1000)
+    values[555] = 99.0
+    ring.add(times, values, seq=1)
+    buckets = ring.since_time(0)
+    assert len(buckets) == 100
+    assert buckets.high.max() == 99.0
+    assert np.count_nonzero(buckets.high) == 1
+    assert buckets.last[-1] == 0.0
+
+
+def test_ring_keeps_only_its_span_and_updates_partial_buckets() -> None:
+    ring = EnvelopeRing(Level(10 * MS, 10))
+    ring.add(np.array([T0, T0 + 1 * MS]), np.array([1.0, 2.0]), seq=1)
+    ring.add(np.array([T0 + 2 * MS]), np.array([-5.0]), seq=2)
+    b = ring.changed_since(1)
+    assert (b.low.tolist(), b.high.tolist(), b.last.tolist()) == ([-5.0], [2.0], [-5.0])
+    ring.add(T0 + np.arange(1, 30) * 10 * MS, np.arange(1.0, 30.0), seq=3)
+    kept = ring.since_time(0)
+    assert len(kept) == 10  # bounded: the oldest buckets were overwritten
+    assert kept.start_ms[0] == (T0 // (10 * MS) + 20) * 10
+
+
+def test_memory_is_fixed_and_stated() -> None:
+    history = SignalHistory(default_levels())
+    # 100 signals: the README states this figure
+    assert history.memory_bytes() * 100 < 40 * 2**20
+
+
+def _datagrams(n: int, start: int = 0) -> list[bytes]:
+    motor = load_file(SCHEMAS / "motor.avsc")
+    encoder = Encoder(motor)
+    return [encoder.encode({"time": T0 + i * MS, "speed": float(i), "torque": 1.0,
+                            "current": 0.0, "voltage": 48.0, "position": 0.0,
+                            "temperature": 20.0}) for i in range(start, start + n)]
+
+
+def test_hub_sends_history_then_only_changes() -> None:
+    registry, _ = Registry.load_dir(SCHEMAS)
+    hub = Hub(registry)
+    hub.ingest(_datagrams(100))
+    client = Client()
+    assert hub.subscribe(client, {"signals": ["motor.speed", "nope.x"], "window": 10}) == ["nope.x"]
+    header, series = frames.decode(hub.frame(client, T0 + 100 * MS))
+    assert header["type"] == "history"
+    fine = series[("motor.speed", 0)]
+    assert fine["high"].max() == 99.0 and len(fine["start_ms"]) == 10
+    assert hub.frame(client, T0 + 100 * MS) is None  # nothing new
+    hub.ingest(_datagrams(5, start=100))
+    header, series = frames.decode(hub.frame(client, T0 + 105 * MS))
+    assert header["type"] == "data"
+    assert series[("motor.speed", 0)]["last"].tolist() == [104.0]
+
+
+def test_hub_text_signals_and_bad_datagrams() -> None:
+    registry, _ = Registry.load_dir(SCHEMAS)
+    hub = Hub(registry)
+    env = Encoder(registry["env"])
+    hub.ingest([env.encode({"time": T0, "humidity": 1.0, "pressure": 2.0, "state": "FAULT",
+                            "message": "overheat"}), b"garbage", b"\xc3\x01" + bytes(8)])
+    assert hub.rejected == 2
+    client = Client()
+    hub.subscribe(client, {"signals": ["env.state", "env.message"]})
+    header, _ = frames.decode(hub.frame(client, T0))
+    assert header["text"] == {"env.state": [[T0 / 1e6, "FAULT"]],
+                              "env.message": [[T0 / 1e6, "overheat"]]}

@@ -1,0 +1,268 @@
+// <sd-chart signals="motor.speed motor.torque" window="60" [min=".." max=".."] [full]>
+// A canvas stripchart. Per pixel column it draws the min..max envelope of the buckets
+// that fall in it, so a frame costs the same whatever the data rate, and a one-sample
+// spike stays visible. Live charts scroll with the server clock; a paused chart can be
+// panned (drag) and zoomed (wheel) over the history.
+
+import { app } from "./app.js";
+
+const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+                "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
+export const WINDOWS = [[10, "10 s"], [60, "1 min"], [600, "10 min"]];
+const STALE_MS = 3000;
+
+export function fmt(v) {
+  if (typeof v === "string") return v;
+  if (!Number.isFinite(v)) return "–";
+  if (Number.isInteger(v) && Math.abs(v) < 1e15) return String(v);
+  const a = Math.abs(v);
+  return a !== 0 && (a >= 1e5 || a < 1e-3) ? v.toExponential(3) : v.toFixed(a >= 100 ? 1 : 3);
+}
+
+function clock(ms) {
+  const d = new Date(ms);
+  return d.toISOString().slice(11, 23);
+}
+
+export class SdChart extends HTMLElement {
+  connectedCallback() {
+    if (this.built) { app.layoutChanged(); return; }
+    this.built = true;
+    this.paused = false;
+    this.cursorX = null;
+    this.innerHTML = `
+      <div class="chart-head">
+        <span class="chart-title"></span>
+        <select class="chart-window" title="time window"></select>
+        <button class="chart-scale" title="autoscale or fixed range">auto</button>
+        <button class="chart-pause" title="pause: then drag to pan, wheel to zoom">pause</button>
+        <button class="chart-remove" title="remove this chart">×</button>
+      </div>
+      <div class="chart-body"><canvas></canvas><div class="chart-cursor"></div></div>
+      <div class="chart-legend"></div>`;
+    this.canvas = this.querySelector("canvas");
+    this.legend = this.querySelector(".chart-legend");
+    const select = this.querySelector(".chart-window");
+    for (const [seconds, label] of WINDOWS) select.add(new Option(label, String(seconds)));
+    select.value = String(this.windowSeconds);
+    if (select.value !== String(this.windowSeconds)) {
+      select.add(new Option(`${this.windowSeconds} s`, String(this.windowSeconds)));
+      select.value = String(this.windowSeconds);
+    }
+    select.onchange = () => { this.setAttribute("window", select.value); this.span = null; app.layoutChanged(); };
+    this.querySelector(".chart-pause").onclick = () => this.setPaused(!this.paused);
+    this.querySelector(".chart-scale").onclick = () => this.toggleScale();
+    this.querySelector(".chart-remove").onclick = () => { this.remove(); app.layoutChanged(); };
+    this.bindPointer();
+    this.buildLegend();
+    this.updateScaleButton();
+    app.register(this);
+  }
+
+  disconnectedCallback() { app.unregister(this); }
+
+  static get observedAttributes() { return ["signals", "window", "min", "max"]; }
+  attributeChangedCallback() { if (this.built) { this.buildLegend(); this.updateScaleButton(); } }
+
+  get signals() { return (this.getAttribute("signals") || "").split(/[\s,]+/).filter(Boolean); }
+  get windowSeconds() { return Number(this.getAttribute("window")) || 60; }
+  get fullRate() { return this.hasAttribute("full"); }
+  get fixedRange() {
+    const lo = parseFloat(this.getAttribute("min")), hi = parseFloat(this.getAttribute("max"));
+    return Number.isFinite(lo) && Number.isFinite(hi) && hi > lo ? [lo, hi] : null;
+  }
+
+  toggleScale() {
+    if (this.fixedRange) { this.removeAttribute("min"); this.removeAttribute("max"); }
+    else if (this.lastRange) {
+      this.setAttribute("min", fmt(this.lastRange[0])); this.setAttribute("max", fmt(this.lastRange[1]));
+    }
+    app.layoutChanged();
+  }
+
+  updateScaleButton() {
+    const b = this.querySelector(".chart-scale");
+    if (b) b.textContent = this.fixedRange ? "fixed" : "auto";
+  }
+
+  setPaused(paused) {
+    this.paused = paused;
+    this.classList.toggle("paused", paused);
+    this.querySelector(".chart-pause").textContent = paused ? "resume" : "pause";
+    if (paused) {
+      const now = app.conn.now();
+      this.span = [now - this.windowSeconds * 1000, now];
+    } else {
+      this.span = null;
+    }
+  }
+
+  buildLegend() {
+    this.legend.innerHTML = "";
+    this.items = this.signals.map((id, i) => {
+      const item = document.createElement("span");
+      item.className = "legend-item";
+      item.style.setProperty("--color", COLORS[i % COLORS.length]);
+      item.innerHTML = `<i></i><b></b> <output>–</output> <small></small>`;
+      item.querySelector("b").textContent = id;
+      this.legend.append(item);
+      return { id, el: item, color: COLORS[i % COLORS.length], out: item.querySelector("output"),
+               unit: item.querySelector("small") };
+    });
+    this.querySelector(".chart-title").textContent = this.getAttribute("title") || "";
+  }
+
+  bindPointer() {
+    const body = this.querySelector(".chart-body");
+    let drag = null;
+    body.addEventListener("pointermove", (e) => {
+      const rect = this.canvas.getBoundingClientRect();
+      this.cursorX = e.clientX - rect.left;
+      if (drag && this.paused) {
+        const msPerPx = (drag.span[1] - drag.span[0]) / rect.width;
+        const shift = (drag.x - e.clientX) * msPerPx;
+        this.span = [drag.span[0] + shift, drag.span[1] + shift];
+      }
+    });
+    body.addEventListener("pointerleave", () => { this.cursorX = null; });
+    body.addEventListener("pointerdown", (e) => {
+      if (!this.paused) this.setPaused(true);
+      drag = { x: e.clientX, span: [...this.span] };
+      body.setPointerCapture(e.pointerId);
+    });
+    body.addEventListener("pointerup", () => { drag = null; });
+    body.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      if (!this.paused) this.setPaused(true);
+      const rect = this.canvas.getBoundingClientRect();
+      const [t0, t1] = this.span;
+      const at = t0 + ((e.clientX - rect.left) / rect.width) * (t1 - t0);
+      const k = Math.exp(e.deltaY * 0.002);
+      this.span = [at - (at - t0) * k, at + (t1 - at) * k];
+    }, { passive: false });
+  }
+
+  /** Draw one frame. Returns the newest sample time drawn per signal (for latency stats). */
+  draw(now) {
+    const canvas = this.canvas;
+    const dpr = window.devicePixelRatio || 1;
+    const w = canvas.clientWidth, h = canvas.clientHeight;
+    if (!w || !h) return;
+    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(h * dpr);
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    const [t0, t1] = this.paused && this.span ? this.span : [now - this.windowSeconds * 1000, now];
+    const cols = Math.max(1, Math.floor(w));
+    const columns = [];
+    let lo = Infinity, hi = -Infinity;
+    for (const item of this.items) {
+      const d = app.conn.data.get(item.id);
+      const col = d ? this.columns(d, t0, t1, cols) : null;
+      columns.push(col);
+      if (col) { lo = Math.min(lo, col.lo); hi = Math.max(hi, col.hi); }
+    }
+    let range = this.fixedRange;
+    if (!range) {
+      if (!(hi >= lo)) { lo = 0; hi = 1; }
+      if (hi === lo) { lo -= 1; hi += 1; }
+      const pad = (hi - lo) * 0.05;
+      range = [lo - pad, hi + pad];
+    }
+    this.lastRange = range;
+    const y = (v) => h - ((v - range[0]) / (range[1] - range[0])) * h;
+    this.drawGrid(ctx, w, h, t0, t1, range, y);
+    columns.forEach((col, i) => {
+      if (!col) return;
+      ctx.strokeStyle = this.items[i].color;
+      ctx.lineWidth = 1.25;
+      ctx.beginPath();
+      let open = false;
+      for (let x = 0; x < cols; x++) {
+        if (col.count[x] === 0) continue; // columns between samples: the line goes on
+        const px = x + 0.5;
+        if (!open || col.gap[x]) ctx.moveTo(px, y(col.low[x])); else ctx.lineTo(px, y(col.low[x]));
+        ctx.lineTo(px, y(col.high[x]));
+        ctx.lineTo(px, y(col.last[x]));
+        open = true;
+      }
+      ctx.stroke();
+    });
+    this.updateLegend(now, t0, t1, w);
+  }
+
+  /** Fold the visible buckets of one signal into per-column min, max and last. */
+  columns(d, t0, t1, cols) {
+    const level = d.levelFor(t0);
+    const s = d.levels[level];
+    if (!s.n) return null;
+    const width = d.widths[level];
+    const a = s.a;
+    const low = new Float64Array(cols), high = new Float64Array(cols), last = new Float64Array(cols);
+    const count = new Uint32Array(cols), gap = new Uint8Array(cols);
+    const scale = cols / (t1 - t0);
+    let lo = Infinity, hi = -Infinity, prev = -Infinity;
+    for (let i = s.lowerBound(t0 - width); i < s.n && a.start[i] <= t1; i++) {
+      const x = Math.floor((a.start[i] - t0) * scale);
+      if (x < 0 || x >= cols) continue;
+      const l = a.low[i], u = a.high[i];
+      if (count[x] === 0) { low[x] = l; high[x] = u; }
+      else { if (l < low[x]) low[x] = l; if (u > high[x]) high[x] = u; }
+      last[x] = a.last[i];
+      count[x]++;
+      // a pause in the data longer than this breaks the line (slow signals are ~1 Hz)
+      if (a.start[i] - prev > Math.max(width * 10, 2500) && count[x] === 1) gap[x] = 1;
+      prev = a.start[i];
+      if (l < lo) lo = l;
+      if (u > hi) hi = u;
+    }
+    return { low, high, last, count, gap, lo, hi };
+  }
+
+  drawGrid(ctx, w, h, t0, t1, range, y) {
+    ctx.strokeStyle = "rgba(128,128,128,0.25)";
+    ctx.fillStyle = "rgba(128,128,128,0.9)";
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.lineWidth = 1;
+    const steps = [100, 250, 500, 1000, 2000, 5000, 10000, 15000, 30000, 60000, 120000, 300000];
+    const step = steps.find((s) => ((t1 - t0) / s) <= 8) || 600000;
+    ctx.beginPath();
+    for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
+      const x = Math.round(((t - t0) / (t1 - t0)) * w) + 0.5;
+      ctx.moveTo(x, 0); ctx.lineTo(x, h);
+      ctx.fillText(clock(t).slice(step >= 1000 ? 0 : 3, step >= 1000 ? 8 : 12), x + 2, h - 3);
+    }
+    for (let k = 0; k <= 4; k++) {
+      const v = range[0] + ((range[1] - range[0]) * k) / 4;
+      const py = Math.round(y(v)) + 0.5;
+      ctx.moveTo(0, py); ctx.lineTo(w, py);
+      ctx.fillText(fmt(v), 2, Math.min(h - 14, Math.max(10, py - 2)));
+    }
+    ctx.stroke();
+  }
+
+  updateLegend(now, t0, t1, w) {
+    const cursorTime = this.cursorX === null ? null : t0 + (this.cursorX / w) * (t1 - t0);
+    const cursor = this.querySelector(".chart-cursor");
+    cursor.hidden = cursorTime === null;
+    if (cursorTime !== null) {
+      cursor.style.left = `${this.cursorX}px`;
+      cursor.textContent = clock(cursorTime);
+    }
+    for (const item of this.items) {
+      const d = app.conn.data.get(item.id);
+      const info = app.conn.describe(item.id);
+      item.unit.textContent = info ? info.unit : "";
+      item.el.title = info ? `${info.doc || item.id} (${info.type})` : `${item.id}: unknown signal`;
+      item.el.classList.toggle("unknown", app.conn.channels.length > 0 && !info);
+      const value = !d ? NaN : cursorTime === null ? d.latest : d.valueAt(cursorTime);
+      item.out.value = fmt(value);
+      item.el.classList.toggle("stale", !d || now - d.latestMs > STALE_MS);
+    }
+  }
+}
+
+customElements.define("sd-chart", SdChart);

@@ -1,0 +1,73 @@
+// Entry point: the app first, then the custom elements (which register with it), then
+// the controls in the header.
+
+import { app, buildElement, loadLayoutFromUrl } from "./app.js";
+import "./chart.js";
+import "./value.js";
+import { setupMark } from "./mark.js";
+
+loadLayoutFromUrl();
+
+const state = document.getElementById("state");
+app.conn.addEventListener("state", (e) => {
+  state.textContent = e.detail;
+  state.className = `state ${e.detail}`;
+  document.body.classList.toggle("offline", e.detail !== "connected");
+});
+
+// -- signal picker ------------------------------------------------------------------------
+const picker = document.getElementById("picker");
+const list = document.getElementById("picker-list");
+app.conn.addEventListener("channels", (e) => {
+  list.innerHTML = "";
+  for (const channel of e.detail) {
+    const group = document.createElement("fieldset");
+    group.innerHTML = `<legend></legend>`;
+    group.querySelector("legend").textContent = `${channel.name} (${channel.rate_hz} Hz)`;
+    for (const s of channel.signals) {
+      const label = document.createElement("label");
+      label.innerHTML = `<input type="checkbox"> <span></span>`;
+      label.querySelector("input").value = s.id;
+      label.querySelector("input").dataset.kind = s.kind;
+      label.querySelector("span").textContent = `${s.name}${s.unit ? ` [${s.unit}]` : ""}`;
+      label.title = s.doc || s.type;
+      group.append(label);
+    }
+    list.append(group);
+  }
+});
+document.getElementById("pick").onclick = () => picker.showModal();
+document.getElementById("picker-cancel").onclick = () => picker.close();
+document.getElementById("picker-add").onclick = () => {
+  const checked = [...list.querySelectorAll("input:checked")];
+  const numbers = checked.filter((i) => i.dataset.kind === "number").map((i) => i.value);
+  const texts = checked.filter((i) => i.dataset.kind !== "number").map((i) => i.value);
+  const window = Number(document.getElementById("picker-window").value);
+  const root = document.getElementById("layout");
+  if (numbers.length) root.append(buildElement({ chart: numbers.join(" "), window }));
+  for (const t of texts) root.append(buildElement({ value: t }));
+  for (const i of checked) i.checked = false;
+  picker.close();
+};
+
+// -- pause all, share ---------------------------------------------------------------------
+const pauseAll = document.getElementById("pause-all");
+pauseAll.onclick = () => {
+  const charts = [...document.querySelectorAll("sd-chart")];
+  const pause = !charts.every((c) => c.paused);
+  for (const c of charts) c.setPaused(pause);
+  pauseAll.textContent = pause ? "resume all" : "pause all";
+};
+document.addEventListener("keydown", (e) => {
+  if (e.key === " " && e.target === document.body) { e.preventDefault(); pauseAll.click(); }
+});
+document.getElementById("share").onclick = async () => {
+  try {
+    await navigator.clipboard.writeText(location.href);
+    document.getElementById("share").textContent = "link copied";
+  } catch {
+    prompt("Copy this link to share the layout:", location.href);
+  }
+};
+
+setupMark(document.getElementById("mark"));
