@@ -113,7 +113,8 @@ class ColumnDecoder:
         try:
             record = fastavro.schemaless_reader(stream, self.channel.parsed, None)
         except Exception as exc:
-            raise ValueError(f"body does not decode as channel {self.channel.name!r}: {exc}")
+            raise ValueError(
+                f"body does not decode as channel {self.channel.name!r}: {exc}") from None
         if stream.tell() != len(body):
             raise ValueError(f"body has {len(body) - stream.tell()} bytes past the record")
         return record

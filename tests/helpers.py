@@ -126,3 +126,46 @@ def start_relay(tmp: Path, settings: dict[str, dict[str, Any]], *args: str) -> R
         parse_group(settings["multicast"]["full"]), parse_group(settings["multicast"]["decimated"]),
         log_path,
     )
+
+
+@dataclass
+class ServeProcess:
+    process: subprocess.Popen
+    url: str
+    log_path: Path
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(TIMEOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+def start_serve(tmp: Path, config_path: Path) -> ServeProcess:
+    """Run ``speeddata serve`` as a real process and wait until it answers HTTP."""
+    import urllib.request
+
+    from speeddata.config import build
+
+    cfg = build(config_path)
+    log_path = tmp / f"serve-{time.monotonic_ns()}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "speeddata", "serve", "--config", str(config_path)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{cfg.web.port}/"
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(url + "api/channels", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_until(ready, what="the stripchart server")
+    return ServeProcess(process, url, log_path)
