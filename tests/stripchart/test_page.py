@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.helpers import TIMEOUT, start_serve
+from tests.helpers import TIMEOUT, start_serve, wait_until
 from tests.stripchart.conftest import Stack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -89,8 +89,8 @@ def test_page_loads_draws_and_updates_without_console_errors(demo: Stack, page: 
     page.wait_for_function(
         f"() => document.querySelector('.legend-item output').value !== '{NO_VALUE}'",
                            timeout=TIMEOUT * 1000)
-    page.wait_for_timeout(500)
-    assert data_pixels(page, 0) > 200  # the speed sine is drawn, not just the grid
+    # the speed sine is drawn, not just the grid; it grows as data scrolls in
+    wait_until(lambda: data_pixels(page, 0) > 300, what="the sine drawn on the canvas")
     first = legend_values(page)
     page.wait_for_function(
         "(before) => [...document.querySelectorAll('.legend-item output')]"
