@@ -138,6 +138,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 @command("config")
 def cmd_config(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(config.markdown_table())
+        return 0
     print(config.dump(_cfg(args)), end="")
     return 0
 
@@ -208,6 +211,9 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--wait", type=float, metavar="SECONDS",
                            help="first wait until the relay and the stripchart run")
             p.add_argument("--url", action="store_true", help="print the stripchart's URL only")
+        elif name == "config":
+            p.add_argument("--markdown", action="store_true",
+                           help="print the table of every setting for the README")
         elif name == "up":
             p.add_argument("--demo", action="store_true", help="also run the demo source")
     return top
