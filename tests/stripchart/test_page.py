@@ -107,7 +107,7 @@ def test_pause_stops_the_chart_and_resume_moves_it_again(demo: Stack, page: Page
                            timeout=TIMEOUT * 1000)
     chart = page.locator("sd-chart").first
     chart.locator(".chart-pause").click()
-    page.wait_for_timeout(100)
+    page.wait_for_timeout(400)  # samples from just before the pause may still arrive
     before = canvas_image(page)
     page.wait_for_timeout(600)
     assert canvas_image(page) == before  # paused: frozen while data keeps coming

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Stripchart benchmark: relay + server + a paced source + headless Chromium pages.
+
+Reports, for N signals at R Hz: sender-to-screen latency (p50/p99: the source stamps
+each sample with its send time, the page notes when that sample is first drawn), page
+frames per second and draw time (mean/p99), server and relay CPU %, WebSocket bytes per
+second; then whether 10 pages at once each receive every frame.
+
+    .venv/bin/python benchmarks/stripchart.py [--signals 10 100] [--rate 1000] [--json]
+
+Needs the dev install (Playwright) and /usr/bin/chromium (./install --dev).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+from speeddata.bench import procs
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+WARMUP = 4.0
+
+
+def layout_url(base: str, channels: list[str], signals: int) -> str:
+    import urllib.parse
+
+    items = [{"chart": " ".join(f"{c}.s{i}" for i in range(signals)), "window": 10}
+             for c in channels]
+    return base + "#layout=" + urllib.parse.quote(json.dumps(items))
+
+
+def run_source(*args) -> None:  # multiprocessing target
+    procs.paced_source(*args)
+
+
+def measure(n_signals: int, rate: float, duration: float, pages: int) -> dict:
+    per_channel = min(10, n_signals)
+    n_channels = max(1, n_signals // per_channel)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        schemas = work / "schemas"
+        channels = procs.bench_schemas(schemas, n_channels, per_channel)
+        settings = procs.default_settings(work, schemas)
+        config = procs.write_config(work / "bench.toml", settings)
+        relay = procs.start("relay", config, work)
+        serve = procs.start("serve", config, work)
+        source = multiprocessing.Process(target=run_source, args=(
+            schemas, channels, rate, "127.0.0.1", settings["relay"]["port"],
+            WARMUP + duration + 2))
+        source.start()
+        url = layout_url(f"http://127.0.0.1:{settings['web']['port']}/", channels, per_channel)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+                contexts = [browser.new_context(viewport={"width": 1600, "height": 1200})
+                            for _ in range(pages)]
+                tabs = [c.new_page() for c in contexts]
+                for tab in tabs:
+                    tab.goto(url)
+                for tab in tabs:
+                    tab.wait_for_function("() => window.sd && sd.conn.state === 'connected'")
+                time.sleep(WARMUP)
+                reset = """() => { const s = sd.stats; s.frameMs.length = 0;
+                    s.intervalMs.length = 0; s.latencyMs.length = 0;
+                    return [sd.conn.bytesReceived, sd.conn.framesReceived]; }"""
+                before = [tab.evaluate(reset) for tab in tabs]
+                cpu0 = (serve.cpu_seconds(), relay.cpu_seconds(), time.monotonic())
+                time.sleep(duration)
+                cpu1 = (serve.cpu_seconds(), relay.cpu_seconds(), time.monotonic())
+                stats = [tab.evaluate("""() => ({frameMs: sd.stats.frameMs,
+                    intervalMs: sd.stats.intervalMs, latencyMs: sd.stats.latencyMs,
+                    bytes: sd.conn.bytesReceived, frames: sd.conn.framesReceived,
+                    dropped: sd.conn.dropped})""") for tab in tabs]
+                browser.close()
+        finally:
+            source.terminate()
+            source.join()
+            serve_rss = serve.rss_bytes()
+            serve.stop()
+            relay.stop()
+    wall = cpu1[2] - cpu0[2]
+    first = stats[0]
+    frames_per_page = [(s["frames"] - b[1]) / wall for s, b in zip(stats, before, strict=True)]
+    return {
+        "signals": n_signals, "rate_hz": rate, "pages": pages, "seconds": round(wall, 1),
+        "fps": round(1000 / statistics.mean(first["intervalMs"]), 1),
+        "draw_ms_mean": round(statistics.mean(first["frameMs"]), 2),
+        "draw_ms_p99": round(procs.percentile(first["frameMs"], 99), 2),
+        "frame_interval_ms_p99": round(procs.percentile(first["intervalMs"], 99), 1),
+        "latency_ms_p50": round(procs.percentile(first["latencyMs"], 50), 1),
+        "latency_ms_p99": round(procs.percentile(first["latencyMs"], 99), 1),
+        "ws_bytes_per_s": round((first["bytes"] - before[0][0]) / wall),
+        "ws_frames_per_s_per_page": [round(f, 1) for f in frames_per_page],
+        "frames_dropped_reported": [s["dropped"] for s in stats],
+        "server_cpu_pct": round((cpu1[0] - cpu0[0]) / wall * 100, 1),
+        "relay_cpu_pct": round((cpu1[1] - cpu0[1]) / wall * 100, 1),
+        "server_rss_mb": round(serve_rss / 2**20, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--signals", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--rate", type=float, default=1000.0, help="Hz per channel")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
+    parser.add_argument("--pages", type=int, default=10, help="pages for the many-pages run")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results = [measure(n, args.rate, args.duration, 1) for n in args.signals]
+    results.append(measure(10, args.rate, args.duration, args.pages))
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    print(f"{'signals':>8} {'pages':>5} {'fps':>5} {'draw ms':>13} {'latency ms':>13} "
+          f"{'WS kB/s':>8} {'frames/s/page':>15} {'server CPU':>10} {'relay CPU':>9} {'RSS MB':>7}")
+    for r in results:
+        fpp = r["ws_frames_per_s_per_page"]
+        print(f"{r['signals']:>8} {r['pages']:>5} {r['fps']:>5} "
+              f"{r['draw_ms_mean']:>5}/{r['draw_ms_p99']:<7} "
+              f"{r['latency_ms_p50']:>5}/{r['latency_ms_p99']:<7} "
+              f"{r['ws_bytes_per_s'] / 1000:>8.1f} {min(fpp):>6.1f}..{max(fpp):<7.1f} "
+              f"{r['server_cpu_pct']:>9}% {r['relay_cpu_pct']:>8}% {r['server_rss_mb']:>7}")
+    print("draw and latency: mean/p99 and p50/p99; CPU % of one core; source rate per channel "
+          f"{args.rate:g} Hz, 10 signals per channel; {args.duration:g} s after {WARMUP:g} s "
+          "warm-up")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

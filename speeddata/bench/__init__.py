@@ -1,0 +1,1 @@
+"""Benchmarks: real processes on loopback, figures printed, never asserted on."""

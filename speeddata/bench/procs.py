@@ -1,0 +1,164 @@
+"""Running speeddata services for benchmarks, and measuring them from the outside."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from speeddata import status
+from speeddata.config import toml_value
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_schemas(folder: Path, channels: int, signals: int) -> list[str]:
+    """``channels`` channels named bench0.. with a time and ``signals`` doubles each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for c in range(channels):
+        name = f"bench{c}"
+        schema = {"type": "record", "name": name, "fields": [
+            {"name": "time", "type": "long"},
+            *({"name": f"s{i}", "type": "double", "unit": "V"} for i in range(signals))]}
+        (folder / f"{name}.avsc").write_text(json.dumps(schema))
+        names.append(name)
+    return names
+
+
+def write_config(path: Path, settings: dict[str, dict[str, Any]]) -> Path:
+    lines = []
+    for section, values in settings.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def default_settings(work: Path, schemas: Path) -> dict[str, dict[str, Any]]:
+    group = f"239.255.{random.randint(100, 250)}.{random.randint(1, 250)}"
+    return {
+        "channels": {"dir": str(schemas), "legacy": []},
+        "cache": {"dir": str(work / "cache")},
+        "relay": {"host": "127.0.0.1", "port": free_port()},
+        "multicast": {"full": f"{group}:{free_port()}",
+                      "decimated": f"{group[:-1]}{int(group[-1]) % 9 + 1}:{free_port()}",
+                      "interface": "127.0.0.1"},
+        "web": {"host": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)},
+    }
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.process.pid)
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def start(name: str, config: Path, work: Path, *args: str, cpu: int | None = None) -> Service:
+    """Start ``speeddata <name>`` and wait until it reports running in its status file."""
+    from speeddata.config import build
+
+    log = work / f"{name}.log"
+    command = [sys.executable, "-m", "speeddata", name, "--config", str(config), "-q", *args]
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    cache = build(config).cache.dir
+    deadline = time.monotonic() + 30
+    while not status.read_all(cache).get(name, {}).get("running"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start:\n{log.read_text()}")
+        time.sleep(0.05)
+    return Service(name, process, log)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+@dataclass
+class Summary:
+    values: list[float] = field(default_factory=list)
+
+    def describe(self) -> dict[str, float]:
+        v = self.values
+        return {"median": statistics.median(v) if v else float("nan"),
+                "min": min(v) if v else float("nan"), "max": max(v) if v else float("nan")}
+
+
+def paced_source(schemas: Path, channels: list[str], rate_hz: float, host: str, port: int,
+                 duration: float, ready: Callable[[], None] | None = None) -> int:
+    """Send every channel at ``rate_hz`` with time = the moment of sending; returns sent."""
+    from speeddata.schemas import load_file
+    from speeddata.sender import Encoder
+
+    encoders = [Encoder(load_file(schemas / f"{c}.avsc")) for c in channels]
+    fields = [[s.name for s in e.channel.signals] for e in encoders]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    start = time.monotonic()
+    sent = 0
+    due = 0
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= duration:
+            break
+        target = int(elapsed * rate_hz) + 1
+        while due < target:
+            t = time.time_ns()
+            phase = due / rate_hz
+            for encoder, names in zip(encoders, fields, strict=True):
+                record = {n: float((due + i) % 100) + phase for i, n in enumerate(names)}
+                record["time"] = t
+                try:
+                    sock.sendto(encoder.encode(record), (host, port))
+                    sent += 1
+                except OSError:
+                    pass
+            due += 1
+        time.sleep(0.001)
+    return sent
