@@ -43,7 +43,43 @@ def run_source(*args) -> None:  # multiprocessing target
     procs.paced_source(*args)
 
 
-def measure(n_signals: int, rate: float, duration: float, pages: int) -> dict:
+def websocket_clients(url: str, signals: list[str], clients: int, duration: float) -> dict:
+    """``clients`` plain WebSocket clients: frames each received and drops the server told."""
+    import threading
+
+    from websockets.sync.client import connect
+
+    from speeddata.stripchart import frames
+
+    results: list[tuple[int, int]] = []
+
+    def client() -> None:
+        count, dropped = 0, 0
+        with connect(url) as ws:
+            ws.recv()
+            ws.send(json.dumps({"type": "subscribe", "signals": signals, "window": 10}))
+            start = time.monotonic()
+            while time.monotonic() - start < duration:
+                message = ws.recv(timeout=5)
+                if isinstance(message, bytes):
+                    header, _ = frames.decode(message)
+                    if header["type"] == "data":
+                        count += 1
+                        dropped = header["dropped"]
+        results.append((count, dropped))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    per_second = [c / duration for c, _ in results]
+    return {"clients": clients, "frames_per_s": [round(f, 1) for f in per_second],
+            "dropped": [d for _, d in results]}
+
+
+def measure(n_signals: int, rate: float, duration: float, pages: int,
+            ws_clients: int = 0) -> dict:
     per_channel = min(10, n_signals)
     n_channels = max(1, n_signals // per_channel)
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,7 +92,7 @@ def measure(n_signals: int, rate: float, duration: float, pages: int) -> dict:
         serve = procs.start("serve", config, work)
         source = multiprocessing.Process(target=run_source, args=(
             schemas, channels, rate, "127.0.0.1", settings["relay"]["port"],
-            WARMUP + duration + 2))
+            3600.0))  # until terminated below, however long the pages take to load
         source.start()
         url = layout_url(f"http://127.0.0.1:{settings['web']['port']}/", channels, per_channel)
         try:
@@ -82,6 +118,10 @@ def measure(n_signals: int, rate: float, duration: float, pages: int) -> dict:
                     bytes: sd.conn.bytesReceived, frames: sd.conn.framesReceived,
                     dropped: sd.conn.dropped})""") for tab in tabs]
                 browser.close()
+            fanout = websocket_clients(
+                url.split("#")[0].replace("http", "ws") + "ws",
+                [f"{c}.s{i}" for c in channels for i in range(per_channel)],
+                ws_clients, duration) if ws_clients else None
         finally:
             source.terminate()
             source.join()
@@ -105,6 +145,7 @@ def measure(n_signals: int, rate: float, duration: float, pages: int) -> dict:
         "server_cpu_pct": round((cpu1[0] - cpu0[0]) / wall * 100, 1),
         "relay_cpu_pct": round((cpu1[1] - cpu0[1]) / wall * 100, 1),
         "server_rss_mb": round(serve_rss / 2**20, 1),
+        "websocket_clients": fanout,
     }
 
 
@@ -117,7 +158,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = [measure(n, args.rate, args.duration, 1) for n in args.signals]
-    results.append(measure(10, args.rate, args.duration, args.pages))
+    results.append(measure(10, args.rate, args.duration, args.pages, ws_clients=args.pages))
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
@@ -130,6 +171,12 @@ def main() -> int:
               f"{r['latency_ms_p50']:>5}/{r['latency_ms_p99']:<7} "
               f"{r['ws_bytes_per_s'] / 1000:>8.1f} {min(fpp):>6.1f}..{max(fpp):<7.1f} "
               f"{r['server_cpu_pct']:>9}% {r['relay_cpu_pct']:>8}% {r['server_rss_mb']:>7}")
+    for r in results:
+        if r["websocket_clients"]:
+            w = r["websocket_clients"]
+            print(f"{w['clients']} WebSocket clients at {r['signals']} signals: frames/s per "
+                  f"client {min(w['frames_per_s'])}..{max(w['frames_per_s'])} (server pushes at "
+                  f"most 30/s), drops reported {w['dropped']}")
     print("draw and latency: mean/p99 and p50/p99; CPU % of one core; source rate per channel "
           f"{args.rate:g} Hz, 10 signals per channel; {args.duration:g} s after {WARMUP:g} s "
           "warm-up")

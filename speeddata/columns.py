@@ -30,6 +30,8 @@ Columns = dict[str, np.ndarray]
 _FIXED = {"double": ("<f8", 8), "float": ("<f4", 4)}
 _SIMPLE = {"double", "float", "boolean", "int", "long", "string", "enum"}
 _PAD = 16  # zero bytes after the data, so reading a varint past the end stays in bounds
+# Below this many records, numpy's fixed cost per call outweighs fastavro's per record.
+SMALL_BATCH = 16
 
 
 def _field_kind(avro_type: Any) -> str | None:
@@ -79,7 +81,7 @@ class ColumnDecoder:
         """Decode bodies with known boundaries. ValueError if one is not this schema's."""
         if not bodies:
             return self.empty()
-        if self.vectorised:
+        if self.vectorised and len(bodies) >= SMALL_BATCH:
             lengths = np.fromiter((len(b) for b in bodies), dtype=np.int64, count=len(bodies))
             starts = np.zeros(len(bodies), dtype=np.int64)
             np.cumsum(lengths[:-1], out=starts[1:])
@@ -88,7 +90,8 @@ class ColumnDecoder:
                 return self._vectorised(data, starts, starts + lengths)
             except _Inconsistent:
                 pass
-        self.fallbacks += 1
+        if len(bodies) >= SMALL_BATCH:
+            self.fallbacks += 1
         return self._from_records([self._read_one(b) for b in bodies])
 
     def decode_block(self, data: bytes | memoryview, count: int) -> Columns:

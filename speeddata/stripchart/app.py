@@ -38,8 +38,11 @@ STATUS_SECONDS = 1.0
 MAX_MESSAGE = 64 * 1024
 
 
+BATCH_SECONDS = 0.005  # datagrams are folded in at most this late, in one batch
+
+
 class _Feed(asyncio.DatagramProtocol):
-    """Collects datagrams and hands them to the hub in one batch per loop turn."""
+    """Collects datagrams and hands them to the hub in batches (every 5 ms at most)."""
 
     def __init__(self, server: StripchartServer, group: str) -> None:
         self.server = server
@@ -49,7 +52,7 @@ class _Feed(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if not self.pending:
-            self.loop.call_soon(self.flush)
+            self.loop.call_later(BATCH_SECONDS, self.flush)
         self.pending.append(data)
 
     def flush(self) -> None:

@@ -18,7 +18,7 @@ from speeddata import wire
 from speeddata.columns import ColumnDecoder
 from speeddata.schemas import Channel, Registry
 from speeddata.stripchart import frames
-from speeddata.stripchart.history import Level, SignalHistory, TextHistory, default_levels
+from speeddata.stripchart.history import ChannelHistory, Level, TextHistory, default_levels
 
 log = logging.getLogger("speeddata.stripchart")
 
@@ -54,15 +54,17 @@ class Hub:
         self.registry = registry
         self.levels = levels or default_levels()
         self.decoders = {c.name: ColumnDecoder(c) for c in registry}
-        self.numeric: dict[str, SignalHistory] = {}
+        self.channels: dict[str, ChannelHistory] = {}
+        self.numeric: dict[str, tuple[ChannelHistory, int]] = {}  # signal -> (history, column)
         self.text: dict[str, TextHistory] = {}
         for channel in registry:
+            names = [s.name for s in channel.signals if s.kind == "number"]
+            history = self.channels[channel.name] = ChannelHistory(self.levels, names)
+            for column, name in enumerate(names):
+                self.numeric[f"{channel.name}.{name}"] = (history, column)
             for signal in channel.signals:
-                key = f"{channel.name}.{signal.name}"
-                if signal.kind == "number":
-                    self.numeric[key] = SignalHistory(self.levels)
-                elif signal.kind == "text":
-                    self.text[key] = TextHistory()
+                if signal.kind == "text":
+                    self.text[f"{channel.name}.{signal.name}"] = TextHistory()
         self.seq = 0
         self.rates = {c.name: ChannelRate() for c in registry}
         self.rejected = 0
@@ -100,11 +102,13 @@ class Hub:
             columns = decoder.decode_bodies(good)
         self.seq += 1
         times = columns[channel.time_field]
+        history = self.channels[channel.name]
+        if history.signals:
+            values = np.column_stack([columns[name] for name in history.signals])
+            history.add(times, values.astype(np.float64, copy=False), self.seq)
         for signal in channel.signals:
             key = f"{channel.name}.{signal.name}"
-            if key in self.numeric:
-                self.numeric[key].add(times, columns[signal.name].astype(np.float64), self.seq)
-            elif key in self.text:
+            if key in self.text:
                 self.text[key].add(times, columns[signal.name], self.seq)
         rate = self.rates[channel.name]
         rate.datagrams += len(times)
@@ -141,23 +145,28 @@ class Hub:
         series: list[dict[str, Any]] = []
         arrays: list[np.ndarray] = []
         text: dict[str, list[tuple[float, str]]] = {}
+        by_history: dict[int, tuple[ChannelHistory, list[tuple[str, int]]]] = {}
         for name in client.signals:
             if name in self.numeric:
-                for level, ring in enumerate(self.numeric[name].rings):
-                    if history:
-                        span = min(client.window_seconds, ring.level.span_seconds) * 1e9
-                        buckets = ring.since_time(now_ns - int(span)) if level == 0 else (
-                            ring.since_time(0))
-                    else:
-                        buckets = ring.changed_since(client.seq)
-                    if len(buckets):
-                        series.append({"signal": name, "level": level, "n": len(buckets)})
-                        arrays += [buckets.start_ms, buckets.low, buckets.high, buckets.last,
-                                   buckets.last_ms]
+                hist, column = self.numeric[name]
+                by_history.setdefault(id(hist), (hist, []))[1].append((name, column))
             else:
                 changed = self.text[name].changed_since(-1 if history else client.seq)
                 if changed:
                     text[name] = changed
+        for hist, wanted in by_history.values():
+            for level, ring in enumerate(hist.rings):
+                if history:
+                    span = min(client.window_seconds, ring.level.span_seconds) * 1e9
+                    buckets = ring.since_time(now_ns - int(span) if level == 0 else 0)
+                else:
+                    buckets = ring.changed_since(client.seq)
+                if not len(buckets):
+                    continue
+                for name, column in wanted:
+                    one = buckets.signal(column)
+                    series.append({"signal": name, "level": level, "n": len(one)})
+                    arrays += [one.start_ms, one.low, one.high, one.last, one.last_ms]
         if not series and not text and not history:
             return None
         header = {
@@ -195,4 +204,4 @@ class Hub:
         return out
 
     def memory_bytes(self) -> int:
-        return sum(h.memory_bytes() for h in self.numeric.values())
+        return sum(h.memory_bytes() for h in self.channels.values())

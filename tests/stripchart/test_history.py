@@ -7,7 +7,7 @@ import numpy as np
 from speeddata.schemas import Registry, load_file
 from speeddata.sender import Encoder
 from speeddata.stripchart import frames
-from speeddata.stripchart.history import MS, EnvelopeRing, Level, SignalHistory, default_levels
+from speeddata.stripchart.history import MS, ChannelHistory, EnvelopeRing, Level, default_levels
 from speeddata.stripchart.hub import Client, Hub
 from tests.helpers import SCHEMAS
 
@@ -20,7 +20,7 @@ def test_a_one_sample_spike_survives_in_the_envelope() -> None:
     values = np.zeros(1000)
     values[555] = 99.0
     ring.add(times, values, seq=1)
-    buckets = ring.since_time(0)
+    buckets = ring.since_time(0).signal(0)
     assert len(buckets) == 100
     assert buckets.high.max() == 99.0
     assert np.count_nonzero(buckets.high) == 1
@@ -31,7 +31,7 @@ def test_ring_keeps_only_its_span_and_updates_partial_buckets() -> None:
     ring = EnvelopeRing(Level(10 * MS, 10))
     ring.add(np.array([T0, T0 + 1 * MS]), np.array([1.0, 2.0]), seq=1)
     ring.add(np.array([T0 + 2 * MS]), np.array([-5.0]), seq=2)
-    b = ring.changed_since(1)
+    b = ring.changed_since(1).signal(0)
     assert (b.low.tolist(), b.high.tolist(), b.last.tolist()) == ([-5.0], [2.0], [-5.0])
     ring.add(T0 + np.arange(1, 30) * 10 * MS, np.arange(1.0, 30.0), seq=3)
     kept = ring.since_time(0)
@@ -40,9 +40,18 @@ def test_ring_keeps_only_its_span_and_updates_partial_buckets() -> None:
 
 
 def test_memory_is_fixed_and_stated() -> None:
-    history = SignalHistory(default_levels())
-    # 100 signals: the README states this figure
-    assert history.memory_bytes() * 100 < 40 * 2**20
+    # 100 signals as 10 channels of 10: the README states this figure
+    history = ChannelHistory(default_levels(), [f"s{i}" for i in range(10)])
+    assert history.memory_bytes() * 10 < 25 * 2**20  # 21.1 MiB
+
+
+def test_signals_of_a_channel_keep_their_own_envelopes() -> None:
+    ring = EnvelopeRing(Level(10 * MS, 10), signals=2)
+    ring.add(T0 + np.arange(4) * MS, np.array([[1.0, -1.0], [5.0, -5.0], [2.0, 3.0],
+                                               [0.0, 9.0]]), seq=1)
+    both = ring.since_time(0)
+    assert both.low.tolist() == [[0.0, -5.0]] and both.high.tolist() == [[5.0, 9.0]]
+    assert both.signal(1).last.tolist() == [9.0]
 
 
 def _datagrams(n: int, start: int = 0) -> list[bytes]:
@@ -82,3 +91,17 @@ def test_hub_text_signals_and_bad_datagrams() -> None:
     header, _ = frames.decode(hub.frame(client, T0))
     assert header["text"] == {"env.state": [[T0 / 1e6, "FAULT"]],
                               "env.message": [[T0 / 1e6, "overheat"]]}
+
+
+def test_changed_since_matches_a_full_scan_whatever_the_client_missed() -> None:
+    ring = EnvelopeRing(Level(10 * MS, 50))
+    rng = np.random.default_rng(1)
+    for seq in range(1, 400):
+        start = T0 + seq * 7 * MS + int(rng.integers(-30, 5)) * MS  # some late samples
+        times = start + np.sort(rng.integers(0, 20 * MS, size=5))
+        ring.add(times, rng.normal(size=5), seq)
+        for since in (seq - 1, seq - 3, seq - 300, 0):
+            fast = ring.changed_since(since)
+            full = ring.select((ring.seq > since) & (ring.index >= 0))
+            assert fast.start_ms.tolist() == full.start_ms.tolist()
+            assert fast.last.tolist() == full.last.tolist()

@@ -106,10 +106,14 @@ export class SdChart extends HTMLElement {
       item.innerHTML = `<i></i><b></b> <output>–</output> <small></small>`;
       item.querySelector("b").textContent = id;
       this.legend.append(item);
-      return { id, el: item, color: COLORS[i % COLORS.length], out: item.querySelector("output"),
+      const hex = COLORS[i % COLORS.length];
+      const rgba = (0xff << 24 | parseInt(hex.slice(5, 7), 16) << 16 |
+                    parseInt(hex.slice(3, 5), 16) << 8 | parseInt(hex.slice(1, 3), 16)) >>> 0;
+      return { id, el: item, color: hex, rgba, out: item.querySelector("output"),
                unit: item.querySelector("small") };
     });
     this.querySelector(".chart-title").textContent = this.getAttribute("title") || "";
+    this.cols = null;
   }
 
   bindPointer() {
@@ -142,29 +146,30 @@ export class SdChart extends HTMLElement {
     }, { passive: false });
   }
 
-  /** Draw one frame. Returns the newest sample time drawn per signal (for latency stats). */
+  /** Draw one frame: signals as pixels, then the grid and labels on top. */
   draw(now) {
     const canvas = this.canvas;
     const dpr = window.devicePixelRatio || 1;
     const w = canvas.clientWidth, h = canvas.clientHeight;
     if (!w || !h) return;
-    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
-      canvas.width = Math.round(w * dpr);
-      canvas.height = Math.round(h * dpr);
+    const W = Math.round(w * dpr), H = Math.round(h * dpr);
+    if (canvas.width !== W || canvas.height !== H || !this.image) {
+      canvas.width = W;
+      canvas.height = H;
+      this.ctx = canvas.getContext("2d");
+      this.image = this.ctx.createImageData(W, H);
+      this.pixels = new Uint32Array(this.image.data.buffer);
+      this.cols = null;
     }
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, w, h);
     const [t0, t1] = this.paused && this.span ? this.span : [now - this.windowSeconds * 1000, now];
-    const cols = Math.max(1, Math.floor(w));
     const columns = [];
     let lo = Infinity, hi = -Infinity;
-    for (const item of this.items) {
+    this.items.forEach((item, i) => {
       const d = app.conn.data.get(item.id);
-      const col = d ? this.columns(d, t0, t1, cols) : null;
+      const col = d ? this.columns(d, t0, t1, W, i) : null;
       columns.push(col);
       if (col) { lo = Math.min(lo, col.lo); hi = Math.max(hi, col.hi); }
-    }
+    });
     let range = this.fixedRange;
     if (!range) {
       if (!(hi >= lo)) { lo = 0; hi = 1; }
@@ -173,40 +178,72 @@ export class SdChart extends HTMLElement {
       range = [lo - pad, hi + pad];
     }
     this.lastRange = range;
+    const pixels = this.pixels;
+    pixels.fill(0);
+    const scale = (H - 1) / (range[1] - range[0]);
+    columns.forEach((col, i) => { if (col) this.plot(pixels, W, H, col, range[0], scale, this.items[i].rgba); });
+    const ctx = this.ctx;
+    ctx.putImageData(this.image, 0, 0);
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     const y = (v) => h - ((v - range[0]) / (range[1] - range[0])) * h;
     this.drawGrid(ctx, w, h, t0, t1, range, y);
-    columns.forEach((col, i) => {
-      if (!col) return;
-      ctx.strokeStyle = this.items[i].color;
-      ctx.lineWidth = 1.25;
-      ctx.beginPath();
-      let open = false;
-      for (let x = 0; x < cols; x++) {
-        if (col.count[x] === 0) continue; // columns between samples: the line goes on
-        const px = x + 0.5;
-        if (!open || col.gap[x]) ctx.moveTo(px, y(col.low[x])); else ctx.lineTo(px, y(col.low[x]));
-        ctx.lineTo(px, y(col.high[x]));
-        ctx.lineTo(px, y(col.last[x]));
-        open = true;
-      }
-      ctx.stroke();
-    });
     this.updateLegend(now, t0, t1, w);
   }
 
+  /** One vertical run of pixels per column: from the previous value through min..max. */
+  plot(pixels, W, H, col, base, scale, rgba) {
+    const { low, high, last, count, gap } = col;
+    let prev = -1;
+    for (let x = 0; x < W; x++) {
+      if (count[x] === 0) continue;
+      let top = H - 1 - Math.round((high[x] - base) * scale);
+      let bottom = H - 1 - Math.round((low[x] - base) * scale);
+      if (prev >= 0 && !gap[x]) {
+        if (prev < top) top = prev;
+        if (prev > bottom) bottom = prev;
+      }
+      if (top < 0) top = 0;
+      if (bottom > H - 1) bottom = H - 1;
+      for (let yy = top; yy <= bottom; yy++) pixels[yy * W + x] = rgba;
+      prev = H - 1 - Math.round((last[x] - base) * scale);
+      if (prev < 0) prev = 0; else if (prev > H - 1) prev = H - 1;
+      // a column with no samples between two that have some: join them across it
+      const next = x + 1;
+      if (next < W && count[next] === 0) {
+        let k = next;
+        while (k < W && count[k] === 0) k++;
+        if (k < W && !gap[k]) {
+          const target = H - 1 - Math.round((low[k] - base) * scale);
+          const yk = Math.max(0, Math.min(H - 1, target));
+          for (let xx = next; xx < k; xx++) {
+            const yy = Math.round(prev + ((yk - prev) * (xx - x)) / (k - x));
+            pixels[yy * W + xx] = rgba;
+          }
+        }
+      }
+    }
+  }
+
   /** Fold the visible buckets of one signal into per-column min, max and last. */
-  columns(d, t0, t1, cols) {
+  columns(d, t0, t1, cols, slot) {
     const level = d.levelFor(t0);
     const s = d.levels[level];
     if (!s.n) return null;
+    if (!this.cols || this.cols.length !== this.items.length || this.cols[0].count.length !== cols) {
+      this.cols = this.items.map(() => ({
+        low: new Float64Array(cols), high: new Float64Array(cols), last: new Float64Array(cols),
+        count: new Uint32Array(cols), gap: new Uint8Array(cols), lo: 0, hi: 0 }));
+    }
+    const out = this.cols[slot];
+    const { low, high, last, count, gap } = out;
+    count.fill(0);
+    gap.fill(0);
     const width = d.widths[level];
     const a = s.a;
-    const low = new Float64Array(cols), high = new Float64Array(cols), last = new Float64Array(cols);
-    const count = new Uint32Array(cols), gap = new Uint8Array(cols);
-    const scale = cols / (t1 - t0);
+    const k = cols / (t1 - t0);
     let lo = Infinity, hi = -Infinity, prev = -Infinity;
     for (let i = s.lowerBound(t0 - width); i < s.n && a.start[i] <= t1; i++) {
-      const x = Math.floor((a.start[i] - t0) * scale);
+      const x = Math.floor((a.start[i] - t0) * k);
       if (x < 0 || x >= cols) continue;
       const l = a.low[i], u = a.high[i];
       if (count[x] === 0) { low[x] = l; high[x] = u; }
@@ -219,7 +256,9 @@ export class SdChart extends HTMLElement {
       if (l < lo) lo = l;
       if (u > hi) hi = u;
     }
-    return { low, high, last, count, gap, lo, hi };
+    out.lo = lo;
+    out.hi = hi;
+    return out;
   }
 
   drawGrid(ctx, w, h, t0, t1, range, y) {
@@ -252,15 +291,23 @@ export class SdChart extends HTMLElement {
       cursor.style.left = `${this.cursorX}px`;
       cursor.textContent = clock(cursorTime);
     }
+    // Text changes cost style and layout: at most 10 times a second, only what changed.
+    if (cursorTime === null && now - (this.legendAt || 0) < 100) return;
+    this.legendAt = now;
     for (const item of this.items) {
       const d = app.conn.data.get(item.id);
       const info = app.conn.describe(item.id);
-      item.unit.textContent = info ? info.unit : "";
-      item.el.title = info ? `${info.doc || item.id} (${info.type})` : `${item.id}: unknown signal`;
-      item.el.classList.toggle("unknown", app.conn.channels.length > 0 && !info);
-      const value = !d ? NaN : cursorTime === null ? d.latest : d.valueAt(cursorTime);
-      item.out.value = fmt(value);
-      item.el.classList.toggle("stale", !d || now - d.latestMs > STALE_MS);
+      const value = fmt(!d ? NaN : cursorTime === null ? d.latest : d.valueAt(cursorTime));
+      if (item.out.value !== value) item.out.value = value;
+      const unit = info ? info.unit : "";
+      if (item.unit.textContent !== unit) {
+        item.unit.textContent = unit;
+        item.el.title = info ? `${info.doc || item.id} (${info.type})` : `${item.id}: unknown signal`;
+      }
+      const unknown = app.conn.channels.length > 0 && !info;
+      if (item.unknown !== unknown) item.el.classList.toggle("unknown", (item.unknown = unknown));
+      const stale = !d || now - d.latestMs > STALE_MS;
+      if (item.stale !== stale) item.el.classList.toggle("stale", (item.stale = stale));
     }
   }
 }
