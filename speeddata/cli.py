@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from speeddata import __version__, config, logs, status
 from speeddata.errors import ConfigError, SpeeddataError
@@ -167,13 +168,145 @@ def cmd_up(args: argparse.Namespace) -> int:
     return supervisor.run()
 
 
+def _tag_size(cfg: config.Config, start_ns: int, end_ns: int, channels: tuple[str, ...]) -> int:
+    """Bytes of cached blocks in a tag's range, from the index alone."""
+    from speeddata.cache.catalogue import Catalogue
+
+    catalogue = Catalogue(cfg.cache.dir)
+    names = list(channels) or catalogue.channels()
+    return sum(e.length for name in names
+               for _, entries in catalogue.blocks(name, start_ns, end_ns) for e in entries)
+
+
+@command("tag")
+def cmd_tag(args: argparse.Namespace) -> int:
+    from speeddata.tags import TagStore, parse_time
+
+    cfg = _cfg(args)
+    store = TagStore(cfg.cache.dir)
+    now = time.time_ns()
+    channels = tuple(args.channels.split(",")) if args.channels else ()
+    words = args.words
+    if len(words) == 2 and words[0] in ("start", "stop"):
+        action, name = words
+        if action == "start":
+            tag = store.add(name, parse_time(args.start or "now", now), None, args.note or "",
+                            channels, now)
+            print(f"tag {tag.name} started at {tag.as_dict()['start']}; "
+                  f"'speeddata tag stop {tag.name}' ends it")
+        else:
+            tag = store.stop(name, parse_time(args.end or "now", now))
+            print(f"tag {tag.name}: {tag.as_dict()['start']} to {tag.as_dict()['end']}")
+        return 0
+    if len(words) != 1:
+        raise SpeeddataError("usage: speeddata tag NAME --start T [--end T], "
+                             "speeddata tag start NAME, speeddata tag stop NAME")
+    if not args.start:
+        raise SpeeddataError("say where the tag starts: --start -5m (or ISO 8601), or use "
+                             f"'speeddata tag start {words[0]}' to start it now")
+    tag = store.add(words[0], parse_time(args.start, now), parse_time(args.end or "now", now),
+                    args.note or "", channels, now)
+    print(f"tag {tag.name}: {tag.as_dict()['start']} to {tag.as_dict()['end']}")
+    return 0
+
+
+@command("tags")
+def cmd_tags(args: argparse.Namespace) -> int:
+    from speeddata.tags import TagStore
+
+    cfg = _cfg(args)
+    rows = []
+    for tag in TagStore(cfg.cache.dir).list():
+        row = tag.as_dict()
+        row["bytes"] = _tag_size(cfg, tag.start_ns, tag.end_ns or time.time_ns(), tag.channels)
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("no tags yet: 'speeddata tag start NAME' marks from now on")
+        return 0
+    print(f"{'name':<20}{'start':<26}{'end':<26}{'MiB':>8}  {'channels':<14}{'exported':<26}note")
+    for r in rows:
+        print(f"{r['name']:<20}{r['start']:<26}{r['end']:<26}{r['bytes'] / 2**20:>8.1f}  "
+              f"{','.join(r['channels']) or 'all':<14}{r['exported'] or 'no':<26}{r['note']}")
+    return 0
+
+
+@command("untag")
+def cmd_untag(args: argparse.Namespace) -> int:
+    from speeddata.tags import TagStore
+
+    TagStore(_cfg(args).cache.dir).delete(args.name)
+    print(f"tag {args.name} removed (its range is no longer protected from retention)")
+    return 0
+
+
+@command("pivot")
+def cmd_pivot(args: argparse.Namespace) -> int:
+    from speeddata.pivot import pivot
+    from speeddata.tags import TagStore, format_time, parse_time
+
+    cfg = _cfg(args)
+    now = time.time_ns()
+    store = TagStore(cfg.cache.dir)
+    attrs: dict[str, object] = {}
+    channels = args.channels.split(",") if args.channels else None
+    if args.tag:
+        if args.start or args.end:
+            raise SpeeddataError("give --tag or --start/--end, not both")
+        tag = store.get(args.tag)
+        start, end = tag.start_ns, tag.end_ns if tag.end_ns is not None else now
+        channels = channels or list(tag.channels) or None
+        attrs = {"tag": tag.name, "note": tag.note}
+        name = tag.name
+    elif args.start:
+        start, end = parse_time(args.start, now), parse_time(args.end or "now", now)
+        name = f"{format_time(start)}_{format_time(end)}".replace(":", "")
+    else:
+        raise SpeeddataError("say what to export: --tag NAME, or --start T [--end T]")
+    out = (args.out or cfg.exports.dir) / f"{name}.h5"
+    compression = args.compression or cfg.exports.compression
+    bar = None
+    if sys.stderr.isatty() and not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="rec", unit_scale=True, desc=name, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    try:
+        result = pivot(cfg.cache.dir, out, start, end, registry=_registry(cfg),
+                       channels=channels, signals=args.signals.split(",") if args.signals else None,
+                       decimate=args.decimate, force=args.force, attrs=attrs,
+                       compression=None if compression == "none" else compression,
+                       progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.tag:
+        store.mark_exported(args.tag, time.time_ns())
+    rate = result.records / max(result.seconds, 1e-9)
+    print(f"wrote {result.path}: {result.records} records ({result.bytes_read / 2**20:.1f} MiB "
+          f"of cache) in {result.seconds:.2f} s, {rate / 1e6:.2f} M records/s; channels "
+          + ", ".join(f"{k} {v}" for k, v in result.channels.items()))
+    return 0
+
+
 SECTIONS_OF = {
     "relay": ["channels", "cache", "relay", "multicast"],
     "serve": ["channels", "cache", "multicast", "web"],
     "demo": ["channels", "relay"],
     "status": ["cache", "web"],
-    "config": ["channels", "cache", "relay", "multicast", "web"],
-    "up": ["channels", "cache", "relay", "multicast", "web"],
+    "config": ["channels", "cache", "relay", "multicast", "web", "exports"],
+    "up": ["channels", "cache", "relay", "multicast", "web", "exports"],
+    "tag": ["cache"],
+    "tags": ["cache"],
+    "untag": ["cache"],
+    "pivot": ["channels", "cache", "exports"],
 }
 
 HELP = {
@@ -183,6 +316,10 @@ HELP = {
     "status": "show what runs, with rates, drops and cache size",
     "config": "print the effective configuration as TOML",
     "up": "run the relay and the stripchart (and --demo) supervised; Ctrl-C stops all",
+    "tag": "mark a time range: tag NAME --start T [--end T] | tag start NAME | tag stop NAME",
+    "tags": "list tags with their range, size on disk, channels and export state",
+    "untag": "remove a tag (its range is no longer protected from retention)",
+    "pivot": "write a tag or time range to HDF5: one group per channel, one dataset per signal",
 }
 
 
@@ -216,6 +353,27 @@ def parser() -> argparse.ArgumentParser:
                            help="print the table of every setting for the README")
         elif name == "up":
             p.add_argument("--demo", action="store_true", help="also run the demo source")
+        elif name == "tag":
+            p.add_argument("words", nargs="+", metavar="NAME | start NAME | stop NAME")
+            p.add_argument("--start", help="'now', relative like -5m, or ISO 8601 (UTC)")
+            p.add_argument("--end", help="as --start (default now)")
+            p.add_argument("--note", help="free text kept with the tag")
+            p.add_argument("--channels", help="comma-separated channels (default: all)")
+        elif name == "tags":
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        elif name == "untag":
+            p.add_argument("name")
+        elif name == "pivot":
+            p.add_argument("--tag", help="the tag to export")
+            p.add_argument("--start", help="range start without a tag ('-10m', ISO 8601)")
+            p.add_argument("--end", help="range end without a tag (default now)")
+            p.add_argument("--out", type=Path, help="output directory (default [exports] dir)")
+            p.add_argument("--channels", help="comma-separated channels (default: all)")
+            p.add_argument("--signals", help="comma-separated signals (name or channel.name)")
+            p.add_argument("--decimate", type=int, default=1, help="keep every Nth record")
+            p.add_argument("--compression", choices=["gzip", "lzf", "none"],
+                           help="HDF5 compression (default [exports] compression)")
+            p.add_argument("--force", action="store_true", help="replace an existing file")
     return top
 
 

@@ -102,12 +102,19 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class ExportsConfig:
+    dir: Path = setting(PROJECT_DIR / "exports", "Directory pivot writes HDF5 files to.", "path")
+    compression: str = setting("gzip", "HDF5 compression: gzip, lzf or none.")
+
+
+@dataclass(frozen=True)
 class Config:
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     multicast: MulticastConfig = field(default_factory=MulticastConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    exports: ExportsConfig = field(default_factory=ExportsConfig)
 
     def cache_quota(self) -> int:
         """The cache quota in bytes, resolving 0 to its documented automatic value."""
@@ -131,6 +138,7 @@ _SECTION_TYPES = {
     "relay": RelayConfig,
     "multicast": MulticastConfig,
     "web": WebConfig,
+    "exports": ExportsConfig,
 }
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
@@ -217,6 +225,8 @@ def _check(config: Config) -> None:
     for key in ("frame_hz", "history_seconds", "detail_seconds"):
         if getattr(config.web, key) <= 0:
             raise ConfigError(f"[web] {key}: must be more than 0")
+    if config.exports.compression not in ("gzip", "lzf", "none"):
+        raise ConfigError("[exports] compression: must be gzip, lzf or none")
     if config.multicast.decimated_rate_hz <= 0:
         raise ConfigError("[multicast] decimated_rate_hz: must be more than 0")
 

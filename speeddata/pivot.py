@@ -1,0 +1,300 @@
+"""Pivot: turn a receive-time range of the cache into one HDF5 file.
+
+One group per channel, one dataset per signal, the channel's ``time`` attached to each
+as an HDF5 dimension scale (xarray with h5netcdf reads a group as a Dataset indexed by
+time). Blocks are chosen with the cache's time index only, so the cost follows the
+range, not the size of the cache. Records are decoded into numpy columns and appended
+in chunks, so memory stays bounded. The file appears under its name only when complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from speeddata import __version__
+from speeddata.cache import index
+from speeddata.cache.catalogue import CachedFile, Catalogue
+from speeddata.cache.reader import read_header
+from speeddata.columns import ColumnDecoder
+from speeddata.errors import SpeeddataError
+from speeddata.schemas import Channel, Registry, channel_from_schema
+from speeddata.tags import format_time
+
+log = logging.getLogger("speeddata.pivot")
+
+CHUNK_RECORDS = 65536  # rows appended at a time, and the HDF5 chunk length
+TIME_UNITS = "nanoseconds since 1970-01-01"  # CF units: xarray decodes it to datetime64
+
+
+class PivotError(SpeeddataError):
+    """A pivot that cannot be done: the message says why and what to do."""
+
+
+@dataclass
+class Plan:
+    """What one pivot will read: per channel, the blocks in receive-time order."""
+
+    start_ns: int
+    end_ns: int
+    blocks: dict[str, list[tuple[CachedFile, index.Entry]]] = field(default_factory=dict)
+
+    @property
+    def records(self) -> int:
+        return sum(e.count for blocks in self.blocks.values() for _, e in blocks)
+
+    @property
+    def bytes(self) -> int:
+        return sum(e.length for blocks in self.blocks.values() for _, e in blocks)
+
+
+def plan(catalogue: Catalogue, start_ns: int, end_ns: int,
+         channels: list[str] | None = None) -> Plan:
+    """Select the blocks received in ``[start_ns, end_ns]``; reads only the indexes.
+
+    Files of several relay workers are merged by receive time.
+    """
+    result = Plan(start_ns, end_ns)
+    for channel in channels if channels is not None else catalogue.channels():
+        per_file = catalogue.blocks(channel, start_ns, end_ns)
+        merged = heapq.merge(*([(f, e) for e in entries] for f, entries in per_file),
+                             key=lambda fe: fe[1].recv_ns)
+        blocks = list(merged)
+        if blocks:
+            result.blocks[channel] = blocks
+    return result
+
+
+def _channel_of(path: Path, registry: Registry | None) -> Channel:
+    """The channel as written in the cache file's header (the schema the data has)."""
+    _, header = read_header(path)
+    schema = json.loads(header.metadata["avro.schema"])
+    channel = channel_from_schema(schema, str(path))
+    if registry is not None and channel.name in registry:
+        known = registry[channel.name]
+        if known.fingerprint == channel.fingerprint:
+            return known
+    return channel
+
+
+def _read_blocks(blocks: list[tuple[CachedFile, index.Entry]]
+                 ) -> Iterator[tuple[CachedFile, index.Entry, bytes]]:
+    """Each block's record data (count and size prefix and sync marker removed)."""
+    from speeddata.cache import avrofile
+
+    handles: dict[Path, Any] = {}
+    try:
+        for cached, entry in blocks:
+            f = handles.get(cached.path)
+            if f is None:
+                f = handles[cached.path] = cached.path.open("rb")
+            f.seek(entry.offset)
+            raw = f.read(entry.length)
+            _, pos = avrofile.decode_long(raw, 0)
+            size, pos = avrofile.decode_long(raw, pos)
+            yield cached, entry, raw[pos : pos + size]
+    finally:
+        for f in handles.values():
+            f.close()
+
+
+class _GroupWriter:
+    """Appends columns of one channel to its HDF5 group."""
+
+    def __init__(self, group: h5py.Group, channel: Channel, signals: list[str],
+                 compression: str | None) -> None:
+        self.group = group
+        self.channel = channel
+        self.signals = signals
+        self.count = 0
+        opts: dict[str, Any] = {"chunks": (CHUNK_RECORDS,), "maxshape": (None,)}
+        if compression == "gzip":
+            opts.update(compression="gzip", compression_opts=4, shuffle=True)
+        elif compression == "lzf":
+            opts.update(compression="lzf", shuffle=True)
+        self.time = group.create_dataset(channel.time_field, shape=(0,), dtype=np.int64, **opts)
+        self.time.attrs["units"] = TIME_UNITS
+        self.time.attrs["calendar"] = "proleptic_gregorian"
+        self.time.attrs["doc"] = "sample time from the source (ns since the Unix epoch)"
+        self.time.make_scale(channel.time_field)
+        self.datasets: dict[str, h5py.Dataset] = {}
+        for name in signals:
+            signal = channel.signal(name)
+            if signal.kind == "number":
+                dtype: Any = np.bool_ if signal.avro_type == "boolean" else (
+                    np.int64 if signal.avro_type in ("int", "long") else np.float64)
+            else:
+                dtype = h5py.string_dtype()
+            ds = group.create_dataset(name, shape=(0,), dtype=dtype, **opts)
+            ds.attrs["unit"] = signal.unit
+            ds.attrs["doc"] = signal.doc
+            ds.attrs["avro_type"] = signal.avro_type
+            if signal.symbols:
+                ds.attrs["symbols"] = list(signal.symbols)
+            ds.dims[0].attach_scale(self.time)
+            self.datasets[name] = ds
+        self.receive = group.create_dataset("receive_time", shape=(0,), dtype=np.int64, **opts)
+        self.receive.attrs["units"] = TIME_UNITS
+        self.receive.attrs["doc"] = "when the relay received the record's batch (ns)"
+        self.receive.dims[0].attach_scale(self.time)
+
+    def append(self, columns: dict[str, np.ndarray], receive_ns: np.ndarray) -> None:
+        n = len(receive_ns)
+        if not n:
+            return
+        end = self.count + n
+        for ds, values in ((self.time, columns[self.channel.time_field]),
+                           (self.receive, receive_ns),
+                           *((self.datasets[s], columns[s]) for s in self.signals)):
+            ds.resize((end,))
+            ds[self.count : end] = values
+        self.count = end
+
+
+@dataclass
+class Result:
+    path: Path
+    records: int
+    bytes_read: int
+    seconds: float
+    channels: dict[str, int]
+
+
+def pivot(
+    cache_dir: Path,
+    out_path: Path,
+    start_ns: int,
+    end_ns: int,
+    *,
+    registry: Registry | None = None,
+    channels: list[str] | None = None,
+    signals: list[str] | None = None,
+    decimate: int = 1,
+    compression: str | None = "gzip",
+    force: bool = False,
+    attrs: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Result:
+    """Write ``out_path`` from the cache's ``[start_ns, end_ns]`` (receive clock).
+
+    ``signals`` names ``signal`` or ``channel.signal``; ``progress(done, total)`` is called
+    with record counts as blocks are read.
+    """
+    started = time.monotonic()
+    if decimate < 1:
+        raise PivotError(f"--decimate must be 1 or more, not {decimate}")
+    if out_path.exists() and not force:
+        raise PivotError(f"{out_path} exists already: choose another --out or add --force")
+    catalogue = Catalogue(cache_dir)
+    known = catalogue.channels()
+    if channels:
+        missing = [c for c in channels if c not in known]
+        if missing:
+            raise PivotError(f"no cached data for channel(s) {missing} (cached: {known})")
+    selected = plan(catalogue, start_ns, end_ns, channels)
+    if not selected.blocks:
+        raise PivotError(
+            f"no data received between {format_time(start_ns)} and {format_time(end_ns)}"
+            f"{' for ' + ', '.join(channels) if channels else ''}: check the range, and "
+            "'speeddata status' for what the relay receives")
+    work = []  # (channel name, its blocks, the channel, its signals to write)
+    for name, blocks in selected.blocks.items():
+        channel = _channel_of(blocks[0][0].path, registry)
+        wanted = _signals_for(channel, signals)
+        if wanted or not signals:
+            work.append((name, blocks, channel, wanted))
+    if not work:
+        raise PivotError(f"none of the signals {signals} is in the channels of the range "
+                         f"({', '.join(selected.blocks)}); name them as channel.signal")
+    total = sum(e.count for _, blocks, _, _ in work for _, e in blocks)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    done = 0
+    per_channel: dict[str, int] = {}
+    try:
+        with h5py.File(tmp, "w", libver="latest") as h5:
+            h5.attrs.update({
+                "start": format_time(start_ns), "end": format_time(end_ns),
+                "start_ns": start_ns, "end_ns": end_ns,
+                "created": format_time(time.time_ns()), "speeddata_version": __version__,
+                "host": socket.gethostname(), **(attrs or {})})
+            for name, blocks, channel, wanted in work:
+                group = h5.create_group(name)
+                group.attrs["schema"] = json.dumps(channel.schema)
+                group.attrs["relay_host"] = _host_of(blocks[0][0].path)
+                writer = _GroupWriter(group, channel, wanted, compression)
+                decoder = ColumnDecoder(channel)
+                pending: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+                pending_rows = 0
+                skip = 0  # decimation carries across blocks
+                for _, entry, data in _read_blocks(blocks):
+                    columns = decoder.decode_block(data, entry.count)
+                    receive = np.full(entry.count, entry.recv_ns, dtype=np.int64)
+                    if decimate > 1:
+                        keep = np.arange(skip, entry.count, decimate)
+                        skip = (skip - entry.count) % decimate
+                        columns = {k: v[keep] for k, v in columns.items()}
+                        receive = receive[keep]
+                    pending.append((columns, receive))
+                    pending_rows += len(receive)
+                    done += entry.count
+                    if pending_rows >= CHUNK_RECORDS:
+                        _flush(writer, pending)
+                        pending, pending_rows = [], 0
+                    if progress:
+                        progress(done, total)
+                _flush(writer, pending)
+                times = writer.time
+                group.attrs["count"] = writer.count
+                group.attrs["first_time"] = format_time(int(times[0])) if writer.count else ""
+                group.attrs["last_time"] = format_time(int(times[-1])) if writer.count else ""
+                per_channel[name] = writer.count
+        os.replace(tmp, out_path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC or "No space" in str(exc):
+            raise PivotError(f"disk full while writing {out_path}: free space or choose "
+                             "another --out; nothing was left behind") from None
+        raise
+    except BaseException:  # Ctrl-C, or any failure: never leave half a file
+        tmp.unlink(missing_ok=True)
+        raise
+    read = sum(e.length for _, blocks, _, _ in work for _, e in blocks)
+    return Result(out_path, done, read, time.monotonic() - started, per_channel)
+
+
+def _flush(writer: _GroupWriter, pending: list[tuple[dict[str, np.ndarray], np.ndarray]]) -> None:
+    if not pending:
+        return
+    names = [writer.channel.time_field, *writer.signals]
+    columns = {n: np.concatenate([c[n] for c, _ in pending]) for n in names}
+    writer.append(columns, np.concatenate([r for _, r in pending]))
+
+
+def _signals_for(channel: Channel, signals: list[str] | None) -> list[str]:
+    usable = [s.name for s in channel.signals if s.kind in ("number", "text")]
+    if not signals:
+        return usable
+    chosen = []
+    for item in signals:
+        owner, _, name = item.rpartition(".")
+        if (not owner or owner == channel.name) and name in usable:
+            chosen.append(name)
+    return chosen
+
+
+def _host_of(path: Path) -> str:
+    _, header = read_header(path)
+    return header.metadata.get("speeddata.host", b"").decode()

@@ -1,0 +1,103 @@
+"""Loading a pivoted set back: ``speeddata.load("run42.h5")``.
+
+numpy only; ``to_pandas()`` and ``to_xarray()`` work where those libraries are installed
+(they stay optional: a Raspberry Pi needs neither).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+
+@dataclass
+class ChannelData:
+    """One channel of a set: its time axis and a numpy column per signal."""
+
+    name: str
+    time: np.ndarray  # int64 ns since the epoch (source clock)
+    receive_time: np.ndarray  # int64 ns (relay clock)
+    columns: dict[str, np.ndarray]
+    units: dict[str, str]
+    docs: dict[str, str]
+    schema: dict[str, Any]
+
+    def __getitem__(self, signal: str) -> np.ndarray:
+        return self.columns[signal]
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    @property
+    def datetimes(self) -> np.ndarray:
+        return self.time.astype("datetime64[ns]")
+
+    def to_pandas(self) -> Any:
+        """A DataFrame indexed by time (needs pandas)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.columns, index=pd.DatetimeIndex(self.datetimes, name="time"))
+
+    def to_xarray(self) -> Any:
+        """An xarray Dataset indexed by time, units in each variable's attrs (needs xarray)."""
+        import xarray as xr
+
+        return xr.Dataset(
+            {name: ("time", values, {"unit": self.units[name], "doc": self.docs[name]})
+             for name, values in self.columns.items()},
+            coords={"time": self.datetimes},
+        )
+
+
+@dataclass
+class SetData:
+    """A pivoted set: every channel of one HDF5 file, and its attributes."""
+
+    path: Path
+    attrs: dict[str, Any]
+    channels: dict[str, ChannelData] = field(default_factory=dict)
+
+    def __getitem__(self, channel: str) -> ChannelData:
+        return self.channels[channel]
+
+    @property
+    def tag(self) -> str:
+        return str(self.attrs.get("tag", ""))
+
+    def to_xarray(self) -> dict[str, Any]:
+        return {name: channel.to_xarray() for name, channel in self.channels.items()}
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def load(path: str | Path) -> SetData:
+    """Read a file written by ``speeddata pivot`` into numpy arrays."""
+    path = Path(path)
+    with h5py.File(path, "r") as h5:
+        data = SetData(path, {k: _text(v) for k, v in h5.attrs.items()})
+        for name, group in h5.items():
+            schema = json.loads(group.attrs["schema"])
+            time_field = schema.get("abscissa", "time")
+            columns, units, docs = {}, {}, {}
+            order = [f["name"] for f in schema["fields"] if f["name"] in group]
+            for key in order:  # the schema's order, not HDF5's alphabetical one
+                if key == time_field:
+                    continue
+                ds = group[key]
+                values = ds[()]
+                if h5py.check_string_dtype(ds.dtype):
+                    values = ds.asstr()[()].astype(object)
+                columns[key] = values
+                units[key] = _text(ds.attrs.get("unit", ""))
+                docs[key] = _text(ds.attrs.get("doc", ""))
+            data.channels[name] = ChannelData(
+                name, group[time_field][()], group["receive_time"][()], columns, units, docs,
+                schema)
+    return data

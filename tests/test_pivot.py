@@ -1,0 +1,144 @@
+"""Pivot from a cache written with known receive times, read back with h5py and xarray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import xarray
+
+import speeddata
+from speeddata.cache.catalogue import Catalogue
+from speeddata.cache.store import CacheWriter
+from speeddata.pivot import PivotError, pivot, plan
+from speeddata.schemas import Registry
+from speeddata.sender import Encoder
+from tests.helpers import SCHEMAS
+
+S = 10**9
+T0 = 1_795_000_000 * S
+REGISTRY, _ = Registry.load_dir(SCHEMAS)
+
+
+def fill(cache: Path, seconds: int = 60, per_second: int = 10, rotate: int = 2**30) -> None:
+    """Motor at ``per_second`` records a second, env at 1 Hz, one batch a second."""
+    writer = CacheWriter(cache, rotate, 600)
+    motor, env = Encoder(REGISTRY["motor"]), Encoder(REGISTRY["env"])
+    for s in range(seconds):
+        recv = T0 + s * S
+        writer.append(REGISTRY["motor"], [motor.encode({
+            "time": recv + i, "speed": float(s * per_second + i), "torque": -1.0,
+            "current": 0.5, "voltage": 48.0, "position": float(i), "temperature": 20.0})[10:]
+            for i in range(per_second)], recv)
+        writer.append(REGISTRY["env"], [env.encode({
+            "time": recv, "humidity": 40.0 + s, "pressure": 1000.0,
+            "state": ["IDLE", "RUNNING", "FAULT"][s % 3], "message": f"second {s}"})[10:]], recv)
+    writer.close()
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    fill(tmp_path / "cache")
+    return tmp_path / "cache"
+
+
+def test_pivot_writes_exactly_the_range(cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "run.h5"
+    result = pivot(cache, out, T0 + 10 * S, T0 + 19 * S, registry=REGISTRY,
+                   attrs={"tag": "run", "note": "ten seconds"})
+    assert result.channels == {"env": 10, "motor": 100}
+    with h5py.File(out) as h5:
+        assert h5.attrs["tag"] == "run" and h5.attrs["note"] == "ten seconds"
+        assert h5.attrs["speeddata_version"] == speeddata.__version__
+        motor = h5["motor"]
+        assert motor["speed"][()].tolist() == [float(v) for v in range(100, 200)]
+        assert motor["time"][0] == T0 + 10 * S
+        assert motor["speed"].attrs["unit"] == "rpm"
+        assert motor["speed"].dims[0][0] == motor["time"]  # time is its dimension scale
+        assert motor["speed"].compression == "gzip" and motor["speed"].chunks
+        assert motor.attrs["count"] == 100
+        assert '"name": "motor"' in motor.attrs["schema"]
+        env = h5["env"]
+        assert env["state"].asstr()[()].tolist() == [["IDLE", "RUNNING", "FAULT"][s % 3]
+                                                      for s in range(10, 20)]
+        assert env["message"].asstr()[0] == "second 10"
+
+
+def test_xarray_opens_each_group_indexed_by_time(cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x.h5"
+    pivot(cache, out, T0, T0 + 5 * S, registry=REGISTRY)
+    ds = xarray.open_dataset(out, group="motor", engine="h5netcdf")
+    assert ds["speed"].dims == ("time",)
+    assert ds["time"].dtype.kind == "M"  # datetime64, from the CF units attribute
+    assert float(ds["speed"][-1]) == 59.0
+    assert ds["speed"].attrs["unit"] == "rpm"
+    ds.close()
+
+
+def test_load_gives_channels_columns_units_and_conversions(cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "l.h5"
+    pivot(cache, out, T0, T0 + 2 * S, registry=REGISTRY, attrs={"tag": "t"})
+    data = speeddata.load(out)
+    assert data.tag == "t"
+    motor = data["motor"]
+    assert motor["speed"].tolist() == [float(v) for v in range(30)]
+    assert motor.units["speed"] == "rpm"
+    frame = motor.to_pandas()
+    assert list(frame.columns)[:2] == ["speed", "torque"] and len(frame) == 30
+    assert data["env"].to_xarray()["state"].values.tolist() == ["IDLE", "RUNNING", "FAULT"]
+
+
+def test_signals_channels_and_decimation(cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d.h5"
+    pivot(cache, out, T0, T0 + 9 * S, registry=REGISTRY, signals=["motor.speed"], decimate=3)
+    with h5py.File(out) as h5:
+        assert list(h5) == ["motor"]
+        assert set(h5["motor"]) == {"time", "receive_time", "speed"}
+        assert h5["motor"]["speed"][()].tolist() == [float(v) for v in range(0, 100, 3)]
+
+
+def test_selection_reads_only_the_index_of_overlapping_files(tmp_path: Path) -> None:
+    fill(tmp_path / "cache", seconds=60, rotate=4000)  # many small files
+    catalogue = Catalogue(tmp_path / "cache")
+    selected = plan(catalogue, T0 + 30 * S, T0 + 31 * S)
+    assert selected.records == 2 * 10 + 2
+    assert len(catalogue.files()) > 10
+
+
+def test_errors_are_clear_and_leave_no_file(cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "e.h5"
+    with pytest.raises(PivotError, match="no data received between"):
+        pivot(cache, out, T0 - 100 * S, T0 - 50 * S)
+    with pytest.raises(PivotError, match="no cached data for channel"):
+        pivot(cache, out, T0, T0 + S, channels=["nope"])
+    out.write_bytes(b"precious")
+    with pytest.raises(PivotError, match="exists already.*--force"):
+        pivot(cache, out, T0, T0 + S)
+    assert out.read_bytes() == b"precious"
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pivot(cache, out, T0, T0 + 30 * S, force=True, progress=interrupt)
+    assert out.read_bytes() == b"precious"  # an interrupted pivot leaves nothing behind
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_records_in_other_workers_files_are_merged_by_receive_time(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    encoder = Encoder(REGISTRY["example"])
+    for worker in (1, 2):
+        writer = CacheWriter(cache, 2**30, 600, worker=worker)
+        for s in range(worker - 1, 20, 2):  # worker 1 even seconds, worker 2 odd ones
+            writer.append(REGISTRY["example"], [encoder.encode({
+                "time": T0 + s * S, "message": "", "counter": s, "sine_wave": 0.0,
+                "ramp": 0.0, "square_wave": 0.0, "noise": 0.0})[10:]], T0 + s * S)
+        writer.close()
+    out = tmp_path / "m.h5"
+    pivot(cache, out, T0, T0 + 19 * S, registry=REGISTRY)
+    with h5py.File(out) as h5:
+        assert h5["example"]["counter"][()].tolist() == list(range(20))
+        assert np.all(np.diff(h5["example"]["receive_time"][()]) > 0)
