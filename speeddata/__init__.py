@@ -7,7 +7,7 @@ HDF5 files.
 
 __version__ = "0.1.0"
 
-from speeddata.sender import Sender  # noqa: E402
-from speeddata.sets import load  # noqa: E402
+from speeddata.sender import Sender
+from speeddata.sets import load
 
 __all__ = ["Sender", "__version__", "load"]

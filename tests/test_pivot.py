@@ -114,7 +114,7 @@ def test_errors_are_clear_and_leave_no_file(cache: Path, tmp_path: Path) -> None
     with pytest.raises(PivotError, match="no cached data for channel"):
         pivot(cache, out, T0, T0 + S, channels=["nope"])
     out.write_bytes(b"precious")
-    with pytest.raises(PivotError, match="exists already.*--force"):
+    with pytest.raises(PivotError, match=r"exists already.*--force"):
         pivot(cache, out, T0, T0 + S)
     assert out.read_bytes() == b"precious"
 
