@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -377,8 +378,22 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+RELATIVE_TIME = re.compile(r"^-\d+(\.\d+)?(ms|s|m|min|h|d)?$")
+
+
+def _glue_relative_times(argv: list[str]) -> list[str]:
+    """``--start -5m`` as users write it: argparse would take ``-5m`` for an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in ("--start", "--end") and RELATIVE_TIME.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_glue_relative_times(sys.argv[1:] if argv is None else argv))
     logs.setup(args.verbose, args.quiet)
     try:
         return COMMANDS[args.command](args)
