@@ -95,6 +95,7 @@ def relay_settings(tmp: Path, **extra: dict[str, Any]) -> dict[str, dict[str, An
         "multicast": {"full": str(fresh_group()), "decimated": str(fresh_group()),
                       "interface": "127.0.0.1"},
         "web": {"port": free_tcp_port()},
+        "exports": {"dir": str(tmp / "exports")},
     }
     for section, values in extra.items():
         settings.setdefault(section, {}).update(values)

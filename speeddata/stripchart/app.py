@@ -265,6 +265,7 @@ def create_app(config: Config) -> FastAPI:
     from speeddata.stripchart import api_tags  # tags and pivot jobs: their own module
 
     api_tags.register(app, config)
+    api_tags.register_exports(app, config)
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
 

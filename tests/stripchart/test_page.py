@@ -162,3 +162,19 @@ def test_page_recovers_after_the_server_restarts(demo: Stack, page: Page) -> Non
     page.wait_for_function("(n) => sd.conn.framesReceived > n + 5", arg=received,
                            timeout=TIMEOUT * 1000)
     assert data_pixels(page, 0) > 0
+
+
+def test_exports_page_exports_a_tag_and_offers_the_file(demo: Stack, page: Page) -> None:
+    page.goto(demo.serve.url)
+    wait_connected(page)
+    page.fill("#mark input", "pagetag")
+    page.click("#mark button")
+    page.wait_for_function("() => document.querySelector('#mark').classList.contains('recording')")
+    page.wait_for_timeout(500)  # half a second of demo data
+    page.click("#mark button")
+    page.wait_for_function("() => document.querySelector('#mark output').value.includes('→')")
+    page.goto(demo.serve.url + "exports.html")
+    page.locator("#tags tbody tr", has_text="pagetag").locator("button").click()
+    link = page.locator("#exports a", has_text="pagetag.h5")
+    link.wait_for(timeout=TIMEOUT * 1000)
+    assert page.errors == []  # type: ignore[attr-defined]

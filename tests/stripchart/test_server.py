@@ -156,3 +156,49 @@ def test_rest_endpoints(stack: Stack) -> None:
     assert overview["services"]["serve"]["running"]
     assert get("docs")[0] == 200
     assert b"<sd-chart" in get("")[1]
+
+
+def _http(url: str, method: str = "GET", body: dict | None = None):
+    request = urllib.request.Request(url, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            data = response.read()
+            return response.status, (json.loads(data) if data and response.headers.get(
+                "content-type", "").startswith("application/json") else data)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_tag_and_pivot_over_the_api(stack: Stack) -> None:
+    import io
+
+    import h5py
+
+    base = stack.serve.url
+    assert _http(base + "api/tags", "POST", {"name": "api1", "start": "now"})[0] == 201
+    with Sender("example", port=stack.relay.port) as sender:
+        for i in range(50):
+            sender.send(example(i, float(i)))
+    wait_until(lambda: (s := stack.relay.snapshot()) and s["datagrams"] >= 50, what="cached")
+    code, tag = _http(base + "api/tags/api1/stop", "POST", {})
+    assert code == 200 and tag["end"] != "open"
+    assert _http(base + "api/tags", "POST", {"name": "api1"})[0] == 409
+    code, job = _http(base + "api/pivot", "POST", {"tag": "api1"})
+    assert code == 202
+    done = wait_until(lambda: (j := _http(base + f"api/pivot/{job['id']}")[1])["state"] in (
+        "done", "failed") and j, what="the pivot job")
+    assert done["state"] == "done", done
+    assert done["records"] == 50 and done["file"] == "api1.h5"
+    exports = _http(base + "api/exports")[1]
+    assert exports[0]["name"] == "api1.h5" and exports[0]["bytes"] > 0
+    code, content = _http(base + "api/exports/api1.h5")
+    with h5py.File(io.BytesIO(content)) as h5:
+        assert h5["example"]["counter"][()].tolist() == list(range(50))
+    assert _http(base + "api/tags")[1][0]["exported"]
+    assert _http(base + "api/exports/api1.h5", "DELETE")[0] == 204
+    assert _http(base + "api/exports")[1] == []
+    assert _http(base + "api/exports/..%2Fx.h5")[0] == 404
+    code, error = _http(base + "api/pivot", "POST", {"tag": "ghost"})
+    assert code == 404 and "no tag named 'ghost'" in error["detail"]

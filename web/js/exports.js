@@ -1,0 +1,63 @@
+// Tags, pivot jobs and exported files: export a tag with one click, watch its progress,
+// download or delete the HDF5 file.
+
+import { call } from "./mark.js";
+
+const message = document.getElementById("message");
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const cell of cells) {
+    const td = document.createElement("td");
+    if (cell instanceof Node) td.append(cell); else td.textContent = cell ?? "";
+    tr.append(td);
+  }
+  return tr;
+}
+
+function button(label, onclick) {
+  const b = document.createElement("button");
+  b.textContent = label;
+  b.onclick = onclick;
+  return b;
+}
+
+async function refresh() {
+  try {
+    const [tags, jobs, exports] = await Promise.all(
+      [call("GET", "/api/tags"), call("GET", "/api/pivot"), call("GET", "/api/exports")]);
+    document.querySelector("#tags tbody").replaceChildren(...tags.map((t) => row([
+      t.name, t.start, t.end, t.note, t.exported || "no",
+      button("export", async () => {
+        try {
+          await call("POST", "/api/pivot", { tag: t.name, force: true });
+          message.value = `exporting ${t.name}`;
+          refresh();
+        } catch (err) { message.value = `export failed: ${err.message}`; }
+      })])));
+    document.querySelector("#jobs tbody").replaceChildren(...jobs.slice().reverse().map((j) => {
+      const bar = document.createElement("progress");
+      bar.max = j.total || 1;
+      bar.value = j.state === "done" ? bar.max : j.done;
+      return row([j.name, j.error ? `failed: ${j.error}` : j.state, bar, j.seconds ? `${j.seconds} s` : ""]);
+    }));
+    document.querySelector("#exports tbody").replaceChildren(...exports.map((e) => {
+      const link = document.createElement("a");
+      link.href = `/api/exports/${encodeURIComponent(e.name)}`;
+      link.textContent = e.name;
+      link.download = e.name;
+      return row([link, `${(e.bytes / 2 ** 20).toFixed(2)} MiB`, e.modified,
+        button("delete", async () => {
+          await call("DELETE", `/api/exports/${encodeURIComponent(e.name)}`);
+          refresh();
+        })]);
+    }));
+    const busy = jobs.some((j) => j.state === "queued" || j.state === "running");
+    setTimeout(refresh, busy ? 300 : 3000);
+  } catch (err) {
+    message.value = `server unreachable: ${err.message}`;
+    setTimeout(refresh, 2000);
+  }
+}
+
+refresh();
