@@ -43,9 +43,12 @@ def _registry(cfg: config.Config):  # type: ignore[no-untyped-def]
 
 @command("relay")
 def cmd_relay(args: argparse.Namespace) -> int:
-    from speeddata.relay.server import Relay
+    from speeddata.relay.server import Relay, run_workers
 
-    relay = Relay(_cfg(args))
+    cfg = _cfg(args)
+    if cfg.relay.workers > 1:
+        return run_workers(cfg)
+    relay = Relay(cfg)
     relay.install_signal_handlers()
     relay.run()
     return 0
@@ -297,6 +300,13 @@ def cmd_pivot(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("bench")
+def cmd_bench(args: argparse.Namespace) -> int:
+    from speeddata.bench import relay
+
+    return relay.main(args.rest)
+
+
 SECTIONS_OF = {
     "relay": ["channels", "cache", "relay", "multicast"],
     "serve": ["channels", "cache", "multicast", "web"],
@@ -308,6 +318,7 @@ SECTIONS_OF = {
     "tags": ["cache"],
     "untag": ["cache"],
     "pivot": ["channels", "cache", "exports"],
+    "bench": [],
 }
 
 HELP = {
@@ -321,6 +332,8 @@ HELP = {
     "tags": "list tags with their range, size on disk, channels and export state",
     "untag": "remove a tag (its range is no longer protected from retention)",
     "pivot": "write a tag or time range to HDF5: one group per channel, one dataset per signal",
+    "bench": "benchmarks: 'speeddata bench relay --help' (the stripchart's needs Playwright: "
+             "benchmarks/stripchart.py)",
 }
 
 
@@ -364,6 +377,10 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="machine-readable output")
         elif name == "untag":
             p.add_argument("name")
+        elif name == "bench":
+            p.add_argument("what", choices=["relay"], help="what to measure")
+            p.add_argument("rest", nargs=argparse.REMAINDER,
+                           help="the benchmark's own options (see speeddata bench relay --help)")
         elif name == "pivot":
             p.add_argument("--tag", help="the tag to export")
             p.add_argument("--start", help="range start without a tag ('-10m', ISO 8601)")

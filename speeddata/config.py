@@ -73,6 +73,9 @@ class RelayConfig:
     )
     batch: int = setting(256, "Most datagrams handled per wakeup.")
     rcvbuf: int = setting(32 * 2**20, "Socket receive buffer asked of the kernel.", "size")
+    io: str = setting("auto", "Batch I/O: mmsg (Linux recvmmsg/sendmmsg), portable, or auto.")
+    workers: int = setting(
+        1, "Relay processes sharing the port (SO_REUSEPORT), each with its own cache files.")
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,12 @@ def _check(config: Config) -> None:
     for key in ("rotate_seconds", "fsync_seconds"):
         if getattr(config.cache, key) <= 0:
             raise ConfigError(f"[cache] {key}: must be more than 0")
+    if config.relay.io not in ("auto", "mmsg", "portable"):
+        raise ConfigError("[relay] io: must be auto, mmsg or portable")
+    if config.relay.workers < 1:
+        raise ConfigError("[relay] workers: must be at least 1")
+    if config.relay.workers > 1 and config.relay.port == 0:
+        raise ConfigError("[relay] workers: several workers need a fixed [relay] port")
     if config.relay.batch < 1:
         raise ConfigError("[relay] batch: must be at least 1")
     if not 0 <= config.relay.port < 65536 or not 0 <= config.web.port < 65536:

@@ -61,5 +61,7 @@ def read_all(cache_dir: Path, now: float | None = None) -> dict[str, dict[str, A
 
 
 def all_running(cache_dir: Path, names: tuple[str, ...]) -> bool:
+    """Whether each named service runs; ``relay`` also stands for its workers (relay-wN)."""
     snapshots = read_all(cache_dir)
-    return all(snapshots.get(name, {}).get("running") for name in names)
+    return all(any(snap.get("running") for key, snap in snapshots.items()
+                   if key == name or key.startswith(f"{name}-w")) for name in names)

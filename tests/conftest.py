@@ -45,10 +45,16 @@ def loopback_multicast() -> None:
                     "on' did not fix it", returncode=3)
 
 
+@pytest.fixture(params=["mmsg", "portable"])
+def io_path(request: pytest.FixtureRequest) -> str:
+    """Every relay test runs on the batch path (recvmmsg/sendmmsg) and the fallback."""
+    return request.param
+
+
 @pytest.fixture
-def relay(tmp_path: Path) -> Iterator[RelayProcess]:
+def relay(tmp_path: Path, io_path: str) -> Iterator[RelayProcess]:
     """A real relay process on a free port with its own cache and multicast groups."""
-    proc = start_relay(tmp_path, relay_settings(tmp_path))
+    proc = start_relay(tmp_path, relay_settings(tmp_path, relay={"io": io_path}))
     yield proc
     if proc.process.poll() is None:
         proc.stop()

@@ -89,6 +89,15 @@ class Service:
                 self.process.kill()
 
 
+def peak_rss_bytes(pid: int) -> int:
+    """The process's peak resident memory (VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()

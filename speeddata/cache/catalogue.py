@@ -112,8 +112,16 @@ class Catalogue:
         return sum(f.size for f in self.files())
 
     def enforce(self, quota: int, keep: set[Path]) -> list[CachedFile]:
-        """Delete the oldest unprotected files until the cache fits ``quota``."""
+        """Delete the oldest unprotected files until the cache fits ``quota``.
+
+        The newest file of each channel and relay worker is kept too: it may be open in
+        another worker process, which ``keep`` (this process's open files) cannot know.
+        """
         files = self.files()
+        newest: dict[tuple[str, str], CachedFile] = {}
+        for f in files:  # oldest first, so the last one seen is the newest
+            newest[(f.channel, f.path.name.partition("-w")[2])] = f
+        keep = keep | {f.path for f in newest.values()}
         doomed = plan_retention(files, quota, self.protected(), keep)
         for f in doomed:
             f.path.unlink(missing_ok=True)

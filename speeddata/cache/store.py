@@ -7,10 +7,11 @@ happens on roll-over, on close and when the relay's clock says it is due.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
+import queue
 import socket
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,6 +59,45 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+class Syncer:
+    """Fsyncs and closes cache files in a thread, off the receive path.
+
+    An fsync of a large file can take longer than the socket buffer lasts at full rate;
+    ``os.fsync`` releases the GIL, so here it costs the relay's loop nothing. ``drain``
+    waits until everything handed over is on disk.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[list[int], str] | None] = queue.Queue(maxsize=1024)
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+
+    def submit(self, fds: list[int], what: str) -> None:
+        """Fsync ``fds`` then close them (they belong to the syncer from now on)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="cache-sync", daemon=True)
+            self._thread.start()
+        self._queue.put((fds, what))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            fds, what = item
+            for fd in fds:
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    self.errors += 1
+                    log.error("cache: fsync of %s failed: %s", what, exc)
+                finally:
+                    os.close(fd)
+
+    def drain(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+
 class CacheFile:
     """One open cache file and its index, appended to block by block."""
 
@@ -91,11 +131,11 @@ class CacheFile:
         self.records = 0
         self.dirty = False
 
-    def append(self, bodies: Sequence[bytes | memoryview], recv_ns: int) -> None:
-        """Append one block of raw record bodies. On error the file is left as it was."""
-        payload = b"".join(bodies)
-        block = avrofile.block_prefix(len(bodies), len(payload)) + payload + self.sync
-        entry = index.Entry(self.size, len(block), len(bodies), recv_ns).pack()
+    def append(self, payload: bytes, count: int, recv_ns: int) -> None:
+        """Append one block: ``count`` raw record bodies, concatenated. On error the file
+        is left as it was."""
+        block = avrofile.block_prefix(count, len(payload)) + payload + self.sync
+        entry = index.Entry(self.size, len(block), count, recv_ns).pack()
         try:
             _write_all(self._index_fd, entry)
             _write_all(self._fd, block)
@@ -107,19 +147,18 @@ class CacheFile:
         self.size += len(block)
         self.index_size += len(entry)
         self.blocks += 1
-        self.records += len(bodies)
+        self.records += count
         self.dirty = True
 
-    def fsync(self) -> None:
+    def fsync(self, syncer: Syncer) -> None:
+        """Have what was written so far synced (in the background)."""
         if self.dirty:
-            os.fsync(self._fd)
-            os.fsync(self._index_fd)
+            syncer.submit([os.dup(self._fd), os.dup(self._index_fd)], str(self.path))
             self.dirty = False
 
-    def close(self) -> None:
-        self.fsync()
-        os.close(self._fd)
-        os.close(self._index_fd)
+    def close(self, syncer: Syncer) -> None:
+        """Hand the file to ``syncer``, which fsyncs and closes it."""
+        syncer.submit([self._fd, self._index_fd], str(self.path))
 
 
 @dataclass
@@ -220,6 +259,7 @@ class CacheWriter:
         self.files_opened = 0
         self.write_errors = 0
         self.repairs: list[RepairReport] = []
+        self.syncer = Syncer()
         directory.mkdir(parents=True, exist_ok=True)
 
     def repair_all(self) -> list[RepairReport]:
@@ -233,6 +273,10 @@ class CacheWriter:
         return self.repairs
 
     def append(self, channel: Channel, bodies: Sequence[bytes | memoryview], now_ns: int) -> None:
+        """Write record bodies of a channel as one block."""
+        self.append_block(channel, b"".join(bodies), len(bodies), now_ns)
+
+    def append_block(self, channel: Channel, payload: bytes, count: int, now_ns: int) -> None:
         """Write one batch of a channel as one block; OSError (a full disk) propagates."""
         current = self._open.get(channel.name)
         if current is not None and (
@@ -245,7 +289,7 @@ class CacheWriter:
             current = None
         if current is None:
             current = self._create(channel, now_ns)
-        current.append(bodies, now_ns)
+        current.append(payload, count, now_ns)
 
     def _create(self, channel: Channel, now_ns: int) -> CacheFile:
         folder = self.directory / channel.name
@@ -267,11 +311,7 @@ class CacheWriter:
 
     def _close(self, name: str) -> None:
         cache_file = self._open.pop(name)
-        try:
-            cache_file.close()
-        except OSError as exc:
-            self.write_errors += 1
-            log.error("cache: closing %s failed: %s", cache_file.path, exc)
+        cache_file.close(self.syncer)
         log.info(
             "cache: closed %s (%d records, %d bytes)",
             cache_file.path, cache_file.records, cache_file.size,
@@ -288,24 +328,21 @@ class CacheWriter:
 
     def fsync(self) -> None:
         for cache_file in self._open.values():
-            try:
-                cache_file.fsync()
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                self.write_errors += 1
+            cache_file.fsync(self.syncer)
 
     def open_paths(self) -> set[Path]:
         return {f.path for f in self._open.values()}
 
     def close(self) -> None:
+        """Close every file and wait until all of it is on disk."""
         for name in list(self._open):
             self._close(name)
+        self.syncer.drain()
 
     def statistics(self) -> dict[str, object]:
         return {
             "open_files": len(self._open),
             "files_opened": self.files_opened,
-            "write_errors": self.write_errors,
+            "write_errors": self.write_errors + self.syncer.errors,
             "repaired_files": len(self.repairs),
         }

@@ -23,7 +23,7 @@ from speeddata.config import Config
 from speeddata.errors import CacheError
 from speeddata.logs import Throttle
 from speeddata.relay import netio
-from speeddata.relay.core import Router
+from speeddata.relay.core import BatchRouter, Router
 from speeddata.schemas import Registry
 
 log = logging.getLogger("speeddata.relay")
@@ -43,7 +43,7 @@ def protected_ranges(cache_dir: Path) -> list[tuple[int, int]]:
 class Relay:
     """One relay: sockets, cache writer and router, driven by ``run()`` until stopped."""
 
-    def __init__(self, config: Config, worker: int | None = None, io_class: type | None = None):
+    def __init__(self, config: Config, worker: int | None = None):
         self.config = config
         self.worker = worker
         self.name = "relay" if worker is None else f"relay-w{worker}"
@@ -53,7 +53,8 @@ class Relay:
         if not len(self.registry):
             log.warning("no valid channel schemas in %s: every datagram will be rejected",
                         config.channels.dir)
-        io_class = io_class or netio.PortableIO
+        io_class = {"mmsg": netio.MmsgIO, "portable": netio.PortableIO}.get(
+            config.relay.io) or netio.best_io()
         reuse = worker is not None
         main = netio.open_receiver(config.relay.host, config.relay.port, config.relay.rcvbuf, reuse)
         self.port = main.getsockname()[1]  # differs from the config for port 0 (tests)
@@ -75,6 +76,7 @@ class Relay:
         self.router = Router(
             self.registry, legacy, config.relay.max_datagram, config.multicast.decimated_rate_hz
         )
+        self.batch_router = BatchRouter(self.router)
         self.writer = CacheWriter(
             config.cache.dir, config.cache.rotate_bytes, config.cache.rotate_seconds, worker
         )
@@ -107,34 +109,43 @@ class Relay:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
 
-    def handle(self, io: netio.PortableIO, port: int) -> None:
-        datagrams = io.receive()
-        if not datagrams:
+    def handle(self, io: netio.PortableIO | netio.MmsgIO, port: int) -> None:
+        batch = io.receive()
+        if not len(batch.lengths):
             return
         now_ns = time.time_ns()
-        routed = self.router.route(datagrams, port, now_ns)
+        routed = self.batch_router.route(batch, port, now_ns)
+        other = routed.other
         self.counts["batches"] += 1
-        self.counts["datagrams"] += len(datagrams)
-        for channel, bodies in routed.bodies.items():
+        self.counts["datagrams"] += len(batch.lengths)
+        writes = routed.writes + [(c, b"".join(bodies), len(bodies))
+                                  for c, bodies in other.bodies.items()]
+        for channel, payload, count in writes:
             try:
-                self.writer.append(channel, bodies, now_ns)
+                self.writer.append_block(channel, payload, count, now_ns)
             except (OSError, CacheError) as exc:
-                self.counts["cache_dropped"] += len(bodies)
-                self.router.counters[channel.name].cache_dropped += len(bodies)
-                self.counts["cache_write_errors"] += 1
-                if self._disk_log.ready(time.monotonic()):
-                    hint = " (disk full: free space or lower [cache] max_bytes)" if (
-                        getattr(exc, "errno", None) == errno.ENOSPC) else ""
-                    log.error("cache write for channel %s failed: %s%s; datagrams still "
-                              "forwarded, %d not cached so far", channel.name, exc, hint,
-                              self.counts["cache_dropped"])
-        if self.mc_socket is not None:
-            if self.full:
-                self.counts["multicast_send_errors"] += netio.send_all(
-                    self.mc_socket, routed.full, self.full)
-            if self.decimated and routed.decimated:
-                self.counts["multicast_send_errors"] += netio.send_all(
-                    self.mc_socket, routed.decimated, self.decimated)
+                self._cache_failed(channel.name, count, exc)
+        if self.mc_socket is None:
+            return
+        for address, indices, extra in ((self.full, routed.full, other.full),
+                                        (self.decimated, routed.decimated, other.decimated)):
+            if address is None:
+                continue
+            failed = io.forward(self.mc_socket, batch, indices, address)
+            if extra:  # legacy bodies, forwarded with their header added
+                failed += netio.send_all(self.mc_socket, extra, address)
+            self.counts["multicast_send_errors"] += failed
+
+    def _cache_failed(self, channel: str, count: int, exc: Exception) -> None:
+        """Accepted datagrams that could not be cached: counted, logged at a bounded rate."""
+        self.counts["cache_dropped"] += count
+        self.router.counters[channel].cache_dropped += count
+        self.counts["cache_write_errors"] += 1
+        if self._disk_log.ready(time.monotonic()):
+            hint = " (disk full: free space or lower [cache] max_bytes)" if (
+                getattr(exc, "errno", None) == errno.ENOSPC) else ""
+            log.error("cache write for channel %s failed: %s%s; datagrams still forwarded, "
+                      "%d not cached so far", channel, exc, hint, self.counts["cache_dropped"])
 
     def statistics(self) -> dict[str, object]:
         now = time.monotonic()
@@ -181,9 +192,9 @@ class Relay:
             selector.register(io.sock, selectors.EVENT_READ, (io, port))
         selector.register(self._wake_r, selectors.EVENT_READ, None)
         log.info(
-            "%s listening on %s:%d (legacy %s), cache %s (quota %.1f GiB), multicast "
+            "%s listening on %s:%d (io %s, legacy %s), cache %s (quota %.1f GiB), multicast "
             "full %s decimated %s via %s",
-            self.name, self.config.relay.host, self.port,
+            self.name, self.config.relay.host, self.port, self.receivers[0][0].name,
             {p: c.name for p, c in self.router.legacy_ports.items()} or "none",
             self.config.cache.dir, self.quota / 2**30, self.config.multicast.full or "off",
             self.config.multicast.decimated or "off", self.config.multicast.interface,
@@ -223,3 +234,43 @@ class Relay:
             log.info("relay stopped: %d datagrams in %d batches, %d rejected, %d kernel drops",
                      stats["datagrams"], stats["batches"], sum(self.router.rejected.values()),
                      stats["kernel_drops"])
+
+
+def _worker_main(config: Config, worker: int) -> None:
+    relay = Relay(config, worker=worker)
+    relay.install_signal_handlers()
+    relay.run()
+
+
+def run_workers(config: Config) -> int:
+    """``--workers N``: N relays on one port (SO_REUSEPORT); the kernel spreads senders
+    over them by address, each writes its own ``-wN`` cache files. Stops them all on
+    SIGTERM/Ctrl-C; exits non-zero if one dies, so a supervisor restarts the set."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_worker_main, args=(config, i), name=f"relay-w{i}")
+               for i in range(config.relay.workers)]
+    stopping = []
+
+    def stop(*_: object) -> None:
+        stopping.append(True)
+        for w in workers:
+            if w.pid and w.is_alive():
+                os.kill(w.pid, signal.SIGTERM)
+
+    for w in workers:
+        w.start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    log.info("relay: %d workers on port %d", len(workers), config.relay.port)
+    while any(w.is_alive() for w in workers):
+        for w in workers:
+            w.join(0.2)
+            if not stopping and w.exitcode not in (None, 0):
+                log.error("%s exited with %s; stopping the other workers", w.name, w.exitcode)
+                stop()
+                for other in workers:
+                    other.join()
+                return 1
+    return 0

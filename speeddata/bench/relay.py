@@ -1,0 +1,344 @@
+"""``speeddata bench relay``: the highest rate the relay sustains without loss.
+
+For each record size, a load generator (``sendmmsg``, pinned to its own core) offers
+datagrams at a rate for a few seconds; loss is what was sent minus the records found in
+the cache files (counted from their indexes) and, with multicast on, minus what a
+listener on the full-rate group heard. The rate doubles until loss exceeds the limit,
+then a bisection finds the highest rate that holds. The same harness measures a
+minimal receiver (``recvmmsg`` and one write per batch, plus ``sendmmsg`` to the group
+when forwarding) as the baseline, so the relay's figure is also a ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speeddata.bench import procs
+from speeddata.cache import index
+from speeddata.config import Group, parse_group
+
+LOSS_LIMIT = 1e-4  # 0.01 %
+CORES = os.cpu_count() or 1
+RELAY_CPU = 0
+LOAD_CPU = 1 % CORES
+
+
+def record_schema(folder: Path, size: int) -> tuple[str, int]:
+    """A channel whose datagrams are about ``size`` bytes: time, counter and doubles."""
+    doubles = max(1, (size - 22) // 8)
+    name = f"rec{size}"
+    schema = {"type": "record", "name": name, "fields": [
+        {"name": "time", "type": "long"}, {"name": "counter", "type": "long"},
+        *({"name": f"v{i}", "type": "double"} for i in range(doubles))]}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.avsc").write_text(json.dumps(schema))
+    return name, doubles
+
+
+def _pin(cpu: int) -> None:
+    if hasattr(os, "sched_setaffinity") and CORES > 1:
+        os.sched_setaffinity(0, {cpu})
+
+
+def load_generator(schemas: Path, channel: str, rate: float, seconds: float,
+                   port: int, result: Any) -> None:
+    """Send ``rate`` datagrams/s for ``seconds`` with sendmmsg; put the count in ``result``."""
+    from speeddata.relay.netio import MmsgIO
+    from speeddata.schemas import load_file
+    from speeddata.sender import Encoder
+
+    _pin(LOAD_CPU)
+    encoder = Encoder(load_file(schemas / f"{channel}.avsc"))
+    fields = [s.name for s in encoder.channel.signals if s.name != "counter"]
+    datagrams = [encoder.encode({"time": time.time_ns(), "counter": i,
+                                 **{f: float(i) for f in fields}}) for i in range(256)]
+    sizes = [len(d) for d in datagrams]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 * 2**20)
+    io = MmsgIO(sock, 256, max(sizes))
+    for i, d in enumerate(datagrams):
+        io.array[i * io.slot : i * io.slot + len(d)] = np.frombuffer(d, dtype=np.uint8)
+    from speeddata.relay.core import Received
+
+    batch = Received(io.array, io.slot, np.array(sizes, dtype=np.int64))
+    target = ("127.0.0.1", port)
+    chunk = 64
+    indices = np.arange(chunk, dtype=np.int64)
+    sent = 0
+    start = time.perf_counter()
+    total = int(rate * seconds)
+    while sent < total:
+        due = int((time.perf_counter() - start) * rate)
+        if due - sent < chunk and sent + chunk <= total:
+            if due - sent <= 0:
+                time.sleep(min(0.001, chunk / rate))
+            continue
+        n = min(chunk, total - sent)
+        failed = io.forward(sock, batch, indices[:n] + (sent % 4) * chunk, target)
+        sent += n - failed
+    result.value = sent
+
+
+def listener(group: Group, ready: Any, stop: Any, result: Any) -> None:
+    """Count datagrams heard on ``group`` until ``stop`` is set."""
+    from speeddata import multicast
+    from speeddata.relay.netio import MmsgIO
+
+    sock = multicast.listener(group, "127.0.0.1", rcvbuf=64 * 2**20)
+    sock.setblocking(False)
+    io = MmsgIO(sock, 512, 2048)
+    count = 0
+    ready.set()
+    while not stop.is_set():
+        n = len(io.receive().lengths)
+        count += n
+        if not n:
+            time.sleep(0.0005)
+    result.value = count
+
+
+def baseline_receiver(port: int, path: str, forward: str, stop: Any, result: Any) -> None:
+    """The minimal receiver: recvmmsg, one write per batch, optionally sendmmsg on."""
+    from speeddata.relay.netio import MmsgIO, open_receiver
+
+    _pin(RELAY_CPU)
+    sock = open_receiver("127.0.0.1", port, 64 * 2**20)
+    io = MmsgIO(sock, 256, 2048)
+    out_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out_sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+    group = parse_group(forward) if forward else None
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    count = 0
+    import select
+
+    poll = select.poll()
+    poll.register(sock, select.POLLIN)
+    while not stop.is_set():
+        batch = io.receive()
+        n = len(batch.lengths)
+        if not n:
+            poll.poll(50)
+            continue
+        count += n
+        lengths = batch.lengths
+        rows = batch.buffer[: n * batch.slot].reshape(n, batch.slot)
+        if lengths.min() == lengths.max():  # write exactly the datagrams' bytes
+            os.write(fd, rows[:, : int(lengths[0])].tobytes())
+        else:
+            os.write(fd, b"".join(rows[i, :length].tobytes()
+                                  for i, length in enumerate(lengths.tolist())))
+        if group is not None:
+            io.forward(out_sock, batch, np.arange(n), (group.host, group.port))
+    os.close(fd)
+    result.value = count
+
+
+@dataclass
+class Trial:
+    rate: float
+    sent: int
+    cached: int
+    heard: int | None
+    relay_cpu_s: float
+    rss_mb: float
+    kernel_drops: int
+
+    @property
+    def loss(self) -> float:
+        lost = self.sent - self.cached
+        if self.heard is not None:
+            lost = max(lost, self.sent - self.heard)
+        return lost / max(self.sent, 1)
+
+
+def cached_records(cache: Path) -> int:
+    return sum(e.count for p in cache.glob("*/*.idx") for e in index.unpack(p.read_bytes()))
+
+
+def trial(kind: str, size: int, rate: float, seconds: float, multicast_on: bool,
+          io: str = "auto") -> Trial:
+    """One run at a fixed rate: ``kind`` is 'relay' or 'baseline'."""
+    ctx = multiprocessing.get_context("fork")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        schemas = work / "schemas"
+        channel, _ = record_schema(schemas, size)
+        settings = procs.default_settings(work, schemas)
+        settings["relay"].update(io=io, batch=256, rcvbuf="64MiB")
+        if not multicast_on:
+            settings["multicast"].update(full="", decimated="")
+        full = parse_group(settings["multicast"]["full"]) if multicast_on else None
+        stop, ready = ctx.Event(), ctx.Event()
+        heard = ctx.Value("q", 0)
+        watcher = None
+        if full is not None:
+            watcher = ctx.Process(target=listener, args=(full, ready, stop, heard))
+            watcher.start()
+            ready.wait(10)
+        port = settings["relay"]["port"]
+        service = None
+        base = None
+        base_count = ctx.Value("q", 0)
+        if kind == "relay":
+            config = procs.write_config(work / "bench.toml", settings)
+            service = procs.start("relay", config, work, cpu=RELAY_CPU if CORES > 1 else None)
+            cpu0 = service.cpu_seconds()
+        else:
+            base_stop = ctx.Event()
+            base = ctx.Process(target=baseline_receiver, args=(
+                port, str(work / "baseline.bin"), settings["multicast"]["full"] if full else "",
+                base_stop, base_count))
+            base.start()
+            time.sleep(0.3)
+            cpu0 = procs.cpu_seconds(base.pid)
+        sent = ctx.Value("q", 0)
+        gen = ctx.Process(target=load_generator, args=(schemas, channel, rate, seconds, port,
+                                                       sent))
+        gen.start()
+        gen.join()
+        time.sleep(0.5)  # let the last batches through
+        if service is not None:
+            cpu = service.cpu_seconds() - cpu0
+            rss = procs.peak_rss_bytes(service.process.pid)
+            from speeddata import status
+
+            drops = status.read_all(work / "cache").get("relay", {}).get("kernel_drops", 0)
+            service.stop()
+            cached = cached_records(work / "cache")
+        else:
+            cpu = procs.cpu_seconds(base.pid) - cpu0
+            rss = procs.peak_rss_bytes(base.pid)
+            drops = 0
+            base_stop.set()
+            base.join(10)
+            cached = base_count.value
+        stop.set()
+        if watcher is not None:
+            watcher.join(10)
+        return Trial(rate, sent.value, cached, heard.value if full else None, cpu,
+                     rss / 2**20, drops)
+
+
+def highest_rate(kind: str, size: int, multicast_on: bool, seconds: float, start: float,
+                 io: str = "auto", log=print) -> tuple[Trial | None, list[Trial]]:
+    """Double until loss, then bisect: the highest rate with loss under the limit."""
+    trials = []
+    good: Trial | None = None
+    rate, bad = start, None
+    while bad is None and rate < 5e6:
+        t = trial(kind, size, rate, seconds, multicast_on, io)
+        trials.append(t)
+        log(f"  {kind} {size} B mc={'on' if multicast_on else 'off'} {rate / 1000:.0f} k/s: "
+            f"loss {t.loss * 100:.4f}%")
+        if t.loss <= LOSS_LIMIT:
+            good, rate = t, rate * 2
+        else:
+            bad = rate
+    low = good.rate if good else 0.0
+    for _ in range(3 if bad else 0):
+        mid = (low + bad) / 2
+        t = trial(kind, size, mid, seconds, multicast_on, io)
+        trials.append(t)
+        log(f"  {kind} {size} B mc={'on' if multicast_on else 'off'} {mid / 1000:.0f} k/s: "
+            f"loss {t.loss * 100:.4f}%")
+        if t.loss <= LOSS_LIMIT:
+            good, low = t, mid
+        else:
+            bad = mid
+    return good, trials
+
+
+def run(sizes: list[int], runs: int, seconds: float, json_out: bool, io: str = "auto",
+        quiet: bool = False) -> dict[str, Any]:
+    def log(message: str) -> None:
+        if not quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    rows = []
+    for size in sizes:
+        for multicast_on in (True, False):
+            figures: dict[str, list[float]] = {"relay": [], "baseline": []}
+            detail: dict[str, Trial | None] = {}
+            for _ in range(runs):
+                for kind in ("relay", "baseline"):
+                    best, _ = highest_rate(kind, size, multicast_on, seconds,
+                                           start=50_000 if multicast_on else 200_000, io=io,
+                                           log=log)
+                    figures[kind].append(best.rate if best else 0.0)
+                    if kind == "relay":
+                        detail["relay"] = best
+            relay_rate = statistics.median(figures["relay"])
+            base_rate = statistics.median(figures["baseline"])
+            best = detail["relay"]
+            rows.append({
+                "size_bytes": size, "multicast": multicast_on,
+                "relay_datagrams_per_s": {"median": relay_rate, "min": min(figures["relay"]),
+                                          "max": max(figures["relay"])},
+                "relay_mb_per_s": round(relay_rate * size / 1e6, 1),
+                "relay_cpu_us_per_datagram": round(best.relay_cpu_s / best.sent * 1e6, 2)
+                if best else None,
+                "relay_peak_rss_mb": round(best.rss_mb, 1) if best else None,
+                "kernel_drops": best.kernel_drops if best else None,
+                "baseline_datagrams_per_s": {"median": base_rate,
+                                             "min": min(figures["baseline"]),
+                                             "max": max(figures["baseline"])},
+                "ratio_to_baseline": round(relay_rate / base_rate, 3) if base_rate else None,
+            })
+    pi = trial("relay", 90, 12_000, seconds, True, io)
+    result = {"rows": rows, "pi_class": {
+        "rate": 12_000, "size_bytes": 90, "relay_cpu_pct_of_one_core":
+        round(pi.relay_cpu_s / seconds * 100, 2), "loss_pct": round(pi.loss * 100, 4),
+        "relay_peak_rss_mb": round(pi.rss_mb, 1)},
+        "machine": {"cores": CORES, "seconds_per_trial": seconds, "runs": runs,
+                    "pinning": f"relay on CPU {RELAY_CPU}, load generator on CPU {LOAD_CPU}"}}
+    if json_out:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"{'size':>5} {'mcast':>5} {'relay k/s':>22} {'MB/s':>6} {'us/dgram':>8} "
+              f"{'RSS MB':>6} {'drops':>6} {'baseline k/s':>22} {'ratio':>6}")
+        for r in rows:
+            rel, bas = r["relay_datagrams_per_s"], r["baseline_datagrams_per_s"]
+            print(f"{r['size_bytes']:>5} {'on' if r['multicast'] else 'off':>5} "
+                  f"{rel['median'] / 1e3:>7.0f} ({rel['min'] / 1e3:.0f}-{rel['max'] / 1e3:.0f})"
+                  f"{'':>4} {r['relay_mb_per_s']:>6} {r['relay_cpu_us_per_datagram']!s:>8} "
+                  f"{r['relay_peak_rss_mb']!s:>6} {r['kernel_drops']!s:>6} "
+                  f"{bas['median'] / 1e3:>7.0f} ({bas['min'] / 1e3:.0f}-{bas['max'] / 1e3:.0f})"
+                  f"{'':>4} {r['ratio_to_baseline']!s:>6}")
+        pi_row = result["pi_class"]
+        print(f"Pi-class: 12,000 datagrams/s of 90 B: relay CPU "
+              f"{pi_row['relay_cpu_pct_of_one_core']}% of one core, loss {pi_row['loss_pct']}%, "
+              f"peak RSS {pi_row['relay_peak_rss_mb']} MB")
+        print(f"highest rate held {seconds:g} s with loss <= 0.01% (cache and full-rate listener),"
+              f" median (min-max) of {runs} runs; {result['machine']['pinning']}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="speeddata bench relay", description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[90, 1000])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--io", choices=["auto", "mmsg", "portable"], default="auto")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    run(args.sizes, args.runs, args.seconds, args.json, args.io)
+    return 0
+
+
+__all__ = ["main", "run", "trial"]
