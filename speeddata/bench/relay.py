@@ -5,8 +5,9 @@ datagrams at a rate for a few seconds; loss is what was sent minus the records f
 the cache files (counted from their indexes) and, with multicast on, minus what a
 listener on the full-rate group heard. The rate doubles until loss exceeds the limit,
 then a bisection finds the highest rate that holds. The same harness measures a
-minimal receiver (``recvmmsg`` and one write per batch, plus ``sendmmsg`` to the group
-when forwarding) as the baseline, so the relay's figure is also a ratio.
+minimal C receiver (``baseline.c``: ``recvmmsg``, one ``writev`` per batch, plus
+``sendmmsg`` to the group when forwarding; built with the system's ``cc``) as the
+baseline, so the relay's figure is also a ratio.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,8 +58,8 @@ def _pin(cpu: int) -> None:
 
 
 def load_generator(schemas: Path, channel: str, rate: float, seconds: float,
-                   port: int, result: Any) -> None:
-    """Send ``rate`` datagrams/s for ``seconds`` with sendmmsg; put the count in ``result``."""
+                   port: int, result: Any, elapsed: Any) -> None:
+    """Send ``rate`` datagrams/s for ``seconds`` with sendmmsg; report count and time."""
     from speeddata.relay.netio import MmsgIO
     from speeddata.schemas import load_file
     from speeddata.sender import Encoder
@@ -89,6 +93,7 @@ def load_generator(schemas: Path, channel: str, rate: float, seconds: float,
         n = min(chunk, total - sent)
         failed = io.forward(sock, batch, indices[:n] + (sent % 4) * chunk, target)
         sent += n - failed
+    elapsed.value = time.perf_counter() - start
     result.value = sent
 
 
@@ -110,40 +115,29 @@ def listener(group: Group, ready: Any, stop: Any, result: Any) -> None:
     result.value = count
 
 
-def baseline_receiver(port: int, path: str, forward: str, stop: Any, result: Any) -> None:
-    """The minimal receiver: recvmmsg, one write per batch, optionally sendmmsg on."""
-    from speeddata.relay.netio import MmsgIO, open_receiver
+def build_baseline(folder: Path) -> Path:
+    """Compile the C baseline (``baseline.c``) with the system's C compiler."""
+    source = Path(__file__).with_name("baseline.c")
+    binary = folder / "baseline"
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        raise SystemExit("bench relay: the baseline is C and needs a C compiler (cc); "
+                         "install one (Debian: apt-get install gcc) or set CC")
+    subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], check=True)
+    return binary
 
-    _pin(RELAY_CPU)
-    sock = open_receiver("127.0.0.1", port, 64 * 2**20)
-    io = MmsgIO(sock, 256, 2048)
-    out_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    out_sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
-    group = parse_group(forward) if forward else None
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    count = 0
-    import select
 
-    poll = select.poll()
-    poll.register(sock, select.POLLIN)
-    while not stop.is_set():
-        batch = io.receive()
-        n = len(batch.lengths)
-        if not n:
-            poll.poll(50)
-            continue
-        count += n
-        lengths = batch.lengths
-        rows = batch.buffer[: n * batch.slot].reshape(n, batch.slot)
-        if lengths.min() == lengths.max():  # write exactly the datagrams' bytes
-            os.write(fd, rows[:, : int(lengths[0])].tobytes())
-        else:
-            os.write(fd, b"".join(rows[i, :length].tobytes()
-                                  for i, length in enumerate(lengths.tolist())))
-        if group is not None:
-            io.forward(out_sock, batch, np.arange(n), (group.host, group.port))
-    os.close(fd)
-    result.value = count
+def start_baseline(binary: Path, port: int, path: Path, forward: Group | None
+                   ) -> subprocess.Popen:
+    """Start the C baseline on ``port``, pinned to the relay's core."""
+    command = [str(binary), str(port), str(path)]
+    if forward is not None:
+        command += [forward.host, str(forward.port)]
+    if CORES > 1:
+        command = ["taskset", "-c", str(RELAY_CPU), *command]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # bound before the load starts
+    return process
 
 
 @dataclass
@@ -168,9 +162,9 @@ def cached_records(cache: Path) -> int:
     return sum(e.count for p in cache.glob("*/*.idx") for e in index.unpack(p.read_bytes()))
 
 
-def trial(kind: str, size: int, rate: float, seconds: float, multicast_on: bool,
-          io: str = "auto") -> Trial:
-    """One run at a fixed rate: ``kind`` is 'relay' or 'baseline'."""
+def trial(size: int, rate: float, seconds: float, multicast_on: bool, io: str = "auto",
+          baseline: Path | None = None) -> Trial:
+    """One run at a fixed rate, of the relay or, given its binary, of the C baseline."""
     ctx = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -189,76 +183,69 @@ def trial(kind: str, size: int, rate: float, seconds: float, multicast_on: bool,
             watcher.start()
             ready.wait(10)
         port = settings["relay"]["port"]
-        service = None
-        base = None
-        base_count = ctx.Value("q", 0)
-        if kind == "relay":
+        if baseline is None:
             config = procs.write_config(work / "bench.toml", settings)
             service = procs.start("relay", config, work, cpu=RELAY_CPU if CORES > 1 else None)
-            cpu0 = service.cpu_seconds()
+            pid = service.process.pid
         else:
-            base_stop = ctx.Event()
-            base = ctx.Process(target=baseline_receiver, args=(
-                port, str(work / "baseline.bin"), settings["multicast"]["full"] if full else "",
-                base_stop, base_count))
-            base.start()
-            time.sleep(0.3)
-            cpu0 = procs.cpu_seconds(base.pid)
-        sent = ctx.Value("q", 0)
+            process = start_baseline(baseline, port, work / "baseline.bin", full)
+            pid = process.pid
+        cpu0 = procs.cpu_seconds(pid)
+        sent, elapsed = ctx.Value("q", 0), ctx.Value("d", 0.0)
         gen = ctx.Process(target=load_generator, args=(schemas, channel, rate, seconds, port,
-                                                       sent))
+                                                       sent, elapsed))
         gen.start()
         gen.join()
         time.sleep(0.5)  # let the last batches through
-        if service is not None:
-            cpu = service.cpu_seconds() - cpu0
-            rss = procs.peak_rss_bytes(service.process.pid)
+        cpu = procs.cpu_seconds(pid) - cpu0
+        rss = procs.peak_rss_bytes(pid)
+        if baseline is None:
             from speeddata import status
 
             drops = status.read_all(work / "cache").get("relay", {}).get("kernel_drops", 0)
             service.stop()
-            cached = cached_records(work / "cache")
+            kept = cached_records(work / "cache")
         else:
-            cpu = procs.cpu_seconds(base.pid) - cpu0
-            rss = procs.peak_rss_bytes(base.pid)
             drops = 0
-            base_stop.set()
-            base.join(10)
-            cached = base_count.value
+            process.terminate()
+            kept = int(process.communicate(timeout=10)[0])
         stop.set()
         if watcher is not None:
             watcher.join(10)
-        return Trial(rate, sent.value, cached, heard.value if full else None, cpu,
-                     rss / 2**20, drops)
+        return Trial(min(rate, sent.value / max(elapsed.value, 1e-9)), sent.value, kept,
+                     heard.value if full else None, cpu, rss / 2**20, drops)
 
 
-def highest_rate(kind: str, size: int, multicast_on: bool, seconds: float, start: float,
-                 io: str = "auto", log=print) -> tuple[Trial | None, list[Trial]]:
+def highest_rate(size: int, multicast_on: bool, seconds: float, start: float,
+                 io: str = "auto", baseline: Path | None = None,
+                 log: Callable[[str], None] = print) -> Trial | None:
     """Double until loss, then bisect: the highest rate with loss under the limit."""
-    trials = []
     good: Trial | None = None
+    label = f"{'baseline' if baseline else 'relay'} {size} B mc={'on' if multicast_on else 'off'}"
+
+    def attempt(rate: float) -> bool:
+        nonlocal good
+        t = trial(size, rate, seconds, multicast_on, io, baseline)
+        log(f"  {label} offered {rate / 1000:.0f} k/s, sent {t.rate / 1000:.0f} k/s: "
+            f"loss {t.loss * 100:.4f}%")
+        if t.loss <= LOSS_LIMIT and (good is None or t.rate > good.rate):
+            good = t
+        return t.loss <= LOSS_LIMIT
+
     rate, bad = start, None
     while bad is None and rate < 5e6:
-        t = trial(kind, size, rate, seconds, multicast_on, io)
-        trials.append(t)
-        log(f"  {kind} {size} B mc={'on' if multicast_on else 'off'} {rate / 1000:.0f} k/s: "
-            f"loss {t.loss * 100:.4f}%")
-        if t.loss <= LOSS_LIMIT:
-            good, rate = t, rate * 2
+        if attempt(rate):
+            rate *= 2
         else:
             bad = rate
     low = good.rate if good else 0.0
     for _ in range(3 if bad else 0):
         mid = (low + bad) / 2
-        t = trial(kind, size, mid, seconds, multicast_on, io)
-        trials.append(t)
-        log(f"  {kind} {size} B mc={'on' if multicast_on else 'off'} {mid / 1000:.0f} k/s: "
-            f"loss {t.loss * 100:.4f}%")
-        if t.loss <= LOSS_LIMIT:
-            good, low = t, mid
+        if attempt(mid):
+            low = mid
         else:
             bad = mid
-    return good, trials
+    return good
 
 
 def run(sizes: list[int], runs: int, seconds: float, json_out: bool, io: str = "auto",
@@ -267,37 +254,41 @@ def run(sizes: list[int], runs: int, seconds: float, json_out: bool, io: str = "
         if not quiet:
             print(message, file=sys.stderr, flush=True)
 
+    def spread(trials: list[Trial | None]) -> dict[str, float]:
+        rates = [x.rate if x else 0.0 for x in trials]
+        return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
+
+    def per_datagram_us(x: Trial | None) -> float | None:
+        return round(x.relay_cpu_s / x.sent * 1e6, 2) if x and x.sent else None
+
     rows = []
-    for size in sizes:
-        for multicast_on in (True, False):
-            figures: dict[str, list[float]] = {"relay": [], "baseline": []}
-            detail: dict[str, Trial | None] = {}
-            for _ in range(runs):
-                for kind in ("relay", "baseline"):
-                    best, _ = highest_rate(kind, size, multicast_on, seconds,
-                                           start=50_000 if multicast_on else 200_000, io=io,
-                                           log=log)
-                    figures[kind].append(best.rate if best else 0.0)
-                    if kind == "relay":
-                        detail["relay"] = best
-            relay_rate = statistics.median(figures["relay"])
-            base_rate = statistics.median(figures["baseline"])
-            best = detail["relay"]
-            rows.append({
-                "size_bytes": size, "multicast": multicast_on,
-                "relay_datagrams_per_s": {"median": relay_rate, "min": min(figures["relay"]),
-                                          "max": max(figures["relay"])},
-                "relay_mb_per_s": round(relay_rate * size / 1e6, 1),
-                "relay_cpu_us_per_datagram": round(best.relay_cpu_s / best.sent * 1e6, 2)
-                if best else None,
-                "relay_peak_rss_mb": round(best.rss_mb, 1) if best else None,
-                "kernel_drops": best.kernel_drops if best else None,
-                "baseline_datagrams_per_s": {"median": base_rate,
-                                             "min": min(figures["baseline"]),
-                                             "max": max(figures["baseline"])},
-                "ratio_to_baseline": round(relay_rate / base_rate, 3) if base_rate else None,
-            })
-    pi = trial("relay", 90, 12_000, seconds, True, io)
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = build_baseline(Path(tmp))
+        for size in sizes:
+            for multicast_on in (True, False):
+                start = 50_000 if multicast_on else 200_000
+                relay_runs: list[Trial | None] = []
+                base_runs: list[Trial | None] = []
+                for _ in range(runs):
+                    relay_runs.append(highest_rate(size, multicast_on, seconds, start, io,
+                                                   log=log))
+                    base_runs.append(highest_rate(size, multicast_on, seconds, start, io,
+                                                  binary, log=log))
+                relay, base = spread(relay_runs), spread(base_runs)
+                ranked = sorted(relay_runs, key=lambda x: x.rate if x else 0.0)
+                typical = ranked[len(ranked) // 2]
+                rows.append({
+                    "size_bytes": size, "multicast": multicast_on,
+                    "relay_datagrams_per_s": relay,
+                    "relay_mb_per_s": round(relay["median"] * size / 1e6, 1),
+                    "relay_cpu_us_per_datagram": per_datagram_us(typical),
+                    "relay_peak_rss_mb": round(typical.rss_mb, 1) if typical else None,
+                    "kernel_drops": typical.kernel_drops if typical else None,
+                    "baseline_datagrams_per_s": base,
+                    "ratio_to_baseline": round(relay["median"] / base["median"], 3)
+                    if base["median"] else None,
+                })
+    pi = trial(90, 12_000, seconds, True, io)
     result = {"rows": rows, "pi_class": {
         "rate": 12_000, "size_bytes": 90, "relay_cpu_pct_of_one_core":
         round(pi.relay_cpu_s / seconds * 100, 2), "loss_pct": round(pi.loss * 100, 4),
@@ -330,11 +321,15 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="speeddata bench relay", description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[90, 1000])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--io", choices=["auto", "mmsg", "portable"], default="auto")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[90, 1000], metavar="BYTES",
+                        help="datagram sizes to measure (default: 90 1000)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="searches per figure; the table shows median (min-max) (default: 3)")
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="how long each rate must hold (default: 5)")
+    parser.add_argument("--io", choices=["auto", "mmsg", "portable"], default="auto",
+                        help="the relay's batch I/O path (default: auto)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     run(args.sizes, args.runs, args.seconds, args.json, args.io)

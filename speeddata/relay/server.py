@@ -23,7 +23,7 @@ from speeddata.config import Config
 from speeddata.errors import CacheError
 from speeddata.logs import Throttle
 from speeddata.relay import netio
-from speeddata.relay.core import BatchRouter, Router
+from speeddata.relay.core import BatchRouted, BatchRouter, Linger, Received, Router
 from speeddata.schemas import Registry
 
 log = logging.getLogger("speeddata.relay")
@@ -109,10 +109,11 @@ class Relay:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
 
-    def handle(self, io: netio.PortableIO | netio.MmsgIO, port: int) -> None:
+    def handle(self, io: netio.PortableIO | netio.MmsgIO, port: int) -> int:
+        """Receive, cache and forward one batch; returns how many datagrams it held."""
         batch = io.receive()
         if not len(batch.lengths):
-            return
+            return 0
         now_ns = time.time_ns()
         routed = self.batch_router.route(batch, port, now_ns)
         other = routed.other
@@ -125,8 +126,13 @@ class Relay:
                 self.writer.append_block(channel, payload, count, now_ns)
             except (OSError, CacheError) as exc:
                 self._cache_failed(channel.name, count, exc)
-        if self.mc_socket is None:
-            return
+        if self.mc_socket is not None:
+            self._forward(io, batch, routed)
+        return len(batch.lengths)
+
+    def _forward(self, io: netio.PortableIO | netio.MmsgIO, batch: Received,
+                 routed: BatchRouted) -> None:
+        other = routed.other
         for address, indices, extra in ((self.full, routed.full, other.full),
                                         (self.decimated, routed.decimated, other.decimated)):
             if address is None:
@@ -203,6 +209,7 @@ class Relay:
         next_fsync = now + self.config.cache.fsync_seconds
         next_status = now
         next_retention = now + RETENTION_SECONDS
+        linger = Linger(self.config.relay.linger_ms / 1000, self.config.relay.batch)
         try:
             while not self._stopping:
                 now = time.monotonic()
@@ -218,12 +225,15 @@ class Relay:
                     self.catalogue.enforce(self.quota, self.writer.open_paths())
                     next_retention = now + RETENTION_SECONDS
                 timeout = max(0.0, min(next_status, next_fsync, next_retention) - now)
+                received = 0
                 for key, _ in selector.select(timeout):
                     if key.data is None:
                         with contextlib.suppress(BlockingIOError):
                             self._wake_r.recv(64)
                         continue
-                    self.handle(*key.data)
+                    received += self.handle(*key.data)
+                if received and (wait := linger.after(received, time.monotonic())):
+                    time.sleep(wait)
         finally:
             self.writer.close()
             selector.close()

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from speeddata import wire
-from speeddata.relay.core import BatchRouter, Decimator, Received, Router
+from speeddata.relay.core import BatchRouter, Decimator, Linger, Received, Router
 from speeddata.schemas import Registry, load_file
 from speeddata.sender import Encoder
 from tests.helpers import SCHEMAS
@@ -158,3 +158,32 @@ def _split(channel, payload: bytes) -> list[bytes]:
         fastavro.schemaless_reader(stream, channel.parsed, None)
         out.append(payload[start : stream.tell()])
     return out
+
+
+def test_a_batch_from_one_sender_takes_the_uniform_path_with_the_same_result() -> None:
+    datagram = bytes(motor(7))
+    batch = received([datagram] * 100)
+    fast = router(decimated_rate_hz=50.0)
+    got = BatchRouter(fast).route(batch, 26000, 0)
+    [(channel, payload, count)] = got.writes
+    assert (channel.name, count) == ("motor", 100)
+    assert payload == datagram[wire.HEADER_SIZE:] * 100
+    assert got.full.tolist() == list(range(100))
+    assert len(got.decimated) == 5  # the decimator's burst: 50 Hz x 0.1 s
+    assert fast.counters["motor"].datagrams == 100
+    # the same bytes under an unknown fingerprint are rejected, not cached
+    unknown = b"\xc3\x01" + bytes(8) + datagram[wire.HEADER_SIZE:]
+    other = router()
+    rejected = BatchRouter(other).route(received([unknown] * 10), 26000, 0)
+    assert not rejected.writes and not len(rejected.full)
+    assert other.rejected["unknown_schema"] == 10
+
+
+def test_linger_waits_at_low_rates_and_never_when_batches_are_full() -> None:
+    linger = Linger(max_seconds=0.010, batch=256)
+    assert linger.after(1, 0.0) == 0.010  # no rate known yet: the longest wait
+    assert linger.after(12, 0.001) == 0.010  # 12 k/s: half a batch takes longer than 10 ms
+    assert linger.after(256, 0.002) == 0.0  # a full batch: straight back to the socket
+    fast = linger.after(100, 0.003)  # 100 k/s: wait only as long as half a batch takes
+    assert 0 < fast <= 128 / 100_000
+    assert Linger(max_seconds=0.0, batch=256).after(1, 0.0) == 0.0

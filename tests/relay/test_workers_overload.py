@@ -82,9 +82,9 @@ def test_overload_drops_with_counting_and_caches_all_it_accepted(tmp_path: Path)
                               channels={"dir": str(schemas), "legacy": []})
     relay = start_relay(tmp_path, settings)
     ctx = multiprocessing.get_context("fork")
-    sent = ctx.Value("q", 0)
+    sent, elapsed = ctx.Value("q", 0), ctx.Value("d", 0.0)
     blasters = [ctx.Process(target=load_generator, args=(
-        schemas, channel, 300_000, 2.0, relay.port, sent)) for _ in range(2)]
+        schemas, channel, 300_000, 2.0, relay.port, sent, elapsed)) for _ in range(2)]
     for b in blasters:
         b.start()
     # However fast the relay is, a stall (a slow disk, a busy machine) is overload: the
