@@ -18,6 +18,8 @@ import numpy as np
 from speeddata import wire
 from speeddata.schemas import Channel, Registry
 
+NONE = np.empty(0, dtype=np.int64)  # no datagrams: shared, so read-only
+NONE.flags.writeable = False
 REASONS = ("too_short", "bad_marker", "unknown_schema", "too_long", "bad_legacy_body")
 
 
@@ -210,8 +212,8 @@ class BatchRouted:
     """What to do with one batch, by slot index where the bytes can stay where they are."""
 
     writes: list[tuple[Channel, bytes, int]] = field(default_factory=list)  # bodies, count
-    full: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    decimated: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    full: np.ndarray = field(default_factory=lambda: NONE)
+    decimated: np.ndarray = field(default_factory=lambda: NONE)
     other: Routed = field(default_factory=Routed)  # legacy bodies and rejects, one by one
 
 
@@ -248,15 +250,13 @@ class BatchRouter:
             self._indices = np.arange(n, dtype=np.int64)
         lengths = batch.lengths
         buf = batch.buffer
-        rows = buf[: n * batch.slot].reshape(n, batch.slot)
-        size = int(lengths[0])
-        heads = rows[:, : wire.HEADER_SIZE]
-        if (lengths == size).all() and (heads == heads[0]).all():
-            channel = self._uniform_channel(bytes(heads[0]), size)
+        heads = buf[: n * batch.slot].reshape(n, batch.slot)[:, : wire.HEADER_SIZE]
+        if (heads == heads[0]).all():
+            channel = self._uniform_channel(bytes(heads[0]), lengths)
             if channel is not None:  # the common case: one sender's batch, a few array ops
                 out.full = self._indices[:n]
-                out.writes.append((channel, rows[:, wire.HEADER_SIZE : size].tobytes(), n))
-                out.decimated = self._account(channel, out.full, n * size, now_ns)
+                out.writes.append((channel, self._bodies(batch, out.full), n))
+                out.decimated = self._account(channel, out.full, int(lengths.sum()), now_ns)
                 return out
         starts = np.arange(n, dtype=np.int64) * batch.slot
         ok = (lengths >= wire.HEADER_SIZE) & (lengths <= router.max_datagram)
@@ -280,26 +280,34 @@ class BatchRouter:
         for kind in np.unique(kinds):
             channel = self._channels[int(kind)]
             idx = accepted[kinds == kind]
-            sizes = lengths[idx]
-            body_sizes = sizes - wire.HEADER_SIZE
-            if body_sizes.min() == body_sizes.max():  # one record size: a 2-D slice
-                size = int(body_sizes[0])
-                bodies = rows[idx, wire.HEADER_SIZE : wire.HEADER_SIZE + size].tobytes()
-            else:
-                ends = np.cumsum(body_sizes)
-                gather = np.repeat(starts[idx] + wire.HEADER_SIZE - (ends - body_sizes),
-                                   body_sizes) + np.arange(int(ends[-1]))
-                bodies = buf[gather].tobytes()
+            bodies = self._bodies(batch, idx)
             out.writes.append((channel, bodies, len(idx)))
-            decimated.append(self._account(channel, idx, int(sizes.sum()), now_ns))
+            decimated.append(self._account(channel, idx, int(lengths[idx].sum()), now_ns))
         out.decimated = np.sort(np.concatenate(decimated))
         return out
 
-    def _uniform_channel(self, head: bytes, size: int) -> Channel | None:
-        """The channel of a batch whose datagrams all share ``head`` and ``size``."""
-        if head[:2] != wire.MARKER or not wire.HEADER_SIZE <= size <= self.router.max_datagram:
+    def _uniform_channel(self, head: bytes, lengths: np.ndarray) -> Channel | None:
+        """The channel of a batch whose datagrams all start with ``head``, if all fit."""
+        if head[:2] != wire.MARKER or lengths.min() < wire.HEADER_SIZE or (
+                lengths.max() > self.router.max_datagram):
             return None
         return self.router.registry.fingerprints.get(head[2:])
+
+    @staticmethod
+    def _bodies(batch: Received, idx: np.ndarray) -> bytes:
+        """The bodies of the datagrams at ``idx``, concatenated with one copy."""
+        n = len(batch.lengths)
+        every = len(idx) == n
+        sizes = (batch.lengths if every else batch.lengths[idx]) - wire.HEADER_SIZE
+        size = int(sizes[0])
+        if (sizes == size).all():  # one record size: a 2-D slice
+            rows = batch.buffer[: n * batch.slot].reshape(n, batch.slot)
+            return rows[slice(None) if every else idx,
+                        wire.HEADER_SIZE : wire.HEADER_SIZE + size].tobytes()
+        ends = np.cumsum(sizes)
+        gather = np.repeat(idx * batch.slot + wire.HEADER_SIZE - (ends - sizes),
+                           sizes) + np.arange(int(ends[-1]))
+        return batch.buffer[gather].tobytes()
 
     def _account(self, channel: Channel, idx: np.ndarray, size: int, now_ns: int
                  ) -> np.ndarray:
@@ -313,5 +321,7 @@ class BatchRouter:
         counters.decimated += granted
         if granted >= len(idx):
             return idx
+        if not granted:
+            return NONE
         # spread the allowed share over the batch rather than take its head
         return idx[np.linspace(0, len(idx) - 1, granted).astype(np.int64)]

@@ -171,6 +171,12 @@ def test_a_batch_from_one_sender_takes_the_uniform_path_with_the_same_result() -
     assert got.full.tolist() == list(range(100))
     assert len(got.decimated) == 5  # the decimator's burst: 50 Hz x 0.1 s
     assert fast.counters["motor"].datagrams == 100
+    # one sender with records of varying size (varints): still one write, in order
+    varied = [wire.header(EXAMPLE.fingerprint) + bytes(example_body(i)) for i in range(0, 900, 9)]
+    assert len({len(d) for d in varied}) > 1
+    [(channel, payload, count)] = BatchRouter(router()).route(received(varied), 1, 0).writes
+    assert (channel.name, count) == ("example", 100)
+    assert payload == b"".join(d[wire.HEADER_SIZE:] for d in varied)
     # the same bytes under an unknown fingerprint are rejected, not cached
     unknown = b"\xc3\x01" + bytes(8) + datagram[wire.HEADER_SIZE:]
     other = router()
