@@ -350,7 +350,11 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("-v", "--verbose", action="count", default=0, help="log debug details")
         p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
         config.add_arguments(p, sections)
-        if name == "demo":
+        if name == "relay":
+            p.add_argument("--workers", dest="cfg__relay__workers", metavar="N",
+                           default=argparse.SUPPRESS,
+                           help="relay processes sharing the port (same as --relay-workers)")
+        elif name == "demo":
             p.add_argument("--rate", type=float, default=1.0,
                            help="scale every channel's rate (motor 1 kHz, example 10 Hz, env 1 Hz)")
             p.add_argument("--channels", help="comma-separated demo channels (default: all)")

@@ -37,6 +37,7 @@ int main(int argc, char **argv) {
     int sock = socket(AF_INET, SOCK_DGRAM, 0);
     int rcvbuf = 64 << 20;
     setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    setsockopt(sock, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf); /* as the relay */
     struct sockaddr_in local = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
     inet_pton(AF_INET, "127.0.0.1", &local.sin_addr);
     if (bind(sock, (struct sockaddr *)&local, sizeof local) < 0) { perror("bind"); return 1; }

@@ -300,7 +300,7 @@ def run(sizes: list[int], runs: int, seconds: float, json_out: bool, io: str = "
         binary = build_baseline(Path(tmp))
         for size in sizes:
             for multicast_on in (True, False):
-                start = 50_000 if multicast_on else 200_000
+                start = 100_000 if multicast_on else 300_000
                 relay_runs: list[Trial | None] = []
                 base_runs: list[Trial | None] = []
                 capped = {"relay": False, "baseline": False}

@@ -31,6 +31,13 @@ log = logging.getLogger("speeddata.relay")
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40 if sys.platform.startswith("linux") else None)
 _OVFL_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
+
+
+def receive_buffer(sock: socket.socket) -> int:
+    """The socket's usable receive buffer in bytes."""
+    size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return size // 2 if sys.platform.startswith("linux") else size  # Linux reports twice
 
 
 def open_receiver(host: str, port: int, rcvbuf: int, reuseport: bool = False) -> socket.socket:
@@ -39,9 +46,10 @@ def open_receiver(host: str, port: int, rcvbuf: int, reuseport: bool = False) ->
     if reuseport:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    if sys.platform.startswith("linux"):
-        granted //= 2  # Linux reports twice the usable size
+    if receive_buffer(sock) < rcvbuf and SO_RCVBUFFORCE is not None:
+        with contextlib.suppress(OSError):  # allowed with CAP_NET_ADMIN (root) only
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+    granted = receive_buffer(sock)
     if granted < rcvbuf:
         log.warning(
             "receive buffer capped by the kernel at %d bytes (asked %d); "

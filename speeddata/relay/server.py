@@ -173,6 +173,7 @@ class Relay:
                           "decimated": str(self.config.multicast.decimated or ""),
                           "interface": self.config.multicast.interface},
             "io": self.receivers[0][0].name,
+            "rcvbuf": netio.receive_buffer(self.receivers[0][0].sock),
             "kernel_drops": sum(io.kernel_drops for io, _ in self.receivers),
             **self.counts,
             **router,
