@@ -58,6 +58,7 @@ class Relay:
         reuse = worker is not None
         main = netio.open_receiver(config.relay.host, config.relay.port, config.relay.rcvbuf, reuse)
         self.port = main.getsockname()[1]  # differs from the config for port 0 (tests)
+        self.rcvbuf = netio.receive_buffer(main)  # what the kernel granted
         sockets = {self.port: main}
         legacy = {}
         for name, port in config.legacy_ports().items():
@@ -173,7 +174,7 @@ class Relay:
                           "decimated": str(self.config.multicast.decimated or ""),
                           "interface": self.config.multicast.interface},
             "io": self.receivers[0][0].name,
-            "rcvbuf": netio.receive_buffer(self.receivers[0][0].sock),
+            "rcvbuf": self.rcvbuf,
             "kernel_drops": sum(io.kernel_drops for io, _ in self.receivers),
             **self.counts,
             **router,
