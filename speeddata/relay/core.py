@@ -9,6 +9,7 @@ except legacy bare bodies, which are checked because nothing else identifies the
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -233,7 +234,8 @@ class BatchRouter:
 
     def _refresh(self) -> None:
         table = self.router.registry.fingerprints
-        fps = sorted(table)
+        # sorted as the numbers searchsorted compares, not as bytes
+        fps = sorted(table, key=lambda fp: int.from_bytes(fp, "little"))
         self._fps = np.array([int.from_bytes(fp, "little") for fp in fps], dtype=np.uint64)
         self._channels = [table[fp] for fp in fps]
         self._known = len(table)
@@ -255,7 +257,7 @@ class BatchRouter:
             channel = self._uniform_channel(bytes(heads[0]), lengths)
             if channel is not None:  # the common case: one sender's batch, a few array ops
                 out.full = self._indices[:n]
-                out.writes.append((channel, self._bodies(batch, out.full), n))
+                out.writes.append((channel, self._bodies(batch), n))
                 out.decimated = self._account(channel, out.full, int(lengths.sum()), now_ns)
                 return out
         starts = np.arange(n, dtype=np.int64) * batch.slot
@@ -275,14 +277,22 @@ class BatchRouter:
         if not len(accepted):
             return out
         out.full = accepted
+        # Group by channel with one stable sort, gather every body with one copy, then
+        # cut per channel: the cost hardly grows with the number of channels in a batch.
         kinds = where[accepted]
+        order = accepted[np.argsort(kinds, kind="stable")]
+        kinds = where[order]
+        cuts = [0, *(np.flatnonzero(kinds[1:] != kinds[:-1]) + 1).tolist(), len(order)]
+        sizes = lengths[order]
+        ends = np.cumsum(sizes - wire.HEADER_SIZE).tolist()
+        bodies = self._bodies(batch, order)
         decimated = []
-        for kind in np.unique(kinds):
-            channel = self._channels[int(kind)]
-            idx = accepted[kinds == kind]
-            bodies = self._bodies(batch, idx)
-            out.writes.append((channel, bodies, len(idx)))
-            decimated.append(self._account(channel, idx, int(lengths[idx].sum()), now_ns))
+        for a, b in itertools.pairwise(cuts):
+            channel = self._channels[int(kinds[a])]
+            first = ends[a - 1] if a else 0
+            out.writes.append((channel, bodies[first : ends[b - 1]], b - a))
+            size = ends[b - 1] - first + (b - a) * wire.HEADER_SIZE
+            decimated.append(self._account(channel, order[a:b], size, now_ns))
         out.decimated = np.sort(np.concatenate(decimated))
         return out
 
@@ -294,18 +304,19 @@ class BatchRouter:
         return self.router.registry.fingerprints.get(head[2:])
 
     @staticmethod
-    def _bodies(batch: Received, idx: np.ndarray) -> bytes:
-        """The bodies of the datagrams at ``idx``, concatenated with one copy."""
+    def _bodies(batch: Received, idx: np.ndarray | None = None) -> bytes:
+        """The bodies of the datagrams at ``idx`` (default: all, in order), concatenated
+        with one copy."""
         n = len(batch.lengths)
-        every = len(idx) == n
-        sizes = (batch.lengths if every else batch.lengths[idx]) - wire.HEADER_SIZE
+        sizes = (batch.lengths if idx is None else batch.lengths[idx]) - wire.HEADER_SIZE
         size = int(sizes[0])
         if (sizes == size).all():  # one record size: a 2-D slice
             rows = batch.buffer[: n * batch.slot].reshape(n, batch.slot)
-            return rows[slice(None) if every else idx,
+            return rows[slice(None) if idx is None else idx,
                         wire.HEADER_SIZE : wire.HEADER_SIZE + size].tobytes()
+        where = np.arange(n) if idx is None else idx
         ends = np.cumsum(sizes)
-        gather = np.repeat(idx * batch.slot + wire.HEADER_SIZE - (ends - sizes),
+        gather = np.repeat(where * batch.slot + wire.HEADER_SIZE - (ends - sizes),
                            sizes) + np.arange(int(ends[-1]))
         return batch.buffer[gather].tobytes()
 
@@ -324,4 +335,7 @@ class BatchRouter:
         if not granted:
             return NONE
         # spread the allowed share over the batch rather than take its head
-        return idx[np.linspace(0, len(idx) - 1, granted).astype(np.int64)]
+        if granted == 1:
+            return idx[:1]
+        last = len(idx) - 1
+        return idx[[i * last // (granted - 1) for i in range(granted)]]

@@ -190,37 +190,34 @@ export class SdChart extends HTMLElement {
     this.updateLegend(now, t0, t1, w);
   }
 
-  /** One vertical run of pixels per column: from the previous value through min..max. */
+  /** One vertical run of pixels per column: from the previous value through min..max;
+   * columns without samples between two that have some get the line joining them. */
   plot(pixels, W, H, col, base, scale, rgba) {
     const { low, high, last, count, gap } = col;
-    let prev = -1;
+    const bottomRow = H - 1;
+    // value -> row, clamped, without Math.round (this loop runs W times per signal)
+    const row = (v) => {
+      const r = bottomRow - (v - base) * scale + 0.5;
+      return r <= 0 ? 0 : r >= bottomRow ? bottomRow : r | 0;
+    };
+    let prev = -1, prevX = -1;
     for (let x = 0; x < W; x++) {
       if (count[x] === 0) continue;
-      let top = H - 1 - Math.round((high[x] - base) * scale);
-      let bottom = H - 1 - Math.round((low[x] - base) * scale);
+      let top = row(high[x]);
+      let bottom = row(low[x]);
       if (prev >= 0 && !gap[x]) {
+        if (prevX < x - 1) {  // join across the empty columns since the last sample
+          const span = x - prevX, rise = bottom - prev;
+          for (let xx = prevX + 1; xx < x; xx++) {
+            pixels[((prev + (rise * (xx - prevX)) / span + 0.5) | 0) * W + xx] = rgba;
+          }
+        }
         if (prev < top) top = prev;
         if (prev > bottom) bottom = prev;
       }
-      if (top < 0) top = 0;
-      if (bottom > H - 1) bottom = H - 1;
-      for (let yy = top; yy <= bottom; yy++) pixels[yy * W + x] = rgba;
-      prev = H - 1 - Math.round((last[x] - base) * scale);
-      if (prev < 0) prev = 0; else if (prev > H - 1) prev = H - 1;
-      // a column with no samples between two that have some: join them across it
-      const next = x + 1;
-      if (next < W && count[next] === 0) {
-        let k = next;
-        while (k < W && count[k] === 0) k++;
-        if (k < W && !gap[k]) {
-          const target = H - 1 - Math.round((low[k] - base) * scale);
-          const yk = Math.max(0, Math.min(H - 1, target));
-          for (let xx = next; xx < k; xx++) {
-            const yy = Math.round(prev + ((yk - prev) * (xx - x)) / (k - x));
-            pixels[yy * W + xx] = rgba;
-          }
-        }
-      }
+      for (let i = top * W + x, end = bottom * W + x; i <= end; i += W) pixels[i] = rgba;
+      prev = row(last[x]);
+      prevX = x;
     }
   }
 
