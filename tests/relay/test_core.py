@@ -193,3 +193,22 @@ def test_linger_waits_at_low_rates_and_never_when_batches_are_full() -> None:
     fast = linger.after(100, 0.003)  # 100 k/s: wait only as long as half a batch takes
     assert 0 < fast <= 128 / 100_000
     assert Linger(max_seconds=0.0, batch=256).after(1, 0.0) == 0.0
+
+
+def test_many_channels_are_all_recognised_by_the_batch_path(tmp_path) -> None:
+    from speeddata.bench.procs import bench_schemas
+
+    names = bench_schemas(tmp_path, 12, 3)
+    registry, errors = Registry.load_dir(tmp_path)
+    assert not errors
+    encoders = [Encoder(load_file(tmp_path / f"{n}.avsc")) for n in names]
+    datagrams = [encoders[i % 12].encode({"time": i, "s0": 1.0, "s1": 2.0, "s2": float(i)})
+                 for i in range(120)]
+    fast = Router(registry)
+    got = BatchRouter(fast).route(received(datagrams), 26000, 0)
+    assert not got.other.bodies and not got.other.full  # none fell to the per-datagram path
+    assert {c.name: n for c, _, n in got.writes} == dict.fromkeys(names, 10)
+    for channel, payload, _ in got.writes:  # each channel's bodies, in arrival order
+        i = names.index(channel.name)
+        assert payload == b"".join(d[wire.HEADER_SIZE:] for d in datagrams[i::12])
+    assert sorted(got.full.tolist()) == list(range(120))
