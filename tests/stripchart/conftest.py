@@ -31,6 +31,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     """A real relay and a real stripchart server sharing fresh multicast groups."""
     relay = start_relay(tmp_path, relay_settings(tmp_path))
     serve = start_serve(tmp_path, relay.config_path)
-    yield Stack(relay, serve, tmp_path)
-    serve.stop()
-    relay.stop()
+    running = Stack(relay, serve, tmp_path)
+    yield running
+    running.serve.stop()  # a test may have replaced it (a server restart)
+    running.relay.stop()
