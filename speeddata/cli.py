@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -129,6 +130,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {snap['datagrams']} datagrams in {snap['batches']} batches, kernel drops "
                   f"{snap['kernel_drops']}, multicast send errors {snap['multicast_send_errors']},"
                   f" not cached {snap['cache_dropped']}")
+            if "io" in snap:
+                print(f"  io {snap['io']}, receive buffer {snap.get('rcvbuf', 0) / 2**20:.1f} MiB")
             rejected = {k: v for k, v in snap["rejected"].items() if v}
             print(f"  rejected: {rejected or 'none'}")
             print(f"  {'channel':<16}{'datagrams':>12}{'rate':>12}{'bytes':>14}{'decimated':>11}")
@@ -427,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # 'speeddata status | head': the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
