@@ -51,8 +51,6 @@ class Decimator:
         return granted
 
 
-
-
 class Linger:
     """How long to wait after a batch so that the next one holds more datagrams.
 
@@ -79,6 +77,7 @@ class Linger:
             return 0.0
         return self.max_seconds if self.rate <= 0 else min(self.max_seconds,
                                                             self.fill / self.rate)
+
 
 @dataclass
 class ChannelCounters:
