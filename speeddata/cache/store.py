@@ -52,11 +52,16 @@ def needs_rollover(
     return size >= rotate_bytes or now_ns - started_ns >= rotate_seconds * 1e9
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+def _write_all(fd: int, *parts: bytes | memoryview) -> None:
+    """Write ``parts`` in order with one ``writev`` (no joining copy), however many
+    calls a short write takes."""
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if views:
+            views[0] = views[0][written:]
 
 
 class Syncer:
@@ -131,20 +136,21 @@ class CacheFile:
         self.records = 0
         self.dirty = False
 
-    def append(self, payload: bytes, count: int, recv_ns: int) -> None:
+    def append(self, payload: bytes | memoryview, count: int, recv_ns: int) -> None:
         """Append one block: ``count`` raw record bodies, concatenated. On error the file
         is left as it was."""
-        block = avrofile.block_prefix(count, len(payload)) + payload + self.sync
-        entry = index.Entry(self.size, len(block), count, recv_ns).pack()
+        prefix = avrofile.block_prefix(count, len(payload))
+        length = len(prefix) + len(payload) + len(self.sync)
+        entry = index.Entry(self.size, length, count, recv_ns).pack()
         try:
             _write_all(self._index_fd, entry)
-            _write_all(self._fd, block)
+            _write_all(self._fd, prefix, payload, self.sync)
         except OSError:
             # Cut back to the last whole block so the file stays valid (a full disk).
             os.ftruncate(self._fd, self.size)
             os.ftruncate(self._index_fd, self.index_size)
             raise
-        self.size += len(block)
+        self.size += length
         self.index_size += len(entry)
         self.blocks += 1
         self.records += count
@@ -276,7 +282,8 @@ class CacheWriter:
         """Write record bodies of a channel as one block."""
         self.append_block(channel, b"".join(bodies), len(bodies), now_ns)
 
-    def append_block(self, channel: Channel, payload: bytes, count: int, now_ns: int) -> None:
+    def append_block(self, channel: Channel, payload: bytes | memoryview, count: int,
+                     now_ns: int) -> None:
         """Write one batch of a channel as one block; OSError (a full disk) propagates."""
         current = self._open.get(channel.name)
         if current is not None and (

@@ -211,7 +211,8 @@ class Received:
 class BatchRouted:
     """What to do with one batch, by slot index where the bytes can stay where they are."""
 
-    writes: list[tuple[Channel, bytes, int]] = field(default_factory=list)  # bodies, count
+    # per channel: the bodies concatenated and how many
+    writes: list[tuple[Channel, bytes | memoryview, int]] = field(default_factory=list)
     full: np.ndarray = field(default_factory=lambda: NONE)
     decimated: np.ndarray = field(default_factory=lambda: NONE)
     other: Routed = field(default_factory=Routed)  # legacy bodies and rejects, one by one
@@ -303,21 +304,23 @@ class BatchRouter:
         return self.router.registry.fingerprints.get(head[2:])
 
     @staticmethod
-    def _bodies(batch: Received, idx: np.ndarray | None = None) -> bytes:
+    def _bodies(batch: Received, idx: np.ndarray | None = None) -> memoryview:
         """The bodies of the datagrams at ``idx`` (default: all, in order), concatenated
-        with one copy."""
+        with one copy. (Written before the next receive reuses the buffer.)"""
         n = len(batch.lengths)
         sizes = (batch.lengths if idx is None else batch.lengths[idx]) - wire.HEADER_SIZE
         size = int(sizes[0])
         if (sizes == size).all():  # one record size: a 2-D slice
             rows = batch.buffer[: n * batch.slot].reshape(n, batch.slot)
-            return rows[slice(None) if idx is None else idx,
-                        wire.HEADER_SIZE : wire.HEADER_SIZE + size].tobytes()
-        where = np.arange(n) if idx is None else idx
-        ends = np.cumsum(sizes)
-        gather = np.repeat(where * batch.slot + wire.HEADER_SIZE - (ends - sizes),
-                           sizes) + np.arange(int(ends[-1]))
-        return batch.buffer[gather].tobytes()
+            body = slice(wire.HEADER_SIZE, wire.HEADER_SIZE + size)
+            bodies = np.ascontiguousarray(rows[:, body] if idx is None else rows[idx, body])
+        else:
+            where = np.arange(n) if idx is None else idx
+            ends = np.cumsum(sizes)
+            gather = np.repeat(where * batch.slot + wire.HEADER_SIZE - (ends - sizes),
+                               sizes) + np.arange(int(ends[-1]))
+            bodies = batch.buffer[gather]
+        return memoryview(bodies.reshape(-1))
 
     def _account(self, channel: Channel, idx: np.ndarray, size: int, now_ns: int
                  ) -> np.ndarray:

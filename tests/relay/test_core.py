@@ -126,7 +126,7 @@ def test_batch_router_decides_exactly_like_the_datagram_router(items) -> None:
     fast = router(legacy_ports={26000: EXAMPLE}, max_datagram=200)
     expected = slow.route([memoryview(d) for d in datagrams], 26000, 0)
     got = BatchRouter(fast).route(received(datagrams), 26000, 0)
-    bodies = {c.name: (payload, n) for c, payload, n in got.writes}
+    bodies = {c.name: (bytes(payload), n) for c, payload, n in got.writes}
     for c, extra in got.other.bodies.items():
         joined, n = bodies.get(c.name, (b"", 0))
         bodies[c.name] = (joined + b"".join(bytes(b) for b in extra), n + len(extra))
