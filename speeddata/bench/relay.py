@@ -108,7 +108,7 @@ def load_generator(schemas: Path, channel: str, rate: float, seconds: float,
     total = int(rate * seconds)
     while sent < total:
         now = time.perf_counter() - start
-        if now > seconds:  # the generator itself could not keep up: stop on time
+        if now > seconds + 0.1:  # the generator itself cannot keep up: stop on time
             break
         due = int(now * rate)
         if due - sent < chunk and sent + chunk <= total:
