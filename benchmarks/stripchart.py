@@ -25,6 +25,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 from speeddata.bench import procs
+from speeddata.config import write_file
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -87,7 +88,7 @@ def measure(n_signals: int, rate: float, duration: float, pages: int,
         schemas = work / "schemas"
         channels = procs.bench_schemas(schemas, n_channels, per_channel)
         settings = procs.default_settings(work, schemas)
-        config = procs.write_config(work / "bench.toml", settings)
+        config = write_file(work / "bench.toml", settings)
         relay = procs.start("relay", config, work)
         serve = procs.start("serve", config, work)
         source = multiprocessing.Process(target=run_source, args=(

@@ -131,7 +131,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{snap['kernel_drops']}, multicast send errors {snap['multicast_send_errors']},"
                   f" not cached {snap['cache_dropped']}")
             if "io" in snap:
-                print(f"  io {snap['io']}, receive buffer {snap.get('rcvbuf', 0) / 2**20:.1f} MiB")
+                cache = snap.get("cache", {})
+                print(f"  io {snap['io']}, receive buffer {snap.get('rcvbuf', 0) / 2**20:.1f} MiB,"
+                      f" retention deleted {cache.get('deleted_files', 0)} files"
+                      f" ({cache.get('deleted_bytes', 0) / 2**20:.1f} MiB)")
             rejected = {k: v for k, v in snap["rejected"].items() if v}
             print(f"  rejected: {rejected or 'none'}")
             print(f"  {'channel':<16}{'datagrams':>12}{'rate':>12}{'bytes':>14}{'decimated':>11}")

@@ -321,6 +321,16 @@ def toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def write_file(path: Path, settings: dict[str, dict[str, Any]]) -> Path:
+    """Write ``{section: {key: value}}`` as a TOML file that ``--config`` accepts."""
+    lines = []
+    for section, values in settings.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def dump(config: Config) -> str:
     """The effective configuration as a TOML document that ``--config`` accepts."""
     lines = []

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import RelayProcess, fresh_group, relay_settings, start_relay
+from speeddata.bench.procs import fresh_group
+from tests.helpers import RelayProcess, relay_settings, start_relay
 
 
 def _loopback_multicast_works() -> bool:

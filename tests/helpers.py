@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -15,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from speeddata import status
-from speeddata.config import Group
+from speeddata.bench.procs import free_port, fresh_group
+from speeddata.config import Group, write_file
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCHEMAS = PROJECT / "schemas"
@@ -35,23 +35,6 @@ def wait_until(condition: Callable[[], Any], timeout: float = TIMEOUT, what: str
             raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def fresh_group() -> Group:
-    """A multicast group and port no other test (or a running ./start) uses."""
-    return Group(f"239.255.{random.randint(100, 250)}.{random.randint(1, 250)}", free_udp_port())
 
 
 @dataclass
@@ -76,17 +59,6 @@ class RelayProcess:
         return self.log_path.read_text()
 
 
-def write_config(path: Path, settings: dict[str, dict[str, Any]]) -> Path:
-    from speeddata.config import toml_value
-
-    lines = []
-    for section, values in settings.items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def relay_settings(tmp: Path, **extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
     settings: dict[str, dict[str, Any]] = {
         "channels": {"dir": str(SCHEMAS), "legacy": ["example"]},
@@ -94,7 +66,7 @@ def relay_settings(tmp: Path, **extra: dict[str, Any]) -> dict[str, dict[str, An
         "relay": {"host": "127.0.0.1", "port": 0},
         "multicast": {"full": str(fresh_group()), "decimated": str(fresh_group()),
                       "interface": "127.0.0.1"},
-        "web": {"port": free_tcp_port()},
+        "web": {"port": free_port(socket.SOCK_STREAM)},
         "exports": {"dir": str(tmp / "exports")},
     }
     for section, values in extra.items():
@@ -104,7 +76,7 @@ def relay_settings(tmp: Path, **extra: dict[str, Any]) -> dict[str, dict[str, An
 
 def start_relay(tmp: Path, settings: dict[str, dict[str, Any]], *args: str) -> RelayProcess:
     """Run ``speeddata relay`` as a real process and wait until it reports running."""
-    config_path = write_config(tmp / "relay.toml", settings)
+    config_path = write_file(tmp / "relay.toml", settings)
     cache_dir = Path(settings["cache"]["dir"])
     log_path = tmp / f"relay-{time.monotonic_ns()}.log"
     with log_path.open("w") as log:

@@ -7,17 +7,16 @@ import os
 import random
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from speeddata import status
-from speeddata.config import toml_value
+from speeddata.config import Group
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -42,23 +41,17 @@ def bench_schemas(folder: Path, channels: int, signals: int) -> list[str]:
     return names
 
 
-def write_config(path: Path, settings: dict[str, dict[str, Any]]) -> Path:
-    lines = []
-    for section, values in settings.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def fresh_group() -> Group:
+    """A multicast group and port no other run (or a running ./start) is likely to use."""
+    return Group(f"239.255.{random.randint(100, 250)}.{random.randint(1, 250)}", free_port())
 
 
 def default_settings(work: Path, schemas: Path) -> dict[str, dict[str, Any]]:
-    group = f"239.255.{random.randint(100, 250)}.{random.randint(1, 250)}"
     return {
         "channels": {"dir": str(schemas), "legacy": []},
         "cache": {"dir": str(work / "cache")},
         "relay": {"host": "127.0.0.1", "port": free_port()},
-        "multicast": {"full": f"{group}:{free_port()}",
-                      "decimated": f"{group[:-1]}{int(group[-1]) % 9 + 1}:{free_port()}",
+        "multicast": {"full": str(fresh_group()), "decimated": str(fresh_group()),
                       "interface": "127.0.0.1"},
         "web": {"host": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)},
     }
@@ -128,16 +121,6 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-@dataclass
-class Summary:
-    values: list[float] = field(default_factory=list)
-
-    def describe(self) -> dict[str, float]:
-        v = self.values
-        return {"median": statistics.median(v) if v else float("nan"),
-                "min": min(v) if v else float("nan"), "max": max(v) if v else float("nan")}
 
 
 def paced_source(schemas: Path, channels: list[str], rate_hz: float, host: str, port: int,

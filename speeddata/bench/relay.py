@@ -32,7 +32,7 @@ import numpy as np
 
 from speeddata.bench import procs
 from speeddata.cache import index
-from speeddata.config import Group, parse_group
+from speeddata.config import Group, parse_group, write_file
 
 LOSS_LIMIT = 1e-4  # 0.01 %
 CORES = os.cpu_count() or 1
@@ -211,7 +211,7 @@ def trial(size: int, rate: float, seconds: float, multicast_on: bool, io: str = 
             ready.wait(10)
         port = settings["relay"]["port"]
         if baseline is None:
-            config = procs.write_config(work / "bench.toml", settings)
+            config = write_file(work / "bench.toml", settings)
             service = procs.start("relay", config, work, cpu=RELAY_CPU if CORES > 1 else None)
             pid = service.process.pid
         else:

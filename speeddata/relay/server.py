@@ -180,6 +180,7 @@ class Relay:
             **router,
             "cache": {"dir": str(self.config.cache.dir), "quota": self.quota,
                       "deleted_files": self.catalogue.deleted_files,
+                      "deleted_bytes": self.catalogue.deleted_bytes,
                       **self.writer.statistics()},
         }
 

@@ -13,28 +13,27 @@ from pathlib import Path
 import fastavro
 
 from speeddata import status
-from speeddata.bench.procs import peak_rss_bytes
+from speeddata.bench.procs import free_port, peak_rss_bytes
 from speeddata.bench.relay import cached_records, load_generator, record_schema
+from speeddata.config import write_file
 from speeddata.pivot import pivot
 from speeddata.schemas import load_file
 from speeddata.sender import Encoder
 from tests.helpers import (
     SCHEMAS,
     TIMEOUT,
-    free_udp_port,
     relay_settings,
     start_relay,
     wait_until,
-    write_config,
 )
 
 EXAMPLE = load_file(SCHEMAS / "example.avsc")
 
 
 def test_two_workers_share_the_port_and_pivot_merges_them(tmp_path: Path) -> None:
-    port = free_udp_port()
+    port = free_port()
     settings = relay_settings(tmp_path, relay={"port": port, "workers": 2})
-    config = write_config(tmp_path / "w.toml", settings)
+    config = write_file(tmp_path / "w.toml", settings)
     cache = Path(settings["cache"]["dir"])
     process = subprocess.Popen([sys.executable, "-m", "speeddata", "relay", "--config",
                                 str(config), "-q"])
