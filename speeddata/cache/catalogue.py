@@ -118,6 +118,8 @@ class Catalogue:
         another worker process, which ``keep`` (this process's open files) cannot know.
         """
         files = self.files()
+        if sum(f.size for f in files) <= quota:  # the usual case: no tag lookup needed
+            return []
         newest: dict[tuple[str, str], CachedFile] = {}
         for f in files:  # oldest first, so the last one seen is the newest
             newest[(f.channel, f.path.name.partition("-w")[2])] = f
