@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastavro
 
 from speeddata import wire
 from speeddata.errors import SchemaError, UnknownChannelError
+
+if TYPE_CHECKING:
+    from speeddata.bodycheck import BodyCheck
 
 log = logging.getLogger("speeddata.schemas")
 
@@ -44,6 +48,14 @@ class Channel:
     time_field: str
     signals: tuple[Signal, ...]
     source: str = ""  # the file it came from, for messages
+
+    @functools.cached_property
+    def check(self) -> BodyCheck:
+        """Which bodies are exactly one record of this schema (made on first use: the
+        sender never needs it, and it needs numpy)."""
+        from speeddata.bodycheck import BodyCheck
+
+        return BodyCheck(self.parsed)
 
     def signal(self, name: str) -> Signal:
         for signal in self.signals:

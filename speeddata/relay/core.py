@@ -2,18 +2,17 @@
 
 ``Router.route`` takes one received batch (the datagrams, the port they came in on and
 the receive time) and says which bodies go to which channel's cache file, which
-datagrams go to the full-rate group and which to the decimated one. Nothing is decoded
-except legacy bare bodies, which are checked because nothing else identifies them.
+datagrams go to the full-rate group and which to the decimated one. Nothing is
+decoded, but every body is checked (``bodycheck``) to be exactly one record of its
+channel's schema: one malformed body would make the rest of its cache block unreadable.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import fastavro
 import numpy as np
 
 from speeddata import wire
@@ -21,7 +20,8 @@ from speeddata.schemas import Channel, Registry
 
 NONE = np.empty(0, dtype=np.int64)  # no datagrams: shared, so read-only
 NONE.flags.writeable = False
-REASONS = ("too_short", "bad_marker", "unknown_schema", "too_long", "bad_legacy_body")
+REASONS = ("too_short", "bad_marker", "unknown_schema", "too_long", "bad_body",
+           "bad_legacy_body")
 
 
 class Decimator:
@@ -84,6 +84,7 @@ class ChannelCounters:
     datagrams: int = 0
     bytes: int = 0
     decimated: int = 0
+    bad_body: int = 0  # rejected: the body is not exactly one record of the schema
     cache_dropped: int = 0  # accepted but not cached (a full disk)
 
 
@@ -122,62 +123,70 @@ class Router:
         self.rejected[reason] += 1
         self.last_rejection[reason] = message
 
-    def _legacy_body_fits(self, channel: Channel, body: memoryview) -> bool:
-        stream = io.BytesIO(body)
-        try:
-            fastavro.schemaless_reader(stream, channel.parsed, None)
-        except Exception:  # any decoding failure means it is not this schema's body
-            return False
-        return stream.tell() == len(body)
+    def reject_bodies(self, channel: Channel, count: int, size: int, legacy: bool = False
+                      ) -> None:
+        """Count ``count`` datagrams of ``channel`` whose body is not one record."""
+        if legacy:
+            self._reject("bad_legacy_body", f"{size}-byte datagram is neither a known single-"
+                         f"object datagram nor a body of legacy channel {channel.name!r}")
+        else:
+            self._reject("bad_body", f"{size}-byte datagram of channel {channel.name!r}: "
+                         "its body is not exactly one record of the schema (truncated, "
+                         "extended or garbled)")
+        self.rejected["bad_legacy_body" if legacy else "bad_body"] += count - 1
+        self.counter(channel).bad_body += count
+
+    def counter(self, channel: Channel) -> ChannelCounters:
+        counters = self.counters.get(channel.name)
+        if counters is None:
+            counters = self.counters[channel.name] = ChannelCounters()
+        return counters
 
     def route(self, datagrams: Sequence[memoryview], port: int, now_ns: int) -> Routed:
         routed = Routed()
         table = self.registry.fingerprints
         legacy = self.legacy_ports.get(port)
-        for datagram in datagrams:
+        # (arrival index, body, datagram to forward, size, is a legacy body) per channel
+        candidates: dict[Channel, list[tuple[int, memoryview, memoryview | bytes, int, bool]]]
+        candidates = {}
+        unknown: dict[int, str] = {}  # legacy candidates that carry a single-object header
+        for i, datagram in enumerate(datagrams):
             size = len(datagram)
             if size > self.max_datagram:
                 self._reject("too_long", f"datagram of {size} bytes > max_datagram")
-                routed.rejected += 1
                 continue
-            channel = None
-            if size >= wire.HEADER_SIZE and datagram[0] == 0xC3 and datagram[1] == 0x01:
-                channel = table.get(bytes(datagram[2:10]))
+            marked = size >= wire.HEADER_SIZE and datagram[0] == 0xC3 and datagram[1] == 0x01
+            channel = table.get(bytes(datagram[2:10])) if marked else None
             if channel is not None:
-                body = datagram[wire.HEADER_SIZE :]
-                forward: memoryview | bytes = datagram
+                candidates.setdefault(channel, []).append(
+                    (i, datagram[wire.HEADER_SIZE :], datagram, size, False))
             elif legacy is not None:
-                if not self._legacy_body_fits(legacy, datagram):
-                    self._reject(
-                        "bad_legacy_body",
-                        f"{size}-byte datagram on port {port} is neither a known single-object"
-                        f" datagram nor a body of channel {legacy.name!r}",
-                    )
-                    routed.rejected += 1
-                    continue
-                channel, body = legacy, datagram
-                forward = self._legacy_headers[port] + datagram
+                if marked:
+                    unknown[i] = bytes(datagram[2:10]).hex()
+                candidates.setdefault(legacy, []).append(
+                    (i, datagram, self._legacy_headers[port] + datagram, size, True))
+            elif size < wire.HEADER_SIZE:
+                self._reject("too_short", f"datagram of {size} bytes is shorter than a header")
+            elif not marked:
+                self._reject(
+                    "bad_marker", f"datagram starts with {bytes(datagram[:2]).hex()}, not c301")
             else:
-                if size < wire.HEADER_SIZE:
-                    self._reject("too_short", f"datagram of {size} bytes is shorter than a header")
-                elif datagram[0] != 0xC3 or datagram[1] != 0x01:
-                    self._reject(
-                        "bad_marker", f"datagram starts with {bytes(datagram[:2]).hex()}, not c301"
-                    )
+                self._reject("unknown_schema",
+                             f"no channel has fingerprint {bytes(datagram[2:10]).hex()}")
+        accepted = []
+        for channel, items in candidates.items():
+            valid = channel.check.valid_bodies([body for _, body, _, _, _ in items]).tolist()
+            for (i, body, forward, size, is_legacy), good in zip(items, valid, strict=True):
+                if good:
+                    accepted.append((i, channel, body, forward, size))
+                elif i in unknown:
+                    self._reject("unknown_schema", f"no channel has fingerprint {unknown[i]}")
                 else:
-                    self._reject(
-                        "unknown_schema",
-                        f"no channel has fingerprint {bytes(datagram[2:10]).hex()}",
-                    )
-                routed.rejected += 1
-                continue
-            bodies = routed.bodies.get(channel)
-            if bodies is None:
-                bodies = routed.bodies[channel] = []
-            bodies.append(body)
-            counters = self.counters.get(channel.name)
-            if counters is None:
-                counters = self.counters[channel.name] = ChannelCounters()
+                    self.reject_bodies(channel, 1, size, is_legacy)
+        routed.rejected = len(datagrams) - len(accepted)
+        for _, channel, body, forward, size in sorted(accepted, key=lambda a: a[0]):
+            routed.bodies.setdefault(channel, []).append(body)
+            counters = self.counter(channel)
             counters.datagrams += 1
             counters.bytes += size
             routed.full.append(forward)
@@ -253,13 +262,21 @@ class BatchRouter:
         lengths = batch.lengths
         buf = batch.buffer
         heads = buf[: n * batch.slot].reshape(n, batch.slot)[:, : wire.HEADER_SIZE]
+        garbled = None  # slots whose body failed the uniform path's check
         if (heads == heads[0]).all():
             channel = self._uniform_channel(bytes(heads[0]), lengths)
             if channel is not None:  # the common case: one sender's batch, a few array ops
-                out.full = self._indices[:n]
-                out.writes.append((channel, self._bodies(batch), n))
-                out.decimated = self._account(channel, out.full, int(lengths.sum()), now_ns)
-                return out
+                bodies = self._bodies(batch)
+                valid = self._valid(channel, bodies, lengths - wire.HEADER_SIZE)
+                if valid.all():
+                    out.full = self._indices[:n]
+                    out.writes.append((channel, memoryview(bodies), n))
+                    out.decimated = self._account(channel, out.full, int(lengths.sum()),
+                                                  now_ns)
+                    return out
+                garbled = ~valid
+                router.reject_bodies(channel, int(garbled.sum()),
+                                     int(lengths[garbled.argmax()]))
         starts = np.arange(n, dtype=np.int64) * batch.slot
         ok = (lengths >= wire.HEADER_SIZE) & (lengths <= router.max_datagram)
         ok &= (buf[starts] == 0xC3) & (buf[starts + 1] == 0x01)
@@ -270,31 +287,55 @@ class BatchRouter:
         else:
             where = np.zeros(n, dtype=np.int64)
             ok[:] = False
-        if not ok.all():
-            slow = np.flatnonzero(~ok)
-            out.other = router.route([batch.datagram(int(i)) for i in slow], port, now_ns)
+        slow = ~ok if garbled is None else ~ok & ~garbled
+        if slow.any():
+            out.other = router.route([batch.datagram(int(i)) for i in np.flatnonzero(slow)],
+                                     port, now_ns)
+        if garbled is not None:
+            ok &= ~garbled
         accepted = np.flatnonzero(ok)
         if not len(accepted):
             return out
-        out.full = accepted
         # Group by channel with one stable sort, gather every body with one copy, then
         # cut per channel: the cost hardly grows with the number of channels in a batch.
         kinds = where[accepted]
         order = accepted[np.argsort(kinds, kind="stable")]
         kinds = where[order]
         cuts = [0, *(np.flatnonzero(kinds[1:] != kinds[:-1]) + 1).tolist(), len(order)]
-        sizes = lengths[order]
-        ends = np.cumsum(sizes - wire.HEADER_SIZE).tolist()
+        sizes = lengths[order] - wire.HEADER_SIZE
+        ends = np.cumsum(sizes).tolist()
         bodies = self._bodies(batch, order)
         decimated = []
+        rejected = []
         for a, b in itertools.pairwise(cuts):
             channel = self._channels[int(kinds[a])]
-            first = ends[a - 1] if a else 0
-            out.writes.append((channel, bodies[first : ends[b - 1]], b - a))
-            size = ends[b - 1] - first + (b - a) * wire.HEADER_SIZE
-            decimated.append(self._account(channel, order[a:b], size, now_ns))
-        out.decimated = np.sort(np.concatenate(decimated))
+            data = bodies[ends[a - 1] if a else 0 : ends[b - 1]]
+            idx = order[a:b]
+            valid = self._valid(channel, data, sizes[a:b])
+            if not valid.all():
+                router.reject_bodies(channel, int((~valid).sum()),
+                                     int(sizes[a + int((~valid).argmax())]) + wire.HEADER_SIZE)
+                rejected.append(idx[~valid])
+                data = data[np.repeat(valid, sizes[a:b])]
+                idx = idx[valid]
+                if not len(idx):
+                    continue
+            out.writes.append((channel, memoryview(data), len(idx)))
+            decimated.append(self._account(channel, idx, data.nbytes +
+                                           len(idx) * wire.HEADER_SIZE, now_ns))
+        out.full = accepted[~np.isin(accepted, np.concatenate(rejected))] if rejected else (
+            accepted)
+        out.decimated = np.sort(np.concatenate(decimated)) if decimated else NONE
         return out
+
+    @staticmethod
+    def _valid(channel: Channel, data: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """Which of the concatenated bodies in ``data`` (of ``sizes``) are one record."""
+        size = int(sizes[0])
+        if (sizes == size).all():
+            return channel.check.valid_rows(data.reshape(len(sizes), size))
+        ends = np.cumsum(sizes)
+        return channel.check.valid(data, ends - sizes, ends)
 
     def _uniform_channel(self, head: bytes, lengths: np.ndarray) -> Channel | None:
         """The channel of a batch whose datagrams all start with ``head``, if all fit."""
@@ -304,9 +345,10 @@ class BatchRouter:
         return self.router.registry.fingerprints.get(head[2:])
 
     @staticmethod
-    def _bodies(batch: Received, idx: np.ndarray | None = None) -> memoryview:
+    def _bodies(batch: Received, idx: np.ndarray | None = None) -> np.ndarray:
         """The bodies of the datagrams at ``idx`` (default: all, in order), concatenated
-        with one copy. (Written before the next receive reuses the buffer.)"""
+        with one copy into a flat array. (Written before the next receive reuses the
+        buffer.)"""
         n = len(batch.lengths)
         sizes = (batch.lengths if idx is None else batch.lengths[idx]) - wire.HEADER_SIZE
         size = int(sizes[0])
@@ -320,7 +362,7 @@ class BatchRouter:
             gather = np.repeat(where * batch.slot + wire.HEADER_SIZE - (ends - sizes),
                                sizes) + np.arange(int(ends[-1]))
             bodies = batch.buffer[gather]
-        return memoryview(bodies.reshape(-1))
+        return bodies.reshape(-1)
 
     def _account(self, channel: Channel, idx: np.ndarray, size: int, now_ns: int
                  ) -> np.ndarray:

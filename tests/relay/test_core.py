@@ -48,7 +48,7 @@ def test_bad_datagrams_are_counted_by_reason_and_never_routed() -> None:
     routed = r.route(batch, 26000, 0)
     assert routed.bodies == {} and routed.full == [] and routed.rejected == 4
     assert r.rejected == {"too_short": 1, "bad_marker": 1, "unknown_schema": 1, "too_long": 1,
-                          "bad_legacy_body": 0}
+                          "bad_body": 0, "bad_legacy_body": 0}
     assert "0000000000000000" in r.last_rejection["unknown_schema"]
 
 
@@ -107,7 +107,8 @@ def received(datagrams: list[bytes], slot: int = 400) -> Received:
                                            dtype=np.int64))
 
 
-kinds = st.sampled_from(["motor", "example", "legacy", "garbage", "unknown", "short", "long"])
+kinds = st.sampled_from(["motor", "example", "legacy", "garbage", "unknown", "short", "long",
+                         "truncated", "extended", "garbled"])
 
 
 @given(st.lists(st.tuples(kinds, st.integers(0, 1000)), max_size=60))
@@ -119,7 +120,10 @@ def test_batch_router_decides_exactly_like_the_datagram_router(items) -> None:
                 "garbage": lambda: b"\x01garbage" * (i % 5),
                 "unknown": lambda: b"\xc3\x01" + i.to_bytes(8, "little") + b"x",
                 "short": lambda: b"\xc3\x01\x00",
-                "long": lambda: bytes(motor(i)) + bytes(300)}[kind]()
+                "long": lambda: bytes(motor(i)) + bytes(300),
+                "truncated": lambda: bytes(motor(i))[:-1 - i % 40],
+                "extended": lambda: bytes(motor(i)) + bytes(1 + i % 3),
+                "garbled": lambda: bytes(motor(i))[:10] + b"\xff" * 11}[kind]()
 
     datagrams = [make(kind, i) for kind, i in items]
     slow = router(legacy_ports={26000: EXAMPLE}, max_datagram=200)
@@ -142,8 +146,33 @@ def test_batch_router_decides_exactly_like_the_datagram_router(items) -> None:
         bytes(d) for d in got.other.full]
     assert sorted(full) == sorted(bytes(d) for d in expected.full)
     assert fast.rejected == slow.rejected
-    assert {k: v.datagrams for k, v in fast.counters.items()} == {
-        k: v.datagrams for k, v in slow.counters.items()}
+    assert {k: (v.datagrams, v.bad_body) for k, v in fast.counters.items()} == {
+        k: (v.datagrams, v.bad_body) for k, v in slow.counters.items()}
+
+
+def test_a_body_that_is_not_one_record_is_rejected_never_cached() -> None:
+    """One short, one long and one garbled body among good ones: only the good are
+    cached and forwarded, each bad one counted as bad_body for its channel."""
+    good = [bytes(motor(i)) for i in range(8)]
+    bad = [good[0][:-1], good[1] + b"\x00", good[2][:10] + b"\x80" * 60]
+    for batch in (good[:5] + bad[:1] + good[5:], good + bad):  # uniform path, mixed path
+        r = router()
+        got = BatchRouter(r).route(received(batch), 26000, 0)
+        [(channel, payload, count)] = got.writes
+        assert (channel.name, count) == ("motor", 8)
+        assert payload == b"".join(d[wire.HEADER_SIZE:] for d in good)
+        assert sorted(bytes(received(batch).datagram(int(i))) for i in got.full) == sorted(good)
+        assert set(got.decimated.tolist()) <= set(got.full.tolist())
+        assert r.counters["motor"].bad_body == len(batch) - 8 == r.rejected["bad_body"]
+        assert "not exactly one record" in r.last_rejection["bad_body"]
+
+
+def test_a_single_object_datagram_on_a_legacy_port_is_never_blamed_on_the_legacy_body() -> None:
+    r = router(legacy_ports={26000: EXAMPLE})
+    unknown = b"\xc3\x01" + bytes(8) + bytes(example_body(1))[:5]
+    routed = r.route([memoryview(unknown), memoryview(b"\x01garbage")], 26000, 0)
+    assert routed.rejected == 2
+    assert r.rejected["unknown_schema"] == 1 and r.rejected["bad_legacy_body"] == 1
 
 
 def _split(channel, payload: bytes) -> list[bytes]:
