@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import math
 import os
 import re
-import shutil
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +24,14 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 ENV_CONFIG = "SPEEDDATA_CONFIG"
 
 
-def setting(default: Any, help: str, kind: str | None = None) -> Any:
-    """Declare one setting. ``kind`` refines the Python type: size, group, path, list."""
+def setting(default: Any, help: str, kind: str | None = None,
+            bounds: tuple[float, float] | None = None) -> Any:
+    """Declare one setting. ``kind`` refines the Python type: size, group, path, list,
+    address; ``bounds`` are the lowest and highest values a number may take."""
+    metadata = {"help": help, "kind": kind, "bounds": bounds}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, "kind": kind})
-    return field(default=default, metadata={"help": help, "kind": kind})
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -56,29 +59,37 @@ class ChannelsConfig:
 @dataclass(frozen=True)
 class CacheConfig:
     dir: Path = setting(PROJECT_DIR / "cache", "Directory of the rolling Avro cache.", "path")
-    rotate_bytes: int = setting(64 * 2**20, "Start a new cache file past this size.", "size")
-    rotate_seconds: float = setting(600.0, "Start a new cache file past this age (s).")
+    rotate_bytes: int = setting(64 * 2**20, "Start a new cache file past this size.", "size",
+                                (1024, 2**40))
+    rotate_seconds: float = setting(600.0, "Start a new cache file past this age (s).",
+                                    bounds=(0.1, 7 * 86400))
     max_bytes: int = setting(
-        0, "Cache quota; 0 means the smaller of 10 GiB and half the free disk at start.", "size"
-    )
-    fsync_seconds: float = setting(5.0, "Fsync open cache files at least this often (s).")
+        0, "Cache quota; 0 means the smaller of 10 GiB and half of what the disk has for the "
+        "cache (free space plus the cache), fixed the first time the relay starts and kept in "
+        "<cache>/.quota.", "size", (0, 2**60))
+    fsync_seconds: float = setting(5.0, "Fsync open cache files at least this often (s).",
+                                   bounds=(0.01, 3600))
 
 
 @dataclass(frozen=True)
 class RelayConfig:
-    host: str = setting("0.0.0.0", "Address the relay receives UDP on.")
-    port: int = setting(26000, "UDP port the relay receives on (the prototype's port).")
+    host: str = setting("0.0.0.0", "Address the relay receives UDP on.", "address")
+    port: int = setting(26000, "UDP port the relay receives on (the prototype's port).",
+                        bounds=(0, 65535))
     max_datagram: int = setting(
-        16384, "Largest datagram accepted, in bytes; longer ones are dropped and counted."
-    )
-    batch: int = setting(256, "Most datagrams handled per wakeup.")
-    rcvbuf: int = setting(32 * 2**20, "Socket receive buffer asked of the kernel.", "size")
+        16384, "Largest datagram accepted, in bytes; longer ones are dropped and counted.",
+        bounds=(16, 65507))
+    batch: int = setting(256, "Most datagrams handled per wakeup.", bounds=(1, 4096))
+    rcvbuf: int = setting(32 * 2**20, "Socket receive buffer asked of the kernel.", "size",
+                          (4096, 2**31 - 1))
     io: str = setting("auto", "Batch I/O: mmsg (Linux recvmmsg/sendmmsg), portable, or auto.")
     workers: int = setting(
-        1, "Relay processes sharing the port (SO_REUSEPORT), each with its own cache files.")
+        1, "Relay processes sharing the port (SO_REUSEPORT), each with its own cache files.",
+        bounds=(1, 256))
     linger_ms: float = setting(
         10.0, "Longest wait after a small batch so the next wakeup takes more datagrams: less "
-        "CPU at low rates, at most this much added multicast latency; 0 turns it off.")
+        "CPU at low rates, at most this much added multicast latency; 0 turns it off.",
+        bounds=(0, 50))
 
 
 @dataclass(frozen=True)
@@ -89,22 +100,24 @@ class MulticastConfig:
     decimated: Group | None = setting(
         Group("239.255.26.2", 26002), "Decimated group ('' turns it off).", "group"
     )
-    ttl: int = setting(1, "Multicast TTL (1: stays on the local network).")
+    ttl: int = setting(1, "Multicast TTL (1: stays on the local network).", bounds=(0, 255))
     interface: str = setting(
         "127.0.0.1",
-        "Address of the interface multicast goes out of and is joined on; 127.0.0.1 keeps "
-        "it on this host, set the LAN address to reach other hosts.",
-    )
-    decimated_rate_hz: float = setting(50.0, "Most datagrams per second per channel, decimated.")
+        "IPv4 address of the interface multicast goes out of and is joined on; 127.0.0.1 "
+        "keeps it on this host, set the LAN address to reach other hosts.", "address")
+    decimated_rate_hz: float = setting(
+        50.0, "Most datagrams per second per channel, decimated.", bounds=(0.01, 1e6))
 
 
 @dataclass(frozen=True)
 class WebConfig:
-    host: str = setting("127.0.0.1", "Address the stripchart server listens on.")
-    port: int = setting(8080, "TCP port of the stripchart server.")
-    frame_hz: float = setting(30.0, "Frames per second pushed to each page.")
-    history_seconds: float = setting(600.0, "History kept per signal (250 ms buckets).")
-    detail_seconds: float = setting(60.0, "Fine history kept per signal (10 ms buckets).")
+    host: str = setting("127.0.0.1", "Address the stripchart server listens on.", "address")
+    port: int = setting(8080, "TCP port of the stripchart server.", bounds=(0, 65535))
+    frame_hz: float = setting(30.0, "Frames per second pushed to each page.", bounds=(1, 240))
+    history_seconds: float = setting(600.0, "History kept per signal (250 ms buckets).",
+                                     bounds=(1, 6 * 3600))
+    detail_seconds: float = setting(60.0, "Fine history kept per signal (10 ms buckets).",
+                                    bounds=(1, 3600))
 
 
 @dataclass(frozen=True)
@@ -121,13 +134,6 @@ class Config:
     multicast: MulticastConfig = field(default_factory=MulticastConfig)
     web: WebConfig = field(default_factory=WebConfig)
     exports: ExportsConfig = field(default_factory=ExportsConfig)
-
-    def cache_quota(self) -> int:
-        """The cache quota in bytes, resolving 0 to its documented automatic value."""
-        if self.cache.max_bytes:
-            return self.cache.max_bytes
-        self.cache.dir.mkdir(parents=True, exist_ok=True)
-        return min(10 * 2**30, shutil.disk_usage(self.cache.dir).free // 2)
 
     def legacy_ports(self) -> dict[str, int]:
         """Legacy channel name to the UDP port its bare bodies arrive on."""
@@ -183,7 +189,38 @@ def parse_group(value: Any) -> Group | None:
 
 
 def _convert(spec: dataclasses.Field, value: Any, base: Path) -> Any:
+    """The setting's value from a file's or a flag's, or ValueError saying what is wrong."""
+    converted = _convert_type(spec, value, base)
+    bounds = spec.metadata["bounds"]
+    if bounds is not None:
+        low, high = bounds
+        if isinstance(converted, float) and not math.isfinite(converted):
+            raise ValueError("must be a finite number")
+        if not low <= converted <= high:
+            raise ValueError(f"must be from {_number(low)} to {_number(high)}")
+    return converted
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def parse_address(value: Any) -> str:
+    """An IP address written as digits (a host or interface name is not accepted)."""
+    text = str(value).strip()
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an IP address like 192.168.1.20 (for an interface name, "
+            "'ip -4 addr show NAME' shows its address)") from None
+    return text
+
+
+def _convert_type(spec: dataclasses.Field, value: Any, base: Path) -> Any:
     kind = spec.metadata["kind"]
+    if kind == "address":
+        return parse_address(value)
     if kind == "size":
         return parse_size(value)
     if kind == "group":
@@ -208,6 +245,8 @@ def _convert(spec: dataclasses.Field, value: Any, base: Path) -> Any:
         return float(value)
     if python_type is int and isinstance(value, str):
         return int(value)
+    if python_type is int and isinstance(value, float) and value.is_integer():
+        return int(value)
     if python_type is float and isinstance(value, str):
         return float(value)
     if not isinstance(value, python_type) or isinstance(value, bool):
@@ -221,28 +260,20 @@ def _check(config: Config) -> None:
         name, _, port = item.partition(":")
         if not name or (port and not (port.isdigit() and 0 < int(port) < 65536)):
             raise ConfigError(f"[channels] legacy: {item!r} is not 'channel' or 'channel:port'")
-    for key in ("rotate_seconds", "fsync_seconds"):
-        if getattr(config.cache, key) <= 0:
-            raise ConfigError(f"[cache] {key}: must be more than 0")
     if config.relay.io not in ("auto", "mmsg", "portable"):
         raise ConfigError("[relay] io: must be auto, mmsg or portable")
-    if not 0 <= config.relay.linger_ms <= 50:
-        raise ConfigError("[relay] linger_ms: must be 0 to 50")
-    if config.relay.workers < 1:
-        raise ConfigError("[relay] workers: must be at least 1")
     if config.relay.workers > 1 and config.relay.port == 0:
         raise ConfigError("[relay] workers: several workers need a fixed [relay] port")
-    if config.relay.batch < 1:
-        raise ConfigError("[relay] batch: must be at least 1")
-    if not 0 <= config.relay.port < 65536 or not 0 <= config.web.port < 65536:
-        raise ConfigError("[relay] port / [web] port: must be 0 to 65535")
-    for key in ("frame_hz", "history_seconds", "detail_seconds"):
-        if getattr(config.web, key) <= 0:
-            raise ConfigError(f"[web] {key}: must be more than 0")
+    if config.web.detail_seconds > config.web.history_seconds:
+        raise ConfigError("[web] detail_seconds: must not be more than [web] history_seconds")
     if config.exports.compression not in ("gzip", "lzf", "none"):
         raise ConfigError("[exports] compression: must be gzip, lzf or none")
-    if config.multicast.decimated_rate_hz <= 0:
-        raise ConfigError("[multicast] decimated_rate_hz: must be more than 0")
+    if ipaddress.ip_address(config.multicast.interface).version != 4:
+        raise ConfigError("[multicast] interface: must be an IPv4 address (the groups are IPv4)")
+    for section in ("cache", "exports", "channels"):
+        folder = getattr(config, section).dir
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"[{section}] dir: {folder} exists and is not a directory")
 
 
 def build(

@@ -129,6 +129,9 @@ def load_file(path: Path) -> Channel:
         schema = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SchemaError(f"schema {path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"schema {path}: not UTF-8 text (byte {exc.start} is "
+                          f"{exc.object[exc.start]:#04x}); save it as UTF-8") from None
     except json.JSONDecodeError as exc:
         raise SchemaError(
             f"schema {path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"

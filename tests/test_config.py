@@ -51,12 +51,36 @@ def test_environment_variable_names_the_file(tmp_path: Path, monkeypatch) -> Non
         ("[cache]\nrotate_bytes = '12 parsecs'\n", "[cache] rotate_bytes"),
         ("[channels]\nlegacy = ['example:notaport']\n", "[channels] legacy"),
         ("[relay\n", "not valid TOML"),
+        # values that were accepted and then broke something, or ended in a traceback
+        ("[cache]\nfsync_seconds = nan\n", "[cache] fsync_seconds = nan: must be a finite"),
+        ("[cache]\nfsync_seconds = inf\n", "[cache] fsync_seconds"),
+        ("[cache]\nrotate_seconds = nan\n", "[cache] rotate_seconds"),
+        ("[cache]\nrotate_bytes = 0\n", "[cache] rotate_bytes = 0: must be from 1024"),
+        ("[relay]\nmax_datagram = 0\n", "[relay] max_datagram"),
+        ("[relay]\nmax_datagram = -5\n", "[relay] max_datagram"),
+        ("[relay]\nbatch = 1e9\n", "[relay] batch = 1000000000.0: must be from 1 to 4096"),
+        ("[relay]\nhost = '999.1.1.1'\n", "[relay] host = '999.1.1.1': '999.1.1.1' is not an"),
+        ("[multicast]\nttl = 300\n", "[multicast] ttl"),
+        ("[multicast]\ninterface = 'eth0'\n", "ip -4 addr show NAME"),
+        ("[multicast]\ninterface = '::1'\n", "[multicast] interface: must be an IPv4"),
+        ("[web]\nframe_hz = inf\n", "[web] frame_hz"),
+        ("[web]\nframe_hz = nan\n", "[web] frame_hz"),
+        ("[web]\nhistory_seconds = 1e12\n", "[web] history_seconds"),
+        ("[web]\ndetail_seconds = 900\nhistory_seconds = 600\n", "[web] detail_seconds"),
     ],
 )
 def test_wrong_keys_and_values_are_named(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        config.build(path)
+
+
+def test_a_cache_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    path = tmp_path / "c.toml"
+    path.write_text(f"[cache]\ndir = '{tmp_path / 'afile'}'\n")
+    with pytest.raises(ConfigError, match=r"\[cache\] dir: .*afile exists and is not a dir"):
         config.build(path)
 
 

@@ -60,9 +60,12 @@ def test_bad_schema_files_give_errors_naming_file_and_problem(
 def test_registry_keeps_valid_channels_beside_bad_files(tmp_path: Path) -> None:
     (tmp_path / "motor.avsc").write_text((SCHEMAS / "motor.avsc").read_text())
     _write(tmp_path, "bad", "[")
+    (tmp_path / "latin1.avsc").write_bytes('{"doc": "caf\u00e9"}'.encode("latin-1"))
     registry, errors = Registry.load_dir(tmp_path)
     assert registry.names() == ["motor"]
-    assert len(errors) == 1 and "bad.avsc" in str(errors[0])
+    assert sorted(str(e).split(":")[0] for e in errors) == [
+        f"schema {tmp_path / 'bad.avsc'}", f"schema {tmp_path / 'latin1.avsc'}"]
+    assert "not UTF-8 text (byte 12 is 0xe9)" in str(errors[1])
 
 
 def test_unknown_channel_lists_the_known_ones() -> None:

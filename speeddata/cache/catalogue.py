@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,10 @@ def scan(directory: Path, channels: Iterable[str] | None = None) -> list[CachedF
                 continue
             idx = index_path(path)
             last = _last_entry(idx)
-            idx_size = idx.stat().st_size if last is not None else 0
+            try:
+                idx_size = idx.stat().st_size if last is not None else 0
+            except FileNotFoundError:  # deleted meanwhile (another worker's retention)
+                continue
             end = max(start, last.recv_ns) if last is not None else start
             files.append(CachedFile(folder.name, path, size + idx_size, start, end))
     files.sort(key=lambda f: (f.start_ns, f.path.name))
@@ -89,6 +93,39 @@ def plan_retention(
         doomed.append(f)
         total -= f.size
     return doomed
+
+
+QUOTA_FILE = ".quota"
+AUTO_QUOTA_MOST = 10 * 2**30
+
+
+def auto_quota(free: int, cache_size: int) -> int:
+    """The automatic quota: half of what the disk has for the cache (its free space and
+    what the cache already holds), at most 10 GiB. Counting the cache itself means a
+    restart with a full cache gets the same quota, not a smaller one."""
+    return min(AUTO_QUOTA_MOST, (free + cache_size) // 2)
+
+
+def fixed_quota(directory: Path, max_bytes: int, cache_size: int) -> int:
+    """The quota in bytes: ``max_bytes`` when set; else the automatic one, computed the
+    first time and kept in ``<cache>/.quota`` so that no restart shrinks it."""
+    if max_bytes:
+        return max_bytes
+    stored = directory / QUOTA_FILE
+    try:
+        return int(stored.read_text().strip())
+    except (OSError, ValueError):
+        pass
+    quota = auto_quota(shutil.disk_usage(directory).free, cache_size)
+    try:
+        tmp = stored.with_suffix(".tmp")
+        tmp.write_text(f"{quota}\n")
+        os.replace(tmp, stored)
+    except OSError as exc:  # a full disk: use it now, store it next time
+        log.warning("cannot store the cache quota in %s: %s", stored, exc)
+    log.info("cache quota fixed at %.2f GiB (kept in %s; set [cache] max_bytes to change it)",
+             quota / 2**30, stored)
+    return quota
 
 
 class Catalogue:
@@ -124,7 +161,12 @@ class Catalogue:
         for f in files:  # oldest first, so the last one seen is the newest
             newest[(f.channel, f.path.name.partition("-w")[2])] = f
         keep = keep | {f.path for f in newest.values()}
-        doomed = plan_retention(files, quota, self.protected(), keep)
+        try:
+            protected = self.protected()
+        except Exception as exc:  # the tag store unreadable (full disk, locked): keep all
+            log.error("retention skipped: cannot read the tags that protect ranges (%s)", exc)
+            return []
+        doomed = plan_retention(files, quota, protected, keep)
         for f in doomed:
             f.path.unlink(missing_ok=True)
             index_path(f.path).unlink(missing_ok=True)
@@ -155,4 +197,4 @@ class Catalogue:
         return selected
 
 
-__all__ = ["CachedFile", "Catalogue", "plan_retention", "scan"]
+__all__ = ["CachedFile", "Catalogue", "auto_quota", "fixed_quota", "plan_retention", "scan"]

@@ -68,20 +68,31 @@ class Syncer:
     """Fsyncs and closes cache files in a thread, off the receive path.
 
     An fsync of a large file can take longer than the socket buffer lasts at full rate;
-    ``os.fsync`` releases the GIL, so here it costs the relay's loop nothing. ``drain``
-    waits until everything handed over is on disk.
+    ``os.fsync`` releases the GIL, so here it costs the relay's loop nothing. Handing
+    work over never blocks: files to close are always taken (at most one per roll-over),
+    and a periodic fsync is skipped and counted as a stall while the previous one is
+    still under way (the next one covers the same data). ``drain`` waits until
+    everything handed over is on disk.
     """
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[list[int], str] | None] = queue.Queue(maxsize=1024)
+        self._queue: queue.SimpleQueue[tuple[list[int], str] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._submitted = 0  # written by the caller's thread only
+        self._done = 0  # written by the sync thread only
         self.errors = 0
+        self.stalls = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._submitted > self._done
 
     def submit(self, fds: list[int], what: str) -> None:
         """Fsync ``fds`` then close them (they belong to the syncer from now on)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="cache-sync", daemon=True)
             self._thread.start()
+        self._submitted += 1
         self._queue.put((fds, what))
 
     def _run(self) -> None:
@@ -95,6 +106,7 @@ class Syncer:
                     log.error("cache: fsync of %s failed: %s", what, exc)
                 finally:
                     os.close(fd)
+            self._done += 1
 
     def drain(self) -> None:
         if self._thread is not None:
@@ -273,7 +285,12 @@ class CacheWriter:
         for path in sorted(self.directory.glob(f"*/*{SUFFIX}")):
             if self.worker is not None and not path.name.endswith(f"-w{self.worker}{SUFFIX}"):
                 continue
-            report = repair(path)
+            try:
+                report = repair(path)
+            except OSError as exc:  # a full disk: the torn tail stays past the index
+                log.error("cannot repair cache file %s now (%s); its torn end stays out of "
+                          "its index and is repaired at the next start", path, exc)
+                continue
             if report:
                 self.repairs.append(report)
         return self.repairs
@@ -294,9 +311,13 @@ class CacheWriter:
         ):
             self._close(channel.name)
             current = None
-        if current is None:
-            current = self._create(channel, now_ns)
-        current.append(payload, count, now_ns)
+        try:
+            if current is None:
+                current = self._create(channel, now_ns)
+            current.append(payload, count, now_ns)
+        except (OSError, CacheError):
+            self.write_errors += 1
+            raise
 
     def _create(self, channel: Channel, now_ns: int) -> CacheFile:
         folder = self.directory / channel.name
@@ -334,6 +355,12 @@ class CacheWriter:
                 self._close(name)
 
     def fsync(self) -> None:
+        """Have the open files synced, unless the last round is still under way."""
+        if self.syncer.busy:
+            self.syncer.stalls += 1
+            log.warning("cache: fsync still busy with earlier data (slow disk); this round "
+                        "skipped (%d so far)", self.syncer.stalls)
+            return
         for cache_file in self._open.values():
             cache_file.fsync(self.syncer)
 
@@ -350,6 +377,8 @@ class CacheWriter:
         return {
             "open_files": len(self._open),
             "files_opened": self.files_opened,
-            "write_errors": self.write_errors + self.syncer.errors,
+            "write_errors": self.write_errors,
+            "fsync_errors": self.syncer.errors,
+            "fsync_stalls": self.syncer.stalls,
             "repaired_files": len(self.repairs),
         }

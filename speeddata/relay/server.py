@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from speeddata import multicast, status
-from speeddata.cache.catalogue import Catalogue
+from speeddata.cache.catalogue import Catalogue, fixed_quota
 from speeddata.cache.store import CacheWriter
 from speeddata.config import Config
 from speeddata.errors import CacheError
@@ -82,14 +82,15 @@ class Relay:
             config.cache.dir, config.cache.rotate_bytes, config.cache.rotate_seconds, worker
         )
         self.catalogue = Catalogue(config.cache.dir, lambda: protected_ranges(config.cache.dir))
-        self.quota = config.cache_quota()
+        self.quota = fixed_quota(config.cache.dir, config.cache.max_bytes,
+                                 self.catalogue.size())
         mc = config.multicast
         forwarding = mc.full or mc.decimated
         self.mc_socket = multicast.sender(mc.interface, mc.ttl) if forwarding else None
         self.full = (mc.full.host, mc.full.port) if mc.full else None
         self.decimated = (mc.decimated.host, mc.decimated.port) if mc.decimated else None
         self.counts = {"batches": 0, "datagrams": 0, "multicast_send_errors": 0,
-                       "cache_dropped": 0, "cache_write_errors": 0}
+                       "cache_dropped": 0, "status_write_errors": 0}
         self.started = time.time()
         self._stopping = False
         self._wake_r, self._wake_w = socket.socketpair()
@@ -97,6 +98,8 @@ class Relay:
         self._wake_w.setblocking(False)
         self._reject_log = Throttle(REJECT_LOG_SECONDS)
         self._disk_log = Throttle(REJECT_LOG_SECONDS)
+        self._send_log = Throttle(REJECT_LOG_SECONDS)
+        self._status_log = Throttle(REJECT_LOG_SECONDS)
         self._rejected_logged = 0
         self._last_snapshot: tuple[float, dict[str, int]] = (time.monotonic(), {})
 
@@ -141,13 +144,17 @@ class Relay:
             failed = io.forward(self.mc_socket, batch, indices, address)
             if extra:  # legacy bodies, forwarded with their header added
                 failed += netio.send_all(self.mc_socket, extra, address)
-            self.counts["multicast_send_errors"] += failed
+            if failed:
+                self.counts["multicast_send_errors"] += failed
+                if self._send_log.ready(time.monotonic()):
+                    log.error("multicast: %d datagrams could not be sent to %s:%d (%d so far); "
+                              "check [multicast] interface and the route to the group",
+                              failed, *address, self.counts["multicast_send_errors"])
 
     def _cache_failed(self, channel: str, count: int, exc: Exception) -> None:
         """Accepted datagrams that could not be cached: counted, logged at a bounded rate."""
         self.counts["cache_dropped"] += count
         self.router.counters[channel].cache_dropped += count
-        self.counts["cache_write_errors"] += 1
         if self._disk_log.ready(time.monotonic()):
             hint = " (disk full: free space or lower [cache] max_bytes)" if (
                 getattr(exc, "errno", None) == errno.ENOSPC) else ""
@@ -184,6 +191,15 @@ class Relay:
                       **self.writer.statistics()},
         }
 
+    def _write_status(self, now: float) -> None:
+        """The status file; a full disk costs the file, never the relay."""
+        try:
+            status.write(self.config.cache.dir, self.name, self.statistics())
+        except OSError as exc:
+            self.counts["status_write_errors"] += 1
+            if self._status_log.ready(now):
+                log.error("cannot write the status file (%s); relaying and caching go on", exc)
+
     def _log_rejections(self, now: float) -> None:
         total = sum(self.router.rejected.values())
         if total > self._rejected_logged and self._reject_log.ready(now):
@@ -217,7 +233,7 @@ class Relay:
             while not self._stopping:
                 now = time.monotonic()
                 if now >= next_status:
-                    status.write(self.config.cache.dir, self.name, self.statistics())
+                    self._write_status(now)
                     self._log_rejections(now)
                     self.writer.roll_expired(time.time_ns())
                     next_status = now + STATUS_SECONDS

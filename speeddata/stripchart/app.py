@@ -129,8 +129,15 @@ class StripchartServer:
         }
 
     async def write_status(self) -> None:
+        failed = 0
         while True:
-            status.write(self.config.cache.dir, "serve", self.statistics())
+            try:
+                status.write(self.config.cache.dir, "serve", self.statistics())
+                failed = 0
+            except OSError as exc:  # a full disk costs the status file, not the server
+                if not failed:
+                    log.error("cannot write the status file (%s); the server goes on", exc)
+                failed += 1
             await asyncio.sleep(STATUS_SECONDS)
 
     def overview(self) -> dict[str, Any]:

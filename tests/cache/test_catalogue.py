@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from speeddata.cache import reader
-from speeddata.cache.catalogue import CachedFile, Catalogue, plan_retention
+from speeddata.cache.catalogue import (
+    QUOTA_FILE,
+    CachedFile,
+    Catalogue,
+    auto_quota,
+    fixed_quota,
+    plan_retention,
+)
 from speeddata.cache.store import CacheWriter
 from speeddata.tags import TagStore
 from tests.cache.test_store import EXAMPLE, T0, bodies
@@ -61,6 +68,30 @@ def test_enforce_keeps_unexported_tags_and_deletes_untagged_old_files(tmp_path: 
     tags.mark_exported("early", T0)
     catalogue.enforce(quota=0, keep=set())
     assert [f.path for f in catalogue.files()] == [before[-1].path]
+
+
+def test_retention_deletes_nothing_when_the_tag_store_cannot_be_read(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    _fill(cache)
+
+    def unreadable() -> list[tuple[int, int]]:
+        raise OSError(28, "No space left on device")
+
+    catalogue = Catalogue(cache, unreadable)
+    before = catalogue.files()
+    assert catalogue.enforce(quota=0, keep=set()) == []
+    assert catalogue.files() == before
+
+
+def test_the_automatic_quota_is_fixed_once_and_never_shrinks(tmp_path: Path) -> None:
+    # the cache's own bytes count as room for the cache: a full cache does not shrink it
+    assert auto_quota(free=10 * 2**20, cache_size=54 * 2**20) == 32 * 2**20
+    assert auto_quota(free=2**50, cache_size=0) == 10 * 2**30
+    first = fixed_quota(tmp_path, 0, cache_size=0)
+    assert (tmp_path / QUOTA_FILE).read_text().strip() == str(first)
+    # a restart after the cache grew (and the free space shrank) keeps the same quota
+    assert fixed_quota(tmp_path, 0, cache_size=first) == first
+    assert fixed_quota(tmp_path, 12345, cache_size=0) == 12345  # set explicitly: that one
 
 
 def test_range_lookup_uses_the_index(tmp_path: Path) -> None:

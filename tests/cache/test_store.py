@@ -104,6 +104,42 @@ def test_writer_rolls_over_by_size_and_age(tmp_path: Path) -> None:
     assert counters == list(range(40))
 
 
+def test_a_periodic_fsync_never_waits_for_a_busy_syncer(tmp_path: Path) -> None:
+    """The receive loop hands fsyncs over without blocking: while a round is still under
+    way (a stalled disk), the next periodic round is skipped and counted."""
+    writer = CacheWriter(tmp_path, rotate_bytes=2**30, rotate_seconds=600)
+    writer.append(EXAMPLE, bodies(0, 1), T0)
+    writer.syncer._submitted += 1  # as if one round had not finished yet
+    writer.fsync()
+    assert writer.statistics()["fsync_stalls"] == 1
+    writer.syncer._submitted -= 1
+    writer.fsync()  # the syncer is free again: this round goes through
+    writer.close()
+    assert writer.statistics()["fsync_stalls"] == 1
+
+
+def test_write_errors_are_counted_and_the_file_stays_whole(tmp_path: Path) -> None:
+    """A write that fails (here: over the file size limit, as a full disk would) leaves
+    the file at its last whole block and is counted."""
+    writer = CacheWriter(tmp_path, rotate_bytes=2**30, rotate_seconds=600)
+    writer.append(EXAMPLE, bodies(0, 3), T0)
+    [path] = writer.open_paths()
+    size = path.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 10, hard))
+    try:
+        with pytest.raises(OSError):
+            writer.append(EXAMPLE, bodies(3, 3), T0 + 1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old)
+    writer.append(EXAMPLE, bodies(3, 3), T0 + 2)  # room again: caching resumes
+    writer.close()
+    assert writer.statistics()["write_errors"] == 1
+    assert [r["counter"] for r in read_fastavro(path)] == list(range(6))
+
+
 def _torn_copy(src: Path, dst: Path, cut: int, extra: bytes) -> Path:
     data = src.read_bytes()[:cut] + extra
     dst.write_bytes(data)
