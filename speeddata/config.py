@@ -118,6 +118,9 @@ class WebConfig:
                                      bounds=(1, 6 * 3600))
     detail_seconds: float = setting(60.0, "Fine history kept per signal (10 ms buckets).",
                                     bounds=(1, 3600))
+    allowed_hosts: list = setting(
+        [], "Host names the page may be opened under besides IP addresses, localhost and "
+        "this machine's name (a guard against DNS rebinding).", "list")
 
 
 @dataclass(frozen=True)

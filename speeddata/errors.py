@@ -5,6 +5,18 @@ class SpeeddataError(Exception):
     """Base of every error speeddata raises on purpose."""
 
 
+class NotFoundError(SpeeddataError):
+    """What the request names does not exist (HTTP 404)."""
+
+
+class ConflictError(SpeeddataError):
+    """What the request would create exists already (HTTP 409)."""
+
+
+class BusyError(SpeeddataError):
+    """Too much work is queued; try again later (HTTP 503)."""
+
+
 class ConfigError(SpeeddataError):
     """A configuration key or value is wrong; the message names the key."""
 
@@ -13,7 +25,7 @@ class SchemaError(SpeeddataError):
     """A channel schema file cannot be used; the message names the file and the problem."""
 
 
-class UnknownChannelError(SpeeddataError):
+class UnknownChannelError(NotFoundError):
     """A channel name or fingerprint that no schema defines."""
 
 

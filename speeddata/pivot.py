@@ -24,12 +24,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from speeddata import __version__
+from speeddata import __version__, status
 from speeddata.cache import index
 from speeddata.cache.catalogue import CachedFile, Catalogue
 from speeddata.cache.reader import read_header
 from speeddata.columns import ColumnDecoder
-from speeddata.errors import SpeeddataError
+from speeddata.errors import ConflictError, NotFoundError, SpeeddataError
 from speeddata.schemas import Channel, Registry, channel_from_schema
 from speeddata.tags import format_time
 
@@ -41,6 +41,14 @@ TIME_UNITS = "nanoseconds since 1970-01-01"  # CF units: xarray decodes it to da
 
 class PivotError(SpeeddataError):
     """A pivot that cannot be done: the message says why and what to do."""
+
+
+class ExportExists(PivotError, ConflictError):
+    """The export file exists and --force was not given."""
+
+
+class NoData(PivotError, NotFoundError):
+    """The range or the channels asked for hold no cached data."""
 
 
 @dataclass
@@ -172,6 +180,19 @@ class Result:
     channels: dict[str, int]
 
 
+def remove_stale_files(folder: Path) -> list[Path]:
+    """Delete half-written exports (``.NAME.PID.tmp``) of pivots that were killed: their
+    process is gone. A pivot still running keeps its file."""
+    removed = []
+    for tmp in folder.glob(".*.h5.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not status.alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+            log.info("removed %s, left by a pivot that was killed", tmp)
+    return removed
+
+
 def pivot(
     cache_dir: Path,
     out_path: Path,
@@ -196,16 +217,16 @@ def pivot(
     if decimate < 1:
         raise PivotError(f"--decimate must be 1 or more, not {decimate}")
     if out_path.exists() and not force:
-        raise PivotError(f"{out_path} exists already: choose another --out or add --force")
+        raise ExportExists(f"{out_path} exists already: choose another --out or add --force")
     catalogue = Catalogue(cache_dir)
     known = catalogue.channels()
     if channels:
         missing = [c for c in channels if c not in known]
         if missing:
-            raise PivotError(f"no cached data for channel(s) {missing} (cached: {known})")
+            raise NoData(f"no cached data for channel(s) {missing} (cached: {known})")
     selected = plan(catalogue, start_ns, end_ns, channels)
     if not selected.blocks:
-        raise PivotError(
+        raise NoData(
             f"no data received between {format_time(start_ns)} and {format_time(end_ns)}"
             f"{' for ' + ', '.join(channels) if channels else ''}: check the range, and "
             "'speeddata status' for what the relay receives")
@@ -220,6 +241,7 @@ def pivot(
                          f"({', '.join(selected.blocks)}); name them as channel.signal")
     total = sum(e.count for _, blocks, _, _ in work for _, e in blocks)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_files(out_path.parent)
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     done = 0
     per_channel: dict[str, int] = {}

@@ -31,7 +31,7 @@ def remove(cache_dir: Path, name: str) -> None:
     (directory(cache_dir) / f"{name}.json").unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -55,7 +55,7 @@ def read_all(cache_dir: Path, now: float | None = None) -> dict[str, dict[str, A
             continue
         age = now - snapshot.get("written", 0)
         snapshot["age_seconds"] = round(age, 1)
-        snapshot["running"] = age < STALE_SECONDS and _alive(int(snapshot.get("pid", 0)))
+        snapshot["running"] = age < STALE_SECONDS and alive(int(snapshot.get("pid", 0)))
         out[path.stem] = snapshot
     return out
 

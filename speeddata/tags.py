@@ -15,17 +15,35 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from speeddata.errors import SpeeddataError
+from speeddata.errors import ConflictError, NotFoundError, SpeeddataError
 
 DB_NAME = "tags.sqlite"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # whole names only (fullmatch)
+MAX_NOTE = 4096  # characters
+MAX_CHANNELS = 1000
+LATEST_NS = 2**63 - 1  # the last moment an int64 of ns holds (2262-04-11)
 _RELATIVE = re.compile(r"^([+-])\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?$")
 _UNIT_NS = {"ms": 10**6, "s": 10**9, "": 10**9, "m": 60 * 10**9, "min": 60 * 10**9,
             "h": 3600 * 10**9, "d": 86400 * 10**9}
 
 
 class TagError(SpeeddataError):
-    """A tag that does not exist, already exists, or has a bad name or range."""
+    """A tag with a bad name, note or range."""
+
+
+class TagNotFound(TagError, NotFoundError):
+    """No tag has that name."""
+
+
+class TagExists(TagError, ConflictError):
+    """A tag of that name exists already."""
+
+
+def check_time(ns: int, what: str) -> int:
+    """``ns`` if it is a moment the cache can hold (1970 to 2262), else TagError."""
+    if not 0 <= ns <= LATEST_NS:
+        raise TagError(f"{what} is outside 1970-01-01 to 2262-04-11, the times the cache holds")
+    return ns
 
 
 def parse_time(text: str, now_ns: int) -> int:
@@ -33,11 +51,14 @@ def parse_time(text: str, now_ns: int) -> int:
     text = text.strip()
     if text == "now":
         return now_ns
-    match = _RELATIVE.match(text)
+    match = _RELATIVE.fullmatch(text)
     if match:
         sign, number, unit = match.groups()
-        delta = int(float(number) * _UNIT_NS[unit or ""])
-        return now_ns - delta if sign == "-" else now_ns + delta
+        delta = float(number) * _UNIT_NS[unit or ""]
+        if delta > LATEST_NS:
+            raise TagError(f"time {text!r} is outside 1970-01-01 to 2262-04-11")
+        moment = now_ns - int(delta) if sign == "-" else now_ns + int(delta)
+        return check_time(moment, f"time {text!r}")
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -47,7 +68,11 @@ def parse_time(text: str, now_ns: int) -> int:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp()) * 10**9 + moment.microsecond * 1000
+    try:
+        seconds = int(moment.timestamp())
+    except (OverflowError, OSError, ValueError):
+        raise TagError(f"time {text!r} is outside 1970-01-01 to 2262-04-11") from None
+    return check_time(seconds * 10**9 + moment.microsecond * 1000, f"time {text!r}")
 
 
 def format_time(ns: int | None) -> str:
@@ -77,6 +102,15 @@ class Tag:
         }
 
 
+def check_name(name: str) -> str:
+    """``name`` if it is a usable tag name (it becomes a file name), else TagError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise TagError(
+            f"bad tag name {name[:140]!r}: use up to 128 letters, digits, '_', '-' and '.', "
+            "starting with a letter or digit")
+    return name
+
+
 class TagStore:
     """The tags of one cache directory."""
 
@@ -104,7 +138,7 @@ class TagStore:
             row = db.execute("SELECT * FROM tags WHERE name = ?", (name,)).fetchone()
         if row is None:
             known = ", ".join(t.name for t in self.list()) or "none yet"
-            raise TagError(f"no tag named {name!r} (tags: {known}); see 'speeddata tags'")
+            raise TagNotFound(f"no tag named {name!r} (tags: {known}); see 'speeddata tags'")
         return self._row(row)
 
     def list(self) -> list[Tag]:
@@ -122,11 +156,16 @@ class TagStore:
         now_ns: int | None = None,
     ) -> Tag:
         """Create a tag; an ``end_ns`` of None leaves it open until ``stop``."""
-        if not _NAME.match(name):
-            raise TagError(
-                f"bad tag name {name!r}: use letters, digits, '_', '-' and '.', "
-                "starting with a letter or digit"
-            )
+        check_name(name)
+        check_time(start_ns, f"tag {name!r}: start")
+        if end_ns is not None:
+            check_time(end_ns, f"tag {name!r}: end")
+        if len(note) > MAX_NOTE:
+            raise TagError(f"tag {name!r}: the note has {len(note)} characters, at most "
+                           f"{MAX_NOTE} are kept (put longer texts in a file beside the export)")
+        if len(channels) > MAX_CHANNELS or any(len(c) > 128 for c in channels):
+            raise TagError(f"tag {name!r}: at most {MAX_CHANNELS} channel names of up to 128 "
+                           "characters")
         if end_ns is not None and end_ns < start_ns:
             raise TagError(
                 f"tag {name!r}: end {format_time(end_ns)} is before start {format_time(start_ns)}"
@@ -139,12 +178,13 @@ class TagStore:
                     (name, start_ns, end_ns, note, json.dumps(list(channels)), now_ns),
                 )
         except sqlite3.IntegrityError:
-            raise TagError(
+            raise TagExists(
                 f"tag {name!r} exists already; choose another name or 'speeddata untag {name}'"
             ) from None
         return self.get(name)
 
     def stop(self, name: str, end_ns: int) -> Tag:
+        check_time(end_ns, f"tag {name!r}: stop time")
         tag = self.get(name)
         if tag.end_ns is not None:
             raise TagError(f"tag {name!r} is not open (it ended at {format_time(tag.end_ns)})")
@@ -164,12 +204,12 @@ class TagStore:
             db.execute("UPDATE tags SET exported_ns = ? WHERE name = ?", (now_ns, name))
 
     def protected_ranges(self) -> list[tuple[int, int]]:
-        """Ranges retention must keep: every tag not exported (open ones to the end of time)."""
-        return [
-            (t.start_ns, t.end_ns if t.end_ns is not None else 2**63 - 1)
-            for t in self.list()
-            if t.exported_ns is None
-        ]
+        """Ranges retention must keep: every tag not exported (open ones to the end of time).
+        Only the two times are read: this runs in the relay's loop."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT start_ns, end_ns FROM tags WHERE exported_ns IS NULL"
+                              ).fetchall()
+        return [(start, LATEST_NS if end is None else end) for start, end in rows]
 
 
 def protected_ranges(cache_dir: Path) -> list[tuple[int, int]]:

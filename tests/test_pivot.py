@@ -142,3 +142,16 @@ def test_records_in_other_workers_files_are_merged_by_receive_time(tmp_path: Pat
     with h5py.File(out) as h5:
         assert h5["example"]["counter"][()].tolist() == list(range(20))
         assert np.all(np.diff(h5["example"]["receive_time"][()]) > 0)
+
+
+def test_half_written_exports_of_killed_pivots_are_removed(tmp_path) -> None:
+    import os
+
+    from speeddata.pivot import remove_stale_files
+
+    dead = tmp_path / ".run1.h5.999999999.tmp"  # no such process
+    alive = tmp_path / f".run2.h5.{os.getpid()}.tmp"  # a pivot still running
+    dead.write_bytes(b"half")
+    alive.write_bytes(b"half")
+    assert remove_stale_files(tmp_path) == [dead]
+    assert alive.exists() and not dead.exists()

@@ -3,40 +3,45 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Annotated, Literal
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from speeddata.config import Config
-from speeddata.pivot import pivot
-from speeddata.tags import TagError, TagStore, format_time, parse_time
+from speeddata.errors import BusyError, NotFoundError, SpeeddataError
+from speeddata.pivot import pivot, remove_stale_files
+from speeddata.tags import MAX_NOTE, TagError, TagStore, check_name, format_time, parse_time
 
 log = logging.getLogger("speeddata.stripchart")
 
 
 class TagRequest(BaseModel):
-    name: str = Field(description="tag name: letters, digits, '_', '-', '.'")
-    start: str = Field("now", description="'now', relative like '-5m', or ISO 8601")
-    end: str | None = Field(None, description="as start; omitted: an open tag, stopped later")
-    note: str = ""
-    channels: list[str] = Field(default_factory=list, description="empty: all channels")
+    name: str = Field(max_length=128, description="tag name: letters, digits, '_', '-', '.'")
+    start: str = Field("now", max_length=64,
+                       description="'now', relative like '-5m', or ISO 8601")
+    end: str | None = Field(None, max_length=64,
+                            description="as start; omitted: an open tag, stopped later")
+    note: str = Field("", max_length=MAX_NOTE)
+    channels: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list, max_length=1000, description="empty: all channels")
 
 
 class StopRequest(BaseModel):
-    end: str = "now"
+    end: str = Field("now", max_length=64)
 
 
 def register(app: FastAPI, config: Config) -> None:
     store = TagStore(config.cache.dir)
-
-    def fail(exc: TagError, code: int = 400) -> HTTPException:
-        return HTTPException(status_code=code, detail=str(exc))
 
     @app.get("/api/tags")
     def list_tags() -> list[dict]:
@@ -47,62 +52,87 @@ def register(app: FastAPI, config: Config) -> None:
     def create_tag(request: TagRequest) -> dict:
         """Create a tag; without ``end`` it stays open until ``POST /api/tags/{name}/stop``."""
         now = time.time_ns()
-        try:
-            start = parse_time(request.start, now)
-            end = parse_time(request.end, now) if request.end else None
-            return store.add(request.name, start, end, request.note, tuple(request.channels),
-                             now).as_dict()
-        except TagError as exc:
-            raise fail(exc, 409 if "exists" in str(exc) else 400) from None
+        start = parse_time(request.start, now)
+        end = parse_time(request.end, now) if request.end else None
+        return store.add(request.name, start, end, request.note, tuple(request.channels),
+                         now).as_dict()
 
     @app.post("/api/tags/{name}/stop")
     def stop_tag(name: str, request: StopRequest | None = None) -> dict:
         """Close an open tag at ``end`` (default now)."""
-        try:
-            return store.stop(name, parse_time((request or StopRequest()).end,
-                                               time.time_ns())).as_dict()
-        except TagError as exc:
-            raise fail(exc, 404 if "no tag named" in str(exc) else 400) from None
+        return store.stop(check_name(name), parse_time((request or StopRequest()).end,
+                                                       time.time_ns())).as_dict()
 
     @app.delete("/api/tags/{name}", status_code=204)
     def delete_tag(name: str) -> None:
         """Forget a tag (its data is no longer protected from retention)."""
-        try:
-            store.delete(name)
-        except TagError as exc:
-            raise fail(exc, 404) from None
+        store.delete(check_name(name))
 
 
 # -- pivot jobs and exports -------------------------------------------------------------
 
 
 class PivotRequest(BaseModel):
-    tag: str | None = Field(None, description="export this tag's range")
-    start: str | None = Field(None, description="or a range: 'now', '-5m', ISO 8601")
-    end: str | None = None
-    channels: list[str] = Field(default_factory=list)
-    signals: list[str] = Field(default_factory=list)
-    decimate: int = 1
-    compression: str | None = Field(None, description="gzip, lzf or none")
+    tag: str | None = Field(None, max_length=128, description="export this tag's range")
+    start: str | None = Field(None, max_length=64,
+                              description="or a range: 'now', '-5m', ISO 8601")
+    end: str | None = Field(None, max_length=64)
+    channels: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list, max_length=1000)
+    signals: list[Annotated[str, Field(max_length=257)]] = Field(
+        default_factory=list, max_length=10000)
+    decimate: int = Field(1, ge=1, le=10**9, description="keep every Nth record")
+    compression: Literal["gzip", "lzf", "none"] | None = None
     force: bool = False
 
 
+def _pivot_process(conn: Connection, cache_dir: Path, out: Path, start: int, end: int,
+                   options: dict) -> None:
+    """A pivot in a process of its own (decoding and compressing would take the live
+    page's CPU time and the GIL); progress and the outcome go back through ``conn``."""
+    last = 0.0
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last
+        if time.monotonic() - last >= 0.2 or done == total:
+            last = time.monotonic()
+            conn.send(("progress", done, total))
+
+    try:
+        result = pivot(cache_dir, out, start, end, progress=progress, **options)
+        conn.send(("done", result.records, result.seconds))
+    except SpeeddataError as exc:
+        conn.send(("failed", str(exc)))
+    except Exception as exc:  # reported to the page as it is
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+
+
 class PivotJobs:
-    """Pivots run one at a time in a worker thread; the last 50 jobs are kept."""
+    """Pivots run one at a time, each in a process of its own, in the order asked.
+
+    At most ``MAX_PENDING`` jobs wait or run (more: BusyError); a job can be cancelled
+    while it waits or runs (its process is stopped, its partial file removed). Waiting
+    and running jobs are always listed; of the finished ones the last ``KEEP``.
+    """
 
     KEEP = 50
+    MAX_PENDING = 16
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.jobs: dict[str, dict] = {}
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pivot")
         self.lock = threading.Lock()
+        self._processes: dict[str, BaseProcess] = {}
+
+    def pending(self) -> int:
+        return sum(j["state"] in ("queued", "running") for j in self.jobs.values())
 
     def submit(self, request: PivotRequest) -> dict:
         store = TagStore(self.config.cache.dir)
         now = time.time_ns()
         if request.tag:
-            tag = store.get(request.tag)
+            tag = store.get(check_name(request.tag))
             start, end = tag.start_ns, tag.end_ns if tag.end_ns is not None else now
             name, attrs = tag.name, {"tag": tag.name, "note": tag.note}
             channels = request.channels or list(tag.channels)
@@ -112,56 +142,113 @@ class PivotJobs:
             attrs, channels = {}, request.channels
         else:
             raise TagError("give a tag, or a start (and end)")
+        if end < start:
+            raise TagError(f"the range ends ({format_time(end)}) before it starts "
+                           f"({format_time(start)})")
+        compression = request.compression or self.config.exports.compression
         job = {"id": uuid.uuid4().hex[:12], "name": name, "state": "queued", "done": 0,
                "total": 0, "file": None, "error": None, "created": format_time(now)}
         with self.lock:
+            if self.pending() >= self.MAX_PENDING:
+                raise BusyError(f"{self.MAX_PENDING} pivots are waiting or running already; "
+                                "wait for one to finish, or cancel one (DELETE /api/pivot/ID)")
             self.jobs[job["id"]] = job
-            for old in list(self.jobs)[: -self.KEEP]:
+            finished = [k for k, j in self.jobs.items() if j["state"] not in (
+                "queued", "running")]
+            for old in finished[: -self.KEEP]:
                 del self.jobs[old]
+        options = {"channels": channels or None, "signals": request.signals or None,
+                   "decimate": request.decimate, "force": request.force, "attrs": attrs,
+                   "compression": None if compression == "none" else compression}
         out = self.config.exports.dir / f"{name}.h5"
-        compression = request.compression or self.config.exports.compression
-        self.pool.submit(self._run, job, out, start, end, attrs, channels, request,
-                         None if compression == "none" else compression)
+        self.pool.submit(self._run, job, out, start, end, options)
         return job
 
-    def _run(self, job: dict, out: Path, start: int, end: int, attrs: dict,
-             channels: list[str], request: PivotRequest, compression: str | None) -> None:
-        job["state"] = "running"
+    def cancel(self, job_id: str) -> dict:
+        job = self.get(job_id)
+        with self.lock:
+            if job["state"] == "queued":
+                job["state"] = "cancelled"
+            elif job["state"] == "running":
+                job["state"] = "cancelling"
+                process = self._processes.get(job_id)
+                if process is not None:
+                    process.terminate()
+        return job
 
-        def progress(done: int, total: int) -> None:
-            job["done"], job["total"] = done, total
+    def get(self, job_id: str) -> dict:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"no pivot job {job_id[:40]!r}; GET /api/pivot lists them")
+        return job
 
+    def _run(self, job: dict, out: Path, start: int, end: int, options: dict) -> None:
+        with self.lock:
+            if job["state"] != "queued":
+                return  # cancelled while it waited
+            job["state"] = "running"
+            receiver, sender = multiprocessing.get_context("spawn").Pipe(duplex=False)
+            process = multiprocessing.get_context("spawn").Process(
+                target=_pivot_process, name=f"pivot-{job['id']}",
+                args=(sender, self.config.cache.dir, out, start, end, options), daemon=True)
+            process.start()
+            sender.close()
+            self._processes[job["id"]] = process
+        outcome: tuple = ("failed", "the pivot process ended without a word")
         try:
-            result = pivot(self.config.cache.dir, out, start, end, channels=channels or None,
-                           signals=request.signals or None, decimate=request.decimate,
-                           compression=compression, force=request.force, attrs=attrs,
-                           progress=progress)
-            if "tag" in attrs:
-                TagStore(self.config.cache.dir).mark_exported(attrs["tag"], time.time_ns())
-            job.update(state="done", file=out.name, records=result.records,
-                       seconds=round(result.seconds, 3))
-        except Exception as exc:  # reported to the page, logged here
-            log.warning("pivot job %s failed: %s", job["id"], exc)
-            job.update(state="failed", error=str(exc))
+            while True:
+                message = receiver.recv()
+                if message[0] == "progress":
+                    job["done"], job["total"] = message[1], message[2]
+                else:
+                    outcome = message
+                    break
+        except EOFError:  # the process died or was stopped
+            pass
+        process.join()
+        with self.lock:
+            self._processes.pop(job["id"], None)
+        remove_stale_files(out.parent)
+        if job["state"] == "cancelling":
+            job.update(state="cancelled")
+        elif outcome[0] == "done":
+            if "tag" in options["attrs"]:
+                TagStore(self.config.cache.dir).mark_exported(options["attrs"]["tag"],
+                                                              time.time_ns())
+            job.update(state="done", file=out.name, records=outcome[1],
+                       seconds=round(outcome[2], 3))
+        else:
+            log.warning("pivot job %s failed: %s", job["id"], outcome[1])
+            job.update(state="failed", error=outcome[1] if process.exitcode == 0 else
+                       f"{outcome[1]} (exit code {process.exitcode})")
+
+    def shutdown(self) -> None:
+        with self.lock:
+            for job in self.jobs.values():
+                if job["state"] == "queued":
+                    job["state"] = "cancelled"
+            for process in self._processes.values():
+                process.terminate()
+        self.pool.shutdown(wait=True)
 
 
 def _export_path(config: Config, name: str) -> Path:
+    if (len(name.encode()) > 255 or "/" in name or "\\" in name or name.startswith(".")
+            or not name.endswith(".h5")):
+        raise NotFoundError(f"no export named {name[:80]!r}; GET /api/exports lists them")
     path = config.exports.dir / name
-    if "/" in name or name.startswith(".") or not name.endswith(".h5") or not path.is_file():
-        raise HTTPException(404, f"no export named {name!r}; GET /api/exports lists them")
+    if not path.is_file():
+        raise NotFoundError(f"no export named {name!r}; GET /api/exports lists them")
     return path
 
 
-def register_exports(app: FastAPI, config: Config) -> None:
+def register_exports(app: FastAPI, config: Config) -> PivotJobs:
     jobs = PivotJobs(config)
 
     @app.post("/api/pivot", status_code=202)
     def start_pivot(request: PivotRequest) -> dict:
         """Start a pivot as a background job; poll ``GET /api/pivot/{id}`` for progress."""
-        try:
-            return jobs.submit(request)
-        except TagError as exc:
-            raise HTTPException(404 if "no tag named" in str(exc) else 400, str(exc)) from None
+        return jobs.submit(request)
 
     @app.get("/api/pivot")
     def list_jobs() -> list[dict]:
@@ -169,9 +256,12 @@ def register_exports(app: FastAPI, config: Config) -> None:
 
     @app.get("/api/pivot/{job_id}")
     def get_job(job_id: str) -> dict:
-        if job_id not in jobs.jobs:
-            raise HTTPException(404, f"no pivot job {job_id!r}")
-        return jobs.jobs[job_id]
+        return jobs.get(job_id)
+
+    @app.delete("/api/pivot/{job_id}")
+    def cancel_job(job_id: str) -> dict:
+        """Cancel a waiting or running pivot; a finished one is left as it is."""
+        return jobs.cancel(job_id)
 
     @app.get("/api/exports")
     def list_exports() -> list[dict]:
@@ -190,3 +280,5 @@ def register_exports(app: FastAPI, config: Config) -> None:
     @app.delete("/api/exports/{name}", status_code=204)
     def delete_export(name: str) -> None:
         _export_path(config, name).unlink()
+
+    return jobs

@@ -26,7 +26,9 @@ from fastapi.staticfiles import StaticFiles
 from speeddata import __version__, multicast, status
 from speeddata.cache.catalogue import Catalogue
 from speeddata.config import Config, Group
+from speeddata.errors import BusyError, ConflictError, NotFoundError, SpeeddataError
 from speeddata.schemas import Registry
+from speeddata.stripchart.guard import Guard
 from speeddata.stripchart.history import default_levels
 from speeddata.stripchart.hub import Client, Hub, SubscriptionError
 
@@ -141,15 +143,20 @@ class StripchartServer:
             await asyncio.sleep(STATUS_SECONDS)
 
     def overview(self) -> dict[str, Any]:
+        """What ``/api/status`` shows: health and counters, not pids or file paths (they
+        tell a visitor nothing useful and an attacker something)."""
         cache = self.config.cache.dir
         disk = shutil.disk_usage(cache if cache.exists() else cache.parent)
         services = status.read_all(cache)
         services["serve"] = {**self.statistics(), "running": True}
+        for snapshot in services.values():
+            snapshot.pop("pid", None)
+            if isinstance(snapshot.get("cache"), dict):
+                snapshot["cache"].pop("dir", None)
         return {
             "version": __version__,
             "services": services,
-            "cache": {"dir": str(cache), "bytes": Catalogue(cache).size(),
-                      "free_disk_bytes": disk.free},
+            "cache": {"bytes": Catalogue(cache).size(), "free_disk_bytes": disk.free},
         }
 
     # -- pages --------------------------------------------------------------------------
@@ -166,8 +173,15 @@ class StripchartServer:
                 await asyncio.wait_for(websocket.send_bytes(frame), SEND_TIMEOUT)
             except TimeoutError:
                 self.closed_slow += 1
-                log.warning("closing a page that took no frame for %.0f s", SEND_TIMEOUT)
-                await websocket.close(code=1008, reason="too slow: no frame taken in 10 s")
+                log.warning("dropping a page that took no frame for %.0f s", SEND_TIMEOUT)
+                # A close handshake would wait behind the frames it does not read: drop the
+                # connection at once (see AbortableWebSocket), else try the handshake.
+                abort = websocket.scope.get("extensions", {}).get(ABORT)
+                if abort is not None:
+                    abort()
+                else:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(websocket.close(code=1008), 1.0)
                 return
             client.frames_sent += 1
             self.frames_sent += 1
@@ -182,6 +196,9 @@ class StripchartServer:
             message = json.loads(text)
             if not isinstance(message, dict):
                 raise ValueError("a message is a JSON object")
+        except RecursionError:
+            await websocket.send_json({"type": "error", "message": "JSON nested too deeply"})
+            return
         except ValueError as exc:
             await websocket.send_json({"type": "error", "message": f"not a JSON object: {exc}"})
             return
@@ -220,12 +237,21 @@ def create_app(config: Config) -> FastAPI:
         log.info("stripchart at %s (%d channels)", server.url, len(server.registry))
         yield
         writer.cancel()
+        jobs.shutdown()
         for name in list(server.transports):
             server.leave(name)
         status.remove(config.cache.dir, "serve")
 
     app = FastAPI(title="speeddata stripchart", version=__version__, lifespan=lifespan)
     app.state.server = server
+    app.add_middleware(Guard, allowed_hosts=config.web.allowed_hosts)
+
+    @app.exception_handler(SpeeddataError)
+    def refuse(request: Any, exc: SpeeddataError) -> JSONResponse:
+        """Our errors as HTTP answers: the code from the exception's type."""
+        code = (404 if isinstance(exc, NotFoundError) else 409 if isinstance(
+            exc, ConflictError) else 503 if isinstance(exc, BusyError) else 400)
+        return JSONResponse({"detail": str(exc)}, status_code=code)
 
     @app.get("/api/channels")
     def channels() -> JSONResponse:
@@ -272,7 +298,7 @@ def create_app(config: Config) -> FastAPI:
     from speeddata.stripchart import api_tags  # tags and pivot jobs: their own module
 
     api_tags.register(app, config)
-    api_tags.register_exports(app, config)
+    jobs = api_tags.register_exports(app, config)
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
 
@@ -287,5 +313,22 @@ def serve(config: Config) -> None:
     except ImportError:  # not on Windows: asyncio's own loop
         loop = "asyncio"
     uvicorn.run(create_app(config), host=config.web.host, port=config.web.port, loop=loop,
-                ws="websockets-sansio", log_level="warning", access_log=False,
+                ws=_abortable_websocket(), log_level="warning", access_log=False,
                 ws_max_size=MAX_MESSAGE)
+
+
+ABORT = "speeddata.abort"
+
+
+def _abortable_websocket() -> type:
+    """uvicorn's WebSocket protocol, giving the app ``scope["extensions"][ABORT]``: drop
+    the connection now. A client that stops reading fills the socket, and a close
+    handshake would wait behind it forever, keeping its buffers."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class AbortableWebSocket(WebSocketsSansIOProtocol):
+        async def run_asgi(self) -> None:
+            self.scope["extensions"][ABORT] = self.transport.abort  # type: ignore[index]
+            await super().run_asgi()
+
+    return AbortableWebSocket

@@ -45,6 +45,10 @@ class ChannelRate:
     _window_count: int = 0
 
 
+MAX_SIGNALS = 1000
+MAX_WINDOW_SECONDS = 7 * 86400
+
+
 class SubscriptionError(ValueError):
     pass
 
@@ -128,9 +132,14 @@ class Hub:
         signals = message.get("signals")
         if not isinstance(signals, list) or not all(isinstance(s, str) for s in signals):
             raise SubscriptionError("'signals' must be a list of names like 'motor.speed'")
+        if len(signals) > MAX_SIGNALS or any(len(s) > 257 for s in signals):
+            raise SubscriptionError(f"at most {MAX_SIGNALS} signals of up to 257 characters")
         window = message.get("window", client.window_seconds)
-        if not isinstance(window, int | float) or window <= 0:
-            raise SubscriptionError("'window' must be a number of seconds > 0")
+        if isinstance(window, bool) or not isinstance(window, int | float) or not (
+                0 < window <= MAX_WINDOW_SECONDS):
+            raise SubscriptionError(
+                f"'window' must be a number of seconds, more than 0 and at most "
+                f"{MAX_WINDOW_SECONDS}")
         unknown = [s for s in signals if not self.known(s)]
         client.signals = [s for s in dict.fromkeys(signals) if self.known(s)]
         client.full_rate = bool(message.get("full", False))

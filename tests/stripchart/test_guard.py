@@ -1,0 +1,148 @@
+"""The cross-site and DNS-rebinding guard: the decision on literal headers, then the real
+server answering what a hostile page's browser would send."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from speeddata.stripchart.guard import host_allowed, local_names, refusal
+from tests.helpers import relay_settings, start_relay, start_serve
+from tests.stripchart.conftest import Stack
+
+NAMES = local_names(["rig.example"])
+
+
+@pytest.mark.parametrize(("host", "allowed"), [
+    ("127.0.0.1:8080", True), ("localhost:8080", True), ("[::1]:8080", True),
+    ("192.168.1.20:8080", True), ("rig.example", True), ("RIG.example:80", True),
+    ("attacker.example", False), ("attacker.example:8080", False), ("", False),
+])
+def test_host_names(host: str, allowed: bool) -> None:
+    assert host_allowed(host, NAMES) is allowed
+
+
+def test_refusals() -> None:
+    local = {"host": "127.0.0.1:8080"}
+    assert refusal("GET", local, NAMES, websocket=False) is None
+    assert refusal("POST", local, NAMES, websocket=False) is None  # curl, scripts, the CLI
+    assert refusal("POST", {**local, "origin": "http://127.0.0.1:8080"}, NAMES, False) is None
+    assert "cross-site" in refusal("POST", {**local, "origin": "http://evil.example"},
+                                   NAMES, False)
+    assert "cross-site" in refusal("DELETE", {**local, "sec-fetch-site": "cross-site"},
+                                   NAMES, False)
+    assert refusal("GET", {**local, "origin": "http://evil.example"}, NAMES, False) is None
+    assert refusal("GET", {**local, "origin": "http://evil.example"}, NAMES, True)
+    assert "DNS rebinding" in refusal("GET", {"host": "attacker.example"}, NAMES, False)
+
+
+def call(stack: Stack, method: str, path: str, body: object = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(stack.serve.url.rstrip("/") + path, data=data,
+                                     method=method, headers=headers or {})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read()
+            return response.status, json.loads(text) if text else {}
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def test_the_server_refuses_what_another_site_makes_a_browser_send(stack: Stack) -> None:
+    assert call(stack, "POST", "/api/tags", {"name": "run1"})[0] == 201
+    # DNS rebinding: the attacker's name in Host, even for a read
+    code, body = call(stack, "GET", "/api/tags", headers={"Host": "attacker.example"})
+    assert code == 403 and "DNS rebinding" in body["detail"]
+    # a cross-site "simple" POST (no preflight) must not stop the tag
+    code, _ = call(stack, "POST", "/api/tags/run1/stop",
+                   headers={"Origin": "http://evil.example"})
+    assert code == 403
+    assert call(stack, "GET", "/api/tags")[1][0]["end"] == "open"
+    # a WebSocket opened from another site gets no data
+    ws_url = stack.ws_url
+    with pytest.raises(InvalidStatus):
+        connect(ws_url, origin="http://evil.example", open_timeout=30)
+    with connect(ws_url, origin=stack.serve.url.rstrip("/"), open_timeout=30) as ws:
+        assert json.loads(ws.recv(timeout=30))["type"] == "hello"
+    # the page itself (same origin) still works
+    code, body = call(stack, "POST", "/api/tags/run1/stop",
+                      headers={"Origin": stack.serve.url.rstrip("/")})
+    assert code == 200 and body["end"] != "open"
+
+
+def test_status_shows_no_pids_or_paths(stack: Stack) -> None:
+    code, body = call(stack, "GET", "/api/status")
+    text = json.dumps(body)
+    assert code == 200 and '"pid"' not in text and str(stack.tmp) not in text
+
+
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("hostile")
+    relay = start_relay(tmp, relay_settings(tmp))
+    serve = start_serve(tmp, relay.config_path)
+    yield Stack(relay, serve, tmp)
+    serve.stop()
+    relay.stop()
+
+
+@pytest.mark.parametrize(("method", "path", "body", "expected"), [
+    ("POST", "/api/tags", {"name": "x", "start": "-999999999d"}, 400),
+    ("POST", "/api/tags", {"name": "x", "start": "0001-01-01T00:00:00Z"}, 400),
+    ("POST", "/api/tags", {"name": "x", "start": "9999-12-31T00:00:00Z"}, 400),
+    ("POST", "/api/tags", {"name": "evil\n"}, 400),
+    ("POST", "/api/tags", {"name": "x" * 10_000}, 422),
+    ("POST", "/api/tags", {"name": "x", "note": "n" * 5_000_000}, 422),
+    ("POST", "/api/tags", {"name": "x", "start": "-1m", "end": "-2m"}, 400),
+    ("POST", "/api/tags/nosuch/stop", None, 404),
+    ("DELETE", "/api/tags/nosuch", None, 404),
+    ("DELETE", "/api/tags/" + "y" * 300, None, 400),
+    ("POST", "/api/pivot", {"start": "+999999999d"}, 400),
+    ("POST", "/api/pivot", {"start": "0001-01-01T00:00:00Z"}, 400),
+    ("POST", "/api/pivot", {"start": "-1m", "end": "-2m"}, 400),
+    ("POST", "/api/pivot", {"start": "-1m", "compression": "zstd"}, 422),
+    ("POST", "/api/pivot", {"start": "-1m", "decimate": 10**30}, 422),
+    ("POST", "/api/pivot", {"tag": "nosuch"}, 404),
+    ("POST", "/api/pivot", {}, 400),
+    ("GET", "/api/pivot/nosuch", None, 404),
+    ("DELETE", "/api/pivot/nosuch", None, 404),
+    ("GET", "/api/exports/" + "z" * 300 + ".h5", None, 404),
+    ("DELETE", "/api/exports/" + "z" * 300 + ".h5", None, 404),
+    # decoded into path segments, these match no API route: the static files say 404/405
+    ("DELETE", "/api/exports/..%2Fcache%2Ftags.sqlite", None, (404, 405)),
+    ("GET", "/api/exports/%2Fetc%2Fpasswd", None, (404, 405)),
+])
+def test_hostile_input_gets_a_clear_4xx(shared_stack: Stack, method: str, path: str,
+                                        body: object, expected: int | tuple[int, ...]) -> None:
+    stack = shared_stack
+    code, answer = call(stack, method, path, body)
+    assert code in (expected if isinstance(expected, tuple) else (expected,)), answer
+    assert answer.get("detail")
+    assert (stack.tmp / "cache" / "tags.sqlite").exists()
+
+
+def test_pivot_jobs_are_bounded_and_can_be_cancelled(shared_stack: Stack) -> None:
+    """Many pivots at once: the queue takes 16, says 503 to the next, cancels the waiting
+    ones, and forgets none that waits or runs."""
+    stack = shared_stack
+    ids = []
+    for _ in range(16):
+        code, job = call(stack, "POST", "/api/pivot", {"start": "-1m"})
+        assert code == 202, job
+        ids.append(job["id"])
+    code, answer = call(stack, "POST", "/api/pivot", {"start": "-1m"})
+    assert code == 503 and "cancel one" in answer["detail"]
+    states = {call(stack, "DELETE", f"/api/pivot/{i}")[1]["state"] for i in ids[1:]}
+    assert states <= {"cancelled", "cancelling", "failed"}
+    listed = {j["id"]: j for j in call(stack, "GET", "/api/pivot")[1]}
+    assert set(ids) <= set(listed)
+    assert call(stack, "POST", "/api/pivot", {"start": "-1m"})[0] == 202  # room again
