@@ -31,6 +31,20 @@ def _loopback_multicast_works() -> bool:
         out.close()
 
 
+# Tests that start processes, browsers or namespaces: 'pytest -m "not e2e"' is the fast
+# tier (seconds). Whole modules by name, and any test using a fixture that starts a relay.
+E2E_MODULES = {"test_relay_process", "test_workers_overload", "test_tags_e2e", "test_page",
+               "test_server", "test_bench"}
+E2E_FIXTURES = {"relay", "stack", "shared_stack"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if module in E2E_MODULES or E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def loopback_multicast() -> None:
     """Multicast on loopback must work for the relay tests.

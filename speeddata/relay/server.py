@@ -260,9 +260,10 @@ class Relay:
                 io.sock.close()
             stats = self.statistics()
             status.remove(self.config.cache.dir, self.name)
-            log.info("relay stopped: %d datagrams in %d batches, %d rejected, %d kernel drops",
-                     stats["datagrams"], stats["batches"], sum(self.router.rejected.values()),
-                     stats["kernel_drops"])
+            log.info("relay stopped: %d datagrams in %d batches, %d rejected, %d kernel drops, "
+                     "%d not cached (disk)", stats["datagrams"], stats["batches"],
+                     sum(self.router.rejected.values()), stats["kernel_drops"],
+                     stats["cache_dropped"])
 
 
 def _worker_main(config: Config, worker: int) -> None:

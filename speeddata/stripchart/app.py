@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,6 +37,7 @@ log = logging.getLogger("speeddata.stripchart")
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 SEND_TIMEOUT = 10.0  # a page that takes longer than this to take one frame is closed
+SEND_BUFFER = 64 * 1024  # bytes queued per page in the kernel, and again in the server
 STATUS_SECONDS = 1.0
 MAX_MESSAGE = 64 * 1024
 
@@ -327,6 +329,17 @@ def _abortable_websocket() -> type:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
     class AbortableWebSocket(WebSocketsSansIOProtocol):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            # Bounded buffers per page: frames a page does not take pile up here, not in
+            # megabytes of kernel memory, and a page that stops reading is found in
+            # seconds (SEND_TIMEOUT after they fill).
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            transport.set_write_buffer_limits(high=SEND_BUFFER)
+
         async def run_asgi(self) -> None:
             self.scope["extensions"][ABORT] = self.transport.abort  # type: ignore[index]
             await super().run_asgi()

@@ -9,6 +9,7 @@ Two attacks reach a server on 127.0.0.1 or the LAN through the user's own browse
   ``Sec-Fetch-Site``) with them: a state-changing request or a WebSocket whose origin is
   not this server is refused.
 Tools that are not browsers (curl, the CLI, scripts) send neither header and pass.
+Bodies over 1 MiB are refused before they are read.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 from starlette.responses import JSONResponse
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+MAX_BODY = 2**20  # bytes: no request of the API needs more
 
 
 def local_names(extra: Iterable[str] = ()) -> set[str]:
@@ -56,6 +58,9 @@ def refusal(method: str, headers: dict[str, str], names: set[str], websocket: bo
     if not host_allowed(host, names):
         return (f"host {host_of(host)[:100]!r} is not a name of this server (DNS rebinding "
                 "guard); add it to [web] allowed_hosts if it is yours")
+    length = headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > MAX_BODY:
+        return f"request body over {MAX_BODY} bytes"
     if websocket or method not in SAFE_METHODS:
         if headers.get("sec-fetch-site") == "cross-site":
             return "cross-site request refused"
@@ -86,6 +91,7 @@ class Guard:
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 1008, "reason": why[:120]})
                 else:
-                    await JSONResponse({"detail": why}, status_code=403)(scope, receive, send)
+                    code = 413 if why.startswith("request body") else 403
+                    await JSONResponse({"detail": why}, status_code=code)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

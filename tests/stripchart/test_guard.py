@@ -40,6 +40,7 @@ def test_refusals() -> None:
     assert refusal("GET", {**local, "origin": "http://evil.example"}, NAMES, False) is None
     assert refusal("GET", {**local, "origin": "http://evil.example"}, NAMES, True)
     assert "DNS rebinding" in refusal("GET", {"host": "attacker.example"}, NAMES, False)
+    assert "body over" in refusal("POST", {**local, "content-length": str(2**21)}, NAMES, False)
 
 
 def call(stack: Stack, method: str, path: str, body: object = None,
