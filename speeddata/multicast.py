@@ -55,3 +55,21 @@ def listener(group: Group, interface: str, rcvbuf: int = 8 * 2**20) -> socket.so
             + (f"; {hint}" if hint else "")
         ) from None
     return sock
+
+
+def kernel_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped for ``sock`` because its buffer was full (Linux's
+    /proc/net/udp, found by the socket's inode; None where that is not available)."""
+    import os
+
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+        with open("/proc/net/udp") as table:
+            next(table)
+            for line in table:
+                fields = line.split()
+                if len(fields) > 12 and fields[9] == inode:
+                    return int(fields[12])
+    except (OSError, ValueError):
+        return None
+    return None

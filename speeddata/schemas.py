@@ -101,6 +101,11 @@ def channel_from_schema(schema: dict[str, Any], source: str = "<schema>") -> Cha
     except Exception as exc:  # fastavro raises several types for bad schemas
         raise SchemaError(f"schema {source}: {exc}") from None
     fields = schema.get("fields", [])
+    names = [f.get("name") for f in fields]
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise SchemaError(f"schema {source}: field(s) {', '.join(map(str, doubled))} appear "
+                          "more than once")
     time_field = schema.get("abscissa", "time")
     times = [f for f in fields if f.get("name") == time_field]
     if not times:

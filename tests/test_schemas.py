@@ -45,6 +45,9 @@ def _write(folder: Path, name: str, text: str) -> Path:
             {"name": "time", "type": "string"}]}), "must be a long"),
         ("enumonly", json.dumps({"type": "enum", "name": "enumonly", "symbols": ["A"]}),
          "must be an Avro record"),
+        ("twice", json.dumps({"type": "record", "name": "twice", "fields": [
+            {"name": "time", "type": "long"}, {"name": "x", "type": "double"},
+            {"name": "x", "type": "float"}]}), "field(s) x appear more than once"),
     ],
 )
 def test_bad_schema_files_give_errors_naming_file_and_problem(

@@ -100,6 +100,8 @@ class Relay:
         self._disk_log = Throttle(REJECT_LOG_SECONDS)
         self._send_log = Throttle(REJECT_LOG_SECONDS)
         self._status_log = Throttle(REJECT_LOG_SECONDS)
+        self._drop_log = Throttle(REJECT_LOG_SECONDS)
+        self._drops_logged = 0
         self._rejected_logged = 0
         self._last_snapshot: tuple[float, dict[str, int]] = (time.monotonic(), {})
 
@@ -201,6 +203,12 @@ class Relay:
                 log.error("cannot write the status file (%s); relaying and caching go on", exc)
 
     def _log_rejections(self, now: float) -> None:
+        drops = sum(io.kernel_drops for io, _ in self.receivers)
+        if drops > self._drops_logged and self._drop_log.ready(now):
+            log.warning("the kernel dropped %d datagrams so far: the relay fell behind (receive "
+                        "buffer %d bytes; a larger [relay] rcvbuf, --workers, or less load)",
+                        drops, self.rcvbuf)
+            self._drops_logged = drops
         total = sum(self.router.rejected.values())
         if total > self._rejected_logged and self._reject_log.ready(now):
             reasons = ", ".join(f"{k}={v}" for k, v in self.router.rejected.items() if v)

@@ -76,6 +76,8 @@ class StripchartServer:
                                                      config.web.detail_seconds))
         self.clients: set[Client] = set()
         self.transports: dict[str, asyncio.DatagramTransport] = {}
+        self.sockets: dict[str, socket.socket] = {}  # the groups' listeners, for their drops
+        self.past_kernel_drops = 0  # of groups left since
         self.started = time.time()
         self.url = f"http://{config.web.host}:{config.web.port}/"
         self.frames_sent = 0
@@ -89,10 +91,14 @@ class StripchartServer:
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: _Feed(self, name), sock=sock)
         self.transports[name] = transport
+        self.sockets[name] = sock
         log.info("joined the %s group %s on %s", name, group, self.config.multicast.interface)
 
     def leave(self, name: str) -> None:
         transport = self.transports.pop(name, None)
+        sock = self.sockets.pop(name, None)
+        if sock is not None:
+            self.past_kernel_drops += multicast.kernel_drops(sock) or 0
         if transport is not None:
             transport.close()
             log.info("left the %s group", name)
@@ -126,6 +132,8 @@ class StripchartServer:
             "closed_slow_clients": self.closed_slow,
             "datagrams": self.hub.datagrams,
             "rejected": self.hub.rejected,
+            "kernel_drops": self.past_kernel_drops + sum(
+                multicast.kernel_drops(s) or 0 for s in self.sockets.values()),
             "history_bytes": self.hub.memory_bytes(),
             "channels": {c["name"]: {"rate_hz": c["rate_hz"], "datagrams": c["datagrams"],
                                      "stale": c["stale"]}

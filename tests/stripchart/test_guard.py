@@ -84,6 +84,7 @@ def test_status_shows_no_pids_or_paths(stack: Stack) -> None:
     code, body = call(stack, "GET", "/api/status")
     text = json.dumps(body)
     assert code == 200 and '"pid"' not in text and str(stack.tmp) not in text
+    assert body["services"]["serve"]["kernel_drops"] == 0  # the groups' listeners' drops
 
 
 @pytest.fixture(scope="module")
