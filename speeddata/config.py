@@ -90,6 +90,9 @@ class RelayConfig:
         10.0, "Longest wait after a small batch so the next wakeup takes more datagrams: less "
         "CPU at low rates, at most this much added multicast latency; 0 turns it off.",
         bounds=(0, 50))
+    allow: list = setting(
+        [], "Networks datagrams are taken from, like [\"192.168.1.0/24\", \"127.0.0.1\"]; "
+        "empty: any host. Others are dropped and counted (not_allowed).", "networks")
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,14 @@ def _convert_type(spec: dataclasses.Field, value: Any, base: Path) -> Any:
     if kind == "path":
         path = Path(os.path.expanduser(str(value)))
         return path if path.is_absolute() else (base / path)
+    if kind == "networks":
+        items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise ValueError("expected a list of networks like '192.168.1.0/24'")
+        try:
+            return [str(ipaddress.IPv4Network(v, strict=False)) for v in items if v]
+        except ValueError as exc:
+            raise ValueError(f"{exc} (write IPv4 networks like '192.168.1.0/24')") from None
     if kind == "list":
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]

@@ -66,6 +66,7 @@ def test_environment_variable_names_the_file(tmp_path: Path, monkeypatch) -> Non
         ("[web]\nframe_hz = inf\n", "[web] frame_hz"),
         ("[web]\nframe_hz = nan\n", "[web] frame_hz"),
         ("[web]\nhistory_seconds = 1e12\n", "[web] history_seconds"),
+        ("[relay]\nallow = ['192.168.1.300/24']\n", "[relay] allow"),
         ("[web]\ndetail_seconds = 900\nhistory_seconds = 600\n", "[web] detail_seconds"),
     ],
 )

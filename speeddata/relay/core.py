@@ -9,6 +9,7 @@ channel's schema: one malformed body would make the rest of its cache block unre
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,16 @@ from speeddata.schemas import Channel, Registry
 NONE = np.empty(0, dtype=np.int64)  # no datagrams: shared, so read-only
 NONE.flags.writeable = False
 REASONS = ("too_short", "bad_marker", "unknown_schema", "too_long", "bad_body",
-           "bad_legacy_body")
+           "bad_legacy_body", "not_allowed")
+
+
+def allowed_sources(sources: np.ndarray, networks: Sequence[ipaddress.IPv4Network]
+                    ) -> np.ndarray:
+    """Which source addresses (IPv4 as uint32 in host order) lie in one of ``networks``."""
+    ok = np.zeros(len(sources), dtype=bool)
+    for net in networks:
+        ok |= (sources & np.uint32(int(net.netmask))) == np.uint32(int(net.network_address))
+    return ok
 
 
 class Decimator:
@@ -107,8 +117,10 @@ class Router:
         legacy_ports: dict[int, Channel] | None = None,
         max_datagram: int = 16384,
         decimated_rate_hz: float = 50.0,
+        allow: Sequence[ipaddress.IPv4Network] = (),
     ) -> None:
         self.registry = registry
+        self.allow = list(allow)  # empty: datagrams from any host
         self.legacy_ports = legacy_ports or {}
         self.max_datagram = max_datagram
         self.decimator = Decimator(decimated_rate_hz)
@@ -210,6 +222,7 @@ class Received:
     buffer: np.ndarray  # uint8, at least len(lengths) * slot bytes
     slot: int
     lengths: np.ndarray  # int64, one per datagram
+    sources: np.ndarray | None = None  # uint32 IPv4 source addresses, when asked for
 
     def datagram(self, i: int) -> memoryview:
         start = i * self.slot
@@ -262,8 +275,16 @@ class BatchRouter:
         lengths = batch.lengths
         buf = batch.buffer
         heads = buf[: n * batch.slot].reshape(n, batch.slot)[:, : wire.HEADER_SIZE]
-        garbled = None  # slots whose body failed the uniform path's check
-        if (heads == heads[0]).all():
+        excluded = None  # slots already rejected: from hosts not allowed, or garbled
+        if router.allow and batch.sources is not None:
+            allowed = allowed_sources(batch.sources, router.allow)
+            if not allowed.all():
+                excluded = ~allowed
+                first = int(batch.sources[excluded.argmax()])
+                router._reject("not_allowed", f"datagram from {ipaddress.IPv4Address(first)}, "
+                               "which [relay] allow does not list")
+                router.rejected["not_allowed"] += int(excluded.sum()) - 1
+        if excluded is None and (heads == heads[0]).all():
             channel = self._uniform_channel(bytes(heads[0]), lengths)
             if channel is not None:  # the common case: one sender's batch, a few array ops
                 bodies = self._bodies(batch)
@@ -274,9 +295,9 @@ class BatchRouter:
                     out.decimated = self._account(channel, out.full, int(lengths.sum()),
                                                   now_ns)
                     return out
-                garbled = ~valid
-                router.reject_bodies(channel, int(garbled.sum()),
-                                     int(lengths[garbled.argmax()]))
+                excluded = ~valid
+                router.reject_bodies(channel, int(excluded.sum()),
+                                     int(lengths[excluded.argmax()]))
         starts = np.arange(n, dtype=np.int64) * batch.slot
         ok = (lengths >= wire.HEADER_SIZE) & (lengths <= router.max_datagram)
         ok &= (buf[starts] == 0xC3) & (buf[starts + 1] == 0x01)
@@ -287,12 +308,12 @@ class BatchRouter:
         else:
             where = np.zeros(n, dtype=np.int64)
             ok[:] = False
-        slow = ~ok if garbled is None else ~ok & ~garbled
+        slow = ~ok if excluded is None else ~ok & ~excluded
         if slow.any():
             out.other = router.route([batch.datagram(int(i)) for i in np.flatnonzero(slow)],
                                      port, now_ns)
-        if garbled is not None:
-            ok &= ~garbled
+        if excluded is not None:
+            ok &= ~excluded
         accepted = np.flatnonzero(ok)
         if not len(accepted):
             return out

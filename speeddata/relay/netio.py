@@ -63,13 +63,21 @@ def open_receiver(host: str, port: int, rcvbuf: int, reuseport: bool = False) ->
     return sock
 
 
+def _ipv4(address: tuple) -> int:
+    """An IPv4 source address as the integer ``allowed_sources`` compares."""
+    return int.from_bytes(socket.inet_aton(address[0]), "big")
+
+
 class PortableIO:
     """Receives up to ``batch`` datagrams per call with ``recv_into``."""
 
     name = "portable"
 
-    def __init__(self, sock: socket.socket, batch: int, max_datagram: int) -> None:
+    def __init__(self, sock: socket.socket, batch: int, max_datagram: int,
+                 sources: bool = False) -> None:
         self.sock = sock
+        self.want_sources = sources  # the senders' addresses, for [relay] allow
+        self._sources = np.zeros(batch, dtype=np.uint32)
         # One byte more than accepted, so an over-long datagram is seen as such.
         self.slot = max_datagram + 1
         self.memory = bytearray(batch * self.slot)
@@ -88,7 +96,7 @@ class PortableIO:
         slots = self._slots
         lengths = self._lengths
         try:
-            n, ancdata, _, _ = self.sock.recvmsg_into([slots[0]], _OVFL_SPACE)
+            n, ancdata, _, address = self.sock.recvmsg_into([slots[0]], _OVFL_SPACE)
         except (BlockingIOError, InterruptedError):
             return Received(self.array, self.slot, lengths[:0])
         for level, kind, data in ancdata:
@@ -96,6 +104,18 @@ class PortableIO:
                 self.kernel_drops = struct.unpack("=I", data[:4])[0]
         lengths[0] = n
         count = 1
+        if self.want_sources:
+            sources = self._sources
+            sources[0] = _ipv4(address)
+            recvfrom_into = self.sock.recvfrom_into
+            for view in slots[1:]:
+                try:
+                    lengths[count], address = recvfrom_into(view)
+                except (BlockingIOError, InterruptedError):
+                    break
+                sources[count] = _ipv4(address)
+                count += 1
+            return Received(self.array, self.slot, lengths[:count], sources[:count])
         recv_into = self.sock.recv_into
         for view in slots[1:]:
             try:
@@ -174,10 +194,12 @@ class MmsgIO:
     def available() -> bool:
         return _LIBC is not None
 
-    def __init__(self, sock: socket.socket, batch: int, max_datagram: int) -> None:
+    def __init__(self, sock: socket.socket, batch: int, max_datagram: int,
+                 sources: bool = False) -> None:
         if _LIBC is None:
             raise OSError("recvmmsg/sendmmsg are not available here")
         self.sock = sock
+        self.want_sources = sources
         self.batch = batch
         self.slot = max_datagram + 1
         self.memory = (ctypes.c_uint8 * (batch * self.slot))()
@@ -197,6 +219,13 @@ class MmsgIO:
             hdr.msg_iov = ctypes.pointer(self._riov[i])
             hdr.msg_iovlen = 1
             hdr.msg_control = ctypes.addressof(self._control) + i * self._control_size
+        self._names = (_SockaddrIn * batch)()  # the senders' addresses, when wanted
+        if sources:
+            for i in range(batch):
+                self._rmsgs[i].msg_hdr.msg_name = ctypes.addressof(self._names[i])
+        self._namelen = _struct_view(
+            self._rmsgs, "<u4", _Mmsghdr.msg_hdr.offset + _Msghdr.msg_namelen.offset)
+        self._source_view = _struct_view(self._names, ">u4", _SockaddrIn.sin_addr.offset)
         self._msg_len = _struct_view(self._rmsgs, "<u4", _Mmsghdr.msg_len.offset)
         self._controllen = _struct_view(
             self._rmsgs, "<u8", _Mmsghdr.msg_hdr.offset + _Msghdr.msg_controllen.offset)
@@ -218,6 +247,8 @@ class MmsgIO:
 
     def receive(self) -> Received:
         self._controllen[:] = self._control_size
+        if self.want_sources:
+            self._namelen[:] = ctypes.sizeof(_SockaddrIn)
         n = _LIBC.recvmmsg(self.sock.fileno(), self._rmsgs, self.batch, MSG_DONTWAIT, None)
         if n <= 0:
             err = ctypes.get_errno()
@@ -229,7 +260,8 @@ class MmsgIO:
                 "=iiI", self._control, (n - 1) * self._control_size + 8)
             if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL:
                 self.kernel_drops = drops
-        return Received(self.array, self.slot, self._msg_len[:n].astype(np.int64))
+        sources = self._source_view[:n].astype(np.uint32) if self.want_sources else None
+        return Received(self.array, self.slot, self._msg_len[:n].astype(np.int64), sources)
 
     def _target(self, address: tuple[str, int]) -> None:
         if self._addr_key != address:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import selectors
@@ -70,13 +71,14 @@ class Relay:
                 sockets[port] = netio.open_receiver(
                     config.relay.host, port, config.relay.rcvbuf, reuse)
             legacy[port] = self.registry[name]
+        allow = [ipaddress.IPv4Network(net) for net in config.relay.allow]
         self.receivers = [
-            (io_class(sock, config.relay.batch, config.relay.max_datagram), port)
+            (io_class(sock, config.relay.batch, config.relay.max_datagram, bool(allow)), port)
             for port, sock in sockets.items()
         ]
         self.router = Router(
-            self.registry, legacy, config.relay.max_datagram, config.multicast.decimated_rate_hz
-        )
+            self.registry, legacy, config.relay.max_datagram, config.multicast.decimated_rate_hz,
+            allow)
         self.batch_router = BatchRouter(self.router)
         self.writer = CacheWriter(
             config.cache.dir, config.cache.rotate_bytes, config.cache.rotate_seconds, worker

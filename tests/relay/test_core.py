@@ -48,7 +48,7 @@ def test_bad_datagrams_are_counted_by_reason_and_never_routed() -> None:
     routed = r.route(batch, 26000, 0)
     assert routed.bodies == {} and routed.full == [] and routed.rejected == 4
     assert r.rejected == {"too_short": 1, "bad_marker": 1, "unknown_schema": 1, "too_long": 1,
-                          "bad_body": 0, "bad_legacy_body": 0}
+                          "bad_body": 0, "bad_legacy_body": 0, "not_allowed": 0}
     assert "0000000000000000" in r.last_rejection["unknown_schema"]
 
 
@@ -173,6 +173,26 @@ def test_a_single_object_datagram_on_a_legacy_port_is_never_blamed_on_the_legacy
     routed = r.route([memoryview(unknown), memoryview(b"\x01garbage")], 26000, 0)
     assert routed.rejected == 2
     assert r.rejected["unknown_schema"] == 1 and r.rejected["bad_legacy_body"] == 1
+
+
+def test_datagrams_from_hosts_not_allowed_are_rejected_first() -> None:
+    import ipaddress
+
+    from speeddata.relay.core import allowed_sources
+
+    def ip(text: str) -> int:
+        return int(ipaddress.IPv4Address(text))
+
+    nets = [ipaddress.IPv4Network("192.168.1.0/24"), ipaddress.IPv4Network("10.0.0.7/32")]
+    sources = np.array([ip("192.168.1.9"), ip("192.168.2.9"), ip("10.0.0.7"), ip("10.0.0.8")],
+                       dtype=np.uint32)
+    assert allowed_sources(sources, nets).tolist() == [True, False, True, False]
+    r = router(allow=nets)
+    batch = received([bytes(motor(i)) for i in range(4)])
+    batch.sources = sources
+    got = BatchRouter(r).route(batch, 26000, 0)
+    assert got.full.tolist() == [0, 2] and [n for _, _, n in got.writes] == [2]
+    assert r.rejected["not_allowed"] == 2 and "192.168.2.9" in r.last_rejection["not_allowed"]
 
 
 def _split(channel, payload: bytes) -> list[bytes]:

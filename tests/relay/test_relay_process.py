@@ -12,6 +12,7 @@ import fastavro
 
 from speeddata import Sender, multicast
 from speeddata.schemas import load_file
+from speeddata.sender import Encoder
 from tests.helpers import (
     SCHEMAS,
     TIMEOUT,
@@ -173,3 +174,22 @@ def test_rollover_under_a_running_relay_keeps_every_record(tmp_path: Path, io_pa
     relay.stop()
     assert len(list((relay.cache_dir / "example").glob("*.avro"))) > 1
     assert sorted(cached_counters(relay.cache_dir)) == list(range(300))
+
+
+def test_only_allowed_hosts_are_cached(tmp_path: Path, io_path: str) -> None:
+    """[relay] allow: datagrams from 127.0.0.2 are cached, from 127.0.0.1 rejected."""
+    relay = start_relay(tmp_path, relay_settings(
+        tmp_path, relay={"io": io_path, "allow": ["127.0.0.2/32"]}))
+    try:
+        encode = Encoder(EXAMPLE).encode
+        for source, first in (("127.0.0.1", 0), ("127.0.0.2", 100)):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind((source, 0))
+                for i in range(first, first + 50):
+                    sock.sendto(encode(example(i)), ("127.0.0.1", relay.port))
+        wait_until(lambda: relay.snapshot().get("rejected", {}).get("not_allowed") == 50
+                   and len(cached_counters(relay.cache_dir)) == 50, what="50 cached, 50 refused")
+        assert sorted(cached_counters(relay.cache_dir)) == list(range(100, 150))
+        assert "127.0.0.1" in relay.snapshot()["last_rejection"]["not_allowed"]
+    finally:
+        relay.stop()

@@ -103,7 +103,8 @@ def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     ("POST", "/api/tags", {"name": "x", "start": "9999-12-31T00:00:00Z"}, 400),
     ("POST", "/api/tags", {"name": "evil\n"}, 400),
     ("POST", "/api/tags", {"name": "x" * 10_000}, 422),
-    ("POST", "/api/tags", {"name": "x", "note": "n" * 5_000_000}, 422),
+    ("POST", "/api/tags", {"name": "x", "note": "n" * 5_000}, 422),  # notes: 4096 at most
+    ("POST", "/api/tags", {"name": "x", "note": "n" * 5_000_000}, 413),  # bodies: 1 MiB
     ("POST", "/api/tags", {"name": "x", "start": "-1m", "end": "-2m"}, 400),
     ("POST", "/api/tags/nosuch/stop", None, 404),
     ("DELETE", "/api/tags/nosuch", None, 404),
