@@ -121,6 +121,10 @@ class WebConfig:
                                      bounds=(1, 6 * 3600))
     detail_seconds: float = setting(60.0, "Fine history kept per signal (10 ms buckets).",
                                     bounds=(1, 3600))
+    clock_tolerance_seconds: float = setting(
+        10.0, "A source whose clock is further off than this is plotted on receive time (and "
+        "flagged); a sample further than this from its channel's offset is left out of the "
+        "live view (counted; the cache keeps it).", bounds=(0.1, 86400))
     allowed_hosts: list = setting(
         [], "Host names the page may be opened under besides IP addresses, localhost and "
         "this machine's name (a guard against DNS rebinding).", "list")

@@ -73,7 +73,8 @@ class StripchartServer:
         for error in errors:
             log.error("%s (channel skipped)", error)
         self.hub = Hub(self.registry, default_levels(config.web.history_seconds,
-                                                     config.web.detail_seconds))
+                                                     config.web.detail_seconds),
+                       int(config.web.clock_tolerance_seconds * 1e9))
         self.clients: set[Client] = set()
         self.transports: dict[str, asyncio.DatagramTransport] = {}
         self.sockets: dict[str, socket.socket] = {}  # the groups' listeners, for their drops

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,40 @@ class ChannelRate:
     _window_count: int = 0
 
 
+class SourceClock:
+    """Where a channel's samples go on the time axis, whatever its source's clock says.
+
+    The offset of the source's clock from the server's is the median, over the last
+    batches, of each batch's median of (sample time - receive time): one bad stamp, or
+    one bad batch, does not move it. A source within ``tolerance`` is plotted on its own
+    time; one further off (a Pi without a real-time clock before NTP) is plotted on the
+    server's receive time and flagged, so it stays on screen. A sample further than
+    ``tolerance`` from the channel's offset (a clock jump, a corrupt stamp) never enters
+    the history, where it would push every later sample out of the ring; it is counted.
+    """
+
+    def __init__(self, tolerance_ns: int, batches: int = 31) -> None:
+        self.tolerance_ns = tolerance_ns
+        self._recent: deque[int] = deque(maxlen=batches)
+        self.offset_ns = 0
+        self.dropped = 0
+
+    @property
+    def shifted(self) -> bool:
+        return abs(self.offset_ns) > self.tolerance_ns
+
+    def place(self, times: np.ndarray, now_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the kept samples' times on the plot's axis, which samples are kept)."""
+        offsets = times - now_ns
+        self._recent.append(int(np.median(offsets)))
+        self.offset_ns = int(np.median(np.fromiter(self._recent, dtype=np.int64)))
+        keep = np.abs(offsets - self.offset_ns) <= self.tolerance_ns
+        self.dropped += int(len(keep) - keep.sum())
+        kept = times[keep]
+        return (kept - self.offset_ns if self.shifted else kept), keep
+
+
+CLOCK_TOLERANCE_NS = 10 * 10**9
 MAX_SIGNALS = 1000
 MAX_WINDOW_SECONDS = 7 * 86400
 
@@ -54,8 +89,10 @@ class SubscriptionError(ValueError):
 
 
 class Hub:
-    def __init__(self, registry: Registry, levels: list[Level] | None = None) -> None:
+    def __init__(self, registry: Registry, levels: list[Level] | None = None,
+                 clock_tolerance_ns: int = CLOCK_TOLERANCE_NS) -> None:
         self.registry = registry
+        self.clocks = {c.name: SourceClock(clock_tolerance_ns) for c in registry}
         self.levels = levels or default_levels()
         self.decoders = {c.name: ColumnDecoder(c) for c in registry}
         self.channels: dict[str, ChannelHistory] = {}
@@ -75,8 +112,11 @@ class Hub:
         self.datagrams = 0
 
     # -- ingest -------------------------------------------------------------------------
-    def ingest(self, datagrams: list[bytes], now: float | None = None) -> None:
-        """Decode and fold in a batch of single-object datagrams."""
+    def ingest(self, datagrams: list[bytes], now: float | None = None,
+               now_ns: int | None = None) -> None:
+        """Decode and fold in a batch of single-object datagrams received at ``now``
+        (monotonic, for rates) and ``now_ns`` (the wall clock, for the sources' clocks)."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
         by_channel: dict[Channel, list[memoryview]] = {}
         table = self.registry.fingerprints
         for datagram in datagrams:
@@ -87,9 +127,11 @@ class Hub:
             by_channel.setdefault(channel, []).append(memoryview(datagram)[wire.HEADER_SIZE:])
         self.datagrams += len(datagrams)
         for channel, bodies in by_channel.items():
-            self._ingest_channel(channel, bodies, time.monotonic() if now is None else now)
+            self._ingest_channel(channel, bodies, time.monotonic() if now is None else now,
+                                 now_ns)
 
-    def _ingest_channel(self, channel: Channel, bodies: list[memoryview], now: float) -> None:
+    def _ingest_channel(self, channel: Channel, bodies: list[memoryview], now: float,
+                        now_ns: int) -> None:
         valid = channel.check.valid_bodies(bodies)
         if not valid.all():  # from a rogue sender on the group: never decoded, counted
             self.rejected += int((~valid).sum())
@@ -97,20 +139,22 @@ class Hub:
             if not bodies:
                 return
         columns = self.decoders[channel.name].decode_bodies(bodies)
+        times, keep = self.clocks[channel.name].place(columns[channel.time_field], now_ns)
+        rate = self.rates[channel.name]
+        rate.datagrams += len(keep)
+        if not len(times):
+            return
         self.seq += 1
-        times = columns[channel.time_field]
         history = self.channels[channel.name]
         if history.signals:
-            values = np.column_stack([columns[name] for name in history.signals])
+            values = np.column_stack([columns[name][keep] for name in history.signals])
             history.add(times, values.astype(np.float64, copy=False), self.seq)
         for signal in channel.signals:
             key = f"{channel.name}.{signal.name}"
             if key in self.text:
-                self.text[key].add(times, columns[signal.name], self.seq)
-        rate = self.rates[channel.name]
-        rate.datagrams += len(times)
+                self.text[key].add(times, columns[signal.name][keep], self.seq)
         rate.last_ns = max(rate.last_ns, int(times.max()))
-        rate._window_count += len(times)
+        rate._window_count += len(keep)
         if now - rate._window_start >= 1.0:
             rate.rate_hz = rate._window_count / max(now - rate._window_start, 1e-9) if (
                 rate._window_start) else 0.0
@@ -197,6 +241,9 @@ class Hub:
                 "datagrams": rate.datagrams,
                 "last_seen_ms": rate.last_ns / 1e6 if rate.last_ns else None,
                 "stale": not rate.last_ns or now_ns - rate.last_ns > 5e9,
+                "clock_offset_ms": round(self.clocks[channel.name].offset_ns / 1e6, 1),
+                "clock_shifted": self.clocks[channel.name].shifted,
+                "dropped_times": self.clocks[channel.name].dropped,
                 "signals": [
                     {"name": s.name, "id": f"{channel.name}.{s.name}", "type": s.avro_type,
                      "kind": s.kind, "unit": s.unit, "doc": s.doc, "symbols": list(s.symbols)}

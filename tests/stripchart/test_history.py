@@ -65,7 +65,7 @@ def _datagrams(n: int, start: int = 0) -> list[bytes]:
 def test_hub_sends_history_then_only_changes() -> None:
     registry, _ = Registry.load_dir(SCHEMAS)
     hub = Hub(registry)
-    hub.ingest(_datagrams(100))
+    hub.ingest(_datagrams(100), now_ns=T0 + 100 * MS)
     client = Client()
     assert hub.subscribe(client, {"signals": ["motor.speed", "nope.x"], "window": 10}) == ["nope.x"]
     header, series = frames.decode(hub.frame(client, T0 + 100 * MS))
@@ -73,7 +73,7 @@ def test_hub_sends_history_then_only_changes() -> None:
     fine = series[("motor.speed", 0)]
     assert fine["high"].max() == 99.0 and len(fine["start_ms"]) == 10
     assert hub.frame(client, T0 + 100 * MS) is None  # nothing new
-    hub.ingest(_datagrams(5, start=100))
+    hub.ingest(_datagrams(5, start=100), now_ns=T0 + 105 * MS)
     header, series = frames.decode(hub.frame(client, T0 + 105 * MS))
     assert header["type"] == "data"
     assert series[("motor.speed", 0)]["last"].tolist() == [104.0]
@@ -84,13 +84,48 @@ def test_hub_text_signals_and_bad_datagrams() -> None:
     hub = Hub(registry)
     env = Encoder(registry["env"])
     hub.ingest([env.encode({"time": T0, "humidity": 1.0, "pressure": 2.0, "state": "FAULT",
-                            "message": "overheat"}), b"garbage", b"\xc3\x01" + bytes(8)])
+                            "message": "overheat"}), b"garbage", b"\xc3\x01" + bytes(8)],
+               now_ns=T0)
     assert hub.rejected == 2
     client = Client()
     hub.subscribe(client, {"signals": ["env.state", "env.message"]})
     header, _ = frames.decode(hub.frame(client, T0))
     assert header["text"] == {"env.state": [[T0 / 1e6, "FAULT"]],
                               "env.message": [[T0 / 1e6, "overheat"]]}
+
+
+def test_a_source_with_a_wrong_clock_stays_on_screen_and_is_flagged() -> None:
+    registry, _ = Registry.load_dir(SCHEMAS)
+    hub = Hub(registry)
+    hours = 3 * 3600 * 10**9
+    for batch in range(5):  # stamped 3 h behind the server's clock
+        hub.ingest(_datagrams(10, start=batch * 10), now_ns=T0 + hours + (batch * 10 + 9) * MS)
+    [motor] = [c for c in hub.describe(T0 + hours + 50 * MS) if c["name"] == "motor"]
+    assert motor["clock_shifted"] and -3 * 3600e3 - 100 < motor["clock_offset_ms"] < -3 * 3600e3
+    assert not motor["stale"]  # plotted on receive time: live, not 3 h old
+    client = Client()
+    hub.subscribe(client, {"signals": ["motor.speed"], "window": 10})
+    _, series = frames.decode(hub.frame(client, T0 + hours + 50 * MS))
+    starts = series[("motor.speed", 0)]["start_ms"]
+    assert abs(starts[-1] - (T0 + hours) / 1e6) < 100  # on the receive clock
+
+
+def test_one_sample_a_day_ahead_does_not_blank_its_channel() -> None:
+    registry, _ = Registry.load_dir(SCHEMAS)
+    hub = Hub(registry)
+    hub.ingest(_datagrams(50), now_ns=T0 + 50 * MS)
+    day_ahead = Encoder(registry["motor"]).encode({
+        "time": T0 + 86400 * 10**9, "speed": 1e9, "torque": 1.0, "current": 0.0,
+        "voltage": 48.0, "position": 0.0, "temperature": 20.0})
+    hub.ingest([day_ahead], now_ns=T0 + 51 * MS)
+    hub.ingest(_datagrams(50, start=50), now_ns=T0 + 100 * MS)
+    client = Client()
+    hub.subscribe(client, {"signals": ["motor.speed"], "window": 10})
+    _, series = frames.decode(hub.frame(client, T0 + 100 * MS))
+    fine = series[("motor.speed", 0)]
+    assert fine["high"].max() == 99.0  # the later samples are there, the outlier is not
+    [motor] = [c for c in hub.describe(T0 + 100 * MS) if c["name"] == "motor"]
+    assert motor["dropped_times"] == 1 and not motor["clock_shifted"]
 
 
 def test_changed_since_matches_a_full_scan_whatever_the_client_missed() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.helpers import TIMEOUT, start_serve, wait_until
+from tests.helpers import SCHEMAS, TIMEOUT, start_serve, wait_until
 from tests.stripchart.conftest import Stack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -178,3 +178,45 @@ def test_exports_page_exports_a_tag_and_offers_the_file(demo: Stack, page: Page)
     link = page.locator("#exports a", has_text="pagetag.h5")
     link.wait_for(timeout=TIMEOUT * 1000)
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_a_source_with_a_clock_3_h_behind_is_drawn_and_labelled(stack: Stack, page: Page
+                                                                ) -> None:
+    """A Pi without a real-time clock: its samples are plotted when they arrive, and the
+    legend says why the times differ."""
+    import threading
+    import time
+
+    from speeddata.schemas import load_file
+    from speeddata.sender import Encoder
+
+    encoder = Encoder(load_file(SCHEMAS / "motor.avsc"))
+    stop = threading.Event()
+
+    def source() -> None:
+        import socket
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            i = 0
+            while not stop.is_set():
+                sock.sendto(encoder.encode({
+                    "time": time.time_ns() - 3 * 3600 * 10**9, "speed": 100.0 * (i % 50),
+                    "torque": 0.0, "current": 0.0, "voltage": 48.0, "position": 0.0,
+                    "temperature": 20.0}), ("127.0.0.1", stack.relay.port))
+                i += 1
+                time.sleep(0.005)
+
+    thread = threading.Thread(target=source, daemon=True)
+    thread.start()
+    try:
+        page.goto(stack.serve.url)
+        wait_connected(page)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.legend-item .clock')]"
+            ".some(e => e.textContent === 'clock 3.0 h behind')", timeout=TIMEOUT * 1000)
+        wait_until(lambda: data_pixels(page, 0) > 100, what="the late source drawn")
+        stale = page.eval_on_selector(".legend-item", "e => e.classList.contains('stale')")
+        assert not stale and page.errors == []  # type: ignore[attr-defined]
+    finally:
+        stop.set()
+        thread.join()

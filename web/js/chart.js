@@ -103,14 +103,14 @@ export class SdChart extends HTMLElement {
       const item = document.createElement("span");
       item.className = "legend-item";
       item.style.setProperty("--color", COLORS[i % COLORS.length]);
-      item.innerHTML = `<i></i><b></b> <output>–</output> <small></small>`;
+      item.innerHTML = `<i></i><b></b> <output>–</output> <small></small> <em class="clock"></em>`;
       item.querySelector("b").textContent = id;
       this.legend.append(item);
       const hex = COLORS[i % COLORS.length];
       const rgba = (0xff << 24 | parseInt(hex.slice(5, 7), 16) << 16 |
                     parseInt(hex.slice(3, 5), 16) << 8 | parseInt(hex.slice(1, 3), 16)) >>> 0;
       return { id, el: item, color: hex, rgba, out: item.querySelector("output"),
-               unit: item.querySelector("small") };
+               unit: item.querySelector("small"), clock: item.querySelector(".clock") };
     });
     this.querySelector(".chart-title").textContent = this.getAttribute("title") || "";
     this.cols = null;
@@ -303,10 +303,24 @@ export class SdChart extends HTMLElement {
       }
       const unknown = app.conn.channels.length > 0 && !info;
       if (item.unknown !== unknown) item.el.classList.toggle("unknown", (item.unknown = unknown));
+      const note = clockNote(info && info.channel);
+      if (item.clock.textContent !== note) {
+        item.clock.textContent = note;
+        item.clock.title = note && "the source's clock is off: plotted on the time it arrived";
+      }
       const stale = !d || now - d.latestMs > STALE_MS;
       if (item.stale !== stale) item.el.classList.toggle("stale", (item.stale = stale));
     }
   }
+}
+
+/** "clock 3.0 h behind" for a channel the server plots on receive time, else "". */
+export function clockNote(channel) {
+  if (!channel || !channel.clock_shifted) return "";
+  const seconds = Math.abs(channel.clock_offset_ms) / 1000;
+  const size = seconds >= 3600 ? `${(seconds / 3600).toFixed(1)} h`
+    : seconds >= 60 ? `${(seconds / 60).toFixed(1)} min` : `${seconds.toFixed(1)} s`;
+  return `clock ${size} ${channel.clock_offset_ms < 0 ? "behind" : "ahead"}`;
 }
 
 customElements.define("sd-chart", SdChart);

@@ -3,6 +3,8 @@
 import { decodeFrame } from "./protocol.js";
 import { SignalData } from "./store.js";
 
+const CHANNELS_REFRESH_MS = 5000;
+
 export class Connection extends EventTarget {
   constructor(url) {
     super();
@@ -21,6 +23,18 @@ export class Connection extends EventTarget {
     this.dropped = 0;
     this.lastError = "";
     this.open();
+    // Rates, staleness and source clocks change: refresh the channel list now and then.
+    setInterval(() => this.refreshChannels(), CHANNELS_REFRESH_MS);
+  }
+
+  async refreshChannels() {
+    if (this.state !== "connected") return;
+    try {
+      const response = await fetch("/api/channels");
+      if (response.ok) this.channels = (await response.json()).channels;
+    } catch (error) {
+      // the WebSocket's own reconnection reports a server that went away
+    }
   }
 
   now() { return Date.now() + this.offsetMs; }
