@@ -121,6 +121,9 @@ class WebConfig:
                                      bounds=(1, 6 * 3600))
     detail_seconds: float = setting(60.0, "Fine history kept per signal (10 ms buckets).",
                                     bounds=(1, 3600))
+    source: str = setting(
+        "full", "The group the server draws from: full (every sample in the envelopes; on "
+        "the relay's host it costs no network) or decimated (for a server on a thin link).")
     clock_tolerance_seconds: float = setting(
         10.0, "A source whose clock is further off than this is plotted on receive time (and "
         "flagged); a sample further than this from its channel's offset is left out of the "
@@ -284,6 +287,11 @@ def _check(config: Config) -> None:
         raise ConfigError("[relay] workers: several workers need a fixed [relay] port")
     if config.web.detail_seconds > config.web.history_seconds:
         raise ConfigError("[web] detail_seconds: must not be more than [web] history_seconds")
+    if config.web.source not in ("full", "decimated"):
+        raise ConfigError("[web] source: must be full or decimated")
+    if getattr(config.multicast, config.web.source) is None and not (
+            config.multicast.full or config.multicast.decimated):
+        raise ConfigError("[web] source: both multicast groups are off; the server has no data")
     if config.exports.compression not in ("gzip", "lzf", "none"):
         raise ConfigError("[exports] compression: must be gzip, lzf or none")
     if ipaddress.ip_address(config.multicast.interface).version != 4:

@@ -83,6 +83,10 @@ class StripchartServer:
         self.url = f"http://{config.web.host}:{config.web.port}/"
         self.frames_sent = 0
         self.closed_slow = 0
+        # one group for every page: full (exact envelopes) unless configured or turned off
+        wanted = config.web.source
+        self.source = wanted if getattr(config.multicast, wanted) else (
+            "decimated" if wanted == "full" else "full")
 
     # -- multicast feeds ----------------------------------------------------------------
     async def join(self, name: str, group: Group | None) -> None:
@@ -105,16 +109,7 @@ class StripchartServer:
             log.info("left the %s group", name)
 
     def receive(self, batch: list[bytes], group: str) -> None:
-        if group == "decimated" and "full" in self.transports:
-            return  # the full-rate group carries these too
         self.hub.ingest(batch)
-
-    async def update_feeds(self) -> None:
-        """Join the full-rate group while some page asks for it; leave when none does."""
-        if any(c.full_rate for c in self.clients):
-            await self.join("full", self.config.multicast.full)
-        else:
-            self.leave("full")
 
     # -- status -------------------------------------------------------------------------
     def statistics(self) -> dict[str, Any]:
@@ -127,6 +122,7 @@ class StripchartServer:
             "url": self.url,
             "listen": f"{self.config.web.host}:{self.config.web.port}",
             "groups": sorted(self.transports),
+            "source": self.source,
             "clients": len(self.clients),
             "frames_sent": self.frames_sent,
             "frames_dropped": sum(c.frames_dropped for c in self.clients),
@@ -220,9 +216,8 @@ class StripchartServer:
             except SubscriptionError as exc:
                 await websocket.send_json({"type": "error", "message": str(exc)})
                 return
-            await self.update_feeds()
             await websocket.send_json({"type": "subscribed", "signals": client.signals,
-                                       "full": client.full_rate})
+                                       "source": self.source})
             if unknown:
                 await websocket.send_json({
                     "type": "error",
@@ -241,9 +236,7 @@ def create_app(config: Config) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await server.join("decimated", config.multicast.decimated)
-        if config.multicast.decimated is None:
-            await server.join("full", config.multicast.full)
+        await server.join(server.source, getattr(config.multicast, server.source))
         writer = asyncio.create_task(server.write_status())
         log.info("stripchart at %s (%d channels)", server.url, len(server.registry))
         yield
@@ -282,7 +275,7 @@ def create_app(config: Config) -> FastAPI:
         server.clients.add(client)
         await websocket.send_json({
             "type": "hello", "version": __version__, "server_ms": time.time_ns() / 1e6,
-            "frame_hz": config.web.frame_hz,
+            "frame_hz": config.web.frame_hz, "source": server.source,
             "levels": [{"width_ms": lvl.width_ns / 1e6, "span_s": lvl.span_seconds}
                        for lvl in server.hub.levels],
             "channels": server.hub.describe(time.time_ns())})
@@ -304,7 +297,6 @@ def create_app(config: Config) -> FastAPI:
         finally:
             pusher.cancel()
             server.clients.discard(client)
-            await server.update_feeds()
 
     from speeddata.stripchart import api_tags  # tags and pivot jobs: their own module
 

@@ -29,7 +29,6 @@ class Client:
     """What one page subscribed to and what it has been sent."""
 
     signals: list[str] = field(default_factory=list)
-    full_rate: bool = False
     window_seconds: float = 60.0
     seq: int = 0  # updates up to this one have been sent
     needs_history: bool = False
@@ -179,7 +178,6 @@ class Hub:
                 f"{MAX_WINDOW_SECONDS}")
         unknown = [s for s in signals if not self.known(s)]
         client.signals = [s for s in dict.fromkeys(signals) if self.known(s)]
-        client.full_rate = bool(message.get("full", False))
         client.window_seconds = float(window)
         client.needs_history = True
         return unknown

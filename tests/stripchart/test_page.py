@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import subprocess
 import sys
 import urllib.parse
@@ -220,3 +222,152 @@ def test_a_source_with_a_clock_3_h_behind_is_drawn_and_labelled(stack: Stack, pa
     finally:
         stop.set()
         thread.join()
+
+
+def trace_runs(page: Page, index: int = 0) -> list[tuple[int, int] | None]:
+    """Per pixel column of chart ``index``'s canvas: the rows (top, bottom) holding the
+    first signal's colour, or None."""
+    return page.evaluate("""([index, rgb]) => {
+        const c = document.querySelectorAll('sd-chart canvas')[index];
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        const runs = [];
+        for (let x = 0; x < c.width; x++) {
+            let top = -1, bottom = -1;
+            for (let y = 0; y < c.height; y++) {
+                const i = (y * c.width + x) * 4;
+                if (Math.abs(d[i] - rgb[0]) < 40 && Math.abs(d[i+1] - rgb[1]) < 40 &&
+                    Math.abs(d[i+2] - rgb[2]) < 40 && d[i+3] > 128) {
+                    if (top < 0) top = y;
+                    bottom = y;
+                }
+            }
+            runs.push(top < 0 ? null : [top, bottom]);
+        }
+        return runs;
+    }""", [index, list(BLUE)])
+
+
+def send_motor(port: int, values: list[tuple[int, float]]) -> None:
+    """Motor datagrams of (time ns, speed), as fast as the relay takes them."""
+    import socket
+    import time
+
+    from speeddata.schemas import load_file
+    from speeddata.sender import Encoder
+
+    encoder = Encoder(load_file(SCHEMAS / "motor.avsc"))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for n, (t, v) in enumerate(values):
+            sock.sendto(encoder.encode({"time": t, "speed": v, "torque": 0.0, "current": 0.0,
+                                        "voltage": 0.0, "position": 0.0, "temperature": 0.0}),
+                        ("127.0.0.1", port))
+            if n % 200 == 199:
+                time.sleep(0.002)  # the relay's buffer is large, the server's too
+
+
+def open_chart(page: Page, url: str, signal: str, window: int) -> None:
+    layout = json.dumps([{"chart": signal, "window": window}])
+    page.goto(f"{url}#layout={urllib.parse.quote(layout)}")
+    wait_connected(page)
+
+
+@pytest.fixture
+def backlog_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A stack whose server takes samples up to 11 minutes old as live (a test sends a
+    backlog of history at once)."""
+    from tests.helpers import relay_settings, start_relay
+
+    relay = start_relay(tmp_path, relay_settings(tmp_path, web={"clock_tolerance_seconds": 700}))
+    serve = start_serve(tmp_path, relay.config_path)
+    yield Stack(relay, serve, tmp_path)
+    serve.stop()
+    relay.stop()
+
+
+@pytest.mark.parametrize(("hz", "rate"), [(5, 1000), (2, 20)])  # dense, and sparser than pixels
+def test_a_sine_is_one_unbroken_connected_trace(backlog_stack: Stack, page: Page, hz: float,
+                                                rate: int) -> None:
+    import time
+
+    now = time.time_ns()
+    step = 10**9 // rate
+    samples = [(now - 8 * 10**9 + i * step, 100 * math.sin(2 * math.pi * hz * i / rate))
+               for i in range(8 * rate)]  # the last 8 s
+    send_motor(backlog_stack.relay.port, samples)
+    open_chart(page, backlog_stack.serve.url, "motor.speed", 10)
+    page.wait_for_timeout(1500)
+    page.evaluate("() => document.querySelector('sd-chart .chart-pause').click()")
+    runs = trace_runs(page)
+    # the y labels are drawn over the first 60 columns: judge the trace right of them
+    drawn = [x for x, r in enumerate(runs) if r and x >= 60]
+    first, last = drawn[0], drawn[-1]
+    assert last - first > 0.7 * len(runs)  # 8 s of a 10 s window
+    missing = [x for x in range(first, last + 1) if runs[x] is None]
+    assert not missing, f"columns without trace: {missing[:20]} {runs[first:first+12]}"
+    broken = [x for x in range(first, last) if runs[x][1] + 1 < runs[x + 1][0]
+              or runs[x + 1][1] + 1 < runs[x][0]]
+    assert not broken, f"vertical breaks between columns {broken[:20]} {runs[first:first+12]}"
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("window", [10, 60, 600])
+def test_a_one_sample_spike_is_drawn_in_every_window(backlog_stack: Stack, page: Page,
+                                                     window: int) -> None:
+    import math
+    import time
+
+    now = time.time_ns()
+    samples = [(now - 60 * 10**9 + i * 10**6, math.sin(i / 50)) for i in range(60_000)]
+    spike = 55_000  # 5 s ago: inside every window
+    samples[spike] = (samples[spike][0], 50.0)
+    send_motor(backlog_stack.relay.port, samples)
+    open_chart(page, backlog_stack.serve.url, "motor.speed", window)
+    page.wait_for_function("() => { const c = document.querySelector('sd-chart');"
+                           " return c.lastRange && c.lastRange[1] >= 50; }",
+                           timeout=TIMEOUT * 1000)
+    page.evaluate("() => document.querySelector('sd-chart .chart-pause').click()")
+    runs = trace_runs(page)
+    height, (low, high) = page.evaluate(
+        "() => [document.querySelector('sd-chart canvas').height,"
+        " document.querySelector('sd-chart').lastRange]")
+    spike_row = (high - 50) / (high - low) * (height - 1)
+    top = min(r[0] for x, r in enumerate(runs) if r and x >= 60)
+    assert top <= spike_row + 2, "the spike (50 against a sine of 1) is not drawn"
+    assert spike_row < 0.5 * height  # and the sine is far below it
+
+
+def test_y_labels_are_round_and_steady_on_a_noisy_signal(backlog_stack: Stack,
+                                                        page: Page) -> None:
+    import random
+    import threading
+    import time
+
+    rng = random.Random(5)
+    stop = threading.Event()
+
+    def noisy() -> None:
+        while not stop.is_set():
+            now = time.time_ns()
+            send_motor(backlog_stack.relay.port,
+                       [(now + i * 10**6, 48 + rng.gauss(0, 0.3)) for i in range(50)])
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=noisy, daemon=True)
+    thread.start()
+    try:
+        open_chart(page, backlog_stack.serve.url, "motor.speed", 10)
+        page.wait_for_timeout(3000)  # the range settles
+        seen = set()
+        for _ in range(20):
+            seen.add(tuple(page.evaluate("() => document.querySelector('sd-chart').yTicks")))
+            page.wait_for_timeout(100)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(seen) == 1, f"the labels changed between frames: {seen}"
+    labels = [float(v) for v in next(iter(seen))]
+    steps = {round(b - a, 9) for a, b in itertools.pairwise(labels)}
+    assert len(steps) == 1 and len(labels) >= 3
+    step = steps.pop()
+    mantissa = step / 10 ** math.floor(math.log10(step))
+    assert round(mantissa, 6) in (1.0, 2.0, 5.0), f"step {step} is not 1, 2 or 5 x 10^k"

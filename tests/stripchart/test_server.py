@@ -46,14 +46,14 @@ def receive_until(ws, condition, what: str):
 
 def subscribe(ws, **message) -> None:
     hello = json.loads(ws.recv(timeout=TIMEOUT))
-    assert hello["type"] == "hello"
+    assert hello["type"] == "hello" and hello["source"] == "full"  # every sample, by default
     ws.send(json.dumps({"type": "subscribe", **message}))
     assert json.loads(ws.recv(timeout=TIMEOUT))["type"] == "subscribed"
 
 
 def test_values_on_the_websocket_equal_what_the_source_sent(stack: Stack) -> None:
     with connect(stack.ws_url) as ws:
-        subscribe(ws, signals=["example.ramp", "example.message"], full=True, window=60)
+        subscribe(ws, signals=["example.ramp", "example.message"], window=60)
         with Sender("example", port=stack.relay.port) as sender:
             def got_probe(c):
                 sender.send(example(-1000, -1.0))  # a second before the data

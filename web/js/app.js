@@ -33,13 +33,11 @@ class App {
     queueMicrotask(() => {
       this.pendingLayout = false;
       const signals = [], windows = [60];
-      let full = false;
       for (const el of this.elements) {
         signals.push(...el.signals);
         if (el.windowSeconds) windows.push(el.windowSeconds);
-        if (el.fullRate) full = true;
       }
-      this.conn.subscribe(signals, full, Math.max(...windows));
+      this.conn.subscribe(signals, Math.max(...windows));
       saveLayout();
     });
   }
@@ -78,7 +76,6 @@ function describeLayout() {
     if (el.localName === "sd-chart") {
       const item = { chart: el.signals.join(" "), window: el.windowSeconds };
       if (el.fixedRange) [item.min, item.max] = el.fixedRange;
-      if (el.fullRate) item.full = true;
       if (el.getAttribute("title")) item.title = el.getAttribute("title");
       return item;
     }
@@ -102,7 +99,6 @@ export function buildElement(item) {
   c.setAttribute("signals", item.chart);
   c.setAttribute("window", String(item.window || 60));
   if (item.min !== undefined) { c.setAttribute("min", item.min); c.setAttribute("max", item.max); }
-  if (item.full) c.setAttribute("full", "");
   if (item.title) c.setAttribute("title", item.title);
   return c;
 }

@@ -1,4 +1,4 @@
-// <sd-chart signals="motor.speed motor.torque" window="60" [min=".." max=".."] [full]>
+// <sd-chart signals="motor.speed motor.torque" window="60" [min=".." max=".."]>
 // A canvas stripchart. Per pixel column it draws the min..max envelope of the buckets
 // that fall in it, so a frame costs the same whatever the data rate, and a one-sample
 // spike stays visible. Live charts scroll with the server clock; a paused chart can be
@@ -19,9 +19,45 @@ export function fmt(v) {
   return a !== 0 && (a >= 1e5 || a < 1e-3) ? v.toExponential(3) : v.toFixed(a >= 100 ? 1 : 3);
 }
 
-function clock(ms) {
+const pad = (n, width = 2) => String(n).padStart(width, "0");
+
+/** Local wall-clock time HH:MM:SS.mmm (the zone is shown in the page header). */
+export function clock(ms) {
   const d = new Date(ms);
-  return d.toISOString().slice(11, 23);
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.` +
+    pad(d.getMilliseconds(), 3);
+}
+
+/** Round tick values (1, 2 or 5 times a power of ten) covering [lo, hi], about ``most``. */
+export function niceTicks(lo, hi, most = 5) {
+  const raw = (hi - lo) / most;
+  if (!(raw > 0) || !Number.isFinite(raw)) return { step: 1, ticks: [] };
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const norm = raw / magnitude;
+  const step = (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 5 ? 5 : 10) * magnitude;
+  const ticks = [];
+  for (let k = Math.ceil(lo / step); k * step <= hi + step * 1e-9; k++) ticks.push(k * step);
+  return { step, ticks };
+}
+
+/** A tick label with as many decimals as the step needs, and no float noise. */
+export function tickLabel(v, step) {
+  if (Math.abs(v) < step * 1e-6) return "0";
+  const a = Math.abs(v);
+  if (a >= 1e6 || step < 1e-4) return v.toExponential(Math.max(0, Math.round(Math.log10(a / step))));
+  return v.toFixed(Math.max(0, -Math.floor(Math.log10(step) + 1e-9)));
+}
+
+/** Autoscale with hysteresis: keep the current round range while the data fits it and
+ * fills more than a third of it, so noise does not make the axis jump. */
+export function autoRange(current, lo, hi) {
+  if (!(hi >= lo)) { lo = 0; hi = 1; }
+  if (hi === lo) { lo -= Math.abs(lo) * 0.05 || 1; hi += Math.abs(hi) * 0.05 || 1; }
+  if (current && lo >= current[0] && hi <= current[1] &&
+      (hi - lo) > (current[1] - current[0]) / 3) return current;
+  const pad = (hi - lo) * 0.05;
+  const { step } = niceTicks(lo - pad, hi + pad, 10);
+  return [Math.floor((lo - pad) / step) * step, Math.ceil((hi + pad) / step) * step];
 }
 
 export class SdChart extends HTMLElement {
@@ -66,7 +102,6 @@ export class SdChart extends HTMLElement {
 
   get signals() { return (this.getAttribute("signals") || "").split(/[\s,]+/).filter(Boolean); }
   get windowSeconds() { return Number(this.getAttribute("window")) || 60; }
-  get fullRate() { return this.hasAttribute("full"); }
   get fixedRange() {
     const lo = parseFloat(this.getAttribute("min")), hi = parseFloat(this.getAttribute("max"));
     return Number.isFinite(lo) && Number.isFinite(hi) && hi > lo ? [lo, hi] : null;
@@ -170,13 +205,7 @@ export class SdChart extends HTMLElement {
       columns.push(col);
       if (col) { lo = Math.min(lo, col.lo); hi = Math.max(hi, col.hi); }
     });
-    let range = this.fixedRange;
-    if (!range) {
-      if (!(hi >= lo)) { lo = 0; hi = 1; }
-      if (hi === lo) { lo -= 1; hi += 1; }
-      const pad = (hi - lo) * 0.05;
-      range = [lo - pad, hi + pad];
-    }
+    const range = this.fixedRange || (this.autoRange = autoRange(this.autoRange, lo, hi));
     this.lastRange = range;
     const pixels = this.pixels;
     pixels.fill(0);
@@ -200,32 +229,47 @@ export class SdChart extends HTMLElement {
       const r = bottomRow - (v - base) * scale + 0.5;
       return r <= 0 ? 0 : r >= bottomRow ? bottomRow : r | 0;
     };
+    const run = (x, a, b) => {  // rows a..b of column x, either order
+      if (a > b) { const t = a; a = b; b = t; }
+      for (let i = a * W + x, end = b * W + x; i <= end; i += W) pixels[i] = rgba;
+    };
     let prev = -1, prevX = -1;
     for (let x = 0; x < W; x++) {
       if (count[x] === 0) continue;
       let top = row(high[x]);
       let bottom = row(low[x]);
       if (prev >= 0 && !gap[x]) {
-        if (prevX < x - 1) {  // join across the empty columns since the last sample
-          const span = x - prevX, rise = bottom - prev;
+        let from = prev;
+        if (prevX < x - 1) {  // join across the empty columns, every row of it: no dots
+          const span = x - prevX, target = row(0.5 * (low[x] + high[x])) - prev;
           for (let xx = prevX + 1; xx < x; xx++) {
-            pixels[((prev + (rise * (xx - prevX)) / span + 0.5) | 0) * W + xx] = rgba;
+            const r = (prev + (target * (xx - prevX)) / span + 0.5) | 0;
+            run(xx, from, r);
+            from = r;
           }
         }
-        if (prev < top) top = prev;
-        if (prev > bottom) bottom = prev;
+        if (from < top) top = from;
+        if (from > bottom) bottom = from;
       }
-      for (let i = top * W + x, end = bottom * W + x; i <= end; i += W) pixels[i] = rgba;
+      run(x, top, bottom);
       prev = row(last[x]);
       prevX = x;
     }
   }
 
-  /** Fold the visible buckets of one signal into per-column min, max and last. */
+  /** Fold the visible buckets of one signal into per-column min, max and last: the
+   * finest level wherever it has data, coarser ones only before it begins. */
   columns(d, t0, t1, cols, slot) {
-    const level = d.levelFor(t0);
-    const s = d.levels[level];
-    if (!s.n) return null;
+    const spans = [];  // [level, from, before): bucket starts each level contributes
+    let until = Infinity;  // where finer data begins; a coarser bucket must end before it
+    for (let level = 0; level < d.levels.length && until > t0; level++) {
+      const s = d.levels[level];
+      if (!s.n) continue;
+      const width = d.widths[level];
+      spans.push([level, t0 - width, until === Infinity ? Infinity : until - width + 1]);
+      until = Math.min(until, s.first);
+    }
+    if (!spans.length) return null;
     if (!this.cols || this.cols.length !== this.items.length || this.cols[0].count.length !== cols) {
       this.cols = this.items.map(() => ({
         low: new Float64Array(cols), high: new Float64Array(cols), last: new Float64Array(cols),
@@ -235,23 +279,25 @@ export class SdChart extends HTMLElement {
     const { low, high, last, count, gap } = out;
     count.fill(0);
     gap.fill(0);
-    const width = d.widths[level];
-    const a = s.a;
     const k = cols / (t1 - t0);
     let lo = Infinity, hi = -Infinity, prev = -Infinity;
-    for (let i = s.lowerBound(t0 - width); i < s.n && a.start[i] <= t1; i++) {
-      const x = Math.floor((a.start[i] - t0) * k);
-      if (x < 0 || x >= cols) continue;
-      const l = a.low[i], u = a.high[i];
-      if (count[x] === 0) { low[x] = l; high[x] = u; }
-      else { if (l < low[x]) low[x] = l; if (u > high[x]) high[x] = u; }
-      last[x] = a.last[i];
-      count[x]++;
-      // a pause in the data longer than this breaks the line (slow signals are ~1 Hz)
-      if (a.start[i] - prev > Math.max(width * 10, 2500) && count[x] === 1) gap[x] = 1;
-      prev = a.start[i];
-      if (l < lo) lo = l;
-      if (u > hi) hi = u;
+    for (let j = spans.length - 1; j >= 0; j--) {  // oldest (coarsest) first
+      const [level, from, before] = spans[j];
+      const s = d.levels[level], a = s.a, width = d.widths[level];
+      for (let i = s.lowerBound(from); i < s.n && a.start[i] < before && a.start[i] <= t1; i++) {
+        const x = Math.floor((a.start[i] - t0) * k);
+        if (x < 0 || x >= cols) continue;
+        const l = a.low[i], u = a.high[i];
+        if (count[x] === 0) { low[x] = l; high[x] = u; }
+        else { if (l < low[x]) low[x] = l; if (u > high[x]) high[x] = u; }
+        last[x] = a.last[i];
+        count[x]++;
+        // a pause in the data longer than this breaks the line (slow signals are ~1 Hz)
+        if (a.start[i] - prev > Math.max(width * 10, 2500) && count[x] === 1) gap[x] = 1;
+        prev = a.start[i];
+        if (l < lo) lo = l;
+        if (u > hi) hi = u;
+      }
     }
     out.lo = lo;
     out.hi = hi;
@@ -271,11 +317,12 @@ export class SdChart extends HTMLElement {
       ctx.moveTo(x, 0); ctx.lineTo(x, h);
       ctx.fillText(clock(t).slice(step >= 1000 ? 0 : 3, step >= 1000 ? 8 : 12), x + 2, h - 3);
     }
-    for (let k = 0; k <= 4; k++) {
-      const v = range[0] + ((range[1] - range[0]) * k) / 4;
+    const { step: yStep, ticks } = niceTicks(range[0], range[1], Math.max(2, Math.floor(h / 40)));
+    this.yTicks = ticks.map((v) => tickLabel(v, yStep));  // read by the browser tests
+    for (const v of ticks) {
       const py = Math.round(y(v)) + 0.5;
       ctx.moveTo(0, py); ctx.lineTo(w, py);
-      ctx.fillText(fmt(v), 2, Math.min(h - 14, Math.max(10, py - 2)));
+      ctx.fillText(tickLabel(v, yStep), 2, Math.min(h - 14, Math.max(10, py - 2)));
     }
     ctx.stroke();
   }

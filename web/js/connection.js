@@ -16,7 +16,7 @@ export class Connection extends EventTarget {
     this.levels = [{ width_ms: 10, span_s: 60 }, { width_ms: 250, span_s: 600 }];
     this.state = "connecting";
     this.offsetMs = 0; // server clock minus page clock
-    this.wanted = { signals: [], full: false, window: 60 };
+    this.wanted = { signals: [], window: 60 };
     this.retryMs = 250;
     this.framesReceived = 0;
     this.bytesReceived = 0;
@@ -62,6 +62,7 @@ export class Connection extends EventTarget {
       const message = JSON.parse(data);
       if (message.type === "hello") {
         this.offsetMs = message.server_ms - Date.now();
+        this.source = message.source; // "full": every sample; "decimated": a share
         this.channels = message.channels;
         this.levels = message.levels;
         this.data.clear(); // a restarted server sends its history again
@@ -100,8 +101,8 @@ export class Connection extends EventTarget {
     return null;
   }
 
-  subscribe(signals, full, window) {
-    this.wanted = { signals: [...new Set(signals)], full, window };
+  subscribe(signals, window) {
+    this.wanted = { signals: [...new Set(signals)], window };
     this.sendSubscription();
   }
 

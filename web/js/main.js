@@ -9,11 +9,28 @@ import { setupMark } from "./mark.js";
 loadLayoutFromUrl();
 
 const state = document.getElementById("state");
+/** The connection pill: state, the group the server draws from, what this page lost. */
+function showState() {
+  const conn = app.conn;
+  let text = conn.state;
+  if (conn.state === "connected") {
+    text += conn.source === "decimated" ? " · decimated" : " · every sample";
+    if (conn.dropped) text += ` · ${conn.dropped} frames skipped`;
+  }
+  if (state.textContent !== text) state.textContent = text;
+  state.className = `state ${conn.state}`;
+  state.title = conn.lastError ? `last server error: ${conn.lastError}` : "";
+}
 app.conn.addEventListener("state", (e) => {
-  state.textContent = e.detail;
-  state.className = `state ${e.detail}`;
+  showState();
   document.body.classList.toggle("offline", e.detail !== "connected");
 });
+app.conn.addEventListener("servererror", showState);
+const zone = document.createElement("span");
+zone.className = "zone";
+zone.textContent = `local time (${Intl.DateTimeFormat().resolvedOptions().timeZone})`;
+state.insertAdjacentElement("afterend", zone);
+setInterval(showState, 1000);
 
 // -- signal picker ------------------------------------------------------------------------
 const picker = document.getElementById("picker");

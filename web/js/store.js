@@ -105,12 +105,13 @@ export class SignalData {
     return this.levels.length - 1;
   }
 
-  /** Value at time t (the last value of the bucket holding t), or NaN. */
+  /** Value at time t: the last value of the newest bucket starting at or before t, from
+   * the finest level that reaches back to t; NaN in a gap (as the chart breaks its line). */
   valueAt(t) {
     const level = this.levelFor(t);
     const s = this.levels[level];
-    const i = s.lowerBound(t - this.widths[level]);
-    if (i < s.n && s.a.start[i] <= t) return s.a.last[i];
-    return NaN;
+    const i = s.lowerBound(t + 1) - 1;
+    if (i < 0 || t - s.a.start[i] > Math.max(this.widths[level] * 10, 2500)) return NaN;
+    return s.a.last[i];
   }
 }
