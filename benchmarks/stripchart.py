@@ -80,7 +80,7 @@ def websocket_clients(url: str, signals: list[str], clients: int, duration: floa
 
 
 def measure(n_signals: int, rate: float, duration: float, pages: int,
-            ws_clients: int = 0) -> dict:
+            ws_clients: int = 0, group: str = "full") -> dict:
     per_channel = min(10, n_signals)
     n_channels = max(1, n_signals // per_channel)
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,6 +88,7 @@ def measure(n_signals: int, rate: float, duration: float, pages: int,
         schemas = work / "schemas"
         channels = procs.bench_schemas(schemas, n_channels, per_channel)
         settings = procs.default_settings(work, schemas)
+        settings["web"]["source"] = group
         config = write_file(work / "bench.toml", settings)
         relay = procs.start("relay", config, work)
         serve = procs.start("serve", config, work)
@@ -134,6 +135,7 @@ def measure(n_signals: int, rate: float, duration: float, pages: int,
     frames_per_page = [(s["frames"] - b[1]) / wall for s, b in zip(stats, before, strict=True)]
     return {
         "signals": n_signals, "rate_hz": rate, "pages": pages, "seconds": round(wall, 1),
+        "source": group,
         "fps": round(1000 / statistics.mean(first["intervalMs"]), 1),
         "draw_ms_mean": round(statistics.mean(first["frameMs"]), 2),
         "draw_ms_p99": round(procs.percentile(first["frameMs"], 99), 2),
@@ -156,18 +158,23 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="Hz per channel")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--pages", type=int, default=10, help="pages for the many-pages run")
+    parser.add_argument("--source", nargs="+", default=["full"], choices=["full", "decimated"],
+                        help="the group(s) the server draws from, measured in turn")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results = [measure(n, args.rate, args.duration, 1) for n in args.signals]
-    results.append(measure(10, args.rate, args.duration, args.pages, ws_clients=args.pages))
+    results = [measure(n, args.rate, args.duration, 1, group=source)
+               for source in args.source for n in args.signals]
+    if args.pages:
+        results.append(measure(10, args.rate, args.duration, args.pages, ws_clients=args.pages))
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
-    print(f"{'signals':>8} {'pages':>5} {'fps':>5} {'draw ms':>13} {'latency ms':>13} "
-          f"{'WS kB/s':>8} {'frames/s/page':>15} {'server CPU':>10} {'relay CPU':>9} {'RSS MB':>7}")
+    print(f"{'source':>9} {'signals':>8} {'pages':>5} {'fps':>5} {'draw ms':>13} "
+          f"{'latency ms':>13} {'WS kB/s':>8} {'frames/s/page':>15} {'server CPU':>10} "
+          f"{'relay CPU':>9} {'RSS MB':>7}")
     for r in results:
         fpp = r["ws_frames_per_s_per_page"]
-        print(f"{r['signals']:>8} {r['pages']:>5} {r['fps']:>5} "
+        print(f"{r['source']:>9} {r['signals']:>8} {r['pages']:>5} {r['fps']:>5} "
               f"{r['draw_ms_mean']:>5}/{r['draw_ms_p99']:<7} "
               f"{r['latency_ms_p50']:>5}/{r['latency_ms_p99']:<7} "
               f"{r['ws_bytes_per_s'] / 1000:>8.1f} {min(fpp):>6.1f}..{max(fpp):<7.1f} "

@@ -251,7 +251,7 @@ export class SdChart extends HTMLElement {
         if (from < top) top = from;
         if (from > bottom) bottom = from;
       }
-      run(x, top, bottom);
+      for (let i = top * W + x, end = bottom * W + x; i <= end; i += W) pixels[i] = rgba;
       prev = row(last[x]);
       prevX = x;
     }
