@@ -71,7 +71,13 @@ class SourceClock:
         """(the kept samples' times on the plot's axis, which samples are kept)."""
         offsets = times - now_ns
         self._recent.append(int(np.sort(offsets)[len(offsets) // 2]))
-        self.offset_ns = sorted(self._recent)[len(self._recent) // 2]  # medians, cheaply
+        ordered = sorted(self._recent)
+        middle = len(ordered) // 2
+        if len(ordered) % 2:
+            self.offset_ns = ordered[middle]
+        else:  # of the two middle ones, the one nearer the estimate so far
+            self.offset_ns = min(ordered[middle - 1 : middle + 1],
+                                 key=lambda o: abs(o - self.offset_ns))
         keep = np.abs(offsets - self.offset_ns) <= self.tolerance_ns
         self.dropped += int(len(keep) - keep.sum())
         kept = times[keep]
