@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from speeddata import __version__, multicast, status
 from speeddata.cache.catalogue import Catalogue
@@ -247,7 +248,9 @@ def create_app(config: Config) -> FastAPI:
             server.leave(name)
         status.remove(config.cache.dir, "serve")
 
-    app = FastAPI(title="speeddata stripchart", version=__version__, lifespan=lifespan)
+    # Swagger UI and ReDoc served from here, not a CDN: /docs works with no internet
+    app = FastAPIOffline(title="speeddata stripchart", version=__version__, lifespan=lifespan,
+                         favicon_url="/favicon.ico")
     app.state.server = server
     app.add_middleware(Guard, allowed_hosts=config.web.allowed_hosts)
 

@@ -179,6 +179,9 @@ def test_exports_page_exports_a_tag_and_offers_the_file(demo: Stack, page: Page)
     page.locator("#tags tbody tr", has_text="pagetag").locator("button").click()
     link = page.locator("#exports a", has_text="pagetag.h5")
     link.wait_for(timeout=TIMEOUT * 1000)
+    # the message says the export is done, not "exporting ..." forever
+    page.wait_for_function("() => document.querySelector('#message').value"
+                           " === 'exported pagetag.h5'", timeout=TIMEOUT * 1000)
     assert page.errors == []  # type: ignore[attr-defined]
 
 
@@ -371,3 +374,22 @@ def test_y_labels_are_round_and_steady_on_a_noisy_signal(backlog_stack: Stack,
     step = steps.pop()
     mantissa = step / 10 ** math.floor(math.log10(step))
     assert round(mantissa, 6) in (1.0, 2.0, 5.0), f"step {step} is not 1, 2 or 5 x 10^k"
+
+
+def test_api_docs_render_with_no_internet(stack: Stack, page: Page) -> None:
+    outside = []
+
+    def only_local(route) -> None:  # type: ignore[no-untyped-def]
+        host = urllib.parse.urlsplit(route.request.url).hostname
+        if host in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(stack.serve.url + "docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=TIMEOUT * 1000)
+    assert "speeddata stripchart" in page.inner_text(".swagger-ui .info .title")
+    page.wait_for_selector(".opblock-summary-path", timeout=TIMEOUT * 1000)
+    assert outside == []

@@ -176,7 +176,12 @@ export class SdChart extends HTMLElement {
       const rect = this.canvas.getBoundingClientRect();
       const [t0, t1] = this.span;
       const at = t0 + ((e.clientX - rect.left) / rect.width) * (t1 - t0);
-      const k = Math.exp(e.deltaY * 0.002);
+      // between 10 buckets of the finest level and all the history the server keeps
+      const levels = app.conn.levels;
+      const most = Math.max(...levels.map((l) => l.span_s * 1000));
+      const least = 10 * Math.min(...levels.map((l) => l.width_ms));
+      const k = Math.min(Math.max(Math.exp(e.deltaY * 0.002), least / (t1 - t0)),
+                         most / (t1 - t0));
       this.span = [at - (at - t0) * k, at + (t1 - at) * k];
     }, { passive: false });
   }

@@ -22,6 +22,8 @@ function button(label, onclick) {
   return b;
 }
 
+let watched = null;  // the id of the export this page started last
+
 async function refresh() {
   try {
     const [tags, jobs, exports] = await Promise.all(
@@ -30,7 +32,8 @@ async function refresh() {
       t.name, t.start, t.end, t.note, t.exported || "no",
       button("export", async () => {
         try {
-          await call("POST", "/api/pivot", { tag: t.name, force: true });
+          const job = await call("POST", "/api/pivot", { tag: t.name, force: true });
+          watched = job.id;
           message.value = `exporting ${t.name}`;
           refresh();
         } catch (err) { message.value = `export failed: ${err.message}`; }
@@ -39,8 +42,20 @@ async function refresh() {
       const bar = document.createElement("progress");
       bar.max = j.total || 1;
       bar.value = j.state === "done" ? bar.max : j.done;
-      return row([j.name, j.error ? `failed: ${j.error}` : j.state, bar, j.seconds ? `${j.seconds} s` : ""]);
+      const waiting = j.state === "queued" || j.state === "running";
+      return row([j.name, j.error ? `failed: ${j.error}` : j.state, bar,
+        j.seconds ? `${j.seconds} s` : "",
+        waiting ? button("cancel", async () => {
+          await call("DELETE", `/api/pivot/${j.id}`);
+          refresh();
+        }) : ""]);
     }));
+    const mine = jobs.find((j) => j.id === watched);
+    if (mine && !["queued", "running", "cancelling"].includes(mine.state)) {
+      message.value = mine.state === "done" ? `exported ${mine.file}`
+        : mine.state === "failed" ? `export failed: ${mine.error}` : `export ${mine.state}`;
+      watched = null;
+    }
     document.querySelector("#exports tbody").replaceChildren(...exports.map((e) => {
       const link = document.createElement("a");
       link.href = `/api/exports/${encodeURIComponent(e.name)}`;

@@ -81,7 +81,9 @@ document.addEventListener("keydown", (e) => {
 document.getElementById("share").onclick = async () => {
   try {
     await navigator.clipboard.writeText(location.href);
-    document.getElementById("share").textContent = "link copied";
+    const share = document.getElementById("share");
+    share.textContent = "link copied";
+    setTimeout(() => { share.textContent = "share"; }, 2000);
   } catch {
     prompt("Copy this link to share the layout:", location.href);
   }
