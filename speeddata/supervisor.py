@@ -41,6 +41,9 @@ class Child:
     backoff: Backoff = field(default_factory=Backoff)
 
 
+USAGE_ERROR = 2  # what speeddata's commands exit with for an error a restart cannot fix
+
+
 class Supervisor:
     def __init__(self, children: list[Child]) -> None:
         self.children = children
@@ -67,6 +70,11 @@ class Supervisor:
             for child in self.children:
                 if child.process is not None and child.restart_at is None:
                     code = child.process.poll()
+                    if code == USAGE_ERROR:  # bad configuration, port taken: not transient
+                        log.error("%s cannot start (exit code %d: its error is above); "
+                                  "stopping everything", child.name, code)
+                        self._stop_all()
+                        return code
                     if code is not None:
                         delay = child.backoff.after_exit(now - child.started)
                         child.restart_at = now + delay

@@ -24,6 +24,7 @@ import sys
 
 import numpy as np
 
+from speeddata.errors import SpeeddataError
 from speeddata.relay.core import Received
 
 log = logging.getLogger("speeddata.relay")
@@ -58,9 +59,29 @@ def open_receiver(host: str, port: int, rcvbuf: int, reuseport: bool = False) ->
     if SO_RXQ_OVFL is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise bind_error(exc, "UDP", host, port, "--relay-port") from None
     sock.setblocking(False)
     return sock
+
+
+def bind_error(exc: OSError, kind: str, host: str, port: int, flag: str) -> SpeeddataError:
+    """What to tell the user when a listening socket cannot be bound."""
+    if exc.errno == errno.EADDRINUSE:
+        return SpeeddataError(
+            f"{kind} port {port} on {host} is in use: speeddata is already running ('speeddata "
+            f"status' tells) or another program has it; stop it, or choose another port with "
+            f"{flag}")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return SpeeddataError(f"{host} is not an address of this host: listen on 0.0.0.0 "
+                              "(every interface) or on one of 'ip -4 addr' addresses")
+    if exc.errno == errno.EACCES:
+        return SpeeddataError(f"{kind} port {port} needs root (ports below 1024): choose a "
+                              f"port above 1023 with {flag}")
+    return SpeeddataError(f"cannot listen on {kind} {host}:{port}: {exc.strerror}")
 
 
 def _ipv4(address: tuple) -> int:
@@ -177,6 +198,14 @@ def _libc() -> ctypes.CDLL | None:
 _LIBC = _libc()
 
 
+# Field types as this platform has them (32-bit ARM: 4-byte size_t and pointers, a
+# 12-byte cmsghdr), in native byte order.
+_SIZE = ctypes.sizeof(ctypes.c_size_t)
+_SIZE_T = f"=u{_SIZE}"
+_POINTER = f"=u{ctypes.sizeof(ctypes.c_void_p)}"
+_CMSG_HEADER = socket.CMSG_LEN(0) if hasattr(socket, "CMSG_LEN") else 2 * _SIZE + 4
+
+
 def _struct_view(array: ctypes.Array, dtype: str, field_offset: int) -> np.ndarray:
     """A numpy view of one field of every element of a ctypes array of structures."""
     size = ctypes.sizeof(array._type_)
@@ -228,7 +257,7 @@ class MmsgIO:
         self._source_view = _struct_view(self._names, ">u4", _SockaddrIn.sin_addr.offset)
         self._msg_len = _struct_view(self._rmsgs, "<u4", _Mmsghdr.msg_len.offset)
         self._controllen = _struct_view(
-            self._rmsgs, "<u8", _Mmsghdr.msg_hdr.offset + _Msghdr.msg_controllen.offset)
+            self._rmsgs, _SIZE_T, _Mmsghdr.msg_hdr.offset + _Msghdr.msg_controllen.offset)
         # send side: iovecs are filled per call with slot addresses and lengths
         self._siov = (_Iovec * batch)()
         self._smsgs = (_Mmsghdr * batch)()
@@ -240,8 +269,8 @@ class MmsgIO:
             hdr.msg_namelen = ctypes.sizeof(_SockaddrIn)
             hdr.msg_iov = ctypes.pointer(self._siov[i])
             hdr.msg_iovlen = 1
-        self._siov_base = _struct_view(self._siov, "<u8", _Iovec.iov_base.offset)
-        self._siov_len = _struct_view(self._siov, "<u8", _Iovec.iov_len.offset)
+        self._siov_base = _struct_view(self._siov, _POINTER, _Iovec.iov_base.offset)
+        self._siov_len = _struct_view(self._siov, _SIZE_T, _Iovec.iov_len.offset)
         self._base = base
         self.kernel_drops = 0
 
@@ -255,9 +284,10 @@ class MmsgIO:
             if n < 0 and err not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
                 raise OSError(err, f"recvmmsg: {errno.errorcode.get(err, err)}")
             return Received(self.array, self.slot, np.zeros(0, dtype=np.int64))
-        if self._controllen[n - 1] >= 20:  # a cmsghdr (16 bytes) and the 4-byte counter
-            level, kind, drops = struct.unpack_from(
-                "=iiI", self._control, (n - 1) * self._control_size + 8)
+        if self._controllen[n - 1] >= _CMSG_HEADER + 4:  # a cmsghdr and the 4-byte counter
+            offset = (n - 1) * self._control_size
+            level, kind = struct.unpack_from("=ii", self._control, offset + _SIZE)
+            drops = struct.unpack_from("=I", self._control, offset + _CMSG_HEADER)[0]
             if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL:
                 self.kernel_drops = drops
         sources = self._source_view[:n].astype(np.uint32) if self.want_sources else None
@@ -290,9 +320,20 @@ class MmsgIO:
         return total - sent
 
 
-def best_io() -> type:
-    """The fastest I/O class this platform has."""
-    return MmsgIO if MmsgIO.available() else PortableIO
+def open_io(kind: str, sock: socket.socket, batch: int, max_datagram: int,
+            sources: bool = False) -> PortableIO | MmsgIO:
+    """The batch I/O ``[relay] io`` asks for: ``auto`` takes recvmmsg/sendmmsg where they
+    can be set up here and falls back to the portable path, saying so, where they cannot
+    (another OS, an unexpected ABI); ``mmsg`` insists."""
+    if kind in ("auto", "mmsg"):
+        try:
+            return MmsgIO(sock, batch, max_datagram, sources)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            if kind == "mmsg":
+                raise SpeeddataError(f"[relay] io = mmsg: recvmmsg cannot be used here ({exc});"
+                                     " set it to auto or portable") from None
+            log.warning("recvmmsg cannot be used here (%s): using the portable path", exc)
+    return PortableIO(sock, batch, max_datagram, sources)
 
 
 def send_all(sock: socket.socket, datagrams: list, address: tuple[str, int]) -> int:

@@ -54,8 +54,6 @@ class Relay:
         if not len(self.registry):
             log.warning("no valid channel schemas in %s: every datagram will be rejected",
                         config.channels.dir)
-        io_class = {"mmsg": netio.MmsgIO, "portable": netio.PortableIO}.get(
-            config.relay.io) or netio.best_io()
         reuse = worker is not None
         main = netio.open_receiver(config.relay.host, config.relay.port, config.relay.rcvbuf, reuse)
         self.port = main.getsockname()[1]  # differs from the config for port 0 (tests)
@@ -73,7 +71,8 @@ class Relay:
             legacy[port] = self.registry[name]
         allow = [ipaddress.IPv4Network(net) for net in config.relay.allow]
         self.receivers = [
-            (io_class(sock, config.relay.batch, config.relay.max_datagram, bool(allow)), port)
+            (netio.open_io(config.relay.io, sock, config.relay.batch, config.relay.max_datagram,
+                           bool(allow)), port)
             for port, sock in sockets.items()
         ]
         self.router = Router(

@@ -314,6 +314,14 @@ def serve(config: Config) -> None:
     """Run the server until Ctrl-C or SIGTERM (uvicorn handles both gracefully)."""
     import uvicorn
 
+    from speeddata.relay.netio import bind_error
+
+    with socket.socket() as probe:  # a clear message now, not uvicorn's after start-up
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((config.web.host, config.web.port))
+        except OSError as exc:
+            raise bind_error(exc, "TCP", config.web.host, config.web.port, "--web-port") from None
     loop = "uvloop"
     try:
         import uvloop  # noqa: F401

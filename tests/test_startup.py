@@ -1,0 +1,89 @@
+"""Start-up failures a new user meets: a port in use, a child that cannot start under
+'speeddata up', a batch I/O path that does not fit the platform."""
+
+from __future__ import annotations
+
+import ctypes
+import select
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speeddata.bench.procs import free_port
+from speeddata.relay import netio
+from speeddata.supervisor import Child, Supervisor
+from tests.helpers import TIMEOUT
+
+
+def speeddata(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "speeddata", *args], capture_output=True,
+                          text=True, timeout=TIMEOUT)
+
+
+@pytest.mark.e2e
+def test_a_port_in_use_is_named_with_what_to_do(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+        udp.bind(("127.0.0.1", 0))
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        relay = speeddata("relay", "--relay-host", "127.0.0.1", "--relay-port",
+                          str(udp.getsockname()[1]), "--cache-dir", str(tmp_path / "c"))
+        serve = speeddata("serve", "--web-port", str(tcp.getsockname()[1]),
+                          "--cache-dir", str(tmp_path / "c"))
+    for result, kind, flag in ((relay, "UDP", "--relay-port"), (serve, "TCP", "--web-port")):
+        assert result.returncode == 2, result.stderr
+        assert f"{kind} port" in result.stderr and "is in use" in result.stderr
+        assert flag in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_supervisor_stops_when_a_child_cannot_start() -> None:
+    """Exit code 2 (configuration, port taken) is not retried forever."""
+    children = [Child("broken", [sys.executable, "-c", "import sys; sys.exit(2)"]),
+                Child("fine", [sys.executable, "-c", "import time; time.sleep(30)"])]
+    assert Supervisor(children).run() == 2
+    assert all(c.process.poll() is not None for c in children)  # type: ignore[union-attr]
+    assert children[0].restarts == 0
+
+
+def test_the_mmsg_structures_are_read_at_this_platforms_offsets() -> None:
+    """The numpy views over recvmmsg's structures agree with ctypes field by field (on
+    32-bit ARM size_t and pointers are 4 bytes: hard-coded 8-byte views broke there)."""
+    if not netio.MmsgIO.available():
+        pytest.skip("no recvmmsg here")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        io = netio.open_io("auto", sock, 4, 100, sources=True)
+        assert isinstance(io, netio.MmsgIO)
+        io._siov_len[:] = [11, 22, 33, 44]
+        io._siov_base[1] = 0x1234
+        assert [io._siov[i].iov_len for i in range(4)] == [11, 22, 33, 44]
+        assert io._siov[1].iov_base == 0x1234
+        io._controllen[:] = 99
+        assert all(io._rmsgs[i].msg_hdr.msg_controllen == 99 for i in range(4))
+        io._names[2].sin_addr[:] = socket.inet_aton("10.1.2.3")
+        assert int(io._source_view[2]) == int.from_bytes(socket.inet_aton("10.1.2.3"), "big")
+        assert np.dtype(netio._SIZE_T).itemsize == ctypes.sizeof(ctypes.c_size_t)
+        assert isinstance(netio.open_io("portable", sock, 4, 100), netio.PortableIO)
+
+
+@pytest.mark.e2e
+def test_the_relay_receives_on_both_paths_from_a_fresh_port() -> None:
+    """open_io's two paths take the same datagrams, with their sources."""
+    for kind in ("auto", "portable"):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, socket.socket(
+                socket.AF_INET, socket.SOCK_DGRAM) as out:
+            sock.bind(("127.0.0.1", port))
+            sock.setblocking(False)  # as the relay's socket is
+            io = netio.open_io(kind, sock, 8, 100, sources=True)
+            for i in range(3):
+                out.sendto(bytes([i]) * 5, ("127.0.0.1", port))
+            select.select([sock], [], [], TIMEOUT)
+            time.sleep(0.05)  # all three queued
+            batch = io.receive()
+            assert batch.lengths.tolist() == [5, 5, 5]
+            assert batch.sources is not None and set(batch.sources.tolist()) == {0x7F000001}
