@@ -101,8 +101,14 @@ def _format_rate(value: float) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     if args.url:
+        from speeddata.stripchart.guard import stored_token
+
         serve = status.read_all(cfg.cache.dir).get("serve", {})
-        print(serve.get("url") or f"http://{cfg.web.host}:{cfg.web.port}/")
+        url = serve.get("url") or f"http://{cfg.web.host}:{cfg.web.port}/"
+        token = stored_token(cfg.cache.dir) if serve.get("token_required") else None
+        if serve.get("token_required") and cfg.web.token not in ("", "off"):
+            token = cfg.web.token
+        print(url + (f"?token={token}" if token else ""))
         return 0
     if args.wait is not None:
         deadline = time.monotonic() + args.wait

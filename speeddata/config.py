@@ -128,6 +128,10 @@ class WebConfig:
         10.0, "A source whose clock is further off than this is plotted on receive time (and "
         "flagged); a sample further than this from its channel's offset is left out of the "
         "live view (counted; the cache keeps it).", bounds=(0.1, 86400))
+    token: str = setting(
+        "", "What pages and API calls must present: empty = a token made once and kept in "
+        "<cache>/.web-token when host is not loopback (none on 127.0.0.1); 'off' = none; "
+        "anything else = that token.")
     allowed_hosts: list = setting(
         [], "Host names the page may be opened under besides IP addresses, localhost and "
         "this machine's name (a guard against DNS rebinding).", "list")

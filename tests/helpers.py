@@ -118,6 +118,7 @@ class ServeProcess:
 
 def start_serve(tmp: Path, config_path: Path) -> ServeProcess:
     """Run ``speeddata serve`` as a real process and wait until it answers HTTP."""
+    import urllib.error
     import urllib.request
 
     from speeddata.config import build
@@ -137,6 +138,8 @@ def start_serve(tmp: Path, config_path: Path) -> ServeProcess:
         try:
             with urllib.request.urlopen(url + "api/channels", timeout=1) as response:
                 return response.status == 200
+        except urllib.error.HTTPError as exc:
+            return exc.code == 401  # up, and asking for its token
         except OSError:
             return False
 

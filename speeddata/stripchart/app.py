@@ -30,7 +30,7 @@ from speeddata.cache.catalogue import Catalogue
 from speeddata.config import Config, Group
 from speeddata.errors import BusyError, ConflictError, NotFoundError, SpeeddataError
 from speeddata.schemas import Registry
-from speeddata.stripchart.guard import Guard
+from speeddata.stripchart.guard import Guard, resolve_token
 from speeddata.stripchart.history import default_levels
 from speeddata.stripchart.hub import Client, Hub, SubscriptionError
 
@@ -82,7 +82,10 @@ class StripchartServer:
         self.sockets: dict[str, socket.socket] = {}  # the groups' listeners, for their drops
         self.past_kernel_drops = 0  # of groups left since
         self.started = time.time()
-        self.url = f"http://{config.web.host}:{config.web.port}/"
+        self.token = resolve_token(config.web.token, config.web.host, config.cache.dir)
+        shown = socket.gethostname() if config.web.host in ("0.0.0.0", "::") else (
+            config.web.host)
+        self.url = f"http://{shown}:{config.web.port}/"
         self.frames_sent = 0
         self.closed_slow = 0
         # one group for every page: full (exact envelopes) unless configured or turned off
@@ -122,6 +125,7 @@ class StripchartServer:
             "written": time.time(),
             "started": self.started,
             "url": self.url,
+            "token_required": self.token is not None,
             "listen": f"{self.config.web.host}:{self.config.web.port}",
             "groups": sorted(self.transports),
             "source": self.source,
@@ -252,7 +256,7 @@ def create_app(config: Config) -> FastAPI:
     app = FastAPIOffline(title="speeddata stripchart", version=__version__, lifespan=lifespan,
                          favicon_url="/favicon.ico")
     app.state.server = server
-    app.add_middleware(Guard, allowed_hosts=config.web.allowed_hosts)
+    app.add_middleware(Guard, allowed_hosts=config.web.allowed_hosts, token=server.token)
 
     @app.exception_handler(SpeeddataError)
     def refuse(request: Any, exc: SpeeddataError) -> JSONResponse:

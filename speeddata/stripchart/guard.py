@@ -10,19 +10,30 @@ Two attacks reach a server on 127.0.0.1 or the LAN through the user's own browse
   not this server is refused.
 Tools that are not browsers (curl, the CLI, scripts) send neither header and pass.
 Bodies over 1 MiB are refused before they are read.
+
+A server reachable from the network also wants a token (as Jupyter does): every request
+and WebSocket must carry it, as ``Authorization: Bearer TOKEN``, as the cookie the
+server sets, or once as ``?token=TOKEN`` in the URL, which sets the cookie and redirects
+to the same page without it (so the token does not stay in the address bar).
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
+import os
+import secrets
 import socket
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+COOKIE = "speeddata_token"
+TOKEN_FILE = ".web-token"
 MAX_BODY = 2**20  # bytes: no request of the API needs more
 
 
@@ -72,12 +83,64 @@ def refusal(method: str, headers: dict[str, str], names: set[str], websocket: bo
     return None
 
 
-class Guard:
-    """ASGI middleware applying ``refusal`` to every HTTP request and WebSocket."""
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
-    def __init__(self, app: Any, allowed_hosts: Iterable[str] = ()) -> None:
+
+def resolve_token(setting: str, host: str, cache_dir: Path) -> str | None:
+    """The token the server requires, or None. ``setting``: "" = one on any address but
+    loopback, made once and kept (owner-only) in ``<cache>/.web-token``; "off" = none."""
+    if setting == "off" or (not setting and is_loopback(host)):
+        return None
+    if setting:
+        return setting
+    stored = cache_dir / TOKEN_FILE
+    try:
+        return stored.read_text().strip()
+    except FileNotFoundError:
+        token = secrets.token_urlsafe(24)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token
+
+
+def stored_token(cache_dir: Path) -> str | None:
+    """The token kept in the cache directory (for 'speeddata status --url'), if any."""
+    try:
+        return (cache_dir / TOKEN_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def presented(headers: dict[str, str], query: str) -> tuple[str, str]:
+    """(the token a request carries, how: "header", "cookie", "query" or "")."""
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip(), "header"
+    for part in headers.get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == COOKIE:
+            return value, "cookie"
+    for name, value in parse_qsl(query):
+        if name == "token":
+            return value, "query"
+    return "", ""
+
+
+class Guard:
+    """ASGI middleware applying ``refusal`` to every HTTP request and WebSocket, and the
+    token when the server has one."""
+
+    def __init__(self, app: Any, allowed_hosts: Iterable[str] = (),
+                 token: str | None = None) -> None:
         self.app = app
         self.names = local_names(allowed_hosts)
+        self.token = token
         self.refused = 0
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -94,4 +157,26 @@ class Guard:
                     code = 413 if why.startswith("request body") else 403
                     await JSONResponse({"detail": why}, status_code=code)(scope, receive, send)
                 return
+            if self.token is not None:
+                query = scope.get("query_string", b"").decode("latin-1")
+                given, how = presented(headers, query)
+                if not hmac.compare_digest(given.encode(), self.token.encode()):
+                    self.refused += 1
+                    if scope["type"] == "websocket":
+                        await send({"type": "websocket.close", "code": 1008,
+                                    "reason": "token needed"})
+                    else:
+                        await JSONResponse({"detail": (
+                            "this server needs its token: open the URL that './start' or "
+                            "'speeddata status --url' prints on the server's host (it ends "
+                            "in ?token=...), or send 'Authorization: Bearer TOKEN'")},
+                            status_code=401)(scope, receive, send)
+                    return
+                if how == "query" and scope["type"] == "http":
+                    rest = urlencode([(k, v) for k, v in parse_qsl(query) if k != "token"])
+                    response = RedirectResponse(scope["path"] + (f"?{rest}" if rest else ""),
+                                                status_code=303)
+                    response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+                    await response(scope, receive, send)
+                    return
         await self.app(scope, receive, send)

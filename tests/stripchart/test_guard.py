@@ -164,3 +164,60 @@ def test_pivot_jobs_are_bounded_and_can_be_cancelled(shared_stack: Stack) -> Non
     listed = {j["id"]: j for j in call(stack, "GET", "/api/pivot")[1]}
     assert set(ids) <= set(listed)
     assert call(stack, "POST", "/api/pivot", {"start": "-1m"})[0] == 202  # room again
+
+
+def test_the_token_is_made_once_for_the_network_and_not_for_loopback(tmp_path) -> None:
+    import stat
+
+    from speeddata.stripchart.guard import TOKEN_FILE, resolve_token, stored_token
+
+    assert resolve_token("", "127.0.0.1", tmp_path) is None
+    assert resolve_token("off", "0.0.0.0", tmp_path) is None
+    assert resolve_token("mine", "127.0.0.1", tmp_path) == "mine"
+    made = resolve_token("", "0.0.0.0", tmp_path)
+    assert made and len(made) >= 32 and resolve_token("", "192.168.1.5", tmp_path) == made
+    assert stat.S_IMODE((tmp_path / TOKEN_FILE).stat().st_mode) == 0o600
+    assert stored_token(tmp_path) == made
+
+
+@pytest.fixture
+def token_stack(tmp_path) -> Iterator[Stack]:
+    relay = start_relay(tmp_path, relay_settings(tmp_path, web={"token": "s3cret-token"}))
+    serve = start_serve(tmp_path, relay.config_path)  # its readiness probe gets a 401: up
+    yield Stack(relay, serve, tmp_path)
+    serve.stop()
+    relay.stop()
+
+
+def test_a_server_with_a_token_refuses_everything_without_it(token_stack: Stack) -> None:
+    import http.client
+    import subprocess
+    import sys
+    from urllib.parse import urlsplit
+
+    stack = token_stack
+    code, body = call(stack, "GET", "/api/channels")
+    assert code == 401 and "?token=" in body["detail"]
+    assert call(stack, "GET", "/")[0] == 401
+    assert call(stack, "GET", "/api/channels",
+                headers={"Authorization": "Bearer s3cret-token"})[0] == 200
+    assert call(stack, "GET", "/api/channels", headers={"Authorization": "Bearer nope"})[0] == 401
+    # ?token= once: a cookie, and the same page without the token in the address
+    address = urlsplit(stack.serve.url)
+    conn = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    conn.request("GET", "/exports.html?token=s3cret-token&x=1")
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 303 and response.getheader("Location") == "/exports.html?x=1"
+    cookie = response.getheader("Set-Cookie").split(";")[0]
+    assert cookie == "speeddata_token=s3cret-token"
+    assert "HttpOnly" in response.getheader("Set-Cookie")
+    assert call(stack, "GET", "/api/tags", headers={"Cookie": cookie})[0] == 200
+    with pytest.raises(InvalidStatus):
+        connect(stack.ws_url, open_timeout=30)
+    with connect(stack.ws_url, additional_headers={"Cookie": cookie}, open_timeout=30) as ws:
+        assert json.loads(ws.recv(timeout=30))["type"] == "hello"
+    url = subprocess.run([sys.executable, "-m", "speeddata", "status", "--url", "--config",
+                          str(stack.relay.config_path)], capture_output=True, text=True,
+                         timeout=30).stdout.strip()
+    assert url.endswith("/?token=s3cret-token")

@@ -393,3 +393,25 @@ def test_api_docs_render_with_no_internet(stack: Stack, page: Page) -> None:
     assert "speeddata stripchart" in page.inner_text(".swagger-ui .info .title")
     page.wait_for_selector(".opblock-summary-path", timeout=TIMEOUT * 1000)
     assert outside == []
+
+
+def test_the_page_works_from_its_token_link(tmp_path: Path, page: Page) -> None:
+    """A server on the LAN: the link with ?token= opens the page, whose WebSocket and API
+    calls then carry the cookie; without it the page gets 401."""
+    from tests.helpers import relay_settings, start_relay
+
+    relay = start_relay(tmp_path, relay_settings(tmp_path, web={"token": "lan-token"}))
+    serve = start_serve(tmp_path, relay.config_path)
+    try:
+        assert page.request.get(serve.url).status == 401
+        refused = []
+        page.on("response", lambda r: r.status == 401 and refused.append(r.url))
+        page.goto(serve.url + "?token=lan-token")
+        assert "token" not in page.url
+        wait_connected(page)
+        page.wait_for_function("() => sd.conn.channels.length > 0", timeout=TIMEOUT * 1000)
+        assert refused == []
+        assert page.errors == []  # type: ignore[attr-defined]
+    finally:
+        serve.stop()
+        relay.stop()
