@@ -396,6 +396,34 @@ def fuzz_relay(work: Path, hostile: int = 1_000_000, valid: int = 10_000,
                  "accounted": records + rejected + snap["kernel_drops"] == sent})
 
 
+@dataclass
+class Rig:
+    """A relay of its own, a listener on its full-rate group, and a numbered source."""
+
+    config: Path
+    cfg: Config
+    listener: Listener
+    relay: procs.Service
+    rss_before: int
+    encode: Callable[[int], bytes]
+    sock: socket.socket
+
+    @classmethod
+    def start(cls, work: Path, **extra: dict[str, Any]) -> Rig:
+        config = write_file(work / "relay.toml", settings(work, **extra))
+        cfg = build(config)
+        assert cfg.multicast.full is not None
+        listener = Listener(cfg.multicast.full)
+        relay = procs.start("relay", config, work)
+        return cls(config, cfg, listener, relay, rss(relay.process.pid),
+                   motor_encoder(cfg.channels.dir), sender_socket())
+
+    def send(self, i: int) -> None:
+        """Send valid motor record ``i`` (a relay that is down refuses it: not an error)."""
+        with suppress(OSError):
+            self.sock.sendto(self.encode(i), ("127.0.0.1", self.cfg.relay.port))
+
+
 @contextmanager
 def tmpfs(where: Path, size: str) -> Iterator[Path]:
     """A small filesystem of its own (root only), unmounted after."""
@@ -423,21 +451,10 @@ def disk_full(work: Path, rate: float = 5000, phase: float = 3.0) -> Row:
     """The cache's disk fills up while the relay runs, the relay restarts on the full disk,
     then space returns: multicast never stops, caching resumes, no file is torn."""
     with tmpfs(work / "small", "16m") as disk:
-        config = write_file(work / "relay.toml", settings(
-            work, cache={"dir": str(disk / "cache"), "rotate_bytes": 2**20}))
-        cfg = build(config)
+        rig = Rig.start(work, cache={"dir": str(disk / "cache"), "rotate_bytes": 2**20})
+        cfg, config, listener, relay, before, send = (
+            rig.cfg, rig.config, rig.listener, rig.relay, rig.rss_before, rig.send)
         schemas = cfg.channels.dir
-        assert cfg.multicast.full is not None
-        listener = Listener(cfg.multicast.full)
-        relay = procs.start("relay", config, work)
-        before = rss(relay.process.pid)
-        encode = motor_encoder(schemas)
-        sock = sender_socket()
-        target = ("127.0.0.1", cfg.relay.port)
-
-        def send(i: int) -> None:
-            sock.sendto(encode(i), target)
-
         sent = paced(send, rate, phase)  # A: normal
         full_from = sent
         ballast = _fill(disk)
@@ -484,22 +501,15 @@ def crash_loop(work: Path, kills: int = 10, rate: float = 20_000, seed: int = 2)
     """kill -9 the relay at random moments under load, restart it each time: every file
     stays readable and every datagram a listener heard before a kill is in the cache."""
     rng = random.Random(seed)
-    config = write_file(work / "relay.toml", settings(work))
-    cfg = build(config)
+    rig = Rig.start(work)
+    cfg, config, listener, relay, before = (
+        rig.cfg, rig.config, rig.listener, rig.relay, rig.rss_before)
     schemas = cfg.channels.dir
-    assert cfg.multicast.full is not None
-    listener = Listener(cfg.multicast.full)
-    relay = procs.start("relay", config, work)
-    before = rss(relay.process.pid)
-    encode = motor_encoder(schemas)
-    sock = sender_socket()
-    target = ("127.0.0.1", cfg.relay.port)
     stop = threading.Event()
     counter = {"sent": 0}
 
     def send(i: int) -> None:
-        with suppress(OSError):  # ICMP port unreachable while the relay is down
-            sock.sendto(encode(i), target)
+        rig.send(i)
         counter["sent"] = i + 1
 
     load = threading.Thread(target=paced, args=(send, rate, 3600.0), kwargs={"stop": stop.is_set},
