@@ -131,21 +131,21 @@ class Router:
             port: wire.header(channel.fingerprint) for port, channel in self.legacy_ports.items()
         }
 
-    def _reject(self, reason: str, message: str) -> None:
-        self.rejected[reason] += 1
+    def reject(self, reason: str, message: str, count: int = 1) -> None:
+        """Count ``count`` rejected datagrams; ``message`` describes the latest."""
+        self.rejected[reason] += count
         self.last_rejection[reason] = message
 
     def reject_bodies(self, channel: Channel, count: int, size: int, legacy: bool = False
                       ) -> None:
         """Count ``count`` datagrams of ``channel`` whose body is not one record."""
         if legacy:
-            self._reject("bad_legacy_body", f"{size}-byte datagram is neither a known single-"
-                         f"object datagram nor a body of legacy channel {channel.name!r}")
+            self.reject("bad_legacy_body", f"{size}-byte datagram is neither a known single-"
+                        f"object datagram nor a body of legacy channel {channel.name!r}", count)
         else:
-            self._reject("bad_body", f"{size}-byte datagram of channel {channel.name!r}: "
-                         "its body is not exactly one record of the schema (truncated, "
-                         "extended or garbled)")
-        self.rejected["bad_legacy_body" if legacy else "bad_body"] += count - 1
+            self.reject("bad_body", f"{size}-byte datagram of channel {channel.name!r}: its "
+                        "body is not exactly one record of the schema (truncated, extended or "
+                        "garbled)", count)
         self.counter(channel).bad_body += count
 
     def counter(self, channel: Channel) -> ChannelCounters:
@@ -165,7 +165,7 @@ class Router:
         for i, datagram in enumerate(datagrams):
             size = len(datagram)
             if size > self.max_datagram:
-                self._reject("too_long", f"datagram of {size} bytes > max_datagram")
+                self.reject("too_long", f"datagram of {size} bytes > max_datagram")
                 continue
             marked = size >= wire.HEADER_SIZE and datagram[0] == 0xC3 and datagram[1] == 0x01
             channel = table.get(bytes(datagram[2:10])) if marked else None
@@ -178,12 +178,12 @@ class Router:
                 candidates.setdefault(legacy, []).append(
                     (i, datagram, self._legacy_headers[port] + datagram, size, True))
             elif size < wire.HEADER_SIZE:
-                self._reject("too_short", f"datagram of {size} bytes is shorter than a header")
+                self.reject("too_short", f"datagram of {size} bytes is shorter than a header")
             elif not marked:
-                self._reject(
+                self.reject(
                     "bad_marker", f"datagram starts with {bytes(datagram[:2]).hex()}, not c301")
             else:
-                self._reject("unknown_schema",
+                self.reject("unknown_schema",
                              f"no channel has fingerprint {bytes(datagram[2:10]).hex()}")
         accepted = []
         for channel, items in candidates.items():
@@ -192,7 +192,7 @@ class Router:
                 if good:
                     accepted.append((i, channel, body, forward, size))
                 elif i in unknown:
-                    self._reject("unknown_schema", f"no channel has fingerprint {unknown[i]}")
+                    self.reject("unknown_schema", f"no channel has fingerprint {unknown[i]}")
                 else:
                     self.reject_bodies(channel, 1, size, is_legacy)
         routed.rejected = len(datagrams) - len(accepted)
@@ -281,9 +281,8 @@ class BatchRouter:
             if not allowed.all():
                 excluded = ~allowed
                 first = int(batch.sources[excluded.argmax()])
-                router._reject("not_allowed", f"datagram from {ipaddress.IPv4Address(first)}, "
-                               "which [relay] allow does not list")
-                router.rejected["not_allowed"] += int(excluded.sum()) - 1
+                router.reject("not_allowed", f"datagram from {ipaddress.IPv4Address(first)}, "
+                              "which [relay] allow does not list", int(excluded.sum()))
         if excluded is None and (heads == heads[0]).all():
             channel = self._uniform_channel(bytes(heads[0]), lengths)
             if channel is not None:  # the common case: one sender's batch, a few array ops
@@ -388,9 +387,7 @@ class BatchRouter:
     def _account(self, channel: Channel, idx: np.ndarray, size: int, now_ns: int
                  ) -> np.ndarray:
         """Count ``idx`` (``size`` bytes) for ``channel``; the ones the decimator lets by."""
-        counters = self.router.counters.get(channel.name)
-        if counters is None:
-            counters = self.router.counters[channel.name] = ChannelCounters()
+        counters = self.router.counter(channel)
         counters.datagrams += len(idx)
         counters.bytes += size
         granted = self.router.decimator.grant(channel.name, now_ns, len(idx))
