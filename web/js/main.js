@@ -15,7 +15,7 @@ function showState() {
   let text = conn.state;
   if (conn.state === "connected") {
     text += conn.source === "decimated" ? " · decimated" : " · every sample";
-    if (conn.dropped) text += ` · ${conn.dropped} frames skipped`;
+    if (conn.dropped) text += ` · ${conn.dropped} frame${conn.dropped === 1 ? "" : "s"} skipped`;
   }
   if (state.textContent !== text) state.textContent = text;
   state.className = `state ${conn.state}`;
