@@ -5,9 +5,21 @@ every byte and re-multicasts it; the stripchart shows it live; tagged ranges bec
 HDF5 files.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 from speeddata.sender import Sender
-from speeddata.sets import load
+
+
+def __getattr__(name: str) -> Any:
+    """``speeddata.load`` on first use: it needs numpy and h5py, which the sender (running
+    inside other people's programs, often on small machines) must not pay for."""
+    if name == "load":
+        from speeddata.sets import load
+
+        return load
+    raise AttributeError(f"module 'speeddata' has no attribute {name!r}")
+
 
 __all__ = ["Sender", "__version__", "load"]

@@ -92,3 +92,16 @@ def test_send_to_a_closed_port_keeps_working() -> None:
                    for _ in range(5)]
     wait_until(lambda: len(results) == 5)
     assert sender.sent + sender.failed == 5
+
+
+def test_the_sender_imports_without_numpy_or_h5py() -> None:
+    """It runs inside other people's programs on small machines: the standard library and
+    fastavro only. (A fresh interpreter: this test process has numpy loaded already.)"""
+    import subprocess
+    import sys
+
+    code = ("import sys; from speeddata import Sender; "
+            "print(sorted(m for m in ('numpy', 'h5py', 'fastapi', 'uvicorn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.strip()
+    assert out == "[]"
