@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 
 from speeddata.config import Group
@@ -60,8 +61,6 @@ def listener(group: Group, interface: str, rcvbuf: int = 8 * 2**20) -> socket.so
 def kernel_drops(sock: socket.socket) -> int | None:
     """Datagrams the kernel dropped for ``sock`` because its buffer was full (Linux's
     /proc/net/udp, found by the socket's inode; None where that is not available)."""
-    import os
-
     try:
         inode = str(os.fstat(sock.fileno()).st_ino)
         with open("/proc/net/udp") as table:

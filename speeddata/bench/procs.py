@@ -67,11 +67,7 @@ class Service:
         return cpu_seconds(self.process.pid)
 
     def rss_bytes(self) -> int:
-        with open(f"/proc/{self.process.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+        return rss_bytes(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -80,6 +76,18 @@ class Service:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def rss_bytes(pid: int) -> int:
+    """The process's resident memory now (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def peak_rss_bytes(pid: int) -> int:

@@ -106,14 +106,6 @@ def snapshot(cache: Path, name: str = "relay", newer_than: float = 0.0,
     raise RuntimeError(f"{name} wrote no status for {timeout:.0f} s")
 
 
-def rss(pid: int) -> int:
-    with suppress(OSError), open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def motor_encoder(schemas: Path) -> Callable[[int], bytes]:
     """Numbered valid motor datagrams: speed = the number, temperature = MARK."""
     from speeddata.schemas import load_file
@@ -361,7 +353,7 @@ def fuzz_relay(work: Path, hostile: int = 1_000_000, valid: int = 10_000,
     config = write_file(work / "relay.toml", settings(work))
     cfg = build(config)
     relay = procs.start("relay", config, work)
-    before = rss(relay.process.pid)
+    before = procs.rss_bytes(relay.process.pid)
     port = cfg.relay.port
     receiver, sender = multiprocessing.get_context("spawn").Pipe(duplex=False)
     load = multiprocessing.get_context("spawn").Process(
@@ -375,7 +367,7 @@ def fuzz_relay(work: Path, hostile: int = 1_000_000, valid: int = 10_000,
         snap = snapshot(cfg.cache.dir, newer_than=time.time())
         if snap["datagrams"] + snap["kernel_drops"] >= sent or time.monotonic() > deadline:
             break
-    after = rss(relay.process.pid)
+    after = procs.rss_bytes(relay.process.pid)
     relay.stop()
     cache = read_cache(cfg.cache.dir)
     found = numbered(cache["records"].get("motor", []))
@@ -415,7 +407,7 @@ class Rig:
         assert cfg.multicast.full is not None
         listener = Listener(cfg.multicast.full)
         relay = procs.start("relay", config, work)
-        return cls(config, cfg, listener, relay, rss(relay.process.pid),
+        return cls(config, cfg, listener, relay, procs.rss_bytes(relay.process.pid),
                    motor_encoder(cfg.channels.dir), sender_socket())
 
     def send(self, i: int) -> None:
@@ -475,7 +467,7 @@ def disk_full(work: Path, rate: float = 5000, phase: float = 3.0) -> Row:
         time.sleep(0.2)
         sent += paced(send, rate, phase, first=sent)
         snap = snapshot(cfg.cache.dir, newer_than=time.time())
-        after = rss(restarted.pid)
+        after = procs.rss_bytes(restarted.pid)
         restarted.send_signal(signal.SIGTERM)
         restarted.wait(30)
         time.sleep(0.3)
@@ -519,7 +511,7 @@ def crash_loop(work: Path, kills: int = 10, rate: float = 20_000, seed: int = 2)
     peak = before
     for _ in range(kills):
         time.sleep(rng.uniform(0.3, 1.5))
-        peak = max(peak, rss(relay.process.pid))
+        peak = max(peak, procs.rss_bytes(relay.process.pid))
         relay.process.kill()
         relay.process.wait()
         time.sleep(0.05)  # what the relay forwarded has reached the listener
@@ -529,7 +521,7 @@ def crash_loop(work: Path, kills: int = 10, rate: float = 20_000, seed: int = 2)
     stop.set()
     load.join()
     time.sleep(0.3)
-    after = rss(relay.process.pid)
+    after = procs.rss_bytes(relay.process.pid)
     relay.stop()
     time.sleep(0.2)
     listener.close()
@@ -594,7 +586,7 @@ def overload(work: Path, seconds: float = 20.0, rate: float = 2_000_000) -> Row:
     cfg = build(config)
     relay = procs.start("relay", config, work)
     pid = relay.process.pid
-    before = rss(pid)
+    before = procs.rss_bytes(pid)
     ctx = multiprocessing.get_context("spawn")
     result, elapsed = ctx.Value("q", 0), ctx.Value("d", 0.0)
     load = ctx.Process(target=relay_bench.load_generator, args=(
@@ -602,7 +594,7 @@ def overload(work: Path, seconds: float = 20.0, rate: float = 2_000_000) -> Row:
     load.start()
     peak = before
     while load.is_alive():
-        peak = max(peak, rss(pid))
+        peak = max(peak, procs.rss_bytes(pid))
         time.sleep(0.2)
     load.join()
     offered = result.value
@@ -689,7 +681,7 @@ def websocket_abuse(work: Path, seconds: float = 15.0, silent: int = 50, churn: 
     source.start()
     url = f"ws://127.0.0.1:{cfg.web.port}/ws"
     time.sleep(1.0)
-    before = rss(serve.process.pid)
+    before = procs.rss_bytes(serve.process.pid)
     frames: list[float] = []
 
     def good_client() -> None:
@@ -754,7 +746,7 @@ def websocket_abuse(work: Path, seconds: float = 15.0, silent: int = 50, churn: 
     window = [t for t in frames if started + 1 <= t <= started + seconds]
     fps = len(window) / max(seconds - 1, 1e-9)
     snap = _get(f"http://127.0.0.1:{cfg.web.port}/api/status")["services"]["serve"]
-    after = rss(serve.process.pid)
+    after = procs.rss_bytes(serve.process.pid)
     stop.set()
     for h in (*helpers, good, source):
         h.join(30)
@@ -794,7 +786,7 @@ def hostile_rest(work: Path, requests_per_route: int | None = None) -> Row:
     relay = procs.start("relay", config, work)
     serve = procs.start("serve", config, work)
     base = f"http://127.0.0.1:{cfg.web.port}"
-    before = rss(serve.process.pid)
+    before = procs.rss_bytes(serve.process.pid)
     outside = {p for p in work.rglob("*") if not _inside(p, cfg)}
     spec = _get(base + "/openapi.json")
     codes: dict[int, int] = {}
@@ -815,7 +807,7 @@ def hostile_rest(work: Path, requests_per_route: int | None = None) -> Row:
                 if code >= 500 or code == 0:
                     failures.append(f"{method.upper()} {target[:80]} {str(body)[:60]} -> {code}")
     status_after = _get(base + "/api/status")
-    after = rss(serve.process.pid)
+    after = procs.rss_bytes(serve.process.pid)
     serve.stop()
     relay.stop()
     created = {p for p in work.rglob("*") if not _inside(p, cfg)} - outside

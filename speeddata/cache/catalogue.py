@@ -106,9 +106,10 @@ def auto_quota(free: int, cache_size: int) -> int:
     return min(AUTO_QUOTA_MOST, (free + cache_size) // 2)
 
 
-def fixed_quota(directory: Path, max_bytes: int, cache_size: int) -> int:
+def fixed_quota(directory: Path, max_bytes: int, cache_size: Callable[[], int]) -> int:
     """The quota in bytes: ``max_bytes`` when set; else the automatic one, computed the
-    first time and kept in ``<cache>/.quota`` so that no restart shrinks it."""
+    first time and kept in ``<cache>/.quota`` so that no restart shrinks it.
+    ``cache_size`` (a scan of the whole cache) is called only that first time."""
     if max_bytes:
         return max_bytes
     stored = directory / QUOTA_FILE
@@ -116,7 +117,7 @@ def fixed_quota(directory: Path, max_bytes: int, cache_size: int) -> int:
         return int(stored.read_text().strip())
     except (OSError, ValueError):
         pass
-    quota = auto_quota(shutil.disk_usage(directory).free, cache_size)
+    quota = auto_quota(shutil.disk_usage(directory).free, cache_size())
     try:
         tmp = stored.with_suffix(".tmp")
         tmp.write_text(f"{quota}\n")

@@ -83,8 +83,7 @@ class Relay:
             config.cache.dir, config.cache.rotate_bytes, config.cache.rotate_seconds, worker
         )
         self.catalogue = Catalogue(config.cache.dir, lambda: protected_ranges(config.cache.dir))
-        self.quota = fixed_quota(config.cache.dir, config.cache.max_bytes,
-                                 self.catalogue.size())
+        self.quota = fixed_quota(config.cache.dir, config.cache.max_bytes, self.catalogue.size)
         mc = config.multicast
         forwarding = mc.full or mc.decimated
         self.mc_socket = multicast.sender(mc.interface, mc.ttl) if forwarding else None

@@ -50,9 +50,8 @@ BATCH_SECONDS = 0.015  # datagrams are folded in at most this late, in one batch
 class _Feed(asyncio.DatagramProtocol):
     """Collects datagrams and hands them to the hub in batches (every 15 ms at most)."""
 
-    def __init__(self, server: StripchartServer, group: str) -> None:
-        self.server = server
-        self.group = group
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
         self.pending: list[bytes] = []
         self.loop = asyncio.get_running_loop()
 
@@ -63,7 +62,7 @@ class _Feed(asyncio.DatagramProtocol):
 
     def flush(self) -> None:
         batch, self.pending = self.pending, []
-        self.server.receive(batch, self.group)
+        self.hub.ingest(batch)
 
 
 class StripchartServer:
@@ -99,7 +98,7 @@ class StripchartServer:
             return
         sock = multicast.listener(group, self.config.multicast.interface)
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: _Feed(self, name), sock=sock)
+            lambda: _Feed(self.hub), sock=sock)
         self.transports[name] = transport
         self.sockets[name] = sock
         log.info("joined the %s group %s on %s", name, group, self.config.multicast.interface)
@@ -112,9 +111,6 @@ class StripchartServer:
         if transport is not None:
             transport.close()
             log.info("left the %s group", name)
-
-    def receive(self, batch: list[bytes], group: str) -> None:
-        self.hub.ingest(batch)
 
     # -- status -------------------------------------------------------------------------
     def statistics(self) -> dict[str, Any]:
@@ -144,15 +140,15 @@ class StripchartServer:
         }
 
     async def write_status(self) -> None:
-        failed = 0
+        failing = False
         while True:
             try:
                 status.write(self.config.cache.dir, "serve", self.statistics())
-                failed = 0
+                failing = False
             except OSError as exc:  # a full disk costs the status file, not the server
-                if not failed:
+                if not failing:  # said once per spell of failures
                     log.error("cannot write the status file (%s); the server goes on", exc)
-                failed += 1
+                failing = True
             await asyncio.sleep(STATUS_SECONDS)
 
     def overview(self) -> dict[str, Any]:

@@ -87,11 +87,11 @@ def test_the_automatic_quota_is_fixed_once_and_never_shrinks(tmp_path: Path) -> 
     # the cache's own bytes count as room for the cache: a full cache does not shrink it
     assert auto_quota(free=10 * 2**20, cache_size=54 * 2**20) == 32 * 2**20
     assert auto_quota(free=2**50, cache_size=0) == 10 * 2**30
-    first = fixed_quota(tmp_path, 0, cache_size=0)
+    first = fixed_quota(tmp_path, 0, cache_size=lambda: 0)
     assert (tmp_path / QUOTA_FILE).read_text().strip() == str(first)
     # a restart after the cache grew (and the free space shrank) keeps the same quota
-    assert fixed_quota(tmp_path, 0, cache_size=first) == first
-    assert fixed_quota(tmp_path, 12345, cache_size=0) == 12345  # set explicitly: that one
+    assert fixed_quota(tmp_path, 0, cache_size=lambda: first) == first
+    assert fixed_quota(tmp_path, 12345, cache_size=lambda: 0) == 12345  # set explicitly: that one
 
 
 def test_range_lookup_uses_the_index(tmp_path: Path) -> None:
