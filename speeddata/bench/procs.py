@@ -115,9 +115,19 @@ def start(name: str, config: Path, work: Path, *args: str, cpu: int | None = Non
         command = ["taskset", "-c", str(cpu), *command]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    cache = build(config).cache.dir
+    cfg = build(config)
     deadline = time.monotonic() + 30
-    while not status.read_all(cache).get(name, {}).get("running"):
+
+    def ready() -> bool:
+        if not status.read_all(cfg.cache.dir).get(name, {}).get("running"):
+            return False
+        if name != "serve":
+            return True
+        # the server writes its status as it starts, a moment before it accepts connections
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", cfg.web.port)) == 0
+
+    while not ready():
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{name} did not start:\n{log.read_text()}")
         time.sleep(0.05)
