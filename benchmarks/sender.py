@@ -17,15 +17,14 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import fastavro
 
 from speeddata import Sender, wire
+from speeddata.schemas import DEMO_DIR as SCHEMAS
 from speeddata.schemas import load_file
 from speeddata.sender import Encoder
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 RECORDS = {
     "motor": {"time": 1_763_800_000_000_000_000, "speed": 1500.5, "torque": 3.25,
               "current": 12.0, "voltage": 48.1, "position": 90.0, "temperature": 61.5},

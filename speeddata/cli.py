@@ -30,7 +30,36 @@ def command(name: str) -> Callable[[Command], Command]:
 
 
 def _cfg(args: argparse.Namespace) -> config.Config:
-    return config.from_args(args)
+    cfg = config.from_args(args)
+    if "channels" in SECTIONS_OF.get(args.command, ()):
+        _channels_dir(cfg.channels.dir)
+    return cfg
+
+
+def _channels_dir(directory: Path) -> None:
+    """The default channels directory is made with the demo channels the first time (so a
+    wheel runs ``speeddata up --demo`` anywhere); a configured one must exist."""
+    if directory.is_dir():
+        return
+    if directory != config.home() / "schemas":
+        raise ConfigError(f"[channels] dir: {directory} does not exist; make it and put the "
+                          "channel schemas (*.avsc) in it, or set [channels] dir")
+    import shutil
+    import tempfile
+
+    from speeddata.schemas import DEMO_DIR
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".schemas-", dir=directory.parent))
+    for path in DEMO_DIR.glob("*.avsc"):
+        shutil.copy(path, staging / path.name)
+    try:
+        staging.rename(directory)  # whole or not at all; another process may have won
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    log.info("made %s with the demo channels; put your channel schemas (*.avsc) there",
+             directory)
 
 
 def _registry(cfg: config.Config):  # type: ignore[no-untyped-def]
@@ -141,6 +170,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"  io {snap['io']}, receive buffer {snap.get('rcvbuf', 0) / 2**20:.1f} MiB,"
                       f" retention deleted {cache.get('deleted_files', 0)} files"
                       f" ({cache.get('deleted_bytes', 0) / 2**20:.1f} MiB)")
+            for error in snap.get("schema_errors", []):
+                print(f"  schema error (channel skipped): {error}")
             rejected = {k: v for k, v in snap["rejected"].items() if v}
             print(f"  rejected: {rejected or 'none'}")
             print(f"  {'channel':<16}{'datagrams':>12}{'rate':>12}{'bytes':>14}{'decimated':>11}")
@@ -321,7 +352,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 SECTIONS_OF = {
     "relay": ["channels", "cache", "relay", "multicast"],
-    "serve": ["channels", "cache", "multicast", "web"],
+    "serve": ["channels", "cache", "multicast", "web", "exports"],
     "demo": ["channels", "relay"],
     "status": ["cache", "web"],
     "config": ["channels", "cache", "relay", "multicast", "web", "exports"],
@@ -425,6 +456,11 @@ def _glue_relative_times(argv: list[str]) -> list[str]:
     return out
 
 
+# What the bare package (the sender) leaves out; each role's extra brings its part.
+OPTIONAL_MODULES = {"numpy", "h5py", "tqdm", "fastapi", "fastapi_offline", "uvicorn",
+                    "websockets", "pydantic", "starlette", "uvloop"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(_glue_relative_times(sys.argv[1:] if argv is None else argv))
     logs.setup(args.verbose, args.quiet)
@@ -436,6 +472,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SpeeddataError as exc:
         print(f"speeddata {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in OPTIONAL_MODULES:
+            raise
+        extra = args.command if args.command in ("relay", "serve", "pivot") else "all"
+        print(f"speeddata {args.command}: needs {exc.name}, which is not installed; "
+              f"install it with: pip install 'speeddata[{extra}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -20,8 +20,16 @@ from typing import Any
 
 from speeddata.errors import ConfigError
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
 ENV_CONFIG = "SPEEDDATA_CONFIG"
+ENV_HOME = "SPEEDDATA_HOME"
+
+
+def home() -> Path:
+    """The data directory default paths are in: ``$SPEEDDATA_HOME``, else the current one.
+
+    Never the package's own directory, so that an installed wheel works like a checkout.
+    """
+    return Path(os.path.expanduser(os.environ.get(ENV_HOME) or os.getcwd())).resolve()
 
 
 def setting(default: Any, help: str, kind: str | None = None,
@@ -47,7 +55,9 @@ class Group:
 
 @dataclass(frozen=True)
 class ChannelsConfig:
-    dir: Path = setting(PROJECT_DIR / "schemas", "Directory of channel schemas (*.avsc).", "path")
+    dir: Path = setting(
+        Path("schemas"), "Directory of channel schemas (*.avsc); the default one is made "
+        "with the demo channels when missing.", "path")
     legacy: list = setting(
         ["example"],
         "Channels whose prototype senders send bare Avro bodies: 'name' (on the relay "
@@ -58,7 +68,7 @@ class ChannelsConfig:
 
 @dataclass(frozen=True)
 class CacheConfig:
-    dir: Path = setting(PROJECT_DIR / "cache", "Directory of the rolling Avro cache.", "path")
+    dir: Path = setting(Path("cache"), "Directory of the rolling Avro cache.", "path")
     rotate_bytes: int = setting(64 * 2**20, "Start a new cache file past this size.", "size",
                                 (1024, 2**40))
     rotate_seconds: float = setting(600.0, "Start a new cache file past this age (s).",
@@ -114,7 +124,9 @@ class MulticastConfig:
 
 @dataclass(frozen=True)
 class WebConfig:
-    host: str = setting("127.0.0.1", "Address the stripchart server listens on.", "address")
+    host: str = setting(
+        "0.0.0.0", "Address the stripchart server listens on: all interfaces, so a laptop "
+        "reaches a headless Pi (with the token); 127.0.0.1 keeps it to this host.", "address")
     port: int = setting(8080, "TCP port of the stripchart server.", bounds=(0, 65535))
     frame_hz: float = setting(30.0, "Frames per second pushed to each page.", bounds=(1, 240))
     history_seconds: float = setting(600.0, "History kept per signal (250 ms buckets).",
@@ -132,6 +144,9 @@ class WebConfig:
         "", "What pages and API calls must present: empty = a token made once and kept in "
         "<cache>/.web-token when host is not loopback (none on 127.0.0.1); 'off' = none; "
         "anything else = that token.")
+    open_writes: bool = setting(
+        False, "With token = 'off' on a network address (a kiosk display), let pages make "
+        "and delete tags and exports anyway; otherwise such a server is read-only.")
     allowed_hosts: list = setting(
         [], "Host names the page may be opened under besides IP addresses, localhost and "
         "this machine's name (a guard against DNS rebinding).", "list")
@@ -139,7 +154,7 @@ class WebConfig:
 
 @dataclass(frozen=True)
 class ExportsConfig:
-    dir: Path = setting(PROJECT_DIR / "exports", "Directory pivot writes HDF5 files to.", "path")
+    dir: Path = setting(Path("exports"), "Directory pivot writes HDF5 files to.", "path")
     compression: str = setting("gzip", "HDF5 compression: gzip, lzf or none.")
 
 
@@ -269,11 +284,16 @@ def _convert_type(spec: dataclasses.Field, value: Any, base: Path) -> Any:
     if python_type is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if python_type is int and isinstance(value, str):
+        if not re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            raise ValueError("expected a whole number")
         return int(value)
     if python_type is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if python_type is float and isinstance(value, str):
-        return float(value)
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
     if not isinstance(value, python_type) or isinstance(value, bool):
         raise ValueError(f"expected {python_type.__name__}, got {type(value).__name__}")
     return value
@@ -300,10 +320,31 @@ def _check(config: Config) -> None:
         raise ConfigError("[exports] compression: must be gzip, lzf or none")
     if ipaddress.ip_address(config.multicast.interface).version != 4:
         raise ConfigError("[multicast] interface: must be an IPv4 address (the groups are IPv4)")
+    _check_ports(config)
     for section in ("cache", "exports", "channels"):
         folder = getattr(config, section).dir
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"[{section}] dir: {folder} exists and is not a directory")
+
+
+def _check_ports(config: Config) -> None:
+    """A UDP port that both receives from senders and carries a group makes the relay read
+    its own multicast (and a server read raw senders): refuse it, naming both settings."""
+    users: dict[int, str] = {}
+    if config.relay.port:
+        users[config.relay.port] = "[relay] port"
+    for item in config.channels.legacy:
+        port = int(item.partition(":")[2] or config.relay.port)
+        if port != config.relay.port:
+            if port in users:
+                raise ConfigError(f"[channels] legacy: {item!r} uses the port of {users[port]}")
+            users[port] = f"[channels] legacy {item!r}"
+    for key in ("full", "decimated"):
+        group = getattr(config.multicast, key)
+        if group is not None and group.port in users:
+            raise ConfigError(
+                f"[multicast] {key} = \"{group}\" uses port {group.port}, which is also "
+                f"{users[group.port]}: give one of them another port")
 
 
 def build(
@@ -351,6 +392,10 @@ def build(
                     sections[section][key] = _convert(specs[key], value, base)
                 except (ValueError, TypeError) as exc:
                     raise ConfigError(f"{origin}: [{section}] {key} = {value!r}: {exc}") from None
+    for name, cls in _SECTION_TYPES.items():  # default paths are in the data directory
+        for spec in dataclasses.fields(cls):
+            if spec.metadata["kind"] == "path" and spec.name not in sections[name]:
+                sections[name][spec.name] = home() / spec.default
     config = Config(**{name: _SECTION_TYPES[name](**values) for name, values in sections.items()})
     _check(config)
     return config
@@ -408,7 +453,7 @@ def markdown_table() -> str:
     """The README's table of settings, generated from the declarations."""
     rows = ["| key | default | meaning |", "| --- | --- | --- |"]
     for section, key, default, help in declarations():
-        shown = toml_value(default).replace(str(PROJECT_DIR), "<project>")
+        shown = toml_value(default)
         rows.append(f"| `[{section}] {key}` | `{shown}` | {help} |")
     return "\n".join(rows)
 

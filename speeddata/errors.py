@@ -2,19 +2,41 @@
 
 
 class SpeeddataError(Exception):
-    """Base of every error speeddata raises on purpose."""
+    """Base of every error speeddata raises on purpose. ``http_status`` is the answer the
+    stripchart server gives for it: the type decides, never the message."""
+
+    http_status = 400
 
 
 class NotFoundError(SpeeddataError):
-    """What the request names does not exist (HTTP 404)."""
+    """What the request names does not exist."""
+
+    http_status = 404
 
 
 class ConflictError(SpeeddataError):
-    """What the request would create exists already (HTTP 409)."""
+    """What the request would create exists already."""
+
+    http_status = 409
 
 
 class BusyError(SpeeddataError):
-    """Too much work is queued; try again later (HTTP 503)."""
+    """Too much work is queued; try again later."""
+
+    http_status = 503
+
+
+class ForbiddenError(SpeeddataError):
+    """The request is refused whoever makes it: another site's, or a write the server
+    does not take."""
+
+    http_status = 403
+
+
+class TooLargeError(SpeeddataError):
+    """The request's body is larger than any the API takes."""
+
+    http_status = 413
 
 
 class ConfigError(SpeeddataError):

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("speeddata.schemas")
 
+DEMO_DIR = Path(__file__).resolve().parent / "demo_channels"
+"""The demo channels' schemas, shipped in the package."""
+
 NUMERIC_TYPES = {"int", "long", "float", "double", "boolean"}
 TEXT_TYPES = {"string", "enum"}
 

@@ -23,17 +23,20 @@ from fastavro.validation import validate
 
 from speeddata import wire
 from speeddata.encoding import compile_encoder
-from speeddata.errors import RecordError
-from speeddata.schemas import Channel, channel_from_schema, load_file
+from speeddata.errors import RecordError, SchemaError, SpeeddataError
+from speeddata.schemas import DEMO_DIR, Channel, channel_from_schema, load_file
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 26000
 
 
-def resolve_channel(channel_or_schema: str | Path | dict[str, Any] | Channel) -> Channel:
+def resolve_channel(channel_or_schema: str | Path | dict[str, Any] | Channel,
+                    channels_dir: Path | None = None) -> Channel:
     """A Channel from a Channel, a schema dict, a ``.avsc`` path or a channel name.
 
-    A bare name is looked up in the configured channels directory.
+    A bare name is looked up in ``channels_dir``, else in ``schemas/`` of the data
+    directory (``$SPEEDDATA_HOME`` or the current one), else among the demo channels. The
+    application's config file is never read: the sender runs inside other programs.
     """
     if isinstance(channel_or_schema, Channel):
         return channel_or_schema
@@ -42,9 +45,14 @@ def resolve_channel(channel_or_schema: str | Path | dict[str, Any] | Channel) ->
     path = Path(channel_or_schema)
     if path.suffix == ".avsc" or path.exists():
         return load_file(path)
-    from speeddata.config import build
+    from speeddata.config import home
 
-    return load_file(build().channels.dir / f"{channel_or_schema}.avsc")
+    folders = [Path(channels_dir)] if channels_dir else [home() / "schemas", DEMO_DIR]
+    for folder in folders:
+        if (folder / f"{channel_or_schema}.avsc").exists():
+            return load_file(folder / f"{channel_or_schema}.avsc")
+    raise SchemaError(f"no schema for channel {str(channel_or_schema)!r} in "
+                      f"{' or '.join(map(str, folders))}; pass the schema or its .avsc path")
 
 
 class Encoder:
@@ -110,11 +118,17 @@ class Sender:
         channel_or_schema: str | Path | dict[str, Any] | Channel,
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
+        channels_dir: Path | None = None,
     ) -> None:
-        self.channel = resolve_channel(channel_or_schema)
+        self.channel = resolve_channel(channel_or_schema, channels_dir)
         self.encoder = Encoder(self.channel)
-        self.address = (host, port)
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:  # once, like pystatsd: a name is never looked up again on the send path
+            family, _, _, _, self.address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_DGRAM)[0]
+        except (OSError, UnicodeError) as exc:
+            raise SpeeddataError(f"relay address {host!r}:{port} cannot be resolved: {exc}"
+                                 ) from None
+        self._socket = socket.socket(family, socket.SOCK_DGRAM)
         self._socket.setblocking(False)
         self.sent = 0
         self.failed = 0

@@ -6,6 +6,7 @@ numpy only; ``to_pandas()`` and ``to_xarray()`` work where those libraries are i
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from speeddata.errors import SpeeddataError
 
 
 @dataclass
@@ -39,19 +42,27 @@ class ChannelData:
 
     def to_pandas(self) -> Any:
         """A DataFrame indexed by time (needs pandas)."""
-        import pandas as pd
+        pd = _optional("pandas", "pandas")
 
         return pd.DataFrame(self.columns, index=pd.DatetimeIndex(self.datetimes, name="time"))
 
     def to_xarray(self) -> Any:
         """An xarray Dataset indexed by time, units in each variable's attrs (needs xarray)."""
-        import xarray as xr
+        xr = _optional("xarray", "xarray")
 
         return xr.Dataset(
             {name: ("time", values, {"unit": self.units[name], "doc": self.docs[name]})
              for name, values in self.columns.items()},
             coords={"time": self.datetimes},
         )
+
+
+def _optional(module: str, extra: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        raise SpeeddataError(f"{module} is not installed: pip install 'speeddata[{extra}]'"
+                             ) from None
 
 
 @dataclass

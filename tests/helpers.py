@@ -16,9 +16,10 @@ from typing import Any
 from speeddata import status
 from speeddata.bench.procs import free_port, fresh_group
 from speeddata.config import Group, write_file
+from speeddata.schemas import DEMO_DIR
 
 PROJECT = Path(__file__).resolve().parents[1]
-SCHEMAS = PROJECT / "schemas"
+SCHEMAS = DEMO_DIR  # the packaged demo channels, never the user's directory
 # One scalable timeout: raise SPEEDDATA_TEST_TIMEOUT on a slow machine.
 TIMEOUT = float(os.environ.get("SPEEDDATA_TEST_TIMEOUT", "20"))
 
@@ -66,7 +67,7 @@ def relay_settings(tmp: Path, **extra: dict[str, Any]) -> dict[str, dict[str, An
         "relay": {"host": "127.0.0.1", "port": 0},
         "multicast": {"full": str(fresh_group()), "decimated": str(fresh_group()),
                       "interface": "127.0.0.1"},
-        "web": {"port": free_port(socket.SOCK_STREAM)},
+        "web": {"host": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)},
         "exports": {"dir": str(tmp / "exports")},
     }
     for section, values in extra.items():

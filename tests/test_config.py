@@ -68,6 +68,14 @@ def test_environment_variable_names_the_file(tmp_path: Path, monkeypatch) -> Non
         ("[web]\nhistory_seconds = 1e12\n", "[web] history_seconds"),
         ("[relay]\nallow = ['192.168.1.300/24']\n", "[relay] allow"),
         ("[web]\ndetail_seconds = 900\nhistory_seconds = 600\n", "[web] detail_seconds"),
+        ("[relay]\nport = '26O00'\n", "[relay] port = '26O00': expected a whole number"),
+        ("[web]\nframe_hz = 'fast'\n", "[web] frame_hz = 'fast': expected a number"),
+        # the prototype's legacy port is the default full-rate group's port
+        ("[channels]\nlegacy = ['example:26001']\n",
+         "[multicast] full = \"239.255.26.1:26001\" uses port 26001, which is also "
+         "[channels] legacy 'example:26001'"),
+        ("[relay]\nport = 26002\n", "[multicast] decimated = \"239.255.26.2:26002\" uses port "
+         "26002, which is also [relay] port"),
     ],
 )
 def test_wrong_keys_and_values_are_named(tmp_path: Path, text: str, message: str) -> None:
@@ -113,3 +121,39 @@ def test_readme_table_matches_the_declarations() -> None:
     assert config.markdown_table() in readme, (
         "README's configuration table is stale: paste speeddata.config.markdown_table()"
     )
+
+
+def test_default_paths_are_in_the_data_directory(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SPEEDDATA_HOME", str(tmp_path))
+    cfg = config.build()
+    assert (cfg.channels.dir, cfg.cache.dir, cfg.exports.dir) == (
+        tmp_path / "schemas", tmp_path / "cache", tmp_path / "exports")
+    monkeypatch.delenv("SPEEDDATA_HOME")
+    monkeypatch.chdir(tmp_path / "..")
+    assert config.build().cache.dir == (tmp_path / ".." / "cache").resolve()
+
+
+def test_the_default_channels_dir_is_made_with_the_demo_channels(tmp_path: Path,
+                                                               monkeypatch, capsys) -> None:
+    from speeddata import cli
+
+    monkeypatch.setenv("SPEEDDATA_HOME", str(tmp_path))
+    assert cli.main(["config"]) == 0
+    assert sorted(p.name for p in (tmp_path / "schemas").iterdir()) == [
+        "env.avsc", "example.avsc", "motor.avsc"]
+    (tmp_path / "schemas" / "motor.avsc").unlink()  # the user's choice is kept
+    assert cli.main(["config"]) == 0
+    assert not (tmp_path / "schemas" / "motor.avsc").exists()
+    assert cli.main(["config", "--channels-dir", str(tmp_path / "mine")]) == 2
+    assert "[channels] dir: " in capsys.readouterr().err
+
+
+def test_every_flag_of_up_reaches_a_child_that_uses_it() -> None:
+    """'up --exports-dir X' was accepted and silently ignored by the server's pivots."""
+    from speeddata import cli
+
+    for section in cli.SECTIONS_OF["up"]:
+        users = [name for name in ("relay", "serve", "demo") if section in cli.SECTIONS_OF[name]]
+        assert users, f"[{section}] flags of 'up' reach no child"
+    args = cli.parser().parse_args(["serve", "--exports-dir", "/data/exports"])
+    assert config.from_args(args).exports.dir == Path("/data/exports")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from speeddata import Sender
 from speeddata.encoding import compile_encoder
-from speeddata.errors import RecordError
+from speeddata.errors import RecordError, SchemaError, SpeeddataError
 from speeddata.schemas import load_file
 from tests.helpers import SCHEMAS, wait_until
 
@@ -84,6 +84,25 @@ def test_network_errors_are_counted_never_raised() -> None:
         assert ok is False
         assert sender.statistics()["failed"] == 1
         assert sender.statistics()["last_error"]
+
+
+def test_a_host_that_cannot_be_resolved_is_named_at_once() -> None:
+    with pytest.raises(SpeeddataError, match=r"relay address 'no-such-host\.invalid':26000"):
+        Sender(ENV, host="no-such-host.invalid")
+
+
+def test_a_bare_name_is_found_without_the_app_config(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SPEEDDATA_CONFIG", str(tmp_path / "missing.toml"))  # never read
+    monkeypatch.setenv("SPEEDDATA_HOME", str(tmp_path))
+    with Sender("motor") as sender:  # no schemas/ here: the demo channel
+        assert sender.channel.name == "motor"
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "motor.avsc").write_text(
+        (SCHEMAS / "env.avsc").read_text().replace('"env"', '"motor"'))
+    with Sender("motor") as sender:  # the data directory's own comes first
+        assert "humidity" in {s.name for s in sender.channel.signals}
+    with pytest.raises(SchemaError, match="no schema for channel 'nope'"):
+        Sender("nope")
 
 
 def test_send_to_a_closed_port_keeps_working() -> None:

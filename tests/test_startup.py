@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from speeddata.bench.procs import free_port
+from speeddata.errors import SpeeddataError
 from speeddata.relay import netio
 from speeddata.supervisor import Child, Supervisor
 from tests.helpers import TIMEOUT
@@ -66,8 +66,62 @@ def test_the_mmsg_structures_are_read_at_this_platforms_offsets() -> None:
         assert all(io._rmsgs[i].msg_hdr.msg_controllen == 99 for i in range(4))
         io._names[2].sin_addr[:] = socket.inet_aton("10.1.2.3")
         assert int(io._source_view[2]) == int.from_bytes(socket.inet_aton("10.1.2.3"), "big")
-        assert np.dtype(netio._SIZE_T).itemsize == ctypes.sizeof(ctypes.c_size_t)
+        assert io._controllen.dtype.itemsize == ctypes.sizeof(ctypes.c_size_t)
         assert isinstance(netio.open_io("portable", sock, 4, 100), netio.PortableIO)
+
+
+# Offsets of <sys/socket.h> and <bits/uio.h> as the compilers lay them out: 32-bit ARM
+# (ILP32, armhf Raspberry Pi OS) and 64-bit Linux (LP64, x86_64 and aarch64).
+ABI = {
+    "ILP32": {"iovec": 8, "msghdr": 28, "mmsghdr": 32, "msg_namelen": 4, "msg_iov": 8,
+              "msg_iovlen": 12, "msg_control": 16, "msg_controllen": 20, "msg_flags": 24,
+              "msg_len": 28, "iov_len": 4},
+    "LP64": {"iovec": 16, "msghdr": 56, "mmsghdr": 64, "msg_namelen": 8, "msg_iov": 16,
+             "msg_iovlen": 24, "msg_control": 32, "msg_controllen": 40, "msg_flags": 48,
+             "msg_len": 56, "iov_len": 8},
+}
+WIDTHS = {"ILP32": ctypes.c_uint32, "LP64": ctypes.c_uint64}
+
+
+@pytest.mark.parametrize("abi", ["ILP32", "LP64"])
+def test_the_mmsg_structures_follow_each_abi(abi: str) -> None:
+    iovec, msghdr, mmsghdr = netio.mmsg_structures(WIDTHS[abi], WIDTHS[abi])
+    want = ABI[abi]
+    got = {"iovec": ctypes.sizeof(iovec), "msghdr": ctypes.sizeof(msghdr),
+           "mmsghdr": ctypes.sizeof(mmsghdr), "msg_len": mmsghdr.msg_len.offset,
+           "iov_len": iovec.iov_len.offset,
+           **{name: getattr(msghdr, name).offset for name in (
+               "msg_namelen", "msg_iov", "msg_iovlen", "msg_control", "msg_controllen",
+               "msg_flags")}}
+    assert got == want
+    # the numpy views write exactly the fields ctypes reads, at that ABI's widths
+    messages = (mmsghdr * 3)()
+    lengths = netio.struct_view(messages, mmsghdr.msg_hdr.offset + msghdr.msg_controllen.offset,
+                                WIDTHS[abi])
+    received = netio.struct_view(messages, mmsghdr.msg_len.offset, ctypes.c_uint)
+    lengths[:] = [7, 8, 2**32 - 1]
+    received[:] = [100, 200, 300]
+    assert [m.msg_hdr.msg_controllen for m in messages] == [7, 8, 2**32 - 1]
+    assert [m.msg_len for m in messages] == [100, 200, 300]
+    assert all(m.msg_hdr.msg_flags == 0 and m.msg_hdr.msg_iovlen == 0 for m in messages)
+
+
+def test_this_platform_has_one_of_the_known_layouts() -> None:
+    abi = "LP64" if ctypes.sizeof(ctypes.c_void_p) == 8 else "ILP32"
+    assert ctypes.sizeof(netio._Mmsghdr) == ABI[abi]["mmsghdr"]
+    assert netio._Msghdr.msg_controllen.offset == ABI[abi]["msg_controllen"]
+
+
+def test_auto_io_falls_back_and_says_why_when_the_fast_path_fails(monkeypatch, caplog) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("offset out of bounds")  # what numpy raised on 32-bit ARM
+
+    monkeypatch.setattr(netio.MmsgIO, "__init__", broken)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, caplog.at_level("WARNING"):
+        assert isinstance(netio.open_io("auto", sock, 4, 100), netio.PortableIO)
+        with pytest.raises(SpeeddataError, match="io = mmsg: recvmmsg cannot be used here"):
+            netio.open_io("mmsg", sock, 4, 100)
+    assert "offset out of bounds" in caplog.text and "portable path" in caplog.text
 
 
 @pytest.mark.e2e

@@ -163,19 +163,28 @@ class PortableIO:
 
 # -- recvmmsg/sendmmsg ------------------------------------------------------------------
 
-class _Iovec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+def mmsg_structures(size_t: type = ctypes.c_size_t, pointer: type = ctypes.c_void_p
+                    ) -> tuple[type, type, type]:
+    """``iovec``, ``msghdr`` and ``mmsghdr`` with the given widths of ``size_t`` and of
+    pointers: this platform's by default, and a test builds the 32-bit ARM ones (ILP32)
+    and the 64-bit ones to check the offsets against the ABI."""
+
+    class Iovec(ctypes.Structure):
+        _fields_ = [("iov_base", pointer), ("iov_len", size_t)]
+
+    class Msghdr(ctypes.Structure):
+        _fields_ = [("msg_name", pointer), ("msg_namelen", ctypes.c_uint32),
+                    ("msg_iov", pointer), ("msg_iovlen", size_t),
+                    ("msg_control", pointer), ("msg_controllen", size_t),
+                    ("msg_flags", ctypes.c_int)]
+
+    class Mmsghdr(ctypes.Structure):
+        _fields_ = [("msg_hdr", Msghdr), ("msg_len", ctypes.c_uint)]
+
+    return Iovec, Msghdr, Mmsghdr
 
 
-class _Msghdr(ctypes.Structure):
-    _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
-                ("msg_iov", ctypes.POINTER(_Iovec)), ("msg_iovlen", ctypes.c_size_t),
-                ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t),
-                ("msg_flags", ctypes.c_int)]
-
-
-class _Mmsghdr(ctypes.Structure):
-    _fields_ = [("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint)]
+_Iovec, _Msghdr, _Mmsghdr = mmsg_structures()
 
 
 class _SockaddrIn(ctypes.Structure):
@@ -198,20 +207,19 @@ def _libc() -> ctypes.CDLL | None:
 _LIBC = _libc()
 
 
-# Field types as this platform has them (32-bit ARM: 4-byte size_t and pointers, a
-# 12-byte cmsghdr), in native byte order.
+# A cmsghdr as this platform has it (12 bytes on 32-bit ARM, 16 on 64-bit).
 _SIZE = ctypes.sizeof(ctypes.c_size_t)
-_SIZE_T = f"=u{_SIZE}"
-_POINTER = f"=u{ctypes.sizeof(ctypes.c_void_p)}"
 _CMSG_HEADER = socket.CMSG_LEN(0) if hasattr(socket, "CMSG_LEN") else 2 * _SIZE + 4
 
 
-def _struct_view(array: ctypes.Array, dtype: str, field_offset: int) -> np.ndarray:
-    """A numpy view of one field of every element of a ctypes array of structures."""
-    size = ctypes.sizeof(array._type_)
+def struct_view(array: ctypes.Array, field_offset: int, field_type: type,
+                byteorder: str = "=") -> np.ndarray:
+    """A numpy view of one unsigned field of every element of a ctypes array of
+    structures; its width is the field type's, never assumed."""
+    dtype = f"{byteorder}u{ctypes.sizeof(field_type)}"
     base = np.frombuffer(array, dtype=np.uint8)
     return np.ndarray((len(array),), dtype=dtype, buffer=base, offset=field_offset,
-                      strides=(size,))
+                      strides=(ctypes.sizeof(array._type_),))
 
 
 class MmsgIO:
@@ -245,19 +253,21 @@ class MmsgIO:
             self._riov[i].iov_base = base + i * self.slot
             self._riov[i].iov_len = self.slot
             hdr = self._rmsgs[i].msg_hdr
-            hdr.msg_iov = ctypes.pointer(self._riov[i])
+            hdr.msg_iov = ctypes.addressof(self._riov[i])
             hdr.msg_iovlen = 1
             hdr.msg_control = ctypes.addressof(self._control) + i * self._control_size
         self._names = (_SockaddrIn * batch)()  # the senders' addresses, when wanted
         if sources:
             for i in range(batch):
                 self._rmsgs[i].msg_hdr.msg_name = ctypes.addressof(self._names[i])
-        self._namelen = _struct_view(
-            self._rmsgs, "<u4", _Mmsghdr.msg_hdr.offset + _Msghdr.msg_namelen.offset)
-        self._source_view = _struct_view(self._names, ">u4", _SockaddrIn.sin_addr.offset)
-        self._msg_len = _struct_view(self._rmsgs, "<u4", _Mmsghdr.msg_len.offset)
-        self._controllen = _struct_view(
-            self._rmsgs, _SIZE_T, _Mmsghdr.msg_hdr.offset + _Msghdr.msg_controllen.offset)
+        header = _Mmsghdr.msg_hdr.offset
+        self._namelen = struct_view(
+            self._rmsgs, header + _Msghdr.msg_namelen.offset, ctypes.c_uint32)
+        self._source_view = struct_view(
+            self._names, _SockaddrIn.sin_addr.offset, ctypes.c_uint32, ">")
+        self._msg_len = struct_view(self._rmsgs, _Mmsghdr.msg_len.offset, ctypes.c_uint)
+        self._controllen = struct_view(
+            self._rmsgs, header + _Msghdr.msg_controllen.offset, ctypes.c_size_t)
         # send side: iovecs are filled per call with slot addresses and lengths
         self._siov = (_Iovec * batch)()
         self._smsgs = (_Mmsghdr * batch)()
@@ -267,10 +277,10 @@ class MmsgIO:
             hdr = self._smsgs[i].msg_hdr
             hdr.msg_name = ctypes.addressof(self._addr)
             hdr.msg_namelen = ctypes.sizeof(_SockaddrIn)
-            hdr.msg_iov = ctypes.pointer(self._siov[i])
+            hdr.msg_iov = ctypes.addressof(self._siov[i])
             hdr.msg_iovlen = 1
-        self._siov_base = _struct_view(self._siov, _POINTER, _Iovec.iov_base.offset)
-        self._siov_len = _struct_view(self._siov, _SIZE_T, _Iovec.iov_len.offset)
+        self._siov_base = struct_view(self._siov, _Iovec.iov_base.offset, ctypes.c_void_p)
+        self._siov_len = struct_view(self._siov, _Iovec.iov_len.offset, ctypes.c_size_t)
         self._base = base
         self.kernel_drops = 0
 

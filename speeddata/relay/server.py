@@ -49,6 +49,7 @@ class Relay:
         self.worker = worker
         self.name = "relay" if worker is None else f"relay-w{worker}"
         self.registry, errors = Registry.load_dir(config.channels.dir)
+        self.schema_errors = [str(error) for error in errors]  # shown by 'speeddata status'
         for error in errors:
             log.error("%s (channel skipped)", error)
         if not len(self.registry):
@@ -184,6 +185,7 @@ class Relay:
                           "interface": self.config.multicast.interface},
             "io": self.receivers[0][0].name,
             "rcvbuf": self.rcvbuf,
+            "schema_errors": self.schema_errors,
             "kernel_drops": sum(io.kernel_drops for io, _ in self.receivers),
             **self.counts,
             **router,

@@ -28,15 +28,15 @@ from fastapi_offline import FastAPIOffline
 from speeddata import __version__, multicast, status
 from speeddata.cache.catalogue import Catalogue
 from speeddata.config import Config, Group
-from speeddata.errors import BusyError, ConflictError, NotFoundError, SpeeddataError
+from speeddata.errors import SpeeddataError
 from speeddata.schemas import Registry
-from speeddata.stripchart.guard import Guard, resolve_token
+from speeddata.stripchart.guard import Guard, is_loopback, reachable_address, resolve_token
 from speeddata.stripchart.history import default_levels
 from speeddata.stripchart.hub import Client, Hub, SubscriptionError
 
 log = logging.getLogger("speeddata.stripchart")
 
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 SEND_TIMEOUT = 10.0  # a page that takes longer than this to take one frame is closed
 SEND_BUFFER = 64 * 1024  # bytes queued per page in the kernel, and again in the server
 STATUS_SECONDS = 1.0
@@ -82,9 +82,10 @@ class StripchartServer:
         self.past_kernel_drops = 0  # of groups left since
         self.started = time.time()
         self.token = resolve_token(config.web.token, config.web.host, config.cache.dir)
-        shown = socket.gethostname() if config.web.host in ("0.0.0.0", "::") else (
-            config.web.host)
-        self.url = f"http://{shown}:{config.web.port}/"
+        # no token on the network (a kiosk): pages read, and change nothing unless allowed
+        self.read_only = (self.token is None and not is_loopback(config.web.host)
+                          and not config.web.open_writes)
+        self.url = f"http://{reachable_address(config.web.host)}:{config.web.port}/"
         self.frames_sent = 0
         self.closed_slow = 0
         # one group for every page: full (exact envelopes) unless configured or turned off
@@ -252,14 +253,13 @@ def create_app(config: Config) -> FastAPI:
     app = FastAPIOffline(title="speeddata stripchart", version=__version__, lifespan=lifespan,
                          favicon_url="/favicon.ico")
     app.state.server = server
-    app.add_middleware(Guard, allowed_hosts=config.web.allowed_hosts, token=server.token)
+    app.add_middleware(Guard, allowed_hosts=config.web.allowed_hosts, token=server.token,
+                       read_only=server.read_only)
 
     @app.exception_handler(SpeeddataError)
     def refuse(request: Any, exc: SpeeddataError) -> JSONResponse:
         """Our errors as HTTP answers: the code from the exception's type."""
-        code = (404 if isinstance(exc, NotFoundError) else 409 if isinstance(
-            exc, ConflictError) else 503 if isinstance(exc, BusyError) else 400)
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+        return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
 
     @app.get("/api/channels")
     def channels() -> JSONResponse:

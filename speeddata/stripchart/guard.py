@@ -31,6 +31,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.responses import JSONResponse, RedirectResponse
 
+from speeddata.errors import ForbiddenError, SpeeddataError, TooLargeError
+
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 COOKIE = "speeddata_token"
 TOKEN_FILE = ".web-token"
@@ -62,24 +64,30 @@ def host_allowed(host_header: str, names: set[str]) -> bool:
         return host in names
 
 
-def refusal(method: str, headers: dict[str, str], names: set[str], websocket: bool
-            ) -> str | None:
+def refusal(method: str, headers: dict[str, str], names: set[str], websocket: bool,
+            read_only: bool = False) -> SpeeddataError | None:
     """Why a request must be refused, or None. ``headers`` have lower-case names."""
     host = headers.get("host", "")
     if not host_allowed(host, names):
-        return (f"host {host_of(host)[:100]!r} is not a name of this server (DNS rebinding "
-                "guard); add it to [web] allowed_hosts if it is yours")
+        return ForbiddenError(
+            f"host {host_of(host)[:100]!r} is not a name of this server (DNS rebinding "
+            "guard); add it to [web] allowed_hosts if it is yours")
     length = headers.get("content-length", "0")
     if not length.isdigit() or int(length) > MAX_BODY:
-        return f"request body over {MAX_BODY} bytes"
+        return TooLargeError(f"request body over {MAX_BODY} bytes")
     if websocket or method not in SAFE_METHODS:
         if headers.get("sec-fetch-site") == "cross-site":
-            return "cross-site request refused"
+            return ForbiddenError("cross-site request refused")
         origin = headers.get("origin")
         if origin and origin != "null" and host_of(urlsplit(origin).netloc) != host_of(host):
-            return f"origin {origin[:100]!r} is not this server: cross-site request refused"
+            return ForbiddenError(
+                f"origin {origin[:100]!r} is not this server: cross-site request refused")
         if origin == "null":
-            return "requests from an opaque origin are refused"
+            return ForbiddenError("requests from an opaque origin are refused")
+    if read_only and method not in SAFE_METHODS:
+        return ForbiddenError(
+            "this server is read-only: it needs no token on the network ([web] token = "
+            "'off'), so it takes no changes; set [web] open_writes = true to allow them")
     return None
 
 
@@ -88,6 +96,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def reachable_address(host: str) -> str:
+    """The address to print for a server listening on ``host``: for all interfaces, this
+    host's LAN address (the one its default route leaves from), which a laptop can reach
+    where the host name may not resolve."""
+    if host not in ("0.0.0.0", "::", ""):
+        return f"[{host}]" if ":" in host else host
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET: nothing is sent, a route is chosen
+            return probe.getsockname()[0]
+        except OSError:  # no route off this host
+            return "127.0.0.1"
 
 
 def resolve_token(setting: str, host: str, cache_dir: Path) -> str | None:
@@ -137,10 +159,11 @@ class Guard:
     token when the server has one."""
 
     def __init__(self, app: Any, allowed_hosts: Iterable[str] = (),
-                 token: str | None = None) -> None:
+                 token: str | None = None, read_only: bool = False) -> None:
         self.app = app
         self.names = local_names(allowed_hosts)
         self.token = token
+        self.read_only = read_only
         self.refused = 0
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -148,14 +171,15 @@ class Guard:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                        for k, v in reversed(scope["headers"])}
             why = refusal(scope.get("method", "GET"), headers, self.names,
-                          scope["type"] == "websocket")
+                          scope["type"] == "websocket", self.read_only)
             if why is not None:
                 self.refused += 1
                 if scope["type"] == "websocket":
-                    await send({"type": "websocket.close", "code": 1008, "reason": why[:120]})
+                    await send({"type": "websocket.close", "code": 1008,
+                                "reason": str(why)[:120]})
                 else:
-                    code = 413 if why.startswith("request body") else 403
-                    await JSONResponse({"detail": why}, status_code=code)(scope, receive, send)
+                    await JSONResponse({"detail": str(why)}, status_code=why.http_status)(
+                        scope, receive, send)
                 return
             if self.token is not None:
                 query = scope.get("query_string", b"").decode("latin-1")

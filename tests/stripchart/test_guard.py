@@ -12,6 +12,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from speeddata.errors import ForbiddenError, TooLargeError
 from speeddata.stripchart.guard import host_allowed, local_names, refusal
 from tests.helpers import relay_settings, start_relay, start_serve
 from tests.stripchart.conftest import Stack
@@ -33,14 +34,20 @@ def test_refusals() -> None:
     assert refusal("GET", local, NAMES, websocket=False) is None
     assert refusal("POST", local, NAMES, websocket=False) is None  # curl, scripts, the CLI
     assert refusal("POST", {**local, "origin": "http://127.0.0.1:8080"}, NAMES, False) is None
-    assert "cross-site" in refusal("POST", {**local, "origin": "http://evil.example"},
-                                   NAMES, False)
-    assert "cross-site" in refusal("DELETE", {**local, "sec-fetch-site": "cross-site"},
-                                   NAMES, False)
+    cross = refusal("POST", {**local, "origin": "http://evil.example"}, NAMES, False)
+    assert isinstance(cross, ForbiddenError) and "cross-site" in str(cross)
+    assert "cross-site" in str(refusal("DELETE", {**local, "sec-fetch-site": "cross-site"},
+                                       NAMES, False))
     assert refusal("GET", {**local, "origin": "http://evil.example"}, NAMES, False) is None
     assert refusal("GET", {**local, "origin": "http://evil.example"}, NAMES, True)
-    assert "DNS rebinding" in refusal("GET", {"host": "attacker.example"}, NAMES, False)
-    assert "body over" in refusal("POST", {**local, "content-length": str(2**21)}, NAMES, False)
+    assert "DNS rebinding" in str(refusal("GET", {"host": "attacker.example"}, NAMES, False))
+    large = refusal("POST", {**local, "content-length": str(2**21)}, NAMES, False)
+    assert isinstance(large, TooLargeError) and large.http_status == 413
+    # a kiosk with no token on the network reads, and changes nothing
+    assert refusal("GET", local, NAMES, False, read_only=True) is None
+    assert refusal("GET", local, NAMES, True, read_only=True) is None  # the live WebSocket
+    assert "read-only" in str(refusal("POST", local, NAMES, False, read_only=True))
+    assert refusal("DELETE", local, NAMES, False, read_only=True).http_status == 403
 
 
 def call(stack: Stack, method: str, path: str, body: object = None,

@@ -1,0 +1,109 @@
+"""The built wheel, installed into fresh venvs outside the checkout, as a user gets it.
+
+The full install runs relay + serve + demo + pivot from an empty directory; the bare
+install (the sender alone) imports without numpy and says which extra a role needs.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from speeddata.bench.procs import free_port, fresh_group
+from tests.helpers import PROJECT, TIMEOUT, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def run(*argv: str | Path, cwd: Path | None = None, timeout: float = 600) -> str:
+    done = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, f"{argv} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+        "-w", out, PROJECT)
+    (path,) = out.glob("speeddata-*.whl")
+    return path
+
+
+def venv(where: Path, requirement: str) -> Path:
+    run(sys.executable, "-m", "venv", where)
+    run(where / "bin" / "python", "-m", "pip", "install", "-q", requirement)
+    return where / "bin"
+
+
+def test_the_bare_wheel_is_a_sender_that_names_the_extras(wheel: Path, tmp_path: Path) -> None:
+    bin_dir = venv(tmp_path / "venv", str(wheel))
+    probe = ("import sys; from speeddata import Sender; import speeddata; "
+             "print(sorted(m for m in ('numpy', 'h5py', 'fastapi') if m in sys.modules))")
+    assert run(bin_dir / "python", "-c", probe, cwd=tmp_path).strip() == "[]"
+    done = subprocess.run([bin_dir / "speeddata", "relay"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert "pip install 'speeddata[relay]'" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_full_wheel_runs_every_part_from_an_empty_directory(
+        wheel: Path, tmp_path: Path) -> None:
+    bin_dir = venv(tmp_path / "venv", f"speeddata[all] @ {wheel.as_uri()}")
+    home = tmp_path / "home"
+    home.mkdir()
+    web_port = free_port(socket.SOCK_STREAM)
+    flags = ["--relay-port", str(free_port()), "--web-port", str(web_port),
+             "--multicast-full", str(fresh_group()), "--multicast-decimated", str(fresh_group())]
+    up = subprocess.Popen([bin_dir / "speeddata", "up", "--demo", *flags], cwd=home,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        run(bin_dir / "speeddata", "status", "--wait", str(3 * TIMEOUT), "-q", cwd=home)
+        assert sorted(p.name for p in (home / "schemas").iterdir()) == [
+            "env.avsc", "example.avsc", "motor.avsc"]
+        # on all interfaces by default, with a token: the printed URL carries it
+        url = run(bin_dir / "speeddata", "status", "--url", cwd=home).strip()
+        base, _, token = url.partition("/?token=")
+        assert base.endswith(f":{web_port}") and len(token) > 20, url
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/api/channels", timeout=10)
+        assert refused.value.code == 401
+
+        def get(path: str) -> bytes:
+            request = urllib.request.Request(f"{base}/{path}",
+                                             headers={"Authorization": f"Bearer {token}"})
+            return urllib.request.urlopen(request, timeout=10).read()
+
+        assert b"<title>speeddata stripchart</title>" in get("")
+        for asset in ("js/main.js", "js/chart.js", "css/style.css", "exports.html"):
+            assert get(asset)
+        channels = json.loads(get("api/channels"))
+        assert {"motor", "env", "example"} <= {c["name"] for c in channels["channels"]}
+
+        def motor_cached() -> bool:
+            snapshot = json.loads(run(bin_dir / "speeddata", "status", "--json", cwd=home))
+            return snapshot["relay"]["channels"].get("motor", {}).get("datagrams", 0) > 2000
+
+        wait_until(motor_cached, what="2000 motor datagrams cached")
+        run(bin_dir / "speeddata", "tag", "wheelrun", "--start", "-2s", "--end", "now",
+            cwd=home)
+    finally:
+        up.terminate()
+        output = up.communicate(timeout=30)[0]
+    assert up.returncode == 0, output
+    run(bin_dir / "speeddata", "pivot", "--tag", "wheelrun", cwd=home)
+    probe = ("import speeddata, sys; s = speeddata.load(sys.argv[1]); "
+             "m = s.channels['motor']; print(len(m.time), sorted(m.columns))")
+    count, columns = run(bin_dir / "python", "-c", probe, home / "exports" / "wheelrun.h5",
+                         cwd=home).split(" ", 1)
+    assert int(count) > 1000
+    assert "speed" in columns
