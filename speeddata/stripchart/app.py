@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -327,6 +329,9 @@ def serve(config: Config) -> None:
         import uvloop  # noqa: F401
     except ImportError:  # not on Windows: asyncio's own loop
         loop = "asyncio"
+    # uvicorn shuts down gracefully, then raises the signal again with the handler it found:
+    # let that one end the process with 0, as the relay does after a clean stop
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(create_app(config), host=config.web.host, port=config.web.port, loop=loop,
                 ws=_abortable_websocket(), log_level="warning", access_log=False,
                 ws_max_size=MAX_MESSAGE)

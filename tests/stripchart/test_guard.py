@@ -228,3 +228,27 @@ def test_a_server_with_a_token_refuses_everything_without_it(token_stack: Stack)
                           str(stack.relay.config_path)], capture_output=True, text=True,
                          timeout=30).stdout.strip()
     assert url.endswith("/?token=s3cret-token")
+
+
+def test_every_route_of_the_api_needs_the_token(token_stack: Stack) -> None:
+    """The routes come from the server's own OpenAPI schema, so a new one cannot slip
+    through; each answers 401 without the token and something else with it."""
+    bearer = {"Authorization": "Bearer s3cret-token"}
+    schema = call(token_stack, "GET", "/openapi.json", headers=bearer)[1]
+    routes = [(method.upper(), path.replace("{", "").replace("}", ""))
+              for path, methods in schema["paths"].items() for method in methods]
+    assert len(routes) >= 10 and ("POST", "/api/tags") in routes
+
+    def status(method: str, path: str, headers: dict[str, str]) -> int:
+        data = b"{}" if method in ("POST", "PUT") else None
+        request = urllib.request.Request(token_stack.serve.url.rstrip("/") + path, data=data,
+                                         method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    for method, path in [*routes, ("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/")]:
+        assert status(method, path, {}) == 401, (method, path)
+        assert status(method, path, bearer) != 401, (method, path)
