@@ -215,6 +215,31 @@ def cmd_up(args: argparse.Namespace) -> int:
     return supervisor.run()
 
 
+@command("service")
+def cmd_service(args: argparse.Namespace) -> int:
+    from speeddata import service
+
+    given = args.config.resolve() if args.config else None  # the units pass it on
+    if given is not None:
+        config.build(given)  # a wrong file stops here, not at boot
+    home = args.home.resolve()
+    files = service.units(args.user, home, given)
+    if args.print:
+        for name, text in files.items():
+            print(f"# {name}\n{text}")
+        return 0
+    for name, text in files.items():
+        folder = args.sysctl_dir if name == service.SYSCTL_FILE else args.unit_dir
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+        except OSError as exc:
+            raise SpeeddataError(f"cannot write {folder / name}: {exc.strerror} (run it as "
+                                 "root, or --print the files)") from None
+    print(service.next_steps(args.user, home, args.unit_dir, args.sysctl_dir))
+    return 0
+
+
 def _tag_size(cfg: config.Config, start_ns: int, end_ns: int, channels: tuple[str, ...]) -> int:
     """Bytes of cached blocks in a tag's range, from the index alone."""
     from speeddata.cache.catalogue import Catalogue
@@ -362,6 +387,7 @@ SECTIONS_OF = {
     "untag": ["cache"],
     "pivot": ["channels", "cache", "exports"],
     "bench": [],
+    "service": [],
 }
 
 HELP = {
@@ -377,6 +403,8 @@ HELP = {
     "pivot": "write a tag or time range to HDF5: one group per channel, one dataset per signal",
     "bench": "benchmarks: 'speeddata bench relay --help' (the stripchart's needs Playwright: "
              "benchmarks/stripchart.py)",
+    "service": "write systemd units for the relay and the stripchart (and the sysctl for "
+               "the relay's receive buffer), to run unattended as an unprivileged user",
 }
 
 
@@ -428,6 +456,13 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("what", choices=["relay"], help="what to measure")
             p.add_argument("rest", nargs=argparse.REMAINDER,
                            help="the benchmark's own options (see speeddata bench relay --help)")
+        elif name == "service":
+            p.add_argument("--user", default="speeddata", help="the account the units run as")
+            p.add_argument("--home", type=Path, default=Path("/var/lib/speeddata"),
+                           help="the data directory: schemas, cache, exports")
+            p.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"))
+            p.add_argument("--sysctl-dir", type=Path, default=Path("/etc/sysctl.d"))
+            p.add_argument("--print", action="store_true", help="print the files, write none")
         elif name == "pivot":
             p.add_argument("--tag", help="the tag to export")
             p.add_argument("--start", help="range start without a tag ('-10m', ISO 8601)")
