@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,10 @@ import numpy as np
 from speeddata import __version__, status
 from speeddata.cache import index
 from speeddata.cache.catalogue import CachedFile, Catalogue
-from speeddata.cache.reader import read_header
+from speeddata.cache.reader import block_bodies, channel_of, read_header
 from speeddata.columns import ColumnDecoder
 from speeddata.errors import ConflictError, NotFoundError, SpeeddataError
-from speeddata.schemas import Channel, Registry, channel_from_schema
+from speeddata.schemas import Channel, Registry
 from speeddata.tags import format_time
 
 log = logging.getLogger("speeddata.pivot")
@@ -83,39 +83,6 @@ def plan(catalogue: Catalogue, start_ns: int, end_ns: int,
         if blocks:
             result.blocks[channel] = blocks
     return result
-
-
-def _channel_of(path: Path, registry: Registry | None) -> Channel:
-    """The channel as written in the cache file's header (the schema the data has)."""
-    _, header = read_header(path)
-    schema = json.loads(header.metadata["avro.schema"])
-    channel = channel_from_schema(schema, str(path))
-    if registry is not None and channel.name in registry:
-        known = registry[channel.name]
-        if known.fingerprint == channel.fingerprint:
-            return known
-    return channel
-
-
-def _read_blocks(blocks: list[tuple[CachedFile, index.Entry]]
-                 ) -> Iterator[tuple[CachedFile, index.Entry, bytes]]:
-    """Each block's record data (count and size prefix and sync marker removed)."""
-    from speeddata.cache import avrofile
-
-    handles: dict[Path, Any] = {}
-    try:
-        for cached, entry in blocks:
-            f = handles.get(cached.path)
-            if f is None:
-                f = handles[cached.path] = cached.path.open("rb")
-            f.seek(entry.offset)
-            raw = f.read(entry.length)
-            _, pos = avrofile.decode_long(raw, 0)
-            size, pos = avrofile.decode_long(raw, pos)
-            yield cached, entry, raw[pos : pos + size]
-    finally:
-        for f in handles.values():
-            f.close()
 
 
 class _GroupWriter:
@@ -232,7 +199,7 @@ def pivot(
             "'speeddata status' for what the relay receives")
     work = []  # (channel name, its blocks, the channel, its signals to write)
     for name, blocks in selected.blocks.items():
-        channel = _channel_of(blocks[0][0].path, registry)
+        channel = channel_of(blocks[0][0].path, registry)
         wanted = _signals_for(channel, signals)
         if wanted or not signals:
             work.append((name, blocks, channel, wanted))
@@ -261,7 +228,7 @@ def pivot(
                 pending: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
                 pending_rows = 0
                 skip = 0  # decimation carries across blocks
-                for _, entry, data in _read_blocks(blocks):
+                for _, entry, data in block_bodies(blocks):
                     columns = decoder.decode_block(data, entry.count)
                     receive = np.full(entry.count, entry.recv_ns, dtype=np.int64)
                     if decimate > 1:

@@ -201,6 +201,9 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
 
+    def get(self, name: str) -> Channel | None:
+        return self._by_name.get(name)
+
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._by_name.values())
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speeddata.cache import index
-from speeddata.cache.store import SUFFIX, index_path, start_of
+from speeddata.cache.store import SUFFIX, index_path, start_of, summary_path
 
 log = logging.getLogger("speeddata.cache")
 
@@ -70,9 +70,23 @@ def scan(directory: Path, channels: Iterable[str] | None = None) -> list[CachedF
             except FileNotFoundError:  # deleted meanwhile (another worker's retention)
                 continue
             end = max(start, last.recv_ns) if last is not None else start
-            files.append(CachedFile(folder.name, path, size + idx_size, start, end))
+            try:
+                summary_size = summary_path(path).stat().st_size
+            except FileNotFoundError:
+                summary_size = 0
+            files.append(CachedFile(folder.name, path, size + idx_size + summary_size, start,
+                                    end))
     files.sort(key=lambda f: (f.start_ns, f.path.name))
     return files
+
+
+def maybe_open(files: list[CachedFile]) -> set[Path]:
+    """The newest file of each channel and relay worker: a relay may still append to it.
+    Every older one is closed for good. ``files`` oldest first, as ``scan`` gives them."""
+    newest: dict[tuple[str, str], Path] = {}
+    for f in files:  # oldest first, so the last one seen is the newest
+        newest[(f.channel, f.path.name.partition("-w")[2])] = f.path
+    return set(newest.values())
 
 
 def plan_retention(
@@ -158,10 +172,7 @@ class Catalogue:
         files = self.files()
         if sum(f.size for f in files) <= quota:  # the usual case: no tag lookup needed
             return []
-        newest: dict[tuple[str, str], CachedFile] = {}
-        for f in files:  # oldest first, so the last one seen is the newest
-            newest[(f.channel, f.path.name.partition("-w")[2])] = f
-        keep = keep | {f.path for f in newest.values()}
+        keep = keep | maybe_open(files)
         try:
             protected = self.protected()
         except Exception as exc:  # the tag store unreadable (full disk, locked): keep all
@@ -171,6 +182,7 @@ class Catalogue:
         for f in doomed:
             f.path.unlink(missing_ok=True)
             index_path(f.path).unlink(missing_ok=True)
+            summary_path(f.path).unlink(missing_ok=True)
             self.deleted_files += 1
             self.deleted_bytes += f.size
             log.info("retention: deleted %s (%d bytes)", f.path, f.size)
@@ -198,4 +210,5 @@ class Catalogue:
         return selected
 
 
-__all__ = ["CachedFile", "Catalogue", "auto_quota", "fixed_quota", "plan_retention", "scan"]
+__all__ = ["CachedFile", "Catalogue", "auto_quota", "fixed_quota", "maybe_open",
+           "plan_retention", "scan"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 import fastavro
 
 from speeddata.cache import avrofile, index
-from speeddata.cache.catalogue import Catalogue
+from speeddata.cache.catalogue import CachedFile, Catalogue
+from speeddata.schemas import Channel, Registry, channel_from_schema
 
 
 def read_header(path: Path) -> tuple[bytes, avrofile.Header]:
@@ -49,3 +51,34 @@ def records(
         times = iter([e.recv_ns for e in entries for _ in range(e.count)])
         for record in reader:
             yield next(times), record
+
+
+def channel_of(path: Path, registry: Registry | None) -> Channel:
+    """The channel as written in the cache file's header (the schema the data has)."""
+    _, header = read_header(path)
+    schema = json.loads(header.metadata["avro.schema"])
+    channel = channel_from_schema(schema, str(path))
+    if registry is not None and channel.name in registry:
+        known = registry[channel.name]
+        if known.fingerprint == channel.fingerprint:
+            return known
+    return channel
+
+
+def block_bodies(blocks: list[tuple[CachedFile, index.Entry]]
+                 ) -> Iterator[tuple[CachedFile, index.Entry, bytes]]:
+    """Each block's record data (count and size prefix and sync marker removed)."""
+    handles: dict[Path, Any] = {}
+    try:
+        for cached, entry in blocks:
+            f = handles.get(cached.path)
+            if f is None:
+                f = handles[cached.path] = cached.path.open("rb")
+            f.seek(entry.offset)
+            raw = f.read(entry.length)
+            _, pos = avrofile.decode_long(raw, 0)
+            size, pos = avrofile.decode_long(raw, pos)
+            yield cached, entry, raw[pos : pos + size]
+    finally:
+        for f in handles.values():
+            f.close()

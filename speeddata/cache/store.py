@@ -45,6 +45,11 @@ def index_path(path: Path) -> Path:
     return path.with_suffix(INDEX_SUFFIX)
 
 
+def summary_path(path: Path) -> Path:
+    """The summaries beside a cache file (``speeddata.cache.summary``)."""
+    return path.with_name(path.name + ".sum.npz")
+
+
 def needs_rollover(
     size: int, started_ns: int, now_ns: int, rotate_bytes: int, rotate_seconds: float
 ) -> bool:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -35,6 +36,7 @@ from speeddata.schemas import Registry
 from speeddata.stripchart.guard import Guard, is_loopback, reachable_address, resolve_token
 from speeddata.stripchart.history import default_levels
 from speeddata.stripchart.hub import Client, Hub, SubscriptionError
+from speeddata.stripchart.scrollback import CacheView
 
 log = logging.getLogger("speeddata.stripchart")
 
@@ -42,6 +44,7 @@ WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 SEND_TIMEOUT = 10.0  # a page that takes longer than this to take one frame is closed
 SEND_BUFFER = 64 * 1024  # bytes queued per page in the kernel, and again in the server
 STATUS_SECONDS = 1.0
+SUMMARY_SECONDS = 5.0  # between rounds of summarizing closed cache files
 MAX_MESSAGE = 64 * 1024
 
 
@@ -83,6 +86,7 @@ class StripchartServer:
         self.sockets: dict[str, socket.socket] = {}  # the groups' listeners, for their drops
         self.past_kernel_drops = 0  # of groups left since
         self.started = time.time()
+        self.past = CacheView(config.cache.dir, self.registry)  # scroll-back
         self.token = resolve_token(config.web.token, config.web.host, config.cache.dir)
         # no token on the network (a kiosk): pages read, and change nothing unless allowed
         self.read_only = (self.token is None and not is_loopback(config.web.host)
@@ -141,6 +145,16 @@ class StripchartServer:
                                      "stale": c["stale"]}
                          for c in self.hub.describe(now_ns)},
         }
+
+    async def summarize_cache(self) -> None:
+        """Summaries of closed cache files, made ahead in a thread so that the first
+        scroll-back over hours is as fast as the next (a few files per round)."""
+        while True:
+            try:
+                await asyncio.to_thread(self.past.catch_up, 1.0)
+            except Exception:  # never the server's end: logged, tried again next round
+                log.exception("summarizing the cache failed")
+            await asyncio.sleep(SUMMARY_SECONDS)
 
     async def write_status(self) -> None:
         failing = False
@@ -243,9 +257,11 @@ def create_app(config: Config) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await server.join(server.source, getattr(config.multicast, server.source))
         writer = asyncio.create_task(server.write_status())
+        summarizer = asyncio.create_task(server.summarize_cache())
         log.info("stripchart at %s (%d channels)", server.url, len(server.registry))
         yield
         writer.cancel()
+        summarizer.cancel()
         jobs.shutdown()
         for name in list(server.transports):
             server.leave(name)
@@ -273,6 +289,21 @@ def create_app(config: Config) -> FastAPI:
     def api_status() -> JSONResponse:
         """Relay and server health, per-channel rates and drops, cache size, free disk."""
         return JSONResponse(server.overview())
+
+    @app.get("/api/range")
+    async def past(signal: str, start_ms: float, end_ms: float, columns: int = 1000
+                   ) -> JSONResponse:
+        """Min, max and last per column of one signal over a range, from the cache: what a
+        paused chart shows past the server's memory. Times in ms on the chart's axis."""
+        if not (math.isfinite(start_ms) and math.isfinite(end_ms)):
+            raise SpeeddataError("start_ms and end_ms must be finite numbers")
+        channel, _, name = signal.partition(".")
+        clock = server.hub.clocks.get(channel)  # a shifted channel is drawn on receive time
+        shift = clock.offset_ns if clock is not None and clock.shifted else 0
+        found = await asyncio.to_thread(server.past.columns, channel, name,
+                                        int(start_ms * 1e6) + shift, int(end_ms * 1e6) + shift,
+                                        columns)
+        return JSONResponse({"signal": signal, **found.as_json(-shift)})
 
     @app.websocket("/ws")
     async def stream(websocket: WebSocket) -> None:

@@ -1,0 +1,164 @@
+"""Scroll-back: a paused chart's past beyond the server's memory, read from the cache.
+
+``CacheView.columns(channel, signal, start, end, count)`` answers "min, max and last per
+pixel column over [start, end)" from the summaries beside the cache files
+(``speeddata.cache.summary``): a day of a 1 kHz channel is a few hundred thousand
+summary rows, never 86 million records. Summaries of closed files are made once and
+kept on disk (``catch_up`` makes them ahead, newest first, in the server's background
+thread); the file the relay still appends to is summarized in memory, extended by what
+was appended since.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from speeddata.cache import index, summary
+from speeddata.cache.catalogue import CachedFile, Catalogue, maybe_open
+from speeddata.cache.reader import channel_of
+from speeddata.cache.store import index_path, summary_path
+from speeddata.errors import NotFoundError, SpeeddataError
+from speeddata.schemas import Channel, Registry
+
+log = logging.getLogger("speeddata.stripchart")
+
+MAX_COLUMNS = 10_000
+
+
+@dataclass
+class Columns:
+    """What a chart draws for one signal: per non-empty column, its left edge and the
+    min, max, last and count of the samples in it."""
+
+    level: str  # "samples", "100 ms" or "10 s": what the columns were made from
+    start_ns: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    last: np.ndarray
+    count: np.ndarray
+
+    def as_json(self, shift_ns: int = 0) -> dict:
+        return {"level": self.level,
+                "start_ms": ((self.start_ns + shift_ns) / 1e6).tolist(),
+                "min": _finite(self.min), "max": _finite(self.max), "last": _finite(self.last),
+                "count": self.count.tolist()}
+
+
+def _finite(values: np.ndarray) -> list:
+    """JSON has no NaN: a column whose samples were all NaN says null."""
+    return [None if v != v else v for v in values.tolist()]
+
+
+class CacheView:
+    def __init__(self, cache_dir: Path, registry: Registry) -> None:
+        self.catalogue = Catalogue(cache_dir)
+        self.registry = registry
+        self._growing: dict[Path, summary.Summary] = {}
+        self._spans: dict[Path, tuple[int, int] | None] = {}  # closed files' source spans
+        self._channels: dict[Path, Channel] = {}  # as each file's header has it
+        self._lock = threading.Lock()  # the background catch-up and queries share files
+        self.made = 0  # summaries written
+
+    def columns(self, channel: str, signal: str, start: int, end: int, count: int) -> Columns:
+        """The signal's columns over ``[start, end)`` (source time, ns)."""
+        if not (0 < count <= MAX_COLUMNS) or end <= start:
+            raise SpeeddataError(
+                f"columns must be 1 to {MAX_COLUMNS}, over a range whose end is after its start")
+        known = self.registry.get(channel)
+        if known is not None and signal not in {s.name for s in known.signals
+                                                 if s.kind == "number"}:
+            raise NotFoundError(f"{channel}.{signal} is not a numeric signal")
+        width = summary.level_for(start, end, count)
+        parts = []
+        with self._lock:
+            files = self.catalogue.files([channel])
+            growing = maybe_open(files)
+            for cached in files:
+                span = self._spans.get(cached.path, ())
+                if span is None or (span and (span[1] < start or span[0] >= end)):
+                    continue  # known not to meet the range: not even opened
+                rows = self._rows(cached, cached.path in growing, signal, start, end, width)
+                if rows is not None:
+                    parts.append(rows)
+        merged = summary.concat(parts, 1)
+        out = summary.columns(merged, start, end, count)
+        level = "samples" if width is None else f"{width / 1e9:g} s" if width >= 10**9 else (
+            f"{width // 10**6} ms")
+        return Columns(level, out.start, out.min[:, 0], out.max[:, 0], out.last[:, 0],
+                       out.count)
+
+    def _rows(self, cached: CachedFile, growing: bool, signal: str, start: int, end: int,
+              width: int | None) -> summary.Rows | None:
+        entries = index.unpack(index_path(cached.path).read_bytes())
+        found = self._summary(cached, growing, entries, () if width is None else (width,))
+        if found is None:
+            return None
+        made, channel = found
+        if signal not in made.signals:
+            return None
+        column = made.signals.index(signal)
+        if width is None:
+            rows = summary.samples(cached, channel, entries, made, start, end)
+        else:
+            rows = made.levels[width]
+        return summary.Rows(rows.start, rows.count, rows.min[:, column : column + 1],
+                            rows.max[:, column : column + 1], rows.last[:, column : column + 1])
+
+    def _summary(self, cached: CachedFile, growing: bool, entries: list[index.Entry],
+                 widths: tuple[int, ...]) -> tuple[summary.Summary, Channel] | None:
+        """A file's summary with the levels in ``widths`` (made if missing or behind)."""
+        try:
+            channel = self._channels.get(cached.path) or channel_of(cached.path, self.registry)
+            self._channels[cached.path] = channel
+        except (OSError, ValueError) as exc:
+            log.warning("scroll-back: %s cannot be read (%s)", cached.path, exc)
+            self._spans[cached.path] = None
+            return None
+        if growing:
+            before = self._growing.get(cached.path)
+            if before is None or before.entries < len(entries):
+                before = self._growing[cached.path] = summary.summarize(
+                    cached, channel, entries, before)
+            return before, channel
+        self._growing.pop(cached.path, None)
+        path = summary_path(cached.path)
+        try:
+            made = summary.Summary.load(path, widths)
+            if made.entries == len(entries):
+                self._spans[cached.path] = made.span()
+                return made, channel
+        except (OSError, ValueError, KeyError):
+            pass  # missing, or from an older layout: made again
+        made = summary.summarize(cached, channel, entries)
+        try:
+            made.save(path)
+            self.made += 1
+        except OSError as exc:  # a full disk: still answered, made again next time
+            log.warning("scroll-back: cannot keep the summary of %s (%s)", cached.path, exc)
+        self._spans[cached.path] = made.span()
+        return made, channel
+
+    def catch_up(self, budget_s: float = 1.0) -> int:
+        """Summarize closed files that have none yet, newest first, for about
+        ``budget_s``; how many were made. Called from the server's background thread."""
+        deadline = time.monotonic() + budget_s
+        made = 0
+        files = self.catalogue.files()
+        growing = maybe_open(files)
+        for cached in reversed(files):
+            if time.monotonic() > deadline:
+                break
+            if cached.path in growing or cached.path in self._spans:
+                continue
+            with self._lock:
+                entries = index.unpack(index_path(cached.path).read_bytes())
+                before = self.made
+                self._summary(cached, False, entries, ())
+                made += self.made - before
+        return made
