@@ -419,3 +419,82 @@ def test_the_page_works_from_its_token_link(tmp_path: Path, page: Page) -> None:
     finally:
         serve.stop()
         relay.stop()
+
+
+@pytest.fixture
+def cached_hour_ago(tmp_path: Path) -> Iterator[tuple[Stack, int]]:
+    """A stack whose relay cache already holds 10 minutes of motor data from an hour ago
+    (a 200 Hz slow sine with one spike, in two files), as a fixture writes it."""
+    import time
+
+    from speeddata.cache.store import CacheWriter
+    from speeddata.schemas import load_file
+    from speeddata.sender import Encoder
+    from tests.helpers import relay_settings, start_relay
+
+    motor = load_file(SCHEMAS / "motor.avsc")
+    encoder = Encoder(motor)
+    start = time.time_ns() - 65 * 60 * 10**9
+    writer = CacheWriter(tmp_path / "cache", 2**40, 300)
+    for first in range(0, 120_000, 50):
+        block = []
+        for i in range(first, first + 50):
+            speed = 500.0 if i == 60_000 else 10 * math.sin(2 * math.pi * i / 12_000)
+            block.append(encoder.encode({"time": start + i * 5 * 10**6, "speed": speed,
+                                         "torque": 0.0, "current": 0.0, "voltage": 0.0,
+                                         "position": 0.0, "temperature": 0.0})[10:])
+        writer.append(motor, block, start + first * 5 * 10**6)
+    writer.close()
+    relay = start_relay(tmp_path, relay_settings(tmp_path))
+    serve = start_serve(tmp_path, relay.config_path)
+    yield Stack(relay, serve, tmp_path), start
+    serve.stop()
+    relay.stop()
+
+
+def test_panning_a_paused_chart_back_an_hour_shows_the_cache(cached_hour_ago, page: Page
+                                                             ) -> None:
+    stack, start = cached_hour_ago
+    open_chart(page, stack.serve.url, "motor.speed", 600)
+    chart = page.locator("sd-chart").first
+    chart.locator(".chart-pause").click()
+    # back an hour, 20 min wide: the cached 10 minutes are the middle half of the window
+    t0 = (start - 5 * 60 * 10**9) / 1e6
+    page.evaluate("(t0) => { document.querySelector('sd-chart').span = [t0, t0 + 1200e3]; }",
+                  t0)
+    page.wait_for_function("() => { const p = document.querySelector('sd-chart').past;"
+                           " return p && p.get('motor.speed'); }", timeout=TIMEOUT * 1000)
+    page.wait_for_timeout(300)
+    runs = trace_runs(page)
+    width = len(runs)
+    first, last = round(width * 5 / 20), round(width * 15 / 20)
+    missing = [x for x in range(first + 2, last - 2) if runs[x] is None]
+    assert not missing, f"cached data not drawn at columns {missing[:20]}"
+    assert all(runs[x] is None for x in range(60, first - 2)), "drawn where the cache has none"
+    assert all(runs[x] is None for x in range(last + 2, width))
+    broken = [x for x in range(first + 2, last - 3) if runs[x][1] + 1 < runs[x + 1][0]
+              or runs[x + 1][1] + 1 < runs[x][0]]
+    assert not broken, f"the cached trace breaks between columns {broken[:10]}"
+    # the one-sample spike (500 against a sine of 10), 5 minutes in
+    spike_x = round(width * 10 / 20)
+    height, (low, high) = page.evaluate(
+        "() => [document.querySelector('sd-chart canvas').height,"
+        " document.querySelector('sd-chart').lastRange]")
+    spike_row = (high - 500) / (high - low) * (height - 1)
+    top = min(runs[x][0] for x in range(spike_x - 3, spike_x + 4))
+    assert abs(top - spike_row) <= 2, "the spike from the cache is not drawn"
+    assert min(r[0] for r in runs[first + 2 : spike_x - 3]) > 0.8 * height  # the sine far below
+    page.screenshot(path=str(stack.tmp / "scrollback.png"))
+    level = page.evaluate("() => document.querySelector('sd-chart').past.get('motor.speed').level")
+    assert level == "100 ms"
+    # a real drag pans it: the cache is asked again and the trace moves with the mouse
+    box = chart.locator("canvas").bounding_box()
+    page.mouse.move(box["x"] + 700, box["y"] + 100)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 500, box["y"] + 100, steps=5)
+    page.mouse.up()
+    page.wait_for_timeout(600)
+    moved = trace_runs(page)
+    drawn = [x for x, r in enumerate(moved) if r and x >= 60]
+    assert abs(drawn[-1] - (last - 200)) <= 4, (drawn[-1], last)
+    assert page.errors == []  # type: ignore[attr-defined]

@@ -176,9 +176,9 @@ export class SdChart extends HTMLElement {
       const rect = this.canvas.getBoundingClientRect();
       const [t0, t1] = this.span;
       const at = t0 + ((e.clientX - rect.left) / rect.width) * (t1 - t0);
-      // between 10 buckets of the finest level and all the history the server keeps
+      // between 10 buckets of the finest level and a week (the cache holds the past)
       const levels = app.conn.levels;
-      const most = Math.max(...levels.map((l) => l.span_s * 1000));
+      const most = 7 * 86400e3;
       const least = 10 * Math.min(...levels.map((l) => l.width_ms));
       const k = Math.min(Math.max(Math.exp(e.deltaY * 0.002), least / (t1 - t0)),
                          most / (t1 - t0));
@@ -202,11 +202,12 @@ export class SdChart extends HTMLElement {
       this.cols = null;
     }
     const [t0, t1] = this.paused && this.span ? this.span : [now - this.windowSeconds * 1000, now];
+    if (this.paused) this.fetchPast(t0, t1, W);
     const columns = [];
     let lo = Infinity, hi = -Infinity;
     this.items.forEach((item, i) => {
       const d = app.conn.data.get(item.id);
-      const col = d ? this.columns(d, t0, t1, W, i) : null;
+      const col = d || this.paused ? this.columns(d, t0, t1, W, i) : null;
       columns.push(col);
       if (col) { lo = Math.min(lo, col.lo); hi = Math.max(hi, col.hi); }
     });
@@ -267,14 +268,15 @@ export class SdChart extends HTMLElement {
   columns(d, t0, t1, cols, slot) {
     const spans = [];  // [level, from, before): bucket starts each level contributes
     let until = Infinity;  // where finer data begins; a coarser bucket must end before it
-    for (let level = 0; level < d.levels.length && until > t0; level++) {
+    for (let level = 0; d && level < d.levels.length && until > t0; level++) {
       const s = d.levels[level];
       if (!s.n) continue;
       const width = d.widths[level];
       spans.push([level, t0 - width, until === Infinity ? Infinity : until - width + 1]);
       until = Math.min(until, s.first);
     }
-    if (!spans.length) return null;
+    const past = this.paused && this.past && this.past.get(this.items[slot].id);
+    if (!spans.length && !past) return null;
     if (!this.cols || this.cols.length !== this.items.length || this.cols[0].count.length !== cols) {
       this.cols = this.items.map(() => ({
         low: new Float64Array(cols), high: new Float64Array(cols), last: new Float64Array(cols),
@@ -286,6 +288,24 @@ export class SdChart extends HTMLElement {
     gap.fill(0);
     const k = cols / (t1 - t0);
     let lo = Infinity, hi = -Infinity, prev = -Infinity;
+    if (past) {  // the cache, before the server's memory begins
+      const width = (past.t1 - past.t0) / past.cols;
+      const before = until === Infinity ? Infinity : until - width + 1;
+      const { start, low: pl, high: ph, last: pz } = past.rows;
+      for (let i = 0; i < start.length && start[i] < before && start[i] <= t1; i++) {
+        const x = Math.floor((start[i] + width / 2 - t0) * k);  // by its middle: no rounding slips
+        if (x < 0 || x >= cols || pl[i] === null) continue;
+        const l = pl[i], u = ph[i];
+        if (count[x] === 0) { low[x] = l; high[x] = u; }
+        else { if (l < low[x]) low[x] = l; if (u > high[x]) high[x] = u; }
+        last[x] = pz[i];
+        count[x]++;
+        if (start[i] - prev > Math.max(width * 10, 2500) && count[x] === 1) gap[x] = 1;
+        prev = start[i];
+        if (l < lo) lo = l;
+        if (u > hi) hi = u;
+      }
+    }
     for (let j = spans.length - 1; j >= 0; j--) {  // oldest (coarsest) first
       const [level, from, before] = spans[j];
       const s = d.levels[level], a = s.a, width = d.widths[level];
@@ -309,13 +329,51 @@ export class SdChart extends HTMLElement {
     return out;
   }
 
+  /** A paused chart reaching before the server's memory asks the server for that part
+   * of its window from the cache (min, max and last per column), once per view. */
+  fetchPast(t0, t1, cols) {
+    this.past = this.past || new Map();
+    const key = `${Math.round(t0)}|${Math.round(t1)}|${cols}`;
+    if (this.pastKey === key || this.pastBusy) return;
+    const wanted = this.items.filter((item) => {
+      const d = app.conn.data.get(item.id);
+      return !d || Math.min(...d.levels.map((l) => l.first)) > t0;
+    });
+    this.pastKey = key;
+    if (!wanted.length) return;
+    this.pastBusy = true;
+    Promise.all(wanted.map(async (item) => {
+      const q = new URLSearchParams({ signal: item.id, start_ms: t0, end_ms: t1, columns: cols });
+      const answer = await fetch(`api/range?${q}`);
+      if (!answer.ok) throw new Error(`${item.id}: ${(await answer.json()).detail}`);
+      const body = await answer.json();
+      this.past.set(item.id, { t0, t1, cols, level: body.level, rows: {
+        start: body.start_ms, low: body.min, high: body.max, last: body.last } });
+    })).catch((err) => {
+      app.conn.lastError = `scroll-back: ${err.message}`;
+      app.conn.dispatchEvent(new CustomEvent("servererror", { detail: { message: err.message } }));
+    }).finally(() => { this.pastBusy = false; });
+  }
+
+  /** The cache's last value at or before t (the cursor over scrolled-back data). */
+  pastValueAt(id, t) {
+    const past = this.paused && this.past && this.past.get(id);
+    if (!past) return NaN;
+    const start = past.rows.start;
+    let lo = 0, hi = start.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (start[mid] <= t) lo = mid + 1; else hi = mid; }
+    const width = (past.t1 - past.t0) / past.cols;
+    return lo > 0 && t - start[lo - 1] <= width ? past.rows.last[lo - 1] ?? NaN : NaN;
+  }
+
   drawGrid(ctx, w, h, t0, t1, range, y) {
     ctx.strokeStyle = "rgba(128,128,128,0.25)";
     ctx.fillStyle = "rgba(128,128,128,0.9)";
     ctx.font = "11px system-ui, sans-serif";
     ctx.lineWidth = 1;
-    const steps = [100, 250, 500, 1000, 2000, 5000, 10000, 15000, 30000, 60000, 120000, 300000];
-    const step = steps.find((s) => ((t1 - t0) / s) <= 8) || 600000;
+    const steps = [100, 250, 500, 1000, 2000, 5000, 10000, 15000, 30000, 60000, 120000, 300000,
+                   600000, 900000, 1800000, 3600000, 7200000, 10800000, 21600000, 43200000];
+    const step = steps.find((s) => ((t1 - t0) / s) <= 8) || 86400000;
     ctx.beginPath();
     for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
       const x = Math.round(((t - t0) / (t1 - t0)) * w) + 0.5;
@@ -346,7 +404,9 @@ export class SdChart extends HTMLElement {
     for (const item of this.items) {
       const d = app.conn.data.get(item.id);
       const info = app.conn.describe(item.id);
-      const value = fmt(!d ? NaN : cursorTime === null ? d.latest : d.valueAt(cursorTime));
+      let value = !d ? NaN : cursorTime === null ? d.latest : d.valueAt(cursorTime);
+      if (cursorTime !== null && !Number.isFinite(value)) value = this.pastValueAt(item.id, cursorTime);
+      value = fmt(value);
       if (item.out.value !== value) item.out.value = value;
       const unit = info ? info.unit : "";
       if (item.unit.textContent !== unit) {
