@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,47 @@ NUMERIC_TYPES = {"int", "long", "float", "double", "boolean"}
 TEXT_TYPES = {"string", "enum"}
 
 
+Range = tuple[float, float]  # (low, high); -inf or inf where a side has no limit
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A signal's limits, from the schema field's ``"limits": {"warn": [lo, hi],
+    "alarm": [lo, hi]}`` (either may be left out, ``null`` leaves a side open)."""
+
+    warn: Range | None = None
+    alarm: Range | None = None
+
+    def level(self, value: float) -> str:
+        """"alarm", "warn" or "" (within limits, or not a number)."""
+        for name, bounds in (("alarm", self.alarm), ("warn", self.warn)):
+            if bounds is not None and not bounds[0] <= value <= bounds[1] and value == value:
+                return name
+        return ""
+
+    def as_json(self) -> dict[str, list[float | None]]:
+        return {name: [None if math.isinf(v) else v for v in bounds]
+                for name, bounds in (("warn", self.warn), ("alarm", self.alarm)) if bounds}
+
+
+def parse_limits(value: Any, where: str) -> Limits:
+    """Limits from a field's ``limits`` attribute; SchemaError names the field."""
+    if not isinstance(value, dict) or not value or set(value) - {"warn", "alarm"}:
+        raise SchemaError(f"{where}: limits must be {{\"warn\": [lo, hi], \"alarm\": [lo, hi]}}")
+    ranges: dict[str, Range] = {}
+    for name, pair in value.items():
+        if not (isinstance(pair, list) and len(pair) == 2 and all(
+                v is None or (isinstance(v, int | float) and not isinstance(v, bool)
+                              and math.isfinite(v)) for v in pair)):
+            raise SchemaError(f"{where}: limits {name} must be [lo, hi] of numbers or null")
+        low = -math.inf if pair[0] is None else float(pair[0])
+        high = math.inf if pair[1] is None else float(pair[1])
+        if low > high:
+            raise SchemaError(f"{where}: limits {name} has its low {low} above its high {high}")
+        ranges[name] = (low, high)
+    return Limits(ranges.get("warn"), ranges.get("alarm"))
+
+
 @dataclass(frozen=True)
 class Signal:
     """One field of a channel: a plottable number, a text value, or something else."""
@@ -37,6 +79,7 @@ class Signal:
     doc: str = ""
     nullable: bool = False
     symbols: tuple[str, ...] = ()
+    limits: Limits | None = None
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: one per schema
@@ -67,7 +110,7 @@ class Channel:
         raise UnknownChannelError(f"channel {self.name!r} has no signal {name!r}")
 
 
-def _signal(f: dict[str, Any]) -> Signal:
+def _signal(f: dict[str, Any], where: str = "") -> Signal:
     avro_type = f["type"]
     nullable = False
     if isinstance(avro_type, list):  # a union: ["null", X] is a nullable X
@@ -81,7 +124,13 @@ def _signal(f: dict[str, Any]) -> Signal:
     kind = (
         "number" if avro_type in NUMERIC_TYPES else "text" if avro_type in TEXT_TYPES else "other"
     )
+    limits = None
+    if "limits" in f:
+        limits = parse_limits(f["limits"], f"{where} field {f['name']!r}")
+        if kind != "number":
+            raise SchemaError(f"{where} field {f['name']!r}: limits are for numeric fields")
     return Signal(
+        limits=limits,
         name=f["name"],
         avro_type=str(avro_type),
         kind=kind,
@@ -126,7 +175,8 @@ def channel_from_schema(schema: dict[str, Any], source: str = "<schema>") -> Cha
         fingerprint=wire.fingerprint(schema),
         aliases=tuple(wire.alias_fingerprints(schema)),
         time_field=time_field,
-        signals=tuple(_signal(f) for f in fields if f.get("name") != time_field),
+        signals=tuple(_signal(f, f"schema {source}") for f in fields
+                      if f.get("name") != time_field),
         source=source,
     )
 

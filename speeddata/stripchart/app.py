@@ -290,6 +290,12 @@ def create_app(config: Config) -> FastAPI:
         """Relay and server health, per-channel rates and drops, cache size, free disk."""
         return JSONResponse(server.overview())
 
+    @app.get("/api/alarms")
+    def alarms() -> JSONResponse:
+        """Signals out of their schema limits now: level (warn or alarm), value, since."""
+        return JSONResponse({"server_ms": time.time_ns() / 1e6,
+                             "alarms": server.hub.alarms.active()})
+
     @app.get("/api/range")
     async def past(signal: str, start_ms: float, end_ms: float, columns: int = 1000
                    ) -> JSONResponse:

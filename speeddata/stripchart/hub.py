@@ -19,6 +19,7 @@ from speeddata import wire
 from speeddata.columns import ColumnDecoder
 from speeddata.schemas import Channel, Registry
 from speeddata.stripchart import frames
+from speeddata.stripchart.alarms import Alarms
 from speeddata.stripchart.history import ChannelHistory, Level, TextHistory, default_levels
 
 log = logging.getLogger("speeddata.stripchart")
@@ -111,6 +112,7 @@ class Hub:
             for signal in channel.signals:
                 if signal.kind == "text":
                     self.text[f"{channel.name}.{signal.name}"] = TextHistory()
+        self.alarms = Alarms(registry)
         self.seq = 0
         self.rates = {c.name: ChannelRate() for c in registry}
         self.rejected = 0
@@ -154,6 +156,8 @@ class Hub:
         if history.signals:
             values = np.column_stack([columns[name][keep] for name in history.signals])
             history.add(times, values.astype(np.float64, copy=False), self.seq)
+            for column, name in enumerate(history.signals):
+                self.alarms.update(f"{channel.name}.{name}", times, values[:, column])
         for signal in channel.signals:
             key = f"{channel.name}.{signal.name}"
             if key in self.text:
@@ -250,7 +254,8 @@ class Hub:
                 "dropped_times": self.clocks[channel.name].dropped,
                 "signals": [
                     {"name": s.name, "id": f"{channel.name}.{s.name}", "type": s.avro_type,
-                     "kind": s.kind, "unit": s.unit, "doc": s.doc, "symbols": list(s.symbols)}
+                     "kind": s.kind, "unit": s.unit, "doc": s.doc, "symbols": list(s.symbols),
+                     "limits": s.limits.as_json() if s.limits else None}
                     for s in channel.signals
                 ],
             })

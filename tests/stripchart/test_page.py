@@ -498,3 +498,48 @@ def test_panning_a_paused_chart_back_an_hour_shows_the_cache(cached_hour_ago, pa
     drawn = [x for x, r in enumerate(moved) if r and x >= 60]
     assert abs(drawn[-1] - (last - 200)) <= 4, (drawn[-1], last)
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_limits_show_as_bands_a_coloured_legend_and_a_badge(backlog_stack: Stack,
+                                                           page: Page) -> None:
+    """motor.temperature has limits in the demo schema: warn above 63, alarm above 64.5."""
+    import socket
+    import time
+
+    from speeddata.schemas import load_file
+    from speeddata.sender import Encoder
+
+    encoder = Encoder(load_file(SCHEMAS / "motor.avsc"))
+    now = time.time_ns()
+    values = [58.0 + 0.01 * i for i in range(900)] + [66.0] * 100  # ends in alarm
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for i, v in enumerate(values):
+            sock.sendto(encoder.encode({"time": now - (1000 - i) * 5 * 10**6, "speed": 0.0,
+                                        "torque": 0.0, "current": 0.0, "voltage": 0.0,
+                                        "position": 0.0, "temperature": v}),
+                        ("127.0.0.1", backlog_stack.relay.port))
+    open_chart(page, backlog_stack.serve.url, "motor.temperature", 10)
+    page.wait_for_function("() => !document.getElementById('alarms').hidden",
+                           timeout=TIMEOUT * 1000)
+    assert page.inner_text("#alarms") == "⚠ 1 out of limits"
+    assert "motor.temperature: alarm, 66 since" in page.get_attribute("#alarms", "title")
+    page.wait_for_function("() => document.querySelector('.legend-item').classList"
+                           ".contains('alarm')", timeout=TIMEOUT * 1000)
+    chart = page.locator("sd-chart").first
+    chart.locator(".chart-pause").click()
+    page.wait_for_timeout(200)
+    height, (low, high) = page.evaluate(
+        "() => [document.querySelector('sd-chart canvas').height,"
+        " document.querySelector('sd-chart').lastRange]")
+
+    def pixel(value: float) -> list[int]:
+        row = round((high - value) / (high - low) * (height - 1))
+        return page.evaluate("""(row) => {
+            const c = document.querySelector('sd-chart canvas');
+            return [...c.getContext('2d').getImageData(c.width - 3, row, 1, 1).data]; }""", row)
+
+    alarm, warn, fine = pixel(65.5), pixel(63.7), pixel(59.0)
+    assert alarm[3] > 0 and alarm[0] > alarm[1] + 40, f"no red band above 64.5: {alarm}"
+    assert warn[3] > 0 and warn[0] > warn[2] + 40 and warn[1] > warn[2] + 40, warn
+    assert fine[3] == 0, f"a band where the value is within limits: {fine}"
+    assert page.errors == []  # type: ignore[attr-defined]

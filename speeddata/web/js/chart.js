@@ -60,6 +60,19 @@ export function autoRange(current, lo, hi) {
   return [Math.floor((lo - pad) / step) * step, Math.ceil((hi + pad) / step) * step];
 }
 
+/** "alarm", "warn" or "" for a value against a signal's limits ({warn, alarm}: [lo, hi],
+ * null for an open side), as the server's /api/alarms judges it. */
+export function limitLevel(limits, v) {
+  if (!limits || typeof v !== "number" || !Number.isFinite(v)) return "";
+  for (const name of ["alarm", "warn"]) {
+    const b = limits[name];
+    if (b && ((b[0] !== null && v < b[0]) || (b[1] !== null && v > b[1]))) return name;
+  }
+  return "";
+}
+
+const BANDS = { warn: "rgba(245, 197, 24, 0.16)", alarm: "rgba(214, 39, 40, 0.14)" };
+
 export class SdChart extends HTMLElement {
   connectedCallback() {
     if (this.built) { app.layoutChanged(); return; }
@@ -221,6 +234,7 @@ export class SdChart extends HTMLElement {
     ctx.putImageData(this.image, 0, 0);
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     const y = (v) => h - ((v - range[0]) / (range[1] - range[0])) * h;
+    this.drawLimits(ctx, w, h, y);
     this.drawGrid(ctx, w, h, t0, t1, range, y);
     this.updateLegend(now, t0, t1, w);
   }
@@ -366,6 +380,22 @@ export class SdChart extends HTMLElement {
     return lo > 0 && t - start[lo - 1] <= width ? past.rows.last[lo - 1] ?? NaN : NaN;
   }
 
+  /** Bands beyond each signal's limits: amber past warn, red past alarm. */
+  drawLimits(ctx, w, h, y) {
+    const clampY = (v) => Math.min(h, Math.max(0, y(v)));
+    for (const item of this.items) {
+      const info = app.conn.describe(item.id);
+      if (!info || !info.limits) continue;
+      for (const name of ["warn", "alarm"]) {
+        const b = info.limits[name];
+        if (!b) continue;
+        ctx.fillStyle = BANDS[name];
+        if (b[1] !== null) { const top = clampY(b[1]); ctx.fillRect(0, 0, w, top); }
+        if (b[0] !== null) { const bottom = clampY(b[0]); ctx.fillRect(0, bottom, w, h - bottom); }
+      }
+    }
+  }
+
   drawGrid(ctx, w, h, t0, t1, range, y) {
     ctx.strokeStyle = "rgba(128,128,128,0.25)";
     ctx.fillStyle = "rgba(128,128,128,0.9)";
@@ -406,6 +436,12 @@ export class SdChart extends HTMLElement {
       const info = app.conn.describe(item.id);
       let value = !d ? NaN : cursorTime === null ? d.latest : d.valueAt(cursorTime);
       if (cursorTime !== null && !Number.isFinite(value)) value = this.pastValueAt(item.id, cursorTime);
+      const level = limitLevel(info && info.limits, value);
+      if (item.level !== level) {
+        item.el.classList.remove("warn", "alarm");
+        if (level) item.el.classList.add(level);
+        item.level = level;
+      }
       value = fmt(value);
       if (item.out.value !== value) item.out.value = value;
       const unit = info ? info.unit : "";

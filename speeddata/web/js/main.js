@@ -2,7 +2,7 @@
 // the controls in the header.
 
 import { app, buildElement, loadLayoutFromUrl } from "./app.js";
-import "./chart.js";
+import { clock, fmt } from "./chart.js";
 import "./value.js";
 import { setupMark } from "./mark.js";
 
@@ -31,6 +31,25 @@ zone.className = "zone";
 zone.textContent = `local time (${Intl.DateTimeFormat().resolvedOptions().timeZone})`;
 state.insertAdjacentElement("afterend", zone);
 setInterval(showState, 1000);
+
+// -- out of limits: a badge listing what is, and since when ---------------------------
+const badge = document.getElementById("alarms");
+async function showAlarms() {
+  let alarms = [];
+  try {
+    const answer = await fetch("api/alarms");
+    if (answer.ok) alarms = (await answer.json()).alarms;
+  } catch { /* the connection pill already says the server is away */ }
+  badge.hidden = !alarms.length;
+  if (!alarms.length) return;
+  const worst = alarms.some((a) => a.level === "alarm") ? "alarm" : "warn";
+  badge.className = `alarms ${worst}`;
+  badge.textContent = `⚠ ${alarms.length} out of limits`;
+  badge.title = alarms.map((a) => `${a.signal}: ${a.level}, ${fmt(a.value)} since ` +
+    clock(a.since_ms)).join("\n");
+}
+showAlarms();
+setInterval(showAlarms, 2000);
 
 // -- signal picker ------------------------------------------------------------------------
 const picker = document.getElementById("picker");

@@ -2,7 +2,7 @@
 // its time, and whether it is stale.
 
 import { app } from "./app.js";
-import { fmt } from "./chart.js";
+import { fmt, limitLevel } from "./chart.js";
 
 export class SdValue extends HTMLElement {
   connectedCallback() {
@@ -34,6 +34,9 @@ export class SdValue extends HTMLElement {
     this.querySelector(".value-time").textContent =
       d && d.latestMs ? new Date(d.latestMs).toISOString().slice(11, 19) : "";
     this.classList.toggle("stale", !d || now - d.latestMs > 3000);
+    const level = limitLevel(info && info.limits, value);
+    this.classList.toggle("warn", level === "warn");
+    this.classList.toggle("alarm", level === "alarm");
   }
 }
 
