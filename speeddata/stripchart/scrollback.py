@@ -95,8 +95,7 @@ class CacheView:
 
     def _rows(self, cached: CachedFile, growing: bool, signal: str, start: int, end: int,
               width: int | None) -> summary.Rows | None:
-        entries = index.unpack(index_path(cached.path).read_bytes())
-        found = self._summary(cached, growing, entries, () if width is None else (width,))
+        found = self._summary(cached, growing, () if width is None else (width,))
         if found is None:
             return None
         made, channel = found
@@ -104,15 +103,22 @@ class CacheView:
             return None
         column = made.signals.index(signal)
         if width is None:
+            entries = index.unpack(index_path(cached.path).read_bytes())
             rows = summary.samples(cached, channel, entries, made, start, end)
         else:
             rows = made.levels[width]
         return summary.Rows(rows.start, rows.count, rows.min[:, column : column + 1],
                             rows.max[:, column : column + 1], rows.last[:, column : column + 1])
 
-    def _summary(self, cached: CachedFile, growing: bool, entries: list[index.Entry],
-                 widths: tuple[int, ...]) -> tuple[summary.Summary, Channel] | None:
-        """A file's summary with the levels in ``widths`` (made if missing or behind)."""
+    def _summary(self, cached: CachedFile, growing: bool, widths: tuple[int, ...]
+                 ) -> tuple[summary.Summary, Channel] | None:
+        """A file's summary with the levels in ``widths`` (made if missing or behind).
+        The index is only unpacked to make one: its size says how many blocks it has."""
+        idx = index_path(cached.path)
+        try:
+            blocks = idx.stat().st_size // index.ENTRY_SIZE
+        except FileNotFoundError:  # deleted by retention meanwhile
+            return None
         try:
             channel = self._channels.get(cached.path) or channel_of(cached.path, self.registry)
             self._channels[cached.path] = channel
@@ -122,20 +128,20 @@ class CacheView:
             return None
         if growing:
             before = self._growing.get(cached.path)
-            if before is None or before.entries < len(entries):
+            if before is None or before.entries < blocks:
                 before = self._growing[cached.path] = summary.summarize(
-                    cached, channel, entries, before)
+                    cached, channel, index.unpack(idx.read_bytes()), before)
             return before, channel
         self._growing.pop(cached.path, None)
         path = summary_path(cached.path)
         try:
             made = summary.Summary.load(path, widths)
-            if made.entries == len(entries):
+            if made.entries == blocks:
                 self._spans[cached.path] = made.span()
                 return made, channel
         except (OSError, ValueError, KeyError):
             pass  # missing, or from an older layout: made again
-        made = summary.summarize(cached, channel, entries)
+        made = summary.summarize(cached, channel, index.unpack(idx.read_bytes()))
         try:
             made.save(path)
             self.made += 1
@@ -145,8 +151,9 @@ class CacheView:
         return made, channel
 
     def catch_up(self, budget_s: float = 1.0) -> int:
-        """Summarize closed files that have none yet, newest first, for about
-        ``budget_s``; how many were made. Called from the server's background thread."""
+        """Summarize closed files that have none yet, newest first, and extend the
+        summaries of growing ones, for about ``budget_s``; how many were written. Called
+        from the server's background thread."""
         deadline = time.monotonic() + budget_s
         made = 0
         files = self.catalogue.files()
@@ -154,11 +161,10 @@ class CacheView:
         for cached in reversed(files):
             if time.monotonic() > deadline:
                 break
-            if cached.path in growing or cached.path in self._spans:
+            if cached.path in self._spans:
                 continue
-            with self._lock:
-                entries = index.unpack(index_path(cached.path).read_bytes())
+            with self._lock:  # the growing ones are extended, so a query finds them ready
                 before = self.made
-                self._summary(cached, False, entries, ())
+                self._summary(cached, cached.path in growing, ())
                 made += self.made - before
         return made
