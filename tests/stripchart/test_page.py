@@ -543,3 +543,53 @@ def test_limits_show_as_bands_a_coloured_legend_and_a_badge(backlog_stack: Stack
     assert warn[3] > 0 and warn[0] > warn[2] + 40 and warn[1] > warn[2] + 40, warn
     assert fine[3] == 0, f"a band where the value is within limits: {fine}"
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_shift_drag_on_a_paused_chart_makes_the_tag_the_cli_makes(stack: Stack,
+                                                                 page: Page) -> None:
+    open_chart(page, stack.serve.url, "motor.speed motor.torque", 60)
+    chart = page.locator("sd-chart").first
+    chart.locator(".chart-pause").click()
+    t0, t1 = page.evaluate("() => document.querySelector('sd-chart').span")
+    box = chart.locator("canvas").bounding_box()
+    page.keyboard.down("Shift")
+    page.mouse.move(box["x"] + 300, box["y"] + 80)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 700, box["y"] + 90, steps=8)
+    assert chart.locator(".chart-select").is_visible()  # the range shows as it is dragged
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    dialog = page.locator("#tag-range")
+    dialog.wait_for(state="visible")
+    dialog.locator("input[name=name]").fill("dragged")
+    dialog.locator("input[name=note]").fill("seen on the page")
+    dialog.locator("input[name=only]").check()
+    dialog.locator("button[value=make]").click()
+    dialog.wait_for(state="hidden")
+    # the same tag 'speeddata tags' lists, over the dragged part of the window
+    listed = subprocess.run(
+        [sys.executable, "-m", "speeddata", "tags", "--json", "--config",
+         str(stack.relay.config_path)], capture_output=True, text=True, timeout=60, check=True)
+    (tag,) = [t for t in json.loads(listed.stdout) if t["name"] == "dragged"]
+    ms_per_px = (t1 - t0) / box["width"]
+    assert abs(tag["start_ns"] / 1e6 - (t0 + 300 * ms_per_px)) <= 2 * ms_per_px
+    assert abs(tag["end_ns"] / 1e6 - (t0 + 700 * ms_per_px)) <= 2 * ms_per_px
+    assert tag["note"] == "seen on the page" and tag["channels"] == ["motor"]
+    assert "tag dragged" in page.inner_text("#mark output")
+    # a second drag with the same name is refused in the dialog, which stays open
+    page.keyboard.down("Shift")
+    page.mouse.move(box["x"] + 200, box["y"] + 80)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 400, box["y"] + 80, steps=4)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    dialog.wait_for(state="visible")
+    dialog.locator("input[name=name]").fill("dragged")
+    dialog.locator("button[value=make]").click()
+    page.wait_for_function("() => document.querySelector('#tag-range output').value"
+                           ".startsWith('not made')", timeout=TIMEOUT * 1000)
+    assert dialog.is_visible()
+    dialog.locator("button[value=cancel]").click()
+    dialog.wait_for(state="hidden")
+    # Chromium logs the refused request itself; nothing else went wrong
+    assert [e for e in page.errors if "409 (Conflict)" not in e] == []  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@
 // panned (drag) and zoomed (wheel) over the history.
 
 import { app } from "./app.js";
+import { tagRange } from "./mark.js";
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
                 "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
@@ -84,10 +85,10 @@ export class SdChart extends HTMLElement {
         <span class="chart-title"></span>
         <select class="chart-window" title="time window"></select>
         <button class="chart-scale" title="autoscale or fixed range">auto</button>
-        <button class="chart-pause" title="pause: then drag to pan, wheel to zoom">pause</button>
+        <button class="chart-pause" title="pause: then drag to pan, wheel to zoom, shift-drag to tag a range">pause</button>
         <button class="chart-remove" title="remove this chart">×</button>
       </div>
-      <div class="chart-body"><canvas></canvas><div class="chart-cursor"></div></div>
+      <div class="chart-body"><canvas></canvas><div class="chart-cursor"></div><div class="chart-select" hidden></div></div>
       <div class="chart-legend"></div>`;
     this.canvas = this.querySelector("canvas");
     this.legend = this.querySelector(".chart-legend");
@@ -166,10 +167,21 @@ export class SdChart extends HTMLElement {
 
   bindPointer() {
     const body = this.querySelector(".chart-body");
-    let drag = null;
+    const band = this.querySelector(".chart-select");
+    let drag = null, select = null;
+    const timeAt = (x) => {
+      const [t0, t1] = this.span, w = this.canvas.clientWidth;
+      return t0 + (Math.min(Math.max(x, 0), w) / w) * (t1 - t0);
+    };
     body.addEventListener("pointermove", (e) => {
       const rect = this.canvas.getBoundingClientRect();
       this.cursorX = e.clientX - rect.left;
+      if (select) {
+        const [a, b] = [select.x, this.cursorX].sort((p, q) => p - q);
+        band.style.left = `${Math.max(a, 0)}px`;
+        band.style.width = `${Math.min(b, rect.width) - Math.max(a, 0)}px`;
+        return;
+      }
       if (drag && this.paused) {
         const msPerPx = (drag.span[1] - drag.span[0]) / rect.width;
         const shift = (drag.x - e.clientX) * msPerPx;
@@ -179,10 +191,28 @@ export class SdChart extends HTMLElement {
     body.addEventListener("pointerleave", () => { this.cursorX = null; });
     body.addEventListener("pointerdown", (e) => {
       if (!this.paused) this.setPaused(true);
-      drag = { x: e.clientX, span: [...this.span] };
       body.setPointerCapture(e.pointerId);
+      if (e.shiftKey) {  // shift-drag: select a range to tag
+        select = { x: e.clientX - this.canvas.getBoundingClientRect().left };
+        band.hidden = false;
+        band.style.left = `${select.x}px`;
+        band.style.width = "0px";
+        return;
+      }
+      drag = { x: e.clientX, span: [...this.span] };
     });
-    body.addEventListener("pointerup", () => { drag = null; });
+    body.addEventListener("pointerup", async (e) => {
+      drag = null;
+      if (!select) return;
+      const x = e.clientX - this.canvas.getBoundingClientRect().left;
+      const [t0, t1] = [timeAt(select.x), timeAt(x)].sort((p, q) => p - q);
+      select = null;
+      if (t1 - t0 >= 1) {
+        const channels = [...new Set(this.signals.map((id) => id.split(".")[0]))];
+        await tagRange(t0, t1, channels);
+      }
+      band.hidden = true;
+    });
     body.addEventListener("wheel", (e) => {
       e.preventDefault();
       if (!this.paused) this.setPaused(true);

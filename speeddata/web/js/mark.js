@@ -43,4 +43,38 @@ export function setupMark(root) {
   };
 }
 
+/** Ask for a name and a note for [t0, t1] (ms) and make that tag, the same one
+ * 'speeddata tag NAME --start T0 --end T1' makes. Resolves to the tag, or null. */
+export function tagRange(t0, t1, channels) {
+  const dialog = document.getElementById("tag-range");
+  const form = dialog.querySelector("form");
+  const out = dialog.querySelector("output");
+  const iso = (ms) => new Date(ms).toISOString();
+  dialog.querySelector(".range").textContent =
+    `${new Date(t0).toLocaleTimeString()} – ${new Date(t1).toLocaleTimeString()} (${((t1 - t0) / 1000).toFixed(1)} s)`;
+  form.elements.name.value = `range-${iso(t0).slice(0, 19).replace(/[-:]/g, "").replace("T", "-")}`;
+  form.elements.note.value = "";
+  out.value = "";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    form.onsubmit = async (event) => {
+      if (event.submitter && event.submitter.value === "cancel") { resolve(null); return; }
+      event.preventDefault();  // stay open until the server said yes
+      try {
+        const tag = await call("POST", "/api/tags", {
+          name: form.elements.name.value, start: iso(t0), end: iso(t1),
+          note: form.elements.note.value,
+          channels: form.elements.only.checked ? channels : [] });
+        dialog.close();
+        const message = document.querySelector("#mark output");
+        if (message) message.value = `tag ${tag.name}: ${tag.start} → ${tag.end}`;
+        resolve(tag);
+      } catch (err) {
+        out.value = `not made: ${err.message}`;
+      }
+    };
+    dialog.onclose = () => resolve(null);
+  });
+}
+
 export { call };
