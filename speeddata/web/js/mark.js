@@ -50,8 +50,9 @@ export function tagRange(t0, t1, channels) {
   const form = dialog.querySelector("form");
   const out = dialog.querySelector("output");
   const iso = (ms) => new Date(ms).toISOString();
+  const hms = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false });
   dialog.querySelector(".range").textContent =
-    `${new Date(t0).toLocaleTimeString()} – ${new Date(t1).toLocaleTimeString()} (${((t1 - t0) / 1000).toFixed(1)} s)`;
+    `${hms(t0)} – ${hms(t1)} (${((t1 - t0) / 1000).toFixed(1)} s)`;
   form.elements.name.value = `range-${iso(t0).slice(0, 19).replace(/[-:]/g, "").replace("T", "-")}`;
   form.elements.note.value = "";
   out.value = "";
