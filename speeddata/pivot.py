@@ -30,7 +30,7 @@ from speeddata.cache.catalogue import CachedFile, Catalogue
 from speeddata.cache.reader import block_bodies, channel_of, read_header
 from speeddata.columns import ColumnDecoder
 from speeddata.errors import ConflictError, NotFoundError, SpeeddataError
-from speeddata.schemas import Channel, Registry
+from speeddata.schemas import Channel, Registry, Signal
 from speeddata.tags import format_time
 
 log = logging.getLogger("speeddata.pivot")
@@ -85,41 +85,87 @@ def plan(catalogue: Catalogue, start_ns: int, end_ns: int,
     return result
 
 
+@dataclass(frozen=True)
+class Column:
+    """One dataset of a channel's group: what every schema version of the range agrees
+    on (a field missing from a version is NaN, or "" for text, in its records)."""
+
+    name: str
+    dtype: Any
+    unit: str = ""
+    doc: str = ""
+    avro_type: str = ""
+    symbols: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> bool:
+        return self.dtype is not np.float64 and self.dtype not in (np.int64, np.bool_)
+
+    def conform(self, values: np.ndarray | None, count: int) -> np.ndarray:
+        """A version's decoded values as this column's type (or the fill when absent)."""
+        if values is None:
+            return np.full(count, "", dtype=object) if self.text else np.full(count, np.nan)
+        if self.text:
+            return values if values.dtype == object else values.astype(str).astype(object)
+        return values.astype(self.dtype, copy=False)
+
+
+def _dtype(signal: Signal) -> Any:
+    if signal.kind != "number":
+        return h5py.string_dtype()
+    return np.bool_ if signal.avro_type == "boolean" else (
+        np.int64 if signal.avro_type in ("int", "long") else np.float64)
+
+
+def merged_columns(versions: list[Channel], wanted: list[str]) -> list[Column]:
+    """The datasets for ``wanted`` signals over the schema versions of a range (oldest
+    first): the newest version's unit and doc; one type for all (float64 where versions
+    disagree on a numeric type or a version lacks the field, text where one is text)."""
+    columns = []
+    for name in wanted:
+        having = [c.signal(name) for c in versions if name in {s.name for s in c.signals}]
+        newest = having[-1]
+        types = {_dtype(s) for s in having}
+        if any(s.kind != "number" for s in having):
+            dtype = h5py.string_dtype()
+        elif len(types) == 1 and len(having) == len(versions):
+            dtype = types.pop()
+        else:
+            dtype = np.float64
+        columns.append(Column(name, dtype, newest.unit, newest.doc, newest.avro_type,
+                              newest.symbols))
+    return columns
+
+
 class _GroupWriter:
     """Appends columns of one channel to its HDF5 group."""
 
-    def __init__(self, group: h5py.Group, channel: Channel, signals: list[str],
+    def __init__(self, group: h5py.Group, time_field: str, columns: list[Column],
                  compression: str | None) -> None:
         self.group = group
-        self.channel = channel
-        self.signals = signals
+        self.time_field = time_field
+        self.columns = columns
         self.count = 0
         opts: dict[str, Any] = {"chunks": (CHUNK_RECORDS,), "maxshape": (None,)}
         if compression == "gzip":
             opts.update(compression="gzip", compression_opts=4, shuffle=True)
         elif compression == "lzf":
             opts.update(compression="lzf", shuffle=True)
-        self.time = group.create_dataset(channel.time_field, shape=(0,), dtype=np.int64, **opts)
+        self.time = group.create_dataset(time_field, shape=(0,), dtype=np.int64, **opts)
         self.time.attrs["units"] = TIME_UNITS
         self.time.attrs["calendar"] = "proleptic_gregorian"
         self.time.attrs["doc"] = "sample time from the source (ns since the Unix epoch)"
-        self.time.make_scale(channel.time_field)
+        self.time.make_scale(time_field)
         self.datasets: dict[str, h5py.Dataset] = {}
-        for name in signals:
-            signal = channel.signal(name)
-            if signal.kind == "number":
-                dtype: Any = np.bool_ if signal.avro_type == "boolean" else (
-                    np.int64 if signal.avro_type in ("int", "long") else np.float64)
-            else:
-                dtype = h5py.string_dtype()
-            ds = group.create_dataset(name, shape=(0,), dtype=dtype, **opts)
-            ds.attrs["unit"] = signal.unit
-            ds.attrs["doc"] = signal.doc
-            ds.attrs["avro_type"] = signal.avro_type
-            if signal.symbols:
-                ds.attrs["symbols"] = list(signal.symbols)
+        for column in columns:
+            ds = group.create_dataset(column.name, shape=(0,), dtype=column.dtype, **opts)
+            ds.attrs["unit"] = column.unit
+            ds.attrs["doc"] = column.doc
+            ds.attrs["avro_type"] = column.avro_type
+            if column.symbols:
+                ds.attrs["symbols"] = list(column.symbols)
             ds.dims[0].attach_scale(self.time)
-            self.datasets[name] = ds
+            self.datasets[column.name] = ds
         self.receive = group.create_dataset("receive_time", shape=(0,), dtype=np.int64, **opts)
         self.receive.attrs["units"] = TIME_UNITS
         self.receive.attrs["doc"] = "when the relay received the record's batch (ns)"
@@ -130,9 +176,9 @@ class _GroupWriter:
         if not n:
             return
         end = self.count + n
-        for ds, values in ((self.time, columns[self.channel.time_field]),
+        for ds, values in ((self.time, columns[self.time_field]),
                            (self.receive, receive_ns),
-                           *((self.datasets[s], columns[s]) for s in self.signals)):
+                           *((self.datasets[c.name], columns[c.name]) for c in self.columns)):
             ds.resize((end,))
             ds[self.count : end] = values
         self.count = end
@@ -197,12 +243,16 @@ def pivot(
             f"no data received between {format_time(start_ns)} and {format_time(end_ns)}"
             f"{' for ' + ', '.join(channels) if channels else ''}: check the range, and "
             "'speeddata status' for what the relay receives")
-    work = []  # (channel name, its blocks, the channel, its signals to write)
+    work = []  # (channel name, its blocks, each file's schema version, the datasets)
     for name, blocks in selected.blocks.items():
-        channel = channel_of(blocks[0][0].path, registry)
-        wanted = _signals_for(channel, signals)
+        # the writer starts a new file when a channel's schema changes: each file's header
+        # has the schema its blocks were written with
+        versions = {path: channel_of(path, registry)
+                    for path in dict.fromkeys(f.path for f, _ in blocks)}
+        distinct = list({c.fingerprint: c for c in versions.values()}.values())
+        wanted = list(dict.fromkeys(w for c in distinct for w in _signals_for(c, signals)))
         if wanted or not signals:
-            work.append((name, blocks, channel, wanted))
+            work.append((name, blocks, versions, merged_columns(distinct, wanted)))
     if not work:
         raise PivotError(f"none of the signals {signals} is in the channels of the range "
                          f"({', '.join(selected.blocks)}); name them as channel.signal")
@@ -219,17 +269,24 @@ def pivot(
                 "start_ns": start_ns, "end_ns": end_ns,
                 "created": format_time(time.time_ns()), "speeddata_version": __version__,
                 "host": socket.gethostname(), **(attrs or {})})
-            for name, blocks, channel, wanted in work:
+            for name, blocks, versions, columns_out in work:
                 group = h5.create_group(name)
-                group.attrs["schema"] = json.dumps(channel.schema)
+                schemas = list({c.fingerprint: c.schema for c in versions.values()}.values())
+                group.attrs["schema"] = json.dumps(schemas[-1])
+                if len(schemas) > 1:  # every version, oldest first
+                    group.attrs["schemas"] = json.dumps(schemas)
                 group.attrs["relay_host"] = _host_of(blocks[0][0].path)
-                writer = _GroupWriter(group, channel, wanted, compression)
-                decoder = ColumnDecoder(channel)
+                time_field = next(iter(versions.values())).time_field
+                writer = _GroupWriter(group, time_field, columns_out, compression)
+                decoders = {path: ColumnDecoder(c) for path, c in versions.items()}
                 pending: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
                 pending_rows = 0
                 skip = 0  # decimation carries across blocks
-                for _, entry, data in block_bodies(blocks):
-                    columns = decoder.decode_block(data, entry.count)
+                for cached, entry, data in block_bodies(blocks):
+                    decoded = decoders[cached.path].decode_block(data, entry.count)
+                    columns = {c.name: c.conform(decoded.get(c.name), entry.count)
+                               for c in columns_out}
+                    columns[time_field] = decoded[versions[cached.path].time_field]
                     receive = np.full(entry.count, entry.recv_ns, dtype=np.int64)
                     if decimate > 1:
                         keep = np.arange(skip, entry.count, decimate)
@@ -267,7 +324,7 @@ def pivot(
 def _flush(writer: _GroupWriter, pending: list[tuple[dict[str, np.ndarray], np.ndarray]]) -> None:
     if not pending:
         return
-    names = [writer.channel.time_field, *writer.signals]
+    names = [writer.time_field, *(c.name for c in writer.columns)]
     columns = {n: np.concatenate([c[n] for c, _ in pending]) for n in names}
     writer.append(columns, np.concatenate([r for _, r in pending]))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -13,7 +14,7 @@ import speeddata
 from speeddata.cache.catalogue import Catalogue
 from speeddata.cache.store import CacheWriter
 from speeddata.pivot import PivotError, pivot, plan
-from speeddata.schemas import Registry
+from speeddata.schemas import Channel, Registry, channel_from_schema
 from speeddata.sender import Encoder
 from tests.helpers import SCHEMAS
 
@@ -155,3 +156,49 @@ def test_half_written_exports_of_killed_pivots_are_removed(tmp_path) -> None:
     alive.write_bytes(b"half")
     assert remove_stale_files(tmp_path) == [dead]
     assert alive.exists() and not dead.exists()
+
+
+def rig(*fields: dict) -> Channel:
+    return channel_from_schema({"type": "record", "name": "rig", "fields": [
+        {"name": "time", "type": "long"}, *fields]})
+
+
+def test_a_range_across_schema_edits_keeps_every_value(tmp_path: Path) -> None:
+    """The writer starts a new file when a channel's schema changes; the pivot decodes
+    each file with its own schema and writes one column per signal over all of them."""
+    versions = [
+        rig({"name": "pressure", "type": "double", "unit": "bar"},
+            {"name": "count", "type": "long"}),
+        rig({"name": "pressure", "type": "double", "unit": "kPa"},  # unit edited
+            {"name": "count", "type": "double"},  # type changed
+            {"name": "state", "type": "string"}),  # field added
+        rig({"name": "pressure", "type": "double", "unit": "kPa"},  # count removed
+            {"name": "state", "type": "string"}),
+    ]
+    writer = CacheWriter(tmp_path / "cache", 2**30, 600)
+    for v, channel in enumerate(versions):
+        encoder = Encoder(channel)
+        for s in range(3):
+            recv = T0 + (10 * v + s) * S
+            record = {"time": recv, "pressure": 100.0 * v + s}
+            if v < 2:
+                record["count"] = (10 * v + s) if v == 0 else float(10 * v + s) + 0.5
+            if v > 0:
+                record["state"] = f"v{v}s{s}"
+            writer.append(channel, [encoder.encode(record)[10:]], recv)
+    writer.close()
+    assert len(Catalogue(tmp_path / "cache").files(["rig"])) == 3
+    out = tmp_path / "edits.h5"
+    result = pivot(tmp_path / "cache", out, T0, T0 + 60 * S)
+    assert result.channels == {"rig": 9}
+    with h5py.File(out) as h5:
+        group = h5["rig"]
+        assert group["pressure"][()].tolist() == [0, 1, 2, 100, 101, 102, 200, 201, 202]
+        assert group["pressure"].attrs["unit"] == "kPa"  # the newest version's
+        count = group["count"][()]
+        assert count.dtype == np.float64
+        assert count[:6].tolist() == [0, 1, 2, 10.5, 11.5, 12.5] and np.isnan(count[6:]).all()
+        assert [v.decode() for v in group["state"][()]] == [
+            "", "", "", "v1s0", "v1s1", "v1s2", "v2s0", "v2s1", "v2s2"]
+        assert len(json.loads(group.attrs["schemas"])) == 3
+        assert "state" in group.attrs["schema"] and "count" not in group.attrs["schema"]
