@@ -5,72 +5,14 @@
 // panned (drag) and zoomed (wheel) over the history.
 
 import { app } from "./app.js";
+import { autoRange, clock, fmt, foldColumns, limitLevel, newColumns, niceTicks, plotColumns,
+         tickLabel, timeStep } from "./chartmath.js";
 import { tagRange } from "./mark.js";
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
                 "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
 export const WINDOWS = [[10, "10 s"], [60, "1 min"], [600, "10 min"]];
 const STALE_MS = 3000;
-
-export function fmt(v) {
-  if (typeof v === "string") return v;
-  if (!Number.isFinite(v)) return "–";
-  if (Number.isInteger(v) && Math.abs(v) < 1e15) return String(v);
-  const a = Math.abs(v);
-  return a !== 0 && (a >= 1e5 || a < 1e-3) ? v.toExponential(3) : v.toFixed(a >= 100 ? 1 : 3);
-}
-
-const pad = (n, width = 2) => String(n).padStart(width, "0");
-
-/** Local wall-clock time HH:MM:SS.mmm (the zone is shown in the page header). */
-export function clock(ms) {
-  const d = new Date(ms);
-  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.` +
-    pad(d.getMilliseconds(), 3);
-}
-
-/** Round tick values (1, 2 or 5 times a power of ten) covering [lo, hi], about ``most``. */
-export function niceTicks(lo, hi, most = 5) {
-  const raw = (hi - lo) / most;
-  if (!(raw > 0) || !Number.isFinite(raw)) return { step: 1, ticks: [] };
-  const magnitude = 10 ** Math.floor(Math.log10(raw));
-  const norm = raw / magnitude;
-  const step = (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 5 ? 5 : 10) * magnitude;
-  const ticks = [];
-  for (let k = Math.ceil(lo / step); k * step <= hi + step * 1e-9; k++) ticks.push(k * step);
-  return { step, ticks };
-}
-
-/** A tick label with as many decimals as the step needs, and no float noise. */
-export function tickLabel(v, step) {
-  if (Math.abs(v) < step * 1e-6) return "0";
-  const a = Math.abs(v);
-  if (a >= 1e6 || step < 1e-4) return v.toExponential(Math.max(0, Math.round(Math.log10(a / step))));
-  return v.toFixed(Math.max(0, -Math.floor(Math.log10(step) + 1e-9)));
-}
-
-/** Autoscale with hysteresis: keep the current round range while the data fits it and
- * fills more than a third of it, so noise does not make the axis jump. */
-export function autoRange(current, lo, hi) {
-  if (!(hi >= lo)) { lo = 0; hi = 1; }
-  if (hi === lo) { lo -= Math.abs(lo) * 0.05 || 1; hi += Math.abs(hi) * 0.05 || 1; }
-  if (current && lo >= current[0] && hi <= current[1] &&
-      (hi - lo) > (current[1] - current[0]) / 3) return current;
-  const pad = (hi - lo) * 0.05;
-  const { step } = niceTicks(lo - pad, hi + pad, 10);
-  return [Math.floor((lo - pad) / step) * step, Math.ceil((hi + pad) / step) * step];
-}
-
-/** "alarm", "warn" or "" for a value against a signal's limits ({warn, alarm}: [lo, hi],
- * null for an open side), as the server's /api/alarms judges it. */
-export function limitLevel(limits, v) {
-  if (!limits || typeof v !== "number" || !Number.isFinite(v)) return "";
-  for (const name of ["alarm", "warn"]) {
-    const b = limits[name];
-    if (b && ((b[0] !== null && v < b[0]) || (b[1] !== null && v > b[1]))) return name;
-  }
-  return "";
-}
 
 const BANDS = { warn: "rgba(245, 197, 24, 0.16)", alarm: "rgba(214, 39, 40, 0.14)" };
 
@@ -259,7 +201,9 @@ export class SdChart extends HTMLElement {
     const pixels = this.pixels;
     pixels.fill(0);
     const scale = (H - 1) / (range[1] - range[0]);
-    columns.forEach((col, i) => { if (col) this.plot(pixels, W, H, col, range[0], scale, this.items[i].rgba); });
+    columns.forEach((col, i) => {
+      if (col) plotColumns(pixels, W, H, col, range[0], scale, this.items[i].rgba);
+    });
     const ctx = this.ctx;
     ctx.putImageData(this.image, 0, 0);
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
@@ -269,108 +213,15 @@ export class SdChart extends HTMLElement {
     this.updateLegend(now, t0, t1, w);
   }
 
-  /** One vertical run of pixels per column: from the previous value through min..max;
-   * columns without samples between two that have some get the line joining them. */
-  plot(pixels, W, H, col, base, scale, rgba) {
-    const { low, high, last, count, gap } = col;
-    const bottomRow = H - 1;
-    // value -> row, clamped, without Math.round (this loop runs W times per signal)
-    const row = (v) => {
-      const r = bottomRow - (v - base) * scale + 0.5;
-      return r <= 0 ? 0 : r >= bottomRow ? bottomRow : r | 0;
-    };
-    const run = (x, a, b) => {  // rows a..b of column x, either order
-      if (a > b) { const t = a; a = b; b = t; }
-      for (let i = a * W + x, end = b * W + x; i <= end; i += W) pixels[i] = rgba;
-    };
-    let prev = -1, prevX = -1;
-    for (let x = 0; x < W; x++) {
-      if (count[x] === 0) continue;
-      let top = row(high[x]);
-      let bottom = row(low[x]);
-      if (prev >= 0 && !gap[x]) {
-        let from = prev;
-        if (prevX < x - 1) {  // join across the empty columns, every row of it: no dots
-          const span = x - prevX, target = row(0.5 * (low[x] + high[x])) - prev;
-          for (let xx = prevX + 1; xx < x; xx++) {
-            const r = (prev + (target * (xx - prevX)) / span + 0.5) | 0;
-            run(xx, from, r);
-            from = r;
-          }
-        }
-        if (from < top) top = from;
-        if (from > bottom) bottom = from;
-      }
-      for (let i = top * W + x, end = bottom * W + x; i <= end; i += W) pixels[i] = rgba;
-      prev = row(last[x]);
-      prevX = x;
-    }
-  }
-
-  /** Fold the visible buckets of one signal into per-column min, max and last: the
-   * finest level wherever it has data, coarser ones only before it begins. */
+  /** One signal's columns for this frame (see foldColumns), in buffers kept per slot. */
   columns(d, t0, t1, cols, slot) {
-    const spans = [];  // [level, from, before): bucket starts each level contributes
-    let until = Infinity;  // where finer data begins; a coarser bucket must end before it
-    for (let level = 0; d && level < d.levels.length && until > t0; level++) {
-      const s = d.levels[level];
-      if (!s.n) continue;
-      const width = d.widths[level];
-      spans.push([level, t0 - width, until === Infinity ? Infinity : until - width + 1]);
-      until = Math.min(until, s.first);
-    }
-    const past = this.paused && this.past && this.past.get(this.items[slot].id);
-    if (!spans.length && !past) return null;
     if (!this.cols || this.cols.length !== this.items.length || this.cols[0].count.length !== cols) {
-      this.cols = this.items.map(() => ({
-        low: new Float64Array(cols), high: new Float64Array(cols), last: new Float64Array(cols),
-        count: new Uint32Array(cols), gap: new Uint8Array(cols), lo: 0, hi: 0 }));
+      this.cols = this.items.map(() => newColumns(cols));
     }
-    const out = this.cols[slot];
-    const { low, high, last, count, gap } = out;
-    count.fill(0);
-    gap.fill(0);
-    const k = cols / (t1 - t0);
-    let lo = Infinity, hi = -Infinity, prev = -Infinity;
-    if (past) {  // the cache, before the server's memory begins
-      const width = (past.t1 - past.t0) / past.cols;
-      const before = until === Infinity ? Infinity : until - width + 1;
-      const { start, low: pl, high: ph, last: pz } = past.rows;
-      for (let i = 0; i < start.length && start[i] < before && start[i] <= t1; i++) {
-        const x = Math.floor((start[i] + width / 2 - t0) * k);  // by its middle: no rounding slips
-        if (x < 0 || x >= cols || pl[i] === null) continue;
-        const l = pl[i], u = ph[i];
-        if (count[x] === 0) { low[x] = l; high[x] = u; }
-        else { if (l < low[x]) low[x] = l; if (u > high[x]) high[x] = u; }
-        last[x] = pz[i];
-        count[x]++;
-        if (start[i] - prev > Math.max(width * 10, 2500) && count[x] === 1) gap[x] = 1;
-        prev = start[i];
-        if (l < lo) lo = l;
-        if (u > hi) hi = u;
-      }
-    }
-    for (let j = spans.length - 1; j >= 0; j--) {  // oldest (coarsest) first
-      const [level, from, before] = spans[j];
-      const s = d.levels[level], a = s.a, width = d.widths[level];
-      for (let i = s.lowerBound(from); i < s.n && a.start[i] < before && a.start[i] <= t1; i++) {
-        const x = Math.floor((a.start[i] - t0) * k);
-        if (x < 0 || x >= cols) continue;
-        const l = a.low[i], u = a.high[i];
-        if (count[x] === 0) { low[x] = l; high[x] = u; }
-        else { if (l < low[x]) low[x] = l; if (u > high[x]) high[x] = u; }
-        last[x] = a.last[i];
-        count[x]++;
-        // a pause in the data longer than this breaks the line (slow signals are ~1 Hz)
-        if (a.start[i] - prev > Math.max(width * 10, 2500) && count[x] === 1) gap[x] = 1;
-        prev = a.start[i];
-        if (l < lo) lo = l;
-        if (u > hi) hi = u;
-      }
-    }
-    out.lo = lo;
-    out.hi = hi;
-    return out;
+    const levels = d ? d.levels.map((s, i) => ({ n: s.n, a: s.a, width: d.widths[i] })) : [];
+    const stored = this.paused && this.past && this.past.get(this.items[slot].id);
+    const past = stored ? { width: (stored.t1 - stored.t0) / stored.cols, ...stored.rows } : null;
+    return foldColumns(levels, past, t0, t1, this.cols[slot]);
   }
 
   /** A paused chart reaching before the server's memory asks the server for that part
@@ -431,9 +282,7 @@ export class SdChart extends HTMLElement {
     ctx.fillStyle = "rgba(128,128,128,0.9)";
     ctx.font = "11px system-ui, sans-serif";
     ctx.lineWidth = 1;
-    const steps = [100, 250, 500, 1000, 2000, 5000, 10000, 15000, 30000, 60000, 120000, 300000,
-                   600000, 900000, 1800000, 3600000, 7200000, 10800000, 21600000, 43200000];
-    const step = steps.find((s) => ((t1 - t0) / s) <= 8) || 86400000;
+    const step = timeStep(t0, t1);
     ctx.beginPath();
     for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
       const x = Math.round(((t - t0) / (t1 - t0)) * w) + 0.5;

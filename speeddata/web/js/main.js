@@ -2,7 +2,8 @@
 // the controls in the header.
 
 import { app, buildElement, loadLayoutFromUrl } from "./app.js";
-import { clock, fmt } from "./chart.js";
+import "./chart.js";
+import { clock, fmt } from "./chartmath.js";
 import "./value.js";
 import { setupMark } from "./mark.js";
 

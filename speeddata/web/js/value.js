@@ -2,7 +2,7 @@
 // its time, and whether it is stale.
 
 import { app } from "./app.js";
-import { fmt, limitLevel } from "./chart.js";
+import { fmt, limitLevel } from "./chartmath.js";
 
 export class SdValue extends HTMLElement {
   connectedCallback() {
