@@ -335,7 +335,7 @@ def test_a_one_sample_spike_is_drawn_in_every_window(backlog_stack: Stack, page:
     page.evaluate("() => document.querySelector('sd-chart .chart-pause').click()")
     runs = trace_runs(page)
     height, (low, high) = page.evaluate(
-        "() => [document.querySelector('sd-chart canvas').height,"
+        "() => [document.querySelector('sd-chart').plotHeight,"
         " document.querySelector('sd-chart').lastRange]")
     spike_row = (high - 50) / (high - low) * (height - 1)
     top = min(r[0] for x, r in enumerate(runs) if r and x >= 60)
@@ -478,7 +478,7 @@ def test_panning_a_paused_chart_back_an_hour_shows_the_cache(cached_hour_ago, pa
     # the one-sample spike (500 against a sine of 10), 5 minutes in
     spike_x = round(width * 10 / 20)
     height, (low, high) = page.evaluate(
-        "() => [document.querySelector('sd-chart canvas').height,"
+        "() => [document.querySelector('sd-chart').plotHeight,"
         " document.querySelector('sd-chart').lastRange]")
     spike_row = (high - 500) / (high - low) * (height - 1)
     top = min(runs[x][0] for x in range(spike_x - 3, spike_x + 4))
@@ -529,7 +529,7 @@ def test_limits_show_as_bands_a_coloured_legend_and_a_badge(backlog_stack: Stack
     chart.locator(".chart-pause").click()
     page.wait_for_timeout(200)
     height, (low, high) = page.evaluate(
-        "() => [document.querySelector('sd-chart canvas').height,"
+        "() => [document.querySelector('sd-chart').plotHeight,"
         " document.querySelector('sd-chart').lastRange]")
 
     def pixel(value: float) -> list[int]:

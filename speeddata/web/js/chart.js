@@ -9,11 +9,23 @@ import { autoRange, clock, fmt, foldColumns, limitLevel, newColumns, niceTicks, 
          tickLabel, timeStep } from "./chartmath.js";
 import { tagRange } from "./mark.js";
 
+/** A time tick's label: ms below a second, the date too from 6-hour steps (a day's window
+ * crosses midnight). */
+function timeLabel(t, step) {
+  const text = clock(t);
+  if (step < 1000) return text.slice(3, 12);
+  if (step < 3600000) return text.slice(0, 8);
+  const d = new Date(t);
+  const day = `${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+  return step >= 21600000 ? `${day} ${text.slice(0, 5)}` : text.slice(0, 5);
+}
+
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
                 "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
 export const WINDOWS = [[10, "10 s"], [60, "1 min"], [600, "10 min"]];
 const STALE_MS = 3000;
 
+const TIME_STRIP = 16;  // CSS px below the plot for the time labels
 const BANDS = { warn: "rgba(245, 197, 24, 0.16)", alarm: "rgba(214, 39, 40, 0.14)" };
 
 export class SdChart extends HTMLElement {
@@ -200,16 +212,20 @@ export class SdChart extends HTMLElement {
     this.lastRange = range;
     const pixels = this.pixels;
     pixels.fill(0);
-    const scale = (H - 1) / (range[1] - range[0]);
+    // the plot: all but a strip at the bottom that holds the time labels, so no label
+    // ever covers a sample
+    const ph = h - TIME_STRIP, PH = H - Math.round(TIME_STRIP * dpr);
+    this.plotHeight = PH;  // device pixels (read by the browser tests)
+    const scale = (PH - 1) / (range[1] - range[0]);
     columns.forEach((col, i) => {
-      if (col) plotColumns(pixels, W, H, col, range[0], scale, this.items[i].rgba);
+      if (col) plotColumns(pixels, W, PH, col, range[0], scale, this.items[i].rgba);
     });
     const ctx = this.ctx;
     ctx.putImageData(this.image, 0, 0);
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    const y = (v) => h - ((v - range[0]) / (range[1] - range[0])) * h;
-    this.drawLimits(ctx, w, h, y);
-    this.drawGrid(ctx, w, h, t0, t1, range, y);
+    const y = (v) => ph - ((v - range[0]) / (range[1] - range[0])) * ph;
+    this.drawLimits(ctx, w, ph, y);
+    this.drawGrid(ctx, w, h, ph, t0, t1, range, y);
     this.updateLegend(now, t0, t1, w);
   }
 
@@ -277,24 +293,26 @@ export class SdChart extends HTMLElement {
     }
   }
 
-  drawGrid(ctx, w, h, t0, t1, range, y) {
+  drawGrid(ctx, w, h, ph, t0, t1, range, y) {
     ctx.strokeStyle = "rgba(128,128,128,0.25)";
-    ctx.fillStyle = "rgba(128,128,128,0.9)";
+    ctx.fillStyle = "rgba(128,128,128,0.95)";
     ctx.font = "11px system-ui, sans-serif";
     ctx.lineWidth = 1;
     const step = timeStep(t0, t1);
     ctx.beginPath();
+    ctx.moveTo(0, ph + 0.5); ctx.lineTo(w, ph + 0.5);
     for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
       const x = Math.round(((t - t0) / (t1 - t0)) * w) + 0.5;
-      ctx.moveTo(x, 0); ctx.lineTo(x, h);
-      ctx.fillText(clock(t).slice(step >= 1000 ? 0 : 3, step >= 1000 ? 8 : 12), x + 2, h - 3);
+      ctx.moveTo(x, 0); ctx.lineTo(x, ph + 4);
+      const text = timeLabel(t, step);
+      if (x + 2 + ctx.measureText(text).width <= w) ctx.fillText(text, x + 2, h - 3);
     }
-    const { step: yStep, ticks } = niceTicks(range[0], range[1], Math.max(2, Math.floor(h / 40)));
+    const { step: yStep, ticks } = niceTicks(range[0], range[1], Math.max(2, Math.floor(ph / 40)));
     this.yTicks = ticks.map((v) => tickLabel(v, yStep));  // read by the browser tests
     for (const v of ticks) {
       const py = Math.round(y(v)) + 0.5;
       ctx.moveTo(0, py); ctx.lineTo(w, py);
-      ctx.fillText(tickLabel(v, yStep), 2, Math.min(h - 14, Math.max(10, py - 2)));
+      ctx.fillText(tickLabel(v, yStep), 2, Math.min(ph - 2, Math.max(10, py - 2)));
     }
     ctx.stroke();
   }
