@@ -144,6 +144,13 @@ def test_picker_builds_a_chart_and_the_layout_is_in_the_url(demo: Stack, page: P
     before = page.locator("sd-chart").count()
     page.click("#pick")
     page.check("#picker-list input[value='motor.temperature']")
+    # the list is rebuilt with fresh rates every few seconds: the tick and the rate stay
+    page.wait_for_timeout(1500)  # a second of the demo's rates
+    page.evaluate("() => sd.conn.refreshChannels()")
+    page.wait_for_function("() => [...document.querySelectorAll('#picker-list legend')]"
+                           ".some((l) => /^motor \\((9\\d\\d|1\\d\\d\\d)(\\.\\d)? Hz\\)$/"
+                           ".test(l.textContent))", timeout=TIMEOUT * 1000)
+    assert page.is_checked("#picker-list input[value='motor.temperature']")
     page.click("#picker-add")
     assert page.locator("sd-chart").count() == before + 1
     page.wait_for_function("() => location.hash.includes('motor.temperature')")

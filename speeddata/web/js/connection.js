@@ -31,7 +31,9 @@ export class Connection extends EventTarget {
     if (this.state !== "connected") return;
     try {
       const response = await fetch("/api/channels");
-      if (response.ok) this.channels = (await response.json()).channels;
+      if (!response.ok) return;
+      this.channels = (await response.json()).channels;
+      this.dispatchEvent(new CustomEvent("channels", { detail: this.channels }));
     } catch (error) {
       // the WebSocket's own reconnection reports a server that went away
     }

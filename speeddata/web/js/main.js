@@ -56,6 +56,8 @@ setInterval(showAlarms, 2000);
 const picker = document.getElementById("picker");
 const list = document.getElementById("picker-list");
 app.conn.addEventListener("channels", (e) => {
+  // rebuilt with fresh rates every few seconds: what the user ticked stays ticked
+  const ticked = new Set([...list.querySelectorAll("input:checked")].map((i) => i.value));
   list.innerHTML = "";
   for (const channel of e.detail) {
     const group = document.createElement("fieldset");
@@ -66,6 +68,7 @@ app.conn.addEventListener("channels", (e) => {
       label.innerHTML = `<input type="checkbox"> <span></span>`;
       label.querySelector("input").value = s.id;
       label.querySelector("input").dataset.kind = s.kind;
+      label.querySelector("input").checked = ticked.has(s.id);
       label.querySelector("span").textContent = `${s.name}${s.unit ? ` [${s.unit}]` : ""}`;
       label.title = s.doc || s.type;
       group.append(label);
