@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -29,11 +30,30 @@ def command(name: str) -> Callable[[Command], Command]:
     return register
 
 
+WRITES_CACHE = {"relay", "serve", "up", "tag", "untag"}
+
+
 def _cfg(args: argparse.Namespace) -> config.Config:
     cfg = config.from_args(args)
     if "channels" in SECTIONS_OF.get(args.command, ()):
         _channels_dir(cfg.channels.dir)
+    if args.command in WRITES_CACHE:
+        _writable(cfg.cache.dir, "[cache] dir", "--cache-dir")
     return cfg
+
+
+def _writable(directory: Path, key: str, flag: str) -> None:
+    """A directory this command writes: made if missing, and writable, or a one-line
+    error naming the setting. A full disk is not refused: the relay runs on one."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise ConfigError(f"{key}: {directory} cannot be made ({exc.strerror}); choose "
+                              f"another with {flag}") from None
+    if directory.is_dir() and not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: {directory} is not writable by this user; fix its "
+                          f"permissions or choose another with {flag}")
 
 
 def _channels_dir(directory: Path) -> None:

@@ -157,3 +157,14 @@ def test_every_flag_of_up_reaches_a_child_that_uses_it() -> None:
         assert users, f"[{section}] flags of 'up' reach no child"
     args = cli.parser().parse_args(["serve", "--exports-dir", "/data/exports"])
     assert config.from_args(args).exports.dir == Path("/data/exports")
+
+
+def test_a_cache_dir_that_cannot_be_made_is_one_line(tmp_path: Path, capsys) -> None:
+    from speeddata import cli
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["tag", "x", "--start", "-1m", "--cache-dir", str(blocker / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert "[cache] dir: " in err and "cannot be made (Not a directory)" in err
+    assert "Traceback" not in err
