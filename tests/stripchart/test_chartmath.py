@@ -193,3 +193,18 @@ def test_autoscale_keeps_its_range_while_noise_fits(page: Page) -> None:
     assert ranges[-1] != ranges[0]  # a real change rescales
     low, high = map(float, ranges[-1].split(","))
     assert low <= 0 and high >= 100
+
+
+def test_right_after_the_server_starts_a_1_hz_sine_is_smooth(page: Page) -> None:
+    """Both levels begin when the server started, 4 s into a 10 s window: the fine one
+    draws all of it, no 250 ms staircase (its flat steps would be 25 columns long)."""
+    t = np.arange(6000.0, 10_000.0)  # 1 kHz since the start
+    values = np.sin(2 * np.pi * t / 1000)
+    drawn = draw(page, [buckets(t, values, 10.0), buckets(t, values, 250.0)], 0, 10_000)
+    runs = [r for r in drawn["runs"][600:] if r]
+    assert len(runs) >= 395
+    longest, current = 1, 1
+    for a, b in itertools.pairwise(runs):
+        current = current + 1 if a == b else 1
+        longest = max(longest, current)
+    assert longest <= 5, f"a flat step {longest} columns long: a staircase"
