@@ -208,3 +208,23 @@ def test_right_after_the_server_starts_a_1_hz_sine_is_smooth(page: Page) -> None
         current = current + 1 if a == b else 1
         longest = max(longest, current)
     assert longest <= 5, f"a flat step {longest} columns long: a staircase"
+
+
+def test_times_are_local_with_utc_selectable(page: Page) -> None:
+    context = page.context.browser.new_context(timezone_id="Asia/Tokyo")
+    tokyo = context.new_page()
+    try:
+        tokyo.route(f"{ORIGIN}/**", lambda route: route.fulfill(
+            body=(WEB_DIR / route.request.url.removeprefix(ORIGIN).lstrip("/")).read_text()
+            if route.request.url != f"{ORIGIN}/" else "<!doctype html>",
+            content_type="text/javascript" if route.request.url.endswith(".js")
+            else "text/html"))
+        tokyo.goto(f"{ORIGIN}/")
+        labels = tokyo.evaluate("""async () => {
+            const cm = await import('/js/chartmath.js');
+            const local = cm.clock(Date.UTC(2026, 10, 23, 16, 30));
+            cm.useUtc(true);
+            return [local, cm.clock(Date.UTC(2026, 10, 23, 16, 30))]; }""")
+    finally:
+        context.close()
+    assert labels == ["01:30:00.000", "16:30:00.000"]  # Tokyo is UTC+9

@@ -6,7 +6,7 @@
 
 import { app } from "./app.js";
 import { autoRange, clock, fmt, foldColumns, limitLevel, newColumns, niceTicks, plotColumns,
-         tickLabel, timeStep } from "./chartmath.js";
+         tickLabel, timeStep, wallClock } from "./chartmath.js";
 import { tagRange } from "./mark.js";
 
 /** A time tick's label: ms below a second, the date too from 6-hour steps (a day's window
@@ -15,7 +15,7 @@ function timeLabel(t, step) {
   const text = clock(t);
   if (step < 1000) return text.slice(3, 12);
   if (step < 3600000) return text.slice(0, 8);
-  const d = new Date(t);
+  const d = wallClock(t);
   const day = `${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
   return step >= 21600000 ? `${day} ${text.slice(0, 5)}` : text.slice(0, 5);
 }

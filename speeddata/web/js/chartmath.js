@@ -13,9 +13,20 @@ export function fmt(v) {
 
 const pad = (n, width = 2) => String(n).padStart(width, "0");
 
-/** Local wall-clock time HH:MM:SS.mmm (the zone is shown in the page header). */
-export function clock(ms) {
+let utc = false;
+/** Show times in UTC (true) or in the browser's zone (false, the default). */
+export function useUtc(on) { utc = Boolean(on); }
+export function usingUtc() { return utc; }
+
+/** A shifted copy of the instant whose local fields read as the chosen zone's. */
+export function wallClock(ms) {
   const d = new Date(ms);
+  return utc ? new Date(ms + d.getTimezoneOffset() * 60000) : d;
+}
+
+/** Wall-clock time HH:MM:SS.mmm, local or UTC (the page header says which). */
+export function clock(ms) {
+  const d = wallClock(ms);
   return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.` +
     pad(d.getMilliseconds(), 3);
 }

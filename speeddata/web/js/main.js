@@ -3,7 +3,7 @@
 
 import { app, buildElement, loadLayoutFromUrl } from "./app.js";
 import "./chart.js";
-import { clock, fmt } from "./chartmath.js";
+import { clock, fmt, useUtc, usingUtc } from "./chartmath.js";
 import "./value.js";
 import { setupMark } from "./mark.js";
 
@@ -27,9 +27,21 @@ app.conn.addEventListener("state", (e) => {
   document.body.classList.toggle("offline", e.detail !== "connected");
 });
 app.conn.addEventListener("servererror", showState);
-const zone = document.createElement("span");
+// the axes' zone: the browser's, or UTC (a click switches; the choice is remembered)
+const zone = document.createElement("button");
 zone.className = "zone";
-zone.textContent = `local time (${Intl.DateTimeFormat().resolvedOptions().timeZone})`;
+zone.title = "times in this browser's zone or in UTC: click to switch";
+function showZone() {
+  zone.textContent = usingUtc() ? "UTC"
+    : `local time (${Intl.DateTimeFormat().resolvedOptions().timeZone})`;
+}
+zone.onclick = () => {
+  useUtc(!usingUtc());
+  localStorage.setItem("speeddata.utc", usingUtc() ? "1" : "");
+  showZone();
+};
+useUtc(localStorage.getItem("speeddata.utc") === "1");
+showZone();
 state.insertAdjacentElement("afterend", zone);
 setInterval(showState, 1000);
 
