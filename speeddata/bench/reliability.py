@@ -37,6 +37,7 @@ import fastavro
 from speeddata import multicast, status, wire
 from speeddata.bench import procs
 from speeddata.config import Config, Group, build, write_file
+from speeddata.schemas import DEMO_DIR
 
 MARK = -1234.5  # the temperature of every numbered valid motor record
 T0 = 1_763_000_000_000_000_000  # 2025-11-13: the time of valid record 0
@@ -69,9 +70,8 @@ def demo_schemas(work: Path) -> Path:
     """The demo channels (motor, env, example) in ``work/schemas``."""
     folder = work / "schemas"
     folder.mkdir(parents=True, exist_ok=True)
-    source = Config().channels.dir
     for name in DEMO_CHANNELS:
-        shutil.copy(source / f"{name}.avsc", folder / f"{name}.avsc")
+        shutil.copy(DEMO_DIR / f"{name}.avsc", folder / f"{name}.avsc")
     return folder
 
 
