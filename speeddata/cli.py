@@ -194,6 +194,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"  schema error (channel skipped): {error}")
             rejected = {k: v for k, v in snap["rejected"].items() if v}
             print(f"  rejected: {rejected or 'none'}")
+            for fp, seen in snap.get("unknown_fingerprints", {}).items():
+                ago = (time.time_ns() - seen["last_seen_ns"]) / 1e9
+                print(f"  unknown schema {fp}: {seen['count']} datagrams from "
+                      f"{seen.get('source', 'an unrecorded sender')}, last {ago:.0f} s ago "
+                      "(add its .avsc to the channels dir)")
             print(f"  {'channel':<16}{'datagrams':>12}{'rate':>12}{'bytes':>14}{'decimated':>11}")
             for channel, c in sorted(snap["channels"].items()):
                 print(f"  {channel:<16}{c['datagrams']:>12}{_format_rate(c['rate_hz']):>12}"

@@ -21,6 +21,7 @@ from speeddata.schemas import Channel, Registry
 
 NONE = np.empty(0, dtype=np.int64)  # no datagrams: shared, so read-only
 NONE.flags.writeable = False
+MAX_UNKNOWN = 100  # unknown fingerprints listed in status (a flood of random ones is counted)
 REASONS = ("too_short", "bad_marker", "unknown_schema", "too_long", "bad_body",
            "bad_legacy_body", "not_allowed")
 
@@ -127,6 +128,8 @@ class Router:
         self.counters: dict[str, ChannelCounters] = {c.name: ChannelCounters() for c in registry}
         self.rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.last_rejection: dict[str, str] = {}
+        # fingerprints no schema has: what is sending, so the user sees what to register
+        self.unknown: dict[str, dict[str, object]] = {}
         self._legacy_headers = {
             port: wire.header(channel.fingerprint) for port, channel in self.legacy_ports.items()
         }
@@ -135,6 +138,21 @@ class Router:
         """Count ``count`` rejected datagrams; ``message`` describes the latest."""
         self.rejected[reason] += count
         self.last_rejection[reason] = message
+
+    def reject_unknown(self, fingerprint: bytes, now_ns: int, source: int | None) -> None:
+        """Count a datagram whose fingerprint no schema has, by fingerprint (at most
+        ``MAX_UNKNOWN`` of them are listed; the counter counts all)."""
+        key = fingerprint.hex()
+        self.reject("unknown_schema", f"no channel has fingerprint {key}")
+        seen = self.unknown.get(key)
+        if seen is None:
+            if len(self.unknown) >= MAX_UNKNOWN:
+                return
+            seen = self.unknown[key] = {"count": 0, "first_seen_ns": now_ns}
+        seen["count"] = int(seen["count"]) + 1
+        seen["last_seen_ns"] = now_ns
+        if source is not None:
+            seen["source"] = str(ipaddress.IPv4Address(int(source)))
 
     def reject_bodies(self, channel: Channel, count: int, size: int, legacy: bool = False
                       ) -> None:
@@ -154,14 +172,16 @@ class Router:
             counters = self.counters[channel.name] = ChannelCounters()
         return counters
 
-    def route(self, datagrams: Sequence[memoryview], port: int, now_ns: int) -> Routed:
+    def route(self, datagrams: Sequence[memoryview], port: int, now_ns: int,
+              sources: Sequence[int] | None = None) -> Routed:
+        """``sources``: each datagram's IPv4 sender, where the socket layer read them."""
         routed = Routed()
         table = self.registry.fingerprints
         legacy = self.legacy_ports.get(port)
         # (arrival index, body, datagram to forward, size, is a legacy body) per channel
         candidates: dict[Channel, list[tuple[int, memoryview, memoryview | bytes, int, bool]]]
         candidates = {}
-        unknown: dict[int, str] = {}  # legacy candidates that carry a single-object header
+        unknown: dict[int, bytes] = {}  # legacy candidates that carry a single-object header
         for i, datagram in enumerate(datagrams):
             size = len(datagram)
             if size > self.max_datagram:
@@ -174,7 +194,7 @@ class Router:
                     (i, datagram[wire.HEADER_SIZE :], datagram, size, False))
             elif legacy is not None:
                 if marked:
-                    unknown[i] = bytes(datagram[2:10]).hex()
+                    unknown[i] = bytes(datagram[2:10])
                 candidates.setdefault(legacy, []).append(
                     (i, datagram, self._legacy_headers[port] + datagram, size, True))
             elif size < wire.HEADER_SIZE:
@@ -183,8 +203,8 @@ class Router:
                 self.reject(
                     "bad_marker", f"datagram starts with {bytes(datagram[:2]).hex()}, not c301")
             else:
-                self.reject("unknown_schema",
-                             f"no channel has fingerprint {bytes(datagram[2:10]).hex()}")
+                self.reject_unknown(bytes(datagram[2:10]), now_ns,
+                                    None if sources is None else sources[i])
         accepted = []
         for channel, items in candidates.items():
             valid = channel.check.valid_bodies([body for _, body, _, _, _ in items]).tolist()
@@ -192,7 +212,7 @@ class Router:
                 if good:
                     accepted.append((i, channel, body, forward, size))
                 elif i in unknown:
-                    self.reject("unknown_schema", f"no channel has fingerprint {unknown[i]}")
+                    self.reject_unknown(unknown[i], now_ns, None if sources is None else sources[i])
                 else:
                     self.reject_bodies(channel, 1, size, is_legacy)
         routed.rejected = len(datagrams) - len(accepted)
@@ -212,6 +232,7 @@ class Router:
             "channels": {name: vars(c).copy() for name, c in self.counters.items()},
             "rejected": dict(self.rejected),
             "last_rejection": dict(self.last_rejection),
+            "unknown_fingerprints": {k: dict(v) for k, v in self.unknown.items()},
         }
 
 
@@ -309,8 +330,10 @@ class BatchRouter:
             ok[:] = False
         slow = ~ok if excluded is None else ~ok & ~excluded
         if slow.any():
-            out.other = router.route([batch.datagram(int(i)) for i in np.flatnonzero(slow)],
-                                     port, now_ns)
+            picked = np.flatnonzero(slow)
+            out.other = router.route(
+                [batch.datagram(int(i)) for i in picked], port, now_ns,
+                None if batch.sources is None else batch.sources[picked].tolist())
         if excluded is not None:
             ok &= ~excluded
         accepted = np.flatnonzero(ok)

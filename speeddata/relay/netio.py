@@ -336,8 +336,8 @@ def open_io(kind: str, sock: socket.socket, batch: int, max_datagram: int,
     can be set up here and falls back to the portable path, saying so, where they cannot
     (another OS, an unexpected ABI); ``mmsg`` insists."""
     if kind in ("auto", "mmsg"):
-        try:
-            return MmsgIO(sock, batch, max_datagram, sources)
+        try:  # the kernel fills in senders for free here: kept for status in any case
+            return MmsgIO(sock, batch, max_datagram, True)
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             if kind == "mmsg":
                 raise SpeeddataError(f"[relay] io = mmsg: recvmmsg cannot be used here ({exc});"
