@@ -240,6 +240,43 @@ def cmd_up(args: argparse.Namespace) -> int:
     return supervisor.run()
 
 
+@command("channels")
+def cmd_channels(args: argparse.Namespace) -> int:
+    from speeddata import schemas
+
+    cfg = _cfg(args)
+    folder = cfg.channels.dir
+    registry = _registry(cfg)
+    if args.action != "list" and not args.target:
+        raise SpeeddataError(f"'channels {args.action}' needs a "
+                             f"{'schema file' if args.action == 'add' else 'channel name'}")
+    if args.action == "list":
+        for channel in registry:
+            numbers = sum(s.kind == "number" for s in channel.signals)
+            print(f"{channel.name:<20} {channel.fingerprint.hex()}  "
+                  f"{len(channel.signals)} signals ({numbers} numeric)")
+        if not len(registry):
+            print(f"no channels in {folder}")
+        return 0
+    if args.action == "show":
+        channel = registry[args.target]
+        print(json.dumps(channel.schema, indent=1))
+        return 0
+    if args.action == "add":
+        path = Path(args.target)
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SpeeddataError(f"{path}: cannot read a JSON schema ({exc})") from None
+        channel = schemas.store_schema(folder, schema, registry)
+        print(f"channel {channel.name} stored in {folder}; a running relay takes it within "
+              "a second")
+        return 0
+    moved = schemas.retire_schema(folder, args.target, time.time_ns())
+    print(f"channel {args.target} retired (schema kept as {moved}); its cached data stays")
+    return 0
+
+
 @command("service")
 def cmd_service(args: argparse.Namespace) -> int:
     from speeddata import service
@@ -413,6 +450,7 @@ SECTIONS_OF = {
     "pivot": ["channels", "cache", "exports"],
     "bench": [],
     "service": [],
+    "channels": ["channels"],
 }
 
 HELP = {
@@ -428,6 +466,8 @@ HELP = {
     "pivot": "write a tag or time range to HDF5: one group per channel, one dataset per signal",
     "bench": "benchmarks: 'speeddata bench relay --help' (the stripchart's needs Playwright: "
              "benchmarks/stripchart.py)",
+    "channels": "list, show, add or retire channels (a running relay and server take the "
+                "change within a second, without a restart)",
     "service": "write systemd units for the relay and the stripchart (and the sysctl for "
                "the relay's receive buffer), to run unattended as an unprivileged user",
 }
@@ -481,6 +521,10 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("what", choices=["relay"], help="what to measure")
             p.add_argument("rest", nargs=argparse.REMAINDER,
                            help="the benchmark's own options (see speeddata bench relay --help)")
+        elif name == "channels":
+            p.add_argument("action", choices=["list", "show", "add", "retire"])
+            p.add_argument("target", nargs="?", metavar="NAME|FILE.avsc",
+                           help="show/retire: a channel name; add: a schema file")
         elif name == "service":
             p.add_argument("--user", default="speeddata", help="the account the units run as")
             p.add_argument("--home", type=Path, default=Path("/var/lib/speeddata"),

@@ -6,6 +6,8 @@ import functools
 import json
 import logging
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import fastavro
 
 from speeddata import wire
-from speeddata.errors import SchemaError, UnknownChannelError
+from speeddata.errors import ConflictError, SchemaError, UnknownChannelError
 
 if TYPE_CHECKING:
     from speeddata.bodycheck import BodyCheck
@@ -203,6 +205,29 @@ def load_file(path: Path) -> Channel:
     return channel
 
 
+class DirWatch:
+    """Tells when a channels directory changed (a schema added, edited or removed), by
+    its files' names, sizes and modification times: a few stat calls, no reading."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._seen = self._signature()
+
+    def _signature(self) -> tuple:
+        try:
+            return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                                for p in self.directory.glob("*.avsc")))
+        except OSError:  # the directory or a file went away meanwhile: look again later
+            return ()
+
+    def changed(self) -> bool:
+        now = self._signature()
+        if now == self._seen:
+            return False
+        self._seen = now
+        return True
+
+
 class Registry:
     """The known channels, by name and by wire fingerprint."""
 
@@ -270,3 +295,41 @@ class Registry:
     def fingerprints(self) -> dict[bytes, Channel]:
         """The routing table: fingerprint bytes to channel (read-only use)."""
         return self._by_fingerprint
+
+
+_CHANNEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def store_schema(directory: Path, schema: Any, registry: Registry) -> Channel:
+    """Register a channel: check ``schema`` as a schema file is checked, then write it to
+    ``<directory>/<name>.avsc`` whole or not at all (a running relay takes it within a
+    second). Replaces the channel's schema if it has one; a new fingerprint starts a new
+    cache file, so cached data keeps the schema it was written with."""
+    channel = channel_from_schema(schema, "<registered schema>")
+    if not _CHANNEL_NAME.fullmatch(channel.name):
+        raise SchemaError(f"channel name {channel.name[:140]!r}: use letters, digits and '_', "
+                          "not starting with a digit (it becomes a file name)")
+    clash = registry.by_fingerprint(channel.fingerprint)
+    if clash is not None and clash.name != channel.name:
+        raise ConflictError(f"channel {clash.name!r} has the same schema (fingerprint); "
+                            "rename the record to make it another channel")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{channel.name}.avsc"
+    tmp = directory / f".{channel.name}.avsc.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(schema, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return channel_from_schema(schema, str(path))
+
+
+def retire_schema(directory: Path, name: str, now_ns: int) -> Path:
+    """Retire a channel: its schema moves to ``<directory>/retired/`` (kept, stamped), so
+    no new data of it is accepted; what the cache holds stays readable (each cache file
+    carries its schema)."""
+    path = directory / f"{name}.avsc"
+    if not _CHANNEL_NAME.fullmatch(name) or not path.exists():
+        raise UnknownChannelError(f"no channel {name[:140]!r} in {directory}")
+    retired = directory / "retired"
+    retired.mkdir(exist_ok=True)
+    target = retired / f"{name}.{now_ns}.avsc"
+    os.replace(path, target)
+    return target

@@ -75,3 +75,57 @@ def test_unknown_channel_lists_the_known_ones() -> None:
     registry, _ = Registry.load_dir(SCHEMAS)
     with pytest.raises(UnknownChannelError, match="known: env, example, motor"):
         registry["nope"]
+
+
+def test_registering_and_retiring_channels_in_a_directory(tmp_path) -> None:
+    import time
+
+    from speeddata.errors import SchemaError, UnknownChannelError
+    from speeddata.schemas import DirWatch, Registry, retire_schema, store_schema
+
+    watch = DirWatch(tmp_path)
+    assert not watch.changed()
+    schema = {"type": "record", "name": "rig", "fields": [
+        {"name": "time", "type": "long"}, {"name": "pressure", "type": "double"}]}
+    channel = store_schema(tmp_path, schema, Registry())
+    assert channel.name == "rig" and (tmp_path / "rig.avsc").exists()
+    assert watch.changed() and not watch.changed()
+    registry, errors = Registry.load_dir(tmp_path)
+    assert errors == [] and registry["rig"].fingerprint == channel.fingerprint
+    edited = {**schema, "fields": [*schema["fields"], {"name": "flow", "type": "float"}]}
+    time.sleep(0.01)
+    assert store_schema(tmp_path, edited, registry).fingerprint != channel.fingerprint
+    assert watch.changed()
+    for bad in ({"type": "record", "name": "x"}, {**schema, "name": "1rig"}, [1, 2]):
+        with pytest.raises(SchemaError):
+            store_schema(tmp_path, bad, registry)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rig.avsc"]  # nothing half-made
+    moved = retire_schema(tmp_path, "rig", 42)
+    assert moved == tmp_path / "retired" / "rig.42.avsc" and watch.changed()
+    assert len(Registry.load_dir(tmp_path)[0]) == 0  # retired ones are not loaded
+    with pytest.raises(UnknownChannelError):
+        retire_schema(tmp_path, "rig", 43)
+    with pytest.raises(UnknownChannelError):
+        retire_schema(tmp_path, "../etc", 43)
+
+
+def test_the_hub_and_the_router_take_a_new_registry() -> None:
+    from speeddata.relay.core import BatchRouter, Router
+    from speeddata.schemas import Registry, channel_from_schema
+    from speeddata.sender import Encoder
+    from speeddata.stripchart.hub import Hub
+
+    motor = load_file(SCHEMAS / "motor.avsc")
+    rig = channel_from_schema({"type": "record", "name": "rig", "fields": [
+        {"name": "time", "type": "long"}, {"name": "pressure", "type": "double"}]})
+    datagram = Encoder(rig).encode({"time": 5, "pressure": 2.5})
+    router = Router(Registry([motor]))
+    assert not router.route([memoryview(datagram)], 1, 0).bodies
+    batch_router = BatchRouter(router)
+    router.set_registry(Registry([motor, rig]))
+    assert batch_router.router.registry is router.registry
+    assert list(router.route([memoryview(datagram)], 1, 0).bodies) == [rig]
+    hub = Hub(Registry([motor]))
+    hub.set_registry(Registry([motor, rig]))
+    hub.ingest([datagram], now=1.0, now_ns=5)
+    assert hub.known("rig.pressure") and hub.rates["rig"].datagrams == 1

@@ -134,6 +134,16 @@ class Router:
             port: wire.header(channel.fingerprint) for port, channel in self.legacy_ports.items()
         }
 
+    def set_registry(self, registry: Registry) -> None:
+        """Route by ``registry`` from the next datagram on (channels added, edited or
+        retired while running). A retired legacy channel's port takes no more bodies."""
+        self.registry = registry
+        self.legacy_ports = {port: registry.get(channel.name)
+                             for port, channel in self.legacy_ports.items()
+                             if registry.get(channel.name) is not None}
+        self._legacy_headers = {port: wire.header(channel.fingerprint)
+                                for port, channel in self.legacy_ports.items()}
+
     def reject(self, reason: str, message: str, count: int = 1) -> None:
         """Count ``count`` rejected datagrams; ``message`` describes the latest."""
         self.rejected[reason] += count
@@ -276,15 +286,15 @@ class BatchRouter:
         self._refresh()
 
     def _refresh(self) -> None:
-        table = self.router.registry.fingerprints
+        self._registry = self.router.registry
+        table = self._registry.fingerprints
         # sorted as the numbers searchsorted compares, not as bytes
         fps = sorted(table, key=lambda fp: int.from_bytes(fp, "little"))
         self._fps = np.array([int.from_bytes(fp, "little") for fp in fps], dtype=np.uint64)
         self._channels = [table[fp] for fp in fps]
-        self._known = len(table)
 
     def route(self, batch: Received, port: int, now_ns: int) -> BatchRouted:
-        if len(self.router.registry.fingerprints) != self._known:
+        if self.router.registry is not self._registry:  # channels reloaded
             self._refresh()
         router = self.router
         n = len(batch.lengths)

@@ -25,11 +25,12 @@ from speeddata.errors import CacheError
 from speeddata.logs import Throttle
 from speeddata.relay import netio
 from speeddata.relay.core import BatchRouted, BatchRouter, Linger, Received, Router
-from speeddata.schemas import Registry
+from speeddata.schemas import DirWatch, Registry
 
 log = logging.getLogger("speeddata.relay")
 
 STATUS_SECONDS = 1.0
+WATCH_SECONDS = 0.25  # how often the channels directory is looked at (a few stat calls)
 RETENTION_SECONDS = 10.0
 REJECT_LOG_SECONDS = 10.0
 
@@ -48,6 +49,7 @@ class Relay:
         self.config = config
         self.worker = worker
         self.name = "relay" if worker is None else f"relay-w{worker}"
+        self.watch = DirWatch(config.channels.dir)  # new and edited schemas, while running
         self.registry, errors = Registry.load_dir(config.channels.dir)
         self.schema_errors = [str(error) for error in errors]  # shown by 'speeddata status'
         for error in errors:
@@ -218,6 +220,22 @@ class Relay:
             log.warning("rejected %d datagrams so far (%s); last: %s", total, reasons, example)
             self._rejected_logged = total
 
+    def reload_channels(self) -> None:
+        """Take the channels directory as it is now, between two batches: datagrams of
+        the other channels go on as before, none is lost."""
+        registry, errors = Registry.load_dir(self.config.channels.dir)
+        self.schema_errors = [str(error) for error in errors]
+        for error in errors:
+            log.error("%s (channel skipped)", error)
+        before = {c.name: c.fingerprint for c in self.registry}
+        after = {c.name: c.fingerprint for c in registry}
+        self.registry = registry
+        self.router.set_registry(registry)
+        log.info("channels reloaded from %s: added %s, edited %s, retired %s",
+                 self.config.channels.dir, sorted(set(after) - set(before)) or "none",
+                 sorted(n for n in set(after) & set(before) if after[n] != before[n]) or "none",
+                 sorted(set(before) - set(after)) or "none")
+
     def run(self) -> None:
         """Serve until ``stop()``; then flush, fsync, close and remove the status file."""
         self.writer.repair_all()
@@ -237,11 +255,16 @@ class Relay:
         now = time.monotonic()
         next_fsync = now + self.config.cache.fsync_seconds
         next_status = now
+        next_watch = now + WATCH_SECONDS
         next_retention = now + RETENTION_SECONDS
         linger = Linger(self.config.relay.linger_ms / 1000, self.config.relay.batch)
         try:
             while not self._stopping:
                 now = time.monotonic()
+                if now >= next_watch:  # a new channel is taken within a second
+                    if self.watch.changed():
+                        self.reload_channels()
+                    next_watch = now + WATCH_SECONDS
                 if now >= next_status:
                     self._write_status(now)
                     self._log_rejections(now)
@@ -253,7 +276,7 @@ class Relay:
                 if now >= next_retention:
                     self.catalogue.enforce(self.quota, self.writer.open_paths())
                     next_retention = now + RETENTION_SECONDS
-                timeout = max(0.0, min(next_status, next_fsync, next_retention) - now)
+                timeout = max(0.0, min(next_status, next_watch, next_fsync, next_retention) - now)
                 received = 0
                 for key, _ in selector.select(timeout):
                     if key.data is None:

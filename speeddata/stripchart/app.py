@@ -21,9 +21,9 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import Body, FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -32,7 +32,7 @@ from speeddata import __version__, multicast, status
 from speeddata.cache.catalogue import Catalogue
 from speeddata.config import Config, Group
 from speeddata.errors import SpeeddataError
-from speeddata.schemas import Registry
+from speeddata.schemas import DirWatch, Registry, retire_schema, store_schema
 from speeddata.stripchart.guard import Guard, is_loopback, reachable_address, resolve_token
 from speeddata.stripchart.history import default_levels
 from speeddata.stripchart.hub import Client, Hub, SubscriptionError
@@ -44,6 +44,7 @@ WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 SEND_TIMEOUT = 10.0  # a page that takes longer than this to take one frame is closed
 SEND_BUFFER = 64 * 1024  # bytes queued per page in the kernel, and again in the server
 STATUS_SECONDS = 1.0
+WATCH_SECONDS = 0.5  # how often the channels directory is looked at
 SUMMARY_SECONDS = 5.0  # between rounds of summarizing closed cache files
 MAX_MESSAGE = 64 * 1024
 
@@ -75,6 +76,7 @@ class StripchartServer:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.watch = DirWatch(config.channels.dir)  # channels added while running
         self.registry, errors = Registry.load_dir(config.channels.dir)
         for error in errors:
             log.error("%s (channel skipped)", error)
@@ -145,6 +147,22 @@ class StripchartServer:
                                      "stale": c["stale"]}
                          for c in self.hub.describe(now_ns)},
         }
+
+    def reload_channels(self) -> None:
+        """Take the channels directory as it is now (new, edited, retired schemas)."""
+        self.watch.changed()  # what is read now is the state seen
+        self.registry, errors = Registry.load_dir(self.config.channels.dir)
+        for error in errors:
+            log.error("%s (channel skipped)", error)
+        self.hub.set_registry(self.registry)
+        self.past.registry = self.registry
+        log.info("channels reloaded: %s", ", ".join(self.registry.names()) or "none")
+
+    async def watch_channels(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            if self.watch.changed():
+                self.reload_channels()
 
     async def summarize_cache(self) -> None:
         """Summaries of closed cache files, made ahead in a thread so that the first
@@ -258,10 +276,12 @@ def create_app(config: Config) -> FastAPI:
         await server.join(server.source, getattr(config.multicast, server.source))
         writer = asyncio.create_task(server.write_status())
         summarizer = asyncio.create_task(server.summarize_cache())
+        watcher = asyncio.create_task(server.watch_channels())
         log.info("stripchart at %s (%d channels)", server.url, len(server.registry))
         yield
         writer.cancel()
         summarizer.cancel()
+        watcher.cancel()
         jobs.shutdown()
         for name in list(server.transports):
             server.leave(name)
@@ -284,6 +304,21 @@ def create_app(config: Config) -> FastAPI:
         """Channels, their signals (type, unit, doc) and live rates."""
         return JSONResponse({"server_ms": time.time_ns() / 1e6,
                              "channels": server.hub.describe(time.time_ns())})
+
+    @app.post("/api/channels", status_code=201)
+    def register_channel(schema: Annotated[dict[str, Any], Body(
+            description="an Avro record schema with a long 'time' field (ns)")]) -> dict:
+        """Register a channel (or edit its schema): stored in the channels directory,
+        drawn here at once and taken by the relay within a second, without a restart."""
+        channel = store_schema(config.channels.dir, schema, server.registry)
+        server.reload_channels()
+        return next(c for c in server.hub.describe(time.time_ns()) if c["name"] == channel.name)
+
+    @app.delete("/api/channels/{name}", status_code=204)
+    def retire_channel(name: str) -> None:
+        """Retire a channel: no new data of it is accepted; its cached data stays."""
+        retire_schema(config.channels.dir, name, time.time_ns())
+        server.reload_channels()
 
     @app.get("/api/status")
     def api_status() -> JSONResponse:

@@ -97,26 +97,46 @@ class SubscriptionError(ValueError):
 class Hub:
     def __init__(self, registry: Registry, levels: list[Level] | None = None,
                  clock_tolerance_ns: int = CLOCK_TOLERANCE_NS) -> None:
-        self.registry = registry
-        self.clocks = {c.name: SourceClock(clock_tolerance_ns) for c in registry}
+        self.clock_tolerance_ns = clock_tolerance_ns
         self.levels = levels or default_levels()
-        self.decoders = {c.name: ColumnDecoder(c) for c in registry}
+        self.clocks: dict[str, SourceClock] = {}
+        self.decoders: dict[str, ColumnDecoder] = {}
         self.channels: dict[str, ChannelHistory] = {}
         self.numeric: dict[str, tuple[ChannelHistory, int]] = {}  # signal -> (history, column)
         self.text: dict[str, TextHistory] = {}
-        for channel in registry:
-            names = [s.name for s in channel.signals if s.kind == "number"]
-            history = self.channels[channel.name] = ChannelHistory(self.levels, names)
-            for column, name in enumerate(names):
-                self.numeric[f"{channel.name}.{name}"] = (history, column)
-            for signal in channel.signals:
-                if signal.kind == "text":
-                    self.text[f"{channel.name}.{signal.name}"] = TextHistory()
-        self.alarms = Alarms(registry)
+        self.rates: dict[str, ChannelRate] = {}
         self.seq = 0
-        self.rates = {c.name: ChannelRate() for c in registry}
         self.rejected = 0
         self.datagrams = 0
+        self.set_registry(registry)
+
+    def set_registry(self, registry: Registry) -> None:
+        """Draw the channels of ``registry`` from now on: new ones get a history; an
+        edited one keeps its history if its numeric signals are the same, else starts a
+        new one; a retired one keeps what it has (the page can still show it)."""
+        self.registry = registry
+        for channel in registry:
+            self.clocks.setdefault(channel.name, SourceClock(self.clock_tolerance_ns))
+            self.rates.setdefault(channel.name, ChannelRate())
+            self.decoders[channel.name] = ColumnDecoder(channel)
+            names = [s.name for s in channel.signals if s.kind == "number"]
+            old = self.channels.get(channel.name)
+            if old is None or old.signals != names:
+                history = self.channels[channel.name] = ChannelHistory(self.levels, names)
+                prefix = f"{channel.name}."
+                for key in [k for k in self.numeric if k.startswith(prefix)]:
+                    del self.numeric[key]
+                for column, name in enumerate(names):
+                    self.numeric[prefix + name] = (history, column)
+            for signal in channel.signals:
+                if signal.kind == "text":
+                    self.text.setdefault(f"{channel.name}.{signal.name}", TextHistory())
+        before = getattr(self, "alarms", None)
+        self.alarms = Alarms(registry)
+        if before is not None:  # what is out of limits stays so, with its since
+            for name, state in before.states.items():
+                if name in self.alarms.states and before.limits[name] == self.alarms.limits[name]:
+                    self.alarms.states[name] = state
 
     # -- ingest -------------------------------------------------------------------------
     def ingest(self, datagrams: list[bytes], now: float | None = None,
