@@ -110,6 +110,47 @@ class Encoder:
         return RecordError(f"channel {self.channel.name!r}: record cannot be encoded: {record!r}")
 
 
+RELAY_TAKES_S = 1.0  # a relay takes a newly registered schema within this
+
+
+def register_channel(url: str, channel: Channel, timeout: float = 10.0) -> bool:
+    """Register ``channel`` with the server at ``url`` (``http://host:port/?token=...``);
+    True if it was new or edited (then wait until the relay has taken it), False if the
+    server had this schema already. SpeeddataError says why it could not."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    base = f"{parts.scheme or 'http'}://{parts.netloc}"
+    token = parse_qs(parts.query).get("token", [""])[0]
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+
+    def call(method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(base + path, data=data, method=method,
+                                         headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return json.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:500]
+            raise SpeeddataError(f"registering channel {channel.name!r} at {base}: HTTP "
+                                 f"{exc.code}: {detail}") from None
+        except (OSError, ValueError) as exc:
+            raise SpeeddataError(f"registering channel {channel.name!r}: {base} cannot be "
+                                 f"reached ({exc})") from None
+
+    known = {c["name"]: c.get("fingerprint") for c in call("GET", "/api/channels")["channels"]}
+    if known.get(channel.name) == channel.fingerprint.hex():
+        return False
+    call("POST", "/api/channels", channel.schema)
+    time.sleep(RELAY_TAKES_S)
+    return True
+
+
 class Sender:
     """Sends records of one channel as UDP datagrams to a relay."""
 
@@ -119,8 +160,14 @@ class Sender:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         channels_dir: Path | None = None,
+        register: str | None = None,
     ) -> None:
+        """``register``: the stripchart server's URL as ``speeddata status --url`` prints
+        it (with its ``?token=``): the channel's schema is registered there first, unless
+        the server has it already, so a new source needs no file copied and no restart."""
         self.channel = resolve_channel(channel_or_schema, channels_dir)
+        if register:
+            register_channel(register, self.channel)
         self.encoder = Encoder(self.channel)
         try:  # once, like pystatsd: a name is never looked up again on the send path
             family, _, _, _, self.address = socket.getaddrinfo(

@@ -111,3 +111,32 @@ def test_a_channel_added_and_retired_while_running(tmp_path: Path) -> None:
     result = pivot(relay.cache_dir, tmp_path / "all.h5", 0, time.time_ns() + 10**9)
     assert result.channels["motor"] == sent["motor"]  # none lost through the reloads
     assert result.channels["rig"] == rig_sent - early
+
+
+def test_a_sender_registers_its_own_schema_with_the_printed_url(tmp_path: Path) -> None:
+    from speeddata import Sender
+    from speeddata.sender import register_channel
+
+    schemas = tmp_path / "schemas"
+    shutil.copytree(SCHEMAS, schemas)
+    settings = relay_settings(tmp_path, channels={"dir": str(schemas), "legacy": []},
+                              web={"token": "s3cret-token"})
+    relay = start_relay(tmp_path, settings)
+    serve = start_serve(tmp_path, write_file(tmp_path / "serve.toml", settings))
+    url = f"{serve.url}?token=s3cret-token"  # as 'speeddata status --url' prints it
+    try:
+        with Sender(RIG, port=relay.port, register=url) as sender:
+            for i in range(50):
+                sender.send(pressure=float(i))
+        assert (schemas / "rig.avsc").exists()
+        wait_until(lambda: relay.snapshot().get("channels", {}).get("rig", {}).get(
+            "datagrams", 0) == 50, what="the 50 datagrams sent right after registering")
+        assert relay.snapshot()["rejected"]["unknown_schema"] == 0
+        assert register_channel(url, channel_from_schema(RIG)) is False  # known: no POST
+        from speeddata.errors import SpeeddataError
+
+        with pytest.raises(SpeeddataError, match="HTTP 401"):
+            register_channel(serve.url, channel_from_schema(RIG))  # no token
+    finally:
+        serve.stop()
+        relay.stop()

@@ -263,6 +263,7 @@ class Hub:
             rate = self.rates[channel.name]
             out.append({
                 "name": channel.name,
+                "fingerprint": channel.fingerprint.hex(),
                 "doc": channel.schema.get("doc", ""),
                 "time_field": channel.time_field,
                 "rate_hz": round(rate.rate_hz, 1),
