@@ -240,6 +240,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     return supervisor.run()
 
 
+@command("tail")
+def cmd_tail(args: argparse.Namespace) -> int:
+    from speeddata import multicast, tail
+
+    cfg = _cfg(args)
+    channel = _registry(cfg)[args.channel]
+    signals = tail.pick_signals(channel, args.signals.split(",") if args.signals else None)
+    group = getattr(cfg.multicast, args.group)
+    if group is None:
+        raise ConfigError(f"[multicast] {args.group}: the group is off; tail the other one")
+    if args.count is not None and args.count < 1:
+        raise SpeeddataError("--count must be 1 or more")
+    with multicast.listener(group, cfg.multicast.interface) as sock:
+        tail.run(sock, channel, signals, args.json, args.count, sys.stdout, sys.stdout.flush)
+    return 0
+
+
 @command("channels")
 def cmd_channels(args: argparse.Namespace) -> int:
     from speeddata import schemas
@@ -451,6 +468,7 @@ SECTIONS_OF = {
     "bench": [],
     "service": [],
     "channels": ["channels"],
+    "tail": ["channels", "multicast"],
 }
 
 HELP = {
@@ -466,6 +484,7 @@ HELP = {
     "pivot": "write a tag or time range to HDF5: one group per channel, one dataset per signal",
     "bench": "benchmarks: 'speeddata bench relay --help' (the stripchart's needs Playwright: "
              "benchmarks/stripchart.py)",
+    "tail": "print a channel's records as they pass on the multicast group, a line each",
     "channels": "list, show, add or retire channels (a running relay and server take the "
                 "change within a second, without a restart)",
     "service": "write systemd units for the relay and the stripchart (and the sysctl for "
@@ -521,6 +540,16 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("what", choices=["relay"], help="what to measure")
             p.add_argument("rest", nargs=argparse.REMAINDER,
                            help="the benchmark's own options (see speeddata bench relay --help)")
+        elif name == "tail":
+            p.add_argument("channel")
+            p.add_argument("--signals", help="comma-separated signals (default: all)")
+            p.add_argument("--json", action="store_true", help="one JSON object per line")
+            which = p.add_mutually_exclusive_group()
+            which.add_argument("--full", dest="group", action="store_const", const="full",
+                               default="full", help="every record (default)")
+            which.add_argument("--decimated", dest="group", action="store_const",
+                               const="decimated", help="the decimated group's records")
+            p.add_argument("--count", type=int, help="stop after N records")
         elif name == "channels":
             p.add_argument("action", choices=["list", "show", "add", "retire"])
             p.add_argument("target", nargs="?", metavar="NAME|FILE.avsc",
