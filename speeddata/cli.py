@@ -395,7 +395,7 @@ def cmd_untag(args: argparse.Namespace) -> int:
 
 @command("pivot")
 def cmd_pivot(args: argparse.Namespace) -> int:
-    from speeddata.pivot import pivot
+    from speeddata.pivot import SUFFIXES, pivot
     from speeddata.tags import TagStore, format_time, parse_time
 
     cfg = _cfg(args)
@@ -416,7 +416,8 @@ def cmd_pivot(args: argparse.Namespace) -> int:
         name = f"{format_time(start)}_{format_time(end)}".replace(":", "")
     else:
         raise SpeeddataError("say what to export: --tag NAME, or --start T [--end T]")
-    out = (args.out or cfg.exports.dir) / f"{name}.h5"
+    export_format = args.format or cfg.exports.format
+    out = (args.out or cfg.exports.dir) / f"{name}{SUFFIXES[export_format]}"
     compression = args.compression or cfg.exports.compression
     bar = None
     if sys.stderr.isatty() and not args.quiet:
@@ -434,7 +435,7 @@ def cmd_pivot(args: argparse.Namespace) -> int:
                        channels=channels, signals=args.signals.split(",") if args.signals else None,
                        decimate=args.decimate, force=args.force, attrs=attrs,
                        compression=None if compression == "none" else compression,
-                       progress=progress)
+                       export_format=export_format, progress=progress)
     finally:
         if bar is not None:
             bar.close()
@@ -570,7 +571,10 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--signals", help="comma-separated signals (name or channel.name)")
             p.add_argument("--decimate", type=int, default=1, help="keep every Nth record")
             p.add_argument("--compression", choices=["gzip", "lzf", "none"],
-                           help="HDF5 compression (default [exports] compression)")
+                           help="compression (default [exports] compression)")
+            p.add_argument("--format", choices=["hdf5", "csv", "parquet"],
+                           help="hdf5: one file; csv, parquet: a directory with a file per "
+                                "channel (default [exports] format)")
             p.add_argument("--force", action="store_true", help="replace an existing file")
     return top
 

@@ -155,7 +155,10 @@ class WebConfig:
 @dataclass(frozen=True)
 class ExportsConfig:
     dir: Path = setting(Path("exports"), "Directory pivot writes HDF5 files to.", "path")
-    compression: str = setting("gzip", "HDF5 compression: gzip, lzf or none.")
+    compression: str = setting("gzip", "Compression: gzip, lzf or none (HDF5; Parquet takes "
+                               "gzip, or snappy for lzf).")
+    format: str = setting("hdf5", "Export format: hdf5 (one file), csv or parquet (a directory "
+                          "with a file per channel; parquet needs speeddata[parquet]).")
 
 
 @dataclass(frozen=True)
@@ -318,6 +321,8 @@ def _check(config: Config) -> None:
         raise ConfigError("[web] source: both multicast groups are off; the server has no data")
     if config.exports.compression not in ("gzip", "lzf", "none"):
         raise ConfigError("[exports] compression: must be gzip, lzf or none")
+    if config.exports.format not in ("hdf5", "csv", "parquet"):
+        raise ConfigError("[exports] format: must be hdf5, csv or parquet")
     if ipaddress.ip_address(config.multicast.interface).version != 4:
         raise ConfigError("[multicast] interface: must be an IPv4 address (the groups are IPv4)")
     _check_ports(config)

@@ -14,6 +14,7 @@ import heapq
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -184,6 +185,135 @@ class _GroupWriter:
         self.count = end
 
 
+FORMATS = ("hdf5", "csv", "parquet")
+SUFFIXES = {"hdf5": ".h5", "csv": "", "parquet": ""}  # csv and parquet: a directory
+
+
+class _Hdf5Sink:
+    """One HDF5 file: a group per channel, a dataset per signal."""
+
+    def __init__(self, tmp: Path, attrs: dict[str, Any], compression: str | None) -> None:
+        self.h5 = h5py.File(tmp, "w", libver="latest")
+        self.h5.attrs.update(attrs)
+        self.compression = compression
+
+    def channel(self, name: str, time_field: str, columns: list[Column],
+                schemas: list[dict], relay_host: str) -> _GroupWriter:
+        group = self.h5.create_group(name)
+        group.attrs["schema"] = json.dumps(schemas[-1])
+        if len(schemas) > 1:  # every version, oldest first
+            group.attrs["schemas"] = json.dumps(schemas)
+        group.attrs["relay_host"] = relay_host
+        return _GroupWriter(group, time_field, columns, self.compression)
+
+    def finish(self, writer: _GroupWriter) -> None:
+        times = writer.time
+        writer.group.attrs["count"] = writer.count
+        writer.group.attrs["first_time"] = format_time(int(times[0])) if writer.count else ""
+        writer.group.attrs["last_time"] = format_time(int(times[-1])) if writer.count else ""
+
+    def close(self) -> None:
+        self.h5.close()
+
+
+class _CsvWriter:
+    """``<channel>.csv``: an ISO 8601 time (UTC, ns), the ns time, the receive time, then
+    one column per signal (a missing number is empty)."""
+
+    def __init__(self, path: Path, time_field: str, columns: list[Column]) -> None:
+        import csv
+
+        self.file = path.open("w", newline="", encoding="utf-8")
+        self.csv = csv.writer(self.file)
+        self.time_field = time_field
+        self.columns = columns
+        self.count = 0
+        self.csv.writerow([f"{time_field}_iso", f"{time_field}_ns", "receive_time_ns",
+                           *(c.name for c in columns)])
+
+    def append(self, columns: dict[str, np.ndarray], receive_ns: np.ndarray) -> None:
+        times = columns[self.time_field]
+        iso = [f"{t}Z" for t in np.datetime_as_string(times.astype("datetime64[ns]"), unit="ns")]
+        cells = [iso, times.tolist(), receive_ns.tolist()]
+        for c in self.columns:
+            values = columns[c.name]
+            if values.dtype.kind == "f":
+                cells.append(["" if v != v else repr(v) for v in values.tolist()])
+            elif values.dtype.kind == "b":
+                cells.append(["true" if v else "false" for v in values.tolist()])
+            else:
+                cells.append(values.tolist())
+        self.csv.writerows(zip(*cells, strict=True))
+        self.count += len(receive_ns)
+
+
+class _ParquetWriter:
+    """``<channel>.parquet`` (pyarrow): the ns time, the receive time and one column per
+    signal; units and docs in each field's metadata, the schemas in the file's."""
+
+    def __init__(self, path: Path, time_field: str, columns: list[Column],
+                 schemas: list[dict], compression: str | None) -> None:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ModuleNotFoundError:
+            raise PivotError("Parquet needs pyarrow: pip install 'speeddata[parquet]'"
+                             ) from None
+        self.pa = pa
+        types = {np.float64: pa.float64(), np.int64: pa.int64(), np.bool_: pa.bool_()}
+        fields = [pa.field(time_field, pa.timestamp("ns", tz="UTC")),
+                  pa.field("receive_time", pa.timestamp("ns", tz="UTC"))]
+        fields += [pa.field(c.name, types.get(c.dtype, pa.string()),
+                            metadata={"unit": c.unit, "doc": c.doc, "avro_type": c.avro_type})
+                   for c in columns]
+        self.schema = pa.schema(fields, metadata={"schema": json.dumps(schemas[-1]),
+                                                  "schemas": json.dumps(schemas)})
+        self.writer = pq.ParquetWriter(path, self.schema, compression=compression or "none")
+        self.time_field = time_field
+        self.columns = columns
+        self.count = 0
+
+    def append(self, columns: dict[str, np.ndarray], receive_ns: np.ndarray) -> None:
+        pa = self.pa
+        arrays = [pa.array(columns[self.time_field], pa.int64()).cast(self.schema.field(0).type),
+                  pa.array(receive_ns, pa.int64()).cast(self.schema.field(1).type)]
+        for i, c in enumerate(self.columns):
+            arrays.append(pa.array(columns[c.name], self.schema.field(i + 2).type,
+                                   from_pandas=True))
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self.count += len(receive_ns)
+
+
+class _DirectorySink:
+    """A directory with one file per channel (CSV or Parquet) and ``export.json`` saying
+    what it holds (range, tag, note, host, versions)."""
+
+    def __init__(self, tmp: Path, attrs: dict[str, Any], kind: str,
+                 compression: str | None) -> None:
+        tmp.mkdir()
+        self.tmp = tmp
+        self.attrs = attrs
+        self.kind = kind
+        self.compression = {"gzip": "gzip", "lzf": "snappy"}.get(compression or "")
+        self.channels: dict[str, dict[str, Any]] = {}
+
+    def channel(self, name: str, time_field: str, columns: list[Column],
+                schemas: list[dict], relay_host: str) -> _CsvWriter | _ParquetWriter:
+        self.channels[name] = {"relay_host": relay_host, "schemas": schemas}
+        if self.kind == "csv":
+            return _CsvWriter(self.tmp / f"{name}.csv", time_field, columns)
+        return _ParquetWriter(self.tmp / f"{name}.parquet", time_field, columns, schemas,
+                              self.compression)
+
+    def finish(self, writer: _CsvWriter | _ParquetWriter) -> None:
+        (writer.file if isinstance(writer, _CsvWriter) else writer.writer).close()
+
+    def close(self) -> None:
+        (self.tmp / "export.json").write_text(json.dumps(
+            {**{k: (v.item() if hasattr(v, "item") else v) for k, v in self.attrs.items()},
+             "format": self.kind, "channels": self.channels}, indent=1))
+
+
 @dataclass
 class Result:
     path: Path
@@ -197,13 +327,20 @@ def remove_stale_files(folder: Path) -> list[Path]:
     """Delete half-written exports (``.NAME.PID.tmp``) of pivots that were killed: their
     process is gone. A pivot still running keeps its file."""
     removed = []
-    for tmp in folder.glob(".*.h5.*.tmp"):
+    for tmp in folder.glob(".*.*.tmp"):
         pid = tmp.name.rsplit(".", 2)[-2]
         if pid.isdigit() and not status.alive(int(pid)):
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)
             removed.append(tmp)
             log.info("removed %s, left by a pivot that was killed", tmp)
     return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def pivot(
@@ -217,6 +354,7 @@ def pivot(
     signals: list[str] | None = None,
     decimate: int = 1,
     compression: str | None = "gzip",
+    export_format: str = "hdf5",
     force: bool = False,
     attrs: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -229,6 +367,8 @@ def pivot(
     started = time.monotonic()
     if decimate < 1:
         raise PivotError(f"--decimate must be 1 or more, not {decimate}")
+    if export_format not in FORMATS:
+        raise PivotError(f"format {export_format!r}: use one of {', '.join(FORMATS)}")
     if out_path.exists() and not force:
         raise ExportExists(f"{out_path} exists already: choose another --out or add --force")
     catalogue = Catalogue(cache_dir)
@@ -262,22 +402,19 @@ def pivot(
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     done = 0
     per_channel: dict[str, int] = {}
+    attrs = {"start": format_time(start_ns), "end": format_time(end_ns),
+             "start_ns": start_ns, "end_ns": end_ns,
+             "created": format_time(time.time_ns()), "speeddata_version": __version__,
+             "host": socket.gethostname(), **(attrs or {})}
     try:
-        with h5py.File(tmp, "w", libver="latest") as h5:
-            h5.attrs.update({
-                "start": format_time(start_ns), "end": format_time(end_ns),
-                "start_ns": start_ns, "end_ns": end_ns,
-                "created": format_time(time.time_ns()), "speeddata_version": __version__,
-                "host": socket.gethostname(), **(attrs or {})})
+        sink = (_Hdf5Sink(tmp, attrs, compression) if export_format == "hdf5"
+                else _DirectorySink(tmp, attrs, export_format, compression))
+        try:
             for name, blocks, versions, columns_out in work:
-                group = h5.create_group(name)
                 schemas = list({c.fingerprint: c.schema for c in versions.values()}.values())
-                group.attrs["schema"] = json.dumps(schemas[-1])
-                if len(schemas) > 1:  # every version, oldest first
-                    group.attrs["schemas"] = json.dumps(schemas)
-                group.attrs["relay_host"] = _host_of(blocks[0][0].path)
                 time_field = next(iter(versions.values())).time_field
-                writer = _GroupWriter(group, time_field, columns_out, compression)
+                writer = sink.channel(name, time_field, columns_out, schemas,
+                                      _host_of(blocks[0][0].path))
                 decoders = {path: ColumnDecoder(c) for path, c in versions.items()}
                 pending: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
                 pending_rows = 0
@@ -297,34 +434,36 @@ def pivot(
                     pending_rows += len(receive)
                     done += entry.count
                     if pending_rows >= CHUNK_RECORDS:
-                        _flush(writer, pending)
+                        _flush(writer, time_field, columns_out, pending)
                         pending, pending_rows = [], 0
                     if progress:
                         progress(done, total)
-                _flush(writer, pending)
-                times = writer.time
-                group.attrs["count"] = writer.count
-                group.attrs["first_time"] = format_time(int(times[0])) if writer.count else ""
-                group.attrs["last_time"] = format_time(int(times[-1])) if writer.count else ""
+                _flush(writer, time_field, columns_out, pending)
+                sink.finish(writer)
                 per_channel[name] = writer.count
+        finally:
+            sink.close()
+        if force and out_path.exists():
+            _remove(out_path)
         os.replace(tmp, out_path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         if exc.errno == errno.ENOSPC or "No space" in str(exc):
             raise PivotError(f"disk full while writing {out_path}: free space or choose "
                              "another --out; nothing was left behind") from None
         raise
     except BaseException:  # Ctrl-C, or any failure: never leave half a file
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
     read = sum(e.length for _, blocks, _, _ in work for _, e in blocks)
     return Result(out_path, done, read, time.monotonic() - started, per_channel)
 
 
-def _flush(writer: _GroupWriter, pending: list[tuple[dict[str, np.ndarray], np.ndarray]]) -> None:
+def _flush(writer: Any, time_field: str, columns_out: list[Column],
+           pending: list[tuple[dict[str, np.ndarray], np.ndarray]]) -> None:
     if not pending:
         return
-    names = [writer.time_field, *(c.name for c in writer.columns)]
+    names = [time_field, *(c.name for c in columns_out)]
     columns = {n: np.concatenate([c[n] for c, _ in pending]) for n in names}
     writer.append(columns, np.concatenate([r for _, r in pending]))
 

@@ -202,3 +202,67 @@ def test_a_range_across_schema_edits_keeps_every_value(tmp_path: Path) -> None:
             "", "", "", "v1s0", "v1s1", "v1s2", "v2s0", "v2s1", "v2s2"]
         assert len(json.loads(group.attrs["schemas"])) == 3
         assert "state" in group.attrs["schema"] and "count" not in group.attrs["schema"]
+
+
+@pytest.mark.parametrize("export_format", ["csv", "parquet"])
+def test_csv_and_parquet_hold_every_value_of_the_hdf5(cache: Path, tmp_path: Path,
+                                                      export_format: str) -> None:
+    start, end = T0 + 10 * S, T0 + 19 * S
+    pivot(cache, tmp_path / "run.h5", start, end, registry=REGISTRY, attrs={"tag": "run"})
+    out = tmp_path / "run"
+    result = pivot(cache, out, start, end, registry=REGISTRY, attrs={"tag": "run"},
+                   export_format=export_format)
+    assert result.channels == {"env": 10, "motor": 100}
+    suffix = ".csv" if export_format == "csv" else ".parquet"
+    assert sorted(p.name for p in out.iterdir()) == ["env" + suffix, "export.json",
+                                                     "motor" + suffix]
+    about = json.loads((out / "export.json").read_text())
+    assert about["tag"] == "run" and about["format"] == export_format
+    with h5py.File(tmp_path / "run.h5") as h5:
+        for channel in ("motor", "env"):
+            group = h5[channel]
+            if export_format == "csv":
+                import csv
+
+                with (out / f"{channel}.csv").open() as f:
+                    rows = list(csv.DictReader(f))
+                assert [int(r["time_ns"]) for r in rows] == group["time"][()].tolist()
+                assert rows[0]["time_iso"].endswith("Z") and "T" in rows[0]["time_iso"]
+                assert np.datetime64(rows[3]["time_iso"][:-1]).astype("datetime64[ns]").astype(
+                    np.int64) == group["time"][3]
+                assert [int(r["receive_time_ns"]) for r in rows] == \
+                    group["receive_time"][()].tolist()
+                for name in group:
+                    if name in ("time", "receive_time"):
+                        continue
+                    expected = group[name][()].tolist()
+                    got = [r[name] for r in rows]
+                    if group[name].dtype.kind == "f":
+                        assert [float(v) for v in got] == expected, name
+                    else:
+                        assert got == [v.decode() if isinstance(v, bytes) else str(v)
+                                       for v in expected], name
+            else:
+                import pyarrow.parquet as pq
+
+                table = pq.read_table(out / f"{channel}.parquet")
+                assert table.column("time").cast("int64").to_pylist() == \
+                    group["time"][()].tolist()
+                for name in group:
+                    if name in ("time", "receive_time"):
+                        continue
+                    expected = [v.decode() if isinstance(v, bytes) else v
+                                for v in group[name][()].tolist()]
+                    assert table.column(name).to_pylist() == expected, name
+                    field = table.schema.field(name)
+                    assert field.metadata[b"unit"].decode() == group[name].attrs["unit"]
+
+
+def test_a_killed_directory_export_is_removed_by_the_next(cache: Path, tmp_path: Path) -> None:
+    stale = tmp_path / ".run.999999999.tmp"
+    stale.mkdir()
+    (stale / "motor.csv").write_text("half")
+    pivot(cache, tmp_path / "other", T0, T0 + 2 * S, export_format="csv")
+    assert not stale.exists()
+    with pytest.raises(PivotError, match="format 'xml'"):
+        pivot(cache, tmp_path / "x", T0, T0 + 2 * S, export_format="xml")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
+import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -16,10 +20,11 @@ from typing import Annotated, Literal
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 
 from speeddata.config import Config
 from speeddata.errors import BusyError, NotFoundError, SpeeddataError
-from speeddata.pivot import pivot, remove_stale_files
+from speeddata.pivot import SUFFIXES, pivot, remove_stale_files
 from speeddata.tags import MAX_NOTE, TagError, TagStore, check_name, format_time, parse_time
 
 log = logging.getLogger("speeddata.stripchart")
@@ -83,6 +88,8 @@ class PivotRequest(BaseModel):
         default_factory=list, max_length=10000)
     decimate: int = Field(1, ge=1, le=10**9, description="keep every Nth record")
     compression: Literal["gzip", "lzf", "none"] | None = None
+    format: Literal["hdf5", "csv", "parquet"] | None = Field(
+        None, description="hdf5 (one file), csv or parquet (a directory, a file per channel)")
     force: bool = False
 
 
@@ -159,8 +166,9 @@ class PivotJobs:
                 del self.jobs[old]
         options = {"channels": channels or None, "signals": request.signals or None,
                    "decimate": request.decimate, "force": request.force, "attrs": attrs,
-                   "compression": None if compression == "none" else compression}
-        out = self.config.exports.dir / f"{name}.h5"
+                   "compression": None if compression == "none" else compression,
+                   "export_format": request.format or self.config.exports.format}
+        out = self.config.exports.dir / f"{name}{SUFFIXES[options['export_format']]}"
         self.pool.submit(self._run, job, out, start, end, options)
         return job
 
@@ -233,13 +241,26 @@ class PivotJobs:
 
 
 def _export_path(config: Config, name: str) -> Path:
-    if (len(name.encode()) > 255 or "/" in name or "\\" in name or name.startswith(".")
-            or not name.endswith(".h5")):
+    """An export by name: an HDF5 file, or a directory of CSV or Parquet files."""
+    if len(name.encode()) > 255 or "/" in name or "\\" in name or name.startswith("."):
         raise NotFoundError(f"no export named {name[:80]!r}; GET /api/exports lists them")
-    path = config.exports.dir / name
-    if not path.is_file():
+    path = config.exports.dir / name.removesuffix(".zip")
+    if not (path.is_file() and path.suffix == ".h5") and not (path / "export.json").is_file():
         raise NotFoundError(f"no export named {name!r}; GET /api/exports lists them")
     return path
+
+
+def _exports(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if not p.name.startswith(".") and (
+        (p.is_file() and p.suffix == ".h5") or (p / "export.json").is_file())]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(
+        f.stat().st_size for f in path.iterdir())
 
 
 def register_exports(app: FastAPI, config: Config) -> PivotJobs:
@@ -265,20 +286,31 @@ def register_exports(app: FastAPI, config: Config) -> PivotJobs:
 
     @app.get("/api/exports")
     def list_exports() -> list[dict]:
-        """HDF5 files written by pivot, newest first."""
-        folder = config.exports.dir
-        files = sorted(folder.glob("*.h5"), key=lambda p: p.stat().st_mtime, reverse=True) if (
-            folder.is_dir()) else []
-        return [{"name": p.name, "bytes": p.stat().st_size,
-                 "modified": format_time(p.stat().st_mtime_ns)} for p in files]
+        """Exports written by pivot, newest first: HDF5 files, and directories of CSV or
+        Parquet files (downloaded as NAME.zip)."""
+        return [{"name": p.name if p.is_file() else f"{p.name}.zip", "bytes": _size(p),
+                 "format": "hdf5" if p.is_file() else json.loads(
+                     (p / "export.json").read_text()).get("format", ""),
+                 "modified": format_time(p.stat().st_mtime_ns)}
+                for p in _exports(config.exports.dir)]
 
     @app.get("/api/exports/{name}")
     def download(name: str) -> FileResponse:
-        return FileResponse(_export_path(config, name), media_type="application/x-hdf5",
-                            filename=name)
+        path = _export_path(config, name)
+        if path.is_file():
+            return FileResponse(path, media_type="application/x-hdf5", filename=name)
+        fd, zipped = tempfile.mkstemp(suffix=".zip")  # a directory: zipped for the browser
+        os.close(fd)
+        shutil.make_archive(zipped.removesuffix(".zip"), "zip", path)
+        return FileResponse(zipped, media_type="application/zip", filename=f"{path.name}.zip",
+                            background=BackgroundTask(os.unlink, zipped))
 
     @app.delete("/api/exports/{name}", status_code=204)
     def delete_export(name: str) -> None:
-        _export_path(config, name).unlink()
+        path = _export_path(config, name)
+        if path.is_file():
+            path.unlink()
+        else:
+            shutil.rmtree(path)
 
     return jobs

@@ -199,6 +199,24 @@ def test_tag_and_pivot_over_the_api(stack: Stack) -> None:
     assert _http(base + "api/tags")[1][0]["exported"]
     assert _http(base + "api/exports/api1.h5", "DELETE")[0] == 204
     assert _http(base + "api/exports")[1] == []
+    # the same tag as CSV: a directory, listed and downloaded as a zip
+    code, job = _http(base + "api/pivot", "POST", {"tag": "api1", "format": "csv"})
+    assert code == 202
+    done = wait_until(lambda: (j := _http(base + f"api/pivot/{job['id']}")[1])["state"] in (
+        "done", "failed") and j, what="the CSV pivot job")
+    assert done["state"] == "done" and done["file"] == "api1", done
+    (listed,) = _http(base + "api/exports")[1]
+    assert listed["name"] == "api1.zip" and listed["format"] == "csv"
+    import csv
+    import zipfile
+
+    code, content = _http(base + "api/exports/api1.zip")
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        assert sorted(archive.namelist()) == ["example.csv", "export.json"]
+        rows = list(csv.DictReader(io.TextIOWrapper(archive.open("example.csv"))))
+    assert [int(r["counter"]) for r in rows] == list(range(50))
+    assert _http(base + "api/exports/api1.zip", "DELETE")[0] == 204
+    assert _http(base + "api/exports")[1] == []
     assert _http(base + "api/exports/..%2Fx.h5")[0] == 404
     code, error = _http(base + "api/pivot", "POST", {"tag": "ghost"})
     assert code == 404 and "no tag named 'ghost'" in error["detail"]

@@ -1,5 +1,5 @@
 // Tags, pivot jobs and exported files: export a tag with one click, watch its progress,
-// download or delete the HDF5 file.
+// download or delete the file (HDF5, or a zip of CSV or Parquet files).
 
 import { call } from "./mark.js";
 
@@ -32,7 +32,8 @@ async function refresh() {
       t.name, t.start, t.end, t.note, t.exported || "no",
       button("export", async () => {
         try {
-          const job = await call("POST", "/api/pivot", { tag: t.name, force: true });
+          const format = document.getElementById("format").value;
+          const job = await call("POST", "/api/pivot", { tag: t.name, force: true, format });
           watched = job.id;
           message.value = `exporting ${t.name}`;
           refresh();
