@@ -240,6 +240,37 @@ def cmd_up(args: argparse.Namespace) -> int:
     return supervisor.run()
 
 
+@command("source")
+def cmd_source(args: argparse.Namespace) -> int:
+    import signal
+
+    from speeddata.sender import Sender
+    from speeddata.sources import serial as serial_source
+
+    cfg = _cfg(args)
+    channel = _registry(cfg)[args.channel]
+    parser = serial_source.parser_for(channel, args.format,
+                                      args.fields.split(",") if args.fields else [])
+    try:
+        import serial
+    except ModuleNotFoundError:
+        raise SpeeddataError("the serial source needs pyserial: pip install "
+                             "'speeddata[serial]'") from None
+    host = args.host or ("127.0.0.1" if cfg.relay.host in ("0.0.0.0", "") else cfg.relay.host)
+    stopping = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    with Sender(channel, host=host, port=cfg.relay.port) as sender:
+        log.info("reading %s at %d baud as channel %s (%s), sending to %s:%d", args.port,
+                 args.baud, channel.name, args.format, host, cfg.relay.port)
+        counters = serial_source.run(
+            lambda: serial.Serial(args.port, args.baud, timeout=0.1), parser, sender.send,
+            lambda: bool(stopping))
+    log.info("serial source stopped: %d records sent, %d bad lines, reopened %d times",
+             counters.records, counters.bad, counters.reopened)
+    return 0
+
+
 @command("tail")
 def cmd_tail(args: argparse.Namespace) -> int:
     from speeddata import multicast, tail
@@ -470,6 +501,7 @@ SECTIONS_OF = {
     "service": [],
     "channels": ["channels"],
     "tail": ["channels", "multicast"],
+    "source": ["channels", "relay"],
 }
 
 HELP = {
@@ -485,6 +517,7 @@ HELP = {
     "pivot": "write a tag or time range to HDF5: one group per channel, one dataset per signal",
     "bench": "benchmarks: 'speeddata bench relay --help' (the stripchart's needs Playwright: "
              "benchmarks/stripchart.py)",
+    "source": "read a device and send its records: 'speeddata source serial --help'",
     "tail": "print a channel's records as they pass on the multicast group, a line each",
     "channels": "list, show, add or retire channels (a running relay and server take the "
                 "change within a second, without a restart)",
@@ -541,6 +574,16 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("what", choices=["relay"], help="what to measure")
             p.add_argument("rest", nargs=argparse.REMAINDER,
                            help="the benchmark's own options (see speeddata bench relay --help)")
+        elif name == "source":
+            p.add_argument("kind", choices=["serial"], help="the kind of source")
+            p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB0")
+            p.add_argument("--baud", type=int, default=115200)
+            p.add_argument("--channel", required=True, help="the channel its records are of")
+            p.add_argument("--format", default="csv",
+                           help="csv (header line, or --fields), kv (a=1 b=2), json (an "
+                                "object per line) or struct:FMT (fixed binary frames)")
+            p.add_argument("--fields", help="comma-separated field names, in order")
+            p.add_argument("--host", help="relay address (default: from [relay] host)")
         elif name == "tail":
             p.add_argument("channel")
             p.add_argument("--signals", help="comma-separated signals (default: all)")
