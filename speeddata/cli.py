@@ -240,6 +240,69 @@ def cmd_up(args: argparse.Namespace) -> int:
     return supervisor.run()
 
 
+@command("replay")
+def cmd_replay(args: argparse.Namespace) -> int:
+    import signal
+    import socket
+
+    from speeddata import multicast, replay
+    from speeddata.relay.core import Decimator
+    from speeddata.tags import TagStore, parse_time
+
+    cfg = _cfg(args)
+    now = time.time_ns()
+    if args.tag:
+        tag = TagStore(cfg.cache.dir).get(args.tag)
+        start, end = tag.start_ns, tag.end_ns if tag.end_ns is not None else now
+    elif args.start:
+        start, end = parse_time(args.start, now), parse_time(args.end or "now", now)
+    else:
+        raise SpeeddataError("say what to replay: --tag NAME, or --start T [--end T]")
+    if not args.max and not args.speed > 0:
+        raise SpeeddataError("--speed must be more than 0")
+    channels = args.channels.split(",") if args.channels else None
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if args.to == "relay":
+        host, _, port = (args.target or "").rpartition(":")
+        if not host or not port.isdigit():
+            raise SpeeddataError("--to relay needs --target HOST:PORT, the relay to feed")
+        target = (host, int(port))
+        own = host in ("127.0.0.1", "localhost", cfg.relay.host) and int(port) == cfg.relay.port
+        if own and not args.recache:
+            raise SpeeddataError(f"{args.target} is the relay that cached this data: it would "
+                                 "cache it twice; add --recache if that is what you want")
+
+        def send(datagram: bytes) -> None:
+            out.sendto(datagram, target)
+    else:
+        out = multicast.sender(cfg.multicast.interface, cfg.multicast.ttl)
+        groups = [(g.host, g.port) for g in (cfg.multicast.full,) if g]
+        decimated = cfg.multicast.decimated
+        decimator = Decimator(cfg.multicast.decimated_rate_hz)
+
+        def send(datagram: bytes) -> None:
+            for group in groups:
+                out.sendto(datagram, group)
+            if decimated and decimator.grant(datagram[2:10].hex(), time.time_ns(), 1):
+                out.sendto(datagram, (decimated.host, decimated.port))
+    stopping = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    registry = _registry(cfg)
+    while True:
+        result = replay.pace(replay.batches(cfg.cache.dir, start, end, channels, registry),
+                             None if args.max else args.speed, send, time.monotonic,
+                             time.sleep, lambda: bool(stopping))
+        rate = result.sent / max(result.seconds, 1e-9)
+        timing = "" if args.max else (
+            f"; lateness p50 {result.percentile(50) * 1e3:.2f} ms, "
+            f"p99 {result.percentile(99) * 1e3:.2f} ms")
+        print(f"replayed {result.sent} datagrams in {result.seconds:.2f} s "
+              f"({rate:,.0f}/s){timing}")
+        if not args.loop or stopping:
+            return 0
+
+
 @command("source")
 def cmd_source(args: argparse.Namespace) -> int:
     import signal
@@ -502,6 +565,7 @@ SECTIONS_OF = {
     "channels": ["channels"],
     "tail": ["channels", "multicast"],
     "source": ["channels", "relay"],
+    "replay": ["channels", "cache", "relay", "multicast"],
 }
 
 HELP = {
@@ -517,6 +581,8 @@ HELP = {
     "pivot": "write a tag or time range to HDF5: one group per channel, one dataset per signal",
     "bench": "benchmarks: 'speeddata bench relay --help' (the stripchart's needs Playwright: "
              "benchmarks/stripchart.py)",
+    "replay": "send a tagged or given range again, with its original spacing scaled, to the "
+              "multicast groups or to a relay",
     "source": "read a device and send its records: 'speeddata source serial --help'",
     "tail": "print a channel's records as they pass on the multicast group, a line each",
     "channels": "list, show, add or retire channels (a running relay and server take the "
@@ -574,6 +640,22 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("what", choices=["relay"], help="what to measure")
             p.add_argument("rest", nargs=argparse.REMAINDER,
                            help="the benchmark's own options (see speeddata bench relay --help)")
+        elif name == "replay":
+            p.add_argument("--tag", help="the tag's range")
+            p.add_argument("--start", help="or a range: 'now', '-5m', ISO 8601")
+            p.add_argument("--end", help="range end (default now)")
+            p.add_argument("--channels", help="comma-separated channels (default: all)")
+            speed = p.add_mutually_exclusive_group()
+            speed.add_argument("--speed", type=float, default=1.0,
+                               help="times real time (default 1)")
+            speed.add_argument("--max", action="store_true", help="as fast as possible")
+            p.add_argument("--to", choices=["groups", "relay"], default="groups",
+                           help="groups: the multicast groups (nothing is cached again); "
+                                "relay: a relay's port, --target")
+            p.add_argument("--target", metavar="HOST:PORT", help="the relay to feed")
+            p.add_argument("--recache", action="store_true",
+                           help="let --target be this relay (its data is cached twice)")
+            p.add_argument("--loop", action="store_true", help="start again at the end")
         elif name == "source":
             p.add_argument("kind", choices=["serial"], help="the kind of source")
             p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB0")

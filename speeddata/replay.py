@@ -1,0 +1,134 @@
+"""``speeddata replay``: send a cached range again, as the datagrams that were received,
+with their original spacing scaled by a speed (or as fast as possible).
+
+To the multicast groups (the stripchart and every consumer see it; nothing is cached
+again, since the relay does not read the groups) or to a relay's port (to feed a second
+relay, or this one if asked). Reading is by the time index; the order is the records'
+own time across channels; the bytes sent are the cached bodies behind their schema's
+header, so a consumer cannot tell a replayed datagram from the original.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fastavro
+import numpy as np
+
+from speeddata import wire
+from speeddata.cache.catalogue import Catalogue
+from speeddata.cache.reader import block_bodies, channel_of
+from speeddata.columns import ColumnDecoder
+from speeddata.pivot import NoData, plan
+from speeddata.schemas import Registry
+
+WINDOW_NS = 5 * 10**9  # read this much receive time at a time: memory stays bounded
+
+
+def batches(cache_dir: Path, start_ns: int, end_ns: int, channels: list[str] | None,
+            registry: Registry | None = None) -> Iterator[tuple[np.ndarray, list[bytes]]]:
+    """Every cached datagram received in the range, as (source times, datagrams) batches
+    of a few seconds of receive time each (gaps skipped), in time order across channels."""
+    selected = plan(Catalogue(cache_dir), start_ns, end_ns, channels)
+    if not selected.blocks:
+        raise NoData("nothing cached in that range: check it with 'speeddata tags' or "
+                     "'speeddata status'")
+    versions: dict[Path, tuple] = {}
+    lists = list(selected.blocks.values())  # each in receive-time order
+    cursors = [0] * len(lists)
+    while True:
+        heads = [blocks[i][1].recv_ns for blocks, i in zip(lists, cursors, strict=True)
+                 if i < len(blocks)]
+        if not heads:
+            return
+        until = min(heads) + WINDOW_NS
+        times: list[int] = []
+        out: list[bytes] = []
+        for n, blocks in enumerate(lists):
+            i = cursors[n]
+            while cursors[n] < len(blocks) and blocks[cursors[n]][1].recv_ns < until:
+                cursors[n] += 1
+            by_file: dict[Path, tuple[list[bytes], int]] = {}  # one decode per file
+            for cached, entry, data in block_bodies(blocks[i : cursors[n]]):
+                parts, count = by_file.get(cached.path, ([], 0))
+                parts.append(data)
+                by_file[cached.path] = (parts, count + entry.count)
+            for path, (parts, count) in by_file.items():
+                if path not in versions:
+                    channel = channel_of(path, registry)
+                    versions[path] = (ColumnDecoder(channel), wire.header(channel.fingerprint))
+                decoder, header = versions[path]
+                block_times, bodies = split_block(decoder, b"".join(parts), count)
+                times += block_times
+                out += [header + body for body in bodies]
+        order = np.argsort(np.asarray(times, dtype=np.int64), kind="stable")
+        yield np.asarray(times, dtype=np.int64)[order], [out[i] for i in order.tolist()]
+
+
+def split_block(decoder: ColumnDecoder, data: bytes, count: int) -> tuple[list[int], list]:
+    """A block's record times and its records' bodies, cut where each record ends: by
+    size when every record has the same (the vectorised decode proved it), else by
+    reading them one by one."""
+    before = decoder.fallbacks
+    times = np.asarray(decoder.decode_block(data, count)[decoder.channel.time_field]).tolist()
+    if count and decoder.fallbacks == before and len(data) % count == 0:
+        size = len(data) // count
+        return times, [data[i * size : (i + 1) * size] for i in range(count)]
+    stream = io.BytesIO(data)
+    bodies, start = [], 0
+    for _ in range(count):
+        fastavro.schemaless_reader(stream, decoder.channel.parsed, None)
+        bodies.append(data[start : stream.tell()])
+        start = stream.tell()
+    return times, bodies
+
+
+@dataclass
+class Pacing:
+    """What a replay did: how many it sent and how late each was against its due time."""
+
+    sent: int = 0
+    seconds: float = 0.0
+    lateness_s: list[float] = field(default_factory=list)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.lateness_s, q)) if self.lateness_s else 0.0
+
+
+def pace(items: Iterator[tuple[np.ndarray, list[bytes]]], speed: float | None,
+         send: Callable[[bytes], None], clock: Callable[[], float],
+         sleep: Callable[[float], None], stopping: Callable[[], bool] = lambda: False
+         ) -> Pacing:
+    """Send each datagram when its time comes: the first at once, the others at their
+    distance from it divided by ``speed`` (None: as fast as possible). Whatever is due
+    goes out in one burst, so the clock is read per burst, not per datagram."""
+    out = Pacing()
+    begun = clock()
+    first: int | None = None
+    for times, datagrams in items:
+        if first is None:
+            first = int(times[0])
+        due = None if speed is None else begun + (times - first) / 1e9 / speed
+        i = 0
+        while i < len(datagrams):
+            if stopping():
+                out.seconds = clock() - begun
+                return out
+            if due is None:
+                j = len(datagrams)
+            else:
+                now = clock()
+                j = int(np.searchsorted(due, now, side="right"))
+                if j <= i:
+                    sleep(float(due[i]) - now)
+                    continue
+                out.lateness_s += np.maximum(0.0, now - due[i:j]).tolist()
+            for datagram in datagrams[i:j]:
+                send(datagram)
+            out.sent += j - i
+            i = j
+    out.seconds = clock() - begun
+    return out

@@ -1,0 +1,124 @@
+"""Replay: pacing with a simulated clock, cutting blocks into bodies, and a cached range
+replayed into a second relay and onto the groups, compared value by value."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fastavro
+import h5py
+import numpy as np
+import pytest
+
+from speeddata import multicast
+from speeddata.cache.store import CacheWriter
+from speeddata.config import build, write_file
+from speeddata.pivot import pivot
+from speeddata.replay import pace
+from speeddata.schemas import Registry
+from speeddata.sender import Encoder
+from tests.helpers import SCHEMAS, TIMEOUT, relay_settings, start_relay, wait_until
+
+REGISTRY, _ = Registry.load_dir(SCHEMAS)
+S = 10**9
+
+
+def test_pacing_keeps_the_spacing_divided_by_the_speed() -> None:
+    now = [100.0]
+    slept = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    sent = []
+    items = iter([(np.array([5 * S, 6 * S, 6 * S]), [b"a", b"b", b"c"]),
+                  (np.array([9 * S]), [b"d"])])
+    result = pace(items, 10.0, sent.append, lambda: now[0], sleep)
+    assert sent == [b"a", b"b", b"c", b"d"] and result.sent == 4
+    assert [round(s, 6) for s in slept] == [0.1, 0.3]  # 1 s and 3 s at 10x
+    assert result.percentile(99) == 0.0 and len(result.lateness_s) == 4
+    fast = pace(iter([(np.array([0, 10 * S]), [b"a", b"b"])]), None, sent.append,
+                lambda: now[0], sleep)
+    assert fast.sent == 2 and len(slept) == 2  # --max: no waiting
+
+
+def fill(cache: Path, start: int, seconds: int) -> None:
+    writer = CacheWriter(cache, 2**30, 600)
+    motor, env = Encoder(REGISTRY["motor"]), Encoder(REGISTRY["env"])
+    for s in range(seconds):
+        t = start + s * S
+        writer.append(REGISTRY["motor"], [motor.encode({
+            "time": t + i * S // 100, "speed": float(s * 100 + i), "torque": -1.0,
+            "current": 0.5, "voltage": 48.0, "position": float(i), "temperature": 20.0})[10:]
+            for i in range(100)], t)
+        writer.append(REGISTRY["env"], [env.encode({
+            "time": t, "humidity": 40.0 + s, "pressure": 1000.0, "state": "IDLE",
+            "message": f"second {s} " + "x" * (s % 5)})[10:]], t)  # strings: varied sizes
+    writer.close()
+
+
+def values(path: Path) -> dict[str, dict[str, list]]:
+    with h5py.File(path) as h5:
+        return {c: {n: h5[c][n][()].tolist() for n in h5[c] if n != "receive_time"}
+                for c in h5}
+
+
+@pytest.mark.e2e
+def test_a_range_replayed_into_a_second_relay_is_the_same_data(tmp_path: Path) -> None:
+    start = time.time_ns() - 60 * S
+    original = tmp_path / "a"
+    fill(original / "cache", start, 20)
+    config_a = write_file(tmp_path / "a.toml", relay_settings(original))
+    (tmp_path / "b").mkdir()
+    second = start_relay(tmp_path / "b", relay_settings(tmp_path / "b"))
+    command = [sys.executable, "-m", "speeddata", "replay", "--start", "-2m", "--config",
+               str(config_a)]
+    try:
+        done = subprocess.run([*command, "--max", "--to", "relay", "--target",
+                               f"127.0.0.1:{second.port}"], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("replayed 2020 datagrams")
+        wait_until(lambda: second.snapshot().get("datagrams", 0) == 2020,
+                   what="the second relay caching every replayed datagram")
+    finally:
+        second.stop()
+    pivot(original / "cache", tmp_path / "a.h5", 0, time.time_ns())
+    pivot(second.cache_dir, tmp_path / "b.h5", 0, time.time_ns())
+    assert values(tmp_path / "a.h5") == values(tmp_path / "b.h5")
+    # the relay that recorded it is refused unless asked
+    own = subprocess.run([*command, "--max", "--to", "relay", "--target",
+                          f"127.0.0.1:{build(config_a).relay.port}"], capture_output=True,
+                         text=True, timeout=60)
+    assert own.returncode == 2 and "--recache" in own.stderr
+
+
+@pytest.mark.e2e
+def test_replay_on_the_groups_in_time_order_at_a_speed(tmp_path: Path) -> None:
+    start = time.time_ns() - 60 * S
+    fill(tmp_path / "cache", start, 3)
+    settings = relay_settings(tmp_path)
+    config = write_file(tmp_path / "a.toml", settings)
+    cfg = build(config)
+    listener = multicast.listener(cfg.multicast.full, "127.0.0.1")
+    listener.settimeout(TIMEOUT)
+    done = subprocess.run(
+        [sys.executable, "-m", "speeddata", "replay", "--start", "-2m", "--speed", "20",
+         "--channels", "motor", "--config", str(config)], capture_output=True, text=True,
+        timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "replayed 300 datagrams" in done.stdout and "lateness p50" in done.stdout
+    got = [listener.recv(65535) for _ in range(300)]
+    listener.close()
+    encoder = Encoder(REGISTRY["motor"])
+
+
+    times = [fastavro.schemaless_reader(io.BytesIO(d[10:]), REGISTRY["motor"].parsed, None)[
+        "time"] for d in got]
+    assert times == sorted(times) and len(set(times)) == 300
+    assert got[0][:10] == encoder.header
