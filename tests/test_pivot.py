@@ -224,6 +224,13 @@ def test_csv_and_parquet_hold_every_value_of_the_hdf5(cache: Path, tmp_path: Pat
             if export_format == "csv":
                 import csv
 
+                import pandas as pd
+
+                frame = pd.read_csv(out / f"{channel}.csv")
+                assert frame["time_ns"].tolist() == group["time"][()].tolist()
+                for name in group:
+                    if group[name].dtype.kind == "f":
+                        assert frame[name].tolist() == group[name][()].tolist(), name
                 with (out / f"{channel}.csv").open() as f:
                     rows = list(csv.DictReader(f))
                 assert [int(r["time_ns"]) for r in rows] == group["time"][()].tolist()
@@ -243,8 +250,13 @@ def test_csv_and_parquet_hold_every_value_of_the_hdf5(cache: Path, tmp_path: Pat
                         assert got == [v.decode() if isinstance(v, bytes) else str(v)
                                        for v in expected], name
             else:
+                import pandas as pd
                 import pyarrow.parquet as pq
 
+                frame = pd.read_parquet(out / f"{channel}.parquet")
+                for name in group:
+                    if group[name].dtype.kind == "f" and name != "receive_time":
+                        assert frame[name].tolist() == group[name][()].tolist(), name
                 table = pq.read_table(out / f"{channel}.parquet")
                 assert table.column("time").cast("int64").to_pylist() == \
                     group["time"][()].tolist()

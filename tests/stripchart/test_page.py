@@ -600,3 +600,42 @@ def test_shift_drag_on_a_paused_chart_makes_the_tag_the_cli_makes(stack: Stack,
     dialog.wait_for(state="hidden")
     # Chromium logs the refused request itself; nothing else went wrong
     assert [e for e in page.errors if "409 (Conflict)" not in e] == []  # type: ignore[attr-defined]
+
+
+def test_a_tag_replayed_at_10x_onto_the_groups_is_drawn(tmp_path: Path, page: Page) -> None:
+    """Ten seconds of a sine cached a minute ago, replayed at 10x: the page draws it (on
+    receive time, labelled: its stamps are a minute old) while nothing is cached again."""
+    import time
+
+    from speeddata.cache.store import CacheWriter
+    from speeddata.schemas import load_file
+    from speeddata.sender import Encoder
+    from tests.helpers import relay_settings, start_relay
+
+    motor = load_file(SCHEMAS / "motor.avsc")
+    encoder = Encoder(motor)
+    start = time.time_ns() - 60 * 10**9
+    writer = CacheWriter(tmp_path / "cache", 2**40, 600)
+    for first in range(0, 10_000, 20):
+        writer.append(motor, [encoder.encode({
+            "time": start + i * 10**6, "speed": 100 * math.sin(2 * math.pi * i / 1000),
+            "torque": 0.0, "current": 0.0, "voltage": 0.0, "position": 0.0,
+            "temperature": 0.0})[10:] for i in range(first, first + 20)], start + first * 10**6)
+    writer.close()
+    relay = start_relay(tmp_path, relay_settings(tmp_path))
+    serve = start_serve(tmp_path, relay.config_path)
+    try:
+        open_chart(page, serve.url, "motor.speed", 10)
+        done = subprocess.run(
+            [sys.executable, "-m", "speeddata", "replay", "--start", "-2m", "--speed", "10",
+             "--config", str(relay.config_path)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "replayed 10000 datagrams" in done.stdout, done
+        wait_until(lambda: data_pixels(page, 0) > 500, what="the replayed sine drawn")
+        page.wait_for_function(  # the channel list says so within its 5 s refresh
+            "() => document.querySelector('.legend-item .clock').textContent"
+            ".startsWith('clock')", timeout=TIMEOUT * 1000)
+        assert relay.snapshot()["datagrams"] == 0  # the groups are not cached again
+        page.screenshot(path=str(tmp_path / "replay.png"))
+    finally:
+        serve.stop()
+        relay.stop()
