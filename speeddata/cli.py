@@ -260,7 +260,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import signal
     import socket
 
-    from speeddata import multicast, replay
+    from speeddata import multicast, replay, wire
     from speeddata.relay.core import Decimator
     from speeddata.tags import TagStore, parse_time
 
@@ -276,6 +276,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.max and not args.speed > 0:
         raise SpeeddataError("--speed must be more than 0")
     channels = args.channels.split(",") if args.channels else None
+    registry = _registry(cfg)
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     if args.to == "relay":
         host, _, port = (args.target or "").rpartition(":")
@@ -291,23 +292,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
             out.sendto(datagram, target)
     else:
         out = multicast.sender(cfg.multicast.interface, cfg.multicast.ttl)
-        groups = [(g.host, g.port) for g in (cfg.multicast.full,) if g]
+        groups = [(g.host, g.port) for g in (cfg.multicast.full, cfg.multicast.decimated) if g]
         decimated = cfg.multicast.decimated
         decimator = Decimator(cfg.multicast.decimated_rate_hz)
+        full = cfg.multicast.full
+        fingerprints = [c.fingerprint for c in registry if not channels or c.name in channels]
+        notice = {"next": 0.0, "data": b""}
+
+        def announce(first_ns: int) -> None:  # the page draws a replay as one
+            notice["data"] = wire.replay_notice(fingerprints, first_ns, time.time_ns(),
+                                                None if args.max else args.speed)
+            notice["next"] = 0.0
 
         def send(datagram: bytes) -> None:
-            for group in groups:
-                out.sendto(datagram, group)
+            if time.monotonic() >= notice["next"]:
+                for group in groups:
+                    out.sendto(notice["data"], group)
+                notice["next"] = time.monotonic() + 0.25
+            if full:
+                out.sendto(datagram, (full.host, full.port))
             if decimated and decimator.grant(datagram[2:10].hex(), time.time_ns(), 1):
                 out.sendto(datagram, (decimated.host, decimated.port))
     stopping = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.append(True))
-    registry = _registry(cfg)
     while True:
         result = replay.pace(replay.batches(cfg.cache.dir, start, end, channels, registry),
                              None if args.max else args.speed, send, time.monotonic,
-                             time.sleep, lambda: bool(stopping))
+                             time.sleep, lambda: bool(stopping),
+                             announce if args.to == "groups" else lambda first: None)
         rate = result.sent / max(result.seconds, 1e-9)
         timing = "" if args.max else (
             f"; lateness p50 {result.percentile(50) * 1e3:.2f} ms, "

@@ -100,17 +100,20 @@ class Pacing:
 
 def pace(items: Iterator[tuple[np.ndarray, list[bytes]]], speed: float | None,
          send: Callable[[bytes], None], clock: Callable[[], float],
-         sleep: Callable[[float], None], stopping: Callable[[], bool] = lambda: False
-         ) -> Pacing:
+         sleep: Callable[[float], None], stopping: Callable[[], bool] = lambda: False,
+         started: Callable[[int], None] = lambda first: None) -> Pacing:
     """Send each datagram when its time comes: the first at once, the others at their
     distance from it divided by ``speed`` (None: as fast as possible). Whatever is due
-    goes out in one burst, so the clock is read per burst, not per datagram."""
+    goes out in one burst, so the clock is read per burst, not per datagram.
+    ``started(first source time)`` is called just before the first is sent."""
     out = Pacing()
     begun = clock()
     first: int | None = None
     for times, datagrams in items:
         if first is None:
             first = int(times[0])
+            begun = clock()
+            started(first)
         due = None if speed is None else begun + (times - first) / 1e9 / speed
         i = 0
         while i < len(datagrams):

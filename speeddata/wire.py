@@ -123,3 +123,32 @@ def describe(fp: bytes) -> str:
 def schema_json(schema: dict[str, Any]) -> str:
     """Compact JSON of a schema, as stored in cache file headers."""
     return json.dumps(schema, separators=(",", ":"))
+
+
+REPLAY_MARKER = b"SDREPLAY"  # not C3 01: a replay's notices never pass for data
+
+
+def replay_notice(fingerprints: list[bytes], first_ns: int, wall_ns: int,
+                  speed: float | None) -> bytes:
+    """What ``speeddata replay`` sends beside the replayed datagrams (which stay byte for
+    byte the originals): these channels are a replay, their sample ``first_ns`` was sent
+    at ``wall_ns``, at ``speed`` times real time (None: as fast as possible)."""
+    return REPLAY_MARKER + json.dumps({
+        "channels": [fp.hex() for fp in fingerprints], "first_ns": first_ns,
+        "wall_ns": wall_ns, "speed": speed}).encode()
+
+
+def read_replay_notice(datagram: bytes) -> dict[str, Any] | None:
+    """The notice's fields, or None for anything that is not a well-formed notice."""
+    if not datagram.startswith(REPLAY_MARKER):
+        return None
+    try:
+        notice = json.loads(datagram[len(REPLAY_MARKER):])
+        fps = [bytes.fromhex(c) for c in notice["channels"]]
+        speed = notice["speed"]
+        if speed is not None and not (isinstance(speed, int | float) and speed > 0):
+            return None
+        return {"channels": fps, "first_ns": int(notice["first_ns"]),
+                "wall_ns": int(notice["wall_ns"]), "speed": speed}
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from speeddata import multicast
+from speeddata import multicast, wire
 from speeddata.cache.store import CacheWriter
 from speeddata.config import build, write_file
 from speeddata.pivot import pivot
@@ -118,9 +118,41 @@ def test_replay_on_the_groups_in_time_order_at_a_speed(tmp_path: Path) -> None:
         timeout=60)
     assert done.returncode == 0, done.stderr
     assert "replayed 300 datagrams" in done.stdout and "lateness p50" in done.stdout
-    got = [listener.recv(65535) for _ in range(300)]
+    got, notices = [], []
+    while len(got) < 300:
+        datagram = listener.recv(65535)
+        (notices if datagram.startswith(wire.REPLAY_MARKER) else got).append(datagram)
     listener.close()
     assert got == sent  # byte for byte the datagrams the source sent, in their order
+    notice = wire.read_replay_notice(notices[0])  # and beside them: this is a replay
+    assert notice["speed"] == 20.0 and notice["first_ns"] == start
+    assert notice["channels"] == [REGISTRY["motor"].fingerprint]
     times = [fastavro.schemaless_reader(io.BytesIO(d[10:]), REGISTRY["motor"].parsed, None)[
         "time"] for d in got]
     assert times == sorted(times)
+
+
+def test_the_hub_draws_a_replay_at_its_replayed_spacing() -> None:
+    """A notice on the group puts a channel in replay: samples land at the time their
+    replay sends them, not where a clock estimate (moving with every batch) would."""
+    from speeddata.stripchart.hub import Hub
+
+    motor = REGISTRY["motor"]
+    hub = Hub(REGISTRY)
+    first, wall = 1_000 * S, 5_000 * S
+    notice = wire.replay_notice([motor.fingerprint], first, wall, 10.0)
+    assert wire.read_replay_notice(notice)["speed"] == 10.0
+    assert wire.read_replay_notice(b"SDREPLAY{broken") is None
+    encoder = Encoder(motor)
+    sample = {"torque": 0.0, "current": 0.0, "voltage": 0.0, "position": 0.0,
+              "temperature": 0.0}
+    hub.ingest([notice] + [encoder.encode({**sample, "time": first + i * S, "speed": i})
+                           for i in range(3)], now=1.0, now_ns=wall + S)
+    history, column = hub.numeric["motor.speed"]
+    starts = history.rings[0].since_time(0).start_ms.tolist()
+    assert starts == [wall / 1e6, wall / 1e6 + 100, wall / 1e6 + 200]  # 1 s apart / 10
+    (described,) = [c for c in hub.describe(wall + S) if c["name"] == "motor"]
+    assert described["replay"] == {"speed": 10.0, "at_ms": (first + 2 * S) / 1e6}
+    assert hub.rejected == 0
+    assert [c for c in hub.describe(wall + 10 * S) if c["name"] == "motor"][0][
+        "replay"] is None  # notices stopped: live again

@@ -86,6 +86,7 @@ class SourceClock:
 
 
 CLOCK_TOLERANCE_NS = 10 * 10**9
+REPLAY_HOLD_NS = 2 * 10**9  # a replay's notice holds this long (sent every 0.25 s)
 MAX_SIGNALS = 1000
 MAX_WINDOW_SECONDS = 7 * 86400
 
@@ -108,6 +109,7 @@ class Hub:
         self.seq = 0
         self.rejected = 0
         self.datagrams = 0
+        self.replays: dict[bytes, dict[str, Any]] = {}  # fingerprint -> the latest notice
         self.set_registry(registry)
 
     def set_registry(self, registry: Registry) -> None:
@@ -149,7 +151,12 @@ class Hub:
         for datagram in datagrams:
             channel = table.get(datagram[2:10]) if datagram[:2] == wire.MARKER else None
             if channel is None:
-                self.rejected += 1
+                notice = wire.read_replay_notice(datagram)
+                if notice is None:
+                    self.rejected += 1
+                else:
+                    for fp in notice["channels"]:
+                        self.replays[fp] = {**notice, "until_ns": now_ns + REPLAY_HOLD_NS}
                 continue
             by_channel.setdefault(channel, []).append(memoryview(datagram)[wire.HEADER_SIZE:])
         self.datagrams += len(datagrams)
@@ -166,7 +173,18 @@ class Hub:
             if not bodies:
                 return
         columns = self.decoders[channel.name].decode_bodies(bodies)
-        times, keep = self.clocks[channel.name].place(columns[channel.time_field], now_ns)
+        replay = self.replays.get(channel.fingerprint)
+        if replay is not None and now_ns <= replay["until_ns"]:
+            # a replay: each sample drawn when its replayed time comes, the spacing the
+            # speed gives (as fast as possible: when it came), never taken for a bad clock
+            source = np.asarray(columns[channel.time_field], dtype=np.int64)
+            replay["at_ns"] = int(source.max())
+            times = (np.full(len(source), now_ns, dtype=np.int64) if replay["speed"] is None else
+                     replay["wall_ns"] + ((source - replay["first_ns"]) / replay["speed"]
+                                          ).astype(np.int64))
+            keep = np.ones(len(source), dtype=bool)
+        else:
+            times, keep = self.clocks[channel.name].place(columns[channel.time_field], now_ns)
         rate = self.rates[channel.name]
         rate.datagrams += len(keep)
         if not len(times):
@@ -272,6 +290,7 @@ class Hub:
                 "stale": not rate.last_ns or now_ns - rate.last_ns > 5e9,
                 "clock_offset_ms": round(self.clocks[channel.name].offset_ns / 1e6, 1),
                 "clock_shifted": self.clocks[channel.name].shifted,
+                "replay": self._replay_of(channel, now_ns),
                 "dropped_times": self.clocks[channel.name].dropped,
                 "signals": [
                     {"name": s.name, "id": f"{channel.name}.{s.name}", "type": s.avro_type,
@@ -281,6 +300,12 @@ class Hub:
                 ],
             })
         return out
+
+    def _replay_of(self, channel: Channel, now_ns: int) -> dict[str, Any] | None:
+        replay = self.replays.get(channel.fingerprint)
+        if replay is None or now_ns > replay["until_ns"]:
+            return None
+        return {"speed": replay["speed"], "at_ms": replay.get("at_ns", replay["first_ns"]) / 1e6}
 
     def memory_bytes(self) -> int:
         return sum(h.memory_bytes() for h in self.channels.values())

@@ -631,9 +631,16 @@ def test_a_tag_replayed_at_10x_onto_the_groups_is_drawn(tmp_path: Path, page: Pa
              "--config", str(relay.config_path)], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "replayed 10000 datagrams" in done.stdout, done
         wait_until(lambda: data_pixels(page, 0) > 500, what="the replayed sine drawn")
-        page.wait_for_function(  # the channel list says so within its 5 s refresh
+        page.evaluate("() => sd.conn.refreshChannels()")
+        page.wait_for_function(  # the legend says it is a replay, and of when
             "() => document.querySelector('.legend-item .clock').textContent"
-            ".startsWith('clock')", timeout=TIMEOUT * 1000)
+            ".startsWith('replay \\u00d710 ')", timeout=TIMEOUT * 1000)
+        page.evaluate("() => document.querySelector('sd-chart .chart-pause').click()")
+        # 10 s replayed at 10x: drawn over 1 s of the 10 s window, as a 10 Hz sine,
+        # not smeared over seconds by a clock estimate that moves with every batch
+        runs = trace_runs(page)
+        drawn = [x for x, r in enumerate(runs) if r and x >= 60]
+        assert drawn[-1] - drawn[0] <= 0.13 * len(runs), (drawn[0], drawn[-1], len(runs))
         assert relay.snapshot()["datagrams"] == 0  # the groups are not cached again
         page.screenshot(path=str(tmp_path / "replay.png"))
     finally:

@@ -351,7 +351,9 @@ export class SdChart extends HTMLElement {
       const note = clockNote(info && info.channel);
       if (item.clock.textContent !== note) {
         item.clock.textContent = note;
-        item.clock.title = note && "the source's clock is off: plotted on the time it arrived";
+        item.clock.title = note.startsWith("replay")
+          ? "a replay of cached data: drawn as it is replayed; the time is the replayed one"
+          : note && "the source's clock is off: plotted on the time it arrived";
       }
       const stale = !d || now - d.latestMs > STALE_MS;
       if (item.stale !== stale) item.el.classList.toggle("stale", (item.stale = stale));
@@ -361,6 +363,10 @@ export class SdChart extends HTMLElement {
 
 /** "clock 3.0 h behind" for a channel the server plots on receive time, else "". */
 export function clockNote(channel) {
+  if (channel && channel.replay) {
+    const speed = channel.replay.speed ? `×${channel.replay.speed}` : "at full speed";
+    return `replay ${speed} · ${clock(channel.replay.at_ms).slice(0, 8)}`;
+  }
   if (!channel || !channel.clock_shifted) return "";
   const seconds = Math.abs(channel.clock_offset_ms) / 1000;
   const size = seconds >= 3600 ? `${(seconds / 3600).toFixed(1)} h`
