@@ -148,11 +148,11 @@ def test_the_hub_draws_a_replay_at_its_replayed_spacing() -> None:
               "temperature": 0.0}
     hub.ingest([notice] + [encoder.encode({**sample, "time": first + i * S, "speed": i})
                            for i in range(3)], now=1.0, now_ns=wall + S)
-    history, column = hub.numeric["motor.speed"]
+    history, _column = hub.numeric["motor.speed"]
     starts = history.rings[0].since_time(0).start_ms.tolist()
     assert starts == [wall / 1e6, wall / 1e6 + 100, wall / 1e6 + 200]  # 1 s apart / 10
     (described,) = [c for c in hub.describe(wall + S) if c["name"] == "motor"]
     assert described["replay"] == {"speed": 10.0, "at_ms": (first + 2 * S) / 1e6}
     assert hub.rejected == 0
-    assert [c for c in hub.describe(wall + 10 * S) if c["name"] == "motor"][0][
+    assert next(c for c in hub.describe(wall + 10 * S) if c["name"] == "motor")[
         "replay"] is None  # notices stopped: live again
