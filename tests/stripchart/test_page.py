@@ -317,7 +317,14 @@ def test_a_sine_is_one_unbroken_connected_trace(backlog_stack: Stack, page: Page
     assert abs(first - max(60, at[0])) <= 3 and abs(last - at[1]) <= 3, (first, last, at)
     assert last - first > 0.35 * len(runs)
     missing = [x for x in range(first, last + 1) if runs[x] is None]
-    assert not missing, f"columns without trace: {missing[:20]} {runs[first:first+12]}"
+    if missing:  # say what the chart folded around the hole, to find why
+        around = page.evaluate("""(x) => { const c = document.querySelector('sd-chart');
+            const col = c.cols[0], d = sd.conn.data.get('motor.speed');
+            return { count: Array.from(col.count.slice(x - 3, x + 4)),
+                     gap: Array.from(col.gap.slice(x - 3, x + 4)),
+                     firsts: d.levels.map((l) => l.first), span: c.span }; }""", missing[0])
+        raise AssertionError(f"columns without trace: {missing[:20]}, around the first: "
+                             f"{runs[missing[0] - 3 : missing[0] + 4]} {around}")
     broken = [x for x in range(first, last) if runs[x][1] + 1 < runs[x + 1][0]
               or runs[x + 1][1] + 1 < runs[x][0]]
     assert not broken, f"vertical breaks between columns {broken[:20]} {runs[first:first+12]}"
