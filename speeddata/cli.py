@@ -255,6 +255,34 @@ def cmd_up(args: argparse.Namespace) -> int:
     return supervisor.run()
 
 
+@command("captures")
+def cmd_captures(args: argparse.Namespace) -> int:
+    from speeddata.captures import captures
+    from speeddata.tags import format_time
+
+    cfg = _cfg(args)
+    view = captures(cfg)
+    if args.json:
+        print(json.dumps(view, indent=1))
+        return 0
+    mib = 2**20
+    print(f"{'channel':<16}{'MiB':>10}{'files':>7}  {'from':<21}{'to':<21}{'grows':>12}")
+    for name, c in view["channels"].items():  # type: ignore[union-attr]
+        print(f"{name:<16}{c['bytes'] / mib:>10.1f}{c['files']:>7}  "
+              f"{format_time(c['first_ns'])[:19]:<21}{format_time(c['last_ns'])[:19]:<21}"
+              f"{c['growth_bytes_per_s'] / 1000:>8.1f} kB/s")
+    quota, hours = view["quota"], view["hours_before_retention"]
+    print(f"cache {int(view['bytes']) / mib:.1f} MiB of "  # type: ignore[call-overload]
+          f"{'an unknown quota (no relay ran yet)' if not quota else f'{quota / 2**30:.2f} GiB'}"
+          f", growing {view['growth_bytes_per_s'] / 1000:.1f} kB/s; "  # type: ignore[operator]
+          + (f"retention starts deleting in about {hours:.1f} h" if hours is not None
+             else "retention is not in sight"))
+    for t in view["tags"]:  # type: ignore[union-attr]
+        print(f"tag {t['name']}: {t['start']} to {t['end']}, {t['bytes'] / mib:.1f} MiB, "
+              f"{'exported ' + t['exported'] if t['exported'] else 'not exported (protected)'}")
+    return 0
+
+
 @command("replay")
 def cmd_replay(args: argparse.Namespace) -> int:
     import signal
@@ -441,16 +469,6 @@ def cmd_service(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tag_size(cfg: config.Config, start_ns: int, end_ns: int, channels: tuple[str, ...]) -> int:
-    """Bytes of cached blocks in a tag's range, from the index alone."""
-    from speeddata.cache.catalogue import Catalogue
-
-    catalogue = Catalogue(cfg.cache.dir)
-    names = list(channels) or catalogue.channels()
-    return sum(e.length for name in names
-               for _, entries in catalogue.blocks(name, start_ns, end_ns) for e in entries)
-
-
 @command("tag")
 def cmd_tag(args: argparse.Namespace) -> int:
     from speeddata.tags import TagStore, parse_time
@@ -485,13 +503,15 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 @command("tags")
 def cmd_tags(args: argparse.Namespace) -> int:
+    from speeddata.captures import tag_size
     from speeddata.tags import TagStore
 
     cfg = _cfg(args)
     rows = []
     for tag in TagStore(cfg.cache.dir).list():
         row = tag.as_dict()
-        row["bytes"] = _tag_size(cfg, tag.start_ns, tag.end_ns or time.time_ns(), tag.channels)
+        row["bytes"] = tag_size(cfg.cache.dir, tag.start_ns, tag.end_ns or time.time_ns(),
+                                tag.channels)
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -594,6 +614,7 @@ SECTIONS_OF = {
     "tail": ["channels", "multicast"],
     "source": ["channels", "relay"],
     "replay": ["channels", "cache", "relay", "multicast"],
+    "captures": ["cache"],
 }
 
 HELP = {
@@ -609,6 +630,8 @@ HELP = {
     "pivot": "write a tag or time range to HDF5: one group per channel, one dataset per signal",
     "bench": "benchmarks: 'speeddata bench relay --help' (the stripchart's needs Playwright: "
              "benchmarks/stripchart.py)",
+    "captures": "what the cache holds per channel, how fast it grows, the hours left before "
+                "retention deletes, and the tags with their sizes",
     "replay": "send a tagged or given range again, with its original spacing scaled, to the "
               "multicast groups or to a relay",
     "source": "read a device and send its records: 'speeddata source serial --help'",
@@ -668,6 +691,8 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("what", choices=["relay"], help="what to measure")
             p.add_argument("rest", nargs=argparse.REMAINDER,
                            help="the benchmark's own options (see speeddata bench relay --help)")
+        elif name == "captures":
+            p.add_argument("--json", action="store_true", help="machine-readable output")
         elif name == "replay":
             p.add_argument("--tag", help="the tag's range")
             p.add_argument("--start", help="or a range: 'now', '-5m', ISO 8601")

@@ -89,6 +89,37 @@ def maybe_open(files: list[CachedFile]) -> set[Path]:
     return set(newest.values())
 
 
+GROWTH_WINDOW_NS = 3600 * 10**9  # growth is measured over the last hour's files
+
+
+def overview(files: list[CachedFile], quota: int, now_ns: int) -> dict[str, object]:
+    """What the cache holds, per channel and in all: bytes, files, how far back it reaches,
+    how fast it grows (bytes/s over the last hour's files), and the hours left before
+    retention starts deleting at that rate. Pure: from a scan and the quota."""
+    channels: dict[str, dict[str, object]] = {}
+    for name in sorted({f.channel for f in files}):
+        own = [f for f in files if f.channel == name]
+        recent = [f for f in own if f.end_ns >= now_ns - GROWTH_WINDOW_NS]
+        span = (max(f.end_ns for f in recent) - min(f.start_ns for f in recent)
+                if recent else 0)
+        channels[name] = {
+            "bytes": sum(f.size for f in own), "files": len(own),
+            "first_ns": min(f.start_ns for f in own), "last_ns": max(f.end_ns for f in own),
+            "growth_bytes_per_s": sum(f.size for f in recent) / (span / 1e9) if span else 0.0}
+    view: dict[str, object] = {"bytes": sum(f.size for f in files), "quota": quota,
+                               "channels": channels}
+    view.update(project(view))
+    return view
+
+
+def project(view: dict) -> dict[str, object]:
+    """The total growth of ``view``'s channels and the hours before retention at it."""
+    growth = sum(float(c["growth_bytes_per_s"]) for c in view["channels"].values())
+    quota, total = view["quota"], view["bytes"]
+    hours = (max(quota - total, 0) / growth / 3600) if growth > 0 and quota else None
+    return {"growth_bytes_per_s": growth, "hours_before_retention": hours}
+
+
 def plan_retention(
     files: list[CachedFile], quota: int, protected: list[Range], keep: set[Path]
 ) -> list[CachedFile]:
@@ -120,17 +151,24 @@ def auto_quota(free: int, cache_size: int) -> int:
     return min(AUTO_QUOTA_MOST, (free + cache_size) // 2)
 
 
+def known_quota(directory: Path, max_bytes: int) -> int:
+    """The quota the relay uses, without fixing one (0: not known yet: no relay ran)."""
+    if max_bytes:
+        return max_bytes
+    try:
+        return int((directory / QUOTA_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
 def fixed_quota(directory: Path, max_bytes: int, cache_size: Callable[[], int]) -> int:
     """The quota in bytes: ``max_bytes`` when set; else the automatic one, computed the
     first time and kept in ``<cache>/.quota`` so that no restart shrinks it.
     ``cache_size`` (a scan of the whole cache) is called only that first time."""
-    if max_bytes:
-        return max_bytes
+    known = known_quota(directory, max_bytes)
+    if known:
+        return known
     stored = directory / QUOTA_FILE
-    try:
-        return int(stored.read_text().strip())
-    except (OSError, ValueError):
-        pass
     quota = auto_quota(shutil.disk_usage(directory).free, cache_size())
     try:
         tmp = stored.with_suffix(".tmp")
@@ -210,5 +248,15 @@ class Catalogue:
         return selected
 
 
-__all__ = ["CachedFile", "Catalogue", "auto_quota", "fixed_quota", "maybe_open",
-           "plan_retention", "scan"]
+__all__ = [
+    "CachedFile",
+    "Catalogue",
+    "auto_quota",
+    "fixed_quota",
+    "known_quota",
+    "maybe_open",
+    "overview",
+    "plan_retention",
+    "project",
+    "scan",
+]

@@ -325,6 +325,14 @@ def create_app(config: Config) -> FastAPI:
         """Relay and server health, per-channel rates and drops, cache size, free disk."""
         return JSONResponse(server.overview())
 
+    @app.get("/api/captures")
+    def captured() -> JSONResponse:
+        """What the cache holds per channel (size, reach, growth), the hours before
+        retention starts deleting, and the tags with their sizes."""
+        from speeddata.captures import captures
+
+        return JSONResponse(captures(config))
+
     @app.get("/api/alarms")
     def alarms() -> JSONResponse:
         """Signals out of their schema limits now: level (warn or alarm), value, since."""

@@ -100,3 +100,25 @@ def test_range_lookup_uses_the_index(tmp_path: Path) -> None:
     got = list(reader.records(cache, "example", T0 + 10 * S, T0 + 12 * S))
     assert [(t, r["counter"]) for t, r in got] == [(T0 + i * S, i) for i in (10, 11, 12)]
     assert list(reader.records(cache, "example", 0, T0 - 1)) == []
+
+
+def test_overview_per_channel_and_the_hours_before_retention() -> None:
+    import pytest
+
+    from speeddata.cache.catalogue import CachedFile, overview
+
+    h = 3600 * 10**9
+    now = 100 * h
+    files = [CachedFile("motor", Path("m1"), 3_600_000, now - 2 * h, now - h - 1),  # old
+             CachedFile("motor", Path("m2"), 360_000, now - h // 10, now),  # 360 kB in 6 min
+             CachedFile("env", Path("e1"), 1_000, now - 50 * h, now - 49 * h)]
+    view = overview(files, 10_000_000, now)
+    motor = view["channels"]["motor"]
+    assert (motor["bytes"], motor["files"], motor["first_ns"], motor["last_ns"]) == (
+        3_960_000, 2, now - 2 * h, now)
+    assert motor["growth_bytes_per_s"] == pytest.approx(1000.0)  # the last hour's files
+    assert view["channels"]["env"]["growth_bytes_per_s"] == 0.0  # nothing lately
+    assert view["bytes"] == 3_961_000
+    assert view["hours_before_retention"] == pytest.approx((10_000_000 - 3_961_000) / 1000
+                                                           / 3600)
+    assert overview(files, 0, now)["hours_before_retention"] is None  # no quota known

@@ -189,6 +189,12 @@ def test_exports_page_exports_a_tag_and_offers_the_file(demo: Stack, page: Page)
     # the message says the export is done, not "exporting ..." forever
     page.wait_for_function("() => document.querySelector('#message').value"
                            " === 'exported pagetag.h5'", timeout=TIMEOUT * 1000)
+    # what is captured, per channel, and how long until retention deletes
+    channels = page.eval_on_selector_all("#captured tbody tr td:first-child",
+                                         "els => els.map((e) => e.textContent)")
+    assert {"motor", "env", "example"} <= set(channels)
+    total = page.inner_text("#captured-total")
+    assert " cached of " in total and "kB/s" in total
     assert page.errors == []  # type: ignore[attr-defined]
 
 

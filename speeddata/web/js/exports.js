@@ -24,8 +24,27 @@ function button(label, onclick) {
 
 let watched = null;  // the id of the export this page started last
 
+const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+const when = (ns) => new Date(ns / 1e6).toLocaleString();
+
+async function showCaptured() {
+  const view = await call("GET", "/api/captures");
+  const hours = view.hours_before_retention;
+  document.getElementById("captured-total").textContent =
+    `${mib(view.bytes)} cached of ${view.quota ? mib(view.quota) : "a quota not fixed yet"}, ` +
+    `growing ${(view.growth_bytes_per_s / 1000).toFixed(1)} kB/s: ` +
+    (hours === null ? "retention is not in sight" :
+      `retention starts deleting the oldest in about ${hours.toFixed(1)} h`) +
+    " (tags not yet exported are kept).";
+  document.querySelector("#captured tbody").replaceChildren(
+    ...Object.entries(view.channels).map(([name, c]) => row([
+      name, mib(c.bytes), c.files, when(c.first_ns), when(c.last_ns),
+      `${(c.growth_bytes_per_s / 1000).toFixed(1)} kB/s`])));
+}
+
 async function refresh() {
   try {
+    await showCaptured();
     const [tags, jobs, exports] = await Promise.all(
       [call("GET", "/api/tags"), call("GET", "/api/pivot"), call("GET", "/api/exports")]);
     document.querySelector("#tags tbody").replaceChildren(...tags.map((t) => row([
