@@ -138,11 +138,26 @@ export function foldColumns(levels, past, t0, t1, out) {
   }
   for (let j = spans.length - 1; j >= 0; j--) {  // oldest (coarsest) first
     const [level, from, before] = spans[j];
-    const s = levels[level], a = s.a;
-    for (let i = lowerBound(a.start, s.n, from); i < s.n && a.start[i] < before &&
-         a.start[i] <= t1; i++) {
-      fold(Math.floor((a.start[i] - t0) * k), a.low[i], a.high[i], a.last[i], a.start[i],
-           s.width);
+    const s = levels[level], a = s.a, breakMs = Math.max(s.width * 10, 2500);
+    const start = a.start, lows = a.low, highs = a.high, lasts = a.last;
+    // the hot loop (every bucket of every signal, every frame): fold() written out
+    for (let i = lowerBound(start, s.n, from); i < s.n && start[i] < before &&
+         start[i] <= t1; i++) {
+      const x = Math.floor((start[i] - t0) * k);
+      if (x < 0 || x >= cols) continue;
+      const l = lows[i], u = highs[i];
+      if (count[x] === 0) {
+        low[x] = l; high[x] = u;
+        if (start[i] - prev > breakMs) gap[x] = 1;
+      } else {
+        if (l < low[x]) low[x] = l;
+        if (u > high[x]) high[x] = u;
+      }
+      last[x] = lasts[i];
+      count[x]++;
+      prev = start[i];
+      if (l < lo) lo = l;
+      if (u > hi) hi = u;
     }
   }
   out.lo = lo;
