@@ -146,21 +146,6 @@ def _format_rate(value: float) -> str:
     return f"{value / 1000:.1f} k/s" if value >= 1000 else f"{value:.1f} /s"
 
 
-def _accepting(cfg: config.Config) -> bool:
-    """Whether the stripchart server takes connections: it writes its status a moment
-    before uvicorn listens, and 'ready' must mean a browser gets the page."""
-    import socket
-
-    listen = status.read_all(cfg.cache.dir).get("serve", {}).get("listen", "")
-    host, _, port = listen.rpartition(":")
-    if not port.isdigit():
-        return False
-    host = "127.0.0.1" if host in ("0.0.0.0", "") else host.strip("[]")
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex((host, int(port))) == 0
-
-
 @command("status")
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
@@ -176,7 +161,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     if args.wait is not None:
         deadline = time.monotonic() + args.wait
-        while not (status.all_running(cfg.cache.dir, WAIT_FOR) and _accepting(cfg)):
+        while not (status.all_running(cfg.cache.dir, WAIT_FOR)
+                   and status.serve_accepting(cfg.cache.dir)):
             if time.monotonic() > deadline:
                 log.error("not all of %s running after %g s", ", ".join(WAIT_FOR), args.wait)
                 return 1

@@ -215,8 +215,8 @@ class DirWatch:
 
     def _signature(self) -> tuple:
         try:
-            return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size)
-                                for p in self.directory.glob("*.avsc")))
+            return tuple(sorted((p.name, st.st_mtime_ns, st.st_size)
+                                for p in self.directory.glob("*.avsc") for st in [p.stat()]))
         except OSError:  # the directory or a file went away meanwhile: look again later
             return ()
 

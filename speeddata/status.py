@@ -65,3 +65,18 @@ def all_running(cache_dir: Path, names: tuple[str, ...]) -> bool:
     snapshots = read_all(cache_dir)
     return all(any(snap.get("running") for key, snap in snapshots.items()
                    if key == name or key.startswith(f"{name}-w")) for name in names)
+
+
+def serve_accepting(cache_dir: Path) -> bool:
+    """Whether the stripchart server takes connections: it writes its status a moment
+    before uvicorn listens, and "ready" must mean a browser gets the page."""
+    import socket
+
+    listen = read_all(cache_dir).get("serve", {}).get("listen", "")
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit():
+        return False
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host.strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((host, int(port))) == 0

@@ -121,11 +121,7 @@ def start(name: str, config: Path, work: Path, *args: str, cpu: int | None = Non
     def ready() -> bool:
         if not status.read_all(cfg.cache.dir).get(name, {}).get("running"):
             return False
-        if name != "serve":
-            return True
-        # the server writes its status as it starts, a moment before it accepts connections
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", cfg.web.port)) == 0
+        return name != "serve" or status.serve_accepting(cfg.cache.dir)
 
     while not ready():
         if process.poll() is not None or time.monotonic() > deadline:

@@ -300,7 +300,8 @@ class MmsgIO:
             drops = struct.unpack_from("=I", self._control, offset + _CMSG_HEADER)[0]
             if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL:
                 self.kernel_drops = drops
-        sources = self._source_view[:n].astype(np.uint32) if self.want_sources else None
+        # a view, like the data: valid until the next call (no copy on the receive path)
+        sources = self._source_view[:n] if self.want_sources else None
         return Received(self.array, self.slot, self._msg_len[:n].astype(np.int64), sources)
 
     def _target(self, address: tuple[str, int]) -> None:

@@ -245,7 +245,9 @@ def _export_path(config: Config, name: str) -> Path:
     if len(name.encode()) > 255 or "/" in name or "\\" in name or name.startswith("."):
         raise NotFoundError(f"no export named {name[:80]!r}; GET /api/exports lists them")
     path = config.exports.dir / name.removesuffix(".zip")
-    if not (path.is_file() and path.suffix == ".h5") and not (path / "export.json").is_file():
+    found = ((path / "export.json").is_file() if name.endswith(".zip")
+             else path.suffix == ".h5" and path.is_file())
+    if not found:
         raise NotFoundError(f"no export named {name!r}; GET /api/exports lists them")
     return path
 

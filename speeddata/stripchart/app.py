@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import Body, FastAPI, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -37,6 +37,7 @@ from speeddata.stripchart.guard import Guard, is_loopback, reachable_address, re
 from speeddata.stripchart.history import default_levels
 from speeddata.stripchart.hub import Client, Hub, SubscriptionError
 from speeddata.stripchart.scrollback import CacheView
+from speeddata.tags import check_time
 
 log = logging.getLogger("speeddata.stripchart")
 
@@ -340,18 +341,19 @@ def create_app(config: Config) -> FastAPI:
                              "alarms": server.hub.alarms.active()})
 
     @app.get("/api/range")
-    async def past(signal: str, start_ms: float, end_ms: float, columns: int = 1000
-                   ) -> JSONResponse:
+    async def past(signal: Annotated[str, Query(max_length=257)], start_ms: float,
+                   end_ms: float, columns: int = 1000) -> JSONResponse:
         """Min, max and last per column of one signal over a range, from the cache: what a
         paused chart shows past the server's memory. Times in ms on the chart's axis."""
         if not (math.isfinite(start_ms) and math.isfinite(end_ms)):
             raise SpeeddataError("start_ms and end_ms must be finite numbers")
+        start = check_time(int(start_ms * 1e6), "start_ms")
+        end = check_time(int(end_ms * 1e6), "end_ms")
         channel, _, name = signal.partition(".")
         clock = server.hub.clocks.get(channel)  # a shifted channel is drawn on receive time
         shift = clock.offset_ns if clock is not None and clock.shifted else 0
-        found = await asyncio.to_thread(server.past.columns, channel, name,
-                                        int(start_ms * 1e6) + shift, int(end_ms * 1e6) + shift,
-                                        columns)
+        found = await asyncio.to_thread(server.past.columns, channel, name, start + shift,
+                                        end + shift, columns)
         return JSONResponse({"signal": signal, **found.as_json(-shift)})
 
     @app.websocket("/ws")

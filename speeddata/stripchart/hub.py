@@ -63,13 +63,35 @@ class SourceClock:
         self._recent: deque[int] = deque(maxlen=batches)
         self.offset_ns = 0
         self.dropped = 0
+        self.replay: dict[str, Any] | None = None  # the latest notice of a replay of it
 
     @property
     def shifted(self) -> bool:
         return abs(self.offset_ns) > self.tolerance_ns
 
+    def follow_replay(self, notice: dict[str, Any], now_ns: int) -> None:
+        """A replay of this channel is on the group: for the next ``REPLAY_HOLD_NS`` its
+        samples are drawn when their replay sends them, never taken for a bad clock."""
+        at = self.replay.get("at_ns") if self.replay else None
+        self.replay = {**notice, "until_ns": now_ns + REPLAY_HOLD_NS, "at_ns": at}
+
+    def replaying(self, now_ns: int) -> dict[str, Any] | None:
+        """The replay being drawn now, if any: its speed and the replayed time reached."""
+        if self.replay is None or now_ns > self.replay["until_ns"]:
+            return None
+        at = self.replay["at_ns"] or self.replay["first_ns"]
+        return {"speed": self.replay["speed"], "at_ms": at / 1e6}
+
     def place(self, times: np.ndarray, now_ns: int) -> tuple[np.ndarray, np.ndarray]:
         """(the kept samples' times on the plot's axis, which samples are kept)."""
+        times = np.asarray(times, dtype=np.int64)
+        if self.replaying(now_ns):  # each sample at the moment its replay sends it
+            replay = self.replay
+            replay["at_ns"] = int(times.max())
+            placed = (np.full(len(times), now_ns, dtype=np.int64) if replay["speed"] is None
+                      else replay["wall_ns"] + ((times - replay["first_ns"]) / replay["speed"]
+                                                ).astype(np.int64))
+            return placed, np.ones(len(times), dtype=bool)
         offsets = times - now_ns
         self._recent.append(int(np.sort(offsets)[len(offsets) // 2]))
         ordered = sorted(self._recent)
@@ -109,7 +131,6 @@ class Hub:
         self.seq = 0
         self.rejected = 0
         self.datagrams = 0
-        self.replays: dict[bytes, dict[str, Any]] = {}  # fingerprint -> the latest notice
         self.set_registry(registry)
 
     def set_registry(self, registry: Registry) -> None:
@@ -139,6 +160,11 @@ class Hub:
             for name, state in before.states.items():
                 if name in self.alarms.states and before.limits[name] == self.alarms.limits[name]:
                     self.alarms.states[name] = state
+        # the numeric columns with limits, per channel: the only ones checked per batch
+        self.limited = {name: [(column, f"{name}.{signal}")
+                               for column, signal in enumerate(history.signals)
+                               if f"{name}.{signal}" in self.alarms.limits]
+                        for name, history in self.channels.items()}
 
     # -- ingest -------------------------------------------------------------------------
     def ingest(self, datagrams: list[bytes], now: float | None = None,
@@ -156,7 +182,9 @@ class Hub:
                     self.rejected += 1
                 else:
                     for fp in notice["channels"]:
-                        self.replays[fp] = {**notice, "until_ns": now_ns + REPLAY_HOLD_NS}
+                        replayed = table.get(fp)
+                        if replayed is not None:
+                            self.clocks[replayed.name].follow_replay(notice, now_ns)
                 continue
             by_channel.setdefault(channel, []).append(memoryview(datagram)[wire.HEADER_SIZE:])
         self.datagrams += len(datagrams)
@@ -173,18 +201,7 @@ class Hub:
             if not bodies:
                 return
         columns = self.decoders[channel.name].decode_bodies(bodies)
-        replay = self.replays.get(channel.fingerprint)
-        if replay is not None and now_ns <= replay["until_ns"]:
-            # a replay: each sample drawn when its replayed time comes, the spacing the
-            # speed gives (as fast as possible: when it came), never taken for a bad clock
-            source = np.asarray(columns[channel.time_field], dtype=np.int64)
-            replay["at_ns"] = int(source.max())
-            times = (np.full(len(source), now_ns, dtype=np.int64) if replay["speed"] is None else
-                     replay["wall_ns"] + ((source - replay["first_ns"]) / replay["speed"]
-                                          ).astype(np.int64))
-            keep = np.ones(len(source), dtype=bool)
-        else:
-            times, keep = self.clocks[channel.name].place(columns[channel.time_field], now_ns)
+        times, keep = self.clocks[channel.name].place(columns[channel.time_field], now_ns)
         rate = self.rates[channel.name]
         rate.datagrams += len(keep)
         if not len(times):
@@ -194,8 +211,8 @@ class Hub:
         if history.signals:
             values = np.column_stack([columns[name][keep] for name in history.signals])
             history.add(times, values.astype(np.float64, copy=False), self.seq)
-            for column, name in enumerate(history.signals):
-                self.alarms.update(f"{channel.name}.{name}", times, values[:, column])
+            for column, key in self.limited.get(channel.name, ()):
+                self.alarms.update(key, times, values[:, column])
         for signal in channel.signals:
             key = f"{channel.name}.{signal.name}"
             if key in self.text:
@@ -290,7 +307,7 @@ class Hub:
                 "stale": not rate.last_ns or now_ns - rate.last_ns > 5e9,
                 "clock_offset_ms": round(self.clocks[channel.name].offset_ns / 1e6, 1),
                 "clock_shifted": self.clocks[channel.name].shifted,
-                "replay": self._replay_of(channel, now_ns),
+                "replay": self.clocks[channel.name].replaying(now_ns),
                 "dropped_times": self.clocks[channel.name].dropped,
                 "signals": [
                     {"name": s.name, "id": f"{channel.name}.{s.name}", "type": s.avro_type,
@@ -300,12 +317,6 @@ class Hub:
                 ],
             })
         return out
-
-    def _replay_of(self, channel: Channel, now_ns: int) -> dict[str, Any] | None:
-        replay = self.replays.get(channel.fingerprint)
-        if replay is None or now_ns > replay["until_ns"]:
-            return None
-        return {"speed": replay["speed"], "at_ms": replay.get("at_ns", replay["first_ns"]) / 1e6}
 
     def memory_bytes(self) -> int:
         return sum(h.memory_bytes() for h in self.channels.values())

@@ -78,6 +78,8 @@ class CacheView:
         parts = []
         with self._lock:
             files = self.catalogue.files([channel])
+            if known is None and not files:  # neither registered nor ever cached
+                raise NotFoundError(f"no channel {channel[:128]!r}: /api/channels lists them")
             growing = maybe_open(files)
             for cached in files:
                 span = self._spans.get(cached.path, ())

@@ -126,6 +126,13 @@ def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     ("DELETE", "/api/pivot/nosuch", None, 404),
     ("GET", "/api/exports/" + "z" * 300 + ".h5", None, 404),
     ("DELETE", "/api/exports/" + "z" * 300 + ".h5", None, 404),
+    ("GET", "/api/exports/run.h5.zip", None, 404),  # .zip names a directory export only
+    ("DELETE", "/api/exports/.hidden.zip", None, 404),
+    ("POST", "/api/channels", {"type": "record", "name": "x", "fields": "abc"}, 400),
+    ("POST", "/api/channels", {"type": "record", "name": "../x",
+                               "fields": [{"name": "time", "type": "long"}]}, 400),
+    ("DELETE", "/api/channels/nosuch", None, 404),
+    ("GET", "/api/range?signal=motor.speed&start_ms=0&end_ms=1e300", None, 400),
     # decoded into path segments, these match no API route: the static files say 404/405
     ("DELETE", "/api/exports/..%2Fcache%2Ftags.sqlite", None, (404, 405)),
     ("GET", "/api/exports/%2Fetc%2Fpasswd", None, (404, 405)),

@@ -220,3 +220,20 @@ def test_tag_and_pivot_over_the_api(stack: Stack) -> None:
     assert _http(base + "api/exports/..%2Fx.h5")[0] == 404
     code, error = _http(base + "api/pivot", "POST", {"tag": "ghost"})
     assert code == 404 and "no tag named 'ghost'" in error["detail"]
+
+
+def test_scroll_back_refuses_what_it_cannot_answer(stack: Stack) -> None:
+    base = stack.serve.url
+    for query, code, says in [
+            ("signal=motor.speed&start_ms=0&end_ms=1e300", 400, "end_ms is outside 1970"),
+            ("signal=motor.speed&start_ms=-5&end_ms=1", 400, "start_ms is outside 1970"),
+            ("signal=motor.speed&start_ms=nan&end_ms=1", 400, "finite"),
+            ("signal=motor.speed&start_ms=5&end_ms=1", 400, "end is after its start"),
+            ("signal=motor.speed&start_ms=0&end_ms=1&columns=0", 400, "columns must be"),
+            ("signal=../../etc&start_ms=0&end_ms=1", 404, "no channel ''"),
+            ("signal=motor.nope&start_ms=0&end_ms=1", 404, "not a numeric signal"),
+            ("signal=" + "x" * 300 + "&start_ms=0&end_ms=1", 422, "")]:
+        got, answer = _http(base + "api/range?" + query)
+        assert got == code, (query, answer)
+        assert says in json.dumps(answer), (query, answer)
+    assert _http(base + "api/range?signal=motor.speed&start_ms=0&end_ms=1")[0] == 200
