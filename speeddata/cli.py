@@ -146,6 +146,15 @@ def _format_rate(value: float) -> str:
     return f"{value / 1000:.1f} k/s" if value >= 1000 else f"{value:.1f} /s"
 
 
+def _format_loss(row: dict) -> str:
+    """One hop's figures for one source and channel, as ``speeddata status`` prints them."""
+    recent = (f"; last 10 s: {row['recent_lost']} of {row['recent_sent']}"
+              if row["recent_sent"] else "")
+    failed = f", {row['failed']} sends failed at the sender" if row.get("failed") else ""
+    return (f"{row['source']} {row['channel']}: sent {row['sent']}, lost {row['lost']} "
+            f"({row['lost_percent']:.1f} %){recent}{failed}")
+
+
 @command("status")
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
@@ -204,6 +213,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             for channel, c in sorted(snap["channels"].items()):
                 print(f"  {channel:<16}{c['datagrams']:>12}{_format_rate(c['rate_hz']):>12}"
                       f"{c['bytes']:>14}{c['decimated']:>11}")
+            for row in snap.get("senders", []):
+                print("  sender " + _format_loss(row))
+        for group, rows in (snap.get("multicast_loss") or {}).items():
+            for row in rows:
+                print(f"  {group} group from {row['name'] or 'relay'} " + _format_loss(row))
     from speeddata.cache.catalogue import Catalogue
 
     print(f"cache {cfg.cache.dir}: {Catalogue(cfg.cache.dir).size() / 2**20:.1f} MiB")

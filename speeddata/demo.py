@@ -6,6 +6,7 @@ rate is exact on average however the OS schedules the process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from speeddata import loss
 from speeddata.schemas import Registry
 from speeddata.sender import Encoder
 
@@ -86,14 +88,24 @@ def run(
     encoders = {name: Encoder(registry[name]) for name in channels}
     rates = {name: DEFAULT_RATES.get(name, 10.0) * rate_scale for name in channels}
     sent = dict.fromkeys(channels, 0)
-    failed = 0
+    failed = dict.fromkeys(channels, 0)
+    reporter = loss.Reporter()  # the relay counts what the network lost of the demo's
     start = time.time()
     log.info("demo: sending %s to %s:%d",
              ", ".join(f"{n} at {r:g} Hz" for n, r in rates.items()), host, port)
+
+    def report() -> None:
+        counts = {registry[n].fingerprint: (sent[n] - failed[n], failed[n]) for n in channels}
+        for datagram in reporter.reports(time.time_ns(), counts):
+            with contextlib.suppress(OSError):
+                sock.sendto(datagram, (host, port))
+
     while not should_stop():
         now = time.time()
         if duration is not None and now - start >= duration:
             break
+        if reporter.due(time.monotonic()):
+            report()
         for name in channels:
             encoder = encoders[name]
             bare = legacy is not None and name in legacy
@@ -105,11 +117,12 @@ def run(
                 try:
                     sock.sendto(datagram[10:] if bare else datagram, (host, port))
                 except OSError:
-                    failed += 1
+                    failed[name] += 1
                 sent[name] = i + 1
         time.sleep(max(0.0, TICK - (time.time() - now)))
+    report()
     sock.close()
-    return {**sent, "failed": failed}
+    return {**sent, "failed": sum(failed.values())}
 
 
 __all__ = ["GENERATORS", "run", "schedule"]

@@ -11,6 +11,7 @@ the field, because that is a programming error.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
@@ -21,7 +22,7 @@ from typing import Any
 import fastavro
 from fastavro.validation import validate
 
-from speeddata import wire
+from speeddata import loss, wire
 from speeddata.encoding import compile_encoder
 from speeddata.errors import RecordError, SchemaError, SpeeddataError
 from speeddata.schemas import DEMO_DIR, Channel, channel_from_schema, load_file
@@ -161,10 +162,14 @@ class Sender:
         port: int = DEFAULT_PORT,
         channels_dir: Path | None = None,
         register: str | None = None,
+        report: bool = True,
     ) -> None:
         """``register``: the stripchart server's URL as ``speeddata status --url`` prints
         it (with its ``?token=``): the channel's schema is registered there first, unless
-        the server has it already, so a new source needs no file copied and no restart."""
+        the server has it already, so a new source needs no file copied and no restart.
+
+        ``report``: once a second while sending, and when closed, tell the relay how many
+        datagrams were sent (``speeddata.loss``), so that it counts what the network lost."""
         self.channel = resolve_channel(channel_or_schema, channels_dir)
         if register:
             register_channel(register, self.channel)
@@ -180,6 +185,7 @@ class Sender:
         self.sent = 0
         self.failed = 0
         self.last_error: str = ""
+        self.reporter = loss.Reporter() if report else None
 
     def send(self, record: dict[str, Any] | None = None, /, **fields: Any) -> bool:
         """Encode and send one record (a dict, or keywords); False if the send failed.
@@ -191,6 +197,8 @@ class Sender:
 
     def send_datagram(self, datagram: bytes) -> bool:
         """Send already encoded bytes; counts a failure instead of raising."""
+        if self.reporter is not None and self.reporter.due(time.monotonic()):
+            self.report()
         try:
             self._socket.sendto(datagram, self.address)
         except OSError as exc:
@@ -204,7 +212,18 @@ class Sender:
         return {"channel": self.channel.name, "sent": self.sent, "failed": self.failed,
                 "last_error": self.last_error}
 
+    def report(self) -> None:
+        """Send the loss report now (due once a second; sent by ``send`` and ``close``)."""
+        if self.reporter is None or self._socket.fileno() < 0:
+            return
+        counts = {self.channel.fingerprint: (self.sent, self.failed)}
+        for datagram in self.reporter.reports(time.time_ns(), counts):
+            with contextlib.suppress(OSError):  # the next report carries the same totals
+                self._socket.sendto(datagram, self.address)
+
     def close(self) -> None:
+        """Report the final counts and close the socket."""
+        self.report()
         self._socket.close()
 
     def __enter__(self) -> Sender:

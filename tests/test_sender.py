@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from speeddata import Sender
+from speeddata import Sender, loss
 from speeddata.encoding import compile_encoder
 from speeddata.errors import RecordError, SchemaError, SpeeddataError
 from speeddata.schemas import load_file
@@ -72,9 +72,24 @@ def test_send_by_keywords_fills_in_time_and_reaches_a_socket(udp: socket.socket)
     udp.bind(("127.0.0.1", 0))
     with Sender("env", port=udp.getsockname()[1]) as sender:
         assert sender.send(humidity=1.0, pressure=2.0, state="RUNNING", message="hi")
-    datagram = udp.recv(2048)
+    first, datagram, last = udp.recv(2048), udp.recv(2048), udp.recv(2048)
     record = fastavro.schemaless_reader(io.BytesIO(datagram[10:]), ENV.parsed, None)
     assert record["state"] == "RUNNING" and record["time"] > 1_700_000_000 * 10**9
+    # the loss reports around it: none sent before, one after (the relay compares)
+    before, after = loss.read_sender_report(first), loss.read_sender_report(last)
+    assert (before["sent"], after["sent"], after["failed"]) == (0, 1, 0)
+    assert before["channel"] == after["channel"] == ENV.fingerprint
+    assert before["sender"] == after["sender"]
+
+
+def test_reports_can_be_turned_off(udp: socket.socket) -> None:
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(0.2)
+    with Sender("env", port=udp.getsockname()[1], report=False) as sender:
+        sender.send(humidity=1.0, pressure=2.0, state="RUNNING", message="hi")
+    assert udp.recv(2048)[2:10] == ENV.fingerprint
+    with pytest.raises(TimeoutError):
+        udp.recv(2048)
 
 
 def test_network_errors_are_counted_never_raised() -> None:

@@ -125,18 +125,24 @@ def load_generator(schemas: Path, channel: str, rate: float, seconds: float,
 
 
 def listener(group: Group, ready: Any, stop: Any, result: Any) -> None:
-    """Count datagrams heard on ``group`` until ``stop`` is set."""
-    from speeddata import multicast
+    """Count datagrams heard on ``group`` until ``stop`` is set (not the relay's own
+    forward reports)."""
+    import numpy as np
+
+    from speeddata import loss, multicast
     from speeddata.relay.netio import MmsgIO
 
     sock = multicast.listener(group, "127.0.0.1", rcvbuf=64 * 2**20)
     sock.setblocking(False)
     io = MmsgIO(sock, 512, 2048)
+    report = np.frombuffer(loss.FORWARD_REPORT_HEADER, dtype=np.uint8)
     count = 0
     ready.set()
     while not stop.is_set():
-        n = len(io.receive().lengths)
-        count += n
+        batch = io.receive()
+        n = len(batch.lengths)
+        heads = batch.buffer[: n * batch.slot].reshape(n, batch.slot)[:, : len(report)]
+        count += n - int((heads == report).all(axis=1).sum())
         if not n:
             time.sleep(0.0005)
     result.value = count

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from speeddata import wire
+from speeddata import loss, wire
 from speeddata.schemas import Channel, Registry
 
+SENDER_REPORT_FP = loss.SENDER_REPORT_HEADER[2:]
 NONE = np.empty(0, dtype=np.int64)  # no datagrams: shared, so read-only
 NONE.flags.writeable = False
 MAX_UNKNOWN = 100  # unknown fingerprints listed in status (a flood of random ones is counted)
@@ -107,6 +108,7 @@ class Routed:
     full: list[memoryview | bytes] = field(default_factory=list)  # every accepted datagram
     decimated: list[memoryview | bytes] = field(default_factory=list)
     rejected: int = 0
+    reports: list[tuple[int, dict]] = field(default_factory=list)  # (index, SenderReport)
 
 
 class Router:
@@ -130,6 +132,7 @@ class Router:
         self.last_rejection: dict[str, str] = {}
         # fingerprints no schema has: what is sending, so the user sees what to register
         self.unknown: dict[str, dict[str, object]] = {}
+        self.hop = loss.Hop()  # arrivals per (sender, channel), matched with SenderReports
         self._legacy_headers = {
             port: wire.header(channel.fingerprint) for port, channel in self.legacy_ports.items()
         }
@@ -149,7 +152,7 @@ class Router:
         self.rejected[reason] += count
         self.last_rejection[reason] = message
 
-    def reject_unknown(self, fingerprint: bytes, now_ns: int, source: int | None) -> None:
+    def reject_unknown(self, fingerprint: bytes, now_ns: int, sender: int | None) -> None:
         """Count a datagram whose fingerprint no schema has, by fingerprint (at most
         ``MAX_UNKNOWN`` of them are listed; the counter counts all)."""
         key = fingerprint.hex()
@@ -161,8 +164,8 @@ class Router:
             seen = self.unknown[key] = {"count": 0, "first_seen_ns": now_ns}
         seen["count"] = int(seen["count"]) + 1
         seen["last_seen_ns"] = now_ns
-        if source is not None:
-            seen["source"] = str(ipaddress.IPv4Address(int(source)))
+        if sender is not None:
+            seen["source"] = loss.address_name(int(sender))
 
     def reject_bodies(self, channel: Channel, count: int, size: int, legacy: bool = False
                       ) -> None:
@@ -183,8 +186,10 @@ class Router:
         return counters
 
     def route(self, datagrams: Sequence[memoryview], port: int, now_ns: int,
-              sources: Sequence[int] | None = None) -> Routed:
-        """``sources``: each datagram's IPv4 sender, where the socket layer read them."""
+              senders: Sequence[int] | None = None, take_reports: bool = True) -> Routed:
+        """``senders``: each datagram's sender (IPv4 << 16 | port), where the socket layer
+        read them. SenderReports found are taken at the end of the batch, or left in
+        ``Routed.reports`` for the caller (``take_reports=False``)."""
         routed = Routed()
         table = self.registry.fingerprints
         legacy = self.legacy_ports.get(port)
@@ -199,6 +204,13 @@ class Router:
                 continue
             marked = size >= wire.HEADER_SIZE and datagram[0] == 0xC3 and datagram[1] == 0x01
             channel = table.get(bytes(datagram[2:10])) if marked else None
+            if channel is None and marked and datagram[2:10] == SENDER_REPORT_FP:
+                report = loss.read_sender_report(datagram)
+                if report is not None:
+                    routed.reports.append((i, report))
+                else:
+                    self.reject("bad_body", f"{size}-byte sender report is garbled")
+                continue
             if channel is not None:
                 candidates.setdefault(channel, []).append(
                     (i, datagram[wire.HEADER_SIZE :], datagram, size, False))
@@ -214,7 +226,7 @@ class Router:
                     "bad_marker", f"datagram starts with {bytes(datagram[:2]).hex()}, not c301")
             else:
                 self.reject_unknown(bytes(datagram[2:10]), now_ns,
-                                    None if sources is None else sources[i])
+                                    None if senders is None else senders[i])
         accepted = []
         for channel, items in candidates.items():
             valid = channel.check.valid_bodies([body for _, body, _, _, _ in items]).tolist()
@@ -222,12 +234,14 @@ class Router:
                 if good:
                     accepted.append((i, channel, body, forward, size))
                 elif i in unknown:
-                    self.reject_unknown(unknown[i], now_ns, None if sources is None else sources[i])
+                    self.reject_unknown(unknown[i], now_ns, None if senders is None else senders[i])
                 else:
                     self.reject_bodies(channel, 1, size, is_legacy)
-        routed.rejected = len(datagrams) - len(accepted)
-        for _, channel, body, forward, size in sorted(accepted, key=lambda a: a[0]):
+        routed.rejected = len(datagrams) - len(accepted) - len(routed.reports)
+        for i, channel, body, forward, size in sorted(accepted, key=lambda a: a[0]):
             routed.bodies.setdefault(channel, []).append(body)
+            if senders is not None:
+                self.hop.arrived((int(senders[i]), channel.name), 1, now_ns)
             counters = self.counter(channel)
             counters.datagrams += 1
             counters.bytes += size
@@ -235,7 +249,24 @@ class Router:
             if self.decimator.grant(channel.name, now_ns, 1):
                 counters.decimated += 1
                 routed.decimated.append(forward)
+        if senders is not None and take_reports:
+            for i, report in routed.reports:
+                later = sum(1 for j, channel, *_ in accepted if j > i and senders[j] ==
+                            senders[i] and channel.fingerprint == report["channel"])
+                self.take_report(int(senders[i]), report, now_ns, later)
         return routed
+
+    def take_report(self, sender: int, report: dict, now_ns: int, later: int) -> None:
+        """A SenderReport from ``sender``: ``later`` datagrams it counts not were already
+        counted as arrived (they came after it in the same batch)."""
+        channel = self.registry.by_fingerprint(report["channel"])
+        if channel is None:  # its datagrams are listed as unknown fingerprints instead
+            return
+        key = (sender, channel.name)
+        link = self.hop.links.get(key)
+        arrived = (0 if link is None else link.arrived) - later
+        self.hop.report(key, report["sender"], report["sent"], now_ns, arrived,
+                        report["failed"])
 
     def statistics(self) -> dict[str, object]:
         return {
@@ -244,6 +275,10 @@ class Router:
             "last_rejection": dict(self.last_rejection),
             "unknown_fingerprints": {k: dict(v) for k, v in self.unknown.items()},
         }
+
+    def loss(self, now_ns: int) -> list[dict[str, object]]:
+        """Per sender and channel: what it says it sent, what arrived, what was lost."""
+        return self.hop.figures(now_ns, loss.address_name)
 
 
 @dataclass
@@ -254,6 +289,13 @@ class Received:
     slot: int
     lengths: np.ndarray  # int64, one per datagram
     sources: np.ndarray | None = None  # uint32 IPv4 source addresses, when asked for
+    ports: np.ndarray | None = None  # uint16 source ports, with the addresses
+
+    def senders(self) -> np.ndarray | None:
+        """Each datagram's sender as one number, IPv4 << 16 | port (``loss.address_name``)."""
+        if self.sources is None or self.ports is None:
+            return None
+        return (self.sources.astype(np.uint64) << np.uint64(16)) | self.ports
 
     def datagram(self, i: int) -> memoryview:
         start = i * self.slot
@@ -301,6 +343,7 @@ class BatchRouter:
         out = BatchRouted()
         if n == 0:
             return out
+        senders = batch.senders()
         if len(self._indices) < n:
             self._indices = np.arange(n, dtype=np.int64)
         lengths = batch.lengths
@@ -323,7 +366,7 @@ class BatchRouter:
                     out.full = self._indices[:n]
                     out.writes.append((channel, memoryview(bodies), n))
                     out.decimated = self._account(channel, out.full, int(lengths.sum()),
-                                                  now_ns)
+                                                  now_ns, senders)
                     return out
                 excluded = ~valid
                 router.reject_bodies(channel, int(excluded.sum()),
@@ -339,15 +382,17 @@ class BatchRouter:
             where = np.zeros(n, dtype=np.int64)
             ok[:] = False
         slow = ~ok if excluded is None else ~ok & ~excluded
+        picked = NONE
         if slow.any():
             picked = np.flatnonzero(slow)
             out.other = router.route(
                 [batch.datagram(int(i)) for i in picked], port, now_ns,
-                None if batch.sources is None else batch.sources[picked].tolist())
+                None if senders is None else senders[picked].tolist(), take_reports=False)
         if excluded is not None:
             ok &= ~excluded
         accepted = np.flatnonzero(ok)
         if not len(accepted):
+            self._take_reports(batch, picked, out, senders, now_ns)
             return out
         # Group by channel with one stable sort, gather every body with one copy, then
         # cut per channel: the cost hardly grows with the number of channels in a batch.
@@ -375,11 +420,26 @@ class BatchRouter:
                     continue
             out.writes.append((channel, memoryview(data), len(idx)))
             decimated.append(self._account(channel, idx, data.nbytes +
-                                           len(idx) * wire.HEADER_SIZE, now_ns))
+                                           len(idx) * wire.HEADER_SIZE, now_ns, senders))
         out.full = accepted[~np.isin(accepted, np.concatenate(rejected))] if rejected else (
             accepted)
         out.decimated = np.sort(np.concatenate(decimated)) if decimated else NONE
+        self._take_reports(batch, picked, out, senders, now_ns)
         return out
+
+    def _take_reports(self, batch: Received, picked: np.ndarray, out: BatchRouted,
+                      senders: np.ndarray | None, now_ns: int) -> None:
+        """The batch's SenderReports, each matched with what had arrived before it: the
+        same sender's datagrams of its channel later in the batch are not counted yet."""
+        if senders is None or not out.other.reports:
+            return
+        for k, report in out.other.reports:
+            at = int(picked[k])
+            sender = senders[at]
+            later = out.full[(out.full > at) & (senders[out.full] == sender)]
+            later = sum(1 for i in later.tolist()
+                        if bytes(batch.datagram(i)[2:10]) == report["channel"])
+            self.router.take_report(int(sender), report, now_ns, later)
 
     @staticmethod
     def _valid(channel: Channel, data: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -417,9 +477,17 @@ class BatchRouter:
             bodies = batch.buffer[gather]
         return bodies.reshape(-1)
 
-    def _account(self, channel: Channel, idx: np.ndarray, size: int, now_ns: int
-                 ) -> np.ndarray:
-        """Count ``idx`` (``size`` bytes) for ``channel``; the ones the decimator lets by."""
+    def _account(self, channel: Channel, idx: np.ndarray, size: int, now_ns: int,
+                 senders: np.ndarray | None) -> np.ndarray:
+        """Count ``idx`` (``size`` bytes) for ``channel``, per sender too; the ones the
+        decimator lets by."""
+        if senders is not None:
+            mine = senders[idx]
+            if (mine == mine[0]).all():  # the common case: one sender in the batch
+                self.router.hop.arrived((int(mine[0]), channel.name), len(idx), now_ns)
+            else:
+                for sender, count in zip(*np.unique(mine, return_counts=True), strict=True):
+                    self.router.hop.arrived((int(sender), channel.name), int(count), now_ns)
         counters = self.router.counter(channel)
         counters.datagrams += len(idx)
         counters.bytes += size

@@ -97,8 +97,9 @@ class PortableIO:
     def __init__(self, sock: socket.socket, batch: int, max_datagram: int,
                  sources: bool = False) -> None:
         self.sock = sock
-        self.want_sources = sources  # the senders' addresses, for [relay] allow
+        self.want_sources = sources  # the senders' addresses: [relay] allow, loss per sender
         self._sources = np.zeros(batch, dtype=np.uint32)
+        self._ports = np.zeros(batch, dtype=np.uint16)
         # One byte more than accepted, so an over-long datagram is seen as such.
         self.slot = max_datagram + 1
         self.memory = bytearray(batch * self.slot)
@@ -126,17 +127,18 @@ class PortableIO:
         lengths[0] = n
         count = 1
         if self.want_sources:
-            sources = self._sources
-            sources[0] = _ipv4(address)
+            sources, ports = self._sources, self._ports
+            sources[0], ports[0] = _ipv4(address), address[1]
             recvfrom_into = self.sock.recvfrom_into
             for view in slots[1:]:
                 try:
                     lengths[count], address = recvfrom_into(view)
                 except (BlockingIOError, InterruptedError):
                     break
-                sources[count] = _ipv4(address)
+                sources[count], ports[count] = _ipv4(address), address[1]
                 count += 1
-            return Received(self.array, self.slot, lengths[:count], sources[:count])
+            return Received(self.array, self.slot, lengths[:count], sources[:count],
+                            ports[:count])
         recv_into = self.sock.recv_into
         for view in slots[1:]:
             try:
@@ -265,6 +267,8 @@ class MmsgIO:
             self._rmsgs, header + _Msghdr.msg_namelen.offset, ctypes.c_uint32)
         self._source_view = struct_view(
             self._names, _SockaddrIn.sin_addr.offset, ctypes.c_uint32, ">")
+        self._port_view = struct_view(
+            self._names, _SockaddrIn.sin_port.offset, ctypes.c_uint16, ">")
         self._msg_len = struct_view(self._rmsgs, _Mmsghdr.msg_len.offset, ctypes.c_uint)
         self._controllen = struct_view(
             self._rmsgs, header + _Msghdr.msg_controllen.offset, ctypes.c_size_t)
@@ -301,8 +305,10 @@ class MmsgIO:
             if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL:
                 self.kernel_drops = drops
         # a view, like the data: valid until the next call (no copy on the receive path)
-        sources = self._source_view[:n] if self.want_sources else None
-        return Received(self.array, self.slot, self._msg_len[:n].astype(np.int64), sources)
+        if not self.want_sources:
+            return Received(self.array, self.slot, self._msg_len[:n].astype(np.int64))
+        return Received(self.array, self.slot, self._msg_len[:n].astype(np.int64),
+                        self._source_view[:n], self._port_view[:n])
 
     def _target(self, address: tuple[str, int]) -> None:
         if self._addr_key != address:

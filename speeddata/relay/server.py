@@ -17,7 +17,7 @@ import socket
 import time
 from pathlib import Path
 
-from speeddata import multicast, status
+from speeddata import loss, multicast, status
 from speeddata.cache.catalogue import Catalogue, fixed_quota
 from speeddata.cache.store import CacheWriter
 from speeddata.config import Config
@@ -75,7 +75,7 @@ class Relay:
         allow = [ipaddress.IPv4Network(net) for net in config.relay.allow]
         self.receivers = [
             (netio.open_io(config.relay.io, sock, config.relay.batch, config.relay.max_datagram,
-                           bool(allow)), port)
+                           True), port)
             for port, sock in sockets.items()
         ]
         self.router = Router(
@@ -92,9 +92,11 @@ class Relay:
         self.mc_socket = multicast.sender(mc.interface, mc.ttl) if forwarding else None
         self.full = (mc.full.host, mc.full.port) if mc.full else None
         self.decimated = (mc.decimated.host, mc.decimated.port) if mc.decimated else None
-        self.counts = {"batches": 0, "datagrams": 0, "multicast_send_errors": 0,
+        self.counts = {"batches": 0, "datagrams": 0, "sender_reports": 0,
+                       "multicast_send_errors": 0,
                        "cache_dropped": 0, "status_write_errors": 0}
         self.started = time.time()
+        self.epoch = loss.new_epoch()  # tells consumers this relay from a restarted one
         self._stopping = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -127,7 +129,8 @@ class Relay:
         routed = self.batch_router.route(batch, port, now_ns)
         other = routed.other
         self.counts["batches"] += 1
-        self.counts["datagrams"] += len(batch.lengths)
+        self.counts["datagrams"] += len(batch.lengths) - len(other.reports)
+        self.counts["sender_reports"] += len(other.reports)
         writes = routed.writes + [(c, b"".join(bodies), len(bodies))
                                   for c, bodies in other.bodies.items()]
         for channel, payload, count in writes:
@@ -191,11 +194,28 @@ class Relay:
             "kernel_drops": sum(io.kernel_drops for io, _ in self.receivers),
             **self.counts,
             **router,
+            "senders": self.router.loss(time.time_ns()),
             "cache": {"dir": str(self.config.cache.dir), "quota": self.quota,
                       "deleted_files": self.catalogue.deleted_files,
                       "deleted_bytes": self.catalogue.deleted_bytes,
                       **self.writer.statistics()},
         }
+
+    def _report_forwarded(self) -> None:
+        """Tell each group what was forwarded on it so far (``loss.ForwardReport``), so
+        that its consumers count what the multicast hop lost."""
+        counters = self.router.counters
+        for address, what in ((self.full, "datagrams"), (self.decimated, "decimated")):
+            if address is None:
+                continue
+            forwarded = {}
+            for channel in self.registry:
+                c = counters.get(channel.name)
+                forwarded[channel.fingerprint] = getattr(c, what) if c else 0
+            reports = loss.forward_reports(time.time_ns(), self.epoch,
+                                           f"{socket.gethostname()}/{self.name}", forwarded)
+            self.counts["multicast_send_errors"] += netio.send_all(
+                self.mc_socket, reports, address)
 
     def _write_status(self, now: float) -> None:
         """The status file; a full disk costs the file, never the relay."""
@@ -268,6 +288,8 @@ class Relay:
                 if now >= next_status:
                     self._write_status(now)
                     self._log_rejections(now)
+                    if self.mc_socket is not None:
+                        self._report_forwarded()
                     self.writer.roll_expired(time.time_ns())
                     next_status = now + STATUS_SECONDS
                 if now >= next_fsync:

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from speeddata import __version__, multicast, status
+from speeddata import __version__, loss, multicast, status
 from speeddata.cache.catalogue import Catalogue
 from speeddata.config import Config, Group
 from speeddata.errors import SpeeddataError
@@ -55,21 +55,38 @@ BATCH_SECONDS = 0.015  # datagrams are folded in at most this late, in one batch
 
 
 class _Feed(asyncio.DatagramProtocol):
-    """Collects datagrams and hands them to the hub in batches (every 15 ms at most)."""
+    """Collects one group's datagrams and hands them to the hub in batches (every 15 ms
+    at most), per relay that sent them; a relay's ForwardReport is taken after the data
+    that came before it."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, group: str) -> None:
         self.hub = hub
-        self.pending: list[bytes] = []
+        self.group = group
+        self.pending: dict[Any, list[bytes]] = {}
         self.loop = asyncio.get_running_loop()
+        self._flush_at: asyncio.TimerHandle | None = None
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if not self.pending:
-            self.loop.call_later(BATCH_SECONDS, self.flush)
-        self.pending.append(data)
+        if data.startswith(loss.FORWARD_REPORT_HEADER):
+            report = loss.read_forward_report(data)
+            if report is not None:
+                self.flush()
+                self.hub.forward_report(self.group, f"{addr[0]}:{addr[1]}", report)
+                return
+        if self._flush_at is None:
+            self._flush_at = self.loop.call_later(BATCH_SECONDS, self.flush)
+        batch = self.pending.get(addr)
+        if batch is None:
+            batch = self.pending[addr] = []
+        batch.append(data)
 
     def flush(self) -> None:
-        batch, self.pending = self.pending, []
-        self.hub.ingest(batch)
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        pending, self.pending = self.pending, {}
+        for addr, batch in pending.items():
+            self.hub.ingest(batch, source=(self.group, f"{addr[0]}:{addr[1]}"))
 
 
 class StripchartServer:
@@ -108,7 +125,7 @@ class StripchartServer:
             return
         sock = multicast.listener(group, self.config.multicast.interface)
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: _Feed(self.hub), sock=sock)
+            lambda: _Feed(self.hub, name), sock=sock)
         self.transports[name] = transport
         self.sockets[name] = sock
         log.info("joined the %s group %s on %s", name, group, self.config.multicast.interface)
@@ -144,6 +161,7 @@ class StripchartServer:
             "kernel_drops": self.past_kernel_drops + sum(
                 multicast.kernel_drops(s) or 0 for s in self.sockets.values()),
             "history_bytes": self.hub.memory_bytes(),
+            "multicast_loss": self.hub.loss(now_ns),
             "channels": {c["name"]: {"rate_hz": c["rate_hz"], "datagrams": c["datagrams"],
                                      "stale": c["stale"]}
                          for c in self.hub.describe(now_ns)},
@@ -203,6 +221,13 @@ class StripchartServer:
             "services": services,
             "cache": {"bytes": Catalogue(cache).size(), "free_disk_bytes": disk.free},
         }
+
+    def loss(self) -> dict[str, Any]:
+        senders = []
+        for name, snapshot in status.read_all(self.config.cache.dir).items():
+            if snapshot.get("service") == "relay" and snapshot["running"]:
+                senders += [{**row, "relay": name} for row in snapshot.get("senders", [])]
+        return {"senders": senders, "multicast": self.hub.loss(time.time_ns())}
 
     # -- pages --------------------------------------------------------------------------
     async def push(self, websocket: WebSocket, client: Client) -> None:
@@ -325,6 +350,13 @@ def create_app(config: Config) -> FastAPI:
     def api_status() -> JSONResponse:
         """Relay and server health, per-channel rates and drops, cache size, free disk."""
         return JSONResponse(server.overview())
+
+    @app.get("/api/loss")
+    def lost() -> JSONResponse:
+        """Datagrams lost end to end: per sender and channel between sender and relay
+        (from every relay worker's status), and per group, relay and channel between the
+        relay and this server (from the relays' forward reports)."""
+        return JSONResponse(server.loss())
 
     @app.get("/api/captures")
     def captured() -> JSONResponse:

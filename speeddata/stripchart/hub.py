@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from speeddata import wire
+from speeddata import loss, wire
 from speeddata.columns import ColumnDecoder
 from speeddata.schemas import Channel, Registry
 from speeddata.stripchart import frames
@@ -131,6 +131,7 @@ class Hub:
         self.seq = 0
         self.rejected = 0
         self.datagrams = 0
+        self.hops: dict[str, loss.Hop] = {}  # per group: what the relays forwarded vs got
         self.set_registry(registry)
 
     def set_registry(self, registry: Registry) -> None:
@@ -168,9 +169,10 @@ class Hub:
 
     # -- ingest -------------------------------------------------------------------------
     def ingest(self, datagrams: list[bytes], now: float | None = None,
-               now_ns: int | None = None) -> None:
+               now_ns: int | None = None, source: tuple[str, str] | None = None) -> None:
         """Decode and fold in a batch of single-object datagrams received at ``now``
-        (monotonic, for rates) and ``now_ns`` (the wall clock, for the sources' clocks)."""
+        (monotonic, for rates) and ``now_ns`` (the wall clock, for the sources' clocks);
+        ``source``: (group, relay address) they all came from, to count multicast loss."""
         now_ns = time.time_ns() if now_ns is None else now_ns
         by_channel: dict[Channel, list[memoryview]] = {}
         table = self.registry.fingerprints
@@ -188,9 +190,29 @@ class Hub:
                 continue
             by_channel.setdefault(channel, []).append(memoryview(datagram)[wire.HEADER_SIZE:])
         self.datagrams += len(datagrams)
+        if source is not None:
+            hop = self.hops.setdefault(source[0], loss.Hop())
+            for channel, bodies in by_channel.items():
+                hop.arrived((source[1], channel.name), len(bodies), now_ns)
         for channel, bodies in by_channel.items():
             self._ingest_channel(channel, bodies, time.monotonic() if now is None else now,
                                  now_ns)
+
+    def forward_report(self, group: str, relay: str, report: dict[str, Any],
+                       now_ns: int | None = None) -> None:
+        """A relay's ForwardReport on ``group``, from address ``relay``: matched with the
+        arrivals counted so far (everything that came before it)."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        hop = self.hops.setdefault(group, loss.Hop())
+        for item in report["channels"]:
+            channel = self.registry.by_fingerprint(item["channel"])
+            if channel is not None:  # a channel this server does not draw: not its loss
+                hop.report((relay, channel.name), report["relay"], item["forwarded"], now_ns,
+                           name=report["name"])
+
+    def loss(self, now_ns: int) -> dict[str, list[dict[str, Any]]]:
+        """Per group, relay and channel: forwarded, arrived, lost."""
+        return {group: hop.figures(now_ns) for group, hop in sorted(self.hops.items())}
 
     def _ingest_channel(self, channel: Channel, bodies: list[memoryview], now: float,
                         now_ns: int) -> None:

@@ -272,12 +272,12 @@ def test_unknown_fingerprints_are_listed_with_their_sender_count_and_time() -> N
 
     r = router(legacy_ports={26000: EXAMPLE})
     stranger = bytes(wire.header(b"\x01" * 8)) + b"\x00" * 20
-    sender = int(ipaddress.IPv4Address("192.168.1.77"))
+    sender = int(ipaddress.IPv4Address("192.168.1.77")) << 16 | 40000
     r.route([memoryview(stranger)] * 3, 26000, 5 * MS, [sender] * 3)  # legacy port
     r.route([memoryview(stranger)], 26999, 9 * MS, [sender])
     seen = r.statistics()["unknown_fingerprints"]
     assert seen == {"01" * 8: {"count": 4, "first_seen_ns": 5 * MS, "last_seen_ns": 9 * MS,
-                               "source": "192.168.1.77"}}
+                               "source": "192.168.1.77:40000"}}
     assert r.rejected["unknown_schema"] == 4 and r.rejected["bad_legacy_body"] == 0
     for i in range(2 * MAX_UNKNOWN):  # a flood of random fingerprints: counted, list bounded
         r.route([memoryview(bytes(wire.header(i.to_bytes(8, "little"))) + b"\x00")], 1, 0)
@@ -295,7 +295,8 @@ def test_the_batch_router_passes_the_senders_of_unknown_datagrams() -> None:
     buffer[: len(good)] = np.frombuffer(good, dtype=np.uint8)
     buffer[slot : slot + len(stranger)] = np.frombuffer(stranger, dtype=np.uint8)
     batch = Received(buffer, slot, np.array([len(good), len(stranger)]),
-                     np.array([1, int(ipaddress.IPv4Address("10.0.0.9"))], dtype=np.uint32))
+                     np.array([1, int(ipaddress.IPv4Address("10.0.0.9"))], dtype=np.uint32),
+                     np.array([5, 26123], dtype=np.uint16))
     r = router()
     BatchRouter(r).route(batch, 26000, 0)
-    assert r.statistics()["unknown_fingerprints"]["02" * 8]["source"] == "10.0.0.9"
+    assert r.statistics()["unknown_fingerprints"]["02" * 8]["source"] == "10.0.0.9:26123"

@@ -64,6 +64,32 @@ async function showAlarms() {
 showAlarms();
 setInterval(showAlarms, 2000);
 
+// -- loss: datagrams lost between senders and the relay, or on the way to this server --
+const lossBadge = document.getElementById("loss");
+async function showLoss() {
+  let found = null;
+  try {
+    const answer = await fetch("api/loss");
+    if (answer.ok) found = await answer.json();
+  } catch { /* the connection pill already says the server is away */ }
+  const rows = [];
+  for (const r of found?.senders ?? []) rows.push({ hop: "sender → relay", ...r });
+  for (const [group, list] of Object.entries(found?.multicast ?? {})) {
+    for (const r of list) rows.push({ hop: `relay → this page (${group})`, ...r });
+  }
+  const recent = rows.filter((r) => r.recent_lost > 0);
+  lossBadge.hidden = !recent.length;
+  if (!recent.length) return;
+  const lost = recent.reduce((n, r) => n + r.recent_lost, 0);
+  const sent = recent.reduce((n, r) => n + r.recent_sent, 0);
+  lossBadge.textContent = `⚠ ${lost} lost in 10 s (${(100 * lost / sent).toFixed(1)} %)`;
+  lossBadge.title = recent.map((r) => `${r.hop}: ${r.channel} from ${r.source}: ` +
+    `${r.recent_lost} of ${r.recent_sent} in the last 10 s, ${r.lost} of ${r.sent} ` +
+    "since its first report").join("\n");
+}
+showLoss();
+setInterval(showLoss, 2000);
+
 // -- signal picker ------------------------------------------------------------------------
 const picker = document.getElementById("picker");
 const list = document.getElementById("picker-list");

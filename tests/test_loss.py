@@ -1,0 +1,133 @@
+"""Loss counted end to end, in-process: the reports, the matching, the relay's routing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from speeddata import loss
+from speeddata.relay.core import BatchRouter, Received, Router
+from speeddata.schemas import Registry, load_file
+from speeddata.sender import Encoder
+from speeddata.stripchart.hub import Hub
+from tests.helpers import SCHEMAS
+
+MOTOR = load_file(SCHEMAS / "motor.avsc")
+S = 10**9
+
+
+def motor(i: int) -> bytes:
+    return Encoder(MOTOR).encode({"time": i, "speed": 1.0, "torque": 2.0, "current": 3.0,
+                                  "voltage": 4.0, "position": 5.0, "temperature": 6.0})
+
+
+def test_reports_round_trip_and_garbage_is_no_report() -> None:
+    datagram = loss.sender_report(5, 77, MOTOR.fingerprint, 1000, 3)
+    assert datagram[:10] == loss.SENDER_REPORT_HEADER
+    assert loss.read_sender_report(datagram) == {
+        "time": 5, "sender": 77, "channel": MOTOR.fingerprint, "sent": 1000, "failed": 3}
+    assert loss.read_sender_report(datagram[:-1]) is None  # truncated
+    assert loss.read_sender_report(datagram + b"\x00") is None  # extended
+    assert loss.read_sender_report(motor(1)) is None
+    many = {i.to_bytes(8, "little"): i for i in range(2 * loss.PER_REPORT + 1)}
+    reports = [loss.read_forward_report(d) for d in loss.forward_reports(9, 1, "h/relay", many)]
+    assert [len(r["channels"]) for r in reports] == [loss.PER_REPORT, loss.PER_REPORT, 1]
+    assert {c["channel"]: c["forwarded"] for r in reports for c in r["channels"]} == many
+    assert all(len(d) < 1400 for d in loss.forward_reports(9, 1, "h/relay", many))
+
+
+def test_a_sender_that_loses_every_tenth_datagram_shows_ten_percent() -> None:
+    hop = loss.Hop()
+    key = ("10.0.0.5:4000", "motor")
+    hop.report(key, epoch=1, sent=0, now_ns=0)
+    for sent in range(1, 1001):
+        if sent % 10:
+            hop.arrived(key, 1, sent)
+        if sent % 100 == 0:
+            hop.report(key, epoch=1, sent=sent, now_ns=sent * S // 100)
+    (row,) = hop.figures(10 * S)
+    assert (row["sent"], row["arrived"], row["lost"], row["lost_percent"]) == (1000, 900, 100,
+                                                                               10.0)
+    assert (row["recent_sent"], row["recent_lost"]) == (1000, 100)  # all within ten seconds
+    assert hop.figures(100 * S)[0]["recent_sent"] == 0  # silent since: nothing recent
+
+
+def test_counts_start_at_the_first_report_seen_and_anew_after_a_restart() -> None:
+    hop = loss.Hop()
+    key = ("10.0.0.5:4000", "motor")
+    hop.arrived(key, 500, 0)  # the relay started late: what came before is not counted
+    hop.report(key, epoch=1, sent=700, now_ns=1)
+    hop.arrived(key, 100, 2)
+    # a report lost on the way is harmless: the next carries the total
+    hop.report(key, epoch=1, sent=810, now_ns=3)
+    assert hop.figures(4)[0]["lost"] == 10
+    hop.report(key, epoch=2, sent=0, now_ns=5)  # the sender restarted
+    hop.arrived(key, 50, 6)
+    hop.report(key, epoch=2, sent=50, now_ns=7)
+    assert (hop.figures(8)[0]["sent"], hop.figures(8)[0]["lost"]) == (50, 0)
+
+
+def test_sources_that_never_report_are_not_listed_and_the_table_is_bounded() -> None:
+    hop = loss.Hop(max_links=3)
+    for i in range(10):
+        hop.arrived((f"10.0.0.{i}:1", "motor"), 1, i)
+    assert hop.figures(10) == [] and len(hop.links) == 3
+    assert set(hop.links) == {(f"10.0.0.{i}:1", "motor") for i in (7, 8, 9)}  # the newest
+
+
+def batch_of(datagrams: list[bytes], senders: list[int]) -> Received:
+    slot = 128
+    buffer = np.zeros(len(datagrams) * slot, dtype=np.uint8)
+    for i, d in enumerate(datagrams):
+        buffer[i * slot : i * slot + len(d)] = np.frombuffer(d, dtype=np.uint8)
+    return Received(buffer, slot, np.array([len(d) for d in datagrams], dtype=np.int64),
+                    np.array([s >> 16 for s in senders], dtype=np.uint32),
+                    np.array([s & 0xFFFF for s in senders], dtype=np.uint16))
+
+
+def test_the_relay_matches_a_report_with_what_came_before_it_in_the_batch() -> None:
+    """Eight sent before the report, five of them arrived, three more sent and arrived
+    after it in the same batch: three lost, not zero."""
+    one = (0x0A000005 << 16) | 4000
+    other = (0x0A000006 << 16) | 4000
+    router = Router(Registry([MOTOR]))
+    start = loss.sender_report(0, 42, MOTOR.fingerprint, 0, 0)
+    BatchRouter(router).route(batch_of([start], [one]), 26000, 0)
+    report = loss.sender_report(1, 42, MOTOR.fingerprint, 8, 1)
+    datagrams = [motor(i) for i in range(5)] + [report] + [motor(i) for i in range(3)]
+    senders = [one] * 9
+    datagrams.insert(2, motor(99))  # another sender's datagram in between is not this one's
+    senders.insert(2, other)
+    routed = BatchRouter(router).route(batch_of(datagrams, senders), 26000, S)
+    assert routed.other.rejected == 0  # the report is neither data nor a reject
+    rows = {r["source"]: r for r in router.loss(S)}
+    assert rows["10.0.0.5:4000"]["lost"] == 3 and rows["10.0.0.5:4000"]["failed"] == 1
+    assert "10.0.0.6:4000" not in rows  # it never reported
+    assert router.counters["motor"].datagrams == 9
+    # the same rules one by one (the slow path)
+    slow = Router(Registry([MOTOR]))
+    slow.route([memoryview(start)], 26000, 0, [one])
+    slow.route([memoryview(d) for d in datagrams], 26000, S, senders)
+    assert slow.loss(S)[0]["lost"] == 3
+
+
+def test_a_garbled_report_is_rejected_and_a_report_of_an_unknown_channel_ignored() -> None:
+    router = Router(Registry([MOTOR]))
+    bad = loss.sender_report(0, 1, MOTOR.fingerprint, 5, 0)[:-2]
+    stranger = loss.sender_report(0, 1, b"\x07" * 8, 5, 0)
+    router.route([memoryview(bad), memoryview(stranger)], 26000, 0, [1, 1])
+    assert router.rejected["bad_body"] == 1 and router.rejected["unknown_schema"] == 0
+    assert router.loss(0) == []
+
+
+def test_the_hub_counts_what_each_relay_forwarded_on_each_group() -> None:
+    hub = Hub(Registry([MOTOR]))
+    relay = "10.0.0.1:5000"
+    hub.forward_report("full", relay, loss.read_forward_report(
+        loss.forward_reports(0, 9, "rig/relay", {MOTOR.fingerprint: 100})[0]), 0)
+    hub.ingest([motor(i) for i in range(45)], now_ns=S, source=("full", relay))
+    hub.forward_report("full", relay, loss.read_forward_report(
+        loss.forward_reports(S, 9, "rig/relay", {MOTOR.fingerprint: 150, b"\x01" * 8: 7})[0]),
+        S)
+    (row,) = hub.loss(S)["full"]
+    assert (row["source"], row["name"], row["sent"], row["arrived"], row["lost"]) == (
+        relay, "rig/relay", 50, 45, 5)
