@@ -146,6 +146,8 @@ class Router:
                              if registry.get(channel.name) is not None}
         self._legacy_headers = {port: wire.header(channel.fingerprint)
                                 for port, channel in self.legacy_ports.items()}
+        for key in [k for k in self.unknown if bytes.fromhex(k) in registry.fingerprints]:
+            del self.unknown[key]  # registered now: no longer a stranger
 
     def reject(self, reason: str, message: str, count: int = 1) -> None:
         """Count ``count`` rejected datagrams; ``message`` describes the latest."""

@@ -222,12 +222,21 @@ class StripchartServer:
             "cache": {"bytes": Catalogue(cache).size(), "free_disk_bytes": disk.free},
         }
 
+    def _relays(self) -> dict[str, dict[str, Any]]:
+        """The running relays' status (every worker's), by name."""
+        return {name: snapshot for name, snapshot in status.read_all(self.config.cache.dir)
+                .items() if snapshot.get("service") == "relay" and snapshot["running"]}
+
     def loss(self) -> dict[str, Any]:
-        senders = []
-        for name, snapshot in status.read_all(self.config.cache.dir).items():
-            if snapshot.get("service") == "relay" and snapshot["running"]:
-                senders += [{**row, "relay": name} for row in snapshot.get("senders", [])]
+        senders = [{**row, "relay": name} for name, snapshot in self._relays().items()
+                   for row in snapshot.get("senders", [])]
         return {"senders": senders, "multicast": self.hub.loss(time.time_ns())}
+
+    def unknown_fingerprints(self) -> list[dict[str, Any]]:
+        """What relays received that no channel has: fingerprint, sender, count, times."""
+        return [{"fingerprint": fp, "relay": name, **seen}
+                for name, snapshot in self._relays().items()
+                for fp, seen in snapshot.get("unknown_fingerprints", {}).items()]
 
     # -- pages --------------------------------------------------------------------------
     async def push(self, websocket: WebSocket, client: Client) -> None:
@@ -327,9 +336,11 @@ def create_app(config: Config) -> FastAPI:
 
     @app.get("/api/channels")
     def channels() -> JSONResponse:
-        """Channels, their signals (type, unit, doc) and live rates."""
+        """Channels, their signals (type, unit, doc, limits) and live rates; and the
+        fingerprints the relay received that no channel has (what to register)."""
         return JSONResponse({"server_ms": time.time_ns() / 1e6,
-                             "channels": server.hub.describe(time.time_ns())})
+                             "channels": server.hub.describe(time.time_ns()),
+                             "unknown": server.unknown_fingerprints()})
 
     @app.post("/api/channels", status_code=201)
     def register_channel(schema: Annotated[dict[str, Any], Body(

@@ -40,6 +40,7 @@ class Client:
 @dataclass
 class ChannelRate:
     datagrams: int = 0
+    first_ns: int = 0  # the first sample this server drew, on the chart's axis
     last_ns: int = 0
     rate_hz: float = 0.0
     _window_start: float = 0.0
@@ -240,6 +241,7 @@ class Hub:
             if key in self.text:
                 self.text[key].add(times, columns[signal.name][keep], self.seq)
         rate.last_ns = max(rate.last_ns, int(times.max()))
+        rate.first_ns = rate.first_ns or int(times.min())
         rate._window_count += len(keep)
         if now - rate._window_start >= 1.0:
             rate.rate_hz = rate._window_count / max(now - rate._window_start, 1e-9) if (
@@ -325,6 +327,7 @@ class Hub:
                 "time_field": channel.time_field,
                 "rate_hz": round(rate.rate_hz, 1),
                 "datagrams": rate.datagrams,
+                "first_seen_ms": rate.first_ns / 1e6 if rate.first_ns else None,
                 "last_seen_ms": rate.last_ns / 1e6 if rate.last_ns else None,
                 "stale": not rate.last_ns or now_ns - rate.last_ns > 5e9,
                 "clock_offset_ms": round(self.clocks[channel.name].offset_ns / 1e6, 1),

@@ -659,3 +659,86 @@ def test_a_tag_replayed_at_10x_onto_the_groups_is_drawn(tmp_path: Path, page: Pa
     finally:
         serve.stop()
         relay.stop()
+
+
+RIG = {"type": "record", "name": "rig", "doc": "a rig registered from the page", "fields": [
+    {"name": "time", "type": "long"},
+    {"name": "pressure", "type": "double", "unit": "bar",
+     "limits": {"warn": [-150, 150]}}]}
+
+
+def test_a_channel_registered_on_the_channels_page_is_drawn_without_a_restart(
+        tmp_path: Path, page: Page) -> None:
+    """A sender of an unknown schema shows under "not registered"; its .avsc loaded on
+    the channels page registers it; its data then reaches a chart, with nothing
+    restarted; retiring it (after a confirmation) takes it off the list."""
+    import shutil
+    import threading
+    import time
+
+    from speeddata import Sender
+    from speeddata.config import write_file
+    from speeddata.schemas import channel_from_schema
+    from tests.helpers import relay_settings, start_relay
+
+    schemas = tmp_path / "schemas"
+    shutil.copytree(SCHEMAS, schemas)  # the test's own copy: registering writes into it
+    settings = relay_settings(tmp_path, channels={"dir": str(schemas), "legacy": ["example"]})
+    relay = start_relay(tmp_path, settings)
+    serve = start_serve(tmp_path, write_file(tmp_path / "serve.toml", settings))
+    rig = channel_from_schema(RIG)
+    stop = threading.Event()
+
+    def source() -> None:  # a 10 Hz sine at 500 samples a second, from before and after
+        with Sender(rig, port=relay.port) as sender:
+            i = 0
+            while not stop.is_set():
+                for _ in range(10):
+                    sender.send(pressure=100 * math.sin(2 * math.pi * i / 50))
+                    i += 1
+                time.sleep(0.02)
+
+    thread = threading.Thread(target=source, daemon=True)
+    thread.start()
+    try:
+        page.goto(serve.url + "channels.html")
+        page.wait_for_selector("#channels tr[data-channel=motor]")
+        unknown = page.locator("#unknown tbody tr", has_text=rig.fingerprint.hex())
+        unknown.wait_for(timeout=TIMEOUT * 1000)  # what the relay rejects, and from whom
+        assert "127.0.0.1:" in unknown.inner_text()
+        avsc = tmp_path / "rig.avsc"
+        avsc.write_text(json.dumps(RIG))
+        page.set_input_files("#schema-file", str(avsc))
+        page.wait_for_function("() => document.querySelector('#schema').value.includes('rig')")
+        page.click("#register")
+        page.wait_for_function(
+            "() => document.querySelector('#message').value.startsWith('registered rig')")
+        row = page.locator("#channels tr[data-channel=rig]")
+        row.wait_for(timeout=TIMEOUT * 1000)
+        assert "pressure [bar] double (warn -150..150)" in row.inner_text()
+        assert rig.fingerprint.hex() in row.inner_text()
+        # the sender reports, the relay counts: nothing lost on loopback
+        page.wait_for_function("() => /0 of [1-9][0-9]* \\(0\\.0 %\\) in all/.test("
+                               "document.querySelector('#channels tr[data-channel=rig]')"
+                               ".textContent)", timeout=TIMEOUT * 1000)
+        page.screenshot(path=str(tmp_path / "channels.png"), full_page=True)
+        row.locator("a", has_text="chart").click()
+        wait_connected(page)
+        wait_until(lambda: data_pixels(page, 0) > 300, what="the registered channel drawn")
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(tmp_path / "rig-chart.png"))
+        page.goto(serve.url + "channels.html")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("#channels tr[data-channel=rig] button", has_text="retire").click()
+        page.wait_for_function(
+            "() => document.querySelector('#message').value === 'retired rig'")
+        page.wait_for_selector("#channels tr[data-channel=rig]", state="detached")
+        assert page.locator("#unknown-section").is_hidden()  # registered: no stranger
+        assert not (schemas / "rig.avsc").exists()
+        assert list((schemas / "retired").glob("rig*.avsc"))
+        assert page.errors == []  # type: ignore[attr-defined]
+    finally:
+        stop.set()
+        thread.join()
+        serve.stop()
+        relay.stop()
