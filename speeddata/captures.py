@@ -4,6 +4,7 @@ retention starts deleting, and the tags with their sizes. ``speeddata captures``
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -25,16 +26,50 @@ def captures(cfg: Config) -> dict[str, object]:
     """The cache overview and the tags with their sizes."""
     now = time.time_ns()
     files = catalogue.Catalogue(cfg.cache.dir).files()
+    cache = cfg.cache.dir if cfg.cache.dir.exists() else cfg.cache.dir.parent
     view = catalogue.overview(files, catalogue.known_quota(cfg.cache.dir, cfg.cache.max_bytes),
-                              now)
-    relay = status.read_all(cfg.cache.dir).get("relay", {})
-    if relay.get("running"):  # a running relay's rates say how fast it grows now
-        for name, c in relay.get("channels", {}).items():
-            if name in view["channels"] and c.get("datagrams"):
-                view["channels"][name]["growth_bytes_per_s"] = (  # type: ignore[index]
-                    c["rate_hz"] * c["bytes"] / c["datagrams"])
+                              now, shutil.disk_usage(cache).free)
+    relays = [s for s in status.read_all(cfg.cache.dir).values()
+              if s.get("service") == "relay" and s["running"]]
+    if relays:  # the running relays' rates (every worker's) say how fast it grows now
+        growth: dict[str, float] = {}
+        for relay in relays:
+            for name, c in relay.get("channels", {}).items():
+                if c.get("datagrams"):
+                    growth[name] = growth.get(name, 0.0) + (
+                        c["rate_hz"] * c["bytes"] / c["datagrams"])
+        for name, channel in view["channels"].items():  # type: ignore[union-attr]
+            channel["growth_bytes_per_s"] = growth.get(name, 0.0)
+        view["relay_workers"] = len(relays)
         view.update(catalogue.project(view))
     view["tags"] = [{**t.as_dict(), "bytes": tag_size(
-        cfg.cache.dir, t.start_ns, t.end_ns if t.end_ns is not None else now, t.channels)}
+        cfg.cache.dir, t.start_ns, t.end_ns if t.end_ns is not None else now, t.channels),
+        # an exported tag is no longer kept: when retention would reach its data
+        "retention_reaches_hours": catalogue.hours_until_retention_reaches(
+            files, view, t.start_ns) if t.exported_ns else None}
         for t in TagStore(cfg.cache.dir).list()]
     return view
+
+
+WARN_HOURS = 48.0  # an exported tag whose cached data goes sooner than this is flagged
+
+
+def outlook(view: dict) -> str:
+    """The cache's outlook in words: when retention starts deleting, or the disk fills."""
+    hours = view["hours_left"]
+    if hours is None:
+        return "retention is not in sight"
+    if view["limit"] == "retention":
+        return f"retention starts deleting the oldest in about {hours:.1f} h"
+    return (f"the disk is full in about {hours:.1f} h, before the quota is reached: free "
+            "space or lower [cache] max_bytes")
+
+
+def tag_state(tag: dict) -> str:
+    """A tag's export state, with the warning when retention is about to reach it."""
+    if not tag["exported"]:
+        return "not exported (kept by retention)"
+    reach = tag.get("retention_reaches_hours")
+    warning = (f"; retention reaches its cached data in about {reach:.1f} h"
+               if reach is not None and reach < WARN_HOURS else "")
+    return f"exported {tag['exported']}{warning}"

@@ -257,7 +257,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 @command("captures")
 def cmd_captures(args: argparse.Namespace) -> int:
-    from speeddata.captures import captures
+    from speeddata.captures import captures, outlook, tag_state
     from speeddata.tags import format_time
 
     cfg = _cfg(args)
@@ -271,15 +271,14 @@ def cmd_captures(args: argparse.Namespace) -> int:
         print(f"{name:<16}{c['bytes'] / mib:>10.1f}{c['files']:>7}  "
               f"{format_time(c['first_ns'])[:19]:<21}{format_time(c['last_ns'])[:19]:<21}"
               f"{c['growth_bytes_per_s'] / 1000:>8.1f} kB/s")
-    quota, hours = view["quota"], view["hours_before_retention"]
+    quota = view["quota"]
     print(f"cache {int(view['bytes']) / mib:.1f} MiB of "  # type: ignore[call-overload]
           f"{'an unknown quota (no relay ran yet)' if not quota else f'{quota / 2**30:.2f} GiB'}"
           f", growing {view['growth_bytes_per_s'] / 1000:.1f} kB/s; "  # type: ignore[operator]
-          + (f"retention starts deleting in about {hours:.1f} h" if hours is not None
-             else "retention is not in sight"))
+          f"{outlook(view)}")
     for t in view["tags"]:  # type: ignore[union-attr]
         print(f"tag {t['name']}: {t['start']} to {t['end']}, {t['bytes'] / mib:.1f} MiB, "
-              f"{'exported ' + t['exported'] if t['exported'] else 'not exported (protected)'}")
+              f"{tag_state(t)}")
     return 0
 
 

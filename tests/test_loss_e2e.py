@@ -214,3 +214,45 @@ def test_a_link_that_drops_every_tenth_datagram_shows_ten_percent_on_both_hops(
             process.wait(30)
         for log in logs:
             log.close()
+
+
+def test_with_two_relay_workers_each_sender_is_counted_by_the_worker_it_reaches(
+        tmp_path: Path) -> None:
+    """The kernel spreads senders over workers by address; a sender's reports take the
+    same way as its data, so each worker's figures are whole; /api/loss names the worker."""
+    from speeddata import status
+    from speeddata.bench.procs import free_port
+    from speeddata.config import write_file
+
+    port = free_port()
+    settings = relay_settings(tmp_path, relay={"port": port, "workers": 2})
+    config = write_file(tmp_path / "w.toml", settings)
+    cache = Path(settings["cache"]["dir"])
+    relay = subprocess.Popen([sys.executable, "-m", "speeddata", "relay", "--config",
+                              str(config), "-q"])
+    serve = None
+    try:
+        wait_until(lambda: status.all_running(cache, ("relay-w0", "relay-w1")),
+                   what="two relay workers")
+        serve = start_serve(tmp_path, config)
+        senders = [Sender(EXAMPLE, port=port) for _ in range(8)]
+        for sender in senders[::2]:
+            sender._socket = EveryTenthLost(sender._socket)  # type: ignore[assignment]
+        for sender in senders:
+            send(sender, 500)
+        for sender in senders:
+            sender.close()
+
+        def rows() -> list[dict[str, Any]] | None:
+            with urllib.request.urlopen(serve.url + "api/loss", timeout=5) as answer:
+                found = json.load(answer)["senders"]
+            return found if len(found) == 8 and all(r["sent"] == 500 for r in found) else None
+
+        found = wait_until(rows, what="eight senders' final reports across the workers")
+        assert sorted(r["lost"] for r in found) == [0] * 4 + [50] * 4
+        assert {r["relay"] for r in found} == {"relay-w0", "relay-w1"}  # both took a share
+    finally:
+        if serve is not None:
+            serve.stop()
+        relay.terminate()
+        assert relay.wait(30) == 0

@@ -92,10 +92,12 @@ def maybe_open(files: list[CachedFile]) -> set[Path]:
 GROWTH_WINDOW_NS = 3600 * 10**9  # growth is measured over the last hour's files
 
 
-def overview(files: list[CachedFile], quota: int, now_ns: int) -> dict[str, object]:
+def overview(files: list[CachedFile], quota: int, now_ns: int, free_disk: int | None = None
+             ) -> dict[str, object]:
     """What the cache holds, per channel and in all: bytes, files, how far back it reaches,
     how fast it grows (bytes/s over the last hour's files), and the hours left before
-    retention starts deleting at that rate. Pure: from a scan and the quota."""
+    retention starts deleting, or the disk (``free_disk`` bytes left) is full, at that
+    rate. Pure: from a scan, the quota and the free space."""
     channels: dict[str, dict[str, object]] = {}
     for name in sorted({f.channel for f in files}):
         own = [f for f in files if f.channel == name]
@@ -107,17 +109,35 @@ def overview(files: list[CachedFile], quota: int, now_ns: int) -> dict[str, obje
             "first_ns": min(f.start_ns for f in own), "last_ns": max(f.end_ns for f in own),
             "growth_bytes_per_s": sum(f.size for f in recent) / (span / 1e9) if span else 0.0}
     view: dict[str, object] = {"bytes": sum(f.size for f in files), "quota": quota,
-                               "channels": channels}
+                               "free_disk_bytes": free_disk, "channels": channels}
     view.update(project(view))
     return view
 
 
 def project(view: dict) -> dict[str, object]:
-    """The total growth of ``view``'s channels and the hours before retention at it."""
+    """The total growth of ``view``'s channels and, at it, the hours before retention
+    starts deleting and before the disk is full; ``hours_left`` is the sooner, and
+    ``limit`` says which it is (a disk fuller than the quota allows stops caching)."""
     growth = sum(float(c["growth_bytes_per_s"]) for c in view["channels"].values())
-    quota, total = view["quota"], view["bytes"]
+    quota, total, free = view["quota"], view["bytes"], view.get("free_disk_bytes")
     hours = (max(quota - total, 0) / growth / 3600) if growth > 0 and quota else None
-    return {"growth_bytes_per_s": growth, "hours_before_retention": hours}
+    disk = free / growth / 3600 if growth > 0 and free is not None else None
+    left, limit = min(((h, name) for h, name in ((hours, "retention"), (disk, "disk full"))
+                       if h is not None), default=(None, None))
+    return {"growth_bytes_per_s": growth, "hours_before_retention": hours,
+            "hours_before_disk_full": disk, "hours_left": left, "limit": limit}
+
+
+def hours_until_retention_reaches(files: list[CachedFile], view: dict, start_ns: int
+                                  ) -> float | None:
+    """When retention, deleting the oldest first, would reach data from ``start_ns`` at
+    the current growth (hours; None: not at this rate, or no quota). An exported tag is
+    not protected: this is the warning that its cached data is going."""
+    growth, quota = float(view["growth_bytes_per_s"]), view["quota"]
+    if growth <= 0 or not quota:
+        return None
+    older = sum(f.size for f in files if f.end_ns < start_ns)  # deleted before it
+    return max(quota - view["bytes"] + older, 0) / growth / 3600
 
 
 def plan_retention(

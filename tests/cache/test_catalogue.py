@@ -122,3 +122,49 @@ def test_overview_per_channel_and_the_hours_before_retention() -> None:
     assert view["hours_before_retention"] == pytest.approx((10_000_000 - 3_961_000) / 1000
                                                            / 3600)
     assert overview(files, 0, now)["hours_before_retention"] is None  # no quota known
+
+
+def test_the_disk_filling_before_the_quota_is_the_limit_said() -> None:
+    import pytest
+
+    from speeddata.cache.catalogue import CachedFile, overview
+    from speeddata.captures import outlook
+
+    h = 3600 * 10**9
+    now = 100 * h
+    files = [CachedFile("motor", Path("m"), 3_600_000, now - h, now)]  # 1000 B/s
+    roomy = overview(files, 10_000_000, now, free_disk=100_000_000)
+    assert (roomy["limit"], roomy["hours_left"]) == ("retention", pytest.approx(
+        (10_000_000 - 3_600_000) / 1000 / 3600))
+    assert roomy["hours_before_disk_full"] == pytest.approx(100_000_000 / 1000 / 3600)
+    full = overview(files, 10_000_000, now, free_disk=360_000)  # 6 min of room on the disk
+    assert (full["limit"], full["hours_left"]) == ("disk full", pytest.approx(0.1))
+    assert outlook(full).startswith("the disk is full in about 0.1 h")
+    assert outlook(roomy) == "retention starts deleting the oldest in about 1.8 h"
+    idle = overview([CachedFile("motor", Path("m"), 10, now - 9 * h, now - 8 * h)],
+                    10_000_000, now, 5)
+    assert idle["hours_left"] is None and outlook(idle) == "retention is not in sight"
+
+
+def test_an_exported_tag_is_warned_of_before_retention_reaches_it() -> None:
+    import pytest
+
+    from speeddata.cache.catalogue import CachedFile, hours_until_retention_reaches, overview
+    from speeddata.captures import tag_state
+
+    h = 3600 * 10**9
+    now = 100 * h
+    # three hours of 1000 B/s in hour files; 1 MB of room left in the quota
+    files = [CachedFile("motor", Path(f"m{i}"), 3_600_000, now - (3 - i) * h,
+                        now - (2 - i) * h) for i in range(3)]
+    view = overview(files, 3 * 3_600_000 + 1_000_000, now, free_disk=10**12)
+    assert view["growth_bytes_per_s"] == pytest.approx(1000.0)
+    # a tag in the middle hour: the oldest hour file (3.6 MB) goes first, after the room
+    reach = hours_until_retention_reaches(files, view, now - 2 * h + 1)
+    assert reach == pytest.approx((1_000_000 + 3_600_000) / 1000 / 3600)
+    tag = {"exported": "2026-11-23T10:00:00Z", "retention_reaches_hours": reach}
+    assert tag_state(tag) == ("exported 2026-11-23T10:00:00Z; retention reaches its cached "
+                              "data in about 1.3 h")
+    assert tag_state({**tag, "retention_reaches_hours": 100.0}) == (
+        "exported 2026-11-23T10:00:00Z")
+    assert tag_state({"exported": None}) == "not exported (kept by retention)"

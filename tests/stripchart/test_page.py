@@ -183,9 +183,10 @@ def test_exports_page_exports_a_tag_and_offers_the_file(demo: Stack, page: Page)
     page.click("#mark button")
     page.wait_for_function("() => document.querySelector('#mark output').value.includes('→')")
     page.goto(demo.serve.url + "exports.html")
-    page.locator("#tags tbody tr", has_text="pagetag").locator("button").click()
+    page.locator("#tags tbody tr", has_text="pagetag").locator("button", has_text="export").click()
     link = page.locator("#exports a", has_text="pagetag.h5")
     link.wait_for(timeout=TIMEOUT * 1000)
+    page.screenshot(path=str(demo.tmp / "exports.png"), full_page=True)
     # the message says the export is done, not "exporting ..." forever
     page.wait_for_function("() => document.querySelector('#message').value"
                            " === 'exported pagetag.h5'", timeout=TIMEOUT * 1000)
@@ -195,6 +196,16 @@ def test_exports_page_exports_a_tag_and_offers_the_file(demo: Stack, page: Page)
     assert {"motor", "env", "example"} <= set(channels)
     total = page.inner_text("#captured-total")
     assert " cached of " in total and "kB/s" in total
+    # the tag's row: its size, and its file to download once exported
+    tag = page.locator("#tags tbody tr", has_text="pagetag")
+    tag.locator("a", has_text="pagetag.h5").wait_for(timeout=TIMEOUT * 1000)
+    assert " kB" in tag.inner_text() or " MiB" in tag.inner_text()
+    page.once("dialog", lambda dialog: dialog.accept())  # deleting asks first
+    tag.locator("button", has_text="delete").click()
+    page.wait_for_function("() => document.querySelector('#message').value"
+                           " === 'deleted tag pagetag'", timeout=TIMEOUT * 1000)
+    tag.wait_for(state="detached", timeout=TIMEOUT * 1000)
+    assert page.locator("#exports a", has_text="pagetag.h5").count() == 1  # the file stays
     assert page.errors == []  # type: ignore[attr-defined]
 
 

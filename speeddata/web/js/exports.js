@@ -24,31 +24,70 @@ function button(label, onclick) {
 
 let watched = null;  // the id of the export this page started last
 
-const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+const mib = (bytes) => (bytes < 2 ** 20 ? `${(bytes / 1024).toFixed(1)} kB`
+  : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
 const when = (ns) => new Date(ns / 1e6).toLocaleString();
+
+const WARN_HOURS = 48;  // as speeddata.captures: an exported tag going sooner is flagged
+
+/** The cache's outlook in words (as ``speeddata.captures.outlook``). */
+function outlook(view) {
+  const hours = view.hours_left;
+  if (hours === null) return "retention is not in sight";
+  if (view.limit === "retention") {
+    return `retention starts deleting the oldest in about ${hours.toFixed(1)} h`;
+  }
+  return `the disk is full in about ${hours.toFixed(1)} h, before the quota is reached: ` +
+    "free space or lower [cache] max_bytes";
+}
 
 async function showCaptured() {
   const view = await call("GET", "/api/captures");
-  const hours = view.hours_before_retention;
   document.getElementById("captured-total").textContent =
     `${mib(view.bytes)} cached of ${view.quota ? mib(view.quota) : "a quota not fixed yet"}, ` +
-    `growing ${(view.growth_bytes_per_s / 1000).toFixed(1)} kB/s: ` +
-    (hours === null ? "retention is not in sight" :
-      `retention starts deleting the oldest in about ${hours.toFixed(1)} h`) +
+    `growing ${(view.growth_bytes_per_s / 1000).toFixed(1)} kB/s: ${outlook(view)}` +
     " (tags not yet exported are kept).";
   document.querySelector("#captured tbody").replaceChildren(
     ...Object.entries(view.channels).map(([name, c]) => row([
       name, mib(c.bytes), c.files, when(c.first_ns), when(c.last_ns),
       `${(c.growth_bytes_per_s / 1000).toFixed(1)} kB/s`])));
+  return view.tags;
+}
+
+/** A tag's export state: a download link when its file is here, and the warning when
+ * retention is about to reach its cached data (it is exported, so no longer kept). */
+function exportState(tag, files) {
+  const span = document.createElement("span");
+  if (!tag.exported) {
+    span.textContent = "no (kept by retention)";
+    return span;
+  }
+  const file = files.find((e) => e.name.replace(/\.(h5|zip)$/, "") === tag.name);
+  if (file) {
+    const link = document.createElement("a");
+    link.href = `/api/exports/${encodeURIComponent(file.name)}`;
+    link.download = file.name;
+    link.textContent = file.name;
+    span.append(link, " ");
+  }
+  span.append(tag.exported);
+  const reach = tag.retention_reaches_hours;
+  if (reach !== null && reach < WARN_HOURS) {
+    const warn = document.createElement("strong");
+    warn.className = "warning";
+    warn.textContent = ` ⚠ retention reaches its cached data in about ${reach.toFixed(1)} h`;
+    span.append(warn);
+  }
+  return span;
 }
 
 async function refresh() {
   try {
-    await showCaptured();
     const [tags, jobs, exports] = await Promise.all(
-      [call("GET", "/api/tags"), call("GET", "/api/pivot"), call("GET", "/api/exports")]);
+      [showCaptured(), call("GET", "/api/pivot"), call("GET", "/api/exports")]);
     document.querySelector("#tags tbody").replaceChildren(...tags.map((t) => row([
-      t.name, t.start, t.end, t.note, t.exported || "no",
+      t.name, t.start, t.end ?? "open", t.channels.join(", ") || "all", mib(t.bytes), t.note,
+      exportState(t, exports),
       button("export", async () => {
         try {
           const format = document.getElementById("format").value;
@@ -57,6 +96,15 @@ async function refresh() {
           message.value = `exporting ${t.name}`;
           refresh();
         } catch (err) { message.value = `export failed: ${err.message}`; }
+      }),
+      button("delete", async () => {
+        if (!confirm(`Delete tag ${t.name}? Its cached data is no longer kept from ` +
+                     "retention; exported files stay.")) return;
+        try {
+          await call("DELETE", `/api/tags/${encodeURIComponent(t.name)}`);
+          message.value = `deleted tag ${t.name}`;
+          refresh();
+        } catch (err) { message.value = `delete failed: ${err.message}`; }
       })])));
     document.querySelector("#jobs tbody").replaceChildren(...jobs.slice().reverse().map((j) => {
       const bar = document.createElement("progress");
