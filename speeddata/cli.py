@@ -104,6 +104,24 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("archive")
+def cmd_archive(args: argparse.Namespace) -> int:
+    import signal
+
+    from speeddata import archive
+
+    cfg = _cfg(args)
+    if not cfg.archive.endpoint:
+        raise ConfigError("[archive] endpoint is empty: set it to the store's URL, like "
+                          "--archive-endpoint http://store:8333")
+    archive.credentials(cfg.archive)  # a bad credentials file stops here, before the loop
+    stopping = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    archive.run(cfg, lambda: bool(stopping))
+    return 0
+
+
 @command("serve")
 def cmd_serve(args: argparse.Namespace) -> int:
     from speeddata.stripchart.app import serve
@@ -237,7 +255,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from speeddata.supervisor import Child, Supervisor
 
-    _cfg(args)  # a wrong key stops here, before any child starts
+    cfg = _cfg(args)  # a wrong key stops here, before any child starts
 
     def argv(name: str) -> list[str]:
         """The child's command line: the same config file and the flags it takes."""
@@ -249,7 +267,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                     flags += [f"--{section}-{key}".replace("_", "-"), str(value)]
         return [sys.executable, "-m", "speeddata", name, *flags]
 
-    names = ["relay", "serve", *(["demo"] if args.demo else [])]
+    names = ["relay", "serve", *(["archive"] if cfg.archive.endpoint else []),
+             *(["demo"] if args.demo else [])]
     supervisor = Supervisor([Child(name, argv(name)) for name in names])
     supervisor.install_signal_handlers()
     return supervisor.run()
@@ -597,16 +616,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 SECTIONS_OF = {
-    "relay": ["channels", "cache", "relay", "multicast"],
+    "relay": ["channels", "cache", "relay", "multicast", "archive", "exports"],
     "serve": ["channels", "cache", "multicast", "web", "exports"],
+    "archive": ["cache", "archive", "exports"],
     "demo": ["channels", "relay"],
     "status": ["cache", "web"],
-    "config": ["channels", "cache", "relay", "multicast", "web", "exports"],
-    "up": ["channels", "cache", "relay", "multicast", "web", "exports"],
-    "tag": ["cache"],
+    "config": ["channels", "cache", "relay", "multicast", "web", "exports", "archive"],
+    "up": ["channels", "cache", "relay", "multicast", "web", "exports", "archive"],
+    "tag": ["cache", "multicast"],
     "tags": ["cache"],
-    "untag": ["cache"],
-    "pivot": ["channels", "cache", "exports"],
+    "untag": ["cache", "multicast"],
+    "pivot": ["channels", "cache", "exports", "archive"],
     "bench": [],
     "service": [],
     "channels": ["channels"],
@@ -618,6 +638,7 @@ SECTIONS_OF = {
 
 HELP = {
     "relay": "receive datagrams, cache them to disk and re-multicast them",
+    "archive": "upload closed cache files (and exports) to an S3-compatible store, verified",
     "serve": "serve the live stripchart page and its API (FastAPI, uvicorn, uvloop)",
     "demo": "send demo signals (sine, ramp, square, chirp, noise) to the relay",
     "status": "show what runs, with rates, drops and cache size",
@@ -772,7 +793,7 @@ def _glue_relative_times(argv: list[str]) -> list[str]:
 
 # What the bare package (the sender) leaves out; each role's extra brings its part.
 OPTIONAL_MODULES = {"numpy", "h5py", "tqdm", "fastapi", "fastapi_offline", "uvicorn",
-                    "websockets", "pydantic", "starlette", "uvloop"}
+                    "websockets", "pydantic", "starlette", "uvloop", "boto3", "botocore"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -790,7 +811,8 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         if (exc.name or "").partition(".")[0] not in OPTIONAL_MODULES:
             raise
-        extra = args.command if args.command in ("relay", "serve", "pivot") else "all"
+        extra = args.command if args.command in ("relay", "serve", "pivot", "archive") else (
+            "all")
         print(f"speeddata {args.command}: needs {exc.name}, which is not installed; "
               f"install it with: pip install 'speeddata[{extra}]'", file=sys.stderr)
         return 2

@@ -120,6 +120,9 @@ class MulticastConfig:
         "keeps it on this host, set the LAN address to reach other hosts.", "address")
     decimated_rate_hz: float = setting(
         50.0, "Most datagrams per second per channel, decimated.", bounds=(0.01, 1e6))
+    control: Group | None = setting(
+        Group("239.255.26.3", 26003), "Control group: tags made on any host reach every "
+        "relay of the deployment through it ('' turns it off).", "group")
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,25 @@ class ExportsConfig:
 
 
 @dataclass(frozen=True)
+class ArchiveConfig:
+    endpoint: str = setting(
+        "", "S3-compatible store closed cache files are uploaded to, like "
+        "'http://store:8333'; empty: no archive.")
+    bucket: str = setting("speeddata", "Bucket of the archive (made if missing).")
+    prefix: str = setting("", "Key prefix: objects are <prefix>/<relay host>/<channel>/<file>.")
+    host: str = setting("", "The name this relay files under in the archive; empty: the "
+                        "host name.")
+    required: bool = setting(
+        False, "Retention deletes a cache file only once it is archived (a store down for "
+        "long then fills the cache: the quota is exceeded, never data lost).")
+    exports: bool = setting(False, "Upload exports too (under <prefix>/<host>/exports/).")
+    credentials_file: str = setting(
+        "", "INI file with aws_access_key_id and aws_secret_access_key (as "
+        "~/.aws/credentials); empty: the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+        "environment variables. Never printed or logged.")
+
+
+@dataclass(frozen=True)
 class Config:
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
@@ -169,6 +191,7 @@ class Config:
     multicast: MulticastConfig = field(default_factory=MulticastConfig)
     web: WebConfig = field(default_factory=WebConfig)
     exports: ExportsConfig = field(default_factory=ExportsConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
 
     def legacy_ports(self) -> dict[str, int]:
         """Legacy channel name to the UDP port its bare bodies arrive on."""
@@ -186,6 +209,7 @@ _SECTION_TYPES = {
     "multicast": MulticastConfig,
     "web": WebConfig,
     "exports": ExportsConfig,
+    "archive": ArchiveConfig,
 }
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)

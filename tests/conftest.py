@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from speeddata.bench.procs import fresh_group
-from tests.helpers import RelayProcess, relay_settings, start_relay
+from tests.helpers import RelayProcess, Store, relay_settings, start_relay
 
 
 def _loopback_multicast_works() -> bool:
@@ -35,7 +35,7 @@ def _loopback_multicast_works() -> bool:
 # tier (seconds). Whole modules by name, and any test using a fixture that starts a relay.
 E2E_MODULES = {"test_relay_process", "test_workers_overload", "test_tags_e2e", "test_page",
                "test_server", "test_bench"}
-E2E_FIXTURES = {"relay", "stack", "shared_stack"}
+E2E_FIXTURES = {"relay", "stack", "shared_stack", "store"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -80,3 +80,11 @@ def udp() -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     yield sock
     sock.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A real S3-compatible store (SeaweedFS) on loopback, stopped after the test."""
+    running = Store(tmp_path / "store").start()
+    yield running
+    running.stop()

@@ -221,16 +221,20 @@ class Catalogue:
     def size(self) -> int:
         return sum(f.size for f in self.files())
 
-    def enforce(self, quota: int, keep: set[Path]) -> list[CachedFile]:
+    def enforce(self, quota: int, keep: set[Path],
+                archived: Callable[[CachedFile], bool] | None = None) -> list[CachedFile]:
         """Delete the oldest unprotected files until the cache fits ``quota``.
 
         The newest file of each channel and relay worker is kept too: it may be open in
         another worker process, which ``keep`` (this process's open files) cannot know.
+        With ``archived`` (``[archive] required``), files it says are not archived stay.
         """
         files = self.files()
         if sum(f.size for f in files) <= quota:  # the usual case: no tag lookup needed
             return []
         keep = keep | maybe_open(files)
+        if archived is not None:
+            keep |= {f.path for f in files if not archived(f)}
         try:
             protected = self.protected()
         except Exception as exc:  # the tag store unreadable (full disk, locked): keep all

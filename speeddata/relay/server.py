@@ -17,7 +17,7 @@ import socket
 import time
 from pathlib import Path
 
-from speeddata import loss, multicast, status
+from speeddata import archive, loss, multicast, status
 from speeddata.cache.catalogue import Catalogue, fixed_quota
 from speeddata.cache.store import CacheWriter
 from speeddata.config import Config
@@ -87,6 +87,9 @@ class Relay:
         )
         self.catalogue = Catalogue(config.cache.dir, lambda: protected_ranges(config.cache.dir))
         self.quota = fixed_quota(config.cache.dir, config.cache.max_bytes, self.catalogue.size)
+        # [archive] required: retention deletes only what the archiver's ledger holds
+        self.ledger = archive.Ledger(config.cache.dir / archive.LEDGER) if (
+            config.archive.endpoint and config.archive.required) else None
         mc = config.multicast
         forwarding = mc.full or mc.decimated
         self.mc_socket = multicast.sender(mc.interface, mc.ttl) if forwarding else None
@@ -201,6 +204,13 @@ class Relay:
                       **self.writer.statistics()},
         }
 
+    def enforce_retention(self) -> None:
+        archived = None
+        if self.ledger is not None:
+            self.ledger.refresh()
+            archived = archive.covered(self.ledger, self.config.cache.dir)
+        self.catalogue.enforce(self.quota, self.writer.open_paths(), archived)
+
     def _report_forwarded(self) -> None:
         """Tell each group what was forwarded on it so far (``loss.ForwardReport``), so
         that its consumers count what the multicast hop lost."""
@@ -259,7 +269,7 @@ class Relay:
     def run(self) -> None:
         """Serve until ``stop()``; then flush, fsync, close and remove the status file."""
         self.writer.repair_all()
-        self.catalogue.enforce(self.quota, set())
+        self.enforce_retention()
         selector = selectors.DefaultSelector()
         for io, port in self.receivers:
             selector.register(io.sock, selectors.EVENT_READ, (io, port))
@@ -296,7 +306,7 @@ class Relay:
                     self.writer.fsync()
                     next_fsync = now + self.config.cache.fsync_seconds
                 if now >= next_retention:
-                    self.catalogue.enforce(self.quota, self.writer.open_paths())
+                    self.enforce_retention()
                     next_retention = now + RETENTION_SECONDS
                 timeout = max(0.0, min(next_status, next_watch, next_fsync, next_retention) - now)
                 received = 0

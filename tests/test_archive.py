@@ -1,0 +1,268 @@
+"""The archive: closed cache files uploaded to a real S3-compatible store (SeaweedFS),
+verified, resumable, and kept by retention until archived when required."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from speeddata import archive, status
+from speeddata.cache.catalogue import scan
+from speeddata.cache.store import CacheWriter, index_path
+from speeddata.config import ArchiveConfig, build, write_file
+from speeddata.errors import ConfigError
+from speeddata.schemas import load_file
+from speeddata.sender import Encoder
+from tests.helpers import SCHEMAS, TIMEOUT, Store, relay_settings, wait_until
+
+MOTOR = load_file(SCHEMAS / "motor.avsc")
+S = 10**9
+
+
+def fill(cache: Path, files: int, records: int = 200, start_ns: int = 1_795_000_000 * S
+         ) -> list[Path]:
+    """``files`` closed motor files (and one more, the newest, that may still grow)."""
+    encoder = Encoder(MOTOR)
+    writer = CacheWriter(cache, 2**40, 1)  # a new file a second
+    for f in range(files + 1):
+        t = start_ns + f * S
+        body = encoder.encode({"time": t, "speed": float(f), "torque": 0.0, "current": 0.0,
+                               "voltage": 0.0, "position": 0.0, "temperature": 0.0})[10:]
+        writer.append(MOTOR, [body] * records, t)
+        writer.roll_expired(t + S)
+    writer.close()
+    return sorted((cache / "motor").glob("*.avro"))
+
+
+# -- the plain parts ---------------------------------------------------------------------
+
+def test_object_keys_and_backoff() -> None:
+    assert archive.object_key("", "rig1", "motor/a.avro") == "rig1/motor/a.avro"
+    assert archive.object_key("/site/a/", "rig1", "motor/a.avro") == "site/a/rig1/motor/a.avro"
+    backoff = archive.Backoff(most=10)
+    assert [backoff.next() for _ in range(6)] == [1, 2, 4, 8, 10, 10]
+    backoff.reset()
+    assert backoff.next() == 1
+
+
+def test_the_ledger_survives_a_torn_line_and_sees_another_process_append(tmp_path: Path
+                                                                        ) -> None:
+    path = tmp_path / archive.LEDGER
+    ledger = archive.Ledger(path)
+    ledger.record("motor/a.avro", 10, "aa", "k/a", 1)
+    with path.open("ab") as f:
+        f.write(b'{"path": "motor/b.avro", "si')  # a crash while appending
+    other = archive.Ledger(path)  # the relay's view
+    assert other.holds("motor/a.avro", 10) and not other.holds("motor/a.avro", 11)
+    assert not other.holds("motor/b.avro", 5)
+    ledger2 = archive.Ledger(path)
+    with path.open("ab") as f:  # the line is finished later (never in practice: retried)
+        f.write(b'ze": 5, "md5": "bb", "key": "k/b", "ns": 2}\n')
+    other.refresh()
+    assert other.holds("motor/b.avro", 5) and ledger2.archived_bytes() == 10
+
+
+def test_pending_waits_for_the_newest_file_and_takes_summaries_later(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    paths = fill(cache, 3)
+    ledger = archive.Ledger(cache / archive.LEDGER)
+    names = [relative for _, relative, _ in archive.pending(cache, scan(cache), ledger)]
+    closed = [p.relative_to(cache).as_posix() for p in paths[:-1]]
+    assert names == [n for c in closed for n in (c, c.replace(".avro", ".idx"))]  # oldest 1st
+    for _, relative, size in archive.pending(cache, scan(cache), ledger):
+        ledger.record(relative, size, "x", relative, 0)
+    assert list(archive.pending(cache, scan(cache), ledger)) == []
+    from speeddata.cache.store import summary_path
+
+    summary_path(paths[0]).write_bytes(b"npz")  # the stripchart server summarized it
+    assert [r for _, r, _ in archive.pending(cache, scan(cache), ledger)] == [
+        summary_path(paths[0]).relative_to(cache).as_posix()]
+    covered = archive.covered(ledger, cache)
+    files = {f.path: f for f in scan(cache)}
+    assert covered(files[paths[0]]) and not covered(files[paths[-1]])
+
+
+def test_retention_required_keeps_what_is_not_archived(tmp_path: Path) -> None:
+    from speeddata.cache.catalogue import Catalogue
+
+    cache = tmp_path / "cache"
+    paths = fill(cache, 4)
+    ledger = archive.Ledger(cache / archive.LEDGER)
+    first = paths[0]
+    for p in (first, index_path(first)):
+        ledger.record(p.relative_to(cache).as_posix(), p.stat().st_size, "x", "k", 0)
+    doomed = Catalogue(cache).enforce(1, set(), archive.covered(ledger, cache))
+    assert [f.path for f in doomed] == [first]  # only the archived one goes
+    assert all(p.exists() for p in paths[1:])
+
+
+def test_credentials_come_from_the_file_and_a_bad_file_is_one_clear_error(tmp_path: Path
+                                                                         ) -> None:
+    good = tmp_path / "credentials"
+    good.write_text("[default]\naws_access_key_id = AKID\naws_secret_access_key = SECRET\n")
+    assert archive.credentials(ArchiveConfig(credentials_file=str(good))) == {
+        "aws_access_key_id": "AKID", "aws_secret_access_key": "SECRET"}
+    bad = tmp_path / "bad"
+    bad.write_text("[default]\naws_access_key_id = AKID\n")
+    with pytest.raises(ConfigError, match="needs aws_access_key_id and aws_secret_access_key"):
+        archive.credentials(ArchiveConfig(credentials_file=str(bad)))
+    assert archive.credentials(ArchiveConfig()) == {}
+
+
+# -- against the real store ----------------------------------------------------------------
+
+def archive_settings(tmp_path: Path, store: Store, **archive_extra: Any) -> Path:
+    settings = relay_settings(tmp_path, archive={"endpoint": store.endpoint, "host": "rig1",
+                                                 "prefix": "site", **archive_extra})
+    return write_file(tmp_path / "archive.toml", settings)
+
+
+def start_archiver(config: Path, tmp_path: Path) -> subprocess.Popen:
+    env = {"AWS_ACCESS_KEY_ID": "speeddata", "AWS_SECRET_ACCESS_KEY": "test-secret-value",
+           "PATH": "/usr/bin:/bin"}
+    return subprocess.Popen([sys.executable, "-m", "speeddata", "archive", "--config",
+                             str(config), "-v"], env=env,
+                            stdout=(tmp_path / "archive.log").open("a"), stderr=subprocess.STDOUT)
+
+
+def objects(store: Store, bucket: str = "speeddata") -> dict[str, dict[str, Any]]:
+    s3 = store.client()
+    try:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix="site/")
+    except s3.exceptions.NoSuchBucket:
+        return {}
+    return {o["Key"]: o for o in listed.get("Contents", [])}
+
+
+def test_closed_files_are_uploaded_checked_and_recorded(tmp_path: Path, store: Store) -> None:
+    config = archive_settings(tmp_path, store)
+    cache = build(config).cache.dir
+    paths = fill(cache, 3)
+    process = start_archiver(config, tmp_path)
+    try:
+        def archived() -> dict[str, Any] | None:
+            snap = status.read_all(cache).get("archive", {})
+            return snap if snap.get("archived_files") == 6 and not snap["backlog_files"] else None
+
+        snap = wait_until(archived, what="six files (three closed, their indexes) archived")
+        assert snap["store"] == "up" and snap["errors"] == 0 and snap["host"] == "rig1"
+        found = objects(store)
+        s3 = store.client()
+        for path in paths[:-1]:
+            for part in (path, index_path(path)):
+                key = f"site/rig1/motor/{part.name}"
+                body = s3.get_object(Bucket="speeddata", Key=key)["Body"].read()
+                assert body == part.read_bytes()  # byte for byte
+        assert f"site/rig1/motor/{paths[-1].name}" not in found  # the newest may still grow
+        assert len(found) == 6
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT) == 0
+    log = (tmp_path / "archive.log").read_text()
+    assert "test-secret-value" not in log and "test-secret-value" not in str(snap)
+
+
+def test_a_store_down_for_30_s_loses_nothing_and_the_backlog_drains(tmp_path: Path,
+                                                                     store: Store) -> None:
+    """The store stops while a relay caches at 1 kHz and rolls a file a second: the cache
+    keeps every datagram, the archiver counts the backlog and the errors, and once the
+    store is back everything is uploaded and verified."""
+    from speeddata import Sender
+    from tests.helpers import start_relay
+
+    settings = relay_settings(tmp_path, cache={"rotate_seconds": 1.0}, archive={
+        "endpoint": store.endpoint, "host": "rig1", "prefix": "site", "required": True})
+    relay = start_relay(tmp_path, settings)
+    cache = Path(settings["cache"]["dir"])
+    process = start_archiver(relay.config_path, tmp_path)
+    sent = 0
+    try:
+        sender = Sender(MOTOR, port=relay.port)
+
+        def send_for(seconds: float) -> None:
+            nonlocal sent
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                for _ in range(50):
+                    sender.send(speed=float(sent), torque=0.0, current=0.0, voltage=0.0,
+                                position=0.0, temperature=0.0)
+                    sent += 1
+                time.sleep(0.05)
+
+        send_for(3)
+        wait_until(lambda: status.read_all(cache).get("archive", {}).get("archived_files"),
+                   what="the first upload")
+        store.stop()
+        send_for(30)
+        snap = status.read_all(cache)["archive"]
+        assert snap["store"] == "down" and snap["errors"] >= 1 and snap["backlog_files"] >= 10
+        store.start()
+        send_for(2)
+        sender.close()
+        wait_until(lambda: relay.snapshot()["channels"]["motor"]["datagrams"] == sent,
+                   what="every datagram at the relay")
+
+        def drained() -> bool:
+            snap = status.read_all(cache).get("archive", {})
+            return snap.get("store") == "up" and snap.get("backlog_files") == 0
+        wait_until(drained, timeout=60, what="the backlog drained")
+    finally:
+        relay.stop()
+        process.send_signal(signal.SIGTERM)
+        process.wait(TIMEOUT)
+    # nothing lost in the cache, and every closed file is in the store, verified
+    from speeddata.cache import reader
+
+    speeds = [r["speed"] for _, r in reader.records(cache, "motor", 0, 2**62)]
+    assert sorted(speeds) == [float(i) for i in range(sent)]
+    found = objects(store)
+    ledger = archive.Ledger(cache / archive.LEDGER)
+    for f in scan(cache)[:-1]:
+        relative = f.path.relative_to(cache).as_posix()
+        entry = ledger.entries[relative]
+        assert entry["md5"] == hashlib.md5(f.path.read_bytes()).hexdigest()
+        assert found[entry["key"]]["Size"] == f.path.stat().st_size
+
+
+def test_a_kill_in_the_middle_of_an_upload_uploads_the_file_once_complete(
+        tmp_path: Path, store: Store) -> None:
+    config = archive_settings(tmp_path, store)
+    cache = build(config).cache.dir
+    paths = fill(cache, 1, records=1_200_000)  # ~60 MB: the upload takes a while
+    big = paths[0]
+    process = start_archiver(config, tmp_path)
+    wait_until(lambda: status.read_all(cache).get("archive", {}).get("uploading", "")
+               .endswith(big.name), what="the upload under way")
+    process.send_signal(signal.SIGKILL)
+    process.wait(TIMEOUT)
+    ledger = archive.Ledger(cache / archive.LEDGER)
+    assert not ledger.holds(big.relative_to(cache).as_posix(), big.stat().st_size)
+    process = start_archiver(config, tmp_path)  # the restart
+    try:
+        def done() -> bool:
+            ledger.refresh()
+            return ledger.holds(big.relative_to(cache).as_posix(), big.stat().st_size)
+        wait_until(done, timeout=60, what="the file archived after the restart")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(TIMEOUT)
+    key = f"site/rig1/motor/{big.name}"
+    assert [k for k in objects(store) if k.endswith(big.name)] == [key]  # once
+    lines = (cache / archive.LEDGER).read_text().splitlines()
+    assert sum(big.name in line and ".idx" not in line for line in lines) == 1
+    body = store.client().get_object(Bucket="speeddata", Key=key)["Body"].read()
+    assert hashlib.md5(body).hexdigest() == hashlib.md5(big.read_bytes()).hexdigest()
+
+
+def test_archive_without_an_endpoint_is_a_clear_error(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "speeddata", "archive", "--cache-dir",
+                           str(tmp_path / "c")], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "[archive] endpoint is empty" in done.stderr and "Traceback" not in done.stderr
