@@ -161,9 +161,10 @@ def pending_exports(exports_dir: Path, ledger: Ledger) -> Iterator[tuple[Path, s
 
 @dataclass
 class Backoff:
-    """Seconds to wait after each failure in a row: 1, 2, 4 ... at most ``most``."""
+    """Seconds to wait after each failure in a row: 1, 2, 4 ... at most ``most`` (a try
+    costs one connection: a store back is seen within seconds)."""
 
-    most: float = 60.0
+    most: float = 15.0
     failures: int = 0
 
     def next(self) -> float:

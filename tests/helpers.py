@@ -207,8 +207,8 @@ class Store:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(TIMEOUT)
+            try:  # weed takes its time to stop; what it stored is on disk already
+                self.process.wait(3)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
