@@ -489,10 +489,10 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 @command("tag")
 def cmd_tag(args: argparse.Namespace) -> int:
-    from speeddata.tags import TagStore, parse_time
+    from speeddata.tags import TagStore, announcer, parse_time
 
     cfg = _cfg(args)
-    store = TagStore(cfg.cache.dir)
+    store = TagStore(cfg.cache.dir, announcer(cfg.multicast))  # every relay hears of it
     now = time.time_ns()
     channels = tuple(args.channels.split(",")) if args.channels else ()
     words = args.words
@@ -537,18 +537,21 @@ def cmd_tags(args: argparse.Namespace) -> int:
     if not rows:
         print("no tags yet: 'speeddata tag start NAME' marks from now on")
         return 0
-    print(f"{'name':<20}{'start':<26}{'end':<26}{'MiB':>8}  {'channels':<14}{'exported':<26}note")
+    print(f"{'name':<20}{'start':<26}{'end':<26}{'MiB':>8}  {'channels':<14}{'exported':<26}"
+          f"{'made on':<16}note")
     for r in rows:
         print(f"{r['name']:<20}{r['start']:<26}{r['end']:<26}{r['bytes'] / 2**20:>8.1f}  "
-              f"{','.join(r['channels']) or 'all':<14}{r['exported'] or 'no':<26}{r['note']}")
+              f"{','.join(r['channels']) or 'all':<14}{r['exported'] or 'no':<26}"
+              f"{r['origin'] or 'this host':<16}{r['note']}")
     return 0
 
 
 @command("untag")
 def cmd_untag(args: argparse.Namespace) -> int:
-    from speeddata.tags import TagStore
+    from speeddata.tags import TagStore, announcer
 
-    TagStore(_cfg(args).cache.dir).delete(args.name)
+    cfg = _cfg(args)
+    TagStore(cfg.cache.dir, announcer(cfg.multicast)).delete(args.name)
     print(f"tag {args.name} removed (its range is no longer protected from retention)")
     return 0
 

@@ -368,12 +368,14 @@ def _check_ports(config: Config) -> None:
             if port in users:
                 raise ConfigError(f"[channels] legacy: {item!r} uses the port of {users[port]}")
             users[port] = f"[channels] legacy {item!r}"
-    for key in ("full", "decimated"):
+    for key in ("full", "decimated", "control"):
         group = getattr(config.multicast, key)
         if group is not None and group.port in users:
             raise ConfigError(
                 f"[multicast] {key} = \"{group}\" uses port {group.port}, which is also "
                 f"{users[group.port]}: give one of them another port")
+        if group is not None:
+            users[group.port] = f"[multicast] {key}"
 
 
 def build(

@@ -2,20 +2,31 @@
 
 A tag not yet exported protects its range from retention. An open tag (started, not
 stopped) protects everything from its start onwards.
+
+Tags are shared by every relay of a deployment: a store made with ``announce`` says each
+change (add, stop, delete) as a tag message on the control multicast group, and each
+relay applies what it hears to its own store (``TagStore.apply``, idempotent), with the
+host it came from and when it was made and received.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import socket
 import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from speeddata.errors import ConflictError, NotFoundError, SpeeddataError
+
+log = logging.getLogger("speeddata.tags")
 
 DB_NAME = "tags.sqlite"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # whole names only (fullmatch)
@@ -91,6 +102,8 @@ class Tag:
     channels: tuple[str, ...]  # empty: all channels
     created_ns: int
     exported_ns: int | None
+    origin: str = ""  # the host the tag was made on, when another host's relay got it
+    received_ns: int | None = None  # when this store heard of it from the control group
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -99,6 +112,8 @@ class Tag:
             "note": self.note, "channels": list(self.channels),
             "created": format_time(self.created_ns),
             "exported": format_time(self.exported_ns) if self.exported_ns else None,
+            "origin": self.origin or None,
+            "received": format_time(self.received_ns) if self.received_ns else None,
         }
 
 
@@ -111,12 +126,19 @@ def check_name(name: str) -> str:
     return name
 
 
-class TagStore:
-    """The tags of one cache directory."""
+COLUMNS = ("name, start_ns, end_ns, note, channels, created_ns, exported_ns, origin, "
+           "received_ns")
 
-    def __init__(self, cache_dir: Path) -> None:
+
+class TagStore:
+    """The tags of one cache directory; ``announce`` (if given) is told each change made
+    here, as a tag message, to share it with the other relays."""
+
+    def __init__(self, cache_dir: Path,
+                 announce: Callable[[dict[str, Any]], None] | None = None) -> None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.path = cache_dir / DB_NAME
+        self.announce = announce
         with closing(self._connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(
@@ -124,18 +146,41 @@ class TagStore:
                 "NULL, end_ns INTEGER, note TEXT NOT NULL DEFAULT '', channels TEXT NOT NULL "
                 "DEFAULT '[]', created_ns INTEGER NOT NULL, exported_ns INTEGER)"
             )
+            have = {row[1] for row in db.execute("PRAGMA table_info(tags)")}
+            for column, kind in (("origin", "TEXT NOT NULL DEFAULT ''"),
+                                 ("received_ns", "INTEGER")):
+                if column not in have:  # a store from before tags were shared
+                    db.execute(f"ALTER TABLE tags ADD COLUMN {column} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=10)
 
     @staticmethod
     def _row(row: tuple) -> Tag:
-        name, start, end, note, channels, created, exported = row
-        return Tag(name, start, end, note, tuple(json.loads(channels)), created, exported)
+        name, start, end, note, channels, created, exported, origin, received = row
+        return Tag(name, start, end, note, tuple(json.loads(channels)), created, exported,
+                   origin, received)
+
+    def _share(self, action: str, tag: Tag | str) -> None:
+        if self.announce is None:
+            return
+        message: dict[str, Any] = {"action": action, "origin": socket.gethostname(),
+                                   "wall_ns": time.time_ns()}
+        if isinstance(tag, Tag):
+            message.update(name=tag.name, start_ns=tag.start_ns, end_ns=tag.end_ns,
+                           note=tag.note, channels=list(tag.channels),
+                           created_ns=tag.created_ns)
+        else:
+            message["name"] = tag
+        try:
+            self.announce(message)
+        except OSError as exc:  # the tag stands here; the other relays miss it (logged)
+            log.error("tag %s could not be shared on the control group: %s", message["name"],
+                      exc)
 
     def get(self, name: str) -> Tag:
         with closing(self._connect()) as db:
-            row = db.execute("SELECT * FROM tags WHERE name = ?", (name,)).fetchone()
+            row = db.execute(f"SELECT {COLUMNS} FROM tags WHERE name = ?", (name,)).fetchone()
         if row is None:
             known = ", ".join(t.name for t in self.list()) or "none yet"
             raise TagNotFound(f"no tag named {name!r} (tags: {known}); see 'speeddata tags'")
@@ -143,7 +188,7 @@ class TagStore:
 
     def list(self) -> list[Tag]:
         with closing(self._connect()) as db:
-            rows = db.execute("SELECT * FROM tags ORDER BY start_ns").fetchall()
+            rows = db.execute(f"SELECT {COLUMNS} FROM tags ORDER BY start_ns").fetchall()
         return [self._row(r) for r in rows]
 
     def add(
@@ -174,14 +219,17 @@ class TagStore:
         try:
             with closing(self._connect()) as db, db:
                 db.execute(
-                    "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                    "INSERT INTO tags (name, start_ns, end_ns, note, channels, created_ns) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
                     (name, start_ns, end_ns, note, json.dumps(list(channels)), now_ns),
                 )
         except sqlite3.IntegrityError:
             raise TagExists(
                 f"tag {name!r} exists already; choose another name or 'speeddata untag {name}'"
             ) from None
-        return self.get(name)
+        tag = self.get(name)
+        self._share("add", tag)
+        return tag
 
     def stop(self, name: str, end_ns: int) -> Tag:
         check_time(end_ns, f"tag {name!r}: stop time")
@@ -192,12 +240,59 @@ class TagStore:
             raise TagError(f"tag {name!r}: stop time is before its start")
         with closing(self._connect()) as db, db:
             db.execute("UPDATE tags SET end_ns = ? WHERE name = ?", (end_ns, name))
-        return self.get(name)
+        tag = self.get(name)
+        self._share("stop", tag)
+        return tag
 
     def delete(self, name: str) -> None:
         self.get(name)
         with closing(self._connect()) as db, db:
             db.execute("DELETE FROM tags WHERE name = ?", (name,))
+        self._share("delete", name)
+
+    def apply(self, message: dict[str, Any], received_ns: int) -> str:
+        """Take a tag message another host (or this one) announced; idempotent, never
+        re-announced. Returns what it did, for the log: added, stopped, deleted, known,
+        or why it was left alone."""
+        try:
+            name = check_name(message["name"])
+            action = message["action"]
+            existing = self.get(name) if self._has(name) else None
+            if action == "delete":
+                if existing is None:
+                    return "known"
+                with closing(self._connect()) as db, db:
+                    db.execute("DELETE FROM tags WHERE name = ?", (name,))
+                return "deleted"
+            start, end = int(message["start_ns"]), message["end_ns"]
+            check_time(start, f"tag {name!r}: start")
+            if end is not None:
+                check_time(int(end), f"tag {name!r}: end")
+            if existing is not None:
+                if existing.start_ns != start:
+                    return (f"left alone: tag {name!r} from {message.get('origin')} starts "
+                            f"at {format_time(start)}, the one here at "
+                            f"{format_time(existing.start_ns)}")
+                if existing.end_ns is None and end is not None:
+                    with closing(self._connect()) as db, db:
+                        db.execute("UPDATE tags SET end_ns = ? WHERE name = ?", (end, name))
+                    return "stopped"
+                return "known"
+            channels = [str(c)[:128] for c in message.get("channels", [])][:MAX_CHANNELS]
+            with closing(self._connect()) as db, db:
+                db.execute(
+                    "INSERT INTO tags (name, start_ns, end_ns, note, channels, created_ns, "
+                    "origin, received_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, start, end, str(message.get("note", ""))[:MAX_NOTE],
+                     json.dumps(channels), int(message.get("created_ns", received_ns)),
+                     str(message.get("origin", ""))[:255], received_ns))
+            return "added"
+        except (KeyError, TypeError, ValueError, TagError) as exc:
+            return f"left alone: a bad tag message ({exc})"
+
+    def _has(self, name: str) -> bool:
+        with closing(self._connect()) as db:
+            return db.execute("SELECT 1 FROM tags WHERE name = ?", (name,)).fetchone() is not None
 
     def mark_exported(self, name: str, now_ns: int) -> None:
         with closing(self._connect()) as db, db:
@@ -217,3 +312,38 @@ def protected_ranges(cache_dir: Path) -> list[tuple[int, int]]:
     if not (cache_dir / DB_NAME).exists():
         return []
     return TagStore(cache_dir).protected_ranges()
+
+
+TAG_MARKER = b"SDTAG"  # not C3 01: a tag message never passes for data
+TAG_REPEATS = 3  # each message is sent this many times: multicast may lose one
+
+
+def tag_message(message: dict[str, Any]) -> bytes:
+    return TAG_MARKER + json.dumps(message).encode()
+
+
+def read_tag_message(datagram: bytes) -> dict[str, Any] | None:
+    if not datagram.startswith(TAG_MARKER):
+        return None
+    try:
+        message = json.loads(datagram[len(TAG_MARKER):])
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def announcer(multicast_config: Any) -> Callable[[dict[str, Any]], None] | None:
+    """What a TagStore of this host announces through: the control group (None: off)."""
+    group = getattr(multicast_config, "control", None)
+    if group is None:
+        return None
+
+    def announce(message: dict[str, Any]) -> None:
+        from speeddata import multicast
+
+        with closing(multicast.sender(multicast_config.interface, multicast_config.ttl)) as out:
+            out.setblocking(True)
+            for _ in range(TAG_REPEATS):
+                out.sendto(tag_message(message), (group.host, group.port))
+
+    return announce

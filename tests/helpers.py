@@ -67,7 +67,7 @@ def relay_settings(tmp: Path, **extra: dict[str, Any]) -> dict[str, dict[str, An
         "cache": {"dir": str(tmp / "cache"), "fsync_seconds": 0.2},
         "relay": {"host": "127.0.0.1", "port": 0},
         "multicast": {"full": str(fresh_group()), "decimated": str(fresh_group()),
-                      "interface": "127.0.0.1"},
+                      "control": str(fresh_group()), "interface": "127.0.0.1"},
         "web": {"host": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)},
         "exports": {"dir": str(tmp / "exports")},
     }

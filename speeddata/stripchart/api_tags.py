@@ -25,7 +25,15 @@ from starlette.background import BackgroundTask
 from speeddata.config import Config
 from speeddata.errors import BusyError, NotFoundError, SpeeddataError
 from speeddata.pivot import SUFFIXES, pivot, remove_stale_files
-from speeddata.tags import MAX_NOTE, TagError, TagStore, check_name, format_time, parse_time
+from speeddata.tags import (
+    MAX_NOTE,
+    TagError,
+    TagStore,
+    announcer,
+    check_name,
+    format_time,
+    parse_time,
+)
 
 log = logging.getLogger("speeddata.stripchart")
 
@@ -46,7 +54,7 @@ class StopRequest(BaseModel):
 
 
 def register(app: FastAPI, config: Config) -> None:
-    store = TagStore(config.cache.dir)
+    store = TagStore(config.cache.dir, announcer(config.multicast))  # shared with every relay
 
     @app.get("/api/tags")
     def list_tags() -> list[dict]:
