@@ -352,3 +352,89 @@ def run(config: Config, should_stop: Callable[[], bool]) -> None:
         status.remove(config.cache.dir, "archive")
         log.info("archive stopped: %d files uploaded this run, %d archived in all",
                  archiver.counts["uploaded_files"], len(archiver.ledger.entries))
+
+
+# -- reading back: a range from every relay's archived files --------------------------------
+
+def _listing(s3: Any, bucket: str, prefix: str) -> Iterator[str]:
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield item["Key"]
+
+
+def archived_files(keys: Iterator[str], prefix: str, channels: list[str] | None
+                   ) -> dict[tuple[str, str, str], list[tuple[int, str]]]:
+    """The archived cache files by (host, channel, worker), oldest first: (start, key
+    without its suffix). Exports and summaries are not cache files."""
+    from speeddata.cache.store import SUFFIX, start_of
+
+    base = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    found: dict[tuple[str, str, str], list[tuple[int, str]]] = {}
+    for key in keys:
+        parts = key[len(base):].split("/")
+        if len(parts) != 3 or not parts[2].endswith(SUFFIX):
+            continue
+        host, channel, name = parts
+        if channels and channel not in channels:
+            continue
+        try:
+            start = start_of(Path(name))
+        except ValueError:
+            continue
+        found.setdefault((host, channel, name.partition("-w")[2]), []).append(
+            (start, key.removesuffix(SUFFIX)))
+    for files in found.values():
+        files.sort()
+    return found
+
+
+def fetch_range(config: Config, start_ns: int, end_ns: int, into: Path,
+                channels: list[str] | None = None, s3: Any = None) -> dict[str, Any]:
+    """Rebuild in ``into`` a cache of just the blocks received in ``[start_ns, end_ns]``,
+    from every relay host's archived files: per file that may hold some, its index, then
+    one ranged GET for its header and one for its blocks, never the whole file. Each
+    relay host's files get a worker number of their own, so the local pivot merges
+    them by receive time as it merges workers."""
+    from speeddata.cache import index
+    from speeddata.cache.store import index_path
+
+    s3 = s3 or client(config.archive)
+    bucket = config.archive.bucket
+    prefix = config.archive.prefix
+    listing = archived_files(_listing(s3, bucket, prefix.strip("/")), prefix, channels)
+    stats: dict[str, Any] = {"files": 0, "blocks": 0, "bytes": 0, "hosts": []}
+
+    def ranged(key: str, first: int, last: int) -> bytes:
+        return s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={first}-{last}")["Body"].read()
+
+    for number, ((host, channel, _), files) in enumerate(sorted(listing.items())):
+        for i, (file_start, key) in enumerate(files):
+            later = files[i + 1][0] if i + 1 < len(files) else None
+            if file_start > end_ns or (later is not None and later < start_ns):
+                continue  # wholly outside the range, by the names alone
+            try:
+                entries = index.unpack(s3.get_object(Bucket=bucket, Key=key + ".idx")
+                                       ["Body"].read())
+            except s3.exceptions.NoSuchKey:
+                continue  # its index not archived yet: its data is not either, in order
+            picked = list(index.in_range(entries, start_ns, end_ns))
+            if not picked:
+                continue
+            head = ranged(key + ".avro", 0, entries[0].offset - 1)
+            first = min(e.offset for e in picked)
+            body = ranged(key + ".avro", first, max(e.offset + e.length for e in picked) - 1)
+            name = Path(key).name.partition("-w")[0]
+            local = into / channel / f"{name}-w{number}.avro"
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(head + body)
+            shift = len(head) - first
+            index_path(local).write_bytes(b"".join(
+                index.Entry(e.offset + shift, e.length, e.count, e.recv_ns).pack()
+                for e in picked))
+            stats["files"] += 1
+            stats["blocks"] += len(picked)
+            stats["bytes"] += len(head) + len(body)
+            if host not in stats["hosts"]:
+                stats["hosts"].append(host)
+    return stats

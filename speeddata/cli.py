@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -593,15 +595,29 @@ def cmd_pivot(args: argparse.Namespace) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-    try:
-        result = pivot(cfg.cache.dir, out, start, end, registry=_registry(cfg),
-                       channels=channels, signals=args.signals.split(",") if args.signals else None,
-                       decimate=args.decimate, force=args.force, attrs=attrs,
-                       compression=None if compression == "none" else compression,
-                       export_format=export_format, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
+    with contextlib.ExitStack() as cleanup:
+        source = cfg.cache.dir
+        if args.archive:
+            from speeddata import archive
+
+            if not cfg.archive.endpoint:
+                raise ConfigError("--archive: [archive] endpoint is empty; set it to the store "
+                                  "the relays archive to (--archive-endpoint URL)")
+            source = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sd-")))
+            fetched = archive.fetch_range(cfg, start, end, source, channels)
+            print(f"fetched {fetched['blocks']} blocks ({fetched['bytes'] / 2**20:.2f} MiB) from "
+                  f"{fetched['files']} files of {len(fetched['hosts'])} relay hosts "
+                  f"({', '.join(fetched['hosts']) or 'none'}) in the archive")
+        try:
+            result = pivot(source, out, start, end, registry=_registry(cfg),
+                           channels=channels,
+                           signals=args.signals.split(",") if args.signals else None,
+                           decimate=args.decimate, force=args.force, attrs=attrs,
+                           compression=None if compression == "none" else compression,
+                           export_format=export_format, progress=progress)
+        finally:
+            if bar is not None:
+                bar.close()
     if args.tag:
         store.mark_exported(args.tag, time.time_ns())
     rate = result.records / max(result.seconds, 1e-9)
@@ -777,6 +793,9 @@ def parser() -> argparse.ArgumentParser:
                            help="hdf5: one file; csv, parquet: a directory with a file per "
                                 "channel (default [exports] format)")
             p.add_argument("--force", action="store_true", help="replace an existing file")
+            p.add_argument("--archive", action="store_true",
+                           help="read the range from the archive ([archive] endpoint): every "
+                                "relay's files, fetched by ranged GETs, not the local cache")
     return top
 
 

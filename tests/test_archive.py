@@ -266,3 +266,69 @@ def test_archive_without_an_endpoint_is_a_clear_error(tmp_path: Path) -> None:
                            str(tmp_path / "c")], capture_output=True, text=True)
     assert done.returncode == 2
     assert "[archive] endpoint is empty" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_pivot_from_the_archive_merges_every_relay_host_exactly(tmp_path: Path,
+                                                                 store: Store) -> None:
+    """Two relay hosts archive their own channels; a third host with no cache of its own
+    pivots a range from the archive: every record in the range from both, none outside,
+    fetched by ranged GETs (less than the files' size)."""
+    import h5py
+
+    from speeddata.tags import format_time
+
+    env = load_file(SCHEMAS / "env.avsc")
+    hosts = {"rig1": (MOTOR, "speed"), "rig2": (env, "humidity")}
+    expected: dict[str, list[float]] = {}
+    start, end = 1_795_000_000 * S + 2 * S + S // 2, 1_795_000_000 * S + 3 * S + S // 2
+    total = 0
+    for host, (channel, signal_name) in hosts.items():
+        cache = tmp_path / host / "cache"
+        encoder = Encoder(channel)
+        writer = CacheWriter(cache, 2**40, 1)
+        values = []
+        for block in range(50):  # 5 s in 100 ms blocks of 500 records; a file a second
+            t = 1_795_000_000 * S + block * S // 10
+            records = []
+            for i in range(500):
+                value = float(block * 500 + i)
+                record = {"time": t + i, signal_name: value}
+                for f in channel.signals:
+                    record.setdefault(f.name, "IDLE" if f.kind != "number" else 0.0)
+                records.append(encoder.encode(record)[10:])
+                if start <= t <= end:
+                    values.append(value)
+            writer.append(channel, records, t)
+            writer.roll_expired(t + S // 10)
+        writer.close()
+        expected[channel.name] = values
+        total += sum(p.stat().st_size for p in cache.rglob("*.avro"))
+        settings = relay_settings(tmp_path / host, archive={
+            "endpoint": store.endpoint, "host": host, "prefix": "site"})
+        config = write_file(tmp_path / f"{host}.toml", settings)
+        process = start_archiver(config, tmp_path)
+        try:
+            wait_until(lambda cache=cache: (s := status.read_all(cache).get("archive", {}))
+                       .get("archived_files", 0) > 0 and s.get("backlog_files") == 0,
+                       what=f"{host}'s closed files archived")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(TIMEOUT)
+    viewer = relay_settings(tmp_path / "viewer", archive={"endpoint": store.endpoint,
+                                                          "prefix": "site"})
+    config = write_file(tmp_path / "viewer.toml", viewer)
+    done = subprocess.run(
+        [sys.executable, "-m", "speeddata", "pivot", "--archive", "--start",
+         format_time(start), "--end", format_time(end), "--config", str(config),
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+        env={"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert "of 2 relay hosts (rig1, rig2) in the archive" in done.stdout, done.stdout
+    fetched = float(done.stdout.split("blocks (")[1].split(" MiB")[0]) * 2**20
+    assert fetched < total / 3  # a fifth of the data, by ranged GETs, not whole files
+    (out,) = tmp_path.glob("*.h5")
+    with h5py.File(out) as h5:
+        assert sorted(h5) == ["env", "motor"]
+        assert h5["motor"]["speed"][()].tolist() == expected["motor"]
+        assert h5["env"]["humidity"][()].tolist() == expected["env"]
