@@ -185,8 +185,7 @@ class Store:
              "-master.volumeSizeLimitMB=64", "-master.telemetry=false", *flags],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        if self.namespace is None:
-            wait_until(self.ready, timeout=60, what="SeaweedFS's S3 gateway")
+        wait_until(self.ready, timeout=60, what="SeaweedFS's S3 gateway")
         return self
 
     def client(self) -> Any:
