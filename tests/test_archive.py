@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from speeddata import archive, status
+from speeddata.bench.store import Store
 from speeddata.cache.catalogue import scan
 from speeddata.cache.store import CacheWriter, index_path
 from speeddata.config import ArchiveConfig, build, write_file
 from speeddata.errors import ConfigError
 from speeddata.schemas import load_file
 from speeddata.sender import Encoder
-from tests.helpers import SCHEMAS, TIMEOUT, Store, relay_settings, wait_until
+from tests.helpers import SCHEMAS, TIMEOUT, relay_settings, wait_until
 
 MOTOR = load_file(SCHEMAS / "motor.avsc")
 S = 10**9

@@ -196,8 +196,10 @@ def cached_records(cache: Path) -> int:
 
 
 def trial(size: int, rate: float, seconds: float, multicast_on: bool, io: str = "auto",
-          baseline: Path | None = None) -> Trial:
-    """One run at a fixed rate, of the relay or, given its binary, of the C baseline."""
+          baseline: Path | None = None, archive: str | None = None,
+          rotate_seconds: float | None = None) -> Trial:
+    """One run at a fixed rate, of the relay or, given its binary, of the C baseline;
+    with ``archive`` (a store's endpoint), ``speeddata archive`` uploads beside it."""
     ctx = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -205,6 +207,10 @@ def trial(size: int, rate: float, seconds: float, multicast_on: bool, io: str = 
         channel, _ = record_schema(schemas, size)
         settings = procs.default_settings(work, schemas)
         settings["relay"].update(io=io, batch=256, rcvbuf="64MiB")
+        if rotate_seconds is not None:  # files close often: the archiver always has work
+            settings["cache"]["rotate_seconds"] = rotate_seconds
+        if archive is not None:
+            settings["archive"] = {"endpoint": archive, "host": "bench"}
         if not multicast_on:
             settings["multicast"].update(full="", decimated="")
         full = parse_group(settings["multicast"]["full"]) if multicast_on else None
@@ -220,6 +226,7 @@ def trial(size: int, rate: float, seconds: float, multicast_on: bool, io: str = 
             config = write_file(work / "bench.toml", settings)
             service = procs.start("relay", config, work, cpu=RELAY_CPU if CORES > 1 else None)
             pid = service.process.pid
+            uploader = procs.start("archive", config, work) if archive else None
         else:
             process = start_baseline(baseline, port, work / "baseline.bin", full)
             pid = process.pid
@@ -236,6 +243,8 @@ def trial(size: int, rate: float, seconds: float, multicast_on: bool, io: str = 
             from speeddata import status
 
             drops = status.read_all(work / "cache").get("relay", {}).get("kernel_drops", 0)
+            if uploader is not None:
+                uploader.stop()
             service.stop()
             kept = cached_records(work / "cache")
         else:
@@ -251,7 +260,7 @@ def trial(size: int, rate: float, seconds: float, multicast_on: bool, io: str = 
 
 def highest_rate(size: int, multicast_on: bool, seconds: float, start: float,
                  io: str = "auto", baseline: Path | None = None,
-                 log: Callable[[str], None] = print) -> tuple[Trial | None, bool]:
+                 log: Callable[[str], None] = print, **options: Any) -> tuple[Trial | None, bool]:
     """Double until loss, then bisect: the highest rate with loss under the limit.
 
     Also says whether the load generator was the limit (it could not send the rate
@@ -262,7 +271,7 @@ def highest_rate(size: int, multicast_on: bool, seconds: float, start: float,
 
     def attempt(rate: float) -> bool:
         nonlocal good, capped
-        t = trial(size, rate, seconds, multicast_on, io, baseline)
+        t = trial(size, rate, seconds, multicast_on, io, baseline, **options)
         log(f"  {label} offered {rate / 1000:.0f} k/s, sent {t.rate / 1000:.0f} k/s: "
             f"loss {t.loss * 100:.4f}%")
         if t.loss > LOSS_LIMIT:
