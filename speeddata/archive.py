@@ -147,11 +147,13 @@ def pending(cache_dir: Path, files: list[CachedFile], ledger: Ledger
 
 
 def pending_exports(exports_dir: Path, ledger: Ledger) -> Iterator[tuple[Path, str, int]]:
-    """Finished exports not yet archived (a pivot writes under a temporary name first)."""
+    """Finished exports not yet archived (a pivot writes under a hidden temporary name,
+    ``.NAME.PID.tmp``, file or directory, and renames it when done)."""
     if not exports_dir.is_dir():
         return
     for path in sorted(exports_dir.rglob("*")):
-        if not path.is_file() or ".tmp" in path.name or path.name.startswith("."):
+        inside = path.relative_to(exports_dir).parts
+        if not path.is_file() or any(part.startswith(".") for part in inside):
             continue
         size = path.stat().st_size
         relative = "exports/" + path.relative_to(exports_dir).as_posix()

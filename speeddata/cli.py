@@ -235,6 +235,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                       f"{c['bytes']:>14}{c['decimated']:>11}")
             for row in snap.get("senders", []):
                 print("  sender " + _format_loss(row))
+        if snap.get("service") == "archive":
+            print(f"  to {snap['endpoint']} bucket {snap['bucket']} as {snap['host']}: store "
+                  f"{snap['store']}, {snap['archived_files']} files "
+                  f"({snap['archived_bytes'] / 2**20:.1f} MiB) archived, backlog "
+                  f"{snap['backlog_files']} files ({snap['backlog_bytes'] / 2**20:.1f} MiB), "
+                  f"{snap['errors']} errors" + (f", last: {snap['last_error']}"
+                                                if snap['last_error'] else ""))
         for group, rows in (snap.get("multicast_loss") or {}).items():
             for row in rows:
                 print(f"  {group} group from {row['name'] or 'relay'} " + _format_loss(row))

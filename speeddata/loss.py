@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,7 +206,8 @@ class Hop:
         quietest = min(self.links, key=lambda k: self.links[k].last_ns)
         del self.links[quietest]
 
-    def figures(self, now_ns: int, source_name: Any = str) -> list[dict[str, Any]]:
+    def figures(self, now_ns: int, source_name: Callable[[Any], str] = str
+                ) -> list[dict[str, Any]]:
         """Per reporting (source, channel): totals since its first report, and the last
         ten seconds. Sources that never reported are left out (a sender without reports:
         another library, an older speeddata)."""

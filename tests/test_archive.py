@@ -90,6 +90,19 @@ def test_pending_waits_for_the_newest_file_and_takes_summaries_later(tmp_path: P
     assert covered(files[paths[0]]) and not covered(files[paths[-1]])
 
 
+def test_finished_exports_are_pending_and_half_written_ones_are_not(tmp_path: Path) -> None:
+    exports = tmp_path / "exports"
+    (exports / "run1").mkdir(parents=True)
+    (exports / "run1" / "motor.csv").write_text("a")
+    (exports / "run2.h5").write_bytes(b"hdf")
+    (exports / ".run3.77.tmp").mkdir()  # a pivot still writing a directory export
+    (exports / ".run3.77.tmp" / "motor.csv").write_text("b")
+    (exports / ".run4.78.tmp").write_bytes(b"half")
+    ledger = archive.Ledger(tmp_path / archive.LEDGER)
+    found = [r for _, r, _ in archive.pending_exports(exports, ledger)]
+    assert found == ["exports/run1/motor.csv", "exports/run2.h5"]
+
+
 def test_retention_required_keeps_what_is_not_archived(tmp_path: Path) -> None:
     from speeddata.cache.catalogue import Catalogue
 
@@ -163,6 +176,9 @@ def test_closed_files_are_uploaded_checked_and_recorded(tmp_path: Path, store: S
                 assert body == part.read_bytes()  # byte for byte
         assert f"site/rig1/motor/{paths[-1].name}" not in found  # the newest may still grow
         assert len(found) == 6
+        shown = subprocess.run([sys.executable, "-m", "speeddata", "status", "--config",
+                                str(config)], capture_output=True, text=True).stdout
+        assert "store up, 6 files" in shown and "backlog 0 files" in shown, shown
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(TIMEOUT) == 0

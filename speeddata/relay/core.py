@@ -259,8 +259,9 @@ class Router:
         return routed
 
     def take_report(self, sender: int, report: dict, now_ns: int, later: int) -> None:
-        """A SenderReport from ``sender``: ``later`` datagrams it counts not were already
-        counted as arrived (they came after it in the same batch)."""
+        """A SenderReport from ``sender``, matched with what had arrived before it:
+        ``later`` datagrams already counted came after it in the same batch, so the
+        report does not count them yet."""
         channel = self.registry.by_fingerprint(report["channel"])
         if channel is None:  # its datagrams are listed as unknown fingerprints instead
             return

@@ -95,8 +95,14 @@ class Relay:
         forwarding = mc.full or mc.decimated
         self.mc_socket = multicast.sender(mc.interface, mc.ttl) if forwarding else None
         # tags made on any host of the deployment (one worker is enough: one tag store)
-        self.control = multicast.listener(mc.control, mc.interface, 2**20) if (
-            mc.control and not worker) else None
+        self.control = None
+        if mc.control and not worker:
+            try:
+                self.control = multicast.listener(mc.control, mc.interface, 2**20)
+            except OSError as exc:  # tags still work here; other hosts' do not arrive
+                log.warning("cannot join the control group %s on %s (%s): tags made on "
+                            "other hosts will not reach this relay", mc.control,
+                            mc.interface, exc)
         self.full = (mc.full.host, mc.full.port) if mc.full else None
         self.decimated = (mc.decimated.host, mc.decimated.port) if mc.decimated else None
         self.counts = {"batches": 0, "datagrams": 0, "sender_reports": 0,
