@@ -340,9 +340,6 @@ def _check(config: Config) -> None:
         raise ConfigError("[web] detail_seconds: must not be more than [web] history_seconds")
     if config.web.source not in ("full", "decimated"):
         raise ConfigError("[web] source: must be full or decimated")
-    if getattr(config.multicast, config.web.source) is None and not (
-            config.multicast.full or config.multicast.decimated):
-        raise ConfigError("[web] source: both multicast groups are off; the server has no data")
     if config.exports.compression not in ("gzip", "lzf", "none"):
         raise ConfigError("[exports] compression: must be gzip, lzf or none")
     if config.exports.format not in ("hdf5", "csv", "parquet"):

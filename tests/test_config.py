@@ -168,3 +168,19 @@ def test_a_cache_dir_that_cannot_be_made_is_one_line(tmp_path: Path, capsys) -> 
     err = capsys.readouterr().err
     assert "[cache] dir: " in err and "cannot be made (Not a directory)" in err
     assert "Traceback" not in err
+
+
+def test_a_relay_without_multicast_is_valid_and_a_server_without_it_says_why(
+        tmp_path: Path) -> None:
+    """The relay benchmark runs the relay with both groups off: that is a valid relay.
+    Only the stripchart server needs a group, and it says so."""
+    import subprocess
+    import sys
+
+    path = config.write_file(tmp_path / "c.toml", {"multicast": {"full": "", "decimated": ""},
+                                              "cache": {"dir": str(tmp_path / "cache")},
+                                              "web": {"host": "127.0.0.1", "port": 0}})
+    assert config.build(path).multicast.full is None
+    done = subprocess.run([sys.executable, "-m", "speeddata", "serve", "--config",
+                           str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "both off" in done.stderr and "Traceback" not in done.stderr

@@ -31,7 +31,7 @@ from fastapi_offline import FastAPIOffline
 from speeddata import __version__, loss, multicast, status
 from speeddata.cache.catalogue import Catalogue
 from speeddata.config import Config, Group
-from speeddata.errors import SpeeddataError
+from speeddata.errors import ConfigError, SpeeddataError
 from speeddata.schemas import DirWatch, Registry, retire_schema, store_schema
 from speeddata.stripchart.guard import Guard, is_loopback, reachable_address, resolve_token
 from speeddata.stripchart.history import default_levels
@@ -93,6 +93,9 @@ class StripchartServer:
     """Everything the endpoints share: the hub, the feeds, the clients."""
 
     def __init__(self, config: Config) -> None:
+        if not (config.multicast.full or config.multicast.decimated):
+            raise ConfigError("[multicast] full and decimated are both off: the stripchart "
+                              "server has no data to draw; turn one on")
         self.config = config
         self.watch = DirWatch(config.channels.dir)  # channels added while running
         self.registry, errors = Registry.load_dir(config.channels.dir)
