@@ -1,7 +1,9 @@
 """Beyond one host, in network namespaces joined by a bridge (multicast crosses it): two
 relay hosts with their own sources, a viewer host with the stripchart, a store host with
 SeaweedFS. The viewer's page has both relays' channels, a tag made on the viewer reaches
-both relays, and ``pivot --archive`` on the viewer gives exactly what each relay cached.
+both relays, the store stopped for 30 s under load costs no datagram of either cache and
+the backlog drains, and ``pivot --archive`` on the viewer gives exactly what each relay
+cached.
 
 Needs root and iproute2; skipped, with the reason, where namespaces cannot be made.
 Run it alone: ``.venv/bin/pytest tests/test_multihost.py``."""
@@ -70,7 +72,7 @@ def lan() -> Iterator[dict[str, tuple[str, str]]]:
 SOURCE = """
 import sys, time
 from speeddata import Sender
-channel, host, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+channel, host, seconds, count_file = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 fields = {"motor": dict(torque=0.0, current=0.0, voltage=0.0, position=0.0, temperature=0.0),
           "env": dict(pressure=1000.0, state="RUNNING", message="")}[channel]
 signal = {"motor": "speed", "env": "humidity"}[channel]
@@ -81,7 +83,7 @@ with Sender(channel, host=host, port=26000) as sender:
             sender.send(**{signal: float(i)}, **fields)
             i += 1
         time.sleep(0.02)
-print(i)
+open(count_file, "w").write(str(i))
 """
 
 
@@ -134,10 +136,9 @@ def test_two_relay_hosts_one_viewer_one_store(lan: dict[str, tuple[str, str]],
                        .get("relay", {}).get("running"), what=f"the relay on {role}")
         url = f"http://{lan['viewer'][1]}:8080/"
         wait_until(lambda: _get(url + "api/channels"), what="the viewer's stripchart server")
-        sources = [run("relay1", "-c", SOURCE, "motor", lan["relay1"][1], "9",
-                       background=True),
-                   run("relay2", "-c", SOURCE, "env", lan["relay2"][1], "9",
-                       background=True)]
+        sources = [run(role, "-c", SOURCE, channel, lan[role][1], "45",
+                       str(tmp_path / f"{role}.sent"), background=True)
+                   for role, channel in (("relay1", "motor"), ("relay2", "env"))]
         time.sleep(2)
         for action in ("start", "stop"):
             done = run("viewer", "-m", "speeddata", "tag", action, "shared", "--config",
@@ -155,8 +156,23 @@ def test_two_relay_hosts_one_viewer_one_store(lan: dict[str, tuple[str, str]],
                              what=f"the tag at {role}")
             assert (tag.start_ns, tag.end_ns) == (mine.start_ns, mine.end_ns)
             assert tag.origin and tag.received_ns
+        # the store goes away for 30 s under load: the relays cache on, the backlog grows
+        store.stop()
+        time.sleep(30)
+        for role in ("relay1", "relay2"):
+            snap = status.read_all(tmp_path / role / "cache")["archive"]
+            assert snap["store"] == "down" and snap["errors"] >= 1, snap
+            assert snap["backlog_files"] >= 20, snap  # files roll every second
+        store.start()
         for source in sources:
             assert source.wait(60) == 0
+        for role, channel in (("relay1", "motor"), ("relay2", "env")):
+            sent = int((tmp_path / f"{role}.sent").read_text())
+            cache = tmp_path / role / "cache"
+            wait_until(lambda cache=cache, channel=channel, sent=sent: _cached(cache, channel)
+                       == sent, what=f"all {sent} {channel} datagrams in {role}'s cache")
+            wait_until(lambda cache=cache: _drained(cache), timeout=60,
+                       what=f"{role}'s archive backlog drained")
         for role in ("relay1", "relay2"):  # the files holding the tag closed and archived
             wait_until(lambda role=role: _archived_past(tmp_path / role / "cache",
                                                         mine.end_ns),
@@ -202,6 +218,19 @@ def _get(url: str) -> Any:
 def _tag(cache: Path) -> Any:
     store = TagStore(cache)
     return next((t for t in store.list() if t.name == "shared" and t.end_ns), None)
+
+
+def _cached(cache: Path, channel: str) -> int:
+    """Records in the cache files of ``channel``, from their indexes."""
+    from speeddata.cache import index
+
+    return sum(e.count for p in (cache / channel).glob("*.idx")
+               for e in index.unpack(p.read_bytes()))
+
+
+def _drained(cache: Path) -> bool:
+    snap = status.read_all(cache).get("archive", {})
+    return snap.get("store") == "up" and snap.get("backlog_files") == 0
 
 
 def _archived_past(cache: Path, end_ns: int) -> bool:
