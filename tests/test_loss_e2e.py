@@ -56,6 +56,31 @@ def send(sender: Sender, count: int) -> None:
             time.sleep(0.01)
 
 
+def page_shows_the_loss(url: str, tmp_path: Path) -> None:
+    """The stripchart's header badge says what was lost in the last 10 s, and its title
+    which sender and hop (the lossy sender's 300 of 3000)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.stripchart.test_page import ARGS, CHROMIUM
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is missing: run ./install --dev")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 500})
+            page.goto(url)
+            badge = page.locator("#loss")
+            badge.wait_for(state="visible", timeout=10_000)
+            assert badge.inner_text() == "⚠ 300 lost in 10 s (10.0 %)"
+            title = badge.get_attribute("title") or ""
+            assert "sender → relay: example from 127.0.0.1:" in title
+            assert "300 of 3000 in the last 10 s" in title
+            page.screenshot(path=str(tmp_path / "loss-badge.png"))
+        finally:
+            browser.close()
+
+
 def test_loss_is_reported_per_sender_and_per_hop(tmp_path: Path) -> None:
     relay = start_relay(tmp_path, relay_settings(tmp_path))
     serve = start_serve(tmp_path, relay.config_path)
@@ -94,6 +119,7 @@ def test_loss_is_reported_per_sender_and_per_hop(tmp_path: Path) -> None:
         assert (rows[clean_port]["arrived"], rows[clean_port]["lost"]) == (3000, 0)
         assert rows[clean_port]["source"].startswith("127.0.0.1:")
         assert relay.snapshot()["channels"]["example"]["datagrams"] == 5700
+        page_shows_the_loss(serve.url, tmp_path)
 
         # the status command says it in words
         out = subprocess.run([sys.executable, "-m", "speeddata", "status", "--config",
