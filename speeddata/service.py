@@ -19,7 +19,9 @@ SYSCTL_FILE = "60-speeddata.conf"
 ROLES = {
     "relay": "receives datagrams, caches them to disk and re-multicasts them",
     "serve": "the live stripchart page and its API",
+    "archive": "uploads closed cache files to the S3-compatible archive",
 }
+ALWAYS = ("relay", "serve")  # the archive runs only where [archive] endpoint is set
 
 
 def unit_name(role: str) -> str:
@@ -43,7 +45,7 @@ def _unit(role: str, about: str, user: str, home: Path, config: Path | None,
     command = [python, "-m", "speeddata", role, *(["--config", str(config)] if config else [])]
     state = (f"StateDirectory={home.name}" if home.parent == Path("/var/lib")
              else f"ReadWritePaths={home}")
-    after = "network-online.target" + (f" {unit_name('relay')}" if role == "serve" else "")
+    after = "network-online.target" + (f" {unit_name('relay')}" if role != "relay" else "")
     return f"""[Unit]
 Description=speeddata {role}: {about}
 After={after}
@@ -73,9 +75,12 @@ WantedBy=multi-user.target
 def next_steps(user: str, home: Path, unit_dir: Path, sysctl_dir: Path,
                python: str = sys.executable) -> str:
     """What the administrator runs after the files are written."""
-    names = " ".join(unit_name(role) for role in ROLES)
-    return f"""wrote {names} to {unit_dir} and {SYSCTL_FILE} to {sysctl_dir}; now run:
+    names = " ".join(unit_name(role) for role in ALWAYS)
+    written = " ".join(unit_name(role) for role in ROLES)
+    return f"""wrote {written} to {unit_dir} and {SYSCTL_FILE} to {sysctl_dir}; now run:
   id {user} || useradd --system --home-dir {home} --shell /usr/sbin/nologin {user}
   sysctl --system
   systemctl daemon-reload && systemctl enable --now {names}
-  sudo -u {user} {ENV_HOME}={home} {python} -m speeddata status --url   # the page's link"""
+  sudo -u {user} {ENV_HOME}={home} {python} -m speeddata status --url   # the page's link
+with an archive ([archive] endpoint, and keys in [archive] credentials_file readable by
+{user}), also: systemctl enable --now {unit_name("archive")}"""

@@ -21,7 +21,7 @@ def fields(text: str) -> dict[str, str]:
 def test_units_run_unprivileged_in_the_data_directory_and_stop_on_config_errors() -> None:
     files = service.units("sd", Path("/var/lib/speeddata"), Path("/etc/speeddata.toml"))
     assert set(files) == {"speeddata-relay.service", "speeddata-serve.service",
-                          "60-speeddata.conf"}
+                          "speeddata-archive.service", "60-speeddata.conf"}
     relay = fields(files["speeddata-relay.service"])
     assert relay["User"] == "sd" and relay["StateDirectory"] == "speeddata"
     assert relay["Environment"] == "SPEEDDATA_HOME=/var/lib/speeddata"
@@ -29,6 +29,9 @@ def test_units_run_unprivileged_in_the_data_directory_and_stop_on_config_errors(
     assert shlex.split(relay["ExecStart"])[-4:] == [
         "speeddata", "relay", "--config", "/etc/speeddata.toml"]
     assert "speeddata-relay.service" in fields(files["speeddata-serve.service"])["After"]
+    archive = fields(files["speeddata-archive.service"])  # exits 2 without an endpoint:
+    assert archive["RestartPreventExitStatus"] == "2"  # not restarted in a loop
+    assert shlex.split(archive["ExecStart"])[-3] == "archive"
     rmem = int(files["60-speeddata.conf"].split("net.core.rmem_max = ")[1])
     assert rmem >= RelayConfig().rcvbuf  # what the relay asks for is granted
     elsewhere = fields(service.units("sd", Path("/srv/rig"))["speeddata-relay.service"])
@@ -44,7 +47,7 @@ def test_the_command_writes_units_that_systemd_accepts_and_that_run(tmp_path: Pa
     assert "systemctl daemon-reload" in capsys.readouterr().out
     assert (sysctl / "60-speeddata.conf").exists()
     paths = sorted(units.glob("*.service"))
-    assert len(paths) == 2
+    assert len(paths) == 3  # relay, serve, archive
     if shutil.which("systemd-analyze"):
         checked = subprocess.run(["systemd-analyze", "verify", *map(str, paths)],
                                  capture_output=True, text=True, timeout=60)
