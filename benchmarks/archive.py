@@ -3,8 +3,9 @@
 with the archiver running beside it.
 
 1. Upload: ``--files`` closed cache files of ``--mib`` MiB each, archived by the real
-   ``Archiver`` (MD5, PUT, HEAD check, ledger), against plain boto3 ``put_object`` of the
-   same files in the same run (the baseline: what the store and the client take).
+   ``Archiver`` (MD5, PUT, HEAD check, ledger) with one stream and with ``[archive]
+   streams`` (4), against plain boto3 ``put_object`` of the same files one by one in the
+   same run (the baseline: what the store and the client take).
 2. Relay: the highest rate the relay holds without loss (``speeddata bench relay``'s
    search, 90-byte records, files rolled every second so the archiver always uploads),
    with and without ``speeddata archive`` running, interleaved. On this 2-core machine
@@ -22,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from speeddata.archive import Archiver
+from speeddata.archive import LEDGER, Archiver
 from speeddata.bench import relay as relay_bench
 from speeddata.bench.store import Store
 from speeddata.cache.store import CacheWriter
@@ -51,23 +52,27 @@ def cache_files(cache: Path, files: int, mib: int) -> int:
 def upload(files: int, mib: int, work: Path, store: Store) -> dict[str, float]:
     cache = work / "cache"
     size = cache_files(cache, files, mib)
-    settings = {"cache": {"dir": str(cache)},
-                "archive": {"endpoint": store.endpoint, "host": "bench", "bucket": "bench"}}
-    cfg = build(write_file(work / "a.toml", settings))
     s3 = store.client()
     for bucket in ("bench", "plain"):  # a new bucket's first volumes take seconds: not timed
         s3.create_bucket(Bucket=bucket)
         s3.put_object(Bucket=bucket, Key="warm-up", Body=bytes(2**20))
-    archiver = Archiver(cfg, s3)
-    started = time.perf_counter()
-    archiver.round()
-    ours = time.perf_counter() - started
+    rates = {}
+    for streams in (1, 4):
+        settings = {"cache": {"dir": str(cache)}, "archive": {
+            "endpoint": store.endpoint, "host": f"s{streams}", "bucket": "bench",
+            "streams": streams}}
+        cfg = build(write_file(work / "a.toml", settings))
+        (cache / LEDGER).unlink(missing_ok=True)  # everything anew, under another host
+        started = time.perf_counter()
+        Archiver(cfg, s3).round()
+        rates[streams] = size / (time.perf_counter() - started) / 1e6
     started = time.perf_counter()
     for path in sorted((cache / "motor").glob("*.avro"))[:-1]:
         with path.open("rb") as body:
             s3.put_object(Bucket="plain", Key=path.name, Body=body)
     plain = time.perf_counter() - started
-    return {"bytes": size, "archiver_mb_s": size / ours / 1e6, "plain_mb_s": size / plain / 1e6}
+    return {"bytes": size, "one_stream_mb_s": rates[1], "four_streams_mb_s": rates[4],
+            "plain_mb_s": size / plain / 1e6}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             up = upload(args.files, args.mib, work / "upload", store)
             print(f"upload of {up['bytes'] / 2**20:.0f} MiB in {args.files} files: archiver "
-                  f"{up['archiver_mb_s']:.0f} MB/s (MD5, PUT, HEAD check, ledger), plain "
-                  f"boto3 put_object {up['plain_mb_s']:.0f} MB/s, ratio "
-                  f"{up['archiver_mb_s'] / up['plain_mb_s']:.2f}")
+                  f"(MD5, PUT, HEAD check, ledger) one stream {up['one_stream_mb_s']:.0f} "
+                  f"MB/s, four streams {up['four_streams_mb_s']:.0f} MB/s; plain boto3 "
+                  f"put_object one by one {up['plain_mb_s']:.0f} MB/s; ratios to plain "
+                  f"{up['one_stream_mb_s'] / up['plain_mb_s']:.2f} and "
+                  f"{up['four_streams_mb_s'] / up['plain_mb_s']:.2f}")
             held: dict[str, list[float]] = {"off": [], "on": []}
             for _ in range(args.runs):
                 for mode in ("off", "on"):  # interleaved: the machine's drift hits both

@@ -23,8 +23,10 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,7 +218,8 @@ def host_name(cfg: ArchiveConfig) -> str:
 
 @dataclass
 class Archiver:
-    """Uploads what ``pending`` finds, one file at a time; counts for the status file."""
+    """Uploads what ``pending`` finds, ``[archive] streams`` files at a time, oldest
+    first; counts for the status file."""
 
     config: Config
     s3: Any
@@ -233,7 +236,10 @@ class Archiver:
         self.started = time.time()
         self._bucket_ready = False
         self._error_log = Throttle(10.0)
-        self._upload_seconds = 0.0
+        self._busy_seconds = 0.0  # wall time of rounds that uploaded: the throughput's
+        self._lock = threading.RLock()  # ledger, counts and status, shared by the streams
+        self._current: set[str] = set()
+        self._abort = False
 
     def todo(self) -> list[tuple[Path, str, int]]:
         found = list(pending(self.cache, scan(self.cache), self.ledger))
@@ -261,9 +267,10 @@ class Archiver:
         md5 = file_md5(path)
         key = object_key(self.config.archive.prefix, self.host, relative)
         bucket = self.config.archive.bucket
-        self.counts["uploading"] = relative
-        self.report()  # an upload of a large file takes a while: say which one is going
-        started = time.monotonic()
+        with self._lock:
+            self._current.add(relative)
+            self.counts["uploading"] = ", ".join(sorted(self._current))
+            self.say()  # a large file takes a while: say which ones are going
         with path.open("rb") as body:
             self.s3.put_object(Bucket=bucket, Key=key, Body=body, ContentLength=size,
                                ContentMD5=base64.b64encode(bytes.fromhex(md5)).decode())
@@ -272,27 +279,58 @@ class Archiver:
         if head.get("ContentLength") != size or etag != md5:
             raise ArchiveError(f"{key}: the store holds {head.get('ContentLength')} bytes with "
                                f"MD5 {etag}, the file {size} bytes with MD5 {md5}")
-        self._upload_seconds += time.monotonic() - started
-        self.ledger.record(relative, size, md5, key, time.time_ns())
-        self.counts["uploading"] = ""
-        self.counts["uploaded_files"] += 1
-        self.counts["uploaded_bytes"] += size
-
-    def round(self) -> int:
-        """One pass: upload everything pending (stops early when asked). Raises on the
-        store's errors; returns how many files went up."""
-        self.ensure_bucket()
-        done = 0
-        for path, relative, size in self.todo():
-            if self.stopping():
-                break
-            try:
-                self.upload(path, relative, size)
-            except FileNotFoundError:  # retention took it meanwhile (archive not required)
-                continue
-            done += 1
+        with self._lock:
+            self.ledger.record(relative, size, md5, key, time.time_ns())
+            self._current.discard(relative)
+            self.counts["uploading"] = ", ".join(sorted(self._current))
+            self.counts["uploaded_files"] += 1
+            self.counts["uploaded_bytes"] += size
             self.counts["backlog_files"] -= 1
             self.counts["backlog_bytes"] -= size
+            self.counts["store"] = "up"  # it just took a file
+            self.say()
+
+    def say(self) -> None:
+        """Write the status (``report``), one stream at a time."""
+        with self._lock:
+            self.report()
+
+    def _stream(self, path: Path, relative: str, size: int) -> bool:
+        """One upload of a round, unless the round is over (asked to stop, or the store
+        failed another stream): then it is left for the next round."""
+        if self._abort or self.stopping():
+            return False
+        try:
+            self.upload(path, relative, size)
+        except FileNotFoundError:  # retention took it meanwhile (archive not required)
+            return False
+        except BaseException:
+            self._abort = True  # the store is away: the queued uploads wait for the retry
+            raise
+        return True
+
+    def round(self) -> int:
+        """One pass: upload everything pending, ``streams`` at a time (stops early when
+        asked). Raises the store's first error; returns how many files went up."""
+        self.ensure_bucket()
+        todo = self.todo()
+        self._abort = False
+        started = time.monotonic()
+        done = 0
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(self.config.archive.streams) as pool:
+            for future in [pool.submit(self._stream, *item) for item in todo]:
+                try:
+                    done += future.result()
+                except BaseException as exc:
+                    failure = failure or exc
+        with self._lock:
+            self._current.clear()
+            self.counts["uploading"] = ""
+        if failure is not None:
+            raise failure
+        if done:
+            self._busy_seconds += time.monotonic() - started
         self.counts["store"] = "up"
         return done
 
@@ -313,7 +351,7 @@ class Archiver:
                 "archived_files": len(self.ledger.entries),
                 "archived_bytes": self.ledger.archived_bytes(),
                 "upload_mb_per_s": round(self.counts["uploaded_bytes"] / 1e6 /
-                                         self._upload_seconds, 1) if self._upload_seconds else None,
+                                         self._busy_seconds, 1) if self._busy_seconds else None,
                 **self.counts}
 
 
@@ -339,7 +377,7 @@ def run(config: Config, should_stop: Callable[[], bool]) -> None:
         while not should_stop():
             now = time.monotonic()
             if now >= next_status:
-                archiver.report()
+                archiver.say()
                 next_status = now + STATUS_SECONDS
             if now >= next_round:
                 try:

@@ -173,6 +173,9 @@ class ArchiveConfig:
     prefix: str = setting("", "Key prefix: objects are <prefix>/<relay host>/<channel>/<file>.")
     host: str = setting("", "The name this relay files under in the archive; empty: the "
                         "host name.")
+    streams: int = setting(4, "Files uploaded at once (one stream takes about 90 MB/s on a "
+                           "local store; more for a faster store or a longer path).",
+                           bounds=(1, 64))
     required: bool = setting(
         False, "Retention deletes a cache file only once it is archived (a store down for "
         "long then fills the cache: the quota is exceeded, never data lost).")

@@ -255,8 +255,8 @@ def test_a_kill_in_the_middle_of_an_upload_uploads_the_file_once_complete(
     paths = fill(cache, 1, records=1_200_000)  # ~60 MB: the upload takes a while
     big = paths[0]
     process = start_archiver(config, tmp_path)
-    wait_until(lambda: status.read_all(cache).get("archive", {}).get("uploading", "")
-               .endswith(big.name), what="the upload under way")
+    wait_until(lambda: big.name in status.read_all(cache).get("archive", {})
+               .get("uploading", ""), what="the upload under way")
     process.send_signal(signal.SIGKILL)
     process.wait(TIMEOUT)
     ledger = archive.Ledger(cache / archive.LEDGER)

@@ -254,7 +254,8 @@ class Router:
         if senders is not None and take_reports:
             for i, report in routed.reports:
                 later = sum(1 for j, channel, *_ in accepted if j > i and senders[j] ==
-                            senders[i] and channel.fingerprint == report["channel"])
+                            senders[i] and report["channel"] in (channel.fingerprint,
+                                                                 *channel.aliases))
                 self.take_report(int(senders[i]), report, now_ns, later)
         return routed
 
@@ -439,9 +440,12 @@ class BatchRouter:
         for k, report in out.other.reports:
             at = int(picked[k])
             sender = senders[at]
+            channel = self.router.registry.by_fingerprint(report["channel"])
+            if channel is None:
+                continue  # its datagrams are listed as unknown fingerprints instead
+            mine = {channel.fingerprint, *channel.aliases}  # a sender may use an alias
             later = out.full[(out.full > at) & (senders[out.full] == sender)]
-            later = sum(1 for i in later.tolist()
-                        if bytes(batch.datagram(i)[2:10]) == report["channel"])
+            later = sum(1 for i in later.tolist() if bytes(batch.datagram(i)[2:10]) in mine)
             self.router.take_report(int(sender), report, now_ns, later)
 
     @staticmethod
