@@ -65,12 +65,15 @@ def file_md5(path: Path) -> str:
 
 class Ledger:
     """What is archived: one JSON line per verified upload, appended and fsynced. A torn
-    last line (a crash while writing it) is ignored: that file is uploaded again."""
+    last line (a crash while writing it) is ignored: that file is uploaded again, and the
+    next line written starts on a line of its own."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.entries: dict[str, dict[str, Any]] = {}
+        self.bytes = 0  # archived, in all
         self._offset = 0
+        self._torn = False  # the file ends in a partial line
         self.refresh()
 
     def refresh(self) -> None:
@@ -86,10 +89,16 @@ class Ledger:
         for line in whole.splitlines():
             try:
                 entry = json.loads(line)
-                self.entries[entry["path"]] = entry
+                self._add(entry["path"], entry)
             except (ValueError, KeyError, TypeError):
                 continue
         self._offset += len(whole)
+        self._torn = len(whole) < len(data)
+
+    def _add(self, relative: str, entry: dict[str, Any]) -> None:
+        old = self.entries.get(relative)
+        self.bytes += int(entry["size"]) - (old["size"] if old else 0)
+        self.entries[relative] = entry
 
     def holds(self, relative: str, size: int) -> bool:
         entry = self.entries.get(relative)
@@ -99,19 +108,12 @@ class Ledger:
         entry = {"path": relative, "size": size, "md5": md5, "key": key, "ns": now_ns}
         line = (json.dumps(entry) + "\n").encode()
         with self.path.open("ab") as f:
-            f.write(line)
+            f.write(b"\n" + line if self._torn else line)
             f.flush()
             os.fsync(f.fileno())
-        self.entries[relative] = entry
-        self._offset += len(line)
-
-    def archived_bytes(self) -> int:
-        return sum(e["size"] for e in self.entries.values())
-
-
-def parts(f: CachedFile) -> list[Path]:
-    """The files a cached file is made of: data, index, and its summary if made yet."""
-    return [p for p in (f.path, index_path(f.path), summary_path(f.path)) if p.exists()]
+            self._offset = f.tell()
+        self._torn = False
+        self._add(relative, entry)
 
 
 def covered(ledger: Ledger, cache_dir: Path) -> Callable[[CachedFile], bool]:
@@ -138,7 +140,7 @@ def pending(cache_dir: Path, files: list[CachedFile], ledger: Ledger
     for f in files:
         if f.path in growing:
             continue
-        for path in parts(f):
+        for path in (f.path, index_path(f.path), summary_path(f.path)):  # summary: if made
             try:
                 size = path.stat().st_size
             except FileNotFoundError:
@@ -304,7 +306,7 @@ class Archiver:
             self.upload(path, relative, size)
         except FileNotFoundError:  # retention took it meanwhile (archive not required)
             return False
-        except BaseException:
+        except Exception:
             self._abort = True  # the store is away: the queued uploads wait for the retry
             raise
         return True
@@ -317,12 +319,12 @@ class Archiver:
         self._abort = False
         started = time.monotonic()
         done = 0
-        failure: BaseException | None = None
+        failure: Exception | None = None
         with ThreadPoolExecutor(self.config.archive.streams) as pool:
             for future in [pool.submit(self._stream, *item) for item in todo]:
                 try:
                     done += future.result()
-                except BaseException as exc:
+                except Exception as exc:
                     failure = failure or exc
         with self._lock:
             self._current.clear()
@@ -349,7 +351,7 @@ class Archiver:
                 "started": self.started, "endpoint": self.config.archive.endpoint,
                 "bucket": self.config.archive.bucket, "host": self.host,
                 "archived_files": len(self.ledger.entries),
-                "archived_bytes": self.ledger.archived_bytes(),
+                "archived_bytes": self.ledger.bytes,
                 "upload_mb_per_s": round(self.counts["uploaded_bytes"] / 1e6 /
                                          self._busy_seconds, 1) if self._busy_seconds else None,
                 **self.counts}

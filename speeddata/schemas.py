@@ -327,7 +327,8 @@ def retire_schema(directory: Path, name: str, now_ns: int) -> Path:
     carries its schema)."""
     path = directory / f"{name}.avsc"
     if not _CHANNEL_NAME.fullmatch(name) or not path.exists():
-        raise UnknownChannelError(f"no channel {name[:140]!r} in {directory}")
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.avsc"))) or "none"
+        raise UnknownChannelError(f"no channel {name[:140]!r} to retire (channels: {known})")
     retired = directory / "retired"
     retired.mkdir(exist_ok=True)
     target = retired / f"{name}.{now_ns}.avsc"

@@ -178,13 +178,17 @@ class TagStore:
             log.error("tag %s could not be shared on the control group: %s", message["name"],
                       exc)
 
-    def get(self, name: str) -> Tag:
+    def find(self, name: str) -> Tag | None:
         with closing(self._connect()) as db:
             row = db.execute(f"SELECT {COLUMNS} FROM tags WHERE name = ?", (name,)).fetchone()
-        if row is None:
+        return None if row is None else self._row(row)
+
+    def get(self, name: str) -> Tag:
+        tag = self.find(name)
+        if tag is None:
             known = ", ".join(t.name for t in self.list()) or "none yet"
             raise TagNotFound(f"no tag named {name!r} (tags: {known}); see 'speeddata tags'")
-        return self._row(row)
+        return tag
 
     def list(self) -> list[Tag]:
         with closing(self._connect()) as db:
@@ -257,7 +261,7 @@ class TagStore:
         try:
             name = check_name(message["name"])
             action = message["action"]
-            existing = self.get(name) if self._has(name) else None
+            existing = self.find(name)
             if action == "delete":
                 if existing is None:
                     return "known"
@@ -289,10 +293,6 @@ class TagStore:
             return "added"
         except (KeyError, TypeError, ValueError, TagError) as exc:
             return f"left alone: a bad tag message ({exc})"
-
-    def _has(self, name: str) -> bool:
-        with closing(self._connect()) as db:
-            return db.execute("SELECT 1 FROM tags WHERE name = ?", (name,)).fetchone() is not None
 
     def mark_exported(self, name: str, now_ns: int) -> None:
         with closing(self._connect()) as db, db:

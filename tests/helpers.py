@@ -147,3 +147,19 @@ def start_serve(tmp: Path, config_path: Path) -> ServeProcess:
     wait_until(ready, what="the stripchart server")
     return ServeProcess(process, url, log_path)
 
+
+
+def run_or_skip(steps: list[list[str]], what: str) -> None:
+    """Run each setup command (``ip netns``, ``nft`` ...); skip the test, saying which
+    command failed and why, where this machine cannot do ``what`` (not root, no tool)."""
+    import pytest
+
+    for step in steps:
+        try:
+            done = subprocess.run(step, capture_output=True, text=True)
+        except FileNotFoundError as exc:
+            pytest.skip(f"cannot make {what} here: {exc.filename} is missing "
+                        "(./install --dev installs it)")
+        if done.returncode:
+            pytest.skip(f"cannot make {what} here ({' '.join(step)}: {done.stderr.strip()}); "
+                        "run as root on Linux")

@@ -67,7 +67,24 @@ def test_the_ledger_survives_a_torn_line_and_sees_another_process_append(tmp_pat
     with path.open("ab") as f:  # the line is finished later (never in practice: retried)
         f.write(b'ze": 5, "md5": "bb", "key": "k/b", "ns": 2}\n')
     other.refresh()
-    assert other.holds("motor/b.avro", 5) and ledger2.archived_bytes() == 10
+    assert other.holds("motor/b.avro", 5) and ledger2.bytes == 10
+
+
+def test_a_line_written_after_a_torn_one_stands_on_its_own(tmp_path: Path) -> None:
+    """After a crash in the middle of a ledger line, the restarted archiver's next line
+    is read by everyone (the relay's retention too), the torn one is not."""
+    path = tmp_path / archive.LEDGER
+    archive.Ledger(path).record("motor/a.avro", 10, "aa", "k/a", 1)
+    with path.open("ab") as f:
+        f.write(b'{"path": "motor/b.avro", "si')  # kill -9 while appending
+    restarted = archive.Ledger(path)
+    restarted.record("motor/c.avro", 7, "cc", "k/c", 2)
+    reader = archive.Ledger(path)
+    assert reader.holds("motor/a.avro", 10) and reader.holds("motor/c.avro", 7)
+    assert not reader.holds("motor/b.avro", 5) and reader.bytes == 17
+    restarted.record("motor/c.avro", 8, "cd", "k/c", 3)  # the same file again, grown
+    reader.refresh()
+    assert reader.holds("motor/c.avro", 8) and reader.bytes == 18
 
 
 def test_pending_waits_for_the_newest_file_and_takes_summaries_later(tmp_path: Path) -> None:

@@ -96,6 +96,12 @@ def test_a_channel_added_and_retired_while_running(tmp_path: Path) -> None:
         # retired: no new data accepted, what is cached stays
         assert call(base, "DELETE", "/api/channels/rig")[0] == 204
         assert call(base, "DELETE", "/api/channels/rig")[0] == 404
+        code, answer = call(base, "DELETE", "/api/channels/..%2F..%2Fetc%2Fpasswd")
+        assert 400 <= code < 500 and str(tmp_path) not in str(answer)  # no path, no 500
+        code, answer = call(base, "DELETE", "/api/channels/nope")
+        assert code == 404 and "channels: env, example, motor" in answer["detail"]
+        assert str(tmp_path) not in answer["detail"]  # the server's paths stay its own
+        assert call(base, "DELETE", "/api/channels/" + "a" * 300)[0] == 422
         assert not (schemas / "rig.avsc").exists()
         assert [p.name.split(".")[0] for p in (schemas / "retired").iterdir()] == ["rig"]
     finally:

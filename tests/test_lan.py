@@ -18,7 +18,14 @@ from speeddata.bench.procs import free_port
 from speeddata.config import write_file
 from speeddata.schemas import load_file
 from speeddata.sender import Encoder
-from tests.helpers import SCHEMAS, relay_settings, start_relay, start_serve, wait_until
+from tests.helpers import (
+    SCHEMAS,
+    relay_settings,
+    run_or_skip,
+    start_relay,
+    start_serve,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -39,11 +46,7 @@ def laptop() -> Iterator[str]:
              ["ip", "-n", name, "link", "set", laptop_end, "up"],
              ["ip", "-n", name, "link", "set", "lo", "up"]]
     try:
-        for step in steps:
-            done = subprocess.run(step, capture_output=True, text=True)
-            if done.returncode:
-                pytest.skip(f"cannot make a network namespace here ({' '.join(step)}: "
-                            f"{done.stderr.strip()}); run as root on Linux")
+        run_or_skip(steps, "a network namespace")
         yield name
     finally:
         subprocess.run(["ip", "link", "del", host_end], capture_output=True)

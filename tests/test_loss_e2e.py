@@ -19,7 +19,14 @@ import pytest
 
 from speeddata import Sender
 from speeddata.schemas import load_file
-from tests.helpers import SCHEMAS, relay_settings, start_relay, start_serve, wait_until
+from tests.helpers import (
+    SCHEMAS,
+    relay_settings,
+    run_or_skip,
+    start_relay,
+    start_serve,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = load_file(SCHEMAS / "example.avsc")
@@ -158,14 +165,7 @@ def lossy_host(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
              ["ip", "-n", name, "route", "add", "224.0.0.0/4", "dev", "lo"],
              ["ip", "netns", "exec", name, "nft", "-f", str(tmp_path / "lossy.nft")]]
     try:
-        for step in steps:
-            try:
-                done = subprocess.run(step, capture_output=True, text=True)
-            except FileNotFoundError as exc:
-                pytest.skip(f"{exc.filename} is missing: ./install --dev installs nftables")
-            if done.returncode:
-                pytest.skip(f"cannot make a lossy network namespace here ({' '.join(step)}: "
-                            f"{done.stderr.strip()}); run as root on Linux with nftables")
+        run_or_skip(steps, "a lossy network namespace (nftables)")
         yield name, settings
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)

@@ -28,7 +28,7 @@ from speeddata.bench.procs import fresh_group
 from speeddata.bench.store import Store, StoreMissing
 from speeddata.config import write_file
 from speeddata.tags import TagStore
-from tests.helpers import SCHEMAS, wait_until
+from tests.helpers import SCHEMAS, run_or_skip, wait_until
 
 pytestmark = pytest.mark.e2e
 NET = "10.214.9"
@@ -57,11 +57,7 @@ def lan() -> Iterator[dict[str, tuple[str, str]]]:
                   ["ip", "-n", namespace, "link", "set", "lo", "up"],
                   ["ip", "-n", namespace, "route", "add", "224.0.0.0/4", "dev", there]]
     try:
-        for step in steps:
-            done = subprocess.run(step, capture_output=True, text=True)
-            if done.returncode:
-                pytest.skip(f"cannot make the network namespaces here ({' '.join(step)}: "
-                            f"{done.stderr.strip()}); run as root on Linux")
+        run_or_skip(steps, "the network namespaces")
         yield hosts
     finally:
         for namespace, _ in hosts.values():

@@ -109,6 +109,7 @@ class Routed:
     decimated: list[memoryview | bytes] = field(default_factory=list)
     rejected: int = 0
     reports: list[tuple[int, dict]] = field(default_factory=list)  # (index, SenderReport)
+    arrivals: list[tuple[int, str]] = field(default_factory=list)  # (index, channel) accepted
 
 
 class Router:
@@ -241,6 +242,7 @@ class Router:
                     self.reject_bodies(channel, 1, size, is_legacy)
         routed.rejected = len(datagrams) - len(accepted) - len(routed.reports)
         for i, channel, body, forward, size in sorted(accepted, key=lambda a: a[0]):
+            routed.arrivals.append((i, channel.name))
             routed.bodies.setdefault(channel, []).append(body)
             if senders is not None:
                 self.hop.arrived((int(senders[i]), channel.name), 1, now_ns)
@@ -252,25 +254,26 @@ class Router:
                 counters.decimated += 1
                 routed.decimated.append(forward)
         if senders is not None and take_reports:
-            for i, report in routed.reports:
-                later = sum(1 for j, channel, *_ in accepted if j > i and senders[j] ==
-                            senders[i] and report["channel"] in (channel.fingerprint,
-                                                                 *channel.aliases))
-                self.take_report(int(senders[i]), report, now_ns, later)
+            self.take_reports(routed.reports, routed.arrivals, senders, now_ns)
         return routed
 
-    def take_report(self, sender: int, report: dict, now_ns: int, later: int) -> None:
-        """A SenderReport from ``sender``, matched with what had arrived before it:
-        ``later`` datagrams already counted came after it in the same batch, so the
-        report does not count them yet."""
-        channel = self.registry.by_fingerprint(report["channel"])
-        if channel is None:  # its datagrams are listed as unknown fingerprints instead
-            return
-        key = (sender, channel.name)
-        link = self.hop.links.get(key)
-        arrived = (0 if link is None else link.arrived) - later
-        self.hop.report(key, report["sender"], report["sent"], now_ns, arrived,
-                        report["failed"])
+    def take_reports(self, reports: list[tuple[int, dict]], arrivals: list[tuple[int, str]],
+                     senders: Sequence[int], now_ns: int) -> None:
+        """A batch's SenderReports, each matched with what had arrived before it: of the
+        batch's ``arrivals`` (index, channel), those of the same sender and channel after
+        a report are counted already, but not by the report."""
+        for i, report in reports:
+            channel = self.registry.by_fingerprint(report["channel"])  # aliases too
+            if channel is None:  # its datagrams are listed as unknown fingerprints instead
+                continue
+            sender = int(senders[i])
+            later = sum(1 for j, name in arrivals
+                        if j > i and name == channel.name and senders[j] == sender)
+            key = (sender, channel.name)
+            link = self.hop.links.get(key)
+            arrived = (0 if link is None else link.arrived) - later
+            self.hop.report(key, report["sender"], report["sent"], now_ns, arrived,
+                            report["failed"])
 
     def statistics(self) -> dict[str, object]:
         return {
@@ -433,20 +436,18 @@ class BatchRouter:
 
     def _take_reports(self, batch: Received, picked: np.ndarray, out: BatchRouted,
                       senders: np.ndarray | None, now_ns: int) -> None:
-        """The batch's SenderReports, each matched with what had arrived before it: the
-        same sender's datagrams of its channel later in the batch are not counted yet."""
+        """The batch's SenderReports (found one by one) matched by ``Router.take_reports``
+        with every arrival of the batch: the ones routed one by one (legacy bodies) and
+        the ones routed together, after the first report."""
         if senders is None or not out.other.reports:
             return
-        for k, report in out.other.reports:
-            at = int(picked[k])
-            sender = senders[at]
-            channel = self.router.registry.by_fingerprint(report["channel"])
-            if channel is None:
-                continue  # its datagrams are listed as unknown fingerprints instead
-            mine = {channel.fingerprint, *channel.aliases}  # a sender may use an alias
-            later = out.full[(out.full > at) & (senders[out.full] == sender)]
-            later = sum(1 for i in later.tolist() if bytes(batch.datagram(i)[2:10]) in mine)
-            self.router.take_report(int(sender), report, now_ns, later)
+        reports = [(int(picked[k]), report) for k, report in out.other.reports]
+        arrivals = [(int(picked[j]), name) for j, name in out.other.arrivals]
+        table = self.router.registry.fingerprints
+        first = min(i for i, _ in reports)
+        arrivals += [(i, table[bytes(batch.datagram(i)[2:10])].name)
+                     for i in out.full[out.full > first].tolist()]
+        self.router.take_reports(reports, arrivals, senders, now_ns)
 
     @staticmethod
     def _valid(channel: Channel, data: np.ndarray, sizes: np.ndarray) -> np.ndarray:

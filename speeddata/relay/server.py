@@ -110,6 +110,7 @@ class Relay:
                        "cache_dropped": 0, "status_write_errors": 0}
         self.started = time.time()
         self.epoch = loss.new_epoch()  # tells consumers this relay from a restarted one
+        self.report_name = f"{socket.gethostname()}/{self.name}"  # in its forward reports
         self._stopping = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -255,8 +256,8 @@ class Relay:
             for channel in self.registry:
                 c = counters.get(channel.name)
                 forwarded[channel.fingerprint] = getattr(c, what) if c else 0
-            reports = loss.forward_reports(time.time_ns(), self.epoch,
-                                           f"{socket.gethostname()}/{self.name}", forwarded)
+            reports = loss.forward_reports(time.time_ns(), self.epoch, self.report_name,
+                                           forwarded)
             self.counts["multicast_send_errors"] += netio.send_all(
                 self.mc_socket, reports, address)
 

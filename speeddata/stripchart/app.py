@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Query, WebSocket, WebSocketDisconnect
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -355,7 +356,7 @@ def create_app(config: Config) -> FastAPI:
         return next(c for c in server.hub.describe(time.time_ns()) if c["name"] == channel.name)
 
     @app.delete("/api/channels/{name}", status_code=204)
-    def retire_channel(name: str) -> None:
+    def retire_channel(name: Annotated[str, PathParam(max_length=128)]) -> None:
         """Retire a channel: no new data of it is accepted; its cached data stays."""
         retire_schema(config.channels.dir, name, time.time_ns())
         server.reload_channels()
