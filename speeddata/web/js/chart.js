@@ -224,8 +224,12 @@ export class SdChart extends HTMLElement {
     ctx.putImageData(this.image, 0, 0);
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     const y = (v) => ph - ((v - range[0]) / (range[1] - range[0])) * ph;
-    this.drawLimits(ctx, w, ph, y);
+    // bands and grid go beneath the traces (as in uPlot and Grafana): a grid line never
+    // greys the samples it crosses
+    ctx.globalCompositeOperation = "destination-over";
     this.drawGrid(ctx, w, h, ph, t0, t1, range, y);
+    this.drawLimits(ctx, w, ph, y);
+    ctx.globalCompositeOperation = "source-over";
     this.updateLegend(now, t0, t1, w);
   }
 
