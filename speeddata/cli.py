@@ -615,6 +615,7 @@ def cmd_pivot(args: argparse.Namespace) -> int:
             print(f"fetched {fetched['blocks']} blocks ({fetched['bytes'] / 2**20:.2f} MiB) from "
                   f"{fetched['files']} files of {len(fetched['hosts'])} relay hosts "
                   f"({', '.join(fetched['hosts']) or 'none'}) in the archive")
+            attrs = {**attrs, **_archive_shortfall(fetched, args.partial)}
         try:
             result = pivot(source, out, start, end, registry=_registry(cfg),
                            channels=channels,
@@ -632,6 +633,30 @@ def cmd_pivot(args: argparse.Namespace) -> int:
           f"of cache) in {result.seconds:.2f} s, {rate / 1e6:.2f} M records/s; channels "
           + ", ".join(f"{k} {v}" for k, v in result.channels.items()))
     return 0
+
+
+def _archive_shortfall(fetched: dict[str, object], partial: bool) -> dict[str, object]:
+    """What ``pivot --archive`` could not read: each object at fault on a line of its own,
+    then an error (nothing exported) unless ``--partial``, which exports the rest and keeps
+    the count in the export's attributes. Never a short export that looks whole."""
+    if fetched["unverified_files"]:
+        print(f"speeddata pivot: note: {fetched['unverified_files']} archived files have no "
+              "block sums (archived by an older speeddata): their blocks were checked by "
+              "their framing only", file=sys.stderr)
+    if not fetched["problems"]:
+        return {}
+    for line in fetched["problems"]:
+        print(f"speeddata pivot: archive: {line}", file=sys.stderr)
+    unknown = fetched["unknown_files"]
+    said = (f"{fetched['unread_records']} of {fetched['records']} records in the range could "
+            "not be read from the archive" + (f", and {unknown} files whose records could not "
+                                              "even be counted" if unknown else ""))
+    if not partial:
+        raise SpeeddataError(f"{said}: nothing exported (--partial exports the rest and says "
+                             "what is missing in the export)")
+    print(f"speeddata pivot: warning: {said}; exporting the rest (--partial)", file=sys.stderr)
+    return {"archive_unread_records": fetched["unread_records"],
+            "archive_unknown_files": unknown, "archive_problems": "\n".join(fetched["problems"])}
 
 
 @command("bench")
@@ -803,6 +828,10 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--archive", action="store_true",
                            help="read the range from the archive ([archive] endpoint): every "
                                 "relay's files, fetched by ranged GETs, not the local cache")
+            p.add_argument("--partial", action="store_true",
+                           help="with --archive: export what could be read when some archived "
+                                "objects are missing or damaged (counted, warned, kept in the "
+                                "export's attributes); default: fail and export nothing")
     return top
 
 

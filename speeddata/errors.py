@@ -65,3 +65,8 @@ class WireError(SpeeddataError, ValueError):
 
 class CacheError(SpeeddataError):
     """A cache file cannot be read or written."""
+
+
+class ArchiveError(SpeeddataError):
+    """The archive's store refused, lost or garbled an object; the message names it
+    (bucket/key)."""

@@ -29,7 +29,8 @@ S = 10**9
 
 def fill(cache: Path, files: int, records: int = 200, start_ns: int = 1_795_000_000 * S
          ) -> list[Path]:
-    """``files`` closed motor files (and one more, the newest, that may still grow)."""
+    """``files`` closed motor files and one more, the newest, which only its closed marker
+    (the writer is closed at the end) tells from a file that may still grow."""
     encoder = Encoder(MOTOR)
     writer = CacheWriter(cache, 2**40, 1)  # a new file a second
     for f in range(files + 1):
@@ -180,22 +181,28 @@ def test_closed_files_are_uploaded_checked_and_recorded(tmp_path: Path, store: S
     try:
         def archived() -> dict[str, Any] | None:
             snap = status.read_all(cache).get("archive", {})
-            return snap if snap.get("archived_files") == 6 and not snap["backlog_files"] else None
+            return snap if snap.get("archived_files") == 8 and not snap["backlog_files"] else None
 
-        snap = wait_until(archived, what="six files (three closed, their indexes) archived")
+        # the newest too: its writer closed (and marked) it, and no relay runs
+        snap = wait_until(archived, what="eight files (four closed, their indexes) archived")
         assert snap["store"] == "up" and snap["errors"] == 0 and snap["host"] == "rig1"
         found = objects(store)
         s3 = store.client()
-        for path in paths[:-1]:
+        ledger = archive.Ledger(cache / archive.LEDGER)
+        for path in paths:
             for part in (path, index_path(path)):
                 key = f"site/rig1/motor/{part.name}"
-                body = s3.get_object(Bucket="speeddata", Key=key)["Body"].read()
+                got = s3.get_object(Bucket="speeddata", Key=key)
+                body = got["Body"].read()
                 assert body == part.read_bytes()  # byte for byte
-        assert f"site/rig1/motor/{paths[-1].name}" not in found  # the newest may still grow
-        assert len(found) == 6
+                sha256 = hashlib.sha256(body).hexdigest()
+                assert got["Metadata"]["sha256"] == sha256  # x-amz-meta-sha256
+                assert ledger.entries[part.relative_to(cache).as_posix()]["sha256"] == sha256
+            assert f"site/rig1/motor/{path.stem}.sha256" in found  # its block sums
+        assert len(found) == 12
         shown = subprocess.run([sys.executable, "-m", "speeddata", "status", "--config",
                                 str(config)], capture_output=True, text=True).stdout
-        assert "store up, 6 files" in shown and "backlog 0 files" in shown, shown
+        assert "store up, 8 files" in shown and "backlog 0 files" in shown, shown
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(TIMEOUT) == 0

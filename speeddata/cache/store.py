@@ -26,6 +26,7 @@ log = logging.getLogger("speeddata.cache")
 
 SUFFIX = ".avro"
 INDEX_SUFFIX = ".idx"
+IDLE_SECONDS = 60.0  # a file with no new data for this long is closed (the archiver takes it)
 
 
 def file_name(start_ns: int, worker: int | None = None) -> str:
@@ -48,6 +49,12 @@ def index_path(path: Path) -> Path:
 def summary_path(path: Path) -> Path:
     """The summaries beside a cache file (``speeddata.cache.summary``)."""
     return path.with_name(path.name + ".sum.npz")
+
+
+def closed_marker(folder: Path, worker: str) -> Path:
+    """The marker naming the newest file of a channel (and worker, ``""`` for none) that
+    the relay has closed: the archiver uploads it without waiting for a newer one."""
+    return folder / (".closed" + (f"-w{worker}" if worker else ""))
 
 
 def needs_rollover(
@@ -272,10 +279,13 @@ class CacheWriter:
         rotate_seconds: float,
         worker: int | None = None,
         host: str | None = None,
+        idle_seconds: float = IDLE_SECONDS,
     ) -> None:
         self.directory = directory
         self.rotate_bytes = rotate_bytes
         self.rotate_seconds = rotate_seconds
+        self.idle_seconds = idle_seconds
+        self._last_ns: dict[str, int] = {}  # a channel's last write
         self.worker = worker
         self.host = host or socket.gethostname()
         self._open: dict[str, CacheFile] = {}
@@ -320,6 +330,7 @@ class CacheWriter:
             if current is None:
                 current = self._create(channel, now_ns)
             current.append(payload, count, now_ns)
+            self._last_ns[channel.name] = now_ns
         except (OSError, CacheError):
             self.write_errors += 1
             raise
@@ -345,15 +356,30 @@ class CacheWriter:
     def _close(self, name: str) -> None:
         cache_file = self._open.pop(name)
         cache_file.close(self.syncer)
+        self._mark_closed(cache_file.path)
         log.info(
             "cache: closed %s (%d records, %d bytes)",
             cache_file.path, cache_file.records, cache_file.size,
         )
 
+    def _mark_closed(self, path: Path) -> None:
+        """Say the file is complete, so the archiver takes it now. Best effort: without the
+        marker (a full disk, a crash) it is taken once a newer file exists or the relay is
+        gone."""
+        marker = closed_marker(path.parent, path.name.removesuffix(SUFFIX).partition("-w")[2])
+        try:
+            tmp = marker.with_name(marker.name + ".tmp")
+            tmp.write_text(path.name)
+            os.replace(tmp, marker)
+        except OSError as exc:
+            log.warning("cache: cannot mark %s closed (%s)", path, exc)
+
     def roll_expired(self, now_ns: int) -> None:
-        """Close files past their age even when their channel has gone quiet."""
+        """Close files past their age, or with no new data for ``idle_seconds``: the last
+        file of a channel gone quiet reaches the archive."""
         for name, cache_file in list(self._open.items()):
-            if needs_rollover(
+            idle = now_ns - self._last_ns.get(name, now_ns) >= self.idle_seconds * 1e9
+            if idle or needs_rollover(
                 cache_file.size, cache_file.started_ns, now_ns,
                 self.rotate_bytes, self.rotate_seconds,
             ):
