@@ -4,6 +4,8 @@ verified, resumable, and kept by retention until archived when required."""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -27,17 +29,20 @@ MOTOR = load_file(SCHEMAS / "motor.avsc")
 S = 10**9
 
 
-def fill(cache: Path, files: int, records: int = 200, start_ns: int = 1_795_000_000 * S
-         ) -> list[Path]:
+def fill(cache: Path, files: int, records: int = 200, start_ns: int = 1_795_000_000 * S,
+         blocks: int = 1) -> list[Path]:
     """``files`` closed motor files and one more, the newest, which only its closed marker
-    (the writer is closed at the end) tells from a file that may still grow."""
+    (the writer is closed at the end) tells from a file that may still grow; each file
+    ``blocks`` blocks of ``records`` records."""
     encoder = Encoder(MOTOR)
     writer = CacheWriter(cache, 2**40, 1)  # a new file a second
     for f in range(files + 1):
         t = start_ns + f * S
-        body = encoder.encode({"time": t, "speed": float(f), "torque": 0.0, "current": 0.0,
-                               "voltage": 0.0, "position": 0.0, "temperature": 0.0})[10:]
-        writer.append(MOTOR, [body] * records, t)
+        for b in range(blocks):
+            body = encoder.encode({"time": t, "speed": float(f), "torque": float(b),
+                                   "current": 0.0, "voltage": 0.0, "position": 0.0,
+                                   "temperature": 0.0})[10:]
+            writer.append(MOTOR, [body] * records, t + b * S // 10)
         writer.roll_expired(t + S)
     writer.close()
     return sorted((cache / "motor").glob("*.avro"))
@@ -373,3 +378,333 @@ def test_pivot_from_the_archive_merges_every_relay_host_exactly(tmp_path: Path,
         assert sorted(h5) == ["env", "motor"]
         assert h5["motor"]["speed"][()].tolist() == expected["motor"]
         assert h5["env"]["humidity"][()].tolist() == expected["env"]
+
+
+# -- integrity, order and closing: the plain parts -------------------------------------------
+
+def test_the_ledger_keeps_each_files_sha256(tmp_path: Path) -> None:
+    path = tmp_path / archive.LEDGER
+    archive.Ledger(path).record("motor/a.avro", 10, "aa", "k/a", 1, sha256="ab" * 32)
+    assert archive.Ledger(path).entries["motor/a.avro"]["sha256"] == "ab" * 32
+
+
+def test_each_files_data_goes_up_before_its_index_and_summary(tmp_path: Path) -> None:
+    from speeddata.cache.store import summary_path
+
+    cache = tmp_path / "cache"
+    paths = fill(cache, 3)
+    summary_path(paths[1]).write_bytes(b"npz")
+    ledger = archive.Ledger(cache / archive.LEDGER)
+    found = list(archive.pending(cache, scan(cache), ledger, growing=set()))
+    grouped = archive.groups(found)
+    assert [[r for _, r, _ in g] for g in grouped] == [
+        [f"motor/{p.name}", f"motor/{p.stem}.idx"] + (
+            [f"motor/{p.name}.sum.npz"] if p == paths[1] else []) for p in paths]
+    # the data already archived: its index alone is a group, uploaded after it anyway
+    first = paths[0]
+    ledger.record(f"motor/{first.name}", first.stat().st_size, "x", "k", 0)
+    assert archive.groups(archive.pending(cache, scan(cache), ledger, growing=set()))[0] == [
+        (index_path(first), f"motor/{first.stem}.idx", index_path(first).stat().st_size)]
+    assert archive.owner("exports/run1/motor.csv") == "exports/run1/motor.csv"
+
+
+def test_the_newest_file_is_open_until_marked_closed_or_its_relay_is_gone(tmp_path: Path
+                                                                         ) -> None:
+    cache = tmp_path / "cache"
+    writer = CacheWriter(cache, 2**40, 600, idle_seconds=5)
+    body = Encoder(MOTOR).encode({"time": 1, "speed": 1.0, "torque": 0.0, "current": 0.0,
+                                  "voltage": 0.0, "position": 0.0, "temperature": 0.0})[10:]
+    t = 1_795_000_000 * S
+    writer.append(MOTOR, [body], t)
+    writer.roll_expired(t + 4 * S)  # quiet for 4 s: still open
+    files = scan(cache)
+    (newest,) = [f.path for f in files]
+    assert archive.closed_marks(files) == {}
+    assert archive.still_open(files, archive.closed_marks(files), {""}) == {newest}
+    assert archive.still_open(files, {}, set()) == set()  # no relay runs: nothing grows
+    assert archive.still_open(files, {}, {"2"}) == set()  # another worker's relay
+    writer.roll_expired(t + 5 * S)  # 5 s without new data: closed and marked
+    assert writer.statistics()["open_files"] == 0
+    assert archive.closed_marks(files) == {("motor", ""): newest.name}
+    assert archive.still_open(files, archive.closed_marks(files), {""}) == set()
+    writer.append(MOTOR, [body], t + 6 * S)  # data again: a new file, open
+    files = scan(cache)
+    assert archive.still_open(files, archive.closed_marks(files), {""}) == {files[-1].path}
+    writer.close()  # stopping closes and marks it too
+    assert archive.closed_marks(scan(cache)) == {("motor", ""): files[-1].path.name}
+    worker = CacheWriter(cache, 2**40, 600, worker=3)
+    worker.append(MOTOR, [body], t + 7 * S)
+    worker.close()
+    assert (cache / "motor" / ".closed-w3").read_text().endswith("-w3.avro")
+
+
+def test_a_relay_runs_while_its_process_lives_and_its_status_is_recent(tmp_path: Path
+                                                                       ) -> None:
+    cache = tmp_path / "cache"
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    now = time.time()
+    status.write(cache, "relay", {"pid": os.getpid(), "written": now})
+    status.write(cache, "relay-w2", {"pid": os.getpid(), "written": now})
+    status.write(cache, "relay-w3", {"pid": gone.pid, "written": now})  # crashed
+    status.write(cache, "relay-w4", {"pid": os.getpid(), "written": now - 120})  # hung
+    status.write(cache, "archive", {"pid": os.getpid(), "written": now})
+    (status.directory(cache) / "relay-w5.json").write_text("{torn")
+    assert archive.relays_running(cache, now) == {"", "2"}
+
+
+def test_block_checks_find_every_damaged_block_and_only_those(tmp_path: Path) -> None:
+    from speeddata.cache import index
+
+    cache = tmp_path / "cache"
+    encoder = Encoder(MOTOR)
+    writer = CacheWriter(cache, 2**40, 600)
+    for b in range(4):
+        body = encoder.encode({"time": b, "speed": float(b), "torque": 0.0, "current": 0.0,
+                               "voltage": 0.0, "position": 0.0, "temperature": 0.0})[10:]
+        writer.append(MOTOR, [body] * (10 + b), 1_795_000_000 * S + b)
+    writer.close()
+    (path,) = (cache / "motor").glob("*.avro")
+    data = path.read_bytes()
+    entries = index.unpack(index_path(path).read_bytes())
+    sums = archive.parse_sums(archive.block_sums(data, entries))
+    assert archive.digests(path, entries)[2] == archive.block_sums(data, entries)
+    head, first = data[:entries[0].offset], entries[1].offset
+    picked = entries[1:]
+    body = data[first:]
+    assert archive.damaged_blocks(head, body, first, picked, sums) == []
+    flipped = bytearray(body)
+    flipped[entries[2].offset - first + 30] ^= 1  # a value's byte: only a sum can tell
+    assert archive.damaged_blocks(head, bytes(flipped), first, picked, sums) == [entries[2]]
+    assert archive.damaged_blocks(head, bytes(flipped), first, picked, None) == []
+    flipped = bytearray(body)
+    flipped[entries[3].offset - first + entries[3].length - 1] ^= 1  # its sync marker
+    assert archive.damaged_blocks(head, bytes(flipped), first, picked, None) == [entries[3]]
+    flipped = bytearray(body)
+    flipped[0] ^= 2  # the first picked block's count
+    assert archive.damaged_blocks(head, bytes(flipped), first, picked, None) == [entries[1]]
+    cut = body[:entries[2].offset - first + 5]  # truncated in the second picked block
+    assert archive.damaged_blocks(head, cut, first, picked, sums) == entries[2:]
+    bad_head = bytearray(head)
+    bad_head[-1] ^= 1  # the header's sync marker: no block can be trusted
+    assert archive.damaged_blocks(bytes(bad_head), body, first, picked, sums) == picked
+    assert archive.damaged_blocks(head[:-3], body, first, picked, None) == picked
+    with pytest.raises(ValueError):
+        archive.parse_sums(b"x" * (archive.SUM.size + 1))
+
+
+def test_an_index_is_checked_by_its_sha256_and_its_shape() -> None:
+    from speeddata.cache import index
+
+    good = b"".join(index.Entry(100 + 50 * i, 50, 3, i).pack() for i in range(3))
+    sha = hashlib.sha256(good).hexdigest()
+    assert archive.index_problem(good, sha) is None
+    assert archive.index_problem(good, None) is None  # archived before sums: shape only
+    assert "SHA-256" in archive.index_problem(good[:-5], sha)
+    assert "truncated" in archive.index_problem(good[:-5], None)
+    gap = good[:index.ENTRY_SIZE] + index.Entry(160, 50, 3, 1).pack()
+    assert "block at byte 160" in archive.index_problem(gap, None)
+    assert archive.index_problem(index.Entry(100, 50, 0, 1).pack(), None)  # no records
+
+
+# -- integrity, order and closing: against the real store ------------------------------------
+
+def archiver_in_process(tmp_path: Path, store: Store, **archive_extra: Any
+                        ) -> archive.Archiver:
+    return archive.Archiver(build(archive_settings(tmp_path, store, **archive_extra)),
+                            store.client())
+
+
+def replace_object(store: Store, key: str, change: Any) -> bytes:
+    """Put ``change(body)`` in place of an object, its metadata (its SHA-256) kept: what
+    a store that rots or loses bytes would serve. Returns the original."""
+    s3 = store.client()
+    got = s3.get_object(Bucket="speeddata", Key=key)
+    body = got["Body"].read()
+    s3.put_object(Bucket="speeddata", Key=key, Body=change(body), Metadata=got["Metadata"])
+    return body
+
+
+def test_a_quiet_channels_last_file_is_archived_while_its_relay_runs(tmp_path: Path,
+                                                                     store: Store) -> None:
+    archiver = archiver_in_process(tmp_path, store)
+    cache = archiver.cache
+    status.write(cache, "relay", {"pid": os.getpid(), "written": time.time()})  # it runs
+    writer = CacheWriter(cache, 2**40, 600, idle_seconds=30)
+    body = Encoder(MOTOR).encode({"time": 1, "speed": 1.0, "torque": 0.0, "current": 0.0,
+                                  "voltage": 0.0, "position": 0.0, "temperature": 0.0})[10:]
+    t = 1_795_000_000 * S
+    writer.append(MOTOR, [body] * 10, t)
+    (path,) = (cache / "motor").glob("*.avro")
+    assert archiver.round() == 0  # open: it may still grow
+    writer.roll_expired(t + 30 * S)  # the end of the test: quiet for 30 s
+    assert archiver.round() == 2  # its data and its index
+    assert archiver.ledger.holds(f"motor/{path.name}", path.stat().st_size)
+    assert f"site/rig1/motor/{path.name}" in objects(store)
+
+
+def test_an_index_never_reaches_the_store_before_its_data(tmp_path: Path, store: Store
+                                                          ) -> None:
+    """Four streams, forty small files: at each PUT of an index or a summary, its data is
+    in the store already (asked of the store itself, at that moment)."""
+    from speeddata.cache.store import summary_path
+
+    archiver = archiver_in_process(tmp_path, store, streams=4)
+    paths = fill(archiver.cache, 39, records=20)
+    for path in paths[::3]:
+        summary_path(path).write_bytes(b"npz" * 100)
+    archiver.ensure_bucket()
+    probe = store.client()
+    seen: list[str] = []
+    early: list[str] = []
+
+    def check(params: dict[str, Any], **_: Any) -> None:
+        key = params["Key"]
+        seen.append(key)
+        if key.endswith((".idx", ".sum.npz", ".sha256")):
+            data = key.removesuffix(".sum.npz").rsplit(".", 1)[0] + ".avro"
+            try:
+                probe.head_object(Bucket="speeddata", Key=data)
+            except probe.exceptions.ClientError:
+                early.append(key)
+
+    archiver.s3.meta.events.register("before-parameter-build.s3.PutObject", check)
+    assert archiver.round() == 2 * 40 + 14
+    assert sum(k.endswith(".idx") for k in seen) == 40 and early == []
+    lines = [json.loads(line)["path"] for line in
+             (archiver.cache / archive.LEDGER).read_text().splitlines()]
+    for path in paths:  # and the ledger says so
+        assert lines.index(f"motor/{path.name}") < lines.index(f"motor/{path.stem}.idx")
+
+
+def test_pivot_from_the_archive_reads_around_damage_and_counts_it_exactly(
+        tmp_path: Path, store: Store) -> None:
+    """Five archived files of four blocks of 50 records; in the store one gets a flipped
+    byte, one is cut short, one loses its data, one its index's tail: each is one line
+    naming it, the records not read are counted exactly, the rest is read whole. The
+    pivot fails unless --partial, which exports the rest and says what is missing."""
+    import h5py
+
+    from speeddata.cache import reader
+    from speeddata.tags import format_time
+
+    archiver = archiver_in_process(tmp_path, store)
+    paths = fill(archiver.cache, 4, records=50, blocks=4)
+    assert archiver.round() == 10
+    key = {p: f"site/rig1/motor/{p.stem}" for p in paths}
+    _intact, flipped, cut, lost, unindexed = paths
+
+    def flip(body: bytes) -> bytes:  # a byte of a value in the third block
+        from speeddata.cache import index
+
+        third = index.unpack(index_path(flipped).read_bytes())[2]
+        return body[:third.offset + 40] + bytes([body[third.offset + 40] ^ 1]) + \
+            body[third.offset + 41:]
+
+    replace_object(store, key[flipped] + ".avro", flip)
+    replace_object(store, key[cut] + ".avro", lambda b: b[:len(b) * 5 // 8])  # in block 3
+    store.client().delete_object(Bucket="speeddata", Key=key[lost] + ".avro")
+    replace_object(store, key[unindexed] + ".idx", lambda b: b[:-7])
+    start, end = 1_795_000_000 * S, 1_795_000_000 * S + 10 * S
+
+    into = tmp_path / "fetched"
+    fetched = archive.fetch_range(archiver.config, start, end, into, s3=store.client())
+    assert fetched["records"] == 4 * 200  # as the intact indexes count them
+    assert fetched["unread_records"] == 50 + 100 + 200  # a block, two blocks, a file
+    assert fetched["unknown_files"] == 1 and fetched["refetched"] >= 2
+    problems = fetched["problems"]
+    assert len(problems) == 4, problems
+    assert [p.split(":")[0] for p in problems] == [
+        f"speeddata/{key[flipped]}.avro", f"speeddata/{key[cut]}.avro",
+        f"speeddata/{key[lost]}.avro", f"speeddata/{key[unindexed]}.idx"]
+    assert "damaged: 1 of 4 blocks" in problems[0] and "50 records" in problems[0]
+    assert "truncated: the store holds" in problems[1] and "100 records" in problems[1]
+    assert "missing from the store; 200 records" in problems[2]
+    assert "their number unknown" in problems[3]
+    assert all("\n" not in p for p in problems)
+    speeds = [r["speed"] for _, r in reader.records(into, "motor", 0, 2**62)]
+    assert len(speeds) == 800 - 350  # every block that came back whole, read
+    assert sorted(set(speeds)) == [0.0, 1.0, 2.0]
+
+    config = write_file(tmp_path / "viewer.toml", relay_settings(
+        tmp_path / "viewer", archive={"endpoint": store.endpoint, "prefix": "site"}))
+    argv = [sys.executable, "-m", "speeddata", "pivot", "--archive", "--start",
+            format_time(start), "--end", format_time(end), "--config", str(config),
+            "--out", str(tmp_path / "out")]
+    env = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "IndexError" not in done.stderr
+    assert ("350 of 800 records in the range could not be read from the archive, and 1 files "
+            "whose records could not even be counted: nothing exported") in done.stderr
+    assert all(p in done.stderr for p in problems)
+    assert not list((tmp_path / "out").glob("*.h5"))
+    done = subprocess.run([*argv, "--partial"], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    assert "exporting the rest (--partial)" in done.stderr
+    (out,) = (tmp_path / "out").glob("*.h5")
+    with h5py.File(out) as h5:
+        assert len(h5["motor"]["speed"]) == 450
+        assert h5.attrs["archive_unread_records"] == 350
+        assert h5.attrs["archive_unknown_files"] == 1
+
+
+def test_a_refetch_reads_what_a_first_get_got_damaged(tmp_path: Path, store: Store) -> None:
+    """A block that fails its sum once (damage on the way) is fetched again and read."""
+    archiver = archiver_in_process(tmp_path, store)
+    paths = fill(archiver.cache, 0, records=50, blocks=3)
+    assert archiver.round() == 2
+    key = f"site/rig1/motor/{paths[0].stem}.avro"
+    original = replace_object(store, key, lambda b: b[:-20] + bytes([b[-20] ^ 1]) + b[-19:])
+    s3 = store.client()
+    blocks_got = []
+
+    def heal_before_the_second(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"] == key and not params.get("Range", "").startswith("bytes=0-"):
+            blocks_got.append(params["Range"])  # the first got the damage, the next not
+            if len(blocks_got) == 2:
+                replace_object(store, key, lambda _: original)
+
+    s3.meta.events.register("before-parameter-build.s3.GetObject", heal_before_the_second)
+    fetched = archive.fetch_range(archiver.config, 0, 2**62, tmp_path / "f", s3=s3)
+    assert len(blocks_got) == 2 and fetched["refetched"] == 1
+    assert fetched["problems"] == [] and fetched["unread_records"] == 0
+    assert fetched["records"] == 150 and fetched["blocks"] == 3
+
+
+def test_stopping_archives_the_last_file_of_every_channel(tmp_path: Path, store: Store
+                                                          ) -> None:
+    """A relay and its archiver stop together (as ./stop stops them): the file the relay
+    still had open, quiet or not, is in the store when the archiver has exited."""
+    from speeddata import Sender
+    from tests.helpers import start_relay
+
+    settings = relay_settings(tmp_path, archive={"endpoint": store.endpoint, "host": "rig1",
+                                                 "prefix": "site"})
+    relay = start_relay(tmp_path, settings)
+    cache = Path(settings["cache"]["dir"])
+    process = start_archiver(relay.config_path, tmp_path)
+    try:
+        sender = Sender(MOTOR, port=relay.port)
+        for i in range(100):
+            sender.send(speed=float(i), torque=0.0, current=0.0, voltage=0.0, position=0.0,
+                        temperature=0.0)
+        sender.close()
+        wait_until(lambda: relay.snapshot().get("channels", {}).get("motor", {})
+                   .get("datagrams") == 100, what="the relay to cache 100 datagrams")
+        wait_until(lambda: status.read_all(cache).get("archive", {}).get("store") == "up",
+                   what="the archiver's first round")
+        (path,) = (cache / "motor").glob("*.avro")
+        time.sleep(archive.SCAN_SECONDS + 0.5)  # rounds go by: the open file waits
+        assert archive.Ledger(cache / archive.LEDGER).entries == {}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert relay.stop() == 0
+        assert process.wait(TIMEOUT) == 0
+    ledger = archive.Ledger(cache / archive.LEDGER)
+    for part in (path, index_path(path)):
+        assert ledger.holds(part.relative_to(cache).as_posix(), part.stat().st_size)
+    body = store.client().get_object(Bucket="speeddata", Key=f"site/rig1/motor/{path.name}")
+    assert body["Body"].read() == path.read_bytes()
+    assert "last round uploaded 2 files" in (tmp_path / "archive.log").read_text()
