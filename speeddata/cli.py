@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from speeddata import __version__, config, logs, status
 from speeddata.errors import ConfigError, SpeeddataError
@@ -635,7 +636,7 @@ def cmd_pivot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _archive_shortfall(fetched: dict[str, object], partial: bool) -> dict[str, object]:
+def _archive_shortfall(fetched: dict[str, Any], partial: bool) -> dict[str, Any]:
     """What ``pivot --archive`` could not read: each object at fault on a line of its own,
     then an error (nothing exported) unless ``--partial``, which exports the rest and keeps
     the count in the export's attributes. Never a short export that looks whole."""

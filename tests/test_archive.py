@@ -708,3 +708,35 @@ def test_stopping_archives_the_last_file_of_every_channel(tmp_path: Path, store:
     body = store.client().get_object(Bucket="speeddata", Key=f"site/rig1/motor/{path.name}")
     assert body["Body"].read() == path.read_bytes()
     assert "last round uploaded 2 files" in (tmp_path / "archive.log").read_text()
+
+
+def test_any_flipped_byte_is_read_around_or_counted_never_silent(tmp_path: Path,
+                                                                  store: Store) -> None:
+    """Random single-byte flips in the data, index or sums of an archived file: the fetch
+    either reads every record of the range or says exactly how many it did not."""
+    import random
+
+    from speeddata.cache import reader
+
+    archiver = archiver_in_process(tmp_path, store)
+    (path,) = fill(archiver.cache, 0, records=30, blocks=6)
+    assert archiver.round() == 2
+    base = f"site/rig1/motor/{path.stem}"
+    chance = random.Random(20)
+    for trial in range(15):
+        key = base + chance.choice([".avro", ".avro", ".idx", ".sha256"])
+        size = store.client().head_object(Bucket="speeddata", Key=key)["ContentLength"]
+        at, bit = chance.randrange(size), 1 << chance.randrange(8)
+        original = replace_object(store, key, lambda b, at=at, bit=bit: b[:at] + bytes(
+            [b[at] ^ bit]) + b[at + 1:])
+        into = tmp_path / f"t{trial}"
+        fetched = archive.fetch_range(archiver.config, 0, 2**62, into, s3=store.client())
+        read = sum(1 for _ in reader.records(into, "motor", 0, 2**62))
+        said = f"{key} byte {at}: {fetched}"
+        if fetched["unknown_files"]:
+            assert key.endswith(".idx") and fetched["problems"], said
+        else:
+            assert fetched["records"] == 180, said
+            assert read + fetched["unread_records"] == 180, said
+            assert bool(fetched["problems"]) == bool(fetched["unread_records"]), said
+        replace_object(store, key, lambda _, original=original: original)

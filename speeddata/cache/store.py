@@ -366,7 +366,7 @@ class CacheWriter:
         """Say the file is complete, so the archiver takes it now. Best effort: without the
         marker (a full disk, a crash) it is taken once a newer file exists or the relay is
         gone."""
-        marker = closed_marker(path.parent, path.name.removesuffix(SUFFIX).partition("-w")[2])
+        marker = closed_marker(path.parent, "" if self.worker is None else str(self.worker))
         try:
             tmp = marker.with_name(marker.name + ".tmp")
             tmp.write_text(path.name)
