@@ -740,3 +740,37 @@ def test_any_flipped_byte_is_read_around_or_counted_never_silent(tmp_path: Path,
             assert read + fetched["unread_records"] == 180, said
             assert bool(fetched["problems"]) == bool(fetched["unread_records"]), said
         replace_object(store, key, lambda _, original=original: original)
+
+
+def test_up_stopped_as_stop_does_leaves_nothing_unarchived(tmp_path: Path, store: Store
+                                                           ) -> None:
+    """``speeddata up`` with an archive, a channel's data, then SIGTERM to ``up`` (what
+    ./stop sends): every cache file, the one the relay had open too, is archived."""
+    from speeddata import Sender
+
+    settings = relay_settings(tmp_path, archive={"endpoint": store.endpoint, "host": "rig1",
+                                                 "prefix": "site"})
+    config = write_file(tmp_path / "up.toml", settings)
+    cache = Path(settings["cache"]["dir"])
+    env = {"AWS_ACCESS_KEY_ID": "speeddata", "AWS_SECRET_ACCESS_KEY": "test",
+           "PATH": "/usr/bin:/bin"}
+    up = subprocess.Popen([sys.executable, "-m", "speeddata", "up", "--config", str(config)],
+                          env=env, stdout=(tmp_path / "up.log").open("w"),
+                          stderr=subprocess.STDOUT)
+    try:
+        snap = wait_until(lambda: status.all_running(cache, ("relay", "archive"))
+                          and status.read_all(cache)["relay"], what="relay and archiver up")
+        sender = Sender(MOTOR, port=int(snap["listen"].rsplit(":", 1)[1]))
+        for i in range(50):
+            sender.send(speed=float(i), torque=0.0, current=0.0, voltage=0.0, position=0.0,
+                        temperature=0.0)
+        sender.close()
+        wait_until(lambda: status.read_all(cache)["relay"].get("channels", {})
+                   .get("motor", {}).get("datagrams") == 50, what="50 datagrams cached")
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(TIMEOUT) == 0, (tmp_path / "up.log").read_text()
+    ledger = archive.Ledger(cache / archive.LEDGER)
+    files = scan(cache)
+    assert files and all(archive.covered(ledger, cache)(f) for f in files)
+    assert list(archive.pending(cache, files, ledger, growing=set())) == []
