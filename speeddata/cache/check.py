@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -104,6 +104,13 @@ class Skipped:
                 "files": len({d.path for d in self.damage}),
                 "by_reason": dict(self.by_reason),
                 "last": str(self.damage[-1]) if self.damage else ""}
+
+    def lines(self, most: int = 10) -> list[str]:
+        """For a command's warning: the summary, then each damage (the first ``most``)."""
+        out = [self.summary()] + [str(d) for d in self.damage[:most]]
+        if len(self.damage) > most:
+            out.append(f"and {len(self.damage) - most} more: 'speeddata verify' lists all")
+        return out
 
     def summary(self) -> str:
         """One line: how much was skipped, in how many files."""
@@ -246,38 +253,46 @@ class BlockReader:
             if data is not None:
                 yield cached, entry, data
 
-    def decode(self, decoder: Any, path: Path, blocks: list[tuple[index.Entry, bytes]]
-               ) -> tuple[dict[str, np.ndarray], list[bool]]:
-        """The columns of ``blocks`` (entries and data of one file), decoded at once;
-        if that fails, block by block, the ones that do not decode skipped and noted.
-        Returns the columns and, per block, whether it is in them."""
-        count = sum(e.count for e, _ in blocks)
-        decoded = _decode(decoder, b"".join(d for _, d in blocks), count)
-        if decoded is not None:
-            return decoded, [True] * len(blocks)
-        parts, kept = [], []
-        for entry, data in blocks:
-            one = _decode(decoder, data, entry.count)
-            kept.append(one is not None)
-            if one is None:
+    def apply(self, fn: Callable[[bytes, int], Any], path: Path,
+              blocks: list[tuple[index.Entry, bytes]]) -> tuple[list[Any], list[bool]]:
+        """``fn(data, count)`` over ``blocks`` (entries and data of one file) at once; if
+        it fails, block by block, the blocks it fails on skipped and noted as "decode".
+        Returns the results (one, or one per good block) and per block whether it is in
+        them. Any exception of ``fn`` counts: damaged bytes fail in many ways."""
+        try:
+            return [fn(b"".join(d for _, d in blocks), sum(e.count for e, _ in blocks))], [
+                True] * len(blocks)
+        except Exception:
+            if len(blocks) == 1:
+                entry = blocks[0][0]
                 self.skipped.add(Damage(path, entry.offset, entry.offset + entry.length,
                                         "decode", entry.count))
-            else:
-                parts.append(one)
+                return [], [False]
+        results, kept = [], []
+        for entry, data in blocks:
+            found, ok = self.apply(fn, path, [(entry, data)])
+            results += found
+            kept += ok
+        return results, kept
+
+    def decode(self, decoder: Any, path: Path, blocks: list[tuple[index.Entry, bytes]]
+               ) -> tuple[dict[str, np.ndarray], list[bool]]:
+        """The columns of ``blocks`` (entries and data of one file) from ``decoder`` (a
+        ``ColumnDecoder``), the blocks that do not decode skipped (see ``apply``)."""
+        parts, kept = self.apply(lambda data, count: exact_columns(decoder, data, count),
+                                 path, blocks)
+        if len(parts) == 1:
+            return parts[0], kept
         if not parts:
             return decoder.empty(), kept
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, kept
 
 
-def _decode(decoder: Any, data: bytes, count: int) -> dict[str, np.ndarray] | None:
-    """Columns of ``count`` records that are exactly ``data``, or None. Any failure
-    (garbage decodes in many ways) is this block's, never the reader's."""
-    try:
-        columns = decoder.decode_block(data, count)
-    except Exception:
-        return None
+def exact_columns(decoder: Any, data: bytes, count: int) -> dict[str, np.ndarray]:
+    """``decoder.decode_block``, and ValueError unless every column has ``count`` rows."""
+    columns = decoder.decode_block(data, count)
     if any(len(v) != count for v in columns.values()):
-        return None
+        raise ValueError(f"{count} records decoded to columns of other lengths")
     return columns
 
 
