@@ -34,6 +34,8 @@ REASONS = {
     "missing": "the bytes are not in the file (cut short)",
     "prefix": "the block's count or size disagrees with its index entry",
     "sync": "the block's sync marker is wrong",
+    "block": "not a whole block: its count, size or sync marker is wrong",
+    "unindexed": "a whole block the index lacks (readers do not see it)",
     "decode": "the block's records do not decode",
     "unreadable": "reading the file failed",
 }
