@@ -110,12 +110,16 @@ class CacheView:
         found = self._summary(cached, growing, () if width is None else (width,))
         if found is None:
             bad = self._unreadable.get(cached.path)
-            if bad is not None:
+            if bad is not None and cached.overlaps(start, end):
                 skipped.append(bad.as_dict(self.catalogue.directory))
             return None
         made, channel = found
-        name = str(cached.path.relative_to(self.catalogue.directory))
-        skipped += [{"file": name, **d} for d in made.damage]
+        span = made.span()
+        if made.damage and (cached.overlaps(start, end) or (
+                span is not None and span[0] < end and span[1] >= start)):
+            # a damaged block's own times are unknown: said for a range meeting its file
+            name = str(cached.path.relative_to(self.catalogue.directory))
+            skipped += [{"file": name, **d} for d in made.damage]
         if signal not in made.signals:
             return None
         column = made.signals.index(signal)
@@ -143,7 +147,12 @@ class CacheView:
             log.warning("scroll-back: %s cannot be read (%s); skipped", cached.path, exc)
             self._spans[cached.path] = None
             if cached.path not in self._unreadable:
-                bad = Damage(cached.path, 0, cached.size, "header")
+                try:
+                    size = cached.path.stat().st_size
+                    lost = sum(e.count for e in index.unpack(idx.read_bytes()))
+                except OSError:
+                    size, lost = cached.size, None
+                bad = Damage(cached.path, 0, size, "header", lost)
                 self._unreadable[cached.path] = bad
                 self.skipped.add(bad)
             return None
