@@ -25,7 +25,7 @@ import numpy as np
 from speeddata.cache import avrofile, index
 from speeddata.schemas import Channel, Registry, channel_from_schema
 
-HEAD_READ = 65536  # a header is read in steps of this many bytes
+HEAD_READ = 4096  # a header is read with this many bytes, then twice as many, ...
 HEAD_MOST = 16 * 2**20  # a "header" longer than this is garbage, not a schema
 
 REASONS = {

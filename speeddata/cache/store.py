@@ -238,16 +238,24 @@ def move_aside(path: Path) -> Path:
     return target
 
 
-def _looks_whole(f: BinaryIO, header: avrofile.Header, size: int,
-                 entries: list[index.Entry], idx_size: int) -> bool:
-    """The cheap test: the index is whole entries, the first begins after the header,
-    the last ends at the end of the file, and the last block ends in the sync marker."""
-    if idx_size % index.ENTRY_SIZE:
+def _looks_whole(f: BinaryIO, header: avrofile.Header, size: int, idx: Path) -> bool:
+    """The cheap test (a few small reads, whatever the file's size): the index is whole
+    entries, the first begins after the header, the last ends at the end of the file,
+    and the last block ends in the sync marker."""
+    try:
+        with idx.open("rb") as g:
+            idx_size = g.seek(0, os.SEEK_END)
+            if idx_size % index.ENTRY_SIZE:
+                return False
+            if not idx_size:
+                return size == header.size
+            g.seek(0)
+            first = index.unpack(g.read(index.ENTRY_SIZE))[0]
+            g.seek(idx_size - index.ENTRY_SIZE)
+            last = index.unpack(g.read(index.ENTRY_SIZE))[0]
+    except FileNotFoundError:
         return False
-    if not entries:
-        return size == header.size
-    last = entries[-1]
-    if entries[0].offset != header.size or last.offset + last.length != size:
+    if first.offset != header.size or last.offset + last.length != size:
         return False
     f.seek(size - avrofile.SYNC_SIZE)
     return f.read(avrofile.SYNC_SIZE) == header.sync
@@ -268,13 +276,12 @@ def repair(path: Path, full: bool = True) -> RepairReport | None:
     from speeddata.cache.check import read_header
 
     idx = index_path(path)
-    raw_index = idx.read_bytes() if idx.exists() else b""
-    entries = index.unpack(raw_index)
     with path.open("rb") as f:
         size = os.fstat(f.fileno()).st_size
         try:
             _, header = read_header(f)
         except ValueError:
+            entries = index.unpack(idx.read_bytes()) if idx.exists() else []
             f.seek(0)
             head = f.read(len(avrofile.MAGIC))
             if not entries and avrofile.MAGIC.startswith(head):
@@ -288,8 +295,9 @@ def repair(path: Path, full: bool = True) -> RepairReport | None:
                       "records): moved to %s", path, size, sum(e.count for e in entries),
                       target)
             return RepairReport(path, 0, 0, False, target)
-        if not full and _looks_whole(f, header, size, entries, len(raw_index)):
+        if not full and _looks_whole(f, header, size, idx):
             return None
+        entries = index.unpack(idx.read_bytes()) if idx.exists() else []
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         try:
             blocks, bad, tail = avrofile.walk_blocks(data, header.size, header.sync)
@@ -364,7 +372,7 @@ class CacheWriter:
         self.syncer = Syncer()
         directory.mkdir(parents=True, exist_ok=True)
 
-    def repair_all(self, full_seconds: float = 2.0,
+    def repair_all(self, full_seconds: float = 1.0,
                    clock: Callable[[], float] = time.monotonic) -> list[RepairReport]:
         """Check every cache file once at start and repair what a crash or damage left.
 
