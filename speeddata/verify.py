@@ -20,7 +20,7 @@ from pathlib import Path
 from speeddata.cache import avrofile, index
 from speeddata.cache.catalogue import maybe_open, scan
 from speeddata.cache.check import BlockReader, Damage, Skipped, channel_of_header, read_header
-from speeddata.cache.store import index_path, repair
+from speeddata.cache.store import DAMAGED_DIR, SUFFIX, index_path, repair
 from speeddata.columns import ColumnDecoder
 from speeddata.schemas import Registry
 
@@ -128,6 +128,7 @@ class Verdict:
 
     files: list[FileCheck]
     skipped_open: list[Path]  # files --repair left alone: a running relay may append
+    aside: list[Path] = field(default_factory=list)  # in <channel>/damaged/: unread
 
     @property
     def damaged(self) -> list[FileCheck]:
@@ -171,7 +172,7 @@ def verify(cache_dir: Path, registry: Registry | None = None, fix: bool = False,
         checks.append(found)
         if progress is not None:
             progress(cached.size)
-    return Verdict(checks, left)
+    return Verdict(checks, left, sorted(cache_dir.glob(f"*/{DAMAGED_DIR}/*{SUFFIX}")))
 
 
 def _repair(path: Path) -> str:
@@ -211,4 +212,10 @@ def lines(verdict: Verdict) -> list[str]:
             out.append(f"  repair: {f.path}: {f.repaired}")
     for path in verdict.skipped_open:
         out.append(f"not repaired: {path} may still be written by the running relay")
+    if verdict.aside:
+        size = sum(p.stat().st_size for p in verdict.aside if p.exists())
+        n = len(verdict.aside)
+        out.append(f"{n} file{'s' if n != 1 else ''} moved aside earlier ({size / 2**20:.1f} MiB, "
+                   f"not in the quota) wait in <channel>/{DAMAGED_DIR}/: delete them once "
+                   "looked at")
     return out

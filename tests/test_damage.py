@@ -150,6 +150,7 @@ def test_verify_command_reports_repairs_and_exits_non_zero(cache: Damaged,
     assert cli.main(args) == 1
     out = capsys.readouterr().out
     assert "4 files checked, 1 damaged" in out
+    assert "1 file moved aside earlier" in out
     assert f"damage: {cache.kinds['overwritten']}" in out
 
 
