@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
+import time
 from pathlib import Path
 
 import fastavro
 import h5py
 import pytest
 
-from speeddata import cli
+from speeddata import cli, status
 from speeddata.cache.check import Skipped
 from speeddata.cache.store import DAMAGED_DIR, index_path
 from speeddata.pivot import pivot
@@ -152,6 +154,20 @@ def test_verify_command_reports_repairs_and_exits_non_zero(cache: Damaged,
     assert "4 files checked, 1 damaged" in out
     assert "1 file moved aside earlier" in out
     assert f"damage: {cache.kinds['overwritten']}" in out
+
+
+def test_verify_repairs_no_file_a_running_relay_may_write(cache: Damaged) -> None:
+    newest = cache.files[-1]
+    with newest.open("ab") as f:
+        f.write(b"\x10\x80\x01half a block")  # as if a block were being written now
+    before = newest.read_bytes()
+    status.write(cache.cache, "relay", {"service": "relay", "pid": os.getpid(),
+                                        "written": time.time()})
+    verdict = verify(cache.cache, REGISTRY, fix=True,
+                     relay_running=status.all_running(cache.cache, ("relay",)))
+    assert newest not in [f.path for f in verdict.damaged]  # a growing end is no damage
+    assert newest.read_bytes() == before
+    assert not cache.kinds["zeroed"].exists()  # the closed files are repaired
 
 
 def test_verify_of_a_whole_cache_exits_zero(tmp_path: Path, capsys: pytest.CaptureFixture

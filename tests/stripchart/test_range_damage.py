@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from starlette.testclient import TestClient
 
+from speeddata import cli, status
 from speeddata.config import build
 from speeddata.stripchart.app import create_app
 from tests.damage import PER_BLOCK, SECONDS, T0, Damaged, make
@@ -23,7 +25,7 @@ def app_for(cache: Path, tmp: Path) -> TestClient:
 
 
 def test_every_range_over_damaged_files_answers_200_and_says_what_it_skipped(
-        tmp_path: Path) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     damaged: Damaged = make(tmp_path)
     client = app_for(damaged.cache, tmp_path)
     first, last = T0 // MS, (T0 + SECONDS * 10**9) // MS
@@ -49,6 +51,10 @@ def test_every_range_over_damaged_files_answers_200_and_says_what_it_skipped(
     server = client.app.state.server
     damage = server.statistics()["cache_damage"]
     assert damage["files"] == 3 and damage["records"] == damaged.lost()
+    status.write(damaged.cache, "serve", server.statistics())  # as its status task does
+    cli.main(["status", "--cache-dir", str(damaged.cache)])
+    assert (f"cache damage skipped by scroll-back: {damage['blocks']} blocks "
+            f"({damaged.lost()} records) in 3 files") in capsys.readouterr().out
 
 
 def test_a_range_of_whole_files_skips_nothing(tmp_path: Path) -> None:
