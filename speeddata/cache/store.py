@@ -202,24 +202,6 @@ class RepairReport:
     # place: readers skip them (``speeddata.cache.check``), the rest stays readable
 
 
-def is_consistent(path: Path) -> bool:
-    """Cheap check that a file ends exactly where its last index entry says."""
-    idx = index_path(path)
-    try:
-        idx_size = idx.stat().st_size
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return False
-    if idx_size % index.ENTRY_SIZE:
-        return False
-    if idx_size == 0:
-        return False  # only the header can tell; repair() reads it
-    with idx.open("rb") as f:
-        f.seek(idx_size - index.ENTRY_SIZE)
-        last = index.unpack(f.read())[-1]
-    return last.offset + last.length == size
-
-
 def move_aside(path: Path) -> Path:
     """Move an unreadable file and its index into ``<channel>/damaged/``, out of the
     readers' and retention's sight, kept for a look; its summary is deleted."""
