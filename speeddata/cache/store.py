@@ -7,6 +7,7 @@ happens on roll-over, on close and when the relay's clock says it is due.
 
 from __future__ import annotations
 
+import functools
 import logging
 import mmap
 import os
@@ -220,6 +221,20 @@ def move_aside(path: Path) -> Path:
     return target
 
 
+@functools.lru_cache(maxsize=256)
+def _schema_usable(schema: bytes | None) -> bool:
+    """Whether a header's schema defines a channel (most files share a few schemas, so
+    each is parsed once)."""
+    from speeddata.cache.check import channel_of_header
+
+    try:
+        channel_of_header(avrofile.Header({"avro.schema": schema} if schema else {}, b"", 0),
+                          "", None)
+    except ValueError:
+        return False
+    return True
+
+
 def _looks_whole(f: BinaryIO, header: avrofile.Header, size: int, idx: Path) -> bool:
     """The cheap test (a few small reads, whatever the file's size): the index is whole
     entries, the first begins after the header, the last ends at the end of the file,
@@ -262,6 +277,8 @@ def repair(path: Path, full: bool = True) -> RepairReport | None:
         size = os.fstat(f.fileno()).st_size
         try:
             _, header = read_header(f)
+            if not _schema_usable(header.metadata.get("avro.schema")):
+                raise ValueError("no usable schema")
         except ValueError:
             entries = index.unpack(idx.read_bytes()) if idx.exists() else []
             f.seek(0)

@@ -235,3 +235,17 @@ def test_damaged_files_are_kept_out_of_the_catalogue(tmp_path: Path) -> None:
     assert cache.kinds["zeroed"] not in {f.path for f in scan(cache.cache)}
     assert len(scan(cache.cache)) == 4
     assert os.path.exists(cache.kinds["zeroed"].parent / DAMAGED_DIR)
+
+
+def test_a_header_whose_schema_is_garbage_is_moved_aside_too(tmp_path: Path) -> None:
+    write_cache(tmp_path, seconds=2)
+    [path] = (tmp_path / "motor").glob("*.avro")
+    data = bytearray(path.read_bytes())
+    at = data.index(b'"fields"')
+    data[at : at + 8] = b"\x00" * 8  # the header still parses; its schema does not
+    path.write_bytes(bytes(data))
+    skipped = Skipped()
+    assert list(reader.records(tmp_path, "motor", 0, 2**62, skipped)) == []
+    assert [(d.reason, d.records) for d in skipped.damage] == [("header", 2 * PER_BLOCK)]
+    report = repair(path, full=False)
+    assert report is not None and report.moved_to is not None and not path.exists()
