@@ -243,6 +243,16 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{snap['backlog_files']} files ({snap['backlog_bytes'] / 2**20:.1f} MiB), "
                   f"{snap['errors']} errors" + (f", last: {snap['last_error']}"
                                                 if snap['last_error'] else ""))
+        damage = snap.get("cache_damage") or {}
+        cache = snap.get("cache") or {}
+        if damage.get("blocks"):
+            print(f"  cache damage skipped by scroll-back: {damage['blocks']} blocks "
+                  f"({damage['records']} records) in {damage['files']} files; last: "
+                  f"{damage['last']} ('speeddata verify' lists all)")
+        if cache.get("damaged_files") or cache.get("moved_aside"):
+            print(f"  cache damage found at start: {cache.get('damaged_files', 0)} files with "
+                  f"damaged blocks (skipped by readers), {cache.get('moved_aside', 0)} "
+                  "unreadable files moved into <channel>/damaged/")
         for group, rows in (snap.get("multicast_loss") or {}).items():
             for row in rows:
                 print(f"  {group} group from {row['name'] or 'relay'} " + _format_loss(row))
@@ -317,6 +327,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import socket
 
     from speeddata import multicast, replay, wire
+    from speeddata.cache.check import Skipped
     from speeddata.relay.core import Decimator
     from speeddata.tags import TagStore, parse_time
 
@@ -372,8 +383,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     stopping = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.append(True))
+    skipped = Skipped()
     while True:
-        result = replay.pace(replay.batches(cfg.cache.dir, start, end, channels, registry),
+        result = replay.pace(replay.batches(cfg.cache.dir, start, end, channels, registry,
+                                            skipped),
                              None if args.max else args.speed, send, time.monotonic,
                              time.sleep, lambda: bool(stopping),
                              announce if args.to == "groups" else lambda first: None)
@@ -383,6 +396,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"p99 {result.percentile(99) * 1e3:.2f} ms")
         print(f"replayed {result.sent} datagrams in {result.seconds:.2f} s "
               f"({rate:,.0f}/s){timing}")
+        for line in skipped.lines():
+            print(f"speeddata replay: warning: {line}", file=sys.stderr)
+        skipped = Skipped()
         if not args.loop or stopping:
             return 0
 
@@ -627,6 +643,8 @@ def cmd_pivot(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
+    for line in result.skipped.lines() if result.skipped else []:
+        print(f"speeddata pivot: warning: {line}", file=sys.stderr)
     if args.tag:
         store.mark_exported(args.tag, time.time_ns())
     rate = result.records / max(result.seconds, 1e-9)
@@ -660,6 +678,36 @@ def _archive_shortfall(fetched: dict[str, Any], partial: bool) -> dict[str, Any]
             "archive_unknown_files": unknown, "archive_problems": "\n".join(fetched["problems"])}
 
 
+@command("verify")
+def cmd_verify(args: argparse.Namespace) -> int:
+    from speeddata import verify
+
+    cfg = _cfg(args)
+    running = any(s.get("service") == "relay" and s["running"]
+                  for s in status.read_all(cfg.cache.dir).values())
+    bar = None
+    if sys.stderr.isatty() and not args.quiet:
+        from tqdm import tqdm
+
+        from speeddata.cache.catalogue import Catalogue
+
+        bar = tqdm(total=Catalogue(cfg.cache.dir).size(), unit="B", unit_scale=True,
+                   desc="verify", file=sys.stderr)
+    try:
+        verdict = verify.verify(cfg.cache.dir, _registry(cfg), args.repair, running,
+                                bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    for line in verify.lines(verdict):
+        print(line)
+    damaged = verdict.damaged
+    print(f"{len(verdict.files)} files checked, {len(damaged)} damaged"
+          + ("" if not damaged or args.repair else "; 'speeddata verify --repair' cuts torn "
+             "ends, moves unreadable files aside and rebuilds indexes"))
+    return 1 if damaged else 0
+
+
 @command("bench")
 def cmd_bench(args: argparse.Namespace) -> int:
     from speeddata.bench import relay
@@ -686,6 +734,7 @@ SECTIONS_OF = {
     "source": ["channels", "relay"],
     "replay": ["channels", "cache", "relay", "multicast"],
     "captures": ["cache"],
+    "verify": ["channels", "cache"],
 }
 
 HELP = {
@@ -710,6 +759,8 @@ HELP = {
     "tail": "print a channel's records as they pass on the multicast group, a line each",
     "channels": "list, show, add or retire channels (a running relay and server take the "
                 "change within a second, without a restart)",
+    "verify": "check every block of every cache file (header, sync markers, counts, "
+              "decoding); exit 1 if any is damaged; --repair fixes what can be",
     "service": "write systemd units for the relay and the stripchart (and the sysctl for "
                "the relay's receive buffer), to run unattended as an unprivileged user",
 }
@@ -833,6 +884,10 @@ def parser() -> argparse.ArgumentParser:
                            help="with --archive: export what could be read when some archived "
                                 "objects are missing or damaged (counted, warned, kept in the "
                                 "export's attributes); default: fail and export nothing")
+        elif name == "verify":
+            p.add_argument("--repair", action="store_true",
+                           help="cut torn ends, move unreadable files into <channel>/damaged/, "
+                                "rebuild indexes (files a running relay may write are left)")
     return top
 
 

@@ -109,6 +109,8 @@ class ColumnDecoder:
         stream = io.BytesIO(data)
         records = [fastavro.schemaless_reader(stream, self.channel.parsed, None)
                    for _ in range(count)]
+        if stream.tell() != len(data):  # a block is its records, exactly: else damaged
+            raise ValueError(f"{count} records end at byte {stream.tell()} of {len(data)}")
         return self._from_records(records)
 
     def _read_one(self, body: bytes | memoryview) -> dict[str, Any]:

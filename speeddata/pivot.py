@@ -28,7 +28,7 @@ import numpy as np
 from speeddata import __version__, status
 from speeddata.cache import index
 from speeddata.cache.catalogue import CachedFile, Catalogue
-from speeddata.cache.reader import block_bodies, channel_of, read_header
+from speeddata.cache.check import BlockReader, Skipped
 from speeddata.columns import ColumnDecoder
 from speeddata.errors import ConflictError, NotFoundError, SpeeddataError
 from speeddata.schemas import Channel, Registry, Signal
@@ -321,6 +321,7 @@ class Result:
     bytes_read: int
     seconds: float
     channels: dict[str, int]
+    skipped: Skipped = field(default_factory=Skipped)  # damaged cache blocks left out
 
 
 def remove_stale_files(folder: Path) -> list[Path]:
@@ -383,16 +384,26 @@ def pivot(
             f"no data received between {format_time(start_ns)} and {format_time(end_ns)}"
             f"{' for ' + ', '.join(channels) if channels else ''}: check the range, and "
             "'speeddata status' for what the relay receives")
+    reader = BlockReader(Skipped(), registry)  # damaged blocks skipped, and said
     work = []  # (channel name, its blocks, each file's schema version, the datasets)
     for name, blocks in selected.blocks.items():
         # the writer starts a new file when a channel's schema changes: each file's header
         # has the schema its blocks were written with
-        versions = {path: channel_of(path, registry)
+        versions = {path: reader.channel(path)
                     for path in dict.fromkeys(f.path for f, _ in blocks)}
+        for path in [p for p, c in versions.items() if c is None]:
+            reader.skip_file(path, [e for f, e in blocks if f.path == path])
+            del versions[path]
+        blocks = [(f, e) for f, e in blocks if f.path in versions]
+        if not blocks:
+            continue
         distinct = list({c.fingerprint: c for c in versions.values()}.values())
         wanted = list(dict.fromkeys(w for c in distinct for w in _signals_for(c, signals)))
         if wanted or not signals:
             work.append((name, blocks, versions, merged_columns(distinct, wanted)))
+    if not work and reader.skipped:
+        raise PivotError(f"every cache file of the range is damaged: {reader.skipped.summary()}"
+                         f"; first: {reader.skipped.damage[0]} ('speeddata verify' lists all)")
     if not work:
         raise PivotError(f"none of the signals {signals} is in the channels of the range "
                          f"({', '.join(selected.blocks)}); name them as channel.signal")
@@ -414,13 +425,16 @@ def pivot(
                 schemas = list({c.fingerprint: c.schema for c in versions.values()}.values())
                 time_field = next(iter(versions.values())).time_field
                 writer = sink.channel(name, time_field, columns_out, schemas,
-                                      _host_of(blocks[0][0].path))
+                                      _host_of(reader, blocks[0][0].path))
                 decoders = {path: ColumnDecoder(c) for path, c in versions.items()}
                 pending: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
                 pending_rows = 0
                 skip = 0  # decimation carries across blocks
-                for cached, entry, data in block_bodies(blocks):
-                    decoded = decoders[cached.path].decode_block(data, entry.count)
+                for cached, entry, data in reader.bodies(blocks):
+                    decoded, kept = reader.decode(decoders[cached.path], cached.path,
+                                                  [(entry, data)])
+                    if not kept[0]:
+                        continue
                     columns = {c.name: c.conform(decoded.get(c.name), entry.count)
                                for c in columns_out}
                     columns[time_field] = decoded[versions[cached.path].time_field]
@@ -441,8 +455,10 @@ def pivot(
                 _flush(writer, time_field, columns_out, pending)
                 sink.finish(writer)
                 per_channel[name] = writer.count
+            _note_skipped(sink, reader.skipped, cache_dir)
         finally:
             sink.close()
+            reader.close()
         if force and out_path.exists():
             _remove(out_path)
         os.replace(tmp, out_path)
@@ -456,7 +472,20 @@ def pivot(
         _remove(tmp)
         raise
     read = sum(e.length for _, blocks, _, _ in work for _, e in blocks)
-    return Result(out_path, done, read, time.monotonic() - started, per_channel)
+    return Result(out_path, done, read, time.monotonic() - started, per_channel,
+                  reader.skipped)
+
+
+def _note_skipped(sink: Any, skipped: Skipped, cache_dir: Path) -> None:
+    """The export says what it lacks: ``skipped``, a JSON list of the damaged cache
+    ranges left out (file under the cache, byte range, reason, records when known)."""
+    listing = json.dumps(skipped.as_list(cache_dir))
+    if isinstance(sink, _Hdf5Sink):
+        sink.h5.attrs["skipped"] = listing
+        sink.h5.attrs["skipped_records"] = skipped.records
+    else:
+        sink.attrs = {**sink.attrs, "skipped": skipped.as_list(cache_dir),
+                      "skipped_records": skipped.records}
 
 
 def _flush(writer: Any, time_field: str, columns_out: list[Column],
@@ -480,6 +509,6 @@ def _signals_for(channel: Channel, signals: list[str] | None) -> list[str]:
     return chosen
 
 
-def _host_of(path: Path) -> str:
-    _, header = read_header(path)
-    return header.metadata.get("speeddata.host", b"").decode()
+def _host_of(reader: BlockReader, path: Path) -> str:
+    found = reader.header(path)
+    return found[1].metadata.get("speeddata.host", b"").decode(errors="replace") if found else ""

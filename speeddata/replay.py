@@ -20,7 +20,7 @@ import numpy as np
 
 from speeddata import wire
 from speeddata.cache.catalogue import Catalogue
-from speeddata.cache.reader import block_bodies, channel_of
+from speeddata.cache.check import BlockReader, Skipped
 from speeddata.columns import ColumnDecoder
 from speeddata.pivot import NoData, plan
 from speeddata.schemas import Registry
@@ -29,14 +29,22 @@ WINDOW_NS = 5 * 10**9  # read this much receive time at a time: memory stays bou
 
 
 def batches(cache_dir: Path, start_ns: int, end_ns: int, channels: list[str] | None,
-            registry: Registry | None = None) -> Iterator[tuple[np.ndarray, list[bytes]]]:
+            registry: Registry | None = None, skipped: Skipped | None = None,
+            ) -> Iterator[tuple[np.ndarray, list[bytes]]]:
     """Every cached datagram received in the range, as (source times, datagrams) batches
-    of a few seconds of receive time each (gaps skipped), in time order across channels."""
+    of a few seconds of receive time each (gaps skipped), in time order across channels.
+    Damaged cache blocks are left out and noted in ``skipped``."""
+    with BlockReader(skipped, registry) as reader:
+        yield from _batches(reader, cache_dir, start_ns, end_ns, channels)
+
+
+def _batches(reader: BlockReader, cache_dir: Path, start_ns: int, end_ns: int,
+             channels: list[str] | None) -> Iterator[tuple[np.ndarray, list[bytes]]]:
     selected = plan(Catalogue(cache_dir), start_ns, end_ns, channels)
     if not selected.blocks:
         raise NoData("nothing cached in that range: check it with 'speeddata tags' or "
                      "'speeddata status'")
-    versions: dict[Path, tuple] = {}
+    versions: dict[Path, tuple | None] = {}
     lists = list(selected.blocks.values())  # each in receive-time order
     cursors = [0] * len(lists)
     while True:
@@ -51,19 +59,25 @@ def batches(cache_dir: Path, start_ns: int, end_ns: int, channels: list[str] | N
             i = cursors[n]
             while cursors[n] < len(blocks) and blocks[cursors[n]][1].recv_ns < until:
                 cursors[n] += 1
-            by_file: dict[Path, tuple[list[bytes], int]] = {}  # one decode per file
-            for cached, entry, data in block_bodies(blocks[i : cursors[n]]):
-                parts, count = by_file.get(cached.path, ([], 0))
-                parts.append(data)
-                by_file[cached.path] = (parts, count + entry.count)
-            for path, (parts, count) in by_file.items():
+            by_file: dict[Path, list] = {}  # one decode per file
+            for cached, entry, data in reader.bodies(blocks[i : cursors[n]]):
+                by_file.setdefault(cached.path, []).append((entry, data))
+            for path, parts in by_file.items():
                 if path not in versions:
-                    channel = channel_of(path, registry)
-                    versions[path] = (ColumnDecoder(channel), wire.header(channel.fingerprint))
+                    channel = reader.channel(path)
+                    versions[path] = None if channel is None else (
+                        ColumnDecoder(channel), wire.header(channel.fingerprint))
+                if versions[path] is None:
+                    reader.skip_file(path, [e for e, _ in parts])
+                    continue
                 decoder, header = versions[path]
-                block_times, bodies = split_block(decoder, b"".join(parts), count)
-                times += block_times
-                out += [header + body for body in bodies]
+                found, _ = reader.apply(lambda data, count, d=decoder: split_block(d, data, count),
+                                        path, parts)
+                for block_times, bodies in found:
+                    times += block_times
+                    out += [header + body for body in bodies]
+        if not out:  # every block of this window damaged
+            continue
         order = np.argsort(np.asarray(times, dtype=np.int64), kind="stable")
         yield np.asarray(times, dtype=np.int64)[order], [out[i] for i in order.tolist()]
 
@@ -83,6 +97,8 @@ def split_block(decoder: ColumnDecoder, data: bytes, count: int) -> tuple[list[i
         fastavro.schemaless_reader(stream, decoder.channel.parsed, None)
         bodies.append(data[start : stream.tell()])
         start = stream.tell()
+    if start != len(data):
+        raise ValueError(f"{count} records end at byte {start} of {len(data)}")
     return times, bodies
 
 

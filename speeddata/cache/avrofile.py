@@ -8,6 +8,7 @@ block by adding a count, a size and the sync marker: nothing is re-encoded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 MAGIC = b"Obj\x01"
 SYNC_SIZE = 16
@@ -110,13 +111,19 @@ class Block:
     count: int
 
 
-def scan_blocks(data: bytes | memoryview, start: int, sync: bytes) -> tuple[list[Block], int]:
-    """Walk the blocks in ``data`` from ``start``; stop at the first incomplete one.
+def walk_blocks(data: Any, start: int, sync: bytes
+                ) -> tuple[list[Block], list[tuple[int, int]], int]:
+    """Walk every whole block in ``data`` from ``start``, past damage too.
 
-    Returns the complete blocks and the offset just past the last of them: the length
-    a torn file must be cut back to.
+    Where the bytes are not a whole block ending in ``sync`` (an overwritten or missing
+    stretch), the walk resumes after the next sync marker, as Avro readers resync.
+    ``data`` is bytes or an mmap (anything with ``find``). Returns the whole blocks,
+    the damaged byte ranges between them, and the tail: where the bytes with no whole
+    block after them begin (``len(data)`` when there are none), the length a torn file
+    must be cut back to.
     """
-    blocks = []
+    blocks: list[Block] = []
+    bad: list[tuple[int, int]] = []
     pos = start
     end = len(data)
     while pos < end:
@@ -124,10 +131,15 @@ def scan_blocks(data: bytes | memoryview, start: int, sync: bytes) -> tuple[list
             count, p = decode_long(data, pos)
             size, p = decode_long(data, p)
         except (IndexError, ValueError):
-            break
+            count = size = p = -1
         stop = p + size + SYNC_SIZE
-        if count <= 0 or size < 0 or stop > end or bytes(data[p + size : stop]) != sync:
-            break
-        blocks.append(Block(pos, stop - pos, count))
-        pos = stop
-    return blocks, pos
+        if count > 0 and size >= 0 and stop <= end and data[p + size : stop] == sync:
+            blocks.append(Block(pos, stop - pos, count))
+            pos = stop
+            continue
+        found = data.find(sync, pos)
+        if found < 0:
+            return blocks, bad, pos
+        bad.append((pos, found + SYNC_SIZE))
+        pos = found + SYNC_SIZE
+    return blocks, bad, end

@@ -265,8 +265,11 @@ class Catalogue:
         for f in self.files([channel]):
             if not f.overlaps(start_ns, end_ns):
                 continue
-            idx = index_path(f.path)
-            entries = list(index.in_range(index.unpack(idx.read_bytes()), start_ns, end_ns))
+            try:
+                raw = index_path(f.path).read_bytes()
+            except FileNotFoundError:  # deleted meanwhile (retention, a repair moving it)
+                continue
+            entries = list(index.in_range(index.unpack(raw), start_ns, end_ns))
             if entries:
                 selected.append((f, entries))
         return selected

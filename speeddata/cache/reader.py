@@ -1,84 +1,77 @@
-"""Reading records back out of the cache for a channel and a receive-time range."""
+"""Reading records back out of the cache for a channel and a receive-time range.
+
+Every block is read through ``speeddata.cache.check``: damaged ones are skipped and
+noted in a ``Skipped``, never raised.
+"""
 
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import fastavro
 
-from speeddata.cache import avrofile, index
+from speeddata.cache import avrofile, check, index
 from speeddata.cache.catalogue import CachedFile, Catalogue
-from speeddata.schemas import Channel, Registry, channel_from_schema
+from speeddata.schemas import Channel, Registry
 
 
 def read_header(path: Path) -> tuple[bytes, avrofile.Header]:
-    """The raw header bytes of a cache file and their parsed form."""
+    """The raw header bytes of a cache file and their parsed form; ValueError if it
+    has none."""
     with path.open("rb") as f:
-        data = f.read(65536)
-        while True:
-            try:
-                header = avrofile.decode_header(data)
-                return data[: header.size], header
-            except ValueError:
-                more = f.read(len(data))
-                if not more:
-                    raise
-                data += more
-
-
-def read_blocks(path: Path, entries: list[index.Entry]) -> bytes:
-    """A standalone Avro container (the file's header and just ``entries``) as bytes."""
-    head, _ = read_header(path)
-    parts = [head]
-    with path.open("rb") as f:
-        for entry in entries:
-            f.seek(entry.offset)
-            parts.append(f.read(entry.length))
-    return b"".join(parts)
+        return check.read_header(f)
 
 
 def records(
-    cache_dir: Path, channel: str, start_ns: int, end_ns: int
+    cache_dir: Path, channel: str, start_ns: int, end_ns: int,
+    skipped: check.Skipped | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(receive time ns, record)`` for every record of ``channel`` received in the range."""
-    for cached, entries in Catalogue(cache_dir).blocks(channel, start_ns, end_ns):
-        data = read_blocks(cached.path, entries)
-        reader = fastavro.reader(io.BytesIO(data))
-        times = iter([e.recv_ns for e in entries for _ in range(e.count)])
-        for record in reader:
-            yield next(times), record
+    """``(receive time ns, record)`` for every record of ``channel`` received in the
+    range; damaged blocks are left out and noted in ``skipped``."""
+    with check.BlockReader(skipped) as reader:
+        for cached, entries in Catalogue(cache_dir).blocks(channel, start_ns, end_ns):
+            found = reader.channel(cached.path)
+            if found is None:
+                reader.skip_file(cached.path, entries)
+                continue
+            for entry in entries:
+                data = reader.body(cached.path, entry)
+                if data is None:
+                    continue
+                decoded = _records(found, data, entry.count)
+                if decoded is None:
+                    reader.skipped.add(check.Damage(
+                        cached.path, entry.offset, entry.offset + entry.length, "decode",
+                        entry.count))
+                    continue
+                for record in decoded:
+                    yield entry.recv_ns, record
+
+
+def _records(channel: Channel, data: bytes, count: int) -> list[dict[str, Any]] | None:
+    """Exactly ``count`` records making up ``data``, or None."""
+    stream = io.BytesIO(data)
+    try:
+        out = [fastavro.schemaless_reader(stream, channel.parsed, None) for _ in range(count)]
+    except Exception:  # garbage fails in many ways; it is this block's, not the reader's
+        return None
+    return out if stream.tell() == len(data) else None
 
 
 def channel_of(path: Path, registry: Registry | None) -> Channel:
-    """The channel as written in the cache file's header (the schema the data has)."""
+    """The channel as written in the cache file's header (the schema the data has);
+    ValueError if the header holds none."""
     _, header = read_header(path)
-    schema = json.loads(header.metadata["avro.schema"])
-    channel = channel_from_schema(schema, str(path))
-    if registry is not None and channel.name in registry:
-        known = registry[channel.name]
-        if known.fingerprint == channel.fingerprint:
-            return known
-    return channel
+    return check.channel_of_header(header, str(path), registry)
 
 
-def block_bodies(blocks: list[tuple[CachedFile, index.Entry]]
+def block_bodies(blocks: list[tuple[CachedFile, index.Entry]],
+                 skipped: check.Skipped | None = None,
                  ) -> Iterator[tuple[CachedFile, index.Entry, bytes]]:
-    """Each block's record data (count and size prefix and sync marker removed)."""
-    handles: dict[Path, Any] = {}
-    try:
-        for cached, entry in blocks:
-            f = handles.get(cached.path)
-            if f is None:
-                f = handles[cached.path] = cached.path.open("rb")
-            f.seek(entry.offset)
-            raw = f.read(entry.length)
-            _, pos = avrofile.decode_long(raw, 0)
-            size, pos = avrofile.decode_long(raw, pos)
-            yield cached, entry, raw[pos : pos + size]
-    finally:
-        for f in handles.values():
-            f.close()
+    """Each good block's record data (count and size prefix and sync marker removed);
+    damaged blocks are left out and noted in ``skipped``."""
+    with check.BlockReader(skipped) as reader:
+        yield from reader.bodies(blocks)

@@ -7,15 +7,19 @@ happens on roll-over, on close and when the relay's clock says it is due.
 
 from __future__ import annotations
 
+import functools
 import logging
+import mmap
 import os
 import queue
 import socket
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from speeddata import __version__, wire
 from speeddata.cache import avrofile, index
@@ -167,8 +171,9 @@ class CacheFile:
         length = len(prefix) + len(payload) + len(self.sync)
         entry = index.Entry(self.size, length, count, recv_ns).pack()
         try:
-            _write_all(self._index_fd, entry)
+            # The block first: a reader that finds an entry in the index finds its bytes.
             _write_all(self._fd, prefix, payload, self.sync)
+            _write_all(self._index_fd, entry)
         except OSError:
             # Cut back to the last whole block so the file stays valid (a full disk).
             os.ftruncate(self._fd, self.size)
@@ -191,78 +196,159 @@ class CacheFile:
         syncer.submit([self._fd, self._index_fd], str(self.path))
 
 
+DAMAGED_DIR = "damaged"  # beside a channel's files: those whose header is unreadable
+
+
 @dataclass
 class RepairReport:
     path: Path
     cut_bytes: int  # torn bytes removed from the end of the Avro file
     reindexed: int  # blocks whose index entries were rebuilt
-    removed: bool  # the file held no complete header and was deleted
+    removed: bool  # the file held no complete header and no data, and was deleted
+    moved_to: Path | None = None  # its header is unreadable: moved aside, data kept
+    damaged: list[tuple[int, int]] = field(default_factory=list)  # byte ranges left in
+    # place: readers skip them (``speeddata.cache.check``), the rest stays readable
 
 
-def is_consistent(path: Path) -> bool:
-    """Cheap check that a file ends exactly where its last index entry says."""
+def move_aside(path: Path) -> Path:
+    """Move an unreadable file and its index into ``<channel>/damaged/``, out of the
+    readers' and retention's sight, kept for a look; its summary is deleted."""
+    folder = path.parent / DAMAGED_DIR
+    folder.mkdir(exist_ok=True)
+    target = folder / path.name
+    n = 0
+    while target.exists():
+        n += 1
+        target = folder / f"{path.stem}.{n}{SUFFIX}"
     idx = index_path(path)
+    if idx.exists():
+        os.replace(idx, index_path(target))
+    os.replace(path, target)
+    summary_path(path).unlink(missing_ok=True)
+    return target
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_usable(schema: bytes | None) -> bool:
+    """Whether a header's schema defines a channel (most files share a few schemas, so
+    each is parsed once)."""
+    from speeddata.cache.check import channel_of_header
+
     try:
-        idx_size = idx.stat().st_size
-        size = path.stat().st_size
+        channel_of_header(avrofile.Header({"avro.schema": schema} if schema else {}, b"", 0),
+                          "", None)
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_whole(f: BinaryIO, header: avrofile.Header, size: int, idx: Path) -> bool:
+    """The cheap test (a few small reads, whatever the file's size): the index is whole
+    entries, the first begins after the header, the last ends at the end of the file,
+    and the last block ends in the sync marker."""
+    try:
+        with idx.open("rb") as g:
+            idx_size = g.seek(0, os.SEEK_END)
+            if idx_size % index.ENTRY_SIZE:
+                return False
+            if not idx_size:
+                return size == header.size
+            g.seek(0)
+            first = index.unpack(g.read(index.ENTRY_SIZE))[0]
+            g.seek(idx_size - index.ENTRY_SIZE)
+            last = index.unpack(g.read(index.ENTRY_SIZE))[0]
     except FileNotFoundError:
         return False
-    if idx_size % index.ENTRY_SIZE:
+    if first.offset != header.size or last.offset + last.length != size:
         return False
-    if idx_size == 0:
-        return False  # only the header can tell; repair() reads it
-    with idx.open("rb") as f:
-        f.seek(idx_size - index.ENTRY_SIZE)
-        last = index.unpack(f.read())[-1]
-    return last.offset + last.length == size
+    f.seek(size - avrofile.SYNC_SIZE)
+    return f.read(avrofile.SYNC_SIZE) == header.sync
 
 
-def repair(path: Path) -> RepairReport | None:
-    """Cut a torn final block back and make the index match; None if all was fine.
+def repair(path: Path, full: bool = True) -> RepairReport | None:
+    """Make a cache file usable after a crash or damage; None if all was fine.
 
     A crash mid-write (kill -9, power loss) can leave a partial block, a partial index
-    entry, or an index entry for a block that never reached the file.
+    entry, or a block that never got its entry. A damaged disk can leave anything. The
+    cheap checks (header, the index's ends against the file) run always; every block is
+    walked when they fail, or with ``full``. A torn tail is cut back, the index is made
+    to match the whole blocks (entries of damaged stretches are kept, so readers report
+    what they skip), damaged stretches are left for readers to skip, and a file whose
+    header is unreadable is moved aside (or deleted when it is a header cut short at
+    creation, which held no data).
     """
-    if is_consistent(path):
-        return None
-    data = path.read_bytes()
+    from speeddata.cache.check import read_header
+
     idx = index_path(path)
-    entries = index.unpack(idx.read_bytes()) if idx.exists() else []
-    try:
-        header = avrofile.decode_header(data)
-    except ValueError:
-        log.warning("cache file %s has no complete header; removing it (it held no data)", path)
-        path.unlink()
-        idx.unlink(missing_ok=True)
-        return RepairReport(path, len(data), 0, True)
-    blocks, end = avrofile.scan_blocks(data, header.size, header.sync)
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            _, header = read_header(f)
+            if not _schema_usable(header.metadata.get("avro.schema")):
+                raise ValueError("no usable schema")
+        except ValueError:
+            entries = index.unpack(idx.read_bytes()) if idx.exists() else []
+            f.seek(0)
+            head = f.read(len(avrofile.MAGIC))
+            if not entries and avrofile.MAGIC.startswith(head):
+                log.warning("cache file %s has no complete header; removing it (it held "
+                            "no data)", path)
+                path.unlink()
+                idx.unlink(missing_ok=True)
+                return RepairReport(path, size, 0, True)
+            target = move_aside(path)
+            log.error("cache file %s has an unreadable header (%d bytes, %d indexed "
+                      "records): moved to %s", path, size, sum(e.count for e in entries),
+                      target)
+            return RepairReport(path, 0, 0, False, target)
+        if not full and _looks_whole(f, header, size, idx):
+            return None
+        entries = index.unpack(idx.read_bytes()) if idx.exists() else []
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        try:
+            blocks, bad, tail = avrofile.walk_blocks(data, header.size, header.sync)
+        finally:
+            if size:
+                data.close()
     by_offset = {e.offset: e for e in entries}
+    indexed_to = max((e.offset for e in entries), default=0)
+    good = set()
     rebuilt = []
     reindexed = 0
     last_ns = start_of(path)
     mtime_ns = path.stat().st_mtime_ns
     for block in blocks:
         entry = by_offset.get(block.offset)
-        if entry is None or entry.length != block.length:
-            # The block reached the file but not its index entry: it was received
-            # after the previous block and before the file was last written.
-            entry = index.Entry(block.offset, block.length, block.count, max(last_ns, mtime_ns))
+        good.add(block.offset)
+        if entry is None or entry.length != block.length or entry.count != block.count:
+            # A block that reached the file but not its index: received after the block
+            # before it, and (past the last entry) before the file was last written.
+            recv = last_ns if block.offset < indexed_to else max(last_ns, mtime_ns)
+            entry = index.Entry(block.offset, block.length, block.count, recv)
             reindexed += 1
         rebuilt.append(entry)
         last_ns = entry.recv_ns
-    if end == len(data) and rebuilt == entries:
-        return None  # a file with no blocks yet, or torn only in a way that changed nothing
-    with path.open("r+b") as f:
-        f.truncate(end)
-        os.fsync(f.fileno())
-    tmp = idx.with_suffix(".idx.tmp")
-    tmp.write_bytes(b"".join(e.pack() for e in rebuilt))
-    os.replace(tmp, idx)
-    report = RepairReport(path, len(data) - end, reindexed, False)
-    log.warning(
-        "repaired cache file %s: cut %d torn bytes, rebuilt %d index entries, %d blocks kept",
-        path, report.cut_bytes, reindexed, len(blocks),
-    )
+    # what the index says of damaged stretches stays, so that readers report the skip
+    rebuilt += [e for e in entries if e.offset not in good and any(
+        s <= e.offset < t for s, t in bad)]
+    rebuilt.sort(key=lambda e: e.offset)
+    if tail == size and rebuilt == entries and not bad:
+        return None
+    if tail < size:
+        with path.open("r+b") as f:
+            f.truncate(tail)
+            os.fsync(f.fileno())
+    if rebuilt != entries:
+        tmp = idx.with_suffix(".idx.tmp")
+        tmp.write_bytes(b"".join(e.pack() for e in rebuilt))
+        os.replace(tmp, idx)
+    report = RepairReport(path, size - tail, reindexed, False, None, bad)
+    if tail < size or rebuilt != entries:
+        log.warning("repaired cache file %s: cut %d torn bytes, rebuilt %d index entries, "
+                    "%d blocks kept", path, report.cut_bytes, reindexed, len(blocks))
+    for start, end in bad:
+        log.error("cache file %s: bytes %d-%d are damaged; readers skip them, the rest of "
+                  "the file stays readable", path, start, end)
     return report
 
 
@@ -295,20 +381,39 @@ class CacheWriter:
         self.syncer = Syncer()
         directory.mkdir(parents=True, exist_ok=True)
 
-    def repair_all(self) -> list[RepairReport]:
-        """Check every cache file once at start; repair the ones a crash left torn."""
-        for path in sorted(self.directory.glob(f"*/*{SUFFIX}")):
-            if self.worker is not None and not path.name.endswith(f"-w{self.worker}{SUFFIX}"):
-                continue
-            try:
-                report = repair(path)
-            except OSError as exc:  # a full disk: the torn tail stays past the index
-                log.error("cannot repair cache file %s now (%s); its torn end stays out of "
-                          "its index and is repaired at the next start", path, exc)
-                continue
-            if report:
-                self.repairs.append(report)
+    def repair_all(self, full_seconds: float = 1.0,
+                   clock: Callable[[], float] = time.monotonic) -> list[RepairReport]:
+        """Check every cache file once at start and repair what a crash or damage left.
+
+        Every file gets the cheap checks (its header, its index's ends against the
+        file: a few reads each); a file that fails them is walked block by block and
+        repaired. Then files are walked whole, newest first, for about ``full_seconds``
+        (reading all of a large cache would delay the start by minutes): damage found
+        is logged and counted, and readers skip it anyway. ``speeddata verify`` checks
+        every block of every file on demand.
+        """
+        paths = [p for p in sorted(self.directory.glob(f"*/*{SUFFIX}"))
+                 if self.worker is None or p.name.endswith(f"-w{self.worker}{SUFFIX}")]
+        walked = {path for path in paths if self._repair(path, full=False)}
+        deadline = clock() + full_seconds
+        for path in reversed(paths):
+            if clock() > deadline:
+                break
+            if path not in walked and path.exists():
+                self._repair(path, full=True)
         return self.repairs
+
+    def _repair(self, path: Path, full: bool) -> bool:
+        """``repair`` one file, its report kept; whether it had anything to report."""
+        try:
+            report = repair(path, full)
+        except OSError as exc:  # a full disk: the torn tail stays past the index
+            log.error("cannot repair cache file %s now (%s); its torn end stays out of its "
+                      "index and is repaired at the next start", path, exc)
+            return False
+        if report:
+            self.repairs.append(report)
+        return report is not None
 
     def append(self, channel: Channel, bodies: Sequence[bytes | memoryview], now_ns: int) -> None:
         """Write record bodies of a channel as one block."""
@@ -411,5 +516,8 @@ class CacheWriter:
             "write_errors": self.write_errors,
             "fsync_errors": self.syncer.errors,
             "fsync_stalls": self.syncer.stalls,
-            "repaired_files": len(self.repairs),
+            "repaired_files": sum(1 for r in self.repairs if r.cut_bytes or r.reindexed
+                                  or r.removed),
+            "damaged_files": sum(1 for r in self.repairs if r.damaged),
+            "moved_aside": sum(1 for r in self.repairs if r.moved_to),
         }

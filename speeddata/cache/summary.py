@@ -14,16 +14,17 @@ Everything here is pure numpy over arrays and files: no sockets, no clocks.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from speeddata.cache import index
 from speeddata.cache.catalogue import CachedFile
-from speeddata.cache.reader import block_bodies
+from speeddata.cache.check import BlockReader
 from speeddata.columns import ColumnDecoder
 from speeddata.schemas import Channel
 
@@ -106,8 +107,10 @@ class Summary:
     signals: list[str]
     entries: int  # index entries it covers: fewer than the file has means it is behind
     block_first: np.ndarray  # int64 ns, per block: its earliest and latest source time
-    block_last: np.ndarray
+    block_last: np.ndarray  # (a damaged block: an empty span, first > last)
     levels: dict[int, Rows]
+    damage: list[dict] = field(default_factory=list)  # ranges skipped: start, end,
+    # reason, records (``speeddata.cache.check.Damage`` without the file)
 
     def span(self) -> tuple[int, int] | None:
         if not len(self.block_first):
@@ -118,7 +121,7 @@ class Summary:
         """Whole or not at all: a reader never sees half a summary."""
         arrays = {"signals": np.array(self.signals, dtype=str),
                   "entries": np.array(self.entries), "block_first": self.block_first,
-                  "block_last": self.block_last}
+                  "block_last": self.block_last, "damage": np.array(json.dumps(self.damage))}
         for width, rows in self.levels.items():
             for name in Rows.__annotations__:
                 arrays[f"{width}_{name}"] = getattr(rows, name)
@@ -133,8 +136,10 @@ class Summary:
         with np.load(path, allow_pickle=False) as data:
             levels = {w: Rows(*(data[f"{w}_{name}"] for name in Rows.__annotations__))
                       for w in widths}
+            # a summary older than the damage list was made without meeting any
+            damage = json.loads(str(data["damage"])) if "damage" in data.files else []
             return cls(list(data["signals"]), int(data["entries"]), data["block_first"],
-                       data["block_last"], levels)
+                       data["block_last"], levels, damage)
 
 
 def numeric_signals(channel: Channel) -> list[str]:
@@ -154,20 +159,25 @@ def as_matrix(decoded: dict[str, np.ndarray], signals: list[str], rows: int) -> 
 def summarize(cached: CachedFile, channel: Channel, entries: list[index.Entry],
               before: Summary | None = None) -> Summary:
     """The summary of ``entries`` of one cache file, extending ``before`` (which covers
-    the first ``before.entries`` of them) so that a growing file is decoded once."""
+    the first ``before.entries`` of them) so that a growing file is decoded once.
+    Damaged blocks are skipped, with an empty span, and listed in ``damage``."""
     signals = numeric_signals(channel)
     done = before.entries if before is not None else 0
     decoder = ColumnDecoder(channel)
     firsts, lasts = [before.block_first] if before else [], [before.block_last] if before else []
     levels = {w: [before.levels[w]] if before else [] for w in LEVELS}
-    pending: list[tuple[index.Entry, bytes]] = []
+    pending: list[tuple[index.Entry, bytes | None]] = []
+    reader = BlockReader()
 
     def flush() -> None:
-        count = sum(e.count for e, _ in pending)
-        decoded = decoder.decode_block(b"".join(data for _, data in pending), count)
+        good = [(e, d) for e, d in pending if d is not None]
+        decoded, kept = reader.decode(decoder, cached.path, good)
+        counts = iter([e.count if ok else 0 for (e, _), ok in zip(good, kept, strict=True)])
+        sizes = [next(counts) if d is not None else 0 for _, d in pending]
+        count = sum(sizes)
         times = np.asarray(decoded[channel.time_field], dtype=np.int64)
-        ends = np.cumsum([e.count for e, _ in pending])
-        starts = ends - [e.count for e, _ in pending]
+        ends = np.cumsum(sizes, dtype=np.int64)
+        starts = ends - sizes
         nonempty = starts < ends
         block_min = np.full(len(pending), np.iinfo(np.int64).max)
         block_max = np.full(len(pending), np.iinfo(np.int64).min)
@@ -182,19 +192,22 @@ def summarize(cached: CachedFile, channel: Channel, entries: list[index.Entry],
         pending.clear()
 
     waiting = 0
-    for _, entry, data in block_bodies([(cached, e) for e in entries[done:]]):
-        pending.append((entry, data))
-        waiting += entry.count
-        if waiting >= CHUNK_RECORDS:
+    with reader:
+        for entry in entries[done:]:
+            pending.append((entry, reader.body(cached.path, entry)))
+            waiting += entry.count
+            if waiting >= CHUNK_RECORDS:
+                flush()
+                waiting = 0
+        if pending:
             flush()
-            waiting = 0
-    if pending:
-        flush()
+    damage = (before.damage if before else []) + [
+        {k: v for k, v in d.as_dict().items() if k != "file"} for d in reader.skipped.damage]
     return Summary(
         signals, len(entries),
         np.concatenate(firsts) if firsts else np.zeros(0, dtype=np.int64),
         np.concatenate(lasts) if lasts else np.zeros(0, dtype=np.int64),
-        {w: concat(parts, len(signals)).buckets(w) for w, parts in levels.items()})
+        {w: concat(parts, len(signals)).buckets(w) for w, parts in levels.items()}, damage)
 
 
 def level_for(start: int, end: int, count: int) -> int | None:
@@ -212,8 +225,9 @@ def samples(cached: CachedFile, channel: Channel, entries: list[index.Entry],
     chosen = [entries[i] for i in hit if i < len(entries)]
     if not chosen:
         return Rows.empty(len(signals))
-    data = [d for _, _, d in block_bodies([(cached, e) for e in chosen])]
-    count = sum(e.count for e in chosen)
-    decoded = ColumnDecoder(channel).decode_block(b"".join(data), count)
+    with BlockReader() as reader:  # what is damaged here is in the summary's damage
+        good = [(e, d) for _, e, d in reader.bodies([(cached, e) for e in chosen])]
+        decoded, kept = reader.decode(ColumnDecoder(channel), cached.path, good)
+    count = sum(e.count for (e, _), ok in zip(good, kept, strict=True) if ok)
     times = np.asarray(decoded[channel.time_field], dtype=np.int64)
     return Rows.of_samples(times, as_matrix(decoded, signals, count))

@@ -115,7 +115,8 @@ def _pivot_process(conn: Connection, cache_dir: Path, out: Path, start: int, end
 
     try:
         result = pivot(cache_dir, out, start, end, progress=progress, **options)
-        conn.send(("done", result.records, result.seconds))
+        conn.send(("done", result.records, result.seconds,
+                   result.skipped.as_list(cache_dir)))  # damaged cache ranges left out
     except SpeeddataError as exc:
         conn.send(("failed", str(exc)))
     except Exception as exc:  # reported to the page as it is
@@ -232,7 +233,7 @@ class PivotJobs:
                 TagStore(self.config.cache.dir).mark_exported(options["attrs"]["tag"],
                                                               time.time_ns())
             job.update(state="done", file=out.name, records=outcome[1],
-                       seconds=round(outcome[2], 3))
+                       seconds=round(outcome[2], 3), skipped=outcome[3])
         else:
             log.warning("pivot job %s failed: %s", job["id"], outcome[1])
             job.update(state="failed", error=outcome[1] if process.exitcode == 0 else

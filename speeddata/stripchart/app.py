@@ -165,6 +165,7 @@ class StripchartServer:
             "kernel_drops": self.past_kernel_drops + sum(
                 multicast.kernel_drops(s) or 0 for s in self.sockets.values()),
             "history_bytes": self.hub.memory_bytes(),
+            "cache_damage": self.past.skipped.statistics(),  # skipped by scroll-back
             "multicast_loss": self.hub.loss(now_ns),
             "channels": {c["name"]: {"rate_hz": c["rate_hz"], "datagrams": c["datagrams"],
                                      "stale": c["stale"]}

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from speeddata.cache import index, summary
 from speeddata.cache.catalogue import CachedFile, Catalogue, maybe_open
+from speeddata.cache.check import Damage, Skipped
 from speeddata.cache.reader import channel_of
 from speeddata.cache.store import index_path, summary_path
 from speeddata.errors import NotFoundError, SpeeddataError
@@ -42,9 +43,10 @@ class Columns:
     max: np.ndarray
     last: np.ndarray
     count: np.ndarray
+    skipped: list[dict] = field(default_factory=list)  # damaged cache ranges left out
 
     def as_json(self, shift_ns: int = 0) -> dict:
-        return {"level": self.level,
+        return {"level": self.level, "skipped": self.skipped,
                 "start_ms": ((self.start_ns + shift_ns) / 1e6).tolist(),
                 "min": _finite(self.min), "max": _finite(self.max), "last": _finite(self.last),
                 "count": self.count.tolist()}
@@ -64,6 +66,9 @@ class CacheView:
         self._channels: dict[Path, Channel] = {}  # as each file's header has it
         self._lock = threading.Lock()  # the background catch-up and queries share files
         self.made = 0  # summaries written
+        self.skipped = Skipped()  # damage met in the cache, each file's counted once
+        self._counted: dict[Path, int] = {}  # damage entries of a file already counted
+        self._unreadable: dict[Path, Damage] = {}  # files whose header cannot be read
 
     def columns(self, channel: str, signal: str, start: int, end: int, count: int) -> Columns:
         """The signal's columns over ``[start, end)`` (source time, ns)."""
@@ -76,6 +81,7 @@ class CacheView:
             raise NotFoundError(f"{channel}.{signal} is not a numeric signal")
         width = summary.level_for(start, end, count)
         parts = []
+        skipped: list[dict] = []
         with self._lock:
             files = self.catalogue.files([channel])
             if known is None and not files:  # neither registered nor ever cached
@@ -84,8 +90,12 @@ class CacheView:
             for cached in files:
                 span = self._spans.get(cached.path, ())
                 if span is None or (span and (span[1] < start or span[0] >= end)):
+                    bad = self._unreadable.get(cached.path)
+                    if span is None and bad is not None and cached.overlaps(start, end):
+                        skipped.append(bad.as_dict(self.catalogue.directory))
                     continue  # known not to meet the range: not even opened
-                rows = self._rows(cached, cached.path in growing, signal, start, end, width)
+                rows = self._rows(cached, cached.path in growing, signal, start, end, width,
+                                  skipped)
                 if rows is not None:
                     parts.append(rows)
         merged = summary.concat(parts, 1)
@@ -93,14 +103,23 @@ class CacheView:
         level = "samples" if width is None else f"{width / 1e9:g} s" if width >= 10**9 else (
             f"{width // 10**6} ms")
         return Columns(level, out.start, out.min[:, 0], out.max[:, 0], out.last[:, 0],
-                       out.count)
+                       out.count, skipped)
 
     def _rows(self, cached: CachedFile, growing: bool, signal: str, start: int, end: int,
-              width: int | None) -> summary.Rows | None:
+              width: int | None, skipped: list[dict]) -> summary.Rows | None:
         found = self._summary(cached, growing, () if width is None else (width,))
         if found is None:
+            bad = self._unreadable.get(cached.path)
+            if bad is not None and cached.overlaps(start, end):
+                skipped.append(bad.as_dict(self.catalogue.directory))
             return None
         made, channel = found
+        span = made.span()
+        if made.damage and (cached.overlaps(start, end) or (
+                span is not None and span[0] < end and span[1] >= start)):
+            # a damaged block's own times are unknown: said for a range meeting its file
+            name = str(cached.path.relative_to(self.catalogue.directory))
+            skipped += [{"file": name, **d} for d in made.damage]
         if signal not in made.signals:
             return None
         column = made.signals.index(signal)
@@ -125,14 +144,24 @@ class CacheView:
             channel = self._channels.get(cached.path) or channel_of(cached.path, self.registry)
             self._channels[cached.path] = channel
         except (OSError, ValueError) as exc:
-            log.warning("scroll-back: %s cannot be read (%s)", cached.path, exc)
+            log.warning("scroll-back: %s cannot be read (%s); skipped", cached.path, exc)
             self._spans[cached.path] = None
+            if cached.path not in self._unreadable:
+                try:
+                    size = cached.path.stat().st_size
+                    lost = sum(e.count for e in index.unpack(idx.read_bytes()))
+                except OSError:
+                    size, lost = cached.size, None
+                bad = Damage(cached.path, 0, size, "header", lost)
+                self._unreadable[cached.path] = bad
+                self.skipped.add(bad)
             return None
         if growing:
             before = self._growing.get(cached.path)
             if before is None or before.entries < blocks:
                 before = self._growing[cached.path] = summary.summarize(
                     cached, channel, index.unpack(idx.read_bytes()), before)
+            self._count(cached.path, before)
             return before, channel
         self._growing.pop(cached.path, None)
         path = summary_path(cached.path)
@@ -140,6 +169,7 @@ class CacheView:
             made = summary.Summary.load(path, widths)
             if made.entries == blocks:
                 self._spans[cached.path] = made.span()
+                self._count(cached.path, made)
                 return made, channel
         except (OSError, ValueError, KeyError):
             pass  # missing, or from an older layout: made again
@@ -150,7 +180,15 @@ class CacheView:
         except OSError as exc:  # a full disk: still answered, made again next time
             log.warning("scroll-back: cannot keep the summary of %s (%s)", cached.path, exc)
         self._spans[cached.path] = made.span()
+        self._count(cached.path, made)
         return made, channel
+
+    def _count(self, path: Path, made: summary.Summary) -> None:
+        """The damage a summary lists, counted in ``skipped`` once per file."""
+        done = self._counted.get(path, 0)
+        for d in made.damage[done:]:
+            self.skipped.add(Damage(path, d["start"], d["end"], d["reason"], d["records"]))
+        self._counted[path] = len(made.damage)
 
     def catch_up(self, budget_s: float = 1.0) -> int:
         """Summarize closed files that have none yet, newest first, and extend the
