@@ -432,9 +432,8 @@ class _ParquetWriter:
         pa = self.pa
         arrays = [pa.array(columns[self.time_field], pa.int64()).cast(self.schema.field(0).type),
                   pa.array(receive_ns, pa.int64()).cast(self.schema.field(1).type)]
-        for i, c in enumerate(self.columns):
-            arrays.append(pa.array(columns[c.name], self.schema.field(i + 2).type,
-                                   from_pandas=True))
+        for i, c in enumerate(self.columns):  # NaN stays NaN, as in the HDF5 and the cache
+            arrays.append(pa.array(columns[c.name], self.schema.field(i + 2).type))
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         self.count += len(receive_ns)
 
