@@ -65,3 +65,12 @@ class WireError(SpeeddataError, ValueError):
 
 class CacheError(SpeeddataError):
     """A cache file cannot be read or written."""
+
+
+class SourceError(SpeeddataError, ValueError):
+    """A line or frame from a device that makes no record. ``reason`` is a short counter
+    key (``range``, ``type``, ``json``...); the source counts it and reads on."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
