@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -11,21 +12,27 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import pytest
 
 from speeddata.config import write_file
-from speeddata.errors import SpeeddataError
+from speeddata.errors import SourceError, SpeeddataError
 from speeddata.pivot import pivot
 from speeddata.schemas import Registry, channel_from_schema, store_schema
 from speeddata.sources.serial import (
     Counters,
+    Dropped,
     FrameFramer,
     LineFramer,
     parser_for,
     run,
+    to_bool,
+    to_float,
+    to_int,
+    to_text,
 )
 from tests.helpers import SCHEMAS, TIMEOUT, relay_settings, start_relay, wait_until
 
@@ -35,22 +42,36 @@ RIG = channel_from_schema({"type": "record", "name": "rig", "fields": [
     {"name": "state", "type": "string"}]})
 
 
+def lines(framer: LineFramer, data: bytes, step: int = 1) -> list[bytes | Dropped]:
+    return [x for i in range(0, len(data), step) for x in framer.feed(data[i : i + step])]
+
+
 def test_lines_survive_any_chunking_and_garbage_is_bounded() -> None:
     framer = LineFramer()
-    stream = b"a,1\r\nb,2\nc,"
-    lines = [line for i in range(len(stream)) for line in framer.feed(stream[i : i + 1])]
-    assert lines == [b"a,1", b"b,2"]
-    assert list(framer.feed(b"3\n\n")) == [b"c,3"]  # the cut line, whole; blank skipped
-    assert list(framer.feed(b"x" * 5000)) == [] and framer.overlong == 1
-    assert list(framer.feed(b"d,4\n")) == [b"d,4"]
+    assert lines(framer, b"a,1\r\nb,2\nc,") == [b"a,1", b"b,2"]
+    assert lines(framer, b"3\n\n") == [b"c,3", Dropped("empty", b"")]  # the cut line, whole
+    assert lines(framer, b"x" * 5000, 1000) == [Dropped("overlong", b"x" * 80)]
+    assert lines(framer, b"yyy\nd,4\n") == [b"d,4"]  # dropped whole, up to its end
+    # a bare CR ends a line too; CR LF is one end even when cut between CR and LF
+    assert lines(LineFramer(), b"e,5\rf,6\r\ng,7\r\r\n") == [
+        b"e,5", b"f,6", b"g,7", Dropped("empty", b"")]
+
+
+def test_the_first_line_after_open_is_dropped_unless_the_port_was_silent() -> None:
+    framer = LineFramer(mid_line=True)
+    assert lines(framer, b"5,7,1,RUN\n1.5,7,1,RUN\n", 4) == [
+        Dropped("partial", b"5,7,1,RUN"), b"1.5,7,1,RUN"]
+    framer = LineFramer(mid_line=True)
+    framer.idle()  # a read timed out with nothing: the next byte starts a line
+    assert lines(framer, b"1.5,7,1,RUN\n") == [b"1.5,7,1,RUN"]
 
 
 def test_frames_resynchronise_after_garbage() -> None:
     framer = FrameFramer(4, sync=b"\xaa\x55")
     data = b"\xaa\x55ABCD" + b"junk" + b"\xaa\x55EFGH"
-    assert [f for i in range(0, len(data), 3) for f in framer.feed(data[i : i + 3])] == [
-        b"ABCD", b"EFGH"]
-    assert framer.skipped == 4
+    got = [f for i in range(0, len(data), 3) for f in framer.feed(data[i : i + 3])]
+    assert [f for f in got if isinstance(f, bytes)] == [b"ABCD", b"EFGH"]
+    assert framer.skipped == 4 and all(f.reason == "sync" for f in got if isinstance(f, Dropped))
 
 
 @pytest.mark.parametrize(("fmt", "fields", "lines"), [
@@ -58,6 +79,7 @@ def test_frames_resynchronise_after_garbage() -> None:
     ("csv", ["count", "pressure", "state", "ok"], [b"7,1.5,RUN,true"]),
     ("kv", [], [b"pressure=1.5 count=7 ok=yes state=RUN"]),
     ("json", [], [b'{"pressure": 1.5, "count": 7, "ok": true, "state": "RUN"}']),
+    ("json", [], [b'{"pressure": 15e-1, "count": 7.0, "ok": 1, "state": "RUN", "x": []}']),
 ])
 def test_each_format_gives_the_same_record(fmt: str, fields: list[str],
                                           lines: list[bytes]) -> None:
@@ -66,23 +88,78 @@ def test_each_format_gives_the_same_record(fmt: str, fields: list[str],
     assert records == [{"pressure": 1.5, "count": 7, "ok": True, "state": "RUN"}]
 
 
+@pytest.mark.parametrize(("convert", "value", "expected"), [
+    (lambda v: to_int(v, 32), "2147483647", 2147483647),
+    (lambda v: to_int(v, 32), "2147483648", "range"),
+    (lambda v: to_int(v, 32), -(2**31) - 1, "range"),
+    (to_int, "9223372036854775807", 2**63 - 1),
+    (to_int, "9223372036854775808", "range"),
+    (to_int, "1e3", 1000),
+    (to_int, "1e999999999", "range"),  # refused at once, never made into a huge int
+    (to_int, "1.5", "type"),
+    (to_int, 2.0, 2),
+    (to_int, "nan", "type"),
+    (to_int, "inf", "range"),
+    (to_int, None, "type"),
+    (to_int, [], "type"),
+    (to_int, True, "type"),
+    (to_float, "1e308", 1e308),
+    (to_float, "1e999", "range"),
+    (to_float, 10**400, "range"),
+    (to_float, "-inf", -math.inf),
+    (to_float, {}, "type"),
+    (lambda v: to_float(v, single=True), "1e39", "range"),
+    (lambda v: to_float(v, single=True), "3.4e38", 3.4e38),
+    (to_bool, "ON", True),
+    (to_bool, "0", False),
+    (to_bool, "maybe", "type"),
+    (to_bool, 2, "type"),
+    (to_text, b"IDLE\x00\x00", "IDLE"),
+    (to_text, b"\xff", "utf8"),
+    (to_text, 5, "type"),
+])
+def test_values_are_validated_into_their_type(convert: Callable[[object], object],
+                                              value: object, expected: object) -> None:
+    if isinstance(expected, str) and expected in ("range", "type", "utf8"):
+        with pytest.raises(SourceError) as refused:
+            convert(value)
+        assert refused.value.reason == expected
+    else:
+        assert convert(value) == expected
+
+
 def test_struct_frames_and_bad_lines() -> None:
     import struct
 
     parser = parser_for(RIG, "struct:<dq?4s", ["pressure", "count", "ok", "state"])
     assert parser.frame_size == struct.calcsize("<dq?4s")
     assert parser.parse(struct.pack("<dq?4s", 2.5, -3, True, b"IDLE")) == {
-        "pressure": 2.5, "count": -3, "ok": True, "state": "b'IDLE'"}
+        "pressure": 2.5, "count": -3, "ok": True, "state": "IDLE"}
     csv_parser = parser_for(RIG, "csv", ["pressure", "count", "ok", "state"])
-    for bad in (b"1.5,7", b"x,7,1,RUN", b"\xff\xfe,1,1,a"):
-        with pytest.raises((ValueError, UnicodeDecodeError)):
+    for bad, reason in ((b"1.5,7", "columns"), (b"x,7,1,RUN", "type"),
+                        (b"\xff\xfe,1,1,a", "utf8"), (b"1,2,maybe,a", "type")):
+        with pytest.raises(SourceError) as refused:
             csv_parser.parse(bad)
+        assert refused.value.reason == reason
     with pytest.raises(SpeeddataError, match="use csv, kv, json or struct"):
         parser_for(RIG, "xml", [])
     with pytest.raises(SpeeddataError, match="not fields of channel"):
         parser_for(RIG, "csv", ["pressure", "nope"])
     with pytest.raises(SpeeddataError, match="has 2 values"):
         parser_for(RIG, "struct:<dq", ["pressure"])
+
+
+def test_a_csv_header_is_a_line_naming_the_fields() -> None:
+    parser = parser_for(RIG, "csv", [])
+    for line in (b"ssure,count,ok,state", b"1.5,7,1,RUN", b"pressure,count"):
+        with pytest.raises(SourceError) as refused:  # a partial header, data, too few
+            parser.parse(line)
+        assert refused.value.reason == "header"
+    assert parser.parse(b"state,ok,count,pressure") is None
+    assert parser.parse(b"RUN,1,7,1.5") == {"pressure": 1.5, "count": 7, "ok": True,
+                                            "state": "RUN"}
+    assert parser.parse(b"pressure,count,ok,state") is None  # printed again, reordered
+    assert parser.parse(b"1.5,7,1,RUN")["pressure"] == 1.5
 
 
 def open_pty(link: Path) -> int:
