@@ -401,6 +401,7 @@ def test_no_garbage_stops_the_source_and_every_valid_line_is_cached(
     def open_mid_line() -> serial.Serial:
         port = serial.Serial(str(link), 115200, timeout=0.05)  # drops what came before
         write_all(master, partial)  # already on its way when the port opened
+        wait_until(lambda: port.in_waiting >= len(partial), what="the partial line")
         opened.set()
         return port
 
@@ -443,3 +444,12 @@ def test_no_garbage_stops_the_source_and_every_valid_line_is_cached(
     cached = [r for path in sorted((tmp_path / "cache" / "garb").glob("*.avro"))
               for r in fastavro.reader(path.open("rb"))]
     assert cached == expected
+
+
+def test_a_run_of_garbage_between_frames_counts_once_however_it_arrives() -> None:
+    data = b"\xaa\x55ABCD" + b"junk and more junk" + b"\xaa\x55EFGH" + b"x" + b"\xaa\x55IJKL"
+    for step in (1, 3, 7, len(data)):
+        framer = FrameFramer(4, sync=b"\xaa\x55")
+        got = [f for i in range(0, len(data), step) for f in framer.feed(data[i : i + step])]
+        assert [f for f in got if isinstance(f, bytes)] == [b"ABCD", b"EFGH", b"IJKL"]
+        assert [f.reason for f in got if isinstance(f, Dropped)] == ["sync", "sync"], step

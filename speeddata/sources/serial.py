@@ -114,6 +114,7 @@ class FrameFramer:
         self.sync = sync
         self._buffer = bytearray()
         self.skipped = 0  # bytes dropped to find a sync
+        self._searching = False  # in a run of garbage: counted once, however it arrives
 
     def idle(self) -> None:
         """Frames have no partial rule: the sync finds the next frame."""
@@ -124,12 +125,15 @@ class FrameFramer:
             if self.sync and not self._buffer.startswith(self.sync):
                 at = self._buffer.find(self.sync, 1)
                 drop = at if at > 0 else len(self._buffer) - len(self.sync) + 1
-                yield Dropped("sync", bytes(self._buffer[: min(drop, 80)]))
+                if not self._searching:
+                    yield Dropped("sync", bytes(self._buffer[: min(drop, 80)]))
+                self._searching = True
                 del self._buffer[:drop]
                 self.skipped += drop
                 continue
             frame = bytes(self._buffer[len(self.sync) : self.size])
             del self._buffer[: self.size]
+            self._searching = False
             yield frame
 
 
