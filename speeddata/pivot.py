@@ -153,7 +153,7 @@ def hdf5_text(value: str) -> str | bytes:
 
 def _hdf5_column(values: np.ndarray) -> tuple[np.ndarray, bool]:
     """A text column as HDF5 can hold it, and whether a NUL had to be escaped."""
-    if not any("\x00" in v for v in values.tolist()):
+    if "\x00" not in "".join(values.tolist()):  # one scan in C: the usual case
         return values, False
     return np.array([hdf5_text(v) for v in values.tolist()], dtype=object), True
 
