@@ -220,19 +220,17 @@ def column_names(export_format: str, time_field: str, signals: list[str]) -> dic
 
 @dataclass(frozen=True)
 class Renamed:
-    """A channel (``field`` None) or a field whose name the export could not hold."""
+    """A field whose name the export could not hold, and the name it has there."""
 
     channel: str
-    field: str | None
-    name: str  # its name in the export
+    field: str
+    name: str
 
-    def as_json(self) -> dict[str, str | None]:
+    def as_json(self) -> dict[str, str]:
         return {"channel": self.channel, "field": self.field, "as": self.name}
 
     def __str__(self) -> str:
-        what = (f"channel {self.channel!r}" if self.field is None
-                else f"field {self.field!r} of channel {self.channel!r}")
-        return f"{what} is named {self.name!r}"
+        return f"field {self.field!r} of channel {self.channel!r} is named {self.name!r}"
 
 
 class _GroupWriter:
@@ -294,32 +292,23 @@ SUFFIXES = {"hdf5": ".h5", "csv": "", "parquet": ""}  # csv and parquet: a direc
 
 
 class _Sink:
-    """What every export does with names: each channel's and field's name in the export
-    (``column_names``), and a list of what had to be renamed."""
+    """What every export does with names: each field's name in the export
+    (``column_names``), and a list of what had to be renamed. A channel keeps its name:
+    it is the name of a cache directory, which no format refuses as a group or a file."""
 
     kind = "hdf5"
 
     def __init__(self) -> None:
         self.renamed: list[Renamed] = []
-        self._channel_names: dict[str, str] = {}
 
-    def names(self, channel: str, time_field: str, columns: list[Column]
-              ) -> tuple[str, dict[str, str]]:
-        """The channel's group or file name, and its fields' column names."""
-        holds = FORMAT_HOLDS["hdf5"]  # a group name, or a file name: no "/" nor NUL
-        taken = set(self._channel_names.values())
-        name = export_names([channel], taken, holds)[channel]
-        self._channel_names[channel] = name
-        if name != channel:
-            self.renamed.append(Renamed(channel, None, name))
+    def names(self, channel: str, time_field: str, columns: list[Column]) -> dict[str, str]:
         fields = column_names(self.kind, time_field, [c.name for c in columns])
         self.renamed += [Renamed(channel, f, n) for f, n in fields.items() if f != n]
-        return name, fields
+        return fields
 
     def renamed_in(self, channel: str) -> dict[str, str]:
         """Export name -> original field name, for the fields of ``channel`` renamed."""
-        return {r.name: r.field for r in self.renamed
-                if r.channel == channel and r.field is not None}
+        return {r.name: r.field for r in self.renamed if r.channel == channel}
 
 
 class _Hdf5Sink(_Sink):
@@ -337,10 +326,8 @@ class _Hdf5Sink(_Sink):
 
     def channel(self, name: str, time_field: str, columns: list[Column],
                 schemas: list[dict], relay_host: str) -> _GroupWriter:
-        group_name, names = self.names(name, time_field, columns)
-        group = self.h5.create_group(group_name)
-        if group_name != name:
-            group.attrs["channel"] = json.dumps(name)  # JSON: the name may hold a NUL
+        names = self.names(name, time_field, columns)
+        group = self.h5.create_group(name)
         group.attrs["schema"] = json.dumps(schemas[-1])
         if len(schemas) > 1:  # every version, oldest first
             group.attrs["schemas"] = json.dumps(schemas)
@@ -454,8 +441,8 @@ class _DirectorySink(_Sink):
 
     def channel(self, name: str, time_field: str, columns: list[Column],
                 schemas: list[dict], relay_host: str) -> _CsvWriter | _ParquetWriter:
-        file_name, names = self.names(name, time_field, columns)
-        path = self.tmp / f"{file_name}.{self.kind}"
+        names = self.names(name, time_field, columns)
+        path = self.tmp / f"{name}.{self.kind}"
         self.channels[name] = {"relay_host": relay_host, "schemas": schemas,
                                "file": path.name}
         if self.kind == "csv":

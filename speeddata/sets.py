@@ -104,15 +104,14 @@ def _strings(ds: h5py.Dataset) -> np.ndarray:
 
 
 def load(path: str | Path) -> SetData:
-    """Read a file written by ``speeddata pivot`` into numpy arrays, under the channels'
-    and fields' own names (the export renames those HDF5 cannot hold, and says so in
-    ``renamed`` attributes)."""
+    """Read a file written by ``speeddata pivot`` into numpy arrays, under the fields' own
+    names (the export renames those HDF5 cannot hold, and says so in each group's
+    ``renamed`` attribute)."""
     path = Path(path)
     with h5py.File(path, "r") as h5:
         data = SetData(path, {k: _text(v) for k, v in h5.attrs.items()
                                    if k not in ("renamed", "nul")})
-        for group_name, group in h5.items():
-            name = json.loads(group.attrs["channel"]) if "channel" in group.attrs else group_name
+        for name, group in h5.items():
             schema = json.loads(group.attrs["schema"])
             time_field = schema.get("abscissa", "time")
             dataset_of = {f: f for f in [time_field, *(f["name"] for f in schema["fields"])]

@@ -329,3 +329,27 @@ def test_csv_then_parquet_of_one_tag_and_force_deletes_only_its_own_export(
     with pytest.raises(PivotError, match="not an HDF5 file"):
         pivot(cache, mine, T0, T0 + 2 * S, force=True)
     assert (mine / "data.csv").read_text() == "1,2" and (out / "notes.txt").exists()
+
+
+def test_text_with_nul_and_renamed_fields_load_back_exactly(tmp_path: Path) -> None:
+    channel = rig({"name": "note", "type": "string"},
+                  {"name": "receive_time", "type": "double", "unit": "s\x00"})
+    writer = CacheWriter(tmp_path / "cache", 2**30, 600)
+    writer.append(channel, [Encoder(channel).encode(
+        {"time": T0 + i, "note": f"a\x00{i}\n", "receive_time": i / 2})[10:]
+        for i in range(3)], T0)
+    writer.close()
+    result = pivot(tmp_path / "cache", tmp_path / "odd.h5", T0 - S, T0 + S)
+    assert [str(r) for r in result.renamed] == [
+        "field 'receive_time' of channel 'rig' is named 'receive_time_2'"]
+    with h5py.File(tmp_path / "odd.h5") as h5:
+        assert json.loads(h5.attrs["renamed"]) == [
+            {"channel": "rig", "field": "receive_time", "as": "receive_time_2"}]
+        assert json.loads(h5["rig"].attrs["renamed"]) == {"receive_time_2": "receive_time"}
+        assert h5["rig/note"].attrs["nul"] == "C0 80"
+        assert h5["rig/note"][0] == b"a\xc0\x800\n"
+    rig_data = speeddata.load(tmp_path / "odd.h5")["rig"]
+    assert rig_data["note"].tolist() == ["a\x000\n", "a\x001\n", "a\x002\n"]
+    assert rig_data["receive_time"].tolist() == [0.0, 0.5, 1.0]
+    assert rig_data.units["receive_time"] == "s\x00"
+    assert rig_data.receive_time.tolist() == [T0] * 3

@@ -120,8 +120,7 @@ def test_every_value_and_name_comes_back_from_every_format(
         # CSV, with the csv module: export.json says what was renamed
         about = json.loads((out / "rig-csv" / "export.json").read_text())
         column = {n: n for n in signals}
-        column.update({r["field"]: r["as"] for r in about["renamed"] if r["field"] is not None
-                       and r["field"] != time_field})
+        column.update({r["field"]: r["as"] for r in about["renamed"] if r["field"] != time_field})
         t = next((r["as"] for r in about["renamed"] if r["field"] == time_field), time_field)
         with (out / "rig-csv" / "rig.csv").open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
