@@ -412,8 +412,13 @@ def cmd_source(args: argparse.Namespace) -> int:
 
     cfg = _cfg(args)
     channel = _registry(cfg)[args.channel]
+    try:
+        sync = bytes.fromhex(args.sync or "")
+    except ValueError:
+        raise SpeeddataError(f"--sync {args.sync!r}: give the frame's first bytes in hex, "
+                             "e.g. AA55") from None
     parser = serial_source.parser_for(channel, args.format,
-                                      args.fields.split(",") if args.fields else [])
+                                      args.fields.split(",") if args.fields else [], sync)
     try:
         import serial
     except ModuleNotFoundError:
@@ -429,8 +434,10 @@ def cmd_source(args: argparse.Namespace) -> int:
         counters = serial_source.run(
             lambda: serial.Serial(args.port, args.baud, timeout=0.1), parser, sender.send,
             lambda: bool(stopping))
-    log.info("serial source stopped: %d records sent, %d bad lines, reopened %d times",
-             counters.records, counters.bad, counters.reopened)
+    log.info("serial source stopped: %d records sent, %d bad lines (%s), reopened %d times",
+             counters.records, counters.bad,
+             ", ".join(f"{k} {v}" for k, v in sorted(counters.reasons.items())) or "none",
+             counters.reopened)
     return 0
 
 
@@ -841,6 +848,8 @@ def parser() -> argparse.ArgumentParser:
                            help="csv (header line, or --fields), kv (a=1 b=2), json (an "
                                 "object per line) or struct:FMT (fixed binary frames)")
             p.add_argument("--fields", help="comma-separated field names, in order")
+            p.add_argument("--sync", help="struct: the bytes (hex, e.g. AA55) that start "
+                                          "every frame, to find frames again after garbage")
             p.add_argument("--host", help="relay address (default: from [relay] host)")
         elif name == "tail":
             p.add_argument("channel")

@@ -70,3 +70,12 @@ class CacheError(SpeeddataError):
 class ArchiveError(SpeeddataError):
     """The archive's store refused, lost or garbled an object; the message names it
     (bucket/key)."""
+
+
+class SourceError(SpeeddataError, ValueError):
+    """A line or frame from a device that makes no record. ``reason`` is a short counter
+    key (``range``, ``type``, ``json``...); the source counts it and reads on."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

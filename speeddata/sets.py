@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from speeddata.errors import SpeeddataError
+from speeddata.pivot import FORMAT_HOLDS, NUL_IN_HDF5
 
 
 @dataclass
@@ -85,30 +86,49 @@ class SetData:
 
 
 def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
+    """An HDF5 text value as written (see ``speeddata.pivot.NUL_IN_HDF5``): bytes, or a
+    str that h5py gave with the bytes it could not decode as surrogates."""
+    if isinstance(value, str):
+        if not any("\udc80" <= c <= "\udcff" for c in value):
+            return value
+        value = value.encode("utf-8", "surrogateescape")
+    if isinstance(value, bytes):
+        return value.replace(NUL_IN_HDF5, b"\x00").decode("utf-8")
+    return value
+
+
+def _strings(ds: h5py.Dataset) -> np.ndarray:
+    if "nul" not in ds.attrs:
+        return ds.asstr()[()].astype(object)
+    return np.array([_text(v) for v in ds[()].tolist()], dtype=object)
 
 
 def load(path: str | Path) -> SetData:
-    """Read a file written by ``speeddata pivot`` into numpy arrays."""
+    """Read a file written by ``speeddata pivot`` into numpy arrays, under the fields' own
+    names (the export renames those HDF5 cannot hold, and says so in each group's
+    ``renamed`` attribute)."""
     path = Path(path)
     with h5py.File(path, "r") as h5:
-        data = SetData(path, {k: _text(v) for k, v in h5.attrs.items()})
+        data = SetData(path, {k: _text(v) for k, v in h5.attrs.items()
+                                   if k not in ("renamed", "nul")})
         for name, group in h5.items():
             schema = json.loads(group.attrs["schema"])
             time_field = schema.get("abscissa", "time")
+            dataset_of = {f: f for f in [time_field, *(f["name"] for f in schema["fields"])]
+                          if FORMAT_HOLDS["hdf5"](f)}  # the others were renamed
+            dataset_of.update({field: ds for ds, field in
+                               json.loads(group.attrs.get("renamed", "{}")).items()})
             columns, units, docs = {}, {}, {}
-            order = [f["name"] for f in schema["fields"] if f["name"] in group]
+            order = [f["name"] for f in schema["fields"]
+                     if f["name"] in dataset_of and dataset_of[f["name"]] in group]
             for key in order:  # the schema's order, not HDF5's alphabetical one
                 if key == time_field:
                     continue
-                ds = group[key]
-                values = ds[()]
-                if h5py.check_string_dtype(ds.dtype):
-                    values = ds.asstr()[()].astype(object)
-                columns[key] = values
+                ds = group[dataset_of[key]]
+                columns[key] = _strings(ds) if h5py.check_string_dtype(ds.dtype) else ds[()]
                 units[key] = _text(ds.attrs.get("unit", ""))
                 docs[key] = _text(ds.attrs.get("doc", ""))
             data.channels[name] = ChannelData(
-                name, group[time_field][()], group["receive_time"][()], columns, units, docs,
-                schema)
+                name, group[dataset_of[time_field]][()], group["receive_time"][()], columns,
+                units, docs, schema)
     return data

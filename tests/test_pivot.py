@@ -122,9 +122,14 @@ def test_errors_are_clear_and_leave_no_file(cache: Path, tmp_path: Path) -> None
     def interrupt(done: int, total: int) -> None:
         raise KeyboardInterrupt
 
+    with pytest.raises(PivotError, match="is not an HDF5 file"):  # not ours to delete
+        pivot(cache, out, T0, T0 + S, force=True)
+    with h5py.File(out, "w") as h5:
+        h5.attrs["precious"] = 1
     with pytest.raises(KeyboardInterrupt):
         pivot(cache, out, T0, T0 + 30 * S, force=True, progress=interrupt)
-    assert out.read_bytes() == b"precious"  # an interrupted pivot leaves nothing behind
+    with h5py.File(out) as h5:  # an interrupted pivot leaves nothing behind
+        assert h5.attrs["precious"] == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
@@ -278,3 +283,73 @@ def test_a_killed_directory_export_is_removed_by_the_next(cache: Path, tmp_path:
     assert not stale.exists()
     with pytest.raises(PivotError, match="format 'xml'"):
         pivot(cache, tmp_path / "x", T0, T0 + 2 * S, export_format="xml")
+
+
+def test_names_holding_nul_are_renamed_and_never_take_an_exports_own_column() -> None:
+    from speeddata.pivot import column_names
+
+    fields = ["a\x00b", "a_b", "", ".", "x/y", "receive_time", "receive_time_2", "time_ns"]
+    hdf5 = column_names("hdf5", "time", fields)
+    assert hdf5 == {"time": "time", "a\x00b": "a_b_2", "a_b": "a_b", "": "_", ".": "__2",
+                    "x/y": "x_y", "receive_time": "receive_time_3",
+                    "receive_time_2": "receive_time_2", "time_ns": "time_ns"}
+    csv = column_names("csv", "time", fields)
+    assert csv["a\x00b"] == "a_b_2" and csv["."] == "." and csv["x/y"] == "x/y"
+    assert csv["receive_time"] == "receive_time" and csv["time_ns"] == "time_ns_2"
+    assert column_names("parquet", "time", fields)["a\x00b"] == "a\x00b"
+    # the time field itself may be named like the export's receive time
+    assert column_names("csv", "receive_time", ["x"]) == {"receive_time": "receive_time_2",
+                                                           "x": "x"}
+    for fmt in ("hdf5", "csv", "parquet"):
+        names = column_names(fmt, "time", fields)
+        assert len(set(names.values())) == len(names)
+
+
+def test_csv_then_parquet_of_one_tag_and_force_deletes_only_its_own_export(
+        cache: Path, tmp_path: Path) -> None:
+    """The README's example: CSV, then Parquet, of one tag. --force replaces an export of
+    its own format, never another format's, nor a folder speeddata did not write."""
+    out = tmp_path / "exports" / "run"
+    pivot(cache, out, T0, T0 + 2 * S, export_format="csv")
+    with pytest.raises(PivotError, match=r"holds a csv export.*--out"):
+        pivot(cache, out, T0, T0 + 2 * S, export_format="parquet", force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["env.csv", "export.json", "motor.csv"]
+    pivot(cache, tmp_path / "exports" / "parquet" / "run", T0, T0 + 2 * S,
+          export_format="parquet")
+    pivot(cache, out, T0, T0 + 5 * S, export_format="csv", force=True)  # its own: replaced
+    assert len((out / "motor.csv").read_text().splitlines()) == 1 + 60
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(PivotError, match=r"did not write \(notes.txt\)"):
+        pivot(cache, out, T0, T0 + 2 * S, export_format="csv", force=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "data.csv").write_text("1,2")
+    with pytest.raises(PivotError, match="not a speeddata export"):
+        pivot(cache, mine, T0, T0 + 2 * S, export_format="csv", force=True)
+    with pytest.raises(PivotError, match="not an HDF5 file"):
+        pivot(cache, mine, T0, T0 + 2 * S, force=True)
+    assert (mine / "data.csv").read_text() == "1,2" and (out / "notes.txt").exists()
+
+
+def test_text_with_nul_and_renamed_fields_load_back_exactly(tmp_path: Path) -> None:
+    channel = rig({"name": "note", "type": "string"},
+                  {"name": "receive_time", "type": "double", "unit": "s\x00"})
+    writer = CacheWriter(tmp_path / "cache", 2**30, 600)
+    writer.append(channel, [Encoder(channel).encode(
+        {"time": T0 + i, "note": f"a\x00{i}\n", "receive_time": i / 2})[10:]
+        for i in range(3)], T0)
+    writer.close()
+    result = pivot(tmp_path / "cache", tmp_path / "odd.h5", T0 - S, T0 + S)
+    assert [str(r) for r in result.renamed] == [
+        "field 'receive_time' of channel 'rig' is named 'receive_time_2'"]
+    with h5py.File(tmp_path / "odd.h5") as h5:
+        assert json.loads(h5.attrs["renamed"]) == [
+            {"channel": "rig", "field": "receive_time", "as": "receive_time_2"}]
+        assert json.loads(h5["rig"].attrs["renamed"]) == {"receive_time_2": "receive_time"}
+        assert h5["rig/note"].attrs["nul"] == "C0 80"
+        assert h5["rig/note"][0] == b"a\xc0\x800\n"
+    rig_data = speeddata.load(tmp_path / "odd.h5")["rig"]
+    assert rig_data["note"].tolist() == ["a\x000\n", "a\x001\n", "a\x002\n"]
+    assert rig_data["receive_time"].tolist() == [0.0, 0.5, 1.0]
+    assert rig_data.units["receive_time"] == "s\x00"
+    assert rig_data.receive_time.tolist() == [T0] * 3
