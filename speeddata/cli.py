@@ -328,8 +328,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         start, end = parse_time(args.start, now), parse_time(args.end or "now", now)
     else:
         raise SpeeddataError("say what to replay: --tag NAME, or --start T [--end T]")
-    if not args.max and not args.speed > 0:
-        raise SpeeddataError("--speed must be more than 0")
+    if not args.max and not wire.MIN_SPEED <= args.speed <= wire.MAX_SPEED:
+        raise SpeeddataError(f"--speed must be {wire.MIN_SPEED:g} to {wire.MAX_SPEED:g}")
     channels = args.channels.split(",") if args.channels else None
     registry = _registry(cfg)
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -352,17 +352,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
         decimator = Decimator(cfg.multicast.decimated_rate_hz)
         full = cfg.multicast.full
         fingerprints = [c.fingerprint for c in registry if not channels or c.name in channels]
-        notice = {"next": 0.0, "data": b""}
+        notice: dict = {"next": 0.0, "data": []}
 
         def announce(first_ns: int) -> None:  # the page draws a replay as one
-            notice["data"] = wire.replay_notice(fingerprints, first_ns, time.time_ns(),
-                                                None if args.max else args.speed)
+            notice["data"] = wire.replay_notices(fingerprints, first_ns, time.time_ns(),
+                                                 None if args.max else args.speed)
             notice["next"] = 0.0
 
         def send(datagram: bytes) -> None:
             if time.monotonic() >= notice["next"]:
                 for group in groups:
-                    out.sendto(notice["data"], group)
+                    for data in notice["data"]:
+                        out.sendto(data, group)
                 notice["next"] = time.monotonic() + 0.25
             if full:
                 out.sendto(datagram, (full.host, full.port))

@@ -124,9 +124,9 @@ def test_replay_on_the_groups_in_time_order_at_a_speed(tmp_path: Path) -> None:
         (notices if datagram.startswith(wire.REPLAY_MARKER) else got).append(datagram)
     listener.close()
     assert got == sent  # byte for byte the datagrams the source sent, in their order
-    notice = wire.read_replay_notice(notices[0])  # and beside them: this is a replay
-    assert notice["speed"] == 20.0 and notice["first_ns"] == start
-    assert notice["channels"] == [REGISTRY["motor"].fingerprint]
+    notice = wire.parse_replay_notice(notices[0])  # and beside them: this is a replay
+    assert notice.speed == 20.0 and notice.first_ns == start
+    assert notice.channels == (REGISTRY["motor"].fingerprint,)
     times = [fastavro.schemaless_reader(io.BytesIO(d[10:]), REGISTRY["motor"].parsed, None)[
         "time"] for d in got]
     assert times == sorted(times)
@@ -140,9 +140,8 @@ def test_the_hub_draws_a_replay_at_its_replayed_spacing() -> None:
     motor = REGISTRY["motor"]
     hub = Hub(REGISTRY)
     first, wall = 1_000 * S, 5_000 * S
-    notice = wire.replay_notice([motor.fingerprint], first, wall, 10.0)
-    assert wire.read_replay_notice(notice)["speed"] == 10.0
-    assert wire.read_replay_notice(b"SDREPLAY{broken") is None
+    (notice,) = wire.replay_notices([motor.fingerprint], first, wall, 10.0)
+    assert wire.parse_replay_notice(notice).speed == 10.0
     encoder = Encoder(motor)
     sample = {"torque": 0.0, "current": 0.0, "voltage": 0.0, "position": 0.0,
               "temperature": 0.0}
