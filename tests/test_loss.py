@@ -7,6 +7,7 @@ import ipaddress
 import numpy as np
 
 from speeddata import loss
+from speeddata.errors import WireError
 from speeddata.relay.core import BatchRouter, Received, Router
 from speeddata.schemas import Registry, load_file
 from speeddata.sender import Encoder
@@ -216,3 +217,70 @@ def test_a_legacy_body_after_the_report_in_its_batch_is_not_counted_by_it() -> N
         BatchRouter(router).route(batch_of(datagrams, [one] * len(datagrams)), 26000, n * S)
     (row,) = [r for r in router.loss(S) if r["channel"] == "example"]
     assert (row["sent"], row["arrived"], row["lost"]) == (3, 3, 0)
+
+
+def raw_sender_report(sent: int, failed: int = 0, time_ns: int = 1) -> bytes:
+    """A SenderReport with any counts: fastavro writes longs beyond int64 too."""
+    import io
+
+    import fastavro
+
+    buffer = io.BytesIO()
+    buffer.write(loss.SENDER_REPORT_HEADER)
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(loss.SENDER_REPORT), {
+        "time": time_ns, "sender": 1, "channel": MOTOR.fingerprint, "sent": sent,
+        "failed": failed})
+    return buffer.getvalue()
+
+
+def test_a_sender_report_out_of_range_is_refused_by_reason() -> None:
+    long_varint = loss.SENDER_REPORT_HEADER + bytes([2]) + b"\x02" + MOTOR.fingerprint + (
+        b"\xff" * 11 + b"\x01") + b"\x00"  # sent: a 12-byte varint, beyond int64
+    cases = {"out_of_range": [raw_sender_report(-1), raw_sender_report(5, failed=-1),
+                              raw_sender_report(5, time_ns=-1), long_varint],
+             "garbled": [loss.sender_report(0, 1, MOTOR.fingerprint, 5, 0)[:-1]],
+             "too_long": [loss.SENDER_REPORT_HEADER + b"\0" * loss.MAX_REPORT_BYTES]}
+    router = Router(Registry([MOTOR]))
+    for reason, datagrams in cases.items():
+        for datagram in datagrams:
+            try:
+                loss.parse_sender_report(datagram)
+            except WireError as exc:
+                assert exc.reason == reason
+            else:
+                raise AssertionError(f"{datagram!r} taken")
+        routed = router.route([memoryview(d) for d in datagrams], 26000, 0,
+                              [1] * len(datagrams))
+        assert routed.rejected == len(datagrams) and not routed.reports
+    assert router.rejected["bad_report"] == 6 and router.loss(0) == []
+
+
+def test_forged_reports_cannot_bend_the_real_senders_row() -> None:
+    """The reproductions: a few reports claiming 999,990 lost; a spoofed restart that hid
+    500 real losses; reports from 3,000 ports that pushed the real sender's row out."""
+    lan = [ipaddress.IPv4Network("10.0.0.0/24")]
+    real, forger = (0x0A000005 << 16) | 4000, (0x0A000063 << 16) | 4001
+    router = Router(Registry([MOTOR]), allow=lan)
+    batches = BatchRouter(router)
+    batches.route(batch_of([loss.sender_report(0, 42, MOTOR.fingerprint, 0, 0)], [real]),
+                  26000, 0)
+    batches.route(batch_of([motor(i) for i in range(50)], [real] * 50), 26000, S // 2)
+    forged = [loss.sender_report(0, 66, MOTOR.fingerprint, n, 0) for n in (0, 999_990)]
+    forged.append(loss.sender_report(0, 43, MOTOR.fingerprint, 50, 0))  # "restarted"
+    batches.route(batch_of(forged, [forger, forger, real]), 26000, S // 2)
+    fake = next(r for r in router.loss(S) if r["source"] == "10.0.0.99:4001")
+    assert fake["report_only"] and fake["lost"] <= loss.BURST  # its own row, own address
+    batches.route(batch_of([loss.sender_report(0, 42, MOTOR.fingerprint, 550, 0)], [real]),
+                  26000, S)
+    for start in range(0, 3000, 100):  # 3,000 ports, one report each
+        ports = [(0x0A000063 << 16) | (10000 + start + k) for k in range(100)]
+        batches.route(batch_of([loss.sender_report(0, 7, MOTOR.fingerprint, 0, 0)] * 100,
+                               ports), 26000, S)
+    rows = {r["source"]: r for r in router.loss(S)}
+    mine = rows["10.0.0.5:4000"]
+    assert (mine["sent"], mine["lost"], mine["trust"]) == (550, 500, "allowed")
+    assert not mine["report_only"]
+    stats = router.statistics()["sender_reports"]
+    assert stats["refused"]["epoch_conflict"] == 1 and stats["refused"]["implausible"] == 1
+    assert stats["report_only_links"] == loss.REPORT_ONLY_LINKS
+    assert stats["evicted"]["data"] == 0
