@@ -171,8 +171,15 @@ def _format_loss(row: dict) -> str:
     recent = (f"; last 10 s: {row['recent_lost']} of {row['recent_sent']}"
               if row["recent_sent"] else "")
     failed = f", {row['failed']} sends failed at the sender" if row.get("failed") else ""
+    doubts = [text for key, text in (
+        ("report_only", "reports only, no data arrived from it"),
+        ("unverified", f"{row.get('unverified')} more claimed sent than plausible, not counted"),
+    ) if row.get(key)]
+    if row.get("trust") == "outside allow":
+        doubts.append("reported from outside [relay] allow: cannot be trusted")
     return (f"{row['source']} {row['channel']}: sent {row['sent']}, lost {row['lost']} "
-            f"({row['lost_percent']:.1f} %){recent}{failed}")
+            f"({row['lost_percent']:.1f} %){recent}{failed}"
+            + (f" [{'; '.join(doubts)}]" if doubts else ""))
 
 
 @command("status")
@@ -244,7 +251,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                                                 if snap['last_error'] else ""))
         for group, rows in (snap.get("multicast_loss") or {}).items():
             for row in rows:
-                print(f"  {group} group from {row['name'] or 'relay'} " + _format_loss(row))
+                print(f"  {group} group from {row['name'] or 'relay'} at " + _format_loss(row))
     from speeddata.cache.catalogue import Catalogue
 
     print(f"cache {cfg.cache.dir}: {Catalogue(cfg.cache.dir).size() / 2**20:.1f} MiB")
