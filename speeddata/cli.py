@@ -242,6 +242,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                       f"{c['bytes']:>14}{c['decimated']:>11}")
             for row in snap.get("senders", []):
                 print("  sender " + _format_loss(row))
+            refused = {k: v for k, v in snap.get("sender_reports", {}).get("refused", {}).items()
+                       if v}
+            if refused:
+                print(f"  sender reports refused: {refused}")
         if snap.get("service") == "archive":
             print(f"  to {snap['endpoint']} bucket {snap['bucket']} as {snap['host']}: store "
                   f"{snap['store']}, {snap['archived_files']} files "
@@ -249,6 +253,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{snap['backlog_files']} files ({snap['backlog_bytes'] / 2**20:.1f} MiB), "
                   f"{snap['errors']} errors" + (f", last: {snap['last_error']}"
                                                 if snap['last_error'] else ""))
+        refused = {f"{kind} {reason}": n for kind, counts in snap.get("refused", {}).items()
+                   for reason, n in counts.items()}
+        if refused or snap.get("feed_errors"):
+            print(f"  refused: {refused}, batches that failed: {snap.get('feed_errors', 0)}")
         for group, rows in (snap.get("multicast_loss") or {}).items():
             for row in rows:
                 print(f"  {group} group from {row['name'] or 'relay'} at " + _format_loss(row))

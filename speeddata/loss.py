@@ -401,15 +401,16 @@ class Hop:
 
 def trust_of(address: str | int, allow: Sequence[ipaddress.IPv4Network]) -> str:
     """How far a figure reported from ``address`` (an IPv4 address) can be trusted:
-    ``allowed`` (a network ``[relay] allow`` lists), ``outside allow`` (allow is set and
-    does not list it: anyone may have sent it) or ``any host`` (no allow list)."""
+    ``allowed`` (a network ``[relay] allow`` lists, or this host: the kernel takes no
+    127.x datagram from a network), ``outside allow`` (allow is set and does not list
+    it: anyone may have sent it) or ``any host`` (no allow list)."""
     if not allow:
         return "any host"
     try:
         ip = ipaddress.IPv4Address(address)
     except ValueError:
         return "outside allow"
-    return "allowed" if any(ip in net for net in allow) else "outside allow"
+    return "allowed" if ip.is_loopback or any(ip in n for n in allow) else "outside allow"
 
 
 def address_name(key: int) -> str:

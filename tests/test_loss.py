@@ -141,10 +141,11 @@ def test_trust_says_whether_the_reporter_is_in_allow() -> None:
     assert loss.trust_of(0x0B000001, lan) == "outside allow"
     assert loss.trust_of("not an address", lan) == "outside allow"
     assert loss.trust_of("10.0.0.5", []) == "any host"
+    assert loss.trust_of("127.0.0.1", lan) == "allowed"  # this host's relay
 
 
 def batch_of(datagrams: list[bytes], senders: list[int]) -> Received:
-    slot = 128
+    slot = max(128, *(len(d) for d in datagrams))
     buffer = np.zeros(len(datagrams) * slot, dtype=np.uint8)
     for i, d in enumerate(datagrams):
         buffer[i * slot : i * slot + len(d)] = np.frombuffer(d, dtype=np.uint8)
@@ -249,10 +250,13 @@ def test_a_sender_report_out_of_range_is_refused_by_reason() -> None:
                 assert exc.reason == reason
             else:
                 raise AssertionError(f"{datagram!r} taken")
-        routed = router.route([memoryview(d) for d in datagrams], 26000, 0,
-                              [1] * len(datagrams))
-        assert routed.rejected == len(datagrams) and not routed.reports
+        data = [motor(i) for i in range(3)]  # another sender's, in the same batch
+        routed = BatchRouter(router).route(batch_of(
+            [*datagrams, *data], [1] * len(datagrams) + [2] * 3), 26000, 0)
+        assert routed.other.rejected == len(datagrams) and not routed.other.reports
+        assert len(routed.full) == 3  # taken, and the batch goes on
     assert router.rejected["bad_report"] == 6 and router.loss(0) == []
+    assert router.counters["motor"].datagrams == 9
 
 
 def test_forged_reports_cannot_bend_the_real_senders_row() -> None:
