@@ -5,10 +5,13 @@ another relay's pending batch; a batch that raises costs that batch only."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from speeddata import loss, wire
 from speeddata.schemas import Registry, load_file
@@ -183,3 +186,20 @@ def test_a_forged_forward_report_from_another_address_leaves_the_relays_row() ->
     fake = rows[forger]
     assert fake["trust"] == "outside allow" and fake["report_only"]
     assert fake["lost"] <= loss.BURST and fake["unverified"] >= 999_995 - loss.BURST
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([loss.SENDER_REPORT_HEADER, loss.FORWARD_REPORT_HEADER,
+                        wire.REPLAY_MARKER + b'{"channels": ', wire.REPLAY_MARKER]),
+       st.binary(max_size=300))
+def test_no_bytes_after_a_reserved_header_raise_anything_but_a_refusal(head: bytes,
+                                                                      tail: bytes) -> None:
+    datagram = head + tail
+    for parse in (loss.parse_sender_report, loss.parse_forward_report,
+                  wire.parse_replay_notice):
+        with contextlib.suppress(wire.WireError):
+            parse(datagram)
+    hub = Hub(Registry([MOTOR]))
+    hub.forward_report("full", "10.0.0.1:5000", datagram, S)
+    hub.ingest([datagram, motor(1)], now=1.0, now_ns=S, source=("full", "10.0.0.1:5000"))
+    assert hub.rates["motor"].datagrams == 1
