@@ -13,8 +13,14 @@ The report goes out on the socket the data goes out on, so it arrives after the 
 counts. The near end counts arrivals per (source address, channel); at a report, the loss
 since the far end's first report is ``sent - arrived`` counted from that first report
 (when the near end may have joined late). Totals make a lost report harmless: the next
-one carries the count. A new ``epoch`` (a restarted sender or relay) starts the count
-anew. No sockets and no clocks here: times are passed in.
+one carries the count. A new ``epoch`` (a restarted sender or relay) counts on from its
+first report, the earlier loss kept.
+
+Reports are not authenticated, so each is parsed into a checked frozen value
+(``parse_sender_report``, ``parse_forward_report``: WireError with a ``reason``
+otherwise), counts only for the link it came from, and ``Hop`` bounds what it may
+claim (``plausible_growth``, ``EPOCH_QUIET_NS``, backwards counts refused). No sockets
+and no clocks here: times are passed in.
 """
 
 from __future__ import annotations
