@@ -172,8 +172,15 @@ def _format_loss(row: dict) -> str:
     recent = (f"; last 10 s: {row['recent_lost']} of {row['recent_sent']}"
               if row["recent_sent"] else "")
     failed = f", {row['failed']} sends failed at the sender" if row.get("failed") else ""
+    doubts = [text for key, text in (
+        ("report_only", "reports only, no data arrived from it"),
+        ("unverified", f"{row.get('unverified')} more claimed sent than plausible, not counted"),
+    ) if row.get(key)]
+    if row.get("trust") == "outside allow":
+        doubts.append("reported from outside [relay] allow: cannot be trusted")
     return (f"{row['source']} {row['channel']}: sent {row['sent']}, lost {row['lost']} "
-            f"({row['lost_percent']:.1f} %){recent}{failed}")
+            f"({row['lost_percent']:.1f} %){recent}{failed}"
+            + (f" [{'; '.join(doubts)}]" if doubts else ""))
 
 
 @command("status")
@@ -236,6 +243,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                       f"{c['bytes']:>14}{c['decimated']:>11}")
             for row in snap.get("senders", []):
                 print("  sender " + _format_loss(row))
+            refused = {k: v for k, v in snap.get("sender_reports", {}).get("refused", {}).items()
+                       if v}
+            if refused:
+                print(f"  sender reports refused: {refused}")
         if snap.get("service") == "archive":
             print(f"  to {snap['endpoint']} bucket {snap['bucket']} as {snap['host']}: store "
                   f"{snap['store']}, {snap['archived_files']} files "
@@ -253,9 +264,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  cache damage found at start: {cache.get('damaged_files', 0)} files with "
                   f"damaged blocks (skipped by readers), {cache.get('moved_aside', 0)} "
                   "unreadable files moved into <channel>/damaged/")
+        refused = {f"{kind} {reason}": n for kind, counts in snap.get("refused", {}).items()
+                   for reason, n in counts.items()}
+        if refused or snap.get("feed_errors"):
+            print(f"  refused: {refused}, batches that failed: {snap.get('feed_errors', 0)}")
         for group, rows in (snap.get("multicast_loss") or {}).items():
             for row in rows:
-                print(f"  {group} group from {row['name'] or 'relay'} " + _format_loss(row))
+                print(f"  {group} group from {row['name'] or 'relay'} at " + _format_loss(row))
     from speeddata.cache.catalogue import Catalogue
 
     print(f"cache {cfg.cache.dir}: {Catalogue(cfg.cache.dir).size() / 2**20:.1f} MiB")
@@ -340,8 +355,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         start, end = parse_time(args.start, now), parse_time(args.end or "now", now)
     else:
         raise SpeeddataError("say what to replay: --tag NAME, or --start T [--end T]")
-    if not args.max and not args.speed > 0:
-        raise SpeeddataError("--speed must be more than 0")
+    if not args.max and not wire.MIN_SPEED <= args.speed <= wire.MAX_SPEED:
+        raise SpeeddataError(f"--speed must be {wire.MIN_SPEED:g} to {wire.MAX_SPEED:g}")
     channels = args.channels.split(",") if args.channels else None
     registry = _registry(cfg)
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -364,17 +379,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
         decimator = Decimator(cfg.multicast.decimated_rate_hz)
         full = cfg.multicast.full
         fingerprints = [c.fingerprint for c in registry if not channels or c.name in channels]
-        notice = {"next": 0.0, "data": b""}
+        notice: dict = {"next": 0.0, "data": []}
 
         def announce(first_ns: int) -> None:  # the page draws a replay as one
-            notice["data"] = wire.replay_notice(fingerprints, first_ns, time.time_ns(),
-                                                None if args.max else args.speed)
+            notice["data"] = wire.replay_notices(fingerprints, first_ns, time.time_ns(),
+                                                 None if args.max else args.speed)
             notice["next"] = 0.0
 
         def send(datagram: bytes) -> None:
             if time.monotonic() >= notice["next"]:
                 for group in groups:
-                    out.sendto(notice["data"], group)
+                    for data in notice["data"]:
+                        out.sendto(data, group)
                 notice["next"] = time.monotonic() + 0.25
             if full:
                 out.sendto(datagram, (full.host, full.port))

@@ -13,26 +13,44 @@ The report goes out on the socket the data goes out on, so it arrives after the 
 counts. The near end counts arrivals per (source address, channel); at a report, the loss
 since the far end's first report is ``sent - arrived`` counted from that first report
 (when the near end may have joined late). Totals make a lost report harmless: the next
-one carries the count. A new ``epoch`` (a restarted sender or relay) starts the count
-anew. No sockets and no clocks here: times are passed in.
+one carries the count. A new ``epoch`` (a restarted sender or relay) counts on from its
+first report, the earlier loss kept.
+
+Reports are not authenticated, so each is parsed into a checked frozen value
+(``parse_sender_report``, ``parse_forward_report``: WireError with a ``reason``
+otherwise), counts only for the link it came from, and ``Hop`` bounds what it may
+claim (``plausible_growth``, ``EPOCH_QUIET_NS``, backwards counts refused). No sockets
+and no clocks here: times are passed in.
 """
 
 from __future__ import annotations
 
 import io
+import ipaddress
+import logging
 import random
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import fastavro
 
 from speeddata import wire
+from speeddata.errors import WireError
+from speeddata.logs import Throttle
+
+log = logging.getLogger("speeddata.loss")
 
 REPORT_SECONDS = 1.0
 WINDOW_NS = 10 * 10**9  # the recent figure: loss over about the last ten seconds
-MAX_LINKS = 1000  # (source, channel) pairs followed; the quietest go first beyond this
+MAX_LINKS = 1000  # (source, channel) pairs that carried data; the quietest go first beyond
+REPORT_ONLY_LINKS = 100  # pairs that only reported, in their own table
+OUTAGE_RATE_HZ = 10_000  # loss a report may claim per second with nothing arriving ...
+BURST = 1000  # ... and at once (``plausible_growth``)
+EPOCH_QUIET_NS = 3 * 10**9  # a new epoch is taken once the link's current one is this quiet
+LOG_SECONDS = 10.0
+REFUSALS = ("epoch_conflict", "backwards", "implausible")
 PER_REPORT = 50  # channels per ForwardReport datagram (about 1 kB)
 
 _FINGERPRINT = {"type": "fixed", "name": "Fingerprint", "size": 8}
@@ -68,6 +86,33 @@ FORWARD_REPORT_HEADER = wire.header(wire.fingerprint(FORWARD_REPORT))
 RESERVED = {SENDER_REPORT_HEADER[2:], FORWARD_REPORT_HEADER[2:]}
 
 
+INT64_MAX = 2**63 - 1
+MAX_REPORT_BYTES = 4096  # a ForwardReport of PER_REPORT channels is under 2 kB
+MAX_NAME = 200  # characters of a ForwardReport's name
+
+
+@dataclass(frozen=True)
+class SenderReport:
+    """One sender's counts of one channel, checked: every count in 0..INT64_MAX."""
+
+    time_ns: int
+    sender: int  # the sender's epoch: random per start
+    channel: bytes  # the channel's fingerprint
+    sent: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class ForwardReport:
+    """What one relay forwarded on one group, checked: at most ``PER_REPORT`` distinct
+    channels, counts in 0..INT64_MAX, a name of printable characters."""
+
+    time_ns: int
+    relay: int  # the relay's epoch
+    name: str  # host and worker, as the relay says: for people, never for matching
+    channels: tuple[tuple[bytes, int], ...]  # (fingerprint, forwarded so far)
+
+
 def _encode(header: bytes, parsed: Any, record: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     buffer.write(header)
@@ -75,16 +120,27 @@ def _encode(header: bytes, parsed: Any, record: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def _decode(header: bytes, parsed: Any, datagram: bytes | memoryview) -> dict[str, Any] | None:
-    """The report in ``datagram``, or None for anything that is not a whole one."""
+def _decode(header: bytes, parsed: Any, datagram: bytes | memoryview) -> dict[str, Any]:
+    """The record in ``datagram``; WireError unless it is exactly one."""
+    if len(datagram) > MAX_REPORT_BYTES:
+        raise WireError("too_long", f"{len(datagram)}-byte report > {MAX_REPORT_BYTES}")
     if bytes(datagram[: len(header)]) != header:
-        return None
+        raise WireError("not_a_report", "datagram does not carry the report's header")
     body = io.BytesIO(bytes(datagram[len(header):]))
     try:
         record = fastavro.schemaless_reader(body, parsed, None)
-    except Exception:  # a garbled report is a rejected datagram, never an exception
-        return None
-    return record if body.tell() == len(body.getbuffer()) else None
+    except Exception:  # whatever a garbled body makes fastavro raise: a refusal
+        raise WireError("garbled", "report body is not one record of its schema") from None
+    if body.tell() != len(body.getbuffer()):
+        raise WireError("garbled", "report body has bytes after its record")
+    return record
+
+
+def _count(value: Any, what: str) -> int:
+    """``value`` if it is an int in 0..INT64_MAX (fastavro reads longer varints too)."""
+    if type(value) is not int or not 0 <= value <= INT64_MAX:
+        raise WireError("out_of_range", f"{what} {value!r} is not in 0..2**63-1")
+    return value
 
 
 def sender_report(now_ns: int, sender: int, channel: bytes, sent: int, failed: int) -> bytes:
@@ -92,8 +148,19 @@ def sender_report(now_ns: int, sender: int, channel: bytes, sent: int, failed: i
         "time": now_ns, "sender": sender, "channel": channel, "sent": sent, "failed": failed})
 
 
-def read_sender_report(datagram: bytes | memoryview) -> dict[str, Any] | None:
-    return _decode(SENDER_REPORT_HEADER, _SENDER_PARSED, datagram)
+def parse_sender_report(datagram: bytes | memoryview) -> SenderReport:
+    """The checked report in ``datagram``; WireError (with its ``reason``) otherwise."""
+    r = _decode(SENDER_REPORT_HEADER, _SENDER_PARSED, datagram)
+    return SenderReport(_count(r["time"], "time"), _epoch(r["sender"]), r["channel"],
+                        _count(r["sent"], "sent"), _count(r["failed"], "failed"))
+
+
+def read_sender_report(datagram: bytes | memoryview) -> SenderReport | None:
+    """The report in ``datagram``, or None for anything that is not a valid one."""
+    try:
+        return parse_sender_report(datagram)
+    except WireError:
+        return None
 
 
 def forward_reports(now_ns: int, relay: int, name: str, forwarded: dict[bytes, int]
@@ -102,13 +169,41 @@ def forward_reports(now_ns: int, relay: int, name: str, forwarded: dict[bytes, i
     each stays about a kilobyte (one Ethernet frame, no IP fragments on a LAN)."""
     items = [{"channel": fp, "forwarded": n} for fp, n in forwarded.items()]
     return [_encode(FORWARD_REPORT_HEADER, _FORWARD_PARSED, {
-                "time": now_ns, "relay": relay, "name": name,
+                "time": now_ns, "relay": relay, "name": name[:MAX_NAME],
                 "channels": items[i : i + PER_REPORT]})
             for i in range(0, max(len(items), 1), PER_REPORT)]
 
 
-def read_forward_report(datagram: bytes | memoryview) -> dict[str, Any] | None:
-    return _decode(FORWARD_REPORT_HEADER, _FORWARD_PARSED, datagram)
+def parse_forward_report(datagram: bytes | memoryview) -> ForwardReport:
+    """The checked report in ``datagram``; WireError (with its ``reason``) otherwise."""
+    r = _decode(FORWARD_REPORT_HEADER, _FORWARD_PARSED, datagram)
+    name = r["name"]
+    if len(name) > MAX_NAME or not name.isprintable():
+        raise WireError("bad_name", f"report name of {len(name)} characters, printable: "
+                        f"{name.isprintable()}")
+    if len(r["channels"]) > PER_REPORT:
+        raise WireError("too_many", f"{len(r['channels'])} channels in one report > "
+                        f"{PER_REPORT}")
+    channels = tuple((c["channel"], _count(c["forwarded"], "forwarded"))
+                     for c in r["channels"])
+    if len({fp for fp, _ in channels}) != len(channels):
+        raise WireError("duplicate", "a channel is named twice in one report")
+    return ForwardReport(_count(r["time"], "time"), _epoch(r["relay"]), name, channels)
+
+
+def read_forward_report(datagram: bytes | memoryview) -> ForwardReport | None:
+    """The report in ``datagram``, or None for anything that is not a valid one (for a
+    consumer of the groups that counts the multicast hop itself, with ``Hop``)."""
+    try:
+        return parse_forward_report(datagram)
+    except WireError:
+        return None
+
+
+def _epoch(value: int) -> int:
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise WireError("out_of_range", f"epoch {value} is not an int64")
+    return value
 
 
 def new_epoch() -> int:
@@ -150,12 +245,15 @@ class Link:
     sent: int = 0  # the far end's latest count
     at_report: int = 0  # what had arrived when that report came
     failed: int = 0
-    name: str = ""  # the far end, for people (a relay's host and worker)
-    last_ns: int = 0  # the latest arrival or report
+    name: str = ""  # the far end, as it names itself (a relay's host and worker)
+    report_ns: int | None = None  # when its latest report was taken (this end's clock)
+    past_sent: int = 0  # of the far end's earlier epochs: a restart hides no loss
+    past_lost: int = 0
+    unverified: int = 0  # sent claimed beyond PLAUSIBLE, not counted as lost
     history: deque[tuple[int, int, int]] = field(default_factory=deque)  # (ns, sent, arrived)
 
     def lost(self) -> int:
-        return (self.sent - self.base_sent) - (self.at_report - self.base_arrived)
+        return self.past_lost + (self.sent - self.base_sent) - (self.at_report - self.base_arrived)
 
     def window(self, now_ns: int) -> tuple[int, int]:
         """(sent, lost) over the reports of about the last ``WINDOW_NS``."""
@@ -168,64 +266,157 @@ class Link:
         return sent1 - sent0, (sent1 - sent0) - (arrived1 - arrived0)
 
 
-class Hop:
-    """Loss on one hop: arrivals counted per (source, channel), matched with reports."""
+def plausible_growth(arrived: int, elapsed_ns: int) -> int:
+    """The most a far end's ``sent`` may grow between two of its reports, given what
+    arrived from it meanwhile and this end's time between the two.
 
-    def __init__(self, max_links: int = MAX_LINKS) -> None:
+    Any loss up to half of what was sent (twice what arrived), plus an outage of
+    ``OUTAGE_RATE_HZ`` for the time between the reports, plus ``BURST``: a forger gets
+    at most that much loss per report onto a row, and only onto its own row (the key is
+    its address and port). A claim beyond it is not counted as lost but as unverified.
+    """
+    return 2 * arrived + OUTAGE_RATE_HZ * max(elapsed_ns, 0) // 10**9 + BURST
+
+
+def _trust_anyone(_source: Any) -> str:
+    return "any host"
+
+
+class Hop:
+    """Loss on one hop: arrivals counted per (source, channel), matched with reports.
+
+    Two bounded tables, each an LRU (an ``OrderedDict``, O(1) a datagram): the links
+    that carried data (``max_links``), and the links that only reported
+    (``max_report_only``), so that reports from thousands of ports, each a new link,
+    never push out a link that carries data. A report-only link moves to the data table
+    at its first datagram. Reports that do not fit the link are refused, counted by
+    reason (``statistics()``) and logged at most every ``LOG_SECONDS``.
+    """
+
+    def __init__(self, max_links: int = MAX_LINKS, max_report_only: int = REPORT_ONLY_LINKS
+                 ) -> None:
         self.max_links = max_links
-        self.links: dict[tuple[Any, str], Link] = {}
+        self.max_report_only = max_report_only
+        self.links: OrderedDict[tuple[Any, str], Link] = OrderedDict()  # carried data
+        self.report_only: OrderedDict[tuple[Any, str], Link] = OrderedDict()
+        self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
+        self.evicted = {"data": 0, "report_only": 0}
+        self._log = Throttle(LOG_SECONDS)
+
+    def get(self, key: tuple[Any, str]) -> Link | None:
+        return self.links.get(key) or self.report_only.get(key)
 
     def arrived(self, key: tuple[Any, str], count: int, now_ns: int) -> None:
         link = self.links.get(key)
-        if link is None:
-            if len(self.links) >= self.max_links:
-                self._forget_quietest()
-            link = self.links[key] = Link()
+        if link is not None:
+            self.links.move_to_end(key)
+        else:
+            link = self.report_only.pop(key, None) or Link()
+            self.links[key] = link
+            if len(self.links) > self.max_links:
+                self.links.popitem(last=False)  # the least recently heard
+                self.evicted["data"] += 1
         link.arrived += count
-        link.last_ns = now_ns
 
     def report(self, key: tuple[Any, str], epoch: int, sent: int, now_ns: int,
-               arrived: int | None = None, failed: int = 0, name: str = "") -> None:
+               arrived: int | None = None, failed: int = 0, name: str = "") -> str | None:
         """The far end of ``key`` says it has sent ``sent`` since it started (``epoch``);
-        ``arrived``: what had arrived from it when the report did (default: all so far)."""
+        ``arrived``: what had arrived from it when the report did (default: all so far).
+        Returns None when taken; else the reason it was refused, or "implausible" when
+        only its plausible part was taken."""
         link = self.links.get(key)
-        if link is None:
-            self.arrived(key, 0, now_ns)
-            link = self.links[key]
+        if link is not None:
+            self.links.move_to_end(key)
+        else:
+            link = self.report_only.get(key)
+            if link is None:
+                link = self.report_only[key] = Link()
+                if len(self.report_only) > self.max_report_only:
+                    self.report_only.popitem(last=False)
+                    self.evicted["report_only"] += 1
+            else:
+                self.report_only.move_to_end(key)
         at = link.arrived if arrived is None else arrived
-        if link.epoch != epoch or sent < link.sent:  # first report, or the far end restarted
+        if link.epoch is not None and link.epoch != epoch:
+            assert link.report_ns is not None
+            if now_ns - link.report_ns < EPOCH_QUIET_NS:
+                return self._refuse("epoch_conflict", key, now_ns, f"epoch {epoch} while "
+                                    f"epoch {link.epoch} reports")
+            link.past_sent += link.sent - link.base_sent  # restarted: earlier loss stays
+            link.past_lost = link.lost()
+            link.epoch = None
+        if link.epoch is None:  # the first report seen of this epoch: the counts start
             link.epoch, link.base_sent, link.base_arrived = epoch, sent, at
+            link.sent, link.at_report, link.failed = sent, at, failed
             link.history.clear()
-        link.sent, link.at_report, link.failed, link.last_ns = sent, at, failed, now_ns
+        if sent < link.sent or failed < link.failed:
+            return self._refuse("backwards", key, now_ns, f"sent {sent} after {link.sent}")
+        since = now_ns if link.report_ns is None else link.report_ns
+        bound = plausible_growth(at - link.at_report, now_ns - since)
+        cut = None
+        if sent - link.sent > bound:
+            excess = sent - link.sent - bound
+            link.unverified += excess
+            link.base_sent += excess  # the row counts the plausible part only
+            cut = self._refuse("implausible", key, now_ns, f"sent grew by "
+                               f"{sent - link.sent}, at most {bound} counted")
+        link.sent, link.at_report, link.failed, link.report_ns = sent, at, failed, now_ns
         link.name = name or link.name
-        link.history.append((now_ns, sent, at))
+        link.history.append((now_ns, sent - link.base_sent, at))
         while link.history and now_ns - link.history[0][0] > WINDOW_NS:
             link.history.popleft()
+        return cut
 
-    def _forget_quietest(self) -> None:
-        quietest = min(self.links, key=lambda k: self.links[k].last_ns)
-        del self.links[quietest]
+    def _refuse(self, reason: str, key: tuple[Any, str], now_ns: int, message: str) -> str:
+        self.refused[reason] += 1
+        if self._log.ready(now_ns / 1e9):
+            log.warning("loss report from %s for %s refused (%s): %s; %s refused so far",
+                        key[0], key[1], reason, message, self.refused)
+        return reason
 
-    def figures(self, now_ns: int, source_name: Callable[[Any], str] = str
-                ) -> list[dict[str, Any]]:
+    def statistics(self) -> dict[str, Any]:
+        return {"links": len(self.links), "report_only_links": len(self.report_only),
+                "evicted": dict(self.evicted), "refused": dict(self.refused)}
+
+    def figures(self, now_ns: int, source_name: Callable[[Any], str] = str,
+                trust: Callable[[Any], str] = _trust_anyone) -> list[dict[str, Any]]:
         """Per reporting (source, channel): totals since its first report, and the last
-        ten seconds. Sources that never reported are left out (a sender without reports:
-        another library, an older speeddata)."""
+        ten seconds. ``source`` is the address the reports came from (and the data, but
+        for ``report_only`` rows), ``name`` what the far end calls itself, ``trust``
+        whether its network is one ``[relay] allow`` lists. Sources that never reported
+        are left out (a sender without reports: another library, an older speeddata)."""
         out = []
-        for (source, channel), link in sorted(self.links.items(), key=lambda kv: str(kv[0])):
+        rows = [*((kv, False) for kv in self.links.items()),
+                *((kv, True) for kv in self.report_only.items())]
+        for ((source, channel), link), report_only in sorted(rows, key=lambda r: str(r[0][0])):
             if link.epoch is None:
                 continue
-            sent = link.sent - link.base_sent
+            sent = link.past_sent + link.sent - link.base_sent
             recent_sent, recent_lost = link.window(now_ns)
             out.append({
                 "source": source_name(source), "channel": channel, "name": link.name,
-                "sent": sent, "arrived": link.at_report - link.base_arrived,
+                "sent": sent, "arrived": sent - link.lost(),
                 "lost": link.lost(), "failed": link.failed,
                 "lost_percent": round(100 * link.lost() / sent, 3) if sent else 0.0,
                 "recent_sent": recent_sent, "recent_lost": recent_lost,
-                "last_report_ns": link.history[-1][0] if link.history else None,
+                "last_report_ns": link.report_ns, "unverified": link.unverified,
+                "report_only": report_only, "trust": trust(source),
             })
         return out
+
+
+def trust_of(address: str | int, allow: Sequence[ipaddress.IPv4Network]) -> str:
+    """How far a figure reported from ``address`` (an IPv4 address) can be trusted:
+    ``allowed`` (a network ``[relay] allow`` lists, or this host: the kernel takes no
+    127.x datagram from a network), ``outside allow`` (allow is set and does not list
+    it: anyone may have sent it) or ``any host`` (no allow list)."""
+    if not allow:
+        return "any host"
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        return "outside allow"
+    return "allowed" if ip.is_loopback or any(ip in n for n in allow) else "outside allow"
 
 
 def address_name(key: int) -> str:

@@ -8,6 +8,7 @@ schema's Parsing Canonical Form, then the Avro binary body (Avro specification,
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from speeddata.errors import WireError
@@ -126,29 +127,74 @@ def schema_json(schema: dict[str, Any]) -> str:
 
 
 REPLAY_MARKER = b"SDREPLAY"  # not C3 01: a replay's notices never pass for data
+MAX_NOTICE_CHANNELS = 200  # fingerprints per notice (about 4 kB); more go in more notices
+MAX_NOTICE_BYTES = 8192
+MIN_SPEED, MAX_SPEED = 1e-3, 1e6  # times real time; ``speeddata replay --speed`` too
+_INT64 = range(-(2**63), 2**63)
 
 
-def replay_notice(fingerprints: list[bytes], first_ns: int, wall_ns: int,
-                  speed: float | None) -> bytes:
-    """What ``speeddata replay`` sends beside the replayed datagrams (which stay byte for
-    byte the originals): these channels are a replay, their sample ``first_ns`` was sent
+@dataclass(frozen=True)
+class ReplayNotice:
+    """A checked notice: these channels are a replay, their sample ``first_ns`` was sent
     at ``wall_ns``, at ``speed`` times real time (None: as fast as possible)."""
-    return REPLAY_MARKER + json.dumps({
-        "channels": [fp.hex() for fp in fingerprints], "first_ns": first_ns,
-        "wall_ns": wall_ns, "speed": speed}).encode()
+
+    channels: tuple[bytes, ...]
+    first_ns: int
+    wall_ns: int
+    speed: float | None
 
 
-def read_replay_notice(datagram: bytes) -> dict[str, Any] | None:
-    """The notice's fields, or None for anything that is not a well-formed notice."""
+def replay_notices(fingerprints: list[bytes], first_ns: int, wall_ns: int,
+                   speed: float | None) -> list[bytes]:
+    """What ``speeddata replay`` sends beside the replayed datagrams (which stay byte for
+    byte the originals), ``MAX_NOTICE_CHANNELS`` channels a datagram."""
+    return [REPLAY_MARKER + json.dumps({
+        "channels": [fp.hex() for fp in fingerprints[i : i + MAX_NOTICE_CHANNELS]],
+        "first_ns": first_ns, "wall_ns": wall_ns, "speed": speed}).encode()
+        for i in range(0, max(len(fingerprints), 1), MAX_NOTICE_CHANNELS)]
+
+
+def _refuse_constant(name: str) -> None:
+    raise WireError("not_finite", f"replay notice holds {name}")
+
+
+def _int64(notice: dict[str, Any], key: str) -> int:
+    value = notice.get(key)
+    if type(value) is not int or value not in _INT64:
+        raise WireError("bad_time", f"replay notice {key} {value!r} is not an int64")
+    return value
+
+
+def parse_replay_notice(datagram: bytes) -> ReplayNotice:
+    """The checked notice in ``datagram``; WireError (with its ``reason``) otherwise:
+    finite numbers only, times int64 (not bools, not floats), ``speed`` None or a number
+    within MIN_SPEED..MAX_SPEED, at most MAX_NOTICE_CHANNELS 8-byte fingerprints."""
     if not datagram.startswith(REPLAY_MARKER):
-        return None
+        raise WireError("not_a_notice", "datagram does not start with SDREPLAY")
+    if len(datagram) > MAX_NOTICE_BYTES:
+        raise WireError("too_long", f"{len(datagram)}-byte notice > {MAX_NOTICE_BYTES}")
     try:
-        notice = json.loads(datagram[len(REPLAY_MARKER):])
-        fps = [bytes.fromhex(c) for c in notice["channels"]]
-        speed = notice["speed"]
-        if speed is not None and not (isinstance(speed, int | float) and speed > 0):
-            return None
-        return {"channels": fps, "first_ns": int(notice["first_ns"]),
-                "wall_ns": int(notice["wall_ns"]), "speed": speed}
-    except (ValueError, KeyError, TypeError):
-        return None
+        notice = json.loads(datagram[len(REPLAY_MARKER):], parse_constant=_refuse_constant)
+    except WireError:
+        raise
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise WireError("bad_json", "replay notice is not JSON") from None
+    if not isinstance(notice, dict):
+        raise WireError("bad_json", "replay notice is not a JSON object")
+    channels = notice.get("channels")
+    if not isinstance(channels, list) or len(channels) > MAX_NOTICE_CHANNELS or not all(
+            isinstance(c, str) and len(c) == 2 * FINGERPRINT_SIZE for c in channels):
+        raise WireError("bad_channels", f"replay notice channels are not a list of at most "
+                        f"{MAX_NOTICE_CHANNELS} fingerprints")
+    try:
+        fps = tuple(bytes.fromhex(c) for c in channels)
+    except ValueError:
+        raise WireError("bad_channels", "replay notice fingerprint is not hex") from None
+    speed = notice.get("speed")
+    if speed is not None:
+        if type(speed) not in (int, float) or not MIN_SPEED <= speed <= MAX_SPEED:
+            raise WireError("bad_speed", f"replay notice speed {speed!r} is not a number "
+                            f"in {MIN_SPEED:g}..{MAX_SPEED:g}")
+        speed = float(speed)
+    return ReplayNotice(fps, _int64(notice, "first_ns"), _int64(notice, "wall_ns"), speed)
+

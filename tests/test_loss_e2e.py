@@ -81,7 +81,7 @@ def page_shows_the_loss(url: str, tmp_path: Path) -> None:
             badge.wait_for(state="visible", timeout=10_000)
             assert badge.inner_text() == "⚠ 300 lost in 10 s (10.0 %)"
             title = badge.get_attribute("title") or ""
-            assert "sender → relay: example from 127.0.0.1:" in title
+            assert "sender → relay: example reported by 127.0.0.1:" in title
             assert "300 of 3000 in the last 10 s" in title
             page.screenshot(path=str(tmp_path / "loss-badge.png"))
         finally:

@@ -124,9 +124,9 @@ def test_replay_on_the_groups_in_time_order_at_a_speed(tmp_path: Path) -> None:
         (notices if datagram.startswith(wire.REPLAY_MARKER) else got).append(datagram)
     listener.close()
     assert got == sent  # byte for byte the datagrams the source sent, in their order
-    notice = wire.read_replay_notice(notices[0])  # and beside them: this is a replay
-    assert notice["speed"] == 20.0 and notice["first_ns"] == start
-    assert notice["channels"] == [REGISTRY["motor"].fingerprint]
+    notice = wire.parse_replay_notice(notices[0])  # and beside them: this is a replay
+    assert notice.speed == 20.0 and notice.first_ns == start
+    assert notice.channels == (REGISTRY["motor"].fingerprint,)
     times = [fastavro.schemaless_reader(io.BytesIO(d[10:]), REGISTRY["motor"].parsed, None)[
         "time"] for d in got]
     assert times == sorted(times)
@@ -140,9 +140,8 @@ def test_the_hub_draws_a_replay_at_its_replayed_spacing() -> None:
     motor = REGISTRY["motor"]
     hub = Hub(REGISTRY)
     first, wall = 1_000 * S, 5_000 * S
-    notice = wire.replay_notice([motor.fingerprint], first, wall, 10.0)
-    assert wire.read_replay_notice(notice)["speed"] == 10.0
-    assert wire.read_replay_notice(b"SDREPLAY{broken") is None
+    (notice,) = wire.replay_notices([motor.fingerprint], first, wall, 10.0)
+    assert wire.parse_replay_notice(notice).speed == 10.0
     encoder = Encoder(motor)
     sample = {"torque": 0.0, "current": 0.0, "voltage": 0.0, "position": 0.0,
               "temperature": 0.0}
@@ -156,3 +155,27 @@ def test_the_hub_draws_a_replay_at_its_replayed_spacing() -> None:
     assert hub.rejected == 0
     assert next(c for c in hub.describe(wall + 10 * S) if c["name"] == "motor")[
         "replay"] is None  # notices stopped: live again
+
+
+def test_notices_are_split_and_a_notice_far_from_its_samples_draws_nothing() -> None:
+    """A replay of many channels sends several notices, each within the bounds the
+    server checks; a notice whose times do not fit its samples (forged, or extreme)
+    places nothing far off the axis (the ring would lose its history) and raises
+    nothing: those samples are counted as dropped times."""
+    from speeddata.stripchart.hub import Hub
+
+    many = [i.to_bytes(8, "little") for i in range(2 * wire.MAX_NOTICE_CHANNELS + 1)]
+    notices = wire.replay_notices(many, 0, 0, None)
+    assert [len(wire.parse_replay_notice(n).channels) for n in notices] == [
+        wire.MAX_NOTICE_CHANNELS, wire.MAX_NOTICE_CHANNELS, 1]
+    motor = REGISTRY["motor"]
+    encoder = Encoder(motor)
+    sample = {"speed": 1.0, "torque": 0.0, "current": 0.0, "voltage": 0.0, "position": 0.0,
+              "temperature": 0.0}
+    hub = Hub(REGISTRY)
+    now = 5_000 * S
+    (extreme,) = wire.replay_notices([motor.fingerprint], -(2**63), 2**63 - 1, wire.MIN_SPEED)
+    hub.ingest([extreme] + [encoder.encode({**sample, "time": now + i}) for i in range(3)],
+               now=1.0, now_ns=now)
+    assert hub.clocks["motor"].dropped == 3
+    assert not len(hub.numeric["motor.speed"][0].rings[0].since_time(0))

@@ -77,9 +77,9 @@ def test_send_by_keywords_fills_in_time_and_reaches_a_socket(udp: socket.socket)
     assert record["state"] == "RUNNING" and record["time"] > 1_700_000_000 * 10**9
     # the loss reports around it: none sent before, one after (the relay compares)
     before, after = loss.read_sender_report(first), loss.read_sender_report(last)
-    assert (before["sent"], after["sent"], after["failed"]) == (0, 1, 0)
-    assert before["channel"] == after["channel"] == ENV.fingerprint
-    assert before["sender"] == after["sender"]
+    assert (before.sent, after.sent, after.failed) == (0, 1, 0)
+    assert before.channel == after.channel == ENV.fingerprint
+    assert before.sender == after.sender
 
 
 def test_reports_can_be_turned_off(udp: socket.socket) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from speeddata import loss, wire
+from speeddata.errors import WireError
 from speeddata.schemas import Channel, Registry
 
 SENDER_REPORT_FP = loss.SENDER_REPORT_HEADER[2:]
@@ -24,7 +25,7 @@ NONE = np.empty(0, dtype=np.int64)  # no datagrams: shared, so read-only
 NONE.flags.writeable = False
 MAX_UNKNOWN = 100  # unknown fingerprints listed in status (a flood of random ones is counted)
 REASONS = ("too_short", "bad_marker", "unknown_schema", "too_long", "bad_body",
-           "bad_legacy_body", "not_allowed")
+           "bad_legacy_body", "not_allowed", "bad_report")
 
 
 def allowed_sources(sources: np.ndarray, networks: Sequence[ipaddress.IPv4Network]
@@ -108,7 +109,7 @@ class Routed:
     full: list[memoryview | bytes] = field(default_factory=list)  # every accepted datagram
     decimated: list[memoryview | bytes] = field(default_factory=list)
     rejected: int = 0
-    reports: list[tuple[int, dict]] = field(default_factory=list)  # (index, SenderReport)
+    reports: list[tuple[int, loss.SenderReport]] = field(default_factory=list)  # (index, it)
     arrivals: list[tuple[int, str]] = field(default_factory=list)  # (index, channel) accepted
 
 
@@ -208,11 +209,11 @@ class Router:
             marked = size >= wire.HEADER_SIZE and datagram[0] == 0xC3 and datagram[1] == 0x01
             channel = table.get(bytes(datagram[2:10])) if marked else None
             if channel is None and marked and datagram[2:10] == SENDER_REPORT_FP:
-                report = loss.read_sender_report(datagram)
-                if report is not None:
-                    routed.reports.append((i, report))
-                else:
-                    self.reject("bad_body", f"{size}-byte sender report is garbled")
+                try:
+                    routed.reports.append((i, loss.parse_sender_report(datagram)))
+                except WireError as exc:
+                    self.reject("bad_report", f"{size}-byte sender report refused "
+                                f"({exc.reason}): {exc}")
                 continue
             if channel is not None:
                 candidates.setdefault(channel, []).append(
@@ -257,23 +258,24 @@ class Router:
             self.take_reports(routed.reports, routed.arrivals, senders, now_ns)
         return routed
 
-    def take_reports(self, reports: list[tuple[int, dict]], arrivals: list[tuple[int, str]],
-                     senders: Sequence[int], now_ns: int) -> None:
+    def take_reports(self, reports: list[tuple[int, loss.SenderReport]],
+                     arrivals: list[tuple[int, str]], senders: Sequence[int], now_ns: int
+                     ) -> None:
         """A batch's SenderReports, each matched with what had arrived before it: of the
         batch's ``arrivals`` (index, channel), those of the same sender and channel after
-        a report are counted already, but not by the report."""
+        a report are counted already, but not by the report. A report counts for the
+        link it came from only (its sender's address and port, and its channel)."""
         for i, report in reports:
-            channel = self.registry.by_fingerprint(report["channel"])  # aliases too
+            channel = self.registry.by_fingerprint(report.channel)  # aliases too
             if channel is None:  # its datagrams are listed as unknown fingerprints instead
                 continue
             sender = int(senders[i])
             later = sum(1 for j, name in arrivals
                         if j > i and name == channel.name and senders[j] == sender)
             key = (sender, channel.name)
-            link = self.hop.links.get(key)
+            link = self.hop.get(key)
             arrived = (0 if link is None else link.arrived) - later
-            self.hop.report(key, report["sender"], report["sent"], now_ns, arrived,
-                            report["failed"])
+            self.hop.report(key, report.sender, report.sent, now_ns, arrived, report.failed)
 
     def statistics(self) -> dict[str, object]:
         return {
@@ -281,11 +283,14 @@ class Router:
             "rejected": dict(self.rejected),
             "last_rejection": dict(self.last_rejection),
             "unknown_fingerprints": {k: dict(v) for k, v in self.unknown.items()},
+            "sender_reports": self.hop.statistics(),
         }
 
     def loss(self, now_ns: int) -> list[dict[str, object]]:
-        """Per sender and channel: what it says it sent, what arrived, what was lost."""
-        return self.hop.figures(now_ns, loss.address_name)
+        """Per sender and channel: what it says it sent, what arrived, what was lost, and
+        whether its network is one ``allow`` lists."""
+        return self.hop.figures(now_ns, loss.address_name,
+                                lambda key: loss.trust_of(int(key) >> 16, self.allow))
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import math
@@ -68,18 +69,18 @@ class _Feed(asyncio.DatagramProtocol):
         self._flush_at: asyncio.TimerHandle | None = None
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if data.startswith(loss.FORWARD_REPORT_HEADER):
-            report = loss.read_forward_report(data)
-            if report is not None:
-                self.flush()
-                self.hub.forward_report(self.group, f"{addr[0]}:{addr[1]}", report)
+        # the socket boundary: nothing a datagram makes raise may leave it (asyncio would
+        # log it and go on, but the batches pending would be lost with the flush)
+        try:
+            if data.startswith(loss.FORWARD_REPORT_HEADER):
+                self.flush()  # the report counts what came before it
+                self.hub.forward_report(self.group, f"{addr[0]}:{addr[1]}", data)
                 return
-        if self._flush_at is None:
-            self._flush_at = self.loop.call_later(BATCH_SECONDS, self.flush)
-        batch = self.pending.get(addr)
-        if batch is None:
-            batch = self.pending[addr] = []
-        batch.append(data)
+            if self._flush_at is None:
+                self._flush_at = self.loop.call_later(BATCH_SECONDS, self.flush)
+            self.pending.setdefault(addr, []).append(data)
+        except Exception as exc:  # a bug a datagram found: counted, never fatal
+            self.hub.feed_failed(exc, 1, f"{addr[0]}:{addr[1]}", time.time_ns())
 
     def flush(self) -> None:
         if self._flush_at is not None:
@@ -87,7 +88,11 @@ class _Feed(asyncio.DatagramProtocol):
             self._flush_at = None
         pending, self.pending = self.pending, {}
         for addr, batch in pending.items():
-            self.hub.ingest(batch, source=(self.group, f"{addr[0]}:{addr[1]}"))
+            source = f"{addr[0]}:{addr[1]}"
+            try:  # one relay's batch that raises costs that batch, not the others'
+                self.hub.ingest(batch, source=(self.group, source))
+            except Exception as exc:
+                self.hub.feed_failed(exc, len(batch), source, time.time_ns())
 
 
 class StripchartServer:
@@ -104,7 +109,8 @@ class StripchartServer:
             log.error("%s (channel skipped)", error)
         self.hub = Hub(self.registry, default_levels(config.web.history_seconds,
                                                      config.web.detail_seconds),
-                       int(config.web.clock_tolerance_seconds * 1e9))
+                       int(config.web.clock_tolerance_seconds * 1e9),
+                       [ipaddress.IPv4Network(net) for net in config.relay.allow])
         self.clients: set[Client] = set()
         self.transports: dict[str, asyncio.DatagramTransport] = {}
         self.sockets: dict[str, socket.socket] = {}  # the groups' listeners, for their drops
@@ -162,6 +168,7 @@ class StripchartServer:
             "closed_slow_clients": self.closed_slow,
             "datagrams": self.hub.datagrams,
             "rejected": self.hub.rejected,
+            **self.hub.statistics(),
             "kernel_drops": self.past_kernel_drops + sum(
                 multicast.kernel_drops(s) or 0 for s in self.sockets.values()),
             "history_bytes": self.hub.memory_bytes(),

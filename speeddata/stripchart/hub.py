@@ -7,9 +7,11 @@ around it only moves bytes.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,8 @@ import numpy as np
 
 from speeddata import loss, wire
 from speeddata.columns import ColumnDecoder
+from speeddata.errors import WireError
+from speeddata.logs import Throttle
 from speeddata.schemas import Channel, Registry
 from speeddata.stripchart import frames
 from speeddata.stripchart.alarms import Alarms
@@ -64,35 +68,41 @@ class SourceClock:
         self._recent: deque[int] = deque(maxlen=batches)
         self.offset_ns = 0
         self.dropped = 0
-        self.replay: dict[str, Any] | None = None  # the latest notice of a replay of it
+        self.replay: wire.ReplayNotice | None = None  # the latest notice of a replay of it
+        self._replay_until_ns = 0
+        self._replay_at_ns: int | None = None  # the latest replayed sample drawn
 
     @property
     def shifted(self) -> bool:
         return abs(self.offset_ns) > self.tolerance_ns
 
-    def follow_replay(self, notice: dict[str, Any], now_ns: int) -> None:
+    def follow_replay(self, notice: wire.ReplayNotice, now_ns: int) -> None:
         """A replay of this channel is on the group: for the next ``REPLAY_HOLD_NS`` its
         samples are drawn when their replay sends them, never taken for a bad clock."""
-        at = self.replay.get("at_ns") if self.replay else None
-        self.replay = {**notice, "until_ns": now_ns + REPLAY_HOLD_NS, "at_ns": at}
+        self.replay = notice
+        self._replay_until_ns = now_ns + REPLAY_HOLD_NS
 
     def replaying(self, now_ns: int) -> dict[str, Any] | None:
         """The replay being drawn now, if any: its speed and the replayed time reached."""
-        if self.replay is None or now_ns > self.replay["until_ns"]:
+        if self.replay is None or now_ns > self._replay_until_ns:
             return None
-        at = self.replay["at_ns"] or self.replay["first_ns"]
-        return {"speed": self.replay["speed"], "at_ms": at / 1e6}
+        at = self._replay_at_ns or self.replay.first_ns
+        return {"speed": self.replay.speed, "at_ms": at / 1e6}
 
     def place(self, times: np.ndarray, now_ns: int) -> tuple[np.ndarray, np.ndarray]:
         """(the kept samples' times on the plot's axis, which samples are kept)."""
         times = np.asarray(times, dtype=np.int64)
-        if self.replaying(now_ns):  # each sample at the moment its replay sends it
+        if self.replaying(now_ns) and self.replay is not None:
+            # each sample at the moment its replay sends it; in floats, so that no notice
+            # overflows an int64, and within ``tolerance`` of now, as live samples are
             replay = self.replay
-            replay["at_ns"] = int(times.max())
-            placed = (np.full(len(times), now_ns, dtype=np.int64) if replay["speed"] is None
-                      else replay["wall_ns"] + ((times - replay["first_ns"]) / replay["speed"]
-                                                ).astype(np.int64))
-            return placed, np.ones(len(times), dtype=bool)
+            self._replay_at_ns = int(times.max())
+            placed = (np.full(len(times), float(now_ns)) if replay.speed is None else
+                      replay.wall_ns + (times.astype(np.float64) - replay.first_ns)
+                      / replay.speed)
+            keep = np.abs(placed - now_ns) <= self.tolerance_ns
+            self.dropped += int(len(keep) - keep.sum())
+            return placed[keep].astype(np.int64), keep
         offsets = times - now_ns
         self._recent.append(int(np.sort(offsets)[len(offsets) // 2]))
         ordered = sorted(self._recent)
@@ -112,6 +122,7 @@ CLOCK_TOLERANCE_NS = 10 * 10**9
 REPLAY_HOLD_NS = 2 * 10**9  # a replay's notice holds this long (sent every 0.25 s)
 MAX_SIGNALS = 1000
 MAX_WINDOW_SECONDS = 7 * 86400
+LOG_SECONDS = 10.0  # refused reserved messages and failed batches are logged this often
 
 
 class SubscriptionError(ValueError):
@@ -120,7 +131,8 @@ class SubscriptionError(ValueError):
 
 class Hub:
     def __init__(self, registry: Registry, levels: list[Level] | None = None,
-                 clock_tolerance_ns: int = CLOCK_TOLERANCE_NS) -> None:
+                 clock_tolerance_ns: int = CLOCK_TOLERANCE_NS,
+                 allow: Sequence[ipaddress.IPv4Network] = ()) -> None:
         self.clock_tolerance_ns = clock_tolerance_ns
         self.levels = levels or default_levels()
         self.clocks: dict[str, SourceClock] = {}
@@ -133,6 +145,11 @@ class Hub:
         self.rejected = 0
         self.datagrams = 0
         self.hops: dict[str, loss.Hop] = {}  # per group: what the relays forwarded vs got
+        self.allow = list(allow)  # [relay] allow: the networks whose reports are trusted
+        # reserved messages refused, per kind and reason; batches the feed could not take
+        self.refused: dict[str, dict[str, int]] = {"forward_report": {}, "replay_notice": {}}
+        self.feed_errors = 0
+        self._refusal_log = Throttle(LOG_SECONDS)
         self.set_registry(registry)
 
     def set_registry(self, registry: Registry) -> None:
@@ -180,14 +197,19 @@ class Hub:
         for datagram in datagrams:
             channel = table.get(datagram[2:10]) if datagram[:2] == wire.MARKER else None
             if channel is None:
-                notice = wire.read_replay_notice(datagram)
-                if notice is None:
+                if not datagram.startswith(wire.REPLAY_MARKER):
                     self.rejected += 1
-                else:
-                    for fp in notice["channels"]:
-                        replayed = table.get(fp)
-                        if replayed is not None:
-                            self.clocks[replayed.name].follow_replay(notice, now_ns)
+                    continue
+                try:
+                    notice = wire.parse_replay_notice(datagram)
+                except WireError as exc:
+                    self.rejected += 1
+                    self.refuse("replay_notice", exc, now_ns, source)
+                    continue
+                for fp in notice.channels:
+                    replayed = table.get(fp)
+                    if replayed is not None:
+                        self.clocks[replayed.name].follow_replay(notice, now_ns)
                 continue
             by_channel.setdefault(channel, []).append(memoryview(datagram)[wire.HEADER_SIZE:])
         self.datagrams += len(datagrams)
@@ -199,21 +221,56 @@ class Hub:
             self._ingest_channel(channel, bodies, time.monotonic() if now is None else now,
                                  now_ns)
 
-    def forward_report(self, group: str, relay: str, report: dict[str, Any],
+    def forward_report(self, group: str, relay: str, datagram: bytes,
                        now_ns: int | None = None) -> None:
-        """A relay's ForwardReport on ``group``, from address ``relay``: matched with the
-        arrivals counted so far (everything that came before it)."""
+        """A relay's ForwardReport on ``group``, from address ``relay`` ("ip:port"):
+        matched with the arrivals counted so far (everything that came before it) from
+        that address only; refused (counted, logged at a bounded rate) if not valid."""
         now_ns = time.time_ns() if now_ns is None else now_ns
+        try:
+            report = loss.parse_forward_report(datagram)
+        except WireError as exc:
+            self.rejected += 1
+            self.refuse("forward_report", exc, now_ns, (group, relay))
+            return
         hop = self.hops.setdefault(group, loss.Hop())
-        for item in report["channels"]:
-            channel = self.registry.by_fingerprint(item["channel"])
+        for fp, forwarded in report.channels:
+            channel = self.registry.by_fingerprint(fp)
             if channel is not None:  # a channel this server does not draw: not its loss
-                hop.report((relay, channel.name), report["relay"], item["forwarded"], now_ns,
-                           name=report["name"])
+                hop.report((relay, channel.name), report.relay, forwarded, now_ns,
+                           name=report.name)
+
+    def refuse(self, kind: str, exc: WireError, now_ns: int,
+               source: tuple[str, str] | None) -> None:
+        """Count a refused reserved message by kind and reason; log at a bounded rate."""
+        counts = self.refused[kind]
+        counts[exc.reason] = counts.get(exc.reason, 0) + 1
+        if self._refusal_log.ready(now_ns / 1e9):
+            log.warning("%s from %s refused (%s): %s; refused so far: %s", kind,
+                        source[1] if source else "?", exc.reason, exc, self.refused)
+
+    def feed_failed(self, exc: Exception, datagrams: int, source: str, now_ns: int) -> None:
+        """A batch from ``source`` that raised (a bug a datagram found): counted and
+        logged at a bounded rate; the feed goes on with the other relays' batches."""
+        self.feed_errors += 1
+        self.rejected += datagrams
+        if self._refusal_log.ready(now_ns / 1e9):
+            log.error("%d datagrams from %s not taken (%s: %s); %d such batches so far",
+                      datagrams, source, type(exc).__name__, exc, self.feed_errors)
+
+    def statistics(self) -> dict[str, Any]:
+        return {"refused": {k: dict(v) for k, v in self.refused.items()},
+                "feed_errors": self.feed_errors,
+                "forward_reports": {g: hop.statistics() for g, hop in self.hops.items()}}
 
     def loss(self, now_ns: int) -> dict[str, list[dict[str, Any]]]:
-        """Per group, relay and channel: forwarded, arrived, lost."""
-        return {group: hop.figures(now_ns) for group, hop in sorted(self.hops.items())}
+        """Per group, relay and channel: forwarded, arrived, lost; and whether the relay's
+        address is in a network ``[relay] allow`` lists."""
+        return {group: hop.figures(now_ns, trust=self._trust)
+                for group, hop in sorted(self.hops.items())}
+
+    def _trust(self, relay: str) -> str:
+        return loss.trust_of(relay.rpartition(":")[0], self.allow)
 
     def _ingest_channel(self, channel: Channel, bodies: list[memoryview], now: float,
                         now_ns: int) -> None:

@@ -48,7 +48,8 @@ def test_bad_datagrams_are_counted_by_reason_and_never_routed() -> None:
     routed = r.route(batch, 26000, 0)
     assert routed.bodies == {} and routed.full == [] and routed.rejected == 4
     assert r.rejected == {"too_short": 1, "bad_marker": 1, "unknown_schema": 1, "too_long": 1,
-                          "bad_body": 0, "bad_legacy_body": 0, "not_allowed": 0}
+                          "bad_body": 0, "bad_legacy_body": 0, "not_allowed": 0,
+                          "bad_report": 0}
     assert "0000000000000000" in r.last_rejection["unknown_schema"]
 
 

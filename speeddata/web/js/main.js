@@ -83,9 +83,12 @@ async function showLoss() {
   const lost = recent.reduce((n, r) => n + r.recent_lost, 0);
   const sent = recent.reduce((n, r) => n + r.recent_sent, 0);
   lossBadge.textContent = `⚠ ${lost} lost in 10 s (${(100 * lost / sent).toFixed(1)} %)`;
-  lossBadge.title = recent.map((r) => `${r.hop}: ${r.channel} from ${r.source}: ` +
+  // who reported it, and how far to believe it: the server says (trust, report_only)
+  const doubt = (r) => (r.trust === "outside allow" ? " (reported from outside [relay] " +
+    "allow: cannot be trusted)" : "") + (r.report_only ? " (reports only, no data)" : "");
+  lossBadge.title = recent.map((r) => `${r.hop}: ${r.channel} reported by ${r.source}: ` +
     `${r.recent_lost} of ${r.recent_sent} in the last 10 s, ${r.lost} of ${r.sent} ` +
-    "since its first report").join("\n");
+    "since its first report" + doubt(r)).join("\n");
 }
 showLoss();
 setInterval(showLoss, 2000);
