@@ -9,9 +9,13 @@ varint a small window read, so a batch of 256 bodies costs a few tens of
 microseconds. Nothing here touches a socket.
 
 A body passes when it decodes to exactly one record with any conforming Avro reader:
-every varint ends within 10 bytes (5 for ``int``) and fits its type, booleans are 0 or
-1, enum and union indexes are in range, lengths are not negative and stay inside the
-body, strings are UTF-8, and the record ends on the body's last byte.
+every varint ends within 10 bytes (5 for ``int``, enum and union indexes) and fits its
+type, booleans are 0 or 1, enum and union indexes are in range, lengths are not negative
+and stay inside the body, strings are UTF-8, array and map block counts fit the bytes
+left (an int64 whose magnitude does not fit, INT64_MIN, is refused; items of no size
+are at most 65,536 in all), a negative count's block size is the bytes its items take,
+and the record ends on the body's last byte. Whatever the bytes, the check answers
+True or False and never raises: the relay calls it on datagrams from anyone.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import numpy as np
 
 _FIXED_SIZES = {"null": 0, "float": 4, "double": 8}
 _LAST_BYTE = {5: 0x0F, 10: 0x01}  # largest last byte of a 5-byte int, a 10-byte long
-_MAX_ZERO_SIZE_ITEMS = 65536  # items of an array of nulls: not bounded by the bytes
+_MAX_ZERO_SIZE_ITEMS = 65536  # items of an array of nulls, all blocks: not bounded by bytes
+_INT64_MIN = np.iinfo(np.int64).min
 
 
 class _Unsupported(Exception):
@@ -60,6 +65,8 @@ def _compile(schema: Any, named: dict[str, Any], open_names: set[str]) -> Plan:
         if kind == "enum":
             return [("enum", len(schema["symbols"]))]
         if kind == "fixed":
+            if int(schema["size"]) < 0:
+                raise _Unsupported(f"fixed {name} of negative size")
             return [("skip", int(schema["size"]))] if schema["size"] else []
         plan: Plan = []
         for f in schema["fields"]:
@@ -204,7 +211,7 @@ class _Walk:
                     ok &= self.buf.take(pos, mode="clip") <= 1 if len(self.buf) else False
                 pos = pos + 1
             elif kind == "enum":
-                pos, index = self.varints(self.absolute(pos), 10, ok, values=True)
+                pos, index = self.varints(self.absolute(pos), 5, ok, values=True)  # an int
                 ok &= (index >= 0) & (index < step[1])
             else:  # steps that need absolute positions and the bodies' ends
                 at, ends = self.absolute(pos), self.ends if end is None else end
@@ -235,7 +242,7 @@ class _Walk:
 
     def _union(self, branches: list[Plan], pos: np.ndarray, end: np.ndarray, ok: np.ndarray
                ) -> np.ndarray:
-        pos, index = self.varints(pos, 10, ok, values=True)
+        pos, index = self.varints(pos, 5, ok, values=True)  # an int
         assert isinstance(pos, np.ndarray) and index is not None
         ok &= (index >= 0) & (index < len(branches))
         for b, branch in enumerate(branches):
@@ -248,31 +255,48 @@ class _Walk:
 
     def _blocks(self, item: Plan, pos: np.ndarray, end: np.ndarray, ok: np.ndarray
                 ) -> np.ndarray:
-        """Array or map blocks: a count (negative: followed by a byte size), the items,
-        until a zero count."""
+        """Array or map blocks: a count (negative: followed by the block's byte size, which
+        must be the bytes its items take), the items, until a zero count."""
         item_size = _min_size(item)
+        skip_only = all(step[0] == "skip" for step in item)  # items of one size: no loop
         pos = pos.copy()
+        total = np.zeros(len(pos), dtype=np.int64)  # items so far, for zero-size items
         open_rows = np.flatnonzero(ok)
         while len(open_rows):
             sub_ok = ok[open_rows]
+            sub_end = end[open_rows]
             p, count = self.varints(pos[open_rows], 10, sub_ok, values=True)
             assert isinstance(p, np.ndarray) and count is not None
-            sized = count < 0
+            sub_ok &= count != _INT64_MIN  # its magnitude does not fit an int64
+            sized = sub_ok & (count < 0)
+            count = np.where(sub_ok, np.abs(np.where(sub_ok, count, 0)), 0)
+            size = np.full(len(p), -1, dtype=np.int64)
             if sized.any():
-                after, _ = self.varints(p, 10, sub_ok | ~sized)
+                size_ok = np.ones(len(p), dtype=bool)
+                after, block_size = self.varints(p, 10, size_ok, values=True)
+                assert block_size is not None
+                sub_ok &= size_ok | ~sized
                 p = np.where(sized, after, p)
-            count = np.abs(count)
-            room = end[open_rows] - p
-            limit = room // item_size if item_size else _MAX_ZERO_SIZE_ITEMS
-            sub_ok &= count <= np.maximum(limit, 0)
+                size = np.where(sized, block_size, -1)
+                sub_ok &= ~sized | ((size >= 0) & (size <= sub_end - p))
+            room = sub_end - p
+            if item_size:
+                sub_ok &= count <= np.maximum(room, 0) // item_size
+            else:
+                total[open_rows] += count
+                sub_ok &= total[open_rows] <= _MAX_ZERO_SIZE_ITEMS
             count = np.where(sub_ok, count, 0)
-            left = count.copy()
-            sub_end = end[open_rows]
-            while (busy := np.flatnonzero(sub_ok & (left > 0))).size:
-                items_ok = sub_ok[busy]
-                p[busy] = self.run(item, p[busy], items_ok, sub_end[busy])
-                sub_ok[busy] = items_ok
-                left[busy] -= 1
+            first = p.copy()
+            if skip_only:
+                p = p + count * item_size
+            else:
+                left = count.copy()
+                while (busy := np.flatnonzero(sub_ok & (left > 0))).size:
+                    items_ok = sub_ok[busy]
+                    p[busy] = self.run(item, p[busy], items_ok, sub_end[busy])
+                    sub_ok[busy] = items_ok
+                    left[busy] -= 1
+            sub_ok &= ~sized | (p - first == size)
             pos[open_rows] = p
             ok[open_rows] = sub_ok
             open_rows = open_rows[sub_ok & (count > 0)]
