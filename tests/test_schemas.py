@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from speeddata.errors import SchemaError, UnknownChannelError
+from speeddata.errors import ConflictError, SchemaError, UnknownChannelError
 from speeddata.schemas import Registry, load_file
 from tests.helpers import SCHEMAS
 
@@ -92,9 +92,15 @@ def test_registering_and_retiring_channels_in_a_directory(tmp_path) -> None:
     assert watch.changed() and not watch.changed()
     registry, errors = Registry.load_dir(tmp_path)
     assert errors == [] and registry["rig"].fingerprint == channel.fingerprint
+    assert store_schema(tmp_path, schema, registry).fingerprint == channel.fingerprint
+    assert not watch.changed()  # the same schema again: nothing written
     edited = {**schema, "fields": [*schema["fields"], {"name": "flow", "type": "float"}]}
+    with pytest.raises(ConflictError, match="'rig' exists with another schema: say replace"):
+        store_schema(tmp_path, edited, registry)
+    assert not watch.changed() and load_file(tmp_path / "rig.avsc").schema == schema
     time.sleep(0.01)
-    assert store_schema(tmp_path, edited, registry).fingerprint != channel.fingerprint
+    assert store_schema(tmp_path, edited, registry, replace=True).fingerprint != (
+        channel.fingerprint)
     assert watch.changed()
     for bad in ({"type": "record", "name": "x"}, {**schema, "name": "1rig"}, [1, 2]):
         with pytest.raises(SchemaError):
