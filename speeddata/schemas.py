@@ -139,7 +139,8 @@ def _signal(f: dict[str, Any], where: str = "") -> Signal:
     if isinstance(avro_type, list):  # a union: ["null", X] is a nullable X
         branches = [t for t in avro_type if t != "null"]
         nullable = len(branches) < len(avro_type)
-        avro_type = branches[0] if len(branches) == 1 else "union"
+        avro_type = branches[0] if len(branches) == 1 and not isinstance(
+            branches[0], list) else "union"
     symbols: tuple[str, ...] = ()
     if isinstance(avro_type, dict):  # enum, or a primitive with a logicalType
         symbols = tuple(avro_type.get("symbols", ()))
@@ -294,6 +295,10 @@ def _check_types(parsed: Any, source: str, time_field: str) -> None:
                 raise _refuse(source, path, "union size",
                               f"{len(t)} branches, at most {MAX_UNION_BRANCHES}")
             for i, branch in enumerate(t):
+                if isinstance(branch, list):
+                    raise _refuse(source, f"{path}(branch {i})", "union in a union",
+                                  "the Avro specification has a union hold no union; "
+                                  "list its branches in one")
                 walk(branch, f"{path}(branch {i})", depth + 1, open_names)
             return
         kind = t["type"]
