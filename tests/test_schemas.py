@@ -328,3 +328,54 @@ def test_a_registration_body_is_the_schema_or_schema_and_replace(body: object,
 def test_a_bad_registration_body_is_refused(body: object, message: str) -> None:
     with pytest.raises(SchemaError, match=re.escape(message)):
         registration(body)
+
+
+def test_channels_add_replaces_only_when_told(tmp_path: Path, capsys: pytest.CaptureFixture
+                                             ) -> None:
+    from speeddata import cli
+
+    folder = tmp_path / "schemas"
+    folder.mkdir()
+    avsc = tmp_path / "rig.avsc"
+    avsc.write_text(json.dumps(rig({"name": "p", "type": "double"})))
+    add = ["channels", "add", str(avsc), "--channels-dir", str(folder)]
+    assert cli.main(add) == 0 and cli.main(add) == 0  # the same again: fine
+    avsc.write_text(json.dumps(rig({"name": "p", "type": "float"})))
+    assert cli.main(add) != 0
+    assert "exists with another schema" in capsys.readouterr().err
+    assert load_file(folder / "rig.avsc").schema["fields"][1]["type"] == "double"
+    assert cli.main([*add, "--replace"]) == 0
+    assert load_file(folder / "rig.avsc").schema["fields"][1]["type"] == "float"
+
+
+def test_the_reserved_names_are_the_columns_the_exports_add(tmp_path: Path) -> None:
+    """If the pivot adds a column, this says RESERVED_NAMES must learn it."""
+    import csv
+
+    import h5py
+    import pyarrow.parquet as pq
+
+    from speeddata.pivot import pivot
+    from speeddata.schemas import RESERVED_NAMES, RESERVED_TIME_SUFFIXES
+    from tests.test_pivot import REGISTRY, T0, S, fill
+
+    fill(tmp_path / "cache", seconds=2)
+    motor = REGISTRY["motor"]
+    own = {motor.time_field, *(s.name for s in motor.signals)}
+    reserved = {*RESERVED_NAMES, *(motor.time_field + s for s in RESERVED_TIME_SUFFIXES)}
+    added = set()
+    for kind, out in (("hdf5", tmp_path / "x.h5"), ("csv", tmp_path / "c"),
+                      ("parquet", tmp_path / "p")):
+        pivot(tmp_path / "cache", out, T0, T0 + 3 * S, registry=REGISTRY, export_format=kind,
+              channels=["motor"])
+        if kind == "hdf5":
+            with h5py.File(out) as h5:
+                columns = set(h5["motor"])
+        elif kind == "csv":
+            with (out / "motor.csv").open() as f:
+                columns = set(next(csv.reader(f)))
+        else:
+            columns = set(pq.read_schema(out / "motor.parquet").names)
+        assert own - {motor.time_field} <= columns, kind
+        added |= columns - own
+    assert added <= reserved and added >= set(RESERVED_NAMES)
