@@ -14,8 +14,10 @@ type, booleans are 0 or 1, enum and union indexes are in range, lengths are not 
 and stay inside the body, strings are UTF-8, array and map block counts fit the bytes
 left (an int64 whose magnitude does not fit, INT64_MIN, is refused; items of no size
 are at most 65,536 in all), a negative count's block size is the bytes its items take,
-and the record ends on the body's last byte. Whatever the bytes, the check answers
-True or False and never raises: the relay calls it on datagrams from anyone.
+and the record ends on the body's last byte. Values of the logical types fastavro
+converts (dates, times, timestamps, uuid strings) must be ones it converts: a body
+that passes is one fastavro reads. Whatever the bytes, the check answers True or False
+and never raises: the relay calls it on datagrams from anyone.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 import fastavro
 import numpy as np
@@ -33,13 +36,30 @@ _MAX_ZERO_SIZE_ITEMS = 65536  # items of an array of nulls, all blocks: not boun
 _INT64_MIN = np.iinfo(np.int64).min
 
 
+# Logical types whose value fastavro converts (a date, a time, a datetime) and fails to
+# outside these ranges, by (Avro type, logicalType): Python's years 1 to 9999, a day's
+# hours. Checked against fastavro at the edges by the tests.
+_MILLIS = (-62_135_596_800_000, 253_402_300_799_999)
+_MICROS = (_MILLIS[0] * 1000, _MILLIS[1] * 1000 + 999)
+_LOGICAL_RANGES = {
+    ("int", "date"): (-719_162, 2_932_896),
+    ("int", "time-millis"): (-3_599_999, 86_399_999),
+    ("long", "time-micros"): (-3_599_999_999, 86_399_999_999),
+    ("long", "timestamp-millis"): _MILLIS,
+    ("long", "timestamp-micros"): _MICROS,
+    ("long", "local-timestamp-millis"): _MILLIS,
+    ("long", "local-timestamp-micros"): _MICROS,
+}
+
+
 class _Unsupported(Exception):
     """A schema the vectorised walk does not cover (a recursive type)."""
 
 
 # A plan is a list of steps, each a tuple whose first element names it:
-# ("skip", n) | ("varint", max_len) | ("bool",) | ("enum", n) | ("bytes", utf8)
-# | ("fixed", n) | ("union", [plan, ...]) | ("array", plan) | ("map", plan)
+# ("skip", n) | ("varint", max_len) | ("range", max_len, low, high) | ("bool",)
+# | ("enum", n) | ("bytes", utf8, uuid) | ("union", [plan, ...]) | ("array", plan)
+# | ("map", plan)
 Plan = list[tuple[Any, ...]]
 
 
@@ -50,7 +70,7 @@ def _compile(schema: Any, named: dict[str, Any], open_names: set[str]) -> Plan:
         if schema in _FIXED_SIZES:
             return [("skip", _FIXED_SIZES[schema])] if _FIXED_SIZES[schema] else []
         simple = {"boolean": ("bool",), "int": ("varint", 5), "long": ("varint", 10),
-                  "string": ("bytes", True), "bytes": ("bytes", False)}
+                  "string": ("bytes", True, False), "bytes": ("bytes", False, False)}
         if schema in simple:
             return [simple[schema]]
         if schema in open_names:
@@ -75,8 +95,14 @@ def _compile(schema: Any, named: dict[str, Any], open_names: set[str]) -> Plan:
     if kind == "array":
         return [("array", _compile(schema["items"], named, open_names))]
     if kind == "map":
-        return [("map", [("bytes", True), *_compile(schema["values"], named, open_names)])]
-    return _compile(kind, named, open_names)  # a primitive written as {"type": ...}
+        return [("map", [("bytes", True, False),
+                         *_compile(schema["values"], named, open_names)])]
+    logical = (kind, schema.get("logicalType"))  # a primitive written as {"type": ...}
+    if logical in _LOGICAL_RANGES:
+        return [("range", 5 if kind == "int" else 10, *_LOGICAL_RANGES[logical])]
+    if logical == ("string", "uuid"):
+        return [("bytes", True, True)]
+    return _compile(kind, named, open_names)
 
 
 def _merge_skips(plan: Plan) -> Plan:
@@ -210,21 +236,24 @@ class _Walk:
                 else:
                     ok &= self.buf.take(pos, mode="clip") <= 1 if len(self.buf) else False
                 pos = pos + 1
+            elif kind == "range":
+                pos, value = self.varints(self.absolute(pos), step[1], ok, values=True)
+                ok &= (value >= step[2]) & (value <= step[3])
             elif kind == "enum":
                 pos, index = self.varints(self.absolute(pos), 5, ok, values=True)  # an int
                 ok &= (index >= 0) & (index < step[1])
             else:  # steps that need absolute positions and the bodies' ends
                 at, ends = self.absolute(pos), self.ends if end is None else end
                 if kind == "bytes":
-                    pos = self._bytes(at, ends, ok, utf8=step[1])
+                    pos = self._bytes(at, ends, ok, utf8=step[1], uuid=step[2])
                 elif kind == "union":
                     pos = self._union(step[1], at, ends, ok)
                 else:  # array or map
                     pos = self._blocks(step[1], at, ends, ok)
         return pos
 
-    def _bytes(self, pos: np.ndarray, end: np.ndarray, ok: np.ndarray, utf8: bool
-               ) -> np.ndarray:
+    def _bytes(self, pos: np.ndarray, end: np.ndarray, ok: np.ndarray, utf8: bool,
+               uuid: bool = False) -> np.ndarray:
         good = np.ones(len(pos), dtype=bool)
         pos, size = self.varints(pos, 10, good, values=True)
         assert isinstance(pos, np.ndarray) and size is not None
@@ -237,6 +266,12 @@ class _Walk:
                 try:
                     self.buf[pos[i] : pos[i] + size[i]].tobytes().decode("utf-8")
                 except UnicodeDecodeError:
+                    ok[i] = False
+        if uuid:  # what fastavro makes a UUID of: one by one, a rare type
+            for i in np.flatnonzero(ok).tolist():
+                try:
+                    UUID(self.buf[pos[i] : pos[i] + size[i]].tobytes().decode("utf-8"))
+                except ValueError:
                     ok[i] = False
         return np.where(good, pos + size, end + 1)
 
@@ -260,33 +295,31 @@ class _Walk:
         item_size = _min_size(item)
         skip_only = all(step[0] == "skip" for step in item)  # items of one size: no loop
         pos = pos.copy()
-        total = np.zeros(len(pos), dtype=np.int64)  # items so far, for zero-size items
+        total = None if item_size else np.zeros(len(pos), dtype=np.int64)  # items so far
         open_rows = np.flatnonzero(ok)
         while len(open_rows):
             sub_ok = ok[open_rows]
             sub_end = end[open_rows]
             p, count = self.varints(pos[open_rows], 10, sub_ok, values=True)
             assert isinstance(p, np.ndarray) and count is not None
-            sub_ok &= count != _INT64_MIN  # its magnitude does not fit an int64
-            sized = sub_ok & (count < 0)
-            count = np.where(sub_ok, np.abs(np.where(sub_ok, count, 0)), 0)
-            size = np.full(len(p), -1, dtype=np.int64)
-            if sized.any():
+            sized = count < 0
+            first = size = None
+            if sized.any():  # INT64_MIN's magnitude does not fit: refused, not negated
+                sub_ok &= count != _INT64_MIN
+                count = np.where(sized & sub_ok, -count, count)
                 size_ok = np.ones(len(p), dtype=bool)
-                after, block_size = self.varints(p, 10, size_ok, values=True)
-                assert block_size is not None
+                after, size = self.varints(p, 10, size_ok, values=True)
+                assert size is not None
                 sub_ok &= size_ok | ~sized
                 p = np.where(sized, after, p)
-                size = np.where(sized, block_size, -1)
                 sub_ok &= ~sized | ((size >= 0) & (size <= sub_end - p))
-            room = sub_end - p
-            if item_size:
-                sub_ok &= count <= np.maximum(room, 0) // item_size
+                first = p.copy()
+            if total is None:
+                sub_ok &= count <= np.maximum(sub_end - p, 0) // item_size
             else:
-                total[open_rows] += count
+                total[open_rows] += np.where(sub_ok, count, 0)
                 sub_ok &= total[open_rows] <= _MAX_ZERO_SIZE_ITEMS
             count = np.where(sub_ok, count, 0)
-            first = p.copy()
             if skip_only:
                 p = p + count * item_size
             else:
@@ -296,7 +329,8 @@ class _Walk:
                     p[busy] = self.run(item, p[busy], items_ok, sub_end[busy])
                     sub_ok[busy] = items_ok
                     left[busy] -= 1
-            sub_ok &= ~sized | (p - first == size)
+            if first is not None:
+                sub_ok &= ~sized | (p - first == size)
             pos[open_rows] = p
             ok[open_rows] = sub_ok
             open_rows = open_rows[sub_ok & (count > 0)]

@@ -5,6 +5,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from speeddata.errors import ConflictError, SchemaError, UnknownChannelError
 from speeddata.schemas import (
@@ -22,6 +24,7 @@ from speeddata.schemas import (
     registration,
     store_schema,
 )
+from tests.avro_strategies import record_schemas
 from tests.helpers import SCHEMAS
 
 
@@ -379,3 +382,19 @@ def test_the_reserved_names_are_the_columns_the_exports_add(tmp_path: Path) -> N
         assert own - {motor.time_field} <= columns, kind
         added |= columns - own
     assert added <= reserved and added >= set(RESERVED_NAMES)
+
+
+@settings(max_examples=60, deadline=None)
+@given(schema=record_schemas(max_depth=3), wrap=st.integers(0, 3))
+def test_random_schemas_within_the_limits_register_and_deeper_ones_do_not(
+        schema: dict, wrap: int) -> None:
+    """Any record schema of records, arrays, maps, unions, enums, fixed and primitives
+    nested a few levels is taken; put under MAX_DEPTH arrays more, it is refused."""
+    channel = channel_from_schema(schema, limits=True)
+    assert [s.name for s in channel.signals] == [f["name"] for f in schema["fields"][1:]]
+    deep: object = schema["fields"][1]["type"]
+    for _ in range(MAX_DEPTH + wrap):
+        deep = {"type": "array", "items": deep}
+    fields = [*schema["fields"][:1], {**schema["fields"][1], "type": deep},
+              *schema["fields"][2:]]
+    assert "nesting depth" in limits_of({**schema, "fields": fields})
