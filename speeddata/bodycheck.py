@@ -134,6 +134,8 @@ class _Walk:
         self._ends = ends
         self.rows = rows
         self._high: np.ndarray | None = None
+        self._stops: np.ndarray | None = None  # where each varint of buf could end
+        self._long_varints: dict[int, np.ndarray] = {}
 
     @property
     def starts(self) -> np.ndarray:
@@ -213,6 +215,35 @@ class _Walk:
         if last > pos and self.rows[:, pos:last].min() < 0x80:
             return 0
         return last + 1
+
+    def varint_runs(self, pos: np.ndarray, count: np.ndarray, max_len: int, end: np.ndarray,
+                    ok: np.ndarray) -> np.ndarray:
+        """Where ``count`` varints from each position end, all at once (an array of ints
+        or longs: no loop over its items); clears ``ok`` where one is longer than
+        ``max_len``, overflows, or runs past ``end``."""
+        if self._stops is None:
+            self._stops = np.flatnonzero(self.buf < 0x80)
+        stops = self._stops
+        if max_len not in self._long_varints:  # per stop: does the varint it ends break?
+            length = np.diff(stops, prepend=-1)
+            bad = (length > max_len) | ((length == max_len)
+                                        & (self.buf[stops] > _LAST_BYTE[max_len]))
+            self._long_varints[max_len] = np.concatenate(([0], np.cumsum(bad)))
+        broken = self._long_varints[max_len]
+        if not len(stops):
+            ok &= count == 0
+            return pos
+        first = np.searchsorted(stops, pos)  # the stop that ends each run's first varint
+        last = first + count - 1
+        inside = (count == 0) | (last < len(stops))
+        f, lst = np.clip(first, 0, len(stops) - 1), np.clip(last, 0, len(stops) - 1)
+        first_len = stops[f] - pos + 1
+        first_ok = (first_len <= max_len) & ~(
+            (first_len == max_len) & (self.buf[stops[f]] > _LAST_BYTE[max_len]))
+        after = stops[lst] + 1
+        ok &= (count == 0) | (inside & first_ok & (broken[lst + 1] - broken[f + 1] == 0)
+                              & (after <= end))
+        return np.where(count > 0, after, pos)
 
     def run(self, plan: Plan, pos: int | np.ndarray, ok: np.ndarray,
             end: np.ndarray | None = None) -> int | np.ndarray:
@@ -294,6 +325,7 @@ class _Walk:
         must be the bytes its items take), the items, until a zero count."""
         item_size = _min_size(item)
         skip_only = all(step[0] == "skip" for step in item)  # items of one size: no loop
+        varints = item[0][1] if len(item) == 1 and item[0][0] == "varint" else 0  # nor here
         pos = pos.copy()
         total = None if item_size else np.zeros(len(pos), dtype=np.int64)  # items so far
         open_rows = np.flatnonzero(ok)
@@ -322,6 +354,8 @@ class _Walk:
             count = np.where(sub_ok, count, 0)
             if skip_only:
                 p = p + count * item_size
+            elif varints:
+                p = self.varint_runs(p, count, varints, sub_end, sub_ok)
             else:
                 left = count.copy()
                 while (busy := np.flatnonzero(sub_ok & (left > 0))).size:

@@ -190,6 +190,14 @@ def one_field(avro_type: Any) -> Any:
      False),  # index 1 in six bytes: an int has five
     (["null", "double"], b"\x82\x80\x80\x80\x80\x00" + bytes(8), False),
     ({"type": "fixed", "name": "F", "size": 2}, b"ab", True),
+    # arrays of ints and longs are read in one go: each item still by the int rules
+    ({"type": "array", "items": "int"}, b"\x04\x02\xfe\xff\xff\xff\x0f\x00", True),
+    ({"type": "array", "items": "int"}, b"\x04\x02\xfe\xff\xff\xff\x1f\x00", False),
+    ({"type": "array", "items": "int"}, b"\x04\x02\x80\x80\x80\x80\x80\x00\x00", False),
+    ({"type": "array", "items": "int"}, b"\x04\x80\x80\x80\x80\x80\x00\x02\x00", False),
+    ({"type": "array", "items": "long"}, b"\x06\x02\x04", False),  # 3 announced, 2 there
+    ({"type": "array", "items": "long"}, b"\x06\x02\x04\x00", False),  # the end read as one
+    ({"type": "array", "items": "long"}, b"\x04\x02\x84", False),  # the last never ends
 ])
 def test_each_rule_of_the_check(avro_type: Any, body: bytes, expected: bool) -> None:
     schema = one_field(avro_type)
