@@ -4,6 +4,7 @@ again 201 with nothing written."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -91,3 +92,15 @@ def test_the_crash_switch_of_issue_19_is_refused(client: tuple[TestClient, Path]
                        headers={"content-type": "application/json"})
     assert answer.status_code == 400  # a body nested too deep to parse: no 500
     assert not (schemas / "rig.avsc").exists()
+
+
+def test_a_schema_of_about_a_mebibyte_registers_over_the_api(client: tuple[TestClient, Path]
+                                                             ) -> None:
+    http, schemas = client
+    fields = [{"name": f"s{i}", "type": "double", "doc": "d" * 950} for i in range(999)]
+    text = json.dumps({**RIG, "fields": [RIG["fields"][0], *fields]}, separators=(",", ":"))
+    assert 950_000 < len(text) < 2**20  # the API takes bodies of 1 MiB
+    answer = http.post("/api/channels", content=text,
+                       headers={"content-type": "application/json"})
+    assert answer.status_code == 201 and len(answer.json()["signals"]) == 999
+    assert (schemas / "rig.avsc").exists()
