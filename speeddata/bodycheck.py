@@ -9,9 +9,15 @@ varint a small window read, so a batch of 256 bodies costs a few tens of
 microseconds. Nothing here touches a socket.
 
 A body passes when it decodes to exactly one record with any conforming Avro reader:
-every varint ends within 10 bytes (5 for ``int``) and fits its type, booleans are 0 or
-1, enum and union indexes are in range, lengths are not negative and stay inside the
-body, strings are UTF-8, and the record ends on the body's last byte.
+every varint ends within 10 bytes (5 for ``int``, enum and union indexes) and fits its
+type, booleans are 0 or 1, enum and union indexes are in range, lengths are not negative
+and stay inside the body, strings are UTF-8, array and map block counts fit the bytes
+left (an int64 whose magnitude does not fit, INT64_MIN, is refused; items of no size
+are at most 65,536 in all), a negative count's block size is the bytes its items take,
+and the record ends on the body's last byte. Values of the logical types fastavro
+converts (dates, times, timestamps, uuid strings) must be ones it converts: a body
+that passes is one fastavro reads. Whatever the bytes, the check answers True or False
+and never raises: the relay calls it on datagrams from anyone.
 """
 
 from __future__ import annotations
@@ -19,13 +25,31 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 import fastavro
 import numpy as np
 
 _FIXED_SIZES = {"null": 0, "float": 4, "double": 8}
 _LAST_BYTE = {5: 0x0F, 10: 0x01}  # largest last byte of a 5-byte int, a 10-byte long
-_MAX_ZERO_SIZE_ITEMS = 65536  # items of an array of nulls: not bounded by the bytes
+_MAX_ZERO_SIZE_ITEMS = 65536  # items of an array of nulls, all blocks: not bounded by bytes
+_INT64_MIN = np.iinfo(np.int64).min
+
+
+# Logical types whose value fastavro converts (a date, a time, a datetime) and fails to
+# outside these ranges, by (Avro type, logicalType): Python's years 1 to 9999, a day's
+# hours. Checked against fastavro at the edges by the tests.
+_MILLIS = (-62_135_596_800_000, 253_402_300_799_999)
+_MICROS = (_MILLIS[0] * 1000, _MILLIS[1] * 1000 + 999)
+_LOGICAL_RANGES = {
+    ("int", "date"): (-719_162, 2_932_896),
+    ("int", "time-millis"): (-3_599_999, 86_399_999),
+    ("long", "time-micros"): (-3_599_999_999, 86_399_999_999),
+    ("long", "timestamp-millis"): _MILLIS,
+    ("long", "timestamp-micros"): _MICROS,
+    ("long", "local-timestamp-millis"): _MILLIS,
+    ("long", "local-timestamp-micros"): _MICROS,
+}
 
 
 class _Unsupported(Exception):
@@ -33,8 +57,9 @@ class _Unsupported(Exception):
 
 
 # A plan is a list of steps, each a tuple whose first element names it:
-# ("skip", n) | ("varint", max_len) | ("bool",) | ("enum", n) | ("bytes", utf8)
-# | ("fixed", n) | ("union", [plan, ...]) | ("array", plan) | ("map", plan)
+# ("skip", n) | ("varint", max_len) | ("range", max_len, low, high) | ("bool",)
+# | ("enum", n) | ("bytes", utf8, uuid) | ("union", [plan, ...]) | ("array", plan)
+# | ("map", plan)
 Plan = list[tuple[Any, ...]]
 
 
@@ -45,7 +70,7 @@ def _compile(schema: Any, named: dict[str, Any], open_names: set[str]) -> Plan:
         if schema in _FIXED_SIZES:
             return [("skip", _FIXED_SIZES[schema])] if _FIXED_SIZES[schema] else []
         simple = {"boolean": ("bool",), "int": ("varint", 5), "long": ("varint", 10),
-                  "string": ("bytes", True), "bytes": ("bytes", False)}
+                  "string": ("bytes", True, False), "bytes": ("bytes", False, False)}
         if schema in simple:
             return [simple[schema]]
         if schema in open_names:
@@ -60,6 +85,8 @@ def _compile(schema: Any, named: dict[str, Any], open_names: set[str]) -> Plan:
         if kind == "enum":
             return [("enum", len(schema["symbols"]))]
         if kind == "fixed":
+            if int(schema["size"]) < 0:
+                raise _Unsupported(f"fixed {name} of negative size")
             return [("skip", int(schema["size"]))] if schema["size"] else []
         plan: Plan = []
         for f in schema["fields"]:
@@ -68,8 +95,14 @@ def _compile(schema: Any, named: dict[str, Any], open_names: set[str]) -> Plan:
     if kind == "array":
         return [("array", _compile(schema["items"], named, open_names))]
     if kind == "map":
-        return [("map", [("bytes", True), *_compile(schema["values"], named, open_names)])]
-    return _compile(kind, named, open_names)  # a primitive written as {"type": ...}
+        return [("map", [("bytes", True, False),
+                         *_compile(schema["values"], named, open_names)])]
+    logical = (kind, schema.get("logicalType"))  # a primitive written as {"type": ...}
+    if logical in _LOGICAL_RANGES:
+        return [("range", 5 if kind == "int" else 10, *_LOGICAL_RANGES[logical])]
+    if logical == ("string", "uuid"):
+        return [("bytes", True, True)]
+    return _compile(kind, named, open_names)
 
 
 def _merge_skips(plan: Plan) -> Plan:
@@ -101,6 +134,8 @@ class _Walk:
         self._ends = ends
         self.rows = rows
         self._high: np.ndarray | None = None
+        self._stops: np.ndarray | None = None  # where each varint of buf could end
+        self._long_varints: dict[int, np.ndarray] = {}
 
     @property
     def starts(self) -> np.ndarray:
@@ -181,6 +216,35 @@ class _Walk:
             return 0
         return last + 1
 
+    def varint_runs(self, pos: np.ndarray, count: np.ndarray, max_len: int, end: np.ndarray,
+                    ok: np.ndarray) -> np.ndarray:
+        """Where ``count`` varints from each position end, all at once (an array of ints
+        or longs: no loop over its items); clears ``ok`` where one is longer than
+        ``max_len``, overflows, or runs past ``end``."""
+        if self._stops is None:
+            self._stops = np.flatnonzero(self.buf < 0x80)
+        stops = self._stops
+        if max_len not in self._long_varints:  # per stop: does the varint it ends break?
+            length = np.diff(stops, prepend=-1)
+            bad = (length > max_len) | ((length == max_len)
+                                        & (self.buf[stops] > _LAST_BYTE[max_len]))
+            self._long_varints[max_len] = np.concatenate(([0], np.cumsum(bad)))
+        broken = self._long_varints[max_len]
+        if not len(stops):
+            ok &= count == 0
+            return pos
+        first = np.searchsorted(stops, pos)  # the stop that ends each run's first varint
+        last = first + count - 1
+        inside = (count == 0) | (last < len(stops))
+        f, lst = np.clip(first, 0, len(stops) - 1), np.clip(last, 0, len(stops) - 1)
+        first_len = stops[f] - pos + 1
+        first_ok = (first_len <= max_len) & ~(
+            (first_len == max_len) & (self.buf[stops[f]] > _LAST_BYTE[max_len]))
+        after = stops[lst] + 1
+        ok &= (count == 0) | (inside & first_ok & (broken[lst + 1] - broken[f + 1] == 0)
+                              & (after <= end))
+        return np.where(count > 0, after, pos)
+
     def run(self, plan: Plan, pos: int | np.ndarray, ok: np.ndarray,
             end: np.ndarray | None = None) -> int | np.ndarray:
         """Walk ``plan`` from ``pos`` (bodies ending at ``end``, default all of them);
@@ -203,21 +267,24 @@ class _Walk:
                 else:
                     ok &= self.buf.take(pos, mode="clip") <= 1 if len(self.buf) else False
                 pos = pos + 1
+            elif kind == "range":
+                pos, value = self.varints(self.absolute(pos), step[1], ok, values=True)
+                ok &= (value >= step[2]) & (value <= step[3])
             elif kind == "enum":
-                pos, index = self.varints(self.absolute(pos), 10, ok, values=True)
+                pos, index = self.varints(self.absolute(pos), 5, ok, values=True)  # an int
                 ok &= (index >= 0) & (index < step[1])
             else:  # steps that need absolute positions and the bodies' ends
                 at, ends = self.absolute(pos), self.ends if end is None else end
                 if kind == "bytes":
-                    pos = self._bytes(at, ends, ok, utf8=step[1])
+                    pos = self._bytes(at, ends, ok, utf8=step[1], uuid=step[2])
                 elif kind == "union":
                     pos = self._union(step[1], at, ends, ok)
                 else:  # array or map
                     pos = self._blocks(step[1], at, ends, ok)
         return pos
 
-    def _bytes(self, pos: np.ndarray, end: np.ndarray, ok: np.ndarray, utf8: bool
-               ) -> np.ndarray:
+    def _bytes(self, pos: np.ndarray, end: np.ndarray, ok: np.ndarray, utf8: bool,
+               uuid: bool = False) -> np.ndarray:
         good = np.ones(len(pos), dtype=bool)
         pos, size = self.varints(pos, 10, good, values=True)
         assert isinstance(pos, np.ndarray) and size is not None
@@ -231,11 +298,17 @@ class _Walk:
                     self.buf[pos[i] : pos[i] + size[i]].tobytes().decode("utf-8")
                 except UnicodeDecodeError:
                     ok[i] = False
+        if uuid:  # what fastavro makes a UUID of: one by one, a rare type
+            for i in np.flatnonzero(ok).tolist():
+                try:
+                    UUID(self.buf[pos[i] : pos[i] + size[i]].tobytes().decode("utf-8"))
+                except ValueError:
+                    ok[i] = False
         return np.where(good, pos + size, end + 1)
 
     def _union(self, branches: list[Plan], pos: np.ndarray, end: np.ndarray, ok: np.ndarray
                ) -> np.ndarray:
-        pos, index = self.varints(pos, 10, ok, values=True)
+        pos, index = self.varints(pos, 5, ok, values=True)  # an int
         assert isinstance(pos, np.ndarray) and index is not None
         ok &= (index >= 0) & (index < len(branches))
         for b, branch in enumerate(branches):
@@ -248,31 +321,50 @@ class _Walk:
 
     def _blocks(self, item: Plan, pos: np.ndarray, end: np.ndarray, ok: np.ndarray
                 ) -> np.ndarray:
-        """Array or map blocks: a count (negative: followed by a byte size), the items,
-        until a zero count."""
+        """Array or map blocks: a count (negative: followed by the block's byte size, which
+        must be the bytes its items take), the items, until a zero count."""
         item_size = _min_size(item)
+        skip_only = all(step[0] == "skip" for step in item)  # items of one size: no loop
+        varints = item[0][1] if len(item) == 1 and item[0][0] == "varint" else 0  # nor here
         pos = pos.copy()
+        total = None if item_size else np.zeros(len(pos), dtype=np.int64)  # items so far
         open_rows = np.flatnonzero(ok)
         while len(open_rows):
             sub_ok = ok[open_rows]
+            sub_end = end[open_rows]
             p, count = self.varints(pos[open_rows], 10, sub_ok, values=True)
             assert isinstance(p, np.ndarray) and count is not None
             sized = count < 0
-            if sized.any():
-                after, _ = self.varints(p, 10, sub_ok | ~sized)
+            first = size = None
+            if sized.any():  # INT64_MIN's magnitude does not fit: refused, not negated
+                sub_ok &= count != _INT64_MIN
+                count = np.where(sized & sub_ok, -count, count)
+                size_ok = np.ones(len(p), dtype=bool)
+                after, size = self.varints(p, 10, size_ok, values=True)
+                assert size is not None
+                sub_ok &= size_ok | ~sized
                 p = np.where(sized, after, p)
-            count = np.abs(count)
-            room = end[open_rows] - p
-            limit = room // item_size if item_size else _MAX_ZERO_SIZE_ITEMS
-            sub_ok &= count <= np.maximum(limit, 0)
+                sub_ok &= ~sized | ((size >= 0) & (size <= sub_end - p))
+                first = p.copy()
+            if total is None:
+                sub_ok &= count <= np.maximum(sub_end - p, 0) // item_size
+            else:
+                total[open_rows] += np.where(sub_ok, count, 0)
+                sub_ok &= total[open_rows] <= _MAX_ZERO_SIZE_ITEMS
             count = np.where(sub_ok, count, 0)
-            left = count.copy()
-            sub_end = end[open_rows]
-            while (busy := np.flatnonzero(sub_ok & (left > 0))).size:
-                items_ok = sub_ok[busy]
-                p[busy] = self.run(item, p[busy], items_ok, sub_end[busy])
-                sub_ok[busy] = items_ok
-                left[busy] -= 1
+            if skip_only:
+                p = p + count * item_size
+            elif varints:
+                p = self.varint_runs(p, count, varints, sub_end, sub_ok)
+            else:
+                left = count.copy()
+                while (busy := np.flatnonzero(sub_ok & (left > 0))).size:
+                    items_ok = sub_ok[busy]
+                    p[busy] = self.run(item, p[busy], items_ok, sub_end[busy])
+                    sub_ok[busy] = items_ok
+                    left[busy] -= 1
+            if first is not None:
+                sub_ok &= ~sized | (p - first == size)
             pos[open_rows] = p
             ok[open_rows] = sub_ok
             open_rows = open_rows[sub_ok & (count > 0)]

@@ -502,7 +502,7 @@ def cmd_channels(args: argparse.Namespace) -> int:
             schema = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise SpeeddataError(f"{path}: cannot read a JSON schema ({exc})") from None
-        channel = schemas.store_schema(folder, schema, registry)
+        channel = schemas.store_schema(folder, schema, registry, args.replace)
         print(f"channel {channel.name} stored in {folder}; a running relay takes it within "
               "a second")
         return 0
@@ -881,6 +881,8 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("action", choices=["list", "show", "add", "retire"])
             p.add_argument("target", nargs="?", metavar="NAME|FILE.avsc",
                            help="show/retire: a channel name; add: a schema file")
+            p.add_argument("--replace", action="store_true",
+                           help="add: replace the schema of a channel of that name")
         elif name == "service":
             p.add_argument("--user", default="speeddata", help="the account the units run as")
             p.add_argument("--home", type=Path, default=Path("/var/lib/speeddata"),

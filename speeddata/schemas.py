@@ -8,6 +8,8 @@ import logging
 import math
 import os
 import re
+import threading
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,25 @@ DEMO_DIR = Path(__file__).resolve().parent / "demo_channels"
 
 NUMERIC_TYPES = {"int", "long", "float", "double", "boolean"}
 TEXT_TYPES = {"string", "enum"}
+
+# Limits a channel's schema meets to be registered or loaded from the channels directory:
+# each consumer (the relay's body check, the server's decoder, the pivot) walks a schema
+# by recursion and keeps what it derives from it, so none may be a crash switch.
+MAX_SCHEMA_BYTES = 2**20  # the schema's JSON written compactly (UTF-8)
+MAX_SCHEMA_FILE_BYTES = 4 * MAX_SCHEMA_BYTES  # a larger file is not read, however indented
+MAX_DEPTH = 32  # records, arrays, maps and unions nested, the channel's record the first
+MAX_JSON_DEPTH = 4 * MAX_DEPTH  # JSON objects and arrays nested (attributes included)
+MAX_FIELDS = 1000  # record fields in all, a named type counted at each use
+MAX_TYPES = 10_000  # types in all: fields', array items, map values, union branches
+MAX_UNION_BRANCHES = 64
+MAX_ENUM_SYMBOLS = 1000
+MAX_FIXED_BYTES = 65_536  # more than a datagram holds
+MAX_NAME_CHARS = 255
+# Columns the exports add beside the signals (speeddata/pivot.py: HDF5 and Parquet
+# "receive_time", CSV "receive_time_ns" and "<time>_iso", "<time>_ns"): no field may
+# take one of these names.
+RESERVED_NAMES = ("receive_time", "receive_time_ns")
+RESERVED_TIME_SUFFIXES = ("_iso", "_ns")
 
 
 Range = tuple[float, float]  # (low, high); -inf or inf where a side has no limit
@@ -118,7 +139,8 @@ def _signal(f: dict[str, Any], where: str = "") -> Signal:
     if isinstance(avro_type, list):  # a union: ["null", X] is a nullable X
         branches = [t for t in avro_type if t != "null"]
         nullable = len(branches) < len(avro_type)
-        avro_type = branches[0] if len(branches) == 1 else "union"
+        avro_type = branches[0] if len(branches) == 1 and not isinstance(
+            branches[0], list) else "union"
     symbols: tuple[str, ...] = ()
     if isinstance(avro_type, dict):  # enum, or a primitive with a logicalType
         symbols = tuple(avro_type.get("symbols", ()))
@@ -143,13 +165,20 @@ def _signal(f: dict[str, Any], where: str = "") -> Signal:
     )
 
 
-def channel_from_schema(schema: dict[str, Any], source: str = "<schema>") -> Channel:
-    """Check a record schema and build its Channel; SchemaError says what is wrong where."""
+def channel_from_schema(schema: dict[str, Any], source: str = "<schema>",
+                        limits: bool = False) -> Channel:
+    """Check a record schema and build its Channel; SchemaError says what is wrong where.
+
+    ``limits``: also hold it to the registration limits (MAX_..., names the exports can
+    hold), as registering and loading the channels directory do. Schemas accepted before
+    (a cache file's header) are read without them, so cached data stays readable."""
     if not isinstance(schema, dict) or schema.get("type") != "record":
         raise SchemaError(f"schema {source}: the top level must be an Avro record")
     name = schema.get("name")
     if not isinstance(name, str) or not name:
         raise SchemaError(f"schema {source}: the record has no name")
+    if limits:
+        _check_json(schema, source)
     try:
         parsed = fastavro.parse_schema(schema, _write_hint=False)
     except Exception as exc:  # fastavro raises several types for bad schemas
@@ -170,6 +199,8 @@ def channel_from_schema(schema: dict[str, Any], source: str = "<schema>") -> Cha
     time_type = times[0]["type"]
     if (time_type.get("type") if isinstance(time_type, dict) else time_type) != "long":
         raise SchemaError(f"schema {source}: time field {time_field!r} must be a long (ns)")
+    if limits:
+        _check_types(parsed, source, time_field)
     return Channel(
         name=name,
         schema=schema,
@@ -183,12 +214,142 @@ def channel_from_schema(schema: dict[str, Any], source: str = "<schema>") -> Cha
     )
 
 
+def _refuse(source: str, path: str, rule: str, detail: str) -> SchemaError:
+    where = f"field {path!r}" if path else "the record"
+    return SchemaError(f"schema {source}: {where}: {rule}: {detail}")
+
+
+def _check_json(schema: dict[str, Any], source: str) -> None:
+    """Nesting and size of the JSON, without recursion (so that a schema nested 100,000
+    deep is refused, not a RecursionError), before fastavro walks it."""
+    stack: list[tuple[Any, int, str, bool]] = [(schema, 1, "", False)]
+    while stack:
+        value, depth, path, is_field = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise _refuse(source, path, "nesting depth",
+                          f"JSON nested over {MAX_JSON_DEPTH} levels (at most {MAX_DEPTH} "
+                          "records, arrays, maps and unions)")
+        if isinstance(value, dict):
+            if is_field:
+                path = f"{path}.{value.get('name')}" if path else str(value.get("name"))
+            for key, v in value.items():
+                if isinstance(v, dict):
+                    stack.append((v, depth + 1, path, False))
+                elif isinstance(v, list):
+                    stack.extend((item, depth + 2, path, key == "fields") for item in v
+                                 if isinstance(item, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1, path, False) for v in value if isinstance(v, dict | list))
+    size = len(json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
+               .encode("utf-8", "surrogatepass"))
+    if size > MAX_SCHEMA_BYTES:
+        raise _refuse(source, "", "schema size",
+                      f"{size} bytes of JSON, at most {MAX_SCHEMA_BYTES} (written compactly)")
+
+
+def _bad_name(name: Any) -> str:
+    """Why a field name cannot be an HDF5 dataset, CSV column or Parquet field ('' if it
+    can): Avro takes any string, they do not."""
+    if not isinstance(name, str) or not name:
+        return "a name must be a non-empty string"
+    if len(name) > MAX_NAME_CHARS:
+        return f"{len(name)} characters, at most {MAX_NAME_CHARS}"
+    if name in (".", ".."):
+        return f"{name!r} is a path, not a name"
+    if "/" in name:
+        return "no '/' (HDF5 reads it as a group path)"
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None:
+        return f"no control characters (U+{ord(bad):04X})"
+    return ""
+
+
+def _check_types(parsed: Any, source: str, time_field: str) -> None:
+    """Depth, sizes and names over the schema with each named type expanded where it is
+    used (as every reader expands it). The walk stops at the first limit broken, so it
+    costs at most MAX_TYPES steps whatever the schema."""
+    named: dict[str, Any] = {}
+    seen = {"fields": 0, "types": 0}
+    reserved = {*RESERVED_NAMES, *(time_field + s for s in RESERVED_TIME_SUFFIXES)}
+
+    def walk(t: Any, path: str, depth: int, open_names: frozenset[str]) -> None:
+        seen["types"] += 1
+        if seen["types"] > MAX_TYPES:
+            raise _refuse(source, path, "types in all", f"over {MAX_TYPES} (fields' types, "
+                          "array items, map values, union branches; a named type at each use)")
+        if isinstance(t, str):
+            if t in open_names:
+                raise _refuse(source, path, "nesting depth",
+                              f"type {t!r} contains itself (a recursive type has no depth "
+                              "limit)")
+            if t in named:
+                walk(named[t], path, depth, open_names)
+            return
+        complex_type = isinstance(t, list) or t.get("type") in ("record", "error", "array",
+                                                                  "map")
+        if complex_type and depth + 1 > MAX_DEPTH:
+            raise _refuse(source, path, "nesting depth",
+                          f"over {MAX_DEPTH} records, arrays, maps and unions nested")
+        if isinstance(t, list):
+            if len(t) > MAX_UNION_BRANCHES:
+                raise _refuse(source, path, "union size",
+                              f"{len(t)} branches, at most {MAX_UNION_BRANCHES}")
+            for i, branch in enumerate(t):
+                if isinstance(branch, list):
+                    raise _refuse(source, f"{path}(branch {i})", "union in a union",
+                                  "the Avro specification has a union hold no union; "
+                                  "list its branches in one")
+                walk(branch, f"{path}(branch {i})", depth + 1, open_names)
+            return
+        kind = t["type"]
+        if kind in ("record", "error", "enum", "fixed"):
+            named.setdefault(t["name"], t)
+        if kind in ("record", "error"):
+            inside = open_names | {t["name"]}
+            for f in t["fields"]:
+                name = f["name"]
+                here = f"{path}.{name}" if path else str(name)
+                seen["fields"] += 1
+                if seen["fields"] > MAX_FIELDS:
+                    raise _refuse(source, here, "fields in all", f"over {MAX_FIELDS} (nested "
+                                  "records' fields too, a named type counted at each use)")
+                if why := _bad_name(name):
+                    raise _refuse(source, here, "field name", why)
+                if not path and name in reserved:
+                    raise _refuse(source, here, "reserved name",
+                                  f"the exports name a column of their own {name!r}; "
+                                  "rename the field")
+                walk(f["type"], here, depth + 1, inside)
+        elif kind == "enum" and len(t["symbols"]) > MAX_ENUM_SYMBOLS:
+            raise _refuse(source, path, "enum size",
+                          f"{len(t['symbols'])} symbols, at most {MAX_ENUM_SYMBOLS}")
+        elif kind == "fixed" and not (isinstance(t["size"], int) and
+                                      0 <= t["size"] <= MAX_FIXED_BYTES):
+            raise _refuse(source, path, "fixed size",
+                          f"{t['size']!r} bytes, from 0 to {MAX_FIXED_BYTES}")
+        elif kind == "array":
+            walk(t["items"], f"{path}[]", depth + 1, open_names)
+        elif kind == "map":
+            walk(t["values"], f"{path}{{}}", depth + 1, open_names)
+
+    walk(parsed, "", 0, frozenset())
+
+
 def load_file(path: Path) -> Channel:
-    """Load one ``.avsc`` file; the record name must equal the file name."""
+    """Load one ``.avsc`` file under the registration limits; the record name must equal
+    the file name."""
     try:
+        size = path.stat().st_size
+        if size > MAX_SCHEMA_FILE_BYTES:
+            raise _refuse(str(path), "", "schema size", f"the file has {size} bytes, at most "
+                          f"{MAX_SCHEMA_FILE_BYTES} are read (a schema is at most "
+                          f"{MAX_SCHEMA_BYTES} bytes of JSON)")
         schema = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SchemaError(f"schema {path}: cannot read: {exc.strerror}") from None
+    except RecursionError:
+        raise _refuse(str(path), "", "nesting depth", f"JSON nested over {MAX_JSON_DEPTH} "
+                      "levels") from None
     except UnicodeDecodeError as exc:
         raise SchemaError(f"schema {path}: not UTF-8 text (byte {exc.start} is "
                           f"{exc.object[exc.start]:#04x}); save it as UTF-8") from None
@@ -196,7 +357,7 @@ def load_file(path: Path) -> Channel:
         raise SchemaError(
             f"schema {path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
-    channel = channel_from_schema(schema, str(path))
+    channel = channel_from_schema(schema, str(path), limits=True)
     if channel.name != path.stem:
         raise SchemaError(
             f"schema {path}: record name {channel.name!r} differs from the file name "
@@ -300,12 +461,14 @@ class Registry:
 _CHANNEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
-def store_schema(directory: Path, schema: Any, registry: Registry) -> Channel:
+def store_schema(directory: Path, schema: Any, registry: Registry,
+                 replace: bool = False) -> Channel:
     """Register a channel: check ``schema`` as a schema file is checked, then write it to
     ``<directory>/<name>.avsc`` whole or not at all (a running relay takes it within a
-    second). Replaces the channel's schema if it has one; a new fingerprint starts a new
+    second). The same schema again changes nothing. A channel of that name with another
+    schema is kept (ConflictError) unless ``replace``; a new fingerprint starts a new
     cache file, so cached data keeps the schema it was written with."""
-    channel = channel_from_schema(schema, "<registered schema>")
+    channel = channel_from_schema(schema, "<registered schema>", limits=True)
     if not _CHANNEL_NAME.fullmatch(channel.name):
         raise SchemaError(f"channel name {channel.name[:140]!r}: use letters, digits and '_', "
                           "not starting with a digit (it becomes a file name)")
@@ -315,10 +478,54 @@ def store_schema(directory: Path, schema: Any, registry: Registry) -> Channel:
                             "rename the record to make it another channel")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{channel.name}.avsc"
-    tmp = directory / f".{channel.name}.avsc.{os.getpid()}.tmp"
+    if path.exists():
+        if _stored(path) == schema:
+            return channel_from_schema(schema, str(path), limits=True)
+        if not replace:
+            raise _exists(channel.name)
+    tmp = directory / f".{channel.name}.avsc.{os.getpid()}.{threading.get_ident()}.tmp"
     tmp.write_text(json.dumps(schema, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return channel_from_schema(schema, str(path))
+    if replace:
+        os.replace(tmp, path)
+    else:  # made only if still absent: a registration racing this one is not overwritten
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            tmp.unlink()
+            raise _exists(channel.name) from None
+        except OSError:  # no hard links on this file system: absent a moment ago will do
+            os.replace(tmp, path)
+        else:
+            tmp.unlink()
+    return channel_from_schema(schema, str(path), limits=True)
+
+
+def _stored(path: Path) -> Any:
+    """The JSON of a schema file, None if it cannot be read as JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _exists(name: str) -> ConflictError:
+    return ConflictError(f"channel {name!r} exists with another schema: say replace "
+                         "(REST: {\"schema\": ..., \"replace\": true}; CLI: --replace) to "
+                         "replace it; its cached data keeps the schema it was written with")
+
+
+def registration(body: Any) -> tuple[Any, bool]:
+    """The schema and the replace flag of a ``POST /api/channels`` body: the schema
+    itself, or ``{"schema": {...}, "replace": true}``."""
+    if not (isinstance(body, dict) and "schema" in body and "type" not in body):
+        return body, False
+    if unknown := sorted(set(body) - {"schema", "replace"}):
+        raise SchemaError(f"registration: unknown key(s) {unknown}; send the schema, or "
+                          "{\"schema\": ..., \"replace\": true}")
+    replace = body.get("replace", False)
+    if not isinstance(replace, bool):
+        raise SchemaError("registration: replace must be true or false")
+    return body["schema"], replace
 
 
 def retire_schema(directory: Path, name: str, now_ns: int) -> Path:

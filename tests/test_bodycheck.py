@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from speeddata.bodycheck import BodyCheck
-from speeddata.schemas import load_file
+from speeddata.schemas import channel_from_schema, load_file
+from tests.avro_strategies import record_schemas
 from tests.helpers import SCHEMAS
 
 EVERY_TYPE = fastavro.parse_schema({
@@ -123,6 +124,21 @@ def test_a_batch_is_judged_body_by_body(bodies: list[bytes]) -> None:
             assert decodes_exactly(EVERY_TYPE, body)
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def varint(n: int) -> bytes:
+    """The zig-zag varint of ``n`` (an Avro long)."""
+    raw = (n << 1) ^ (n >> 63) if n < 0 else n << 1
+    raw &= 2**64 - 1
+    out = bytearray()
+    while raw >= 0x80:
+        out.append(raw & 0x7F | 0x80)
+        raw >>= 7
+    out.append(raw)
+    return bytes(out)
+
+
 def one_field(avro_type: Any) -> Any:
     return fastavro.parse_schema({"type": "record", "name": "one", "fields": [
         {"name": "x", "type": avro_type}]})
@@ -154,6 +170,34 @@ def one_field(avro_type: Any) -> Any:
     ({"type": "array", "items": "long"}, b"\x04\x02\x04", False),  # no end of blocks
     ({"type": "array", "items": "null"}, b"\xfe\xff\xff\xff\x0f\x00", False),  # 2**31 nulls
     ({"type": "map", "values": "int"}, b"\x02\x02k\x02\x00", True),  # {"k": 1}
+    # extreme counts and lengths (issue 19): INT64_MIN's magnitude overflows an int64
+    ({"type": "array", "items": "long"}, varint(INT64_MIN) + b"\x00", False),
+    ({"type": "map", "values": "int"}, varint(INT64_MIN) + b"\x00", False),
+    ({"type": "array", "items": "long"}, varint(INT64_MAX) + b"\x02\x00", False),
+    ({"type": "array", "items": "long"}, varint(-INT64_MAX) + b"\x02\x02\x00", False),
+    ({"type": "array", "items": "long"}, b"\x01\x02\x02\x00", True),  # [1] in a sized block
+    ({"type": "array", "items": "long"}, b"\x01\x04\x02\x00", False),  # its size says 2
+    ({"type": "array", "items": "long"}, b"\x01\x01\x02\x00", False),  # its size is -1
+    ({"type": "array", "items": "long"}, b"\x01" + varint(INT64_MIN) + b"\x02\x00", False),
+    ({"type": "array", "items": "long"}, b"\x01" + b"\xff" * 10 + b"\x02\x02\x00", False),
+    ({"type": "array", "items": "null"}, varint(65536) + b"\x00", True),
+    ({"type": "array", "items": "null"}, (varint(40000) * 2) + b"\x00", False),  # 80,000
+    ({"type": "array", "items": "null"}, varint(-65536) + b"\x00\x00", True),
+    ("string", varint(INT64_MIN) + b"ab", False),
+    ("bytes", varint(INT64_MAX) + b"ab", False),
+    ("bytes", varint(-1) + b"ab", False),
+    ({"type": "enum", "name": "E", "symbols": ["A", "B"]}, b"\x82\x80\x80\x80\x80\x00",
+     False),  # index 1 in six bytes: an int has five
+    (["null", "double"], b"\x82\x80\x80\x80\x80\x00" + bytes(8), False),
+    ({"type": "fixed", "name": "F", "size": 2}, b"ab", True),
+    # arrays of ints and longs are read in one go: each item still by the int rules
+    ({"type": "array", "items": "int"}, b"\x04\x02\xfe\xff\xff\xff\x0f\x00", True),
+    ({"type": "array", "items": "int"}, b"\x04\x02\xfe\xff\xff\xff\x1f\x00", False),
+    ({"type": "array", "items": "int"}, b"\x04\x02\x80\x80\x80\x80\x80\x00\x00", False),
+    ({"type": "array", "items": "int"}, b"\x04\x80\x80\x80\x80\x80\x00\x02\x00", False),
+    ({"type": "array", "items": "long"}, b"\x06\x02\x04", False),  # 3 announced, 2 there
+    ({"type": "array", "items": "long"}, b"\x06\x02\x04\x00", False),  # the end read as one
+    ({"type": "array", "items": "long"}, b"\x04\x02\x84", False),  # the last never ends
 ])
 def test_each_rule_of_the_check(avro_type: Any, body: bytes, expected: bool) -> None:
     schema = one_field(avro_type)
@@ -161,3 +205,79 @@ def test_each_rule_of_the_check(avro_type: Any, body: bytes, expected: bool) -> 
     assert not expected or decodes_exactly(schema, body)  # the oracle agrees on the good
     rows = np.frombuffer(body * 3, dtype=np.uint8).reshape(3, -1)
     assert BodyCheck(schema).valid_rows(rows).tolist() == [expected] * 3
+
+
+# -- random schemas (issue 19): records, arrays, maps, unions, enums, fixed, logical types
+
+EXTREMES = [varint(n) for n in (INT64_MIN, INT64_MAX, -INT64_MAX, 2**31, -(2**31) - 1, 2**32,
+                                -1, 1, 2**20, -(2**20))] + [
+    b"\x80" * 9 + b"\x00",  # zero in ten bytes
+    b"\x80" * 10 + b"\x01",  # eleven bytes
+    b"\xff" * 16,  # never ends
+]
+
+
+@st.composite
+def damaged(draw: st.DrawFn, body: bytes) -> bytes:
+    """``body`` truncated, extended, garbled, or with an extreme varint put in or over it."""
+    at = draw(st.integers(0, len(body)))
+    how = draw(st.sampled_from(["truncate", "extend", "garble", "insert", "overwrite"]))
+    if how == "truncate":
+        return body[:at]
+    if how == "extend":
+        return body + draw(st.binary(min_size=1, max_size=12))
+    if how == "garble" and body:
+        i = min(at, len(body) - 1)
+        return body[:i] + bytes([body[i] ^ draw(st.integers(1, 255))]) + body[i + 1 :]
+    extreme = draw(st.sampled_from(EXTREMES))
+    if how == "insert":
+        return body[:at] + extreme + body[at:]
+    return body[:at] + extreme + body[at + len(extreme) :]
+
+
+@settings(max_examples=40, deadline=None)  # a few seconds: nested arrays make long bodies
+@given(schema=record_schemas(max_depth=2), data=st.data())
+def test_random_schemas_take_their_records_and_refuse_what_fastavro_cannot_read(
+        schema: dict, data: st.DataObject) -> None:
+    """The contract: every record fastavro writes passes; a body that passes is exactly
+    one valid record to fastavro (read to its last byte); a body fastavro writes back
+    byte for byte passes. Damage of any kind is judged by that, never raised."""
+    parsed = channel_from_schema(schema, limits=True).parsed  # within the limits too
+    check = BodyCheck(parsed)
+    bodies = [encode(parsed, r) for r in generate_many(parsed, 4)]
+    assert check.valid_bodies(bodies).all(), [b.hex() for b in bodies]
+    assert check.valid_bodies(bodies[:1] * 3).all()  # one size: the matrix path
+    bad = [data.draw(damaged(body)) for body in bodies for _ in range(3)]
+    verdicts = check.valid_bodies(bad).tolist()
+    assert verdicts == [bool(check.valid_bodies([b])[0]) for b in bad]  # neighbours no matter
+    for body, verdict in zip(bad, verdicts, strict=True):
+        if verdict:
+            assert decodes_exactly(parsed, body), body.hex()
+        elif canonical(parsed, body):
+            pytest.fail(f"refused a body fastavro writes: {body.hex()}")
+
+
+@pytest.mark.parametrize(("avro_type", "logical"), [
+    ("int", "date"), ("int", "time-millis"), ("long", "time-micros"),
+    ("long", "timestamp-millis"), ("long", "timestamp-micros"),
+    ("long", "local-timestamp-millis"), ("long", "local-timestamp-micros")])
+def test_logical_values_pass_exactly_where_fastavro_converts_them(avro_type: str,
+                                                                  logical: str) -> None:
+    """At each end of the range the check takes, fastavro reads; one past, it raises."""
+    from speeddata.bodycheck import _LOGICAL_RANGES
+
+    schema = one_field({"type": avro_type, "logicalType": logical})
+    low, high = _LOGICAL_RANGES[(avro_type, logical)]
+    for value, inside in ((low, True), (high, True), (low - 1, False), (high + 1, False),
+                          (INT64_MIN, False)):
+        body = varint(value)
+        verdict = bool(BodyCheck(schema).valid_bodies([body])[0])
+        assert verdict is decodes_exactly(schema, body) is inside, value
+
+
+def test_uuid_strings_pass_when_they_are_uuids() -> None:
+    schema = one_field({"type": "string", "logicalType": "uuid"})
+    good = b"12345678-1234-5678-1234-567812345678"
+    bodies = [varint(len(good)) + good, varint(3) + b"abc", varint(0)]
+    assert BodyCheck(schema).valid_bodies(bodies).tolist() == [True, False, False]
+    assert [decodes_exactly(schema, b) for b in bodies] == [True, False, False]

@@ -34,7 +34,7 @@ from speeddata import __version__, loss, multicast, status
 from speeddata.cache.catalogue import Catalogue
 from speeddata.config import Config, Group
 from speeddata.errors import ConfigError, SpeeddataError
-from speeddata.schemas import DirWatch, Registry, retire_schema, store_schema
+from speeddata.schemas import DirWatch, Registry, registration, retire_schema, store_schema
 from speeddata.stripchart.guard import Guard, is_loopback, reachable_address, resolve_token
 from speeddata.stripchart.history import default_levels
 from speeddata.stripchart.hub import Client, Hub, SubscriptionError
@@ -355,11 +355,16 @@ def create_app(config: Config) -> FastAPI:
                              "unknown": server.unknown_fingerprints()})
 
     @app.post("/api/channels", status_code=201)
-    def register_channel(schema: Annotated[dict[str, Any], Body(
-            description="an Avro record schema with a long 'time' field (ns)")]) -> dict:
-        """Register a channel (or edit its schema): stored in the channels directory,
-        drawn here at once and taken by the relay within a second, without a restart."""
-        channel = store_schema(config.channels.dir, schema, server.registry)
+    def register_channel(body: Annotated[dict[str, Any], Body(
+            description="an Avro record schema with a long 'time' field (ns), or "
+                        "{\"schema\": SCHEMA, \"replace\": true} to replace the schema "
+                        "of a channel of that name")]) -> dict:
+        """Register a channel (or, with replace, edit its schema): stored in the channels
+        directory, drawn here at once and taken by the relay within a second, without a
+        restart. Another schema under a registered name is refused (409) without replace;
+        the same schema again changes nothing."""
+        schema, replace = registration(body)
+        channel = store_schema(config.channels.dir, schema, server.registry, replace)
         server.reload_channels()
         return next(c for c in server.hub.describe(time.time_ns()) if c["name"] == channel.name)
 

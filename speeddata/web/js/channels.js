@@ -5,6 +5,8 @@ import { call } from "./mark.js";
 import { clock } from "./chartmath.js";
 
 const message = document.getElementById("message");
+/** Names of the channels registered, as of the last refresh (to ask before replacing). */
+let registered = new Set();
 
 function cell(content) {
   const td = document.createElement("td");
@@ -66,6 +68,7 @@ async function refresh() {
     const [found, loss] = await Promise.all([call("GET", "/api/channels"),
       call("GET", "/api/loss")]);
     const now = found.server_ms;
+    registered = new Set(found.channels.map((c) => c.name));
     document.querySelector("#channels tbody").replaceChildren(...found.channels.map((c) => {
       const tr = document.createElement("tr");
       tr.dataset.channel = c.name;
@@ -103,8 +106,16 @@ document.getElementById("register").onclick = async () => {
     message.value = `not JSON: ${err.message}`;
     return;
   }
+  // another schema under a registered name is refused (409) unless the request says
+  // replace: ask first (the same schema again changes nothing either way)
+  const replace = registered.has(schema?.name);
+  if (replace && !confirm(`Channel ${schema.name} is registered: replace its schema with ` +
+                          "this one? Its cached data keeps the schema it was written with.")) {
+    message.value = `not registered: ${schema.name} kept as it is`;
+    return;
+  }
   try {
-    const channel = await call("POST", "/api/channels", schema);
+    const channel = await call("POST", "/api/channels", replace ? { schema, replace } : schema);
     message.value = `registered ${channel.name} (fingerprint ${channel.fingerprint}): ` +
       "send to the relay now, no restart needed";
     refresh();
