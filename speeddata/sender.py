@@ -114,10 +114,13 @@ class Encoder:
 RELAY_TAKES_S = 1.0  # a relay takes a newly registered schema within this
 
 
-def register_channel(url: str, channel: Channel, timeout: float = 10.0) -> bool:
+def register_channel(url: str, channel: Channel, timeout: float = 10.0,
+                     replace: bool = False) -> bool:
     """Register ``channel`` with the server at ``url`` (``http://host:port/?token=...``);
-    True if it was new or edited (then wait until the relay has taken it), False if the
-    server had this schema already. SpeeddataError says why it could not."""
+    True if it was new, or edited with ``replace`` (then wait until the relay has taken
+    it), False if the server had this schema already. SpeeddataError says why it could
+    not: another schema under this name without ``replace`` is refused (HTTP 409), so a
+    program never takes over a channel by mistake."""
     import urllib.error
     import urllib.request
     from urllib.parse import parse_qs, urlsplit
@@ -147,7 +150,7 @@ def register_channel(url: str, channel: Channel, timeout: float = 10.0) -> bool:
     known = {c["name"]: c.get("fingerprint") for c in call("GET", "/api/channels")["channels"]}
     if known.get(channel.name) == channel.fingerprint.hex():
         return False
-    call("POST", "/api/channels", channel.schema)
+    call("POST", "/api/channels", {"schema": channel.schema, "replace": replace})
     time.sleep(RELAY_TAKES_S)
     return True
 
@@ -163,16 +166,18 @@ class Sender:
         channels_dir: Path | None = None,
         register: str | None = None,
         report: bool = True,
+        replace: bool = False,
     ) -> None:
         """``register``: the stripchart server's URL as ``speeddata status --url`` prints
         it (with its ``?token=``): the channel's schema is registered there first, unless
-        the server has it already, so a new source needs no file copied and no restart.
+        the server has it already, so a new source needs no file copied and no restart;
+        ``replace`` lets an edited schema replace the one the server has under its name.
 
         ``report``: once a second while sending, and when closed, tell the relay how many
         datagrams were sent (``speeddata.loss``), so that it counts what the network lost."""
         self.channel = resolve_channel(channel_or_schema, channels_dir)
         if register:
-            register_channel(register, self.channel)
+            register_channel(register, self.channel, replace=replace)
         self.encoder = Encoder(self.channel)
         try:  # once, like pystatsd: a name is never looked up again on the send path
             family, _, _, _, self.address = socket.getaddrinfo(
