@@ -201,12 +201,18 @@ def channel_from_schema(schema: dict[str, Any], source: str = "<schema>",
         raise SchemaError(f"schema {source}: time field {time_field!r} must be a long (ns)")
     if limits:
         _check_types(parsed, source, time_field)
+    try:  # fastavro writes the canonical form without escaping: a '"' in a name breaks it
+        fingerprint = wire.fingerprint(schema)
+        aliases = tuple(wire.alias_fingerprints(schema))
+    except ValueError as exc:
+        raise SchemaError(f"schema {source}: no canonical form, so no fingerprint ({exc}); "
+                          "a name with '\"' or '\\' cannot be used") from None
     return Channel(
         name=name,
         schema=schema,
         parsed=parsed,
-        fingerprint=wire.fingerprint(schema),
-        aliases=tuple(wire.alias_fingerprints(schema)),
+        fingerprint=fingerprint,
+        aliases=aliases,
         time_field=time_field,
         signals=tuple(_signal(f, f"schema {source}") for f in fields
                       if f.get("name") != time_field),
@@ -261,6 +267,8 @@ def _bad_name(name: Any) -> str:
     bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cs")), None)
     if bad is not None:
         return f"no control characters (U+{ord(bad):04X})"
+    if '"' in name or "\\" in name:
+        return "no '\"' or '\\' (the schema's canonical form, its fingerprint, cannot hold them)"
     return ""
 
 

@@ -398,3 +398,11 @@ def test_random_schemas_within_the_limits_register_and_deeper_ones_do_not(
     fields = [*schema["fields"][:1], {**schema["fields"][1], "type": deep},
               *schema["fields"][2:]]
     assert "nesting depth" in limits_of({**schema, "fields": fields})
+
+
+@pytest.mark.parametrize("name", ['a"b', "a\\b"])
+def test_a_name_the_canonical_form_cannot_hold_is_a_schema_error(name: str) -> None:
+    schema = {"type": "record", "name": "t",
+              "fields": [{"name": "time", "type": "long"}, {"name": name, "type": "double"}]}
+    with pytest.raises(SchemaError, match="canonical form"):
+        channel_from_schema(schema, "t.avsc", limits=True)
