@@ -833,10 +833,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"speeddata {args.command}: configuration error: {exc}\n"
               "  'speeddata config' prints every key with its value.", file=sys.stderr)
-        return 2
-    except SpeeddataError as exc:
+        return exc.exit_code
+    except SpeeddataError as exc:  # the type says whether a restart can help (errors.py)
         print(f"speeddata {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except ModuleNotFoundError as exc:
         if (exc.name or "").partition(".")[0] not in OPTIONAL_MODULES:
             raise
