@@ -22,7 +22,8 @@ STALL_BOUNDS_MS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
 
 
 class StallHistogram:
-    """How long the loop was away from its sockets, per iteration: fixed log buckets,
+    """How long the loop was away from its sockets, per iteration: fixed log buckets
+    (bucket i counts stalls of at most ``bounds_ms[i]``, the last one the longer ones),
     so a status file shows the longest stall and how often stalls of each size came."""
 
     def __init__(self, bounds_ms: tuple[float, ...] = STALL_BOUNDS_MS) -> None:
