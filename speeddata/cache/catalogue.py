@@ -46,10 +46,15 @@ def _last_entry(idx: Path) -> index.Entry | None:
         return None
 
 
-def scan(directory: Path, channels: Iterable[str] | None = None) -> list[CachedFile]:
-    """Every cache file, oldest first."""
+def scan(directory: Path, channels: Iterable[str] | None = None,
+         known: dict[Path, CachedFile] | None = None) -> list[CachedFile]:
+    """Every cache file, oldest first.
+
+    ``known``: files seen by an earlier scan that no relay appends to any more (all but
+    the newest of each channel and worker), reused without a stat or an index read, and
+    updated with this scan's: a rescan of 10,000 files costs a directory listing."""
     wanted = set(channels) if channels is not None else None
-    files = []
+    files: list[CachedFile] = []
     if not directory.is_dir():
         return files
     for folder in directory.iterdir():
@@ -58,6 +63,9 @@ def scan(directory: Path, channels: Iterable[str] | None = None) -> list[CachedF
         ):
             continue
         for path in folder.glob(f"*{SUFFIX}"):
+            if known is not None and path in known:
+                files.append(known[path])
+                continue
             try:
                 start = start_of(path)
                 size = path.stat().st_size
@@ -77,6 +85,10 @@ def scan(directory: Path, channels: Iterable[str] | None = None) -> list[CachedF
             files.append(CachedFile(folder.name, path, size + idx_size + summary_size, start,
                                     end))
     files.sort(key=lambda f: (f.start_ns, f.path.name))
+    if known is not None:
+        still_open = maybe_open(files)
+        known.clear()
+        known.update((f.path, f) for f in files if f.path not in still_open)
     return files
 
 
@@ -274,6 +286,7 @@ class Catalogue:
         self.deleted_files = 0
         self.deleted_bytes = 0
         self.total = 0  # bytes the last ``enforce`` left (its scan less its deletions)
+        self.closed: dict[Path, CachedFile] = {}  # retention's memory of closed files
 
     def files(self, channels: Iterable[str] | None = None) -> list[CachedFile]:
         return scan(self.directory, channels)
@@ -285,14 +298,19 @@ class Catalogue:
         return sum(f.size for f in self.files())
 
     def enforce(self, quota: int, keep: set[Path],
-                archived: Callable[[CachedFile], bool] | None = None) -> list[CachedFile]:
+                archived: Callable[[CachedFile], bool] | None = None,
+                remember: bool = False) -> list[CachedFile]:
         """Delete the oldest unprotected files until the cache fits ``quota``.
 
         The newest file of each channel and relay worker is kept too: it may be open in
         another worker process, which ``keep`` (this process's open files) cannot know.
         With ``archived`` (``[archive] required``), files it says are not archived stay.
+        ``remember``: reuse what earlier rounds read of closed files (``scan``'s
+        ``known``); without it every file is read again (and remembered afresh).
         """
-        files = self.files()
+        if not remember:
+            self.closed.clear()
+        files = scan(self.directory, known=self.closed)
         self.total = sum(f.size for f in files)
         if self.total <= quota:  # the usual case: no tag lookup needed
             return []
@@ -307,6 +325,7 @@ class Catalogue:
         doomed = plan_retention(files, quota, protected, keep)
         self.total -= sum(f.size for f in doomed)
         for f in doomed:
+            self.closed.pop(f.path, None)
             f.path.unlink(missing_ok=True)
             index_path(f.path).unlink(missing_ok=True)
             summary_path(f.path).unlink(missing_ok=True)

@@ -22,7 +22,13 @@ import time
 from pathlib import Path
 
 from speeddata import archive, loss, multicast, status
-from speeddata.cache.catalogue import Catalogue, RetentionGate, dir_signature, fixed_quota
+from speeddata.cache.catalogue import (
+    FULL_SCAN_SECONDS,
+    Catalogue,
+    RetentionGate,
+    dir_signature,
+    fixed_quota,
+)
 from speeddata.cache.store import CacheWriter
 from speeddata.config import Config
 from speeddata.errors import CacheError
@@ -271,8 +277,10 @@ class Relay:
         if self.ledger is not None:
             self.ledger.refresh()
             archived = archive.covered(self.ledger, self.config.cache.dir)
+        # closed files are read once, and all of them again every FULL_SCAN_SECONDS
+        remember = now - self.retention_gate.scanned_at < FULL_SCAN_SECONDS
         self.catalogue.enforce(self.quota, self.writer.open_paths() if keep is None else keep,
-                               archived)
+                               archived, remember)
         self.retention_gate.scanned(self.catalogue.total, dir_signature(self.config.cache.dir),
                                     now, written)
 
@@ -346,15 +354,6 @@ class Relay:
                  self.config.channels.dir, sorted(set(after) - set(before)) or "none",
                  sorted(n for n in set(after) & set(before) if after[n] != before[n]) or "none",
                  sorted(set(before) - set(after)) or "none")
-
-    def reload_channels(self) -> None:
-        """Take the channels directory as it is now (tests and callers that hold no loop)."""
-        self.watch.changed()
-        registry, errors = Registry.load_dir(self.config.channels.dir)
-        for error in errors:
-            log.error("%s (channel skipped)", error)
-        self._new_registry = (registry, [str(error) for error in errors])
-        self.take_registry()
 
     def on_timer(self, job: str, now: float) -> None:
         """Do what a due timer asks: the quick part here, the slow part queued for the
