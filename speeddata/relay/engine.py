@@ -83,10 +83,6 @@ class RelayCore:
         self.counts = {"batches": 0, "datagrams": 0, "sender_reports": 0,
                        "cached_bytes": 0, "registry_swaps": 0}
 
-    @property
-    def registry(self) -> Registry:
-        return self.router.registry
-
     def handle_batch(self, batch: Received, port: int, now_ns: int) -> Actions:
         """Route one received batch (``now_ns``: its receive time on the wall clock)."""
         if not len(batch.lengths):
