@@ -218,11 +218,13 @@ FULL_SCAN_SECONDS = 600.0  # and any cache this often, whatever the estimate say
 
 
 def dir_signature(directory: Path) -> tuple:
-    """The modification times of the cache directory and its channel folders: a few
-    stat calls that change when another process adds or deletes a cache file."""
+    """The modification times of the channel folders (not ``.status`` and the like,
+    rewritten every second): a few stat calls that change when a process adds or
+    deletes a cache file, or a channel folder comes or goes."""
     try:
         return tuple(sorted((entry.name, entry.stat().st_mtime_ns)
-                            for entry in os.scandir(directory) if entry.is_dir()))
+                            for entry in os.scandir(directory)
+                            if entry.is_dir() and not entry.name.startswith(".")))
     except OSError:  # a folder went away meanwhile: look again next round
         return ()
 

@@ -32,6 +32,9 @@ def test_the_gate_scans_first_then_only_near_quota_or_on_a_change() -> None:
 def test_the_signature_changes_when_a_file_comes_or_goes(tmp_path: Path) -> None:
     (tmp_path / "motor").mkdir()
     before = dir_signature(tmp_path)
+    (tmp_path / ".status").mkdir()  # status files, rewritten every second: not data
+    (tmp_path / ".status" / "relay.json").write_text("{}")
+    assert dir_signature(tmp_path) == before
     (tmp_path / "motor" / "x.avro").write_bytes(b"")
     assert dir_signature(tmp_path) != before
     assert dir_signature(tmp_path / "missing") == ()
