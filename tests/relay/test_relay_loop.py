@@ -23,6 +23,7 @@ from speeddata.errors import (
     SchemaError,
     SpeeddataError,
 )
+from speeddata.relay import server
 from speeddata.relay.server import Relay
 from speeddata.supervisor import Child, Supervisor
 from tests.helpers import SCHEMAS, wait_until
@@ -83,8 +84,8 @@ def test_retention_scans_only_when_the_running_total_nears_the_quota(tmp_path: P
             io.sock.close()
 
 
-def test_a_schema_is_parsed_on_the_worker_and_taken_between_two_batches(tmp_path: Path
-                                                                        ) -> None:
+def test_a_schema_is_parsed_on_the_worker_and_taken_between_two_batches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     channels = tmp_path / "channels"
     channels.mkdir()
     (channels / "motor.avsc").write_text((SCHEMAS / "motor.avsc").read_text())
@@ -100,6 +101,16 @@ def test_a_schema_is_parsed_on_the_worker_and_taken_between_two_batches(tmp_path
         assert "rig" in relay.registry and relay.router.registry is relay.registry
         relay.load_channels()  # nothing changed since: nothing parsed
         assert relay._new_registry is None
+        parsed = []
+        real = server.load_file
+        monkeypatch.setattr(server, "load_file",
+                            lambda path: parsed.append(path.name) or real(path))
+        # another channel's registration parses that one only, not the 1 MiB one again
+        (channels / "env.avsc").write_text((SCHEMAS / "env.avsc").read_text())
+        relay.load_channels()
+        assert parsed == ["env.avsc"]
+        relay.take_registry()
+        assert {c.name for c in relay.registry} == {"motor", "rig", "env"}
     finally:
         for io, _ in relay.receivers:
             io.sock.close()
