@@ -183,6 +183,17 @@ def _format_loss(row: dict) -> str:
             + (f" [{'; '.join(doubts)}]" if doubts else ""))
 
 
+def _format_stalls(stalls: dict) -> str:
+    """The relay loop's stall histogram on one line: iterations per bucket, up to the
+    longest stall, so a slow job on the loop shows as a count in a far bucket."""
+    bounds, counts = stalls["bounds_ms"], stalls["counts"]
+    labels = [f"<={b:g}" for b in bounds] + [f">{bounds[-1]:g}"]
+    last = max((i for i, c in enumerate(counts) if c), default=0)
+    buckets = " ".join(f"{label}:{count}" for label, count in
+                       zip(labels[: last + 1], counts[: last + 1], strict=True))
+    return f"loop stalls (ms): {buckets}; longest {stalls['longest_ms']:.1f} ms"
+
+
 @command("status")
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
@@ -228,6 +239,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"  io {snap['io']}, receive buffer {snap.get('rcvbuf', 0) / 2**20:.1f} MiB,"
                       f" retention deleted {cache.get('deleted_files', 0)} files"
                       f" ({cache.get('deleted_bytes', 0) / 2**20:.1f} MiB)")
+            if "loop_stalls" in snap:
+                print("  " + _format_stalls(snap["loop_stalls"]))
             for error in snap.get("schema_errors", []):
                 print(f"  schema error (channel skipped): {error}")
             rejected = {k: v for k, v in snap["rejected"].items() if v}
@@ -945,10 +958,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"speeddata {args.command}: configuration error: {exc}\n"
               "  'speeddata config' prints every key with its value.", file=sys.stderr)
-        return 2
-    except SpeeddataError as exc:
+        return exc.exit_code
+    except SpeeddataError as exc:  # the type says whether a restart can help (errors.py)
         print(f"speeddata {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except ModuleNotFoundError as exc:
         if (exc.name or "").partition(".")[0] not in OPTIONAL_MODULES:
             raise

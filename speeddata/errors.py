@@ -3,9 +3,26 @@
 
 class SpeeddataError(Exception):
     """Base of every error speeddata raises on purpose. ``http_status`` is the answer the
-    stripchart server gives for it: the type decides, never the message."""
+    stripchart server gives for it, ``exit_code`` the status a command exits with: the
+    type decides, never the message. 2: the user must change something (configuration,
+    arguments, the request), so ``speeddata up`` and the systemd units do not restart;
+    1 (``RuntimeFailure``): something outside failed, and a restart may cure it."""
 
     http_status = 400
+    exit_code = 2
+
+
+class RuntimeFailure(SpeeddataError):
+    """The disk, the network or another process failed while running: exit 1, which
+    ``speeddata up`` and systemd restart (with a back-off)."""
+
+    exit_code = 1
+
+
+class NetworkError(RuntimeFailure, OSError):
+    """A socket cannot be set up now: a multicast group cannot be joined, an address is
+    not (yet) on this host, a name does not resolve. An ``OSError`` too, so that a
+    caller that can go on without the socket catches it as any socket error."""
 
 
 class NotFoundError(SpeeddataError):
@@ -63,7 +80,7 @@ class WireError(SpeeddataError, ValueError):
         self.reason = reason
 
 
-class CacheError(SpeeddataError):
+class CacheError(RuntimeFailure):
     """A cache file cannot be read or written."""
 
 

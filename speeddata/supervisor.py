@@ -41,7 +41,10 @@ class Child:
     backoff: Backoff = field(default_factory=Backoff)
 
 
-USAGE_ERROR = 2  # what speeddata's commands exit with for an error a restart cannot fix
+# What speeddata's commands exit with for an error a restart cannot fix (configuration,
+# a port taken); runtime failures exit 1 and are restarted. The error's type decides
+# (``SpeeddataError.exit_code``); the systemd units say the same (RestartPreventExitStatus).
+USAGE_ERROR = 2
 
 
 class Supervisor:

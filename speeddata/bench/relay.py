@@ -191,6 +191,34 @@ class Trial:
         return lost / max(self.sent, 1)
 
 
+def udp_port_state(port: int) -> tuple[int, int] | None:
+    """Bytes queued and datagrams dropped on the UDP sockets bound to ``port`` (Linux's
+    /proc/net/udp; None elsewhere): the same figures for the relay and the C baseline."""
+    try:
+        with open("/proc/net/udp") as table:
+            rows = [line.split() for line in table][1:]
+    except OSError:
+        return None
+    mine = [f for f in rows if len(f) > 12 and f[1].endswith(f":{port:04X}")]
+    return (sum(int(f[4].split(":")[1], 16) for f in mine), sum(int(f[12]) for f in mine))
+
+
+def settle(ports: list[int], most: float = 10.0) -> None:
+    """Wait until the sockets on ``ports`` hold nothing (the receiver took every datagram
+    that was not dropped), for at most ``most`` seconds: a fixed pause counted what was
+    still queued as lost, more of it the slower the receiver."""
+    deadline = time.monotonic() + most
+    time.sleep(0.05)
+    while time.monotonic() < deadline:
+        states = [udp_port_state(port) for port in ports]
+        if any(state is None for state in states):  # no /proc: the old fixed pause
+            time.sleep(0.5)
+            return
+        if all(queued == 0 for queued, _ in states):  # type: ignore[misc]
+            return
+        time.sleep(0.02)
+
+
 def cached_records(cache: Path) -> int:
     return sum(e.count for p in cache.glob("*/*.idx") for e in index.unpack(p.read_bytes()))
 
@@ -236,19 +264,17 @@ def trial(size: int, rate: float, seconds: float, multicast_on: bool, io: str = 
                                                        sent, elapsed))
         gen.start()
         gen.join()
-        time.sleep(0.5)  # let the last batches through
+        settle([port] + ([full.port] if full is not None else []))  # the last batches
         cpu = procs.cpu_seconds(pid) - cpu0
         rss = procs.peak_rss_bytes(pid)
+        # the kernel's count, now and exact, for the relay and the baseline alike
+        drops = (udp_port_state(port) or (0, 0))[1]
         if baseline is None:
-            from speeddata import status
-
-            drops = status.read_all(work / "cache").get("relay", {}).get("kernel_drops", 0)
             if uploader is not None:
                 uploader.stop()
             service.stop()
             kept = cached_records(work / "cache")
         else:
-            drops = 0
             process.terminate()
             kept = int(process.communicate(timeout=10)[0])
         stop.set()

@@ -46,10 +46,15 @@ def _last_entry(idx: Path) -> index.Entry | None:
         return None
 
 
-def scan(directory: Path, channels: Iterable[str] | None = None) -> list[CachedFile]:
-    """Every cache file, oldest first."""
+def scan(directory: Path, channels: Iterable[str] | None = None,
+         known: dict[Path, CachedFile] | None = None) -> list[CachedFile]:
+    """Every cache file, oldest first.
+
+    ``known``: files seen by an earlier scan that no relay appends to any more (all but
+    the newest of each channel and worker), reused without a stat or an index read, and
+    updated with this scan's: a rescan of 10,000 files costs a directory listing."""
     wanted = set(channels) if channels is not None else None
-    files = []
+    files: list[CachedFile] = []
     if not directory.is_dir():
         return files
     for folder in directory.iterdir():
@@ -58,6 +63,9 @@ def scan(directory: Path, channels: Iterable[str] | None = None) -> list[CachedF
         ):
             continue
         for path in folder.glob(f"*{SUFFIX}"):
+            if known is not None and path in known:
+                files.append(known[path])
+                continue
             try:
                 start = start_of(path)
                 size = path.stat().st_size
@@ -77,6 +85,10 @@ def scan(directory: Path, channels: Iterable[str] | None = None) -> list[CachedF
             files.append(CachedFile(folder.name, path, size + idx_size + summary_size, start,
                                     end))
     files.sort(key=lambda f: (f.start_ns, f.path.name))
+    if known is not None:
+        still_open = maybe_open(files)
+        known.clear()
+        known.update((f.path, f) for f in files if f.path not in still_open)
     return files
 
 
@@ -201,6 +213,70 @@ def fixed_quota(directory: Path, max_bytes: int, cache_size: Callable[[], int]) 
     return quota
 
 
+NEAR_QUOTA = 0.9  # a cache estimated above this share of its quota is scanned
+FULL_SCAN_SECONDS = 600.0  # and any cache this often, whatever the estimate says
+
+
+def dir_signature(directory: Path) -> tuple:
+    """The modification times of the channel folders (not ``.status`` and the like,
+    rewritten every second): a few stat calls that change when a process adds or
+    deletes a cache file, or a channel folder comes or goes."""
+    try:
+        return tuple(sorted((entry.name, entry.stat().st_mtime_ns)
+                            for entry in os.scandir(directory)
+                            if entry.is_dir() and not entry.name.startswith(".")))
+    except OSError:  # a folder went away meanwhile: look again next round
+        return ()
+
+
+class RetentionGate:
+    """Whether a retention round must scan the cache (331 ms for 10,000 files) or can
+    tell from a running total that it is under quota.
+
+    The total is the last scan's, plus what this relay wrote since (``written``: its
+    running count of cached bytes). A scan is due when that estimate nears the quota,
+    when the directory signature changed (another process added or deleted files: a
+    relay worker, a deletion by hand; this relay's own roll-overs too, at most one scan
+    each), or when the last scan is ``full_scan_seconds`` old. Pure: the caller passes
+    the signature, the time and the count.
+    """
+
+    def __init__(self, near: float = NEAR_QUOTA, full_scan_seconds: float = FULL_SCAN_SECONDS
+                 ) -> None:
+        self.near = near
+        self.full_scan_seconds = full_scan_seconds
+        self.total: int | None = None  # bytes at the last scan, after its deletions
+        self.written = 0  # this relay's count of cached bytes at the last scan
+        self.grown = 0  # bytes written since, as of the last ``due``
+        self.signature: tuple | None = None
+        self.scanned_at = 0.0
+        self.scans = 0
+        self.skips = 0
+
+    def estimate(self) -> int | None:
+        return None if self.total is None else self.total + self.grown
+
+    def due(self, quota: int, signature: tuple, now: float, written: int) -> bool:
+        self.grown = max(0, written - self.written)
+        estimate = self.estimate()
+        scan = (estimate is None or estimate >= self.near * quota
+                or signature != self.signature
+                or now - self.scanned_at >= self.full_scan_seconds)
+        if not scan:
+            self.skips += 1
+        return scan
+
+    def scanned(self, total: int, signature: tuple, now: float, written: int) -> None:
+        """A scan found ``total`` bytes left (after its deletions) at ``signature``."""
+        self.total, self.signature, self.scanned_at = total, signature, now
+        self.written, self.grown = written, 0
+        self.scans += 1
+
+    def statistics(self) -> dict[str, object]:
+        return {"estimated_bytes": self.estimate(), "scans": self.scans,
+                "scans_skipped": self.skips}
+
+
 class Catalogue:
     """The cache directory seen as data: lookups by channel and time, and retention."""
 
@@ -211,6 +287,8 @@ class Catalogue:
         self.protected = protected
         self.deleted_files = 0
         self.deleted_bytes = 0
+        self.total = 0  # bytes the last ``enforce`` left (its scan less its deletions)
+        self.closed: dict[Path, CachedFile] = {}  # retention's memory of closed files
 
     def files(self, channels: Iterable[str] | None = None) -> list[CachedFile]:
         return scan(self.directory, channels)
@@ -222,15 +300,21 @@ class Catalogue:
         return sum(f.size for f in self.files())
 
     def enforce(self, quota: int, keep: set[Path],
-                archived: Callable[[CachedFile], bool] | None = None) -> list[CachedFile]:
+                archived: Callable[[CachedFile], bool] | None = None,
+                remember: bool = False) -> list[CachedFile]:
         """Delete the oldest unprotected files until the cache fits ``quota``.
 
         The newest file of each channel and relay worker is kept too: it may be open in
         another worker process, which ``keep`` (this process's open files) cannot know.
         With ``archived`` (``[archive] required``), files it says are not archived stay.
+        ``remember``: reuse what earlier rounds read of closed files (``scan``'s
+        ``known``); without it every file is read again (and remembered afresh).
         """
-        files = self.files()
-        if sum(f.size for f in files) <= quota:  # the usual case: no tag lookup needed
+        if not remember:
+            self.closed.clear()
+        files = scan(self.directory, known=self.closed)
+        self.total = sum(f.size for f in files)
+        if self.total <= quota:  # the usual case: no tag lookup needed
             return []
         keep = keep | maybe_open(files)
         if archived is not None:
@@ -241,20 +325,20 @@ class Catalogue:
             log.error("retention skipped: cannot read the tags that protect ranges (%s)", exc)
             return []
         doomed = plan_retention(files, quota, protected, keep)
+        self.total -= sum(f.size for f in doomed)
         for f in doomed:
+            self.closed.pop(f.path, None)
             f.path.unlink(missing_ok=True)
             index_path(f.path).unlink(missing_ok=True)
             summary_path(f.path).unlink(missing_ok=True)
             self.deleted_files += 1
             self.deleted_bytes += f.size
             log.info("retention: deleted %s (%d bytes)", f.path, f.size)
-        if doomed:
-            remaining = sum(f.size for f in files) - sum(f.size for f in doomed)
-            if remaining > quota:
-                log.warning(
-                    "retention: cache holds %d bytes over its quota of %d, all in open "
-                    "files or tagged ranges not yet exported", remaining - quota, quota,
-                )
+        if doomed and self.total > quota:
+            log.warning(
+                "retention: cache holds %d bytes over its quota of %d, all in open "
+                "files or tagged ranges not yet exported", self.total - quota, quota,
+            )
         return doomed
 
     def blocks(
@@ -278,7 +362,9 @@ class Catalogue:
 __all__ = [
     "CachedFile",
     "Catalogue",
+    "RetentionGate",
     "auto_quota",
+    "dir_signature",
     "fixed_quota",
     "known_quota",
     "maybe_open",

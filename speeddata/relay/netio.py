@@ -24,7 +24,7 @@ import sys
 
 import numpy as np
 
-from speeddata.errors import SpeeddataError
+from speeddata.errors import NetworkError, SpeeddataError
 from speeddata.relay.core import Received
 
 log = logging.getLogger("speeddata.relay")
@@ -76,12 +76,13 @@ def bind_error(exc: OSError, kind: str, host: str, port: int, flag: str) -> Spee
             f"status' tells) or another program has it; stop it, or choose another port with "
             f"{flag}")
     if exc.errno == errno.EADDRNOTAVAIL:
-        return SpeeddataError(f"{host} is not an address of this host: listen on 0.0.0.0 "
-                              "(every interface) or on one of 'ip -4 addr' addresses")
+        # a runtime failure: at boot the address may come up after the relay starts
+        return NetworkError(f"{host} is not an address of this host: listen on 0.0.0.0 "
+                            "(every interface) or on one of 'ip -4 addr' addresses")
     if exc.errno == errno.EACCES:
         return SpeeddataError(f"{kind} port {port} needs root (ports below 1024): choose a "
                               f"port above 1023 with {flag}")
-    return SpeeddataError(f"cannot listen on {kind} {host}:{port}: {exc.strerror}")
+    return NetworkError(f"cannot listen on {kind} {host}:{port}: {exc.strerror}")
 
 
 def _ipv4(address: tuple) -> int:

@@ -1,7 +1,10 @@
 """The relay process: a short loop of receive batch, route, write, forward.
 
-All decisions are in ``relay.core`` (routing, decimation) and ``cache`` (blocks,
-roll-over, retention); this module owns the sockets, the clock and the signals.
+All decisions are in ``relay.engine`` (the loop's core: routing, counters, timers),
+``relay.core`` (routing, decimation) and ``cache`` (blocks, roll-over, retention); this
+module owns the sockets, the clock and the signals. What is slow (retention scans,
+schema loads, status files) runs on one worker thread (``relay.jobs``); the loop only
+takes its results, such as a new registry, between two batches.
 """
 
 from __future__ import annotations
@@ -19,14 +22,22 @@ import time
 from pathlib import Path
 
 from speeddata import archive, loss, multicast, status
-from speeddata.cache.catalogue import Catalogue, fixed_quota
+from speeddata.cache.catalogue import (
+    FULL_SCAN_SECONDS,
+    Catalogue,
+    RetentionGate,
+    dir_signature,
+    fixed_quota,
+)
 from speeddata.cache.store import CacheWriter
 from speeddata.config import Config
-from speeddata.errors import CacheError
+from speeddata.errors import CacheError, SchemaError
 from speeddata.logs import Throttle
 from speeddata.relay import netio
-from speeddata.relay.core import BatchRouted, BatchRouter, Linger, Received, Router
-from speeddata.schemas import DirWatch, Registry
+from speeddata.relay.core import BatchRouted, Linger, Received, Router
+from speeddata.relay.engine import RelayCore
+from speeddata.relay.jobs import Jobs
+from speeddata.schemas import Channel, DirWatch, Registry, load_file
 
 log = logging.getLogger("speeddata.relay")
 
@@ -34,6 +45,7 @@ STATUS_SECONDS = 1.0
 WATCH_SECONDS = 0.25  # how often the channels directory is looked at (a few stat calls)
 RETENTION_SECONDS = 10.0
 REJECT_LOG_SECONDS = 10.0
+DRAIN_SECONDS = 3.0  # at stop, what the sockets still hold is cached for at most this long
 
 
 def protected_ranges(cache_dir: Path) -> list[tuple[int, int]]:
@@ -51,7 +63,9 @@ class Relay:
         self.worker = worker
         self.name = "relay" if worker is None else f"relay-w{worker}"
         self.watch = DirWatch(config.channels.dir)  # new and edited schemas, while running
-        self.registry, errors = Registry.load_dir(config.channels.dir)
+        # each schema file's (mtime, size) and channel: a reload parses what changed only
+        self._parsed: dict[str, tuple[tuple[int, int], Channel]] = {}
+        self.registry, errors = self._load_dir()
         self.schema_errors = [str(error) for error in errors]  # shown by 'speeddata status'
         for error in errors:
             log.error("%s (channel skipped)", error)
@@ -82,7 +96,15 @@ class Relay:
         self.router = Router(
             self.registry, legacy, config.relay.max_datagram, config.multicast.decimated_rate_hz,
             allow)
-        self.batch_router = BatchRouter(self.router)
+        # status and retention first thing: the start-up retention scan runs on the worker
+        self.core = RelayCore(self.router, {
+            "watch": WATCH_SECONDS, "status": STATUS_SECONDS,
+            "fsync": config.cache.fsync_seconds, "retention": RETENTION_SECONDS,
+        }, time.monotonic(), first={"status": 0.0, "retention": 0.0})
+        self.jobs = Jobs()
+        self.retention_gate = RetentionGate()  # used on the worker thread only
+        # a registry the worker parsed, taken by the loop between two batches
+        self._new_registry: tuple[Registry, list[str]] | None = None
         self.writer = CacheWriter(
             config.cache.dir, config.cache.rotate_bytes, config.cache.rotate_seconds, worker
         )
@@ -105,9 +127,8 @@ class Relay:
                             mc.interface, exc)
         self.full = (mc.full.host, mc.full.port) if mc.full else None
         self.decimated = (mc.decimated.host, mc.decimated.port) if mc.decimated else None
-        self.counts = {"batches": 0, "datagrams": 0, "sender_reports": 0,
-                       "multicast_send_errors": 0,
-                       "cache_dropped": 0, "status_write_errors": 0}
+        self.counts = {"multicast_send_errors": 0, "cache_dropped": 0,
+                       "status_write_errors": 0, "drained_at_stop": 0, "dropped_at_stop": 0}
         self.started = time.time()
         self.epoch = loss.new_epoch()  # tells consumers this relay from a restarted one
         self.report_name = f"{socket.gethostname()}/{self.name}"  # in its forward reports
@@ -123,6 +144,7 @@ class Relay:
         self._drops_logged = 0
         self._rejected_logged = 0
         self._last_snapshot: tuple[float, dict[str, int]] = (time.monotonic(), {})
+        self._socket_drops = 0  # /proc/net/udp's figure, read on the worker thread
 
     def stop(self) -> None:
         """Ask the loop to finish (safe from a signal handler or another thread)."""
@@ -140,20 +162,14 @@ class Relay:
         if not len(batch.lengths):
             return 0
         now_ns = time.time_ns()
-        routed = self.batch_router.route(batch, port, now_ns)
-        other = routed.other
-        self.counts["batches"] += 1
-        self.counts["datagrams"] += len(batch.lengths) - len(other.reports)
-        self.counts["sender_reports"] += len(other.reports)
-        writes = routed.writes + [(c, b"".join(bodies), len(bodies))
-                                  for c, bodies in other.bodies.items()]
-        for channel, payload, count in writes:
+        actions = self.core.handle_batch(batch, port, now_ns)
+        for channel, payload, count in actions.writes:
             try:
                 self.writer.append_block(channel, payload, count, now_ns)
             except (OSError, CacheError) as exc:
                 self._cache_failed(channel.name, count, exc)
         if self.mc_socket is not None:
-            self._forward(io, batch, routed)
+            self._forward(io, batch, actions.routed)
         return len(batch.lengths)
 
     def _forward(self, io: netio.PortableIO | netio.MmsgIO, batch: Received,
@@ -205,9 +221,12 @@ class Relay:
             "io": self.receivers[0][0].name,
             "rcvbuf": self.rcvbuf,
             "schema_errors": self.schema_errors,
-            "kernel_drops": sum(io.kernel_drops for io, _ in self.receivers),
+            "kernel_drops": self.kernel_drops(),
+            **self.core.statistics(),
             **self.counts,
             **router,
+            "jobs": self.jobs.statistics(),
+            "retention": self.retention_gate.statistics(),
             "senders": self.router.loss(time.time_ns()),
             "cache": {"dir": str(self.config.cache.dir), "quota": self.quota,
                       "deleted_files": self.catalogue.deleted_files,
@@ -238,12 +257,34 @@ class Relay:
             if done != "known":
                 log.info("tag %s from %s: %s", message.get("name"), message.get("origin"), done)
 
-    def enforce_retention(self) -> None:
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel dropped on this relay's sockets (legacy ports too): the
+        larger of SO_RXQ_OVFL, stamped on the next datagram queued after a drop (so drops
+        after the last one never show there), and /proc/net/udp, read by the status job."""
+        return max(sum(io.kernel_drops for io, _ in self.receivers), self._socket_drops)
+
+    def _read_socket_drops(self) -> None:
+        drops = multicast.socket_drops([io.sock for io, _ in self.receivers])
+        if drops is not None:
+            self._socket_drops = max(self._socket_drops, drops)
+
+    def enforce_retention(self, keep: set[Path] | None = None, written: int = 0) -> None:
+        """One retention round (on the worker thread): a scan only when the running total
+        says the cache nears its quota or the directory changed (``RetentionGate``)."""
+        now = time.monotonic()
+        if not self.retention_gate.due(self.quota, dir_signature(self.config.cache.dir), now,
+                                       written):
+            return
         archived = None
         if self.ledger is not None:
             self.ledger.refresh()
             archived = archive.covered(self.ledger, self.config.cache.dir)
-        self.catalogue.enforce(self.quota, self.writer.open_paths(), archived)
+        # closed files are read once, and all of them again every FULL_SCAN_SECONDS
+        remember = now - self.retention_gate.scanned_at < FULL_SCAN_SECONDS
+        self.catalogue.enforce(self.quota, self.writer.open_paths() if keep is None else keep,
+                               archived, remember)
+        self.retention_gate.scanned(self.catalogue.total, dir_signature(self.config.cache.dir),
+                                    now, written)
 
     def _report_forwarded(self) -> None:
         """Tell each group what was forwarded on it so far (``loss.ForwardReport``), so
@@ -261,17 +302,20 @@ class Relay:
             self.counts["multicast_send_errors"] += netio.send_all(
                 self.mc_socket, reports, address)
 
-    def _write_status(self, now: float) -> None:
-        """The status file; a full disk costs the file, never the relay."""
+    def _write_status(self, snapshot: dict[str, object]) -> None:
+        """The status file (on the worker thread); a full disk costs the file, never the
+        relay. ``snapshot`` was taken on the loop; the exact drop counters are read here."""
+        self._read_socket_drops()
+        snapshot["kernel_drops"] = max(int(snapshot["kernel_drops"]), self._socket_drops)
         try:
-            status.write(self.config.cache.dir, self.name, self.statistics())
+            status.write(self.config.cache.dir, self.name, snapshot)
         except OSError as exc:
             self.counts["status_write_errors"] += 1
-            if self._status_log.ready(now):
+            if self._status_log.ready(time.monotonic()):
                 log.error("cannot write the status file (%s); relaying and caching go on", exc)
 
     def _log_rejections(self, now: float) -> None:
-        drops = sum(io.kernel_drops for io, _ in self.receivers)
+        drops = self.kernel_drops()
         if drops > self._drops_logged and self._drop_log.ready(now):
             log.warning("the kernel dropped %d datagrams so far: the relay fell behind (receive "
                         "buffer %d bytes; a larger [relay] rcvbuf, --workers, or less load)",
@@ -284,26 +328,106 @@ class Relay:
             log.warning("rejected %d datagrams so far (%s); last: %s", total, reasons, example)
             self._rejected_logged = total
 
-    def reload_channels(self) -> None:
-        """Take the channels directory as it is now, between two batches: datagrams of
-        the other channels go on as before, none is lost."""
-        registry, errors = Registry.load_dir(self.config.channels.dir)
-        self.schema_errors = [str(error) for error in errors]
+    def _load_dir(self) -> tuple[Registry, list[SchemaError]]:
+        """``Registry.load_dir``, reusing the channels of files unchanged since the last
+        load: a 1 MiB schema is parsed once (about a second, some of it holding the GIL
+        for ~100 ms at a time), not again at every other channel's registration."""
+        directory = self.config.channels.dir
+        if not directory.is_dir():
+            return Registry.load_dir(directory)  # says that it does not exist
+        registry, errors = Registry(), []
+        parsed = {}
+        for path in sorted(directory.glob("*.avsc")):
+            try:
+                st = path.stat()
+                key = (st.st_mtime_ns, st.st_size)
+                known = self._parsed.get(path.name)
+                channel = known[1] if known and known[0] == key else load_file(path)
+                parsed[path.name] = (key, channel)
+                registry.add(channel)
+            except SchemaError as exc:
+                errors.append(exc)
+            except FileNotFoundError:  # removed meanwhile: the next look sees it gone
+                continue
+        self._parsed = parsed
+        return registry, errors
+
+    def load_channels(self) -> None:
+        """On the worker thread: if the channels directory changed, load and parse it
+        (a large schema costs this thread, not the loop) and leave the new registry for
+        the loop to take between two batches."""
+        if not self.watch.changed():
+            return
+        registry, errors = self._load_dir()
         for error in errors:
             log.error("%s (channel skipped)", error)
+        self._new_registry = (registry, [str(error) for error in errors])
+        with contextlib.suppress(OSError):  # the loop takes it now, not at its next timer
+            self._wake_w.send(b"r")
+
+    def take_registry(self) -> None:
+        """On the loop, between two batches: route by the registry the worker parsed (one
+        reference swapped; datagrams of the other channels go on as before)."""
+        new, self._new_registry = self._new_registry, None
+        if new is None:
+            return
+        registry, self.schema_errors = new
         before = {c.name: c.fingerprint for c in self.registry}
         after = {c.name: c.fingerprint for c in registry}
         self.registry = registry
-        self.router.set_registry(registry)
+        self.core.swap_registry(registry)
         log.info("channels reloaded from %s: added %s, edited %s, retired %s",
                  self.config.channels.dir, sorted(set(after) - set(before)) or "none",
                  sorted(n for n in set(after) & set(before) if after[n] != before[n]) or "none",
                  sorted(set(before) - set(after)) or "none")
 
+    def on_timer(self, job: str, now: float) -> None:
+        """Do what a due timer asks: the quick part here, the slow part queued for the
+        worker (at most one of each kind waits; ``Jobs``)."""
+        if job == "watch":  # a new channel is taken within a second
+            self.jobs.submit("channels", self.load_channels)
+        elif job == "status":
+            snapshot = self.statistics()  # taken here: the counters change only here
+            self.jobs.submit("status", lambda: self._write_status(snapshot))
+            self._log_rejections(now)
+            if self.mc_socket is not None:
+                self._report_forwarded()
+            self.writer.roll_expired(time.time_ns())
+        elif job == "fsync":
+            self.writer.fsync()  # hands the descriptors to the syncer thread
+        elif job == "retention":
+            keep, written = self.writer.open_paths(), int(self.core.counts["cached_bytes"])
+            self.jobs.submit("retention", lambda: self.enforce_retention(keep, written))
+
+    def _drain(self) -> None:
+        """At stop: cache what the sockets still hold (datagrams in flight) for at most
+        ``DRAIN_SECONDS``; what is left after that is read, counted as dropped at stop and
+        discarded (ten times faster than caching), so that every datagram sent is cached,
+        rejected or counted."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        for io, port in self.receivers:
+            while time.monotonic() < deadline:
+                taken = self.handle(io, port)
+                if not taken:
+                    break
+                self.counts["drained_at_stop"] += taken
+        deadline = time.monotonic() + DRAIN_SECONDS
+        for io, _ in self.receivers:
+            while time.monotonic() < deadline:
+                left = len(io.receive().lengths)
+                if not left:
+                    break
+                self.counts["dropped_at_stop"] += left
+
     def run(self) -> None:
-        """Serve until ``stop()``; then flush, fsync, close and remove the status file."""
+        """Serve until ``stop()``; then drain the sockets, flush, fsync, close and remove
+        the status file.
+
+        Each iteration: select until the core's next timer, receive and handle what came,
+        run the timers due, and record how long it was away from ``select`` (the stall
+        histogram in ``statistics()``)."""
         self.writer.repair_all()
-        self.enforce_retention()
+        self.jobs.start()
         selector = selectors.DefaultSelector()
         for io, port in self.receivers:
             selector.register(io.sock, selectors.EVENT_READ, (io, port))
@@ -319,35 +443,16 @@ class Relay:
             self.config.cache.dir, self.quota / 2**30, self.config.multicast.full or "off",
             self.config.multicast.decimated or "off", self.config.multicast.interface,
         )
-        now = time.monotonic()
-        next_fsync = now + self.config.cache.fsync_seconds
-        next_status = now
-        next_watch = now + WATCH_SECONDS
-        next_retention = now + RETENTION_SECONDS
         linger = Linger(self.config.relay.linger_ms / 1000, self.config.relay.batch)
+        core = self.core
         try:
             while not self._stopping:
-                now = time.monotonic()
-                if now >= next_watch:  # a new channel is taken within a second
-                    if self.watch.changed():
-                        self.reload_channels()
-                    next_watch = now + WATCH_SECONDS
-                if now >= next_status:
-                    self._write_status(now)
-                    self._log_rejections(now)
-                    if self.mc_socket is not None:
-                        self._report_forwarded()
-                    self.writer.roll_expired(time.time_ns())
-                    next_status = now + STATUS_SECONDS
-                if now >= next_fsync:
-                    self.writer.fsync()
-                    next_fsync = now + self.config.cache.fsync_seconds
-                if now >= next_retention:
-                    self.enforce_retention()
-                    next_retention = now + RETENTION_SECONDS
-                timeout = max(0.0, min(next_status, next_watch, next_fsync, next_retention) - now)
+                events = selector.select(max(0.0, core.get_timer() - time.monotonic()))
+                began = time.monotonic()
+                if self._new_registry is not None:
+                    self.take_registry()
                 received = 0
-                for key, _ in selector.select(timeout):
+                for key, _ in events:
                     if key.data is None:
                         with contextlib.suppress(BlockingIOError):
                             self._wake_r.recv(64)
@@ -356,21 +461,34 @@ class Relay:
                         self.take_tag_messages()
                         continue
                     received += self.handle(*key.data)
-                if received and (wait := linger.after(received, time.monotonic())):
+                now = time.monotonic()
+                for job in core.handle_timer(now):
+                    self.on_timer(job, now)
+                end = time.monotonic()
+                core.record_stall(end - began)
+                if received and (wait := linger.after(received, end)):
                     time.sleep(wait)
         finally:
+            self._drain()
+            self.jobs.stop()
             self.writer.close()
             selector.close()
+            self._read_socket_drops()  # exact, now that nothing more is taken
             for io, _ in self.receivers:
                 io.sock.close()
             if self.control is not None:
                 self.control.close()
             stats = self.statistics()
             status.remove(self.config.cache.dir, self.name)
-            log.info("relay stopped: %d datagrams in %d batches, %d rejected, %d kernel drops, "
-                     "%d not cached (disk)", stats["datagrams"], stats["batches"],
-                     sum(self.router.rejected.values()), stats["kernel_drops"],
-                     stats["cache_dropped"])
+            # at warning level when something was lost, so that 'speeddata relay -q' says it
+        lost = stats["kernel_drops"] or stats["cache_dropped"] or stats["dropped_at_stop"]
+        log.log(logging.WARNING if lost else logging.INFO,
+                "relay stopped: %d datagrams in %d batches, %d rejected, %d kernel drops, "
+                "%d not cached (disk), %d cached while stopping, %d dropped at stop; longest "
+                "loop stall %.1f ms", stats["datagrams"], stats["batches"],
+                sum(self.router.rejected.values()), stats["kernel_drops"],
+                stats["cache_dropped"], stats["drained_at_stop"], stats["dropped_at_stop"],
+                core.stalls.longest_ms)
 
 
 def _worker_main(config: Config, worker: int) -> None:

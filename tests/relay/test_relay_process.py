@@ -172,9 +172,14 @@ def test_rollover_under_a_running_relay_keeps_every_record(tmp_path: Path, io_pa
     relay = start_relay(tmp_path, relay_settings(tmp_path, cache={"rotate_bytes": 4000},
                                                  relay={"io": io_path}))
     with Sender(EXAMPLE, port=relay.port) as sender:
-        for i in range(300):
-            sender.send(example(i))
-    wait_until(lambda: len(cached_counters(relay.cache_dir)) == 300, what="300 records")
+        # three bursts, each cached before the next: at least three blocks of 4.6 kB, so
+        # the second and third roll over (one burst of 300 could come as two batches,
+        # the first under 4000 bytes: one file, whose size was checked before the second)
+        for burst in range(3):
+            for i in range(burst * 100, burst * 100 + 100):
+                sender.send(example(i))
+            wait_until(lambda n=burst * 100 + 100: len(cached_counters(relay.cache_dir)) == n,
+                       what=f"{burst * 100 + 100} records")
     relay.stop()
     assert len(list((relay.cache_dir / "example").glob("*.avro"))) > 1
     assert sorted(cached_counters(relay.cache_dir)) == list(range(300))

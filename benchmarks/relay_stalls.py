@@ -1,0 +1,151 @@
+"""The relay loop's stalls under slow jobs: 10,000 cache files (retention scans near
+quota, so every round scans them) and a 1 MiB schema written into the channels
+directory while a sender offers 20 k/s and then 50 k/s. Prints, per rate, what was
+sent, cached and dropped, and the loop's stall histogram from the status file.
+
+    PYTHONPATH=. python benchmarks/relay_stalls.py [--seconds 14] [--rcvbuf 32MiB]
+
+(The tag flood of issue 19 needs the control plane off the loop; it is not run here.)
+Run it with an older tree on PYTHONPATH to compare: where the status file has no stall
+histogram, only the loss is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from speeddata import status
+from speeddata.bench import procs
+from speeddata.bench.relay import cached_records, load_generator, record_schema, settle
+from speeddata.cache.store import CacheWriter, file_name, index_path, summary_path
+from speeddata.config import write_file
+from speeddata.schemas import load_file
+
+FILES = 10_000
+SCHEMA_AT = 3.0  # seconds into the run
+
+
+def fill_cache(cache: Path, schemas: Path, channel: str, files: int) -> int:
+    """``files`` small valid cache files of ``channel`` from days ago (copies of one)."""
+    from speeddata.sender import Encoder
+
+    seed = cache / ".seed"
+    writer = CacheWriter(seed, 2**30, 1e9)
+    encoder = Encoder(load_file(schemas / f"{channel}.avsc"))
+    fields = {s.name: 0.0 for s in encoder.channel.signals if s.name not in ("time", "counter")}
+    body = encoder.encode({"time": 1, "counter": 1, **fields})[10:]
+    writer.append_block(encoder.channel, body * 10, 10, time.time_ns())
+    writer.close()
+    (original,) = seed.glob("*/*.avro")
+    folder = cache / "history"
+    folder.mkdir(parents=True)
+    start = time.time_ns() - 3 * 86400 * 10**9
+    size = 0
+    for i in range(files):
+        path = folder / file_name(start + i * 10**9)
+        shutil.copyfile(original, path)
+        shutil.copyfile(index_path(original), index_path(path))
+        if summary_path(original).exists():
+            shutil.copyfile(summary_path(original), summary_path(path))
+        size += sum(p.stat().st_size for p in (path, index_path(path)))
+    shutil.rmtree(seed)
+    return size
+
+
+def big_schema(folder: Path, size: int = 2**20) -> Path:
+    """A channel schema of about ``size`` bytes, written as a registration would:
+    to a temporary name, then renamed into place."""
+    fields = [{"name": "time", "type": "long"}]
+    text = ""
+    while len(text) < size:
+        fields += [{"name": f"s{len(fields) + i}", "type": "double"} for i in range(1000)]
+        text = json.dumps({"type": "record", "name": "huge", "fields": fields})
+    tmp = folder / ".huge.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, folder / "huge.avsc")
+    return folder / "huge.avsc"
+
+
+def run(rate: float, seconds: float, rcvbuf: str, fill: float) -> dict[str, object]:
+    ctx = multiprocessing.get_context("fork")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        schemas = work / "schemas"
+        channel, _ = record_schema(schemas, 90)
+        cache = work / "cache"
+        filled = fill_cache(cache, schemas, channel, FILES)
+        settings = procs.default_settings(work, schemas)
+        settings["multicast"].update(full=f"239.255.104.41:{procs.free_port()}",
+                                     decimated=f"239.255.104.42:{procs.free_port()}",
+                                     control=f"239.255.104.43:{procs.free_port()}")
+        # by default the cache at 95 % of its quota: every retention round must scan it
+        settings["cache"]["max_bytes"] = int(filled / fill)
+        settings["relay"]["rcvbuf"] = rcvbuf
+        config = write_file(work / "relay.toml", settings)
+        relay = procs.start("relay", config, work)
+        port = settings["relay"]["port"]
+        sent, elapsed = ctx.Value("q", 0), ctx.Value("d", 0.0)
+        gen = ctx.Process(target=load_generator, args=(schemas, channel, rate, seconds, port,
+                                                       sent, elapsed))
+        gen.start()
+        time.sleep(SCHEMA_AT)
+        big_schema(schemas)
+        gen.join()
+        settle([port])
+        time.sleep(1.2)  # one more status file
+        snap = status.read_all(cache).get("relay", {})
+        relay.stop()
+        cached = cached_records(cache) - cached_records_of(cache, "history")
+        return {"rate": rate, "sent": sent.value, "cached": cached,
+                "kernel_drops": snap.get("kernel_drops"), "lost": sent.value - cached,
+                "huge_channel_taken": "huge" in snap.get("channels", {}) or
+                "huge" in json.dumps(snap.get("schema_errors", [])) or None,
+                "loop_stalls": snap.get("loop_stalls"), "jobs": snap.get("jobs"),
+                "retention": snap.get("retention")}
+
+
+def cached_records_of(cache: Path, channel: str) -> int:
+    from speeddata.cache import index
+
+    return sum(e.count for p in (cache / channel).glob("*.idx")
+               for e in index.unpack(p.read_bytes()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=14.0,
+                        help="load per rate (default 14: two retention rounds)")
+    parser.add_argument("--rates", type=float, nargs="+", default=[20_000, 50_000])
+    parser.add_argument("--rcvbuf", default="32MiB", help="[relay] rcvbuf (default 32MiB)")
+    parser.add_argument("--fill", type=float, default=0.95,
+                        help="the cache's share of its quota at start (default 0.95: near "
+                             "it, so every retention round scans; 0.5: the rounds skip)")
+    args = parser.parse_args()
+    for rate in args.rates:
+        r = run(rate, args.seconds, args.rcvbuf, args.fill)
+        print(f"{rate / 1000:.0f} k/s for {args.seconds:g} s, {FILES} cache files, a 1 MiB "
+              f"schema at {SCHEMA_AT:g} s, rcvbuf {args.rcvbuf}, cache at {args.fill:.0%} of "
+              f"quota: sent {r['sent']}, cached {r['cached']}, kernel drops "
+              f"{r['kernel_drops']}, lost {r['lost']}")
+        stalls = r["loop_stalls"]
+        if stalls:
+            print("  loop stalls (ms): " + " ".join(
+                f"<={b:g}:{c}" for b, c in zip(stalls["bounds_ms"], stalls["counts"],
+                                               strict=False))
+                  + f" >{stalls['bounds_ms'][-1]:g}:{stalls['counts'][-1]}; longest "
+                  f"{stalls['longest_ms']:.1f} ms")
+            print(f"  worker jobs, longest (ms): {r['jobs']['longest_ms']}; retention "
+                  f"{r['retention']}")
+        else:
+            print("  (this relay has no stall histogram)")
+
+
+if __name__ == "__main__":
+    main()
