@@ -60,13 +60,14 @@ def fill_cache(cache: Path, schemas: Path, channel: str, files: int) -> int:
 
 
 def big_schema(folder: Path, size: int = 2**20) -> Path:
-    """A channel schema of about ``size`` bytes, written as a registration would:
-    to a temporary name, then renamed into place."""
-    fields = [{"name": "time", "type": "long"}]
-    text = ""
-    while len(text) < size:
-        fields += [{"name": f"s{len(fields) + i}", "type": "double"} for i in range(1000)]
-        text = json.dumps({"type": "record", "name": "huge", "fields": fields})
+    """A channel schema of just under ``size`` bytes (the registration limit is 1 MiB),
+    written as a registration would: to a temporary name, then renamed into place."""
+    field = {"name": "s0", "type": "double", "doc": "x" * 1000}
+    count = (size - 200) // (len(json.dumps(field)) + 8)
+    fields = [{"name": "time", "type": "long"},
+              *({**field, "name": f"s{i}"} for i in range(count))]
+    text = json.dumps({"type": "record", "name": "huge", "fields": fields},
+                      separators=(",", ":"))
     tmp = folder / ".huge.tmp"
     tmp.write_text(text)
     os.replace(tmp, folder / "huge.avsc")

@@ -214,7 +214,9 @@ def test_the_reader_on_random_damage_never_raises_and_invents_nothing(
     skipped = Skipped()
     got: dict[int, list[float]] = {}
     for recv, record in reader.records(case, "motor", 0, 2**62, skipped):
-        got.setdefault(recv, []).append(record["speed"])
+        # a byte overwritten in the header's schema may rename a field: the records then
+        # decode under that name, which only the assertions on an intact header rule out
+        got.setdefault(recv, []).append(record.get("speed"))
     header_whole = spoiled[0] >= len(head)
     for entry in entries:
         speeds = got.get(entry.recv_ns)
