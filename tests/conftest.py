@@ -92,6 +92,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     report = outcome.get_result()
     if report.when != "teardown" or not SEALS:
         return
+    SEALS[0].drain()
     findings = SEALS[0].take()
     if findings:
         report.outcome = "failed"
@@ -103,7 +104,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for seal in SEALS:
         terminalreporter.write_line(f"seal: {seal.mode}")
-        for warning in seal.warnings[:20]:
+        for warning in seal.warnings:
             terminalreporter.write_line(f"seal warning: {warning}")
 
 

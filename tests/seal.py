@@ -40,6 +40,7 @@ TOKEN_VARIABLE = "SPEEDDATA_TEST_SEAL"
 SO_ATTACH_FILTER = 26
 POLL_SECONDS = 0.25
 RECHECK_SECONDS = 2.0  # a traced source is traced again after this (ports are reused)
+MAX_WARNINGS = 100
 GROUPS_PER_SOCKET = 20  # net.ipv4.igmp_max_memberships' default
 
 
@@ -135,6 +136,9 @@ class Seal:
         self._plain: list[socket.socket] = []
         self._reported: set[tuple[str, int | None]] = set()
         self._lock = threading.Lock()
+        self._bound_lock = threading.Lock()  # the poller's and drain's checks, one at a time
+        self._receivers: list[socket.socket] = []
+        self._busy = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -146,6 +150,7 @@ class Seal:
         receiver = self._open_raw() if self.want_raw else None
         if receiver is None:
             receiver = self._open_plain()
+        self._receivers = [receiver] if receiver.type == socket.SOCK_RAW else self._plain
         self._threads = [threading.Thread(target=self._receive, args=(receiver,), daemon=True),
                          threading.Thread(target=self._poll, daemon=True)]
         for thread in self._threads:
@@ -159,6 +164,18 @@ class Seal:
         for sock in self._sockets:
             sock.close()
         os.environ.pop(TOKEN_VARIABLE, None)
+
+    def drain(self, timeout: float = 2.0) -> None:
+        """Finish with what has arrived and what is bound now, so that a test's datagrams
+        (queued on loopback before its send returned) are named with that test."""
+        if self._stop.is_set():
+            return
+        self._watch_bound()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._busy and not select.select(self._receivers, [], [], 0)[0]:
+                return
+            time.sleep(0.005)
 
     def take(self) -> list[Finding]:
         """The findings since the last call."""
@@ -226,14 +243,15 @@ class Seal:
 
     def _receive(self, first: socket.socket) -> None:
         raw = first.type == socket.SOCK_RAW
-        sockets = [first] if raw else self._plain
         while not self._stop.is_set():
-            ready, _, _ = select.select(sockets, [], [], POLL_SECONDS)
+            ready, _, _ = select.select(self._receivers, [], [], POLL_SECONDS)
             for sock in ready:
+                self._busy = True  # before the datagram leaves the queue drain looks at
                 try:
                     data, peer = sock.recvfrom(65535)
                     local = sock.getsockname()
                 except OSError:
+                    self._busy = False
                     continue
                 if raw:
                     header = (data[0] & 0x0F) * 4
@@ -244,6 +262,7 @@ class Seal:
                 else:
                     source, target = peer, local
                 self._datagram(source, target)
+                self._busy = False
 
     def _datagram(self, source: tuple[str, int], target: tuple[str, int]) -> None:
         known = self._sources.get(source)
@@ -257,8 +276,11 @@ class Seal:
         if not pids:
             del self._sources[source]  # nothing cached: the next one is traced again
             if self.foreign:
-                self.warnings.append(f"{what} from a socket closed before it could be traced "
-                                     "(another instance uses the defaults: maybe its own)")
+                if len(self.warnings) < MAX_WARNINGS and (what, None) not in self._reported:
+                    self._reported.add((what, None))  # said once; past the first 100, not
+                    self.warnings.append(f"{what} from a socket closed before it could be "
+                                         "traced (another instance uses the defaults: maybe "
+                                         "its own)")
             else:
                 self._found(what, None, "a process whose socket closed before it was traced")
             return
@@ -274,6 +296,10 @@ class Seal:
 
     def _watch_bound(self) -> None:
         """Sockets bound on a watched port or group: the session's are findings."""
+        with self._bound_lock:
+            self._check_bound()
+
+    def _check_bound(self) -> None:
         bound = {i: a for i, a in udp_sockets().items() if i not in self._checked
                  and i not in self._own and (a[1] in self.ports or self._watched(a[0]))}
         if not bound:
