@@ -9,7 +9,8 @@ seal watches for the whole session, in this process and every process it starts:
   the kernel delivers them), whoever holds the port, even a running instance;
 - without root, it binds 0.0.0.0:26000 (when free) and joins the three default groups;
   when an instance already holds 26000, datagrams sent to it there are not seen;
-- either way, it polls ``/proc/net/udp`` for sockets bound on those ports or groups.
+- either way, it looks in ``/proc/net/udp`` for sockets bound on those ports or groups
+  every 0.25 s and at each test's end (a socket bound and closed in between is missed).
 
 Each datagram and socket is traced to its process through ``/proc``: one started by
 this session (a descendant, or one with the session's token in its environment) is a
@@ -119,10 +120,10 @@ class Seal:
     """Watches ``ports`` and ``network`` from ``start`` to ``stop``; ``take`` the findings."""
 
     def __init__(self, ports: range = DEFAULT_PORTS, network: str = DEFAULT_NETWORK,
-                 token: str | None = None, raw: bool = True) -> None:
+                 raw: bool = True) -> None:
         self.ports = ports
         self.network = ipaddress.IPv4Network(network)
-        self.token = token or f"{os.getpid()}-{time.time_ns()}"
+        self.token = f"{os.getpid()}-{time.time_ns()}"
         self.want_raw = raw
         self.mode = ""
         self.test = ""  # the test running now, named in findings
@@ -195,9 +196,15 @@ class Seal:
             sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
         except PermissionError:
             return None
-        program = ctypes.create_string_buffer(_filter(self.ports, self.network))
-        fprog = struct.pack("HL", len(program.raw) // 8, ctypes.addressof(program))
+        code = _filter(self.ports, self.network)
+        program = ctypes.create_string_buffer(code, len(code))
+        fprog = struct.pack("HL", len(code) // 8, ctypes.addressof(program))
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:  # what arrived before the filter was on: any UDP at all
+                sock.recv(65535)
+        sock.setblocking(True)
         self._keep(sock)
         # The kernel delivers a group's datagrams only where the host is a member.
         hosts = [str(h) for h in self.network.hosts()]
@@ -261,7 +268,8 @@ class Seal:
                               struct.unpack("!H", data[header + 2:header + 4])[0])
                 else:
                     source, target = peer, local
-                self._datagram(source, target)
+                if target[1] in self.ports or self._watched(target[0]):
+                    self._datagram(source, target)
                 self._busy = False
 
     def _datagram(self, source: tuple[str, int], target: tuple[str, int]) -> None:
