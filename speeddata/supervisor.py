@@ -115,7 +115,7 @@ class Supervisor:
                 if code is not None:
                     log.error("%s could not start (exit code %d: its error is above); stopping "
                               "everything, %s not started", child.name, code, names)
-                    return code or 1
+                    return code if code > 0 else 1  # 0 or a signal: still a failure
             if not said and time.monotonic() - began > SLOW_START_SECONDS:
                 log.warning("still waiting for %s to run; %s starts then",
                             ", ".join(c.name for c in self.children), names)
