@@ -15,8 +15,9 @@ seal watches for the whole session, in this process and every process it starts:
 Each datagram and socket is traced to its process through ``/proc``: one started by
 this session (a descendant, or one with the session's token in its environment) is a
 finding; one of a running instance is not. A datagram whose socket closed before it
-could be traced is a finding, unless another instance is seen using the defaults (then it
-is listed as a warning: it may be that instance's ``speeddata tag``). Traffic to other
+could be traced is a finding, unless another instance is seen using the defaults or a
+speeddata or pytest process outside the session runs (then it is listed as a warning: it
+may be that instance's ``speeddata tag``, or another checkout's tests). Traffic to other
 hosts, and inside network namespaces, is not seen: the namespace tests have their own
 kernel.
 """
@@ -140,6 +141,7 @@ class Seal:
         self._bound_lock = threading.Lock()  # the poller's and drain's checks, one at a time
         self._receivers: list[socket.socket] = []
         self._busy = False
+        self._other_at, self._other_seen = -RECHECK_SECONDS, ""  # _other's last answer
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -283,12 +285,12 @@ class Seal:
         pids = owners(inodes)
         if not pids:
             del self._sources[source]  # nothing cached: the next one is traced again
-            if self.foreign:
+            other = "another instance uses the defaults" if self.foreign else self._other()
+            if other:
                 if len(self.warnings) < MAX_WARNINGS and (what, None) not in self._reported:
                     self._reported.add((what, None))  # said once; past the first 100, not
                     self.warnings.append(f"{what} from a socket closed before it could be "
-                                         "traced (another instance uses the defaults: maybe "
-                                         "its own)")
+                                         f"traced ({other}: maybe its own)")
             else:
                 self._found(what, None, "a process whose socket closed before it was traced")
             return
@@ -297,6 +299,23 @@ class Seal:
                 self._found(what, pid, command_of(pid))
                 return
         self.foreign = True
+
+    def _other(self) -> str:
+        """A speeddata or pytest process outside the session that may have sent an
+        untraced datagram (a ./start, another checkout's tests), named; or ''."""
+        now = time.monotonic()
+        if now - self._other_at < RECHECK_SECONDS:
+            return self._other_seen
+        self._other_at, self._other_seen = now, ""
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            command = command_of(pid)
+            if ("speeddata" in command or "pytest" in command) and not self._ours(pid):
+                self._other_seen = f"pid {pid} ({command[:60]}) runs outside this session"
+                break
+        return self._other_seen
 
     def _poll(self) -> None:
         while not self._stop.wait(POLL_SECONDS):
