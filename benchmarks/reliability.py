@@ -6,7 +6,7 @@ relay fuzzed with 1,000,000 hostile datagrams among 10,000 valid ones, a disk fi
 up, kill -9 in a loop, an overload, hostile WebSocket clients, hostile REST input. The
 disk scenario needs root (it mounts a tmpfs). About 5 minutes.
 
-    .venv/bin/python benchmarks/reliability.py [--only fuzz,rest] [--json]
+    .venv/bin/python benchmarks/reliability.py [--only fuzz,rest] [--runs 5] [--json]
 """
 
 from __future__ import annotations
@@ -39,30 +39,41 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="comma-separated scenarios: " + ", ".join(FULL))
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--runs", type=int, default=1, metavar="N",
+                        help="run each scenario N times: the table shows the last run's "
+                        "figures and how many of the N survived (a verdict is only worth "
+                        "as much as its runs agree)")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(FULL)
     unknown = [n for n in names if n not in FULL]
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {', '.join(FULL)}")
     warnings.simplefilter("ignore")  # Apache Avro's note on timestamp-nanos
-    rows = []
+    rows, verdicts = [], {}
     for name in names:
-        with tempfile.TemporaryDirectory(prefix=f"speeddata-{name}-") as work:
-            started = time.monotonic()
-            print(f"{name} ...", file=sys.stderr, flush=True)
-            row = reliability.SCENARIOS[name](Path(work), **FULL[name])
-            row.details["seconds"] = round(time.monotonic() - started, 1)
-            rows.append(row)
+        for run in range(args.runs):
+            with tempfile.TemporaryDirectory(prefix=f"speeddata-{name}-") as work:
+                started = time.monotonic()
+                print(f"{name} {run + 1}/{args.runs} ...", file=sys.stderr, flush=True)
+                row = reliability.SCENARIOS[name](Path(work), **FULL[name])
+                row.details["seconds"] = round(time.monotonic() - started, 1)
+                rows.append(row)
+                verdicts.setdefault(row.scenario, []).append((row.survived, row.lost))
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=1, default=str))
         return 0 if all(r.survived for r in rows) else 1
-    print("| scenario | sent | accepted | lost | counted | RSS before → after (MiB) | survived |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
+    last = list({r.scenario: r for r in rows}.values())
+    print("| scenario | sent | accepted | lost | counted | RSS before → after (MiB) | survived "
+          "| runs |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in last:
+        runs = verdicts[r.scenario]
+        survived = sum(ok for ok, _ in runs)
         print(f"| {r.scenario} | {r.sent:,} | {r.accepted:,} | {r.lost:,} | {r.counted:,} | "
-              f"{mib(r.rss_before)} → {mib(r.rss_after)} | {'yes' if r.survived else 'NO'} |")
+              f"{mib(r.rss_before)} → {mib(r.rss_after)} | {'yes' if r.survived else 'NO'} | "
+              f"{survived} of {len(runs)} survived, lost {'/'.join(str(n) for _, n in runs)} |")
     print()
-    for r in rows:
+    for r in last:
         print(f"{r.scenario}: {json.dumps(r.details, default=str)}")
     return 0 if all(r.survived for r in rows) else 1
 

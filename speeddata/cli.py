@@ -315,9 +315,16 @@ def cmd_up(args: argparse.Namespace) -> int:
                     flags += [f"--{section}-{key}".replace("_", "-"), str(value)]
         return [sys.executable, "-m", "speeddata", name, *flags]
 
-    names = ["relay", "serve", *(["archive"] if cfg.archive.endpoint else []),
-             *(["demo"] if args.demo else [])]
-    supervisor = Supervisor([Child(name, argv(name)) for name in names])
+    def bound(children: list[Child]) -> bool:
+        """The relay and the server of this ``up`` run: the demo may send."""
+        pids = {c.name: c.process.pid for c in children if c.process}
+        return (status.running_as(cfg.cache.dir, "relay", pids["relay"])
+                and status.running_as(cfg.cache.dir, "serve", pids["serve"])
+                and status.serve_accepting(cfg.cache.dir))
+
+    names = ["relay", "serve", *(["archive"] if cfg.archive.endpoint else [])]
+    supervisor = Supervisor([Child(name, argv(name)) for name in names],
+                            [Child("demo", argv("demo"))] if args.demo else [], bound)
     supervisor.install_signal_handlers()
     return supervisor.run()
 

@@ -80,3 +80,22 @@ def serve_accepting(cache_dir: Path) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.settimeout(1.0)
         return probe.connect_ex((host, int(port))) == 0
+
+
+def running_as(cache_dir: Path, name: str, pid: int) -> bool:
+    """Whether ``name`` runs as process ``pid`` (or a worker it forked): a snapshot left by
+    another instance sharing the cache directory does not count."""
+    for key, snap in read_all(cache_dir).items():
+        if (key == name or key.startswith(f"{name}-w")) and snap.get("running"):
+            found = int(snap.get("pid", 0))
+            if found == pid or _parent(found) == pid:
+                return True
+    return False
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None  # gone, or no /proc (then a worker's own pid must match)

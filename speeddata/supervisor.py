@@ -8,11 +8,13 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger("speeddata.up")
 
 STOP_GRACE_SECONDS = 10.0
+SLOW_START_SECONDS = 30.0  # waiting longer for the services is said once
 
 
 class Backoff:
@@ -48,8 +50,15 @@ USAGE_ERROR = 2
 
 
 class Supervisor:
-    def __init__(self, children: list[Child]) -> None:
+    """Runs ``children``; ``later`` (sources: the demo) start once ``ready`` says the
+    services they send to are bound, and never when one of those fails to start, so a
+    failed ``up`` sends nothing (to a running instance on the same port least of all)."""
+
+    def __init__(self, children: list[Child], later: list[Child] | None = None,
+                 ready: Callable[[list[Child]], bool] | None = None) -> None:
         self.children = children
+        self.later = later or []
+        self.ready = ready or (lambda _: True)
         self._stopping = False
 
     def install_signal_handlers(self) -> None:
@@ -68,6 +77,14 @@ class Supervisor:
     def run(self) -> int:
         for child in self.children:
             self._start(child)
+        if self.later:
+            failed = self._wait_ready()
+            if failed is not None or self._stopping:
+                self._stop_all()
+                return failed or 0
+            for child in self.later:
+                self._start(child)
+            self.children += self.later
         while not self._stopping:
             now = time.monotonic()
             for child in self.children:
@@ -89,6 +106,25 @@ class Supervisor:
             time.sleep(0.1)
         self._stop_all()
         return 0
+
+    def _wait_ready(self) -> int | None:
+        """Wait until ``ready``; the exit code to end with if a child ends first."""
+        began = time.monotonic()
+        said = False
+        names = ", ".join(c.name for c in self.later)
+        while not self._stopping and not self.ready(self.children):
+            for child in self.children:
+                code = child.process.poll() if child.process else None
+                if code is not None:
+                    log.error("%s could not start (exit code %d: its error is above); stopping "
+                              "everything, %s not started", child.name, code, names)
+                    return code if code > 0 else 1  # 0 or a signal: still a failure
+            if not said and time.monotonic() - began > SLOW_START_SECONDS:
+                log.warning("still waiting for %s to run; %s starts then",
+                            ", ".join(c.name for c in self.children), names)
+                said = True
+            time.sleep(0.1)
+        return None
 
     def _stop_all(self) -> None:
         running = [c for c in self.children if c.process and c.process.poll() is None]

@@ -10,6 +10,9 @@ import pytest
 from speeddata.bench.procs import fresh_group
 from speeddata.bench.store import Store, StoreMissing
 from tests.helpers import RelayProcess, relay_settings, start_relay
+from tests.seal import Seal
+
+SEALS: list[Seal] = []  # the session's seal, for the hooks below
 
 
 def _loopback_multicast_works() -> bool:
@@ -59,6 +62,50 @@ def loopback_multicast() -> None:
     if not _loopback_multicast_works():
         pytest.exit("multicast on loopback does not work here and 'ip link set lo multicast "
                     "on' did not fix it", returncode=3)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sealed(loopback_multicast: None) -> Iterator[Seal]:
+    """No test may reach a running instance: nothing sent to, or bound on, the default
+    ports (26000-26003) or groups (239.255.26.x), by this process or any it starts (see
+    tests/seal.py for how, and what it cannot see). Each test is failed for what was
+    traced while it ran; what arrives after the last one fails the session here."""
+    seal = Seal().start()
+    SEALS.append(seal)
+    yield seal
+    seal.stop()  # kept in SEALS for the terminal summary
+    late = seal.take()
+    if late:
+        pytest.fail("the default ports or groups were used:\n" + "\n".join(map(str, late)),
+                    pytrace=False)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for seal in SEALS:
+        seal.test = item.nodeid
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A test that used the default ports or groups fails at its teardown, naming them."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "teardown" or not SEALS:
+        return
+    SEALS[0].drain()
+    findings = SEALS[0].take()
+    if findings:
+        report.outcome = "failed"
+        report.longrepr = ("the default ports or groups were used (a running ./start would "
+                           "get this): give the test its own, as tests/helpers.py's "
+                           "relay_settings does:\n  " + "\n  ".join(map(str, findings)))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for seal in SEALS:
+        terminalreporter.write_line(f"seal: {seal.mode}")
+        for warning in seal.warnings:
+            terminalreporter.write_line(f"seal warning: {warning}")
 
 
 @pytest.fixture(params=["mmsg", "portable"])

@@ -61,6 +61,8 @@ class RelayProcess:
 
 
 def relay_settings(tmp: Path, **extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A test's config, sealed: its own ports and groups, the control group too (the
+    defaults are a running ./start's; tests/seal.py fails a test that uses them)."""
     settings: dict[str, dict[str, Any]] = {
         "channels": {"dir": str(SCHEMAS), "legacy": ["example"]},
         "cache": {"dir": str(tmp / "cache"), "fsync_seconds": 0.2},
@@ -73,6 +75,13 @@ def relay_settings(tmp: Path, **extra: dict[str, Any]) -> dict[str, dict[str, An
     for section, values in extra.items():
         settings.setdefault(section, {}).update(values)
     return settings
+
+
+def sealed_flags() -> list[str]:
+    """Command-line flags giving a command its own groups, for tests that run one with
+    no config file."""
+    return [flag for key in ("full", "decimated", "control")
+            for flag in (f"--multicast-{key}", str(fresh_group()))]
 
 
 def start_relay(tmp: Path, settings: dict[str, dict[str, Any]], *args: str) -> RelayProcess:

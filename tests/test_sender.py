@@ -109,15 +109,16 @@ def test_a_host_that_cannot_be_resolved_is_named_at_once() -> None:
 def test_a_bare_name_is_found_without_the_app_config(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SPEEDDATA_CONFIG", str(tmp_path / "missing.toml"))  # never read
     monkeypatch.setenv("SPEEDDATA_HOME", str(tmp_path))
-    with Sender("motor") as sender:  # no schemas/ here: the demo channel
+    # port 9 (discard): the default, 26000, is a running ./start's (its reports would reach it)
+    with Sender("motor", port=9) as sender:  # no schemas/ here: the demo channel
         assert sender.channel.name == "motor"
     (tmp_path / "schemas").mkdir()
     (tmp_path / "schemas" / "motor.avsc").write_text(
         (SCHEMAS / "env.avsc").read_text().replace('"env"', '"motor"'))
-    with Sender("motor") as sender:  # the data directory's own comes first
+    with Sender("motor", port=9) as sender:  # the data directory's own comes first
         assert "humidity" in {s.name for s in sender.channel.signals}
     with pytest.raises(SchemaError, match="no schema for channel 'nope'"):
-        Sender("nope")
+        Sender("nope", port=9)
 
 
 def test_send_to_a_closed_port_keeps_working() -> None:

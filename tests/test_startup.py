@@ -8,16 +8,19 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from speeddata.bench.procs import free_port
+from speeddata.config import parse_group, write_file
 from speeddata.errors import SpeeddataError
 from speeddata.relay import netio
+from speeddata.schemas import Registry
 from speeddata.supervisor import Child, Supervisor
-from tests.helpers import TIMEOUT
+from tests.helpers import SCHEMAS, TIMEOUT, relay_settings, sealed_flags, wait_until
 
 
 def speeddata(*args: str) -> subprocess.CompletedProcess:
@@ -32,9 +35,10 @@ def test_a_port_in_use_is_named_with_what_to_do(tmp_path: Path) -> None:
         tcp.bind(("127.0.0.1", 0))
         tcp.listen()
         relay = speeddata("relay", "--relay-host", "127.0.0.1", "--relay-port",
-                          str(udp.getsockname()[1]), "--cache-dir", str(tmp_path / "c"))
+                          str(udp.getsockname()[1]), "--cache-dir", str(tmp_path / "c"),
+                          *sealed_flags())
         serve = speeddata("serve", "--web-port", str(tcp.getsockname()[1]),
-                          "--cache-dir", str(tmp_path / "c"))
+                          "--cache-dir", str(tmp_path / "c"), *sealed_flags())
     for result, kind, flag in ((relay, "UDP", "--relay-port"), (serve, "TCP", "--web-port")):
         assert result.returncode == 2, result.stderr
         assert f"{kind} port" in result.stderr and "is in use" in result.stderr
@@ -48,6 +52,69 @@ def test_the_supervisor_stops_when_a_child_cannot_start() -> None:
     assert Supervisor(children).run() == 2
     assert all(c.process.poll() is not None for c in children)  # type: ignore[union-attr]
     assert children[0].restarts == 0
+
+
+def test_a_source_starts_only_once_the_services_are_ready() -> None:
+    never = Child("demo", [sys.executable, "-c", "pass"])
+    children = [Child("relay", [sys.executable, "-c", "import sys; sys.exit(2)"])]
+    assert Supervisor(children, [never], lambda _: False).run() == 2
+    assert never.process is None  # a relay that could not start: nothing was sent
+
+    sleep = [sys.executable, "-c", "import time; time.sleep(30)"]
+    source = Child("demo", sleep)
+    asked = []
+
+    def ready(started: list[Child]) -> bool:
+        asked.append(source.process)  # the source while the services are not ready yet
+        return len(asked) == 3
+
+    supervisor = Supervisor([Child("relay", sleep)], [source], ready)
+    runner = threading.Thread(target=supervisor.run)
+    runner.start()
+    try:
+        wait_until(lambda: source.process, what="the source to start")
+    finally:
+        supervisor.stop()
+        runner.join(TIMEOUT)
+    assert asked == [None, None, None]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("taken", ["relay", "web"])
+def test_up_with_a_port_taken_sends_nothing_and_says_which(tmp_path: Path, taken: str) -> None:
+    """A second ``up`` on a taken port (a running instance's) exits at once with the port
+    named, and its demo sent nothing: not to the relay port, not through the groups."""
+    settings = relay_settings(tmp_path)
+    demo = {c.fingerprint for c in Registry.load_dir(SCHEMAS)[0]}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as data, socket.socket() as web:
+        data.bind(("127.0.0.1", 0))
+        if taken == "relay":  # held as a running relay holds it: the demo would send here
+            settings["relay"]["port"] = data.getsockname()[1]
+        else:
+            settings["relay"]["port"] = free_port()
+            web.bind(("127.0.0.1", 0))
+            web.listen()
+            settings["web"]["port"] = web.getsockname()[1]
+        from speeddata import multicast
+
+        full = multicast.listener(parse_group(settings["multicast"]["full"]), "127.0.0.1")
+        config = write_file(tmp_path / "up.toml", settings)
+        up = subprocess.run([sys.executable, "-m", "speeddata", "up", "--demo", "--config",
+                             str(config)], capture_output=True, text=True, timeout=3 * TIMEOUT)
+        received = []
+        for sock in (data, full):
+            sock.setblocking(False)
+            while True:
+                try:
+                    received.append(sock.recv(65535))
+                except BlockingIOError:
+                    break
+        full.close()
+    assert up.returncode == 2, up.stderr
+    kind, flag = ("UDP", "--relay-port") if taken == "relay" else ("TCP", "--web-port")
+    assert f"{kind} port" in up.stderr and "is in use" in up.stderr and flag in up.stderr
+    assert "demo not started" in up.stderr
+    assert [d for d in received if d[2:10] in demo or taken == "relay"] == []
 
 
 def test_the_mmsg_structures_are_read_at_this_platforms_offsets() -> None:

@@ -7,6 +7,7 @@ install (the sender alone) imports without numpy and says which extra a role nee
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -17,14 +18,16 @@ from pathlib import Path
 import pytest
 
 from speeddata.bench.procs import free_port, fresh_group
+from speeddata.config import write_file
 from tests.helpers import PROJECT, TIMEOUT, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
-def run(*argv: str | Path, cwd: Path | None = None, timeout: float = 600) -> str:
+def run(*argv: str | Path, cwd: Path | None = None, timeout: float = 600,
+        env: dict[str, str] | None = None) -> str:
     done = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
     assert done.returncode == 0, f"{argv} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -62,16 +65,21 @@ def test_the_full_wheel_runs_every_part_from_an_empty_directory(
     home = tmp_path / "home"
     home.mkdir()
     web_port = free_port(socket.SOCK_STREAM)
-    flags = ["--relay-port", str(free_port()), "--web-port", str(web_port),
-             "--multicast-full", str(fresh_group()), "--multicast-decimated", str(fresh_group())]
-    up = subprocess.Popen([bin_dir / "speeddata", "up", "--demo", *flags], cwd=home,
+    # Every command reads the same ports and groups, the control group too (the tag below
+    # would otherwise reach a running ./start); the rest are the defaults a user gets.
+    sealed = write_file(tmp_path / "sealed.toml", {
+        "relay": {"port": free_port()}, "web": {"port": web_port},
+        "multicast": {key: str(fresh_group()) for key in ("full", "decimated", "control")}})
+    env = {**os.environ, "SPEEDDATA_CONFIG": str(sealed)}
+    up = subprocess.Popen([bin_dir / "speeddata", "up", "--demo"], cwd=home, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        run(bin_dir / "speeddata", "status", "--wait", str(3 * TIMEOUT), "-q", cwd=home)
+        run(bin_dir / "speeddata", "status", "--wait", str(3 * TIMEOUT), "-q", cwd=home,
+            env=env)
         assert sorted(p.name for p in (home / "schemas").iterdir()) == [
             "env.avsc", "example.avsc", "motor.avsc"]
         # on all interfaces by default, with a token: the printed URL carries it
-        url = run(bin_dir / "speeddata", "status", "--url", cwd=home).strip()
+        url = run(bin_dir / "speeddata", "status", "--url", cwd=home, env=env).strip()
         base, _, token = url.partition("/?token=")
         assert base.endswith(f":{web_port}") and len(token) > 20, url
         with pytest.raises(urllib.error.HTTPError) as refused:
@@ -90,17 +98,18 @@ def test_the_full_wheel_runs_every_part_from_an_empty_directory(
         assert {"motor", "env", "example"} <= {c["name"] for c in channels["channels"]}
 
         def motor_cached() -> bool:
-            snapshot = json.loads(run(bin_dir / "speeddata", "status", "--json", cwd=home))
+            snapshot = json.loads(run(bin_dir / "speeddata", "status", "--json", cwd=home,
+                                       env=env))
             return snapshot["relay"]["channels"].get("motor", {}).get("datagrams", 0) > 2000
 
         wait_until(motor_cached, what="2000 motor datagrams cached")
         run(bin_dir / "speeddata", "tag", "wheelrun", "--start", "-2s", "--end", "now",
-            cwd=home)
+            cwd=home, env=env)
     finally:
         up.terminate()
         output = up.communicate(timeout=30)[0]
     assert up.returncode == 0, output
-    run(bin_dir / "speeddata", "pivot", "--tag", "wheelrun", cwd=home)
+    run(bin_dir / "speeddata", "pivot", "--tag", "wheelrun", cwd=home, env=env)
     probe = ("import speeddata, sys; s = speeddata.load(sys.argv[1]); "
              "m = s.channels['motor']; print(len(m.time), sorted(m.columns))")
     count, columns = run(bin_dir / "python", "-c", probe, home / "exports" / "wheelrun.h5",

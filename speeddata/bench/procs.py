@@ -41,18 +41,29 @@ def bench_schemas(folder: Path, channels: int, signals: int) -> list[str]:
     return names
 
 
+_GIVEN: set[str] = set()  # the groups this process handed out: never one twice
+
+
 def fresh_group() -> Group:
-    """A multicast group and port no other run (or a running ./start) is likely to use."""
-    return Group(f"239.255.{random.randint(100, 250)}.{random.randint(1, 250)}", free_port())
+    """A multicast group and port no other run (or a running ./start) is likely to use:
+    never 239.255.26.x, the defaults' /24, and a port from the kernel's ephemeral range
+    (above the defaults' 26000-26003); within one process, never the same group twice."""
+    while True:
+        host = f"239.255.{random.randint(100, 250)}.{random.randint(1, 250)}"
+        if host not in _GIVEN:
+            _GIVEN.add(host)
+            return Group(host, free_port())
 
 
 def default_settings(work: Path, schemas: Path) -> dict[str, dict[str, Any]]:
+    """A benchmark's config, sealed from a running instance: its own port and groups, the
+    control group too (left at its default, a benchmark's tags would reach ./start's)."""
     return {
         "channels": {"dir": str(schemas), "legacy": []},
         "cache": {"dir": str(work / "cache")},
         "relay": {"host": "127.0.0.1", "port": free_port()},
         "multicast": {"full": str(fresh_group()), "decimated": str(fresh_group()),
-                      "interface": "127.0.0.1"},
+                      "control": str(fresh_group()), "interface": "127.0.0.1"},
         "web": {"host": "127.0.0.1", "port": free_port(socket.SOCK_STREAM)},
     }
 

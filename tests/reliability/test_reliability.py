@@ -32,12 +32,15 @@ def test_a_full_disk_costs_only_the_cache_writes(tmp_path: Path) -> None:
                       capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here")
     subprocess.run(["umount", str(tmp_path)], check=True)
-    row = reliability.disk_full(tmp_path, rate=5000, phase=2.0)
+    # The relay 0.5 s behind when the disk fills and when the sending ends, as on a loaded
+    # host: the verdict is the same (the check counted either tail as lost: 2,000 here)
+    row = reliability.disk_full(tmp_path, rate=5000, phase=2.0, lag=0.5)
     d = row.details
+    assert d["taken_before_full"] >= d["sent_while_free"]
     assert d["started_on_full_disk"], "the relay did not start on a full disk"
     assert d["forwarded_while_full"] >= 0.99 * d["sent_while_full"] - 500
     assert row.counted > 0, "datagrams not cached were not counted"
-    assert row.lost == 0, "caching did not resume when space returned"
+    assert row.lost == 0, "sent while there was space, and not cached"
     assert not d["unreadable"]
     assert row.survived
 
