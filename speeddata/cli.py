@@ -32,7 +32,7 @@ def command(name: str) -> Callable[[Command], Command]:
     return register
 
 
-WRITES_CACHE = {"relay", "serve", "up", "tag", "untag"}
+WRITES_CACHE = {"relay", "serve", "up", "tag", "untag", "control"}
 
 
 def _cfg(args: argparse.Namespace) -> config.Config:
@@ -498,10 +498,11 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 @command("tag")
 def cmd_tag(args: argparse.Namespace) -> int:
-    from speeddata.tags import TagStore, announcer, parse_time
+    from speeddata.control import announcer
+    from speeddata.tags import TagStore, parse_time
 
     cfg = _cfg(args)
-    store = TagStore(cfg.cache.dir, announcer(cfg.multicast))  # every relay hears of it
+    store = TagStore(cfg.cache.dir, announcer(cfg))  # every relay hears of it
     now = time.time_ns()
     channels = tuple(args.channels.split(",")) if args.channels else ()
     words = args.words
@@ -557,11 +558,21 @@ def cmd_tags(args: argparse.Namespace) -> int:
 
 @command("untag")
 def cmd_untag(args: argparse.Namespace) -> int:
-    from speeddata.tags import TagStore, announcer
+    from speeddata.control import announcer
+    from speeddata.tags import TagStore
 
     cfg = _cfg(args)
-    TagStore(cfg.cache.dir, announcer(cfg.multicast)).delete(args.name)
+    TagStore(cfg.cache.dir, announcer(cfg)).delete(args.name)
     print(f"tag {args.name} removed (its range is no longer protected from retention)")
+    return 0
+
+
+@command("control")
+def cmd_control(args: argparse.Namespace) -> int:
+    from speeddata.control import load_key
+
+    cfg = _cfg(args)
+    print(load_key(cfg.multicast.control_key, cfg.cache.dir).decode())
     return 0
 
 
@@ -660,6 +671,7 @@ SECTIONS_OF = {
     "source": ["channels", "relay"],
     "replay": ["channels", "cache", "relay", "multicast"],
     "captures": ["cache"],
+    "control": ["cache", "multicast"],
 }
 
 HELP = {
@@ -684,6 +696,8 @@ HELP = {
     "tail": "print a channel's records as they pass on the multicast group, a line each",
     "channels": "list, show, add or retire channels (a running relay and server take the "
                 "change within a second, without a restart)",
+    "control": "control key: print the key that authenticates tag messages (made at the "
+               "first start); set it as [multicast] control_key on the other relay hosts",
     "service": "write systemd units for the relay and the stripchart (and the sysctl for "
                "the relay's receive buffer), to run unattended as an unprivileged user",
 }
@@ -733,6 +747,8 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="machine-readable output")
         elif name == "untag":
             p.add_argument("name")
+        elif name == "control":
+            p.add_argument("what", choices=["key"], help="what to show")
         elif name == "bench":
             p.add_argument("what", choices=["relay"], help="what to measure")
             p.add_argument("rest", nargs=argparse.REMAINDER,

@@ -14,7 +14,6 @@ import os
 import selectors
 import signal
 import socket
-import sqlite3
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from speeddata.config import Config
 from speeddata.errors import CacheError
 from speeddata.logs import Throttle
 from speeddata.relay import netio
+from speeddata.relay.control import ControlPlane
 from speeddata.relay.core import BatchRouted, BatchRouter, Linger, Received, Router
 from speeddata.schemas import DirWatch, Registry
 
@@ -95,14 +95,7 @@ class Relay:
         forwarding = mc.full or mc.decimated
         self.mc_socket = multicast.sender(mc.interface, mc.ttl) if forwarding else None
         # tags made on any host of the deployment (one worker is enough: one tag store)
-        self.control = None
-        if mc.control and not worker:
-            try:
-                self.control = multicast.listener(mc.control, mc.interface, 2**20)
-            except OSError as exc:  # tags still work here; other hosts' do not arrive
-                log.warning("cannot join the control group %s on %s (%s): tags made on "
-                            "other hosts will not reach this relay", mc.control,
-                            mc.interface, exc)
+        self.control = ControlPlane(config, allow) if mc.control and not worker else None
         self.full = (mc.full.host, mc.full.port) if mc.full else None
         self.decimated = (mc.decimated.host, mc.decimated.port) if mc.decimated else None
         self.counts = {"batches": 0, "datagrams": 0, "sender_reports": 0,
@@ -206,6 +199,7 @@ class Relay:
             "rcvbuf": self.rcvbuf,
             "schema_errors": self.schema_errors,
             "kernel_drops": sum(io.kernel_drops for io, _ in self.receivers),
+            "control": self.control.statistics() if self.control is not None else None,
             **self.counts,
             **router,
             "senders": self.router.loss(time.time_ns()),
@@ -214,29 +208,6 @@ class Relay:
                       "deleted_bytes": self.catalogue.deleted_bytes,
                       **self.writer.statistics()},
         }
-
-    def take_tag_messages(self) -> None:
-        """Tags announced on the control group (by any host, this one too), applied to
-        this relay's tag store: idempotent, so repeats and its own changes cost nothing."""
-        from speeddata import tags
-
-        store = tags.TagStore(self.config.cache.dir)
-        while True:
-            try:
-                datagram = self.control.recv(65535)  # type: ignore[union-attr]
-            except (BlockingIOError, InterruptedError):
-                return
-            message = tags.read_tag_message(datagram)
-            if message is None:
-                continue
-            try:
-                done = store.apply(message, time.time_ns())
-            except sqlite3.Error as exc:  # a full disk: the tag is missed here, said once
-                log.error("tag %s from %s could not be stored: %s", message.get("name"),
-                          message.get("origin"), exc)
-                continue
-            if done != "known":
-                log.info("tag %s from %s: %s", message.get("name"), message.get("origin"), done)
 
     def enforce_retention(self) -> None:
         archived = None
@@ -309,8 +280,7 @@ class Relay:
             selector.register(io.sock, selectors.EVENT_READ, (io, port))
         selector.register(self._wake_r, selectors.EVENT_READ, None)
         if self.control is not None:
-            self.control.setblocking(False)
-            selector.register(self.control, selectors.EVENT_READ, "control")
+            self.control.start()
         log.info(
             "%s listening on %s:%d (io %s, legacy %s), cache %s (quota %.1f GiB), multicast "
             "full %s decimated %s via %s",
@@ -352,9 +322,6 @@ class Relay:
                         with contextlib.suppress(BlockingIOError):
                             self._wake_r.recv(64)
                         continue
-                    if key.data == "control":
-                        self.take_tag_messages()
-                        continue
                     received += self.handle(*key.data)
                 if received and (wait := linger.after(received, time.monotonic())):
                     time.sleep(wait)
@@ -364,7 +331,7 @@ class Relay:
             for io, _ in self.receivers:
                 io.sock.close()
             if self.control is not None:
-                self.control.close()
+                self.control.stop()
             stats = self.statistics()
             status.remove(self.config.cache.dir, self.name)
             log.info("relay stopped: %d datagrams in %d batches, %d rejected, %d kernel drops, "
