@@ -33,7 +33,7 @@ def command(name: str) -> Callable[[Command], Command]:
     return register
 
 
-WRITES_CACHE = {"relay", "serve", "up", "tag", "untag"}
+WRITES_CACHE = {"relay", "serve", "up", "tag", "untag", "control"}
 
 
 def _cfg(args: argparse.Namespace) -> config.Config:
@@ -558,10 +558,11 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 @command("tag")
 def cmd_tag(args: argparse.Namespace) -> int:
-    from speeddata.tags import TagStore, announcer, parse_time
+    from speeddata.control import announcer
+    from speeddata.tags import TagStore, parse_time
 
     cfg = _cfg(args)
-    store = TagStore(cfg.cache.dir, announcer(cfg.multicast))  # every relay hears of it
+    store = TagStore(cfg.cache.dir, announcer(cfg))  # every relay hears of it
     now = time.time_ns()
     channels = tuple(args.channels.split(",")) if args.channels else ()
     words = args.words
@@ -617,11 +618,21 @@ def cmd_tags(args: argparse.Namespace) -> int:
 
 @command("untag")
 def cmd_untag(args: argparse.Namespace) -> int:
-    from speeddata.tags import TagStore, announcer
+    from speeddata.control import announcer
+    from speeddata.tags import TagStore
 
     cfg = _cfg(args)
-    TagStore(cfg.cache.dir, announcer(cfg.multicast)).delete(args.name)
+    TagStore(cfg.cache.dir, announcer(cfg)).delete(args.name)
     print(f"tag {args.name} removed (its range is no longer protected from retention)")
+    return 0
+
+
+@command("control")
+def cmd_control(args: argparse.Namespace) -> int:
+    from speeddata.control import load_key
+
+    cfg = _cfg(args)
+    print(load_key(cfg.multicast.control_key, cfg.cache.dir).decode())
     return 0
 
 
@@ -778,6 +789,7 @@ SECTIONS_OF = {
     "replay": ["channels", "cache", "relay", "multicast"],
     "captures": ["cache"],
     "verify": ["channels", "cache"],
+    "control": ["cache", "multicast"],
 }
 
 HELP = {
@@ -804,6 +816,8 @@ HELP = {
                 "change within a second, without a restart)",
     "verify": "check every block of every cache file (header, sync markers, counts, "
               "decoding); exit 1 if any is damaged; --repair fixes what can be",
+    "control": "control key: print the key that authenticates tag messages (made at the "
+               "first start); set it as [multicast] control_key on the other relay hosts",
     "service": "write systemd units for the relay and the stripchart (and the sysctl for "
                "the relay's receive buffer), to run unattended as an unprivileged user",
 }
@@ -853,6 +867,8 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="machine-readable output")
         elif name == "untag":
             p.add_argument("name")
+        elif name == "control":
+            p.add_argument("what", choices=["key"], help="what to show")
         elif name == "bench":
             p.add_argument("what", choices=["relay"], help="what to measure")
             p.add_argument("rest", nargs=argparse.REMAINDER,

@@ -22,6 +22,7 @@ from speeddata.errors import ConfigError
 
 ENV_CONFIG = "SPEEDDATA_CONFIG"
 ENV_HOME = "SPEEDDATA_HOME"
+MIN_KEY = 32  # characters of a control key: shorter ones are refused, never "auth off"
 
 
 def home() -> Path:
@@ -123,6 +124,10 @@ class MulticastConfig:
     control: Group | None = setting(
         Group("239.255.26.3", 26003), "Control group: tags made on any host reach every "
         "relay of the deployment through it ('' turns it off).", "group")
+    control_key: str = setting(
+        "", "Shared key that authenticates control messages (HMAC-SHA256): empty = one made "
+        "once and kept (owner-only) in <cache>/.control-key; otherwise at least 32 "
+        "characters, the same on every host ('speeddata control key' prints it).")
 
 
 @dataclass(frozen=True)
@@ -347,6 +352,9 @@ def _check(config: Config) -> None:
         raise ConfigError("[exports] compression: must be gzip, lzf or none")
     if config.exports.format not in ("hdf5", "csv", "parquet"):
         raise ConfigError("[exports] format: must be hdf5, csv or parquet")
+    if config.multicast.control_key and len(config.multicast.control_key.strip()) < MIN_KEY:
+        raise ConfigError(f"[multicast] control_key: must be at least {MIN_KEY} characters "
+                          "('speeddata control key' on a relay host prints one to copy)")
     if ipaddress.ip_address(config.multicast.interface).version != 4:
         raise ConfigError("[multicast] interface: must be an IPv4 address (the groups are IPv4)")
     _check_ports(config)

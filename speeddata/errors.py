@@ -96,3 +96,12 @@ class SourceError(SpeeddataError, ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class ControlError(SpeeddataError, ValueError):
+    """A control-group message that is refused. ``reason`` is a short counter key
+    (bad_marker, bad_mac, stale, replayed, malformed, bad_type, out_of_range, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -4,13 +4,24 @@ A tag not yet exported protects its range from retention. An open tag (started, 
 stopped) protects everything from its start onwards.
 
 Tags are shared by every relay of a deployment: a store made with ``announce`` says each
-change (add, stop, delete) as a tag message on the control multicast group, and each
-relay applies what it hears to its own store (``TagStore.apply``, idempotent), with the
-host it came from and when it was made and received.
+change (add, stop, delete) as a ``TagRecord`` that ``speeddata.control`` seals and sends
+on the control group, and each relay applies what it hears to its own store
+(``TagStore.apply``), with the host it came from and when it was received.
+
+**The convergence rule.** Each change carries ``changed_ns``, the wall-clock time of the
+host that made it (never earlier than the name's previous change there): the record's
+version. A store keeps, for every name it ever heard of, the record with the highest
+version, ``(changed_ns, add before delete, content hash)``, and ignores any record not
+newer than that. A delete is kept as a tombstone with its time, so a peer's stale
+re-announce of the tag (older) cannot bring it back, while a tag made again under that
+name later (newer) replaces the tombstone. Applying is idempotent and order-free, so
+stores that have heard the same records hold the same set, whatever the order and the
+repeats: the digest exchange (``speeddata.control``) re-announces until they have.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -24,14 +35,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from speeddata.errors import ConflictError, NotFoundError, SpeeddataError
+from speeddata.errors import ConflictError, ControlError, NotFoundError, SpeeddataError
+from speeddata.logs import Throttle
 
 log = logging.getLogger("speeddata.tags")
 
 DB_NAME = "tags.sqlite"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # whole names only (fullmatch)
+_CHANNEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # a channel name in a tag
 MAX_NOTE = 4096  # characters
-MAX_CHANNELS = 1000
+MAX_CHANNELS = 256  # so that the largest tag record fits one datagram (under 60 kB)
+MAX_ORIGIN = 255  # characters of a host name
+ACTIONS = ("add", "stop", "delete")
 LATEST_NS = 2**63 - 1  # the last moment an int64 of ns holds (2262-04-11)
 _RELATIVE = re.compile(r"^([+-])\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?$")
 _UNIT_NS = {"ms": 10**6, "s": 10**9, "": 10**9, "m": 60 * 10**9, "min": 60 * 10**9,
@@ -104,6 +119,7 @@ class Tag:
     exported_ns: int | None
     origin: str = ""  # the host the tag was made on, when another host's relay got it
     received_ns: int | None = None  # when this store heard of it from the control group
+    changed_ns: int | None = None  # its version (None: a store from before versions)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -120,25 +136,131 @@ class Tag:
 def check_name(name: str) -> str:
     """``name`` if it is a usable tag name (it becomes a file name), else TagError."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
+        shown = name[:140] if isinstance(name, str) else type(name).__name__
         raise TagError(
-            f"bad tag name {name[:140]!r}: use up to 128 letters, digits, '_', '-' and '.', "
+            f"bad tag name {shown!r}: use up to 128 letters, digits, '_', '-' and '.', "
             "starting with a letter or digit")
     return name
 
 
+def _is_time(value: object) -> bool:
+    return type(value) is int and 0 <= value <= LATEST_NS  # type: ignore[operator]
+
+
+def _refuse(reason: str, message: str) -> ControlError:
+    return ControlError(reason, message)
+
+
+@dataclass(frozen=True)
+class TagRecord:
+    """One name's shared state at one version: a tag (after an add or a stop) or its
+    deletion (a tombstone). What tag messages carry and stores compare; valid by
+    construction (ControlError with a reason otherwise), so no bad value reaches a store."""
+
+    action: str  # add, stop or delete
+    name: str
+    changed_ns: int  # the version: when the change was made, on the host that made it
+    origin: str = ""  # that host
+    start_ns: int = 0
+    end_ns: int | None = None
+    note: str = ""
+    channels: tuple[str, ...] = ()
+    created_ns: int = 0
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise _refuse("unknown_action", f"unknown tag action {str(self.action)[:20]!r}")
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise _refuse("bad_name", "not a tag name")
+        for what in ("changed_ns", "start_ns", "created_ns"):
+            if not _is_time(getattr(self, what)):
+                raise _refuse("bad_time", f"tag {self.name}: {what} is not an integer time "
+                              "from 1970 to 2262")
+        if self.end_ns is not None:
+            if not _is_time(self.end_ns):
+                raise _refuse("bad_time", f"tag {self.name}: end_ns is not an integer time "
+                              "from 1970 to 2262")
+            if self.end_ns < self.start_ns:
+                raise _refuse("end_before_start", f"tag {self.name}: ends before it starts")
+        if not isinstance(self.origin, str) or len(self.origin) > MAX_ORIGIN:
+            raise _refuse("too_long", f"tag {self.name}: origin is not a host name")
+        if not isinstance(self.note, str) or len(self.note) > MAX_NOTE:
+            raise _refuse("too_long", f"tag {self.name}: the note is not text of at most "
+                          f"{MAX_NOTE} characters")
+        if (not isinstance(self.channels, tuple) or len(self.channels) > MAX_CHANNELS
+                or not all(isinstance(c, str) and _CHANNEL.fullmatch(c)
+                           for c in self.channels)):
+            raise _refuse("bad_channels", f"tag {self.name}: channels are not at most "
+                          f"{MAX_CHANNELS} channel names")
+
+    @property
+    def deleted(self) -> bool:
+        return self.action == "delete"
+
+    def content(self) -> str:
+        """What two stores must agree on for this name (not where it came from)."""
+        if self.deleted:
+            return json.dumps([self.name, self.changed_ns, "deleted"])
+        return json.dumps([self.name, self.changed_ns, self.start_ns, self.end_ns, self.note,
+                           list(self.channels), self.created_ns], ensure_ascii=False)
+
+    def version(self) -> tuple[int, int, str]:
+        """The order of records of one name: later change first, then a tag before a
+        delete made at the same nanosecond (it protects more), then the content."""
+        digest = hashlib.sha256(self.content().encode()).hexdigest()
+        return (self.changed_ns, 0 if self.deleted else 1, digest)
+
+    def as_message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"kind": "tag", "action": self.action, "name": self.name,
+                                   "changed_ns": self.changed_ns, "origin": self.origin}
+        if not self.deleted:
+            message.update(start_ns=self.start_ns, end_ns=self.end_ns, note=self.note,
+                           channels=list(self.channels), created_ns=self.created_ns)
+        return message
+
+
+def parse_record(message: dict[str, Any]) -> TagRecord:
+    """A tag message's body as a TagRecord, or ControlError naming the reason: only JSON
+    integers are times (no floats, Infinity, booleans or strings), only known actions."""
+    if not isinstance(message, dict):
+        raise _refuse("malformed", "a tag message is not an object")
+    action = message.get("action")
+    if action not in ACTIONS:
+        raise _refuse("unknown_action", f"unknown tag action {str(action)[:20]!r}")
+    fields: dict[str, Any] = {"action": action}
+    names = ["name", "changed_ns", "origin"]
+    if action != "delete":
+        names += ["start_ns", "end_ns", "note", "channels", "created_ns"]
+    for key in names:
+        if key not in message:
+            raise _refuse("malformed", f"a tag message without {key}")
+        fields[key] = message[key]
+    if action != "delete":
+        if not isinstance(fields["channels"], list) or len(fields["channels"]) > MAX_CHANNELS:
+            raise _refuse("bad_channels", "channels is not a list of channel names")
+        fields["channels"] = tuple(fields["channels"])
+    for key in ("changed_ns", "start_ns", "created_ns", "end_ns"):
+        value = fields.get(key)
+        if key in fields and not (value is None and key == "end_ns") and type(value) is not int:
+            raise _refuse("bad_type", f"{key} is a {type(value).__name__}, not an integer")
+    return TagRecord(**fields)
+
+
 COLUMNS = ("name, start_ns, end_ns, note, channels, created_ns, exported_ns, origin, "
-           "received_ns")
+           "received_ns, changed_ns")
+_BAD_ROW_LOG_SECONDS = 60.0
 
 
 class TagStore:
     """The tags of one cache directory; ``announce`` (if given) is told each change made
-    here, as a tag message, to share it with the other relays."""
+    here, as a TagRecord, to share it with the other relays."""
 
     def __init__(self, cache_dir: Path,
-                 announce: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 announce: Callable[[TagRecord], None] | None = None) -> None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.path = cache_dir / DB_NAME
         self.announce = announce
+        self._bad_log = Throttle(_BAD_ROW_LOG_SECONDS)
         with closing(self._connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(
@@ -146,37 +268,78 @@ class TagStore:
                 "NULL, end_ns INTEGER, note TEXT NOT NULL DEFAULT '', channels TEXT NOT NULL "
                 "DEFAULT '[]', created_ns INTEGER NOT NULL, exported_ns INTEGER)"
             )
+            db.execute("CREATE TABLE IF NOT EXISTS removed (name TEXT PRIMARY KEY, "
+                       "changed_ns INTEGER NOT NULL, origin TEXT NOT NULL DEFAULT '')")
             have = {row[1] for row in db.execute("PRAGMA table_info(tags)")}
             for column, kind in (("origin", "TEXT NOT NULL DEFAULT ''"),
-                                 ("received_ns", "INTEGER")):
+                                 ("received_ns", "INTEGER"), ("changed_ns", "INTEGER")):
                 if column not in have:  # a store from before tags were shared
                     db.execute(f"ALTER TABLE tags ADD COLUMN {column} {kind}")
+        self._repair()
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=10)
 
-    @staticmethod
-    def _row(row: tuple) -> Tag:
-        name, start, end, note, channels, created, exported, origin, received = row
-        return Tag(name, start, end, note, tuple(json.loads(channels)), created, exported,
-                   origin, received)
+    def _repair(self) -> None:
+        """Rows no valid write makes (a text end_ns stored by an old version from the
+        network): repaired so that they protect more, never less, and logged."""
+        with closing(self._connect()) as db:
+            rows = db.execute(f"SELECT rowid, {COLUMNS} FROM tags").fetchall()
+            bad = [row for row in rows if self._row(row[1:]) is None]
+            if not bad:
+                return
+            try:
+                with db:
+                    for rowid, name, start, end, note, channels, created, exported, origin, \
+                            received, changed in bad:
+                        fixed = (
+                            name if isinstance(name, str) and _NAME.fullmatch(name)
+                            else f"repaired-{rowid}",
+                            start if _is_time(start) else 0,
+                            end if _is_time(end) and _is_time(start) and end >= start else None,
+                            note if isinstance(note, str) else "",
+                            channels if _channels(channels) is not None else "[]",
+                            created if _is_time(created) else 0,
+                            exported if _is_time(exported) else None,
+                            origin if isinstance(origin, str) else "",
+                            received if _is_time(received) else None,
+                            changed if _is_time(changed) else None)
+                        db.execute("UPDATE tags SET name = ?, start_ns = ?, end_ns = ?, "
+                                   "note = ?, channels = ?, created_ns = ?, exported_ns = ?, "
+                                   "origin = ?, received_ns = ?, changed_ns = ? WHERE rowid = ?",
+                                   (*fixed, rowid))
+                        log.warning("tag %r in %s held a value of the wrong type (start %r, "
+                                    "end %r): repaired to start %s, end %s (it protects more, "
+                                    "never less; 'speeddata tag stop' or 'untag' fixes it)",
+                                    name, self.path, start, end, format_time(fixed[1]),
+                                    format_time(fixed[2]))
+            except sqlite3.Error as exc:  # a reader without write access: rows are skipped
+                log.warning("%d bad rows in %s could not be repaired (%s); they are skipped",
+                            len(bad), self.path, exc)
 
-    def _share(self, action: str, tag: Tag | str) -> None:
+    def _row(self, row: tuple) -> Tag | None:
+        """The row as a Tag, or None for one with a value of the wrong type (logged)."""
+        name, start, end, note, channels, created, exported, origin, received, changed = row
+        listed = _channels(channels)
+        if (not isinstance(name, str) or not _NAME.fullmatch(name) or not _is_time(start)
+                or not (end is None or (_is_time(end) and end >= start))
+                or not isinstance(note, str) or listed is None or not _is_time(created)
+                or not (exported is None or _is_time(exported))
+                or not isinstance(origin, str) or not (received is None or _is_time(received))
+                or not (changed is None or _is_time(changed))):
+            if self._bad_log.ready(time.monotonic()):
+                log.warning("skipped tag row %r of %s: a value of the wrong type", name,
+                            self.path)
+            return None
+        return Tag(name, start, end, note, listed, created, exported, origin, received, changed)
+
+    def _share(self, record: TagRecord) -> None:
         if self.announce is None:
             return
-        message: dict[str, Any] = {"action": action, "origin": socket.gethostname(),
-                                   "wall_ns": time.time_ns()}
-        if isinstance(tag, Tag):
-            message.update(name=tag.name, start_ns=tag.start_ns, end_ns=tag.end_ns,
-                           note=tag.note, channels=list(tag.channels),
-                           created_ns=tag.created_ns)
-        else:
-            message["name"] = tag
         try:
-            self.announce(message)
-        except OSError as exc:  # the tag stands here; the other relays miss it (logged)
-            log.error("tag %s could not be shared on the control group: %s", message["name"],
-                      exc)
+            self.announce(record)
+        except OSError as exc:  # the tag stands here; the digest exchange brings it later
+            log.error("tag %s could not be shared on the control group: %s", record.name, exc)
 
     def find(self, name: str) -> Tag | None:
         with closing(self._connect()) as db:
@@ -193,7 +356,60 @@ class TagStore:
     def list(self) -> list[Tag]:
         with closing(self._connect()) as db:
             rows = db.execute(f"SELECT {COLUMNS} FROM tags ORDER BY start_ns").fetchall()
-        return [self._row(r) for r in rows]
+        return [tag for tag in map(self._row, rows) if tag is not None]
+
+    @staticmethod
+    def _record(tag: Tag, action: str) -> TagRecord:
+        """A stored tag as the record it is shared as (channel names this version would
+        not take are left out: fewer names protect more, all when none is left)."""
+        channels = tuple(c for c in tag.channels if _CHANNEL.fullmatch(c))[:MAX_CHANNELS]
+        return TagRecord(action, tag.name, tag.changed_ns or tag.created_ns,
+                         (tag.origin or socket.gethostname())[:MAX_ORIGIN], tag.start_ns,
+                         tag.end_ns, tag.note[:MAX_NOTE], channels, tag.created_ns)
+
+    def _current(self, db: sqlite3.Connection, name: str) -> TagRecord | None:
+        """The record this store holds for ``name``: its tag, its tombstone, or None."""
+        row = db.execute(f"SELECT {COLUMNS} FROM tags WHERE name = ?", (name,)).fetchone()
+        tag = None if row is None else self._row(row)
+        if tag is not None:
+            return self._record(tag, "stop" if tag.end_ns is not None else "add")
+        gone = db.execute("SELECT changed_ns, origin FROM removed WHERE name = ?",
+                          (name,)).fetchone()
+        if gone is not None and _is_time(gone[0]) and isinstance(gone[1], str):
+            return TagRecord("delete", name, gone[0], gone[1][:MAX_ORIGIN])
+        return None
+
+    def records(self) -> list[TagRecord]:
+        """Every record this store holds, tombstones included, ordered by name: what it
+        re-announces and what its digest is made of."""
+        with closing(self._connect()) as db:
+            rows = db.execute(f"SELECT {COLUMNS} FROM tags").fetchall()
+            removed = db.execute("SELECT name, changed_ns, origin FROM removed").fetchall()
+        records = {}
+        for tag in map(self._row, rows):
+            if tag is not None:
+                records[tag.name] = self._record(tag, "stop" if tag.end_ns is not None
+                                                 else "add")
+        for name, changed, origin in removed:
+            if name not in records and _is_time(changed) and isinstance(origin, str):
+                try:
+                    records[name] = TagRecord("delete", name, changed, origin[:MAX_ORIGIN])
+                except ControlError:  # not a name this version writes: left out
+                    continue
+        return [records[name] for name in sorted(records)]
+
+    def digest(self) -> tuple[str, int]:
+        """A hash of every record's version and how many: equal digests, equal sets."""
+        records = self.records()
+        total = hashlib.sha256()
+        for record in records:
+            total.update(record.content().encode() + b"\n")
+        return total.hexdigest(), len(records)
+
+    @staticmethod
+    def _next_version(current: TagRecord | None, now_ns: int) -> int:
+        """A change's version: now, but never before the name's previous change."""
+        return now_ns if current is None else max(now_ns, current.changed_ns + 1)
 
     def add(
         self,
@@ -212,27 +428,31 @@ class TagStore:
         if len(note) > MAX_NOTE:
             raise TagError(f"tag {name!r}: the note has {len(note)} characters, at most "
                            f"{MAX_NOTE} are kept (put longer texts in a file beside the export)")
-        if len(channels) > MAX_CHANNELS or any(len(c) > 128 for c in channels):
+        if len(channels) > MAX_CHANNELS or not all(_CHANNEL.fullmatch(c) for c in channels):
             raise TagError(f"tag {name!r}: at most {MAX_CHANNELS} channel names of up to 128 "
-                           "characters")
+                           "letters, digits, '_', '-' and '.'")
         if end_ns is not None and end_ns < start_ns:
             raise TagError(
                 f"tag {name!r}: end {format_time(end_ns)} is before start {format_time(start_ns)}"
             )
         now_ns = time.time_ns() if now_ns is None else now_ns
-        try:
-            with closing(self._connect()) as db, db:
+        with closing(self._connect()) as db, db:
+            current = self._current(db, name)
+            if current is not None and not current.deleted:
+                raise TagExists(f"tag {name!r} exists already; choose another name or "
+                                f"'speeddata untag {name}'")
+            changed = self._next_version(current, now_ns)
+            try:
                 db.execute(
-                    "INSERT INTO tags (name, start_ns, end_ns, note, channels, created_ns) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, start_ns, end_ns, note, json.dumps(list(channels)), now_ns),
-                )
-        except sqlite3.IntegrityError:
-            raise TagExists(
-                f"tag {name!r} exists already; choose another name or 'speeddata untag {name}'"
-            ) from None
+                    "INSERT INTO tags (name, start_ns, end_ns, note, channels, created_ns, "
+                    "changed_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (name, start_ns, end_ns, note, json.dumps(list(channels)), now_ns, changed))
+            except sqlite3.IntegrityError:  # a row this version cannot read holds the name
+                raise TagExists(f"tag {name!r} exists already; choose another name or "
+                                f"'speeddata untag {name}'") from None
+            db.execute("DELETE FROM removed WHERE name = ?", (name,))
         tag = self.get(name)
-        self._share("add", tag)
+        self._share(self._record(tag, "add"))
         return tag
 
     def stop(self, name: str, end_ns: int) -> Tag:
@@ -243,56 +463,63 @@ class TagStore:
         if end_ns < tag.start_ns:
             raise TagError(f"tag {name!r}: stop time is before its start")
         with closing(self._connect()) as db, db:
-            db.execute("UPDATE tags SET end_ns = ? WHERE name = ?", (end_ns, name))
+            changed = self._next_version(self._current(db, name), time.time_ns())
+            db.execute("UPDATE tags SET end_ns = ?, changed_ns = ? WHERE name = ?",
+                       (end_ns, changed, name))
         tag = self.get(name)
-        self._share("stop", tag)
+        self._share(self._record(tag, "stop"))
         return tag
 
     def delete(self, name: str) -> None:
         self.get(name)
         with closing(self._connect()) as db, db:
+            changed = self._next_version(self._current(db, name), time.time_ns())
             db.execute("DELETE FROM tags WHERE name = ?", (name,))
-        self._share("delete", name)
+            db.execute("INSERT OR REPLACE INTO removed (name, changed_ns, origin) "
+                       "VALUES (?, ?, '')", (name, changed))
+        self._share(TagRecord("delete", name, changed, socket.gethostname()))
 
-    def apply(self, message: dict[str, Any], received_ns: int) -> str:
-        """Take a tag message another host (or this one) announced; idempotent, never
-        re-announced. Returns what it did, for the log: added, stopped, deleted, known,
-        or why it was left alone."""
-        try:
-            name = check_name(message["name"])
-            action = message["action"]
-            existing = self.find(name)
-            if action == "delete":
-                if existing is None:
-                    return "known"
-                with closing(self._connect()) as db, db:
-                    db.execute("DELETE FROM tags WHERE name = ?", (name,))
-                return "deleted"
-            start, end = int(message["start_ns"]), message["end_ns"]
-            check_time(start, f"tag {name!r}: start")
-            if end is not None:
-                check_time(int(end), f"tag {name!r}: end")
-            if existing is not None:
-                if existing.start_ns != start:
-                    return (f"left alone: tag {name!r} from {message.get('origin')} starts "
-                            f"at {format_time(start)}, the one here at "
-                            f"{format_time(existing.start_ns)}")
-                if existing.end_ns is None and end is not None:
-                    with closing(self._connect()) as db, db:
-                        db.execute("UPDATE tags SET end_ns = ? WHERE name = ?", (end, name))
-                    return "stopped"
-                return "known"
-            channels = [str(c)[:128] for c in message.get("channels", [])][:MAX_CHANNELS]
-            with closing(self._connect()) as db, db:
-                db.execute(
-                    "INSERT INTO tags (name, start_ns, end_ns, note, channels, created_ns, "
-                    "origin, received_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, start, end, str(message.get("note", ""))[:MAX_NOTE],
-                     json.dumps(channels), int(message.get("created_ns", received_ns)),
-                     str(message.get("origin", ""))[:255], received_ns))
+    def apply(self, record: TagRecord, received_ns: int) -> str:
+        """Take one record heard on the control group (``apply_many`` of one)."""
+        return self.apply_many([record], received_ns)[0]
+
+    def apply_many(self, records: list[TagRecord], received_ns: int) -> list[str]:
+        """Take records heard on the control group, in one transaction; never
+        re-announced. Each says what it did: added, stopped, replaced, deleted, known
+        (this version is here) or older (a newer one is here: left alone)."""
+        with closing(self._connect()) as db, db:
+            return [self._apply(db, record, received_ns) for record in records]
+
+    def _apply(self, db: sqlite3.Connection, record: TagRecord, received_ns: int) -> str:
+        current = self._current(db, record.name)
+        if current is not None:
+            mine, theirs = current.version(), record.version()
+            if theirs <= mine:
+                return "known" if theirs == mine else "older"
+        if record.deleted:
+            db.execute("DELETE FROM tags WHERE name = ?", (record.name,))
+            db.execute("INSERT OR REPLACE INTO removed (name, changed_ns, origin) VALUES "
+                       "(?, ?, ?)", (record.name, record.changed_ns, record.origin))
+            return "deleted" if current is not None and not current.deleted else "known"
+        exported = None
+        if current is not None and not current.deleted and (
+                current.start_ns, current.end_ns) == (record.start_ns, record.end_ns):
+            row = db.execute("SELECT exported_ns FROM tags WHERE name = ?",
+                             (record.name,)).fetchone()
+            exported = row[0] if row and _is_time(row[0]) else None
+        db.execute(
+            "INSERT OR REPLACE INTO tags (name, start_ns, end_ns, note, channels, created_ns, "
+            "exported_ns, origin, received_ns, changed_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.name, record.start_ns, record.end_ns, record.note,
+             json.dumps(list(record.channels)), record.created_ns, exported, record.origin,
+             received_ns, record.changed_ns))
+        db.execute("DELETE FROM removed WHERE name = ?", (record.name,))
+        if current is None or current.deleted:
             return "added"
-        except (KeyError, TypeError, ValueError, TagError) as exc:
-            return f"left alone: a bad tag message ({exc})"
+        if current.end_ns is None and record.end_ns is not None and (
+                current.start_ns == record.start_ns):
+            return "stopped"
+        return "replaced"
 
     def mark_exported(self, name: str, now_ns: int) -> None:
         with closing(self._connect()) as db, db:
@@ -300,11 +527,29 @@ class TagStore:
 
     def protected_ranges(self) -> list[tuple[int, int]]:
         """Ranges retention must keep: every tag not exported (open ones to the end of time).
-        Only the two times are read: this runs in the relay's loop."""
+        Only the two times are read: this runs in the relay's loop. A value of the wrong
+        type protects more, never less (from 1970, to the end of time)."""
         with closing(self._connect()) as db:
-            rows = db.execute("SELECT start_ns, end_ns FROM tags WHERE exported_ns IS NULL"
-                              ).fetchall()
-        return [(start, LATEST_NS if end is None else end) for start, end in rows]
+            rows = db.execute("SELECT start_ns, end_ns FROM tags WHERE exported_ns IS NULL "
+                              "OR typeof(exported_ns) != 'integer'").fetchall()
+        ranges = []
+        for start, end in rows:
+            start = start if _is_time(start) else 0
+            ranges.append((start, end if _is_time(end) and end >= start else LATEST_NS))
+        return ranges
+
+
+def _channels(text: object) -> tuple[str, ...] | None:
+    """A stored channel list (JSON), or None if it is not a list of channel names."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        return None
+    return tuple(value)
 
 
 def protected_ranges(cache_dir: Path) -> list[tuple[int, int]]:
@@ -312,38 +557,3 @@ def protected_ranges(cache_dir: Path) -> list[tuple[int, int]]:
     if not (cache_dir / DB_NAME).exists():
         return []
     return TagStore(cache_dir).protected_ranges()
-
-
-TAG_MARKER = b"SDTAG"  # not C3 01: a tag message never passes for data
-TAG_REPEATS = 3  # each message is sent this many times: multicast may lose one
-
-
-def tag_message(message: dict[str, Any]) -> bytes:
-    return TAG_MARKER + json.dumps(message).encode()
-
-
-def read_tag_message(datagram: bytes) -> dict[str, Any] | None:
-    if not datagram.startswith(TAG_MARKER):
-        return None
-    try:
-        message = json.loads(datagram[len(TAG_MARKER):])
-    except ValueError:
-        return None
-    return message if isinstance(message, dict) else None
-
-
-def announcer(multicast_config: Any) -> Callable[[dict[str, Any]], None] | None:
-    """What a TagStore of this host announces through: the control group (None: off)."""
-    group = getattr(multicast_config, "control", None)
-    if group is None:
-        return None
-
-    def announce(message: dict[str, Any]) -> None:
-        from speeddata import multicast
-
-        with closing(multicast.sender(multicast_config.interface, multicast_config.ttl)) as out:
-            out.setblocking(True)
-            for _ in range(TAG_REPEATS):
-                out.sendto(tag_message(message), (group.host, group.port))
-
-    return announce

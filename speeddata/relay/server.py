@@ -17,7 +17,6 @@ import os
 import selectors
 import signal
 import socket
-import sqlite3
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from speeddata.config import Config
 from speeddata.errors import CacheError, SchemaError
 from speeddata.logs import Throttle
 from speeddata.relay import netio
+from speeddata.relay.control import ControlPlane
 from speeddata.relay.core import BatchRouted, Linger, Received, Router
 from speeddata.relay.engine import RelayCore
 from speeddata.relay.jobs import Jobs
@@ -117,14 +117,7 @@ class Relay:
         forwarding = mc.full or mc.decimated
         self.mc_socket = multicast.sender(mc.interface, mc.ttl) if forwarding else None
         # tags made on any host of the deployment (one worker is enough: one tag store)
-        self.control = None
-        if mc.control and not worker:
-            try:
-                self.control = multicast.listener(mc.control, mc.interface, 2**20)
-            except OSError as exc:  # tags still work here; other hosts' do not arrive
-                log.warning("cannot join the control group %s on %s (%s): tags made on "
-                            "other hosts will not reach this relay", mc.control,
-                            mc.interface, exc)
+        self.control = ControlPlane(config, allow) if mc.control and not worker else None
         self.full = (mc.full.host, mc.full.port) if mc.full else None
         self.decimated = (mc.decimated.host, mc.decimated.port) if mc.decimated else None
         self.counts = {"multicast_send_errors": 0, "cache_dropped": 0,
@@ -223,6 +216,7 @@ class Relay:
             "schema_errors": self.schema_errors,
             "kernel_drops": self.kernel_drops(),
             **self.core.statistics(),
+            "control": self.control.statistics() if self.control is not None else None,
             **self.counts,
             **router,
             "jobs": self.jobs.statistics(),
@@ -233,29 +227,6 @@ class Relay:
                       "deleted_bytes": self.catalogue.deleted_bytes,
                       **self.writer.statistics()},
         }
-
-    def take_tag_messages(self) -> None:
-        """Tags announced on the control group (by any host, this one too), applied to
-        this relay's tag store: idempotent, so repeats and its own changes cost nothing."""
-        from speeddata import tags
-
-        store = tags.TagStore(self.config.cache.dir)
-        while True:
-            try:
-                datagram = self.control.recv(65535)  # type: ignore[union-attr]
-            except (BlockingIOError, InterruptedError):
-                return
-            message = tags.read_tag_message(datagram)
-            if message is None:
-                continue
-            try:
-                done = store.apply(message, time.time_ns())
-            except sqlite3.Error as exc:  # a full disk: the tag is missed here, said once
-                log.error("tag %s from %s could not be stored: %s", message.get("name"),
-                          message.get("origin"), exc)
-                continue
-            if done != "known":
-                log.info("tag %s from %s: %s", message.get("name"), message.get("origin"), done)
 
     def kernel_drops(self) -> int:
         """Datagrams the kernel dropped on this relay's sockets (legacy ports too): the
@@ -433,8 +404,7 @@ class Relay:
             selector.register(io.sock, selectors.EVENT_READ, (io, port))
         selector.register(self._wake_r, selectors.EVENT_READ, None)
         if self.control is not None:
-            self.control.setblocking(False)
-            selector.register(self.control, selectors.EVENT_READ, "control")
+            self.control.start()
         log.info(
             "%s listening on %s:%d (io %s, legacy %s), cache %s (quota %.1f GiB), multicast "
             "full %s decimated %s via %s",
@@ -457,9 +427,6 @@ class Relay:
                         with contextlib.suppress(BlockingIOError):
                             self._wake_r.recv(64)
                         continue
-                    if key.data == "control":
-                        self.take_tag_messages()
-                        continue
                     received += self.handle(*key.data)
                 now = time.monotonic()
                 for job in core.handle_timer(now):
@@ -477,7 +444,7 @@ class Relay:
             for io, _ in self.receivers:
                 io.sock.close()
             if self.control is not None:
-                self.control.close()
+                self.control.stop()
             stats = self.statistics()
             status.remove(self.config.cache.dir, self.name)
             # at warning level when something was lost, so that 'speeddata relay -q' says it

@@ -23,13 +23,14 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from speeddata.config import Config
+from speeddata.control import announcer
 from speeddata.errors import BusyError, NotFoundError, SpeeddataError
 from speeddata.pivot import SUFFIXES, pivot, remove_stale_files
 from speeddata.tags import (
+    MAX_CHANNELS,
     MAX_NOTE,
     TagError,
     TagStore,
-    announcer,
     check_name,
     format_time,
     parse_time,
@@ -46,7 +47,7 @@ class TagRequest(BaseModel):
                             description="as start; omitted: an open tag, stopped later")
     note: str = Field("", max_length=MAX_NOTE)
     channels: list[Annotated[str, Field(max_length=128)]] = Field(
-        default_factory=list, max_length=1000, description="empty: all channels")
+        default_factory=list, max_length=MAX_CHANNELS, description="empty: all channels")
 
 
 class StopRequest(BaseModel):
@@ -54,7 +55,7 @@ class StopRequest(BaseModel):
 
 
 def register(app: FastAPI, config: Config) -> None:
-    store = TagStore(config.cache.dir, announcer(config.multicast))  # shared with every relay
+    store = TagStore(config.cache.dir, announcer(config))  # shared with every relay
 
     @app.get("/api/tags")
     def list_tags() -> list[dict]:
