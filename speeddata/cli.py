@@ -241,6 +241,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                       f" ({cache.get('deleted_bytes', 0) / 2**20:.1f} MiB)")
             if "loop_stalls" in snap:
                 print("  " + _format_stalls(snap["loop_stalls"]))
+            if control := snap.get("control"):
+                refused = {k: v for k, v in control.get("refused", {}).items() if v}
+                print(f"  control group {control['group']}"
+                      f"{'' if control.get('joined') else ' (not joined)'}: "
+                      f"{control.get('received', 0)} received, refused "
+                      f"{refused or 'none'}, {control.get('sent', 0)} sent")
             for error in snap.get("schema_errors", []):
                 print(f"  schema error (channel skipped): {error}")
             rejected = {k: v for k, v in snap["rejected"].items() if v}
