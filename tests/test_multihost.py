@@ -65,6 +65,8 @@ def lan() -> Iterator[dict[str, tuple[str, str]]]:
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
 
 
+DEPLOYMENT_KEY = "multihost-test-control-key-0123456789abcdef"
+
 SOURCE = """
 import sys, time
 from speeddata import Sender
@@ -99,7 +101,8 @@ def test_two_relay_hosts_one_viewer_one_store(lan: dict[str, tuple[str, str]],
             "channels": {"dir": str(SCHEMAS)},
             "cache": {"dir": str(tmp_path / role / "cache"), "rotate_seconds": 1.0},
             "relay": {"host": "0.0.0.0", "port": 26000},
-            "multicast": {**groups, "interface": address},
+            # one deployment, one control key on every host (as the README says to set it)
+            "multicast": {**groups, "interface": address, "control_key": DEPLOYMENT_KEY},
             "web": {"host": address, "port": 8080, "token": "off"},
             "exports": {"dir": str(tmp_path / role / "exports")},
             "archive": {"endpoint": store.endpoint, "host": role, "prefix": "lab"},
