@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import ipaddress
 import os
 import select
@@ -58,6 +59,18 @@ class Finding:
     def __str__(self) -> str:
         who = f"pid {self.pid} ({self.command})" if self.pid else self.command
         return f"{self.what} by {who} during {self.test or 'the session'}"
+
+
+@functools.cache
+def _local(host: str) -> bool:
+    """Whether ``host`` is an address of this host (only it can bind there): a datagram
+    from anywhere else (a DNS answer to a port that happens to be 26002) is not a test's."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, 0))
+        except OSError:
+            return False
+    return True
 
 
 def _filter(ports: range, network: ipaddress.IPv4Network) -> bytes:
@@ -270,7 +283,7 @@ class Seal:
                               struct.unpack("!H", data[header + 2:header + 4])[0])
                 else:
                     source, target = peer, local
-                if target[1] in self.ports or self._watched(target[0]):
+                if (target[1] in self.ports or self._watched(target[0])) and _local(source[0]):
                     self._datagram(source, target)
                 self._busy = False
 

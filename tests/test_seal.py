@@ -112,3 +112,10 @@ def test_a_running_instance_that_is_not_the_sessions_is_left_alone(seal: Seal) -
         assert seal.take() == []
     finally:
         os.kill(pid, 9)
+
+
+def test_only_datagrams_from_this_host_can_be_a_tests() -> None:
+    from tests.seal import _local
+
+    assert _local("127.0.0.1")
+    assert not _local("198.51.100.7")  # TEST-NET-2: a packet from there came from outside
