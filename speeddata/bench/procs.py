@@ -21,10 +21,20 @@ from speeddata.config import Group
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+_PORTS_GIVEN: set[int] = set()  # the ports this process handed out: never one twice
+
+
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port the kernel says is free now; within one process never the same twice, as
+    the kernel may hand a just-released port out again (CI saw control and decimated
+    groups of one test get the same port)."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 def bench_schemas(folder: Path, channels: int, signals: int) -> list[str]:
