@@ -3,8 +3,9 @@
 
 Runs every scenario of ``speeddata.bench.reliability`` at full size on loopback: a
 relay fuzzed with 1,000,000 hostile datagrams among 10,000 valid ones, a disk filling
-up, kill -9 in a loop, an overload, hostile WebSocket clients, hostile REST input. The
-disk scenario needs root (it mounts a tmpfs). About 5 minutes.
+up, kill -9 in a loop, an overload, hostile WebSocket clients, hostile REST input, and
+1,000,000 forged control, report and notice datagrams beside data at 20 k/s. The disk
+scenario needs root (it mounts a tmpfs). About 6 minutes.
 
     .venv/bin/python benchmarks/reliability.py [--only fuzz,rest] [--runs 5] [--json]
 """
@@ -28,6 +29,7 @@ FULL = {
     "overload": {"seconds": 20.0},
     "websocket": {"seconds": 20.0, "silent": 50, "churn": 500},
     "rest": {},
+    "forged": {"forged": 1_000_000, "forged_rate": 40_000, "data_rate": 20_000},
 }
 
 

@@ -388,6 +388,179 @@ def fuzz_relay(work: Path, hostile: int = 1_000_000, valid: int = 10_000,
                  "accounted": records + rejected + snap["kernel_drops"] == sent})
 
 
+class Forger:
+    """Forged and malformed reserved messages, as a host on the LAN without the key makes
+    them: control messages (the old unsealed form, sealed with another key, cut short,
+    garbled, a captured genuine one replayed), sender reports for the relay port, and
+    forward reports and replay notices for the full-rate group (the server's feed)."""
+
+    KINDS = ("control_legacy", "control_wrong_key", "control_short", "control_garbled",
+             "control_replayed", "sender_report", "forward_report", "replay_notice")
+
+    def __init__(self, seed: int, captured: bytes, real_relay_name: str,
+                 channel: bytes) -> None:
+        from speeddata import control, loss
+
+        self.rng = rng = random.Random(seed)
+        now = time.time_ns()
+        other_key = rng.randbytes(32)
+        tag = {"kind": "tag", "action": "delete", "name": "genuine", "changed_ns": now + 10**12}
+        infinite = ['{"action":"add","name":"x","start_ns":Infinity,"end_ns":null}',
+                    '{"action":"delete","name":"genuine","created_ns":1e30}',
+                    '{"kind":"tag","action":"add","name":"' + "x" * 5000 + '"}']
+        self.pools: dict[str, list[bytes]] = {
+            "control_legacy": [b"SDTAG" + t.encode() for t in infinite],
+            "control_wrong_key": [control.seal(other_key, {**tag, "changed_ns": now + i},
+                                               now, rng.randbytes(16)) for i in range(64)],
+            "control_short": [control.MARKER + rng.randbytes(rng.randrange(60))
+                              for _ in range(64)],
+            "control_garbled": [],
+            "control_replayed": [captured],
+            "sender_report": [],
+            "forward_report": [],
+            "replay_notice": [b"SDREPLAY" + t.encode() for t in (
+                '{"channels":[],"first_ns":Infinity,"wall_ns":0,"speed":1}',
+                '{"channels":[],"first_ns":0,"wall_ns":0,"speed":Infinity}',
+                '{"channels":[],"first_ns":0,"wall_ns":0,"speed":true}',
+                '{"channels":["zz"],"first_ns":1e30,"wall_ns":0}', "[" * 10000, "null",
+                '{"channels":' + json.dumps(["00" * 8] * 5000) + "}")]}
+        for _ in range(64):
+            garbled = bytearray(captured)
+            garbled[rng.randrange(len(garbled))] ^= 1 << rng.randrange(8)
+            self.pools["control_garbled"].append(bytes(garbled))
+            fp = rng.choice((channel, rng.randbytes(8)))  # the real channel's, or none
+            self.pools["sender_report"] += [
+                loss.sender_report(now, rng.getrandbits(63), fp, 2**63 - 1, 2**62),
+                loss.SENDER_REPORT_HEADER + rng.randbytes(rng.randrange(200))]
+            self.pools["forward_report"] += [
+                *loss.forward_reports(now, rng.getrandbits(63), real_relay_name,
+                                      {fp: 2**63 - 1}),
+                loss.FORWARD_REPORT_HEADER + rng.randbytes(rng.randrange(200))]
+
+    def make(self) -> tuple[str, bytes]:
+        kind = self.rng.choice(self.KINDS)
+        return kind, self.rng.choice(self.pools[kind])
+
+
+def _forging_sender(schemas: Path, targets: dict[str, tuple[str, int]], forged: int,
+                    forged_rate: float, data_rate: float, captured: bytes, conn: Any) -> None:
+    """The load of ``forged_messages``, in a process of its own: numbered valid data to
+    the relay at ``data_rate`` and forged messages at ``forged_rate``, interleaved."""
+    from speeddata.schemas import load_file
+
+    forger = Forger(7, captured, "relay", load_file(schemas / "motor.avsc").fingerprint)
+    encode = motor_encoder(schemas)
+    data_sock, forge_sock = sender_socket(), multicast.sender("127.0.0.1", 1)
+    forge_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 2**20)
+    counts = dict.fromkeys(Forger.KINDS, 0)
+    aim = {"control": targets["control"], "sender": targets["relay"],
+           "forward": targets["full"], "replay": targets["full"]}
+    sent_data = sent_forged = send_errors = 0
+    seconds = forged / forged_rate
+    start = time.monotonic()
+    while sent_forged < forged:
+        elapsed = time.monotonic() - start
+        while sent_data < min(int(elapsed * data_rate) + 1, int(seconds * data_rate)):
+            try:
+                data_sock.sendto(encode(sent_data), targets["relay"])
+            except OSError:
+                send_errors += 1
+            sent_data += 1
+        while sent_forged < min(int(elapsed * forged_rate) + 1, forged):
+            kind, datagram = forger.make()
+            counts[kind] += 1
+            with suppress(OSError):  # a forged one the kernel would not take: not data
+                forge_sock.sendto(datagram, aim[kind.partition("_")[0]])
+            sent_forged += 1
+        time.sleep(0.0005)
+    conn.send({"data": sent_data, "data_send_errors": send_errors, "forged": sent_forged,
+               "kinds": counts, "seconds": time.monotonic() - start,
+               "forger": f"127.0.0.1:{forge_sock.getsockname()[1]}"})
+
+
+def forged_messages(work: Path, forged: int = 1_000_000, forged_rate: float = 40_000,
+                    data_rate: float = 20_000) -> Row:
+    """A host without the key forges control, report and notice datagrams while data
+    flows at ``data_rate``: the relay and the server never stop, no forged control
+    message is applied (a captured genuine one is applied once, its replays never), the
+    genuine tag survives the forged deletes, and every data datagram is cached."""
+    from speeddata import control
+    from speeddata.tags import TagRecord, TagStore
+
+    config = write_file(work / "relay.toml", settings(work))
+    cfg = build(config)
+    assert cfg.multicast.full is not None and cfg.multicast.control is not None
+    relay = procs.start("relay", config, work)
+    serve = procs.start("serve", config, work)
+    before = procs.rss_bytes(relay.process.pid)
+    key = control.load_key("", cfg.cache.dir)  # what the relay made at its first start
+    now = time.time_ns()
+    genuine = TagRecord("add", "genuine", now, "bench", start_ns=T0, end_ns=T0 + 10**15,
+                        created_ns=now)
+    captured = control.seal(key, genuine.as_message(), now, os.urandom(16))
+    out = multicast.sender("127.0.0.1", 1)
+    group = cfg.multicast.control
+    out.sendto(captured, (group.host, group.port))  # the genuine one, once
+    deadline = time.monotonic() + 20
+    while TagStore(cfg.cache.dir).find("genuine") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    targets = {"relay": ("127.0.0.1", cfg.relay.port), "control": (group.host, group.port),
+               "full": (cfg.multicast.full.host, cfg.multicast.full.port)}
+    receiver, sender = multiprocessing.get_context("spawn").Pipe(duplex=False)
+    load = multiprocessing.get_context("spawn").Process(target=_forging_sender, args=(
+        cfg.channels.dir, targets, forged, forged_rate, data_rate, captured, sender))
+    load.start()
+    result = receiver.recv()
+    load.join()
+    deadline = time.monotonic() + 60
+    while True:  # until the relay has taken (or counted as dropped) all that was sent
+        snap = snapshot(cfg.cache.dir, newer_than=time.time())
+        motor = snap.get("channels", {}).get("motor", {}).get("datagrams", 0)
+        if motor >= result["data"] or time.monotonic() > deadline:
+            break
+    served = snapshot(cfg.cache.dir, "serve", newer_than=time.time())
+    serve_alive = serve.process.poll() is None
+    after = procs.rss_bytes(relay.process.pid)
+    tags = {t.name: t for t in TagStore(cfg.cache.dir).list()}
+    relay.stop()
+    serve.stop()
+    cache = read_cache(cfg.cache.dir)
+    found = set(numbered(cache["records"].get("motor", [])))
+    lost = result["data"] - len(found & set(range(result["data"])))
+    ctl = snap.get("control") or {}
+    applied = {k: v for k, v in ctl.items() if k in ("added", "replaced", "deleted", "stopped")}
+    survived_tag = "genuine" in tags and tags["genuine"].end_ns == genuine.end_ns
+    hop_rows = [row for rows in served.get("multicast_loss", {}).values() for row in rows]
+    forger_rows = [row for row in [*hop_rows, *snap.get("senders", [])]
+                   if row.get("source") == result["forger"]]
+    relay_rows = [row for row in hop_rows if row.get("source") != result["forger"]]
+    return Row(
+        "forged control, reports, notices", sent=result["forged"] + result["data"],
+        accepted=len(found), lost=lost,
+        counted=sum(ctl.get("refused", {}).values()) + ctl.get("kernel_drops", 0),
+        rss_before=before, rss_after=after,
+        survived=(relay.process.returncode == 0 and serve_alive
+                  and serve.process.returncode in STOPPED and lost == 0
+                  and set(tags) == {"genuine"} and survived_tag
+                  and applied == {"added": 1} and all(r["report_only"] for r in forger_rows)
+                  and served.get("feed_errors", 0) == 0
+                  and not cache["unreadable"]),
+        details={"forged": result["forged"], "kinds": result["kinds"], "data": result["data"],
+                 "data_rate": data_rate, "forged_rate": forged_rate,
+                 "send_seconds": round(result["seconds"], 1), "tags": sorted(tags),
+                 "genuine_tag_intact": survived_tag, "control_applied": applied,
+                 "control_refused": ctl.get("refused", {}),
+                 "control_kernel_drops": ctl.get("kernel_drops", 0),
+                 "relay_rejected": snap.get("rejected", {}),
+                 "relay_kernel_drops": snap.get("kernel_drops", 0),
+                 "server_refused": served.get("refused", {}),
+                 "server_feed_errors": served.get("feed_errors", 0),
+                 "forger_loss_rows": len(forger_rows),
+                 "forger_rows_report_only": all(r["report_only"] for r in forger_rows),
+                 "real_relay_rows": len(relay_rows),
+                 "real_relay_rows_lost": sum(r["lost"] for r in relay_rows)})
+
+
 @dataclass
 class Rig:
     """A relay of its own, a listener on its full-rate group, and a numbered source."""
@@ -904,4 +1077,5 @@ def _request(url: str, method: str, body: Any) -> int:
 SCENARIOS: dict[str, Callable[..., Row]] = {
     "fuzz": fuzz_relay, "disk_full": disk_full, "crash_loop": crash_loop,
     "overload": overload, "websocket": websocket_abuse, "rest": hostile_rest,
+    "forged": forged_messages,
 }

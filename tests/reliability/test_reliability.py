@@ -77,3 +77,17 @@ def test_every_route_refuses_hostile_input_with_a_4xx(tmp_path: Path) -> None:
     assert not row.details["failures"], row.details["failures"]
     assert not row.details["files_outside"]
     assert row.sent > 300 and row.survived
+
+
+def test_forged_control_reports_and_notices_apply_nothing_and_lose_no_data(tmp_path: Path
+                                                                            ) -> None:
+    row = reliability.forged_messages(tmp_path, forged=40_000, forged_rate=20_000,
+                                      data_rate=5_000)
+    d = row.details
+    assert row.lost == 0, "data sent beside the forgeries is missing from the cache"
+    assert d["tags"] == ["genuine"] and d["genuine_tag_intact"], "a forged tag was applied"
+    assert d["control_applied"] == {"added": 1}, "only the genuine message may be applied"
+    assert {"bad_mac", "replayed", "malformed"} <= set(d["control_refused"])
+    assert d["server_refused"]["replay_notice"] and d["server_feed_errors"] == 0
+    assert d["forger_loss_rows"] and d["forger_rows_report_only"]
+    assert row.survived
