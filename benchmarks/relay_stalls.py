@@ -1,11 +1,12 @@
 """The relay loop's stalls under slow jobs: 10,000 cache files (retention scans near
-quota, so every round scans them) and a 1 MiB schema written into the channels
-directory while a sender offers 20 k/s and then 50 k/s. Prints, per rate, what was
-sent, cached and dropped, and the loop's stall histogram from the status file.
+quota, so every round scans them), a 1 MiB schema written into the channels directory
+and a flood of 300,000 tag messages sealed with the relay's own key (the worst case: each
+one is valid and new) on the control group, while a sender offers 20 k/s and then 50 k/s.
+Prints, per rate, what was sent, cached and dropped, what the control plane did with the
+flood, and the loop's stall histogram from the status file.
 
-    PYTHONPATH=. python benchmarks/relay_stalls.py [--seconds 14] [--rcvbuf 32MiB]
+    PYTHONPATH=. python benchmarks/relay_stalls.py [--seconds 14] [--tags 300000]
 
-(The tag flood of issue 19 needs the control plane off the loop; it is not run here.)
 Run it with an older tree on PYTHONPATH to compare: where the status file has no stall
 histogram, only the loss is shown.
 """
@@ -13,6 +14,7 @@ histogram, only the loss is shown.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -74,7 +76,32 @@ def big_schema(folder: Path, size: int = 2**20) -> Path:
     return folder / "huge.avsc"
 
 
-def run(rate: float, seconds: float, rcvbuf: str, fill: float) -> dict[str, object]:
+def tag_flood(cache: Path, group: str, count: int, seconds: float) -> None:
+    """``count`` tag adds of distinct names, sealed with the relay's key, spread over
+    ``seconds`` on the control group (a process of its own)."""
+    from speeddata import control, multicast
+    from speeddata.config import parse_group
+    from speeddata.tags import TagRecord
+
+    key = control.load_key("", cache)
+    target = parse_group(group)
+    sock = multicast.sender("127.0.0.1", 1)
+    start = time.monotonic()
+    for i in range(count):
+        now = time.time_ns()
+        record = TagRecord("add", f"flood-{i}", now, "bench", start_ns=now - 10**9,
+                           end_ns=now, created_ns=now)
+        with contextlib.suppress(OSError):  # a full buffer: that message is not sent
+            sock.sendto(control.seal(key, record.as_message(), now, os.urandom(16)),
+                        (target.host, target.port))
+        if i % 500 == 499:
+            ahead = start + (i + 1) * seconds / count - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+def run(rate: float, seconds: float, rcvbuf: str, fill: float, tags: int
+        ) -> dict[str, object]:
     ctx = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -95,10 +122,14 @@ def run(rate: float, seconds: float, rcvbuf: str, fill: float) -> dict[str, obje
         sent, elapsed = ctx.Value("q", 0), ctx.Value("d", 0.0)
         gen = ctx.Process(target=load_generator, args=(schemas, channel, rate, seconds, port,
                                                        sent, elapsed))
+        flood = ctx.Process(target=tag_flood, args=(
+            cache, settings["multicast"]["control"], tags, seconds - 2))
         gen.start()
+        flood.start()
         time.sleep(SCHEMA_AT)
         big_schema(schemas)
         gen.join()
+        flood.join()
         settle([port])
         time.sleep(1.2)  # one more status file
         snap = status.read_all(cache).get("relay", {})
@@ -109,6 +140,7 @@ def run(rate: float, seconds: float, rcvbuf: str, fill: float) -> dict[str, obje
                 "huge_channel_taken": "huge" in snap.get("channels", {}) or
                 "huge" in json.dumps(snap.get("schema_errors", [])) or None,
                 "loop_stalls": snap.get("loop_stalls"), "jobs": snap.get("jobs"),
+                "control": snap.get("control"),
                 "retention": snap.get("retention")}
 
 
@@ -128,13 +160,19 @@ def main() -> None:
     parser.add_argument("--fill", type=float, default=0.95,
                         help="the cache's share of its quota at start (default 0.95: near "
                              "it, so every retention round scans; 0.5: the rounds skip)")
+    parser.add_argument("--tags", type=int, default=300_000,
+                        help="tag messages in the flood (default 300000; 0: none)")
     args = parser.parse_args()
     for rate in args.rates:
-        r = run(rate, args.seconds, args.rcvbuf, args.fill)
+        r = run(rate, args.seconds, args.rcvbuf, args.fill, args.tags)
         print(f"{rate / 1000:.0f} k/s for {args.seconds:g} s, {FILES} cache files, a 1 MiB "
               f"schema at {SCHEMA_AT:g} s, rcvbuf {args.rcvbuf}, cache at {args.fill:.0%} of "
               f"quota: sent {r['sent']}, cached {r['cached']}, kernel drops "
               f"{r['kernel_drops']}, lost {r['lost']}")
+        ctl = r["control"] or {}
+        print(f"  tag flood: {args.tags} sent; control plane received "
+              f"{ctl.get('received', 0)}, added {ctl.get('added', 0)}, refused "
+              f"{ctl.get('refused', {})}, kernel drops {ctl.get('kernel_drops', 0)}")
         stalls = r["loop_stalls"]
         if stalls:
             print("  loop stalls (ms): " + " ".join(
