@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from speeddata import status
 from speeddata.bench import procs
 from speeddata.bench.relay import cached_records, load_generator, record_schema, settle
+from speeddata.bench.reliability import snapshot
 from speeddata.cache.store import CacheWriter, file_name, index_path, summary_path
 from speeddata.config import write_file
 from speeddata.schemas import load_file
@@ -131,8 +131,7 @@ def run(rate: float, seconds: float, rcvbuf: str, fill: float, tags: int
         gen.join()
         flood.join()
         settle([port])
-        time.sleep(1.2)  # one more status file
-        snap = status.read_all(cache).get("relay", {})
+        snap = snapshot(cache, newer_than=time.time())  # of after the load, not before
         relay.stop()
         cached = cached_records(cache) - cached_records_of(cache, "history")
         return {"rate": rate, "sent": sent.value, "cached": cached,
@@ -168,7 +167,8 @@ def main() -> None:
         print(f"{rate / 1000:.0f} k/s for {args.seconds:g} s, {FILES} cache files, a 1 MiB "
               f"schema at {SCHEMA_AT:g} s, rcvbuf {args.rcvbuf}, cache at {args.fill:.0%} of "
               f"quota: sent {r['sent']}, cached {r['cached']}, kernel drops "
-              f"{r['kernel_drops']}, lost {r['lost']}")
+              f"{r['kernel_drops']}, lost {r['lost']} (not counted anywhere: "
+              f"{r['lost'] - (r['kernel_drops'] or 0)})")
         ctl = r["control"] or {}
         print(f"  tag flood: {args.tags} sent; control plane received "
               f"{ctl.get('received', 0)}, added {ctl.get('added', 0)}, refused "

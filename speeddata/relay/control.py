@@ -27,9 +27,10 @@ from speeddata.tags import TagRecord, TagStore
 
 log = logging.getLogger("speeddata.control")
 
-RATE = 2000.0  # datagrams read a second at most
+RATE = 500.0  # datagrams read a second at most (at 2000, a flood sealed with the key took
+# enough of the GIL from the data loop to cost 10 % of 50 k/s: benchmarks/relay_stalls.py)
 BATCH = 256  # datagrams read and applied in one transaction at most
-SEND_RATE = 500.0  # records re-announced a second at most (below any peer's RATE)
+SEND_RATE = 250.0  # records re-announced a second at most (below any peer's RATE)
 LOG_SECONDS = 10.0
 
 

@@ -2,9 +2,12 @@
 thread, so that the receive loop does only receive, check, write and forward.
 
 The queue is bounded by kind: at most one job of each kind waits. A job submitted while
-one of its kind still waits replaces nothing and is counted as skipped: the one waiting
-does the same work with fresher inputs when it runs (the next status file, the next
-retention round). A job that raises is logged and counted; the thread goes on.
+one of its kind still waits is counted as skipped: either the one waiting does the same
+work with fresher inputs when it runs (a retention round reads the cache then), or, for
+a job that carries its inputs (a status file of a snapshot taken on the loop), the new
+one takes the waiting one's place, so a status file written after a long retention scan
+holds the newest figures, not those of before the scan. A job that raises is logged and
+counted; the thread goes on.
 """
 
 from __future__ import annotations
@@ -31,11 +34,14 @@ class Jobs:
         self.failed: dict[str, int] = {}
         self.longest_ms: dict[str, float] = {}
 
-    def submit(self, kind: str, job: Callable[[], None]) -> bool:
-        """Queue ``job`` unless one of ``kind`` waits already (then it is skipped)."""
+    def submit(self, kind: str, job: Callable[[], None], newest: bool = False) -> bool:
+        """Queue ``job`` unless one of ``kind`` waits already (then it is skipped, or with
+        ``newest`` it replaces the waiting one, in its place in the queue)."""
         with self._cond:
             if kind in self._pending:
                 self.skipped[kind] = self.skipped.get(kind, 0) + 1
+                if newest:
+                    self._pending[kind] = job
                 return False
             self._pending[kind] = job
             self.submitted[kind] = self.submitted.get(kind, 0) + 1

@@ -359,7 +359,7 @@ class Relay:
             self.jobs.submit("channels", self.load_channels)
         elif job == "status":
             snapshot = self.statistics()  # taken here: the counters change only here
-            self.jobs.submit("status", lambda: self._write_status(snapshot))
+            self.jobs.submit("status", lambda: self._write_status(snapshot), newest=True)
             self._log_rejections(now)
             if self.mc_socket is not None:
                 self._report_forwarded()
