@@ -30,6 +30,7 @@ from speeddata.tags import TagStore, format_time
 log = logging.getLogger("speeddata.stripchart.jobs")
 
 FINAL = ("done", "failed", "cancelled")
+EXTRA_OF = {"h5py": "pivot"}  # what an export may find missing (Parquet says itself)
 JOIN_SECONDS = 5.0  # a process that said its last word and does not end is killed then
 
 
@@ -84,6 +85,10 @@ def pivot_worker(conn: Connection, task: Task) -> None:
                    result.skipped.as_list(task.cache_dir)))  # damaged cache ranges left out
     except SpeeddataError as exc:
         conn.send(("failed", str(exc)))
+    except ModuleNotFoundError as exc:  # the server installed without the format's extra
+        extra = EXTRA_OF.get((exc.name or "").partition(".")[0], "all")
+        conn.send(("failed", f"this export needs {exc.name}, which is not installed on the "
+                             f"server; install it with: pip install 'speeddata[{extra}]'"))
     except Exception as exc:  # reported to the page as it is
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
 

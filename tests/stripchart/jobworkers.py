@@ -36,3 +36,13 @@ def talk_nonsense(conn: Connection, task: Task) -> None:
 def fail(conn: Connection, task: Task) -> None:
     """Fails as a pivot does: with a reason."""
     conn.send(("failed", "nothing cached in that range"))
+
+
+def without_h5py(conn: Connection, task: Task) -> None:
+    """The real pivot, in a process where h5py is not installed."""
+    import sys
+
+    from speeddata.stripchart.jobs import pivot_worker
+
+    sys.modules["h5py"] = None  # type: ignore[assignment]  # import h5py: not found
+    pivot_worker(conn, task)

@@ -107,3 +107,21 @@ def test_twenty_jobs_failing_in_a_row_leave_post_answering_202(tmp_path: Path) -
                                  "process sent ('progress',))")
     assert reasons[3] == "nothing cached in that range"
     runner.shutdown()
+
+
+@pytest.mark.e2e
+def test_an_hdf5_export_on_a_server_without_h5py_says_what_to_install(tmp_path: Path) -> None:
+    import time
+
+    from tests.test_replay import fill
+
+    fill(tmp_path / "cache", time.time_ns() - 10 * 10**9, 2)
+    runner = PivotJobs(tmp_path / "cache", target=jobworkers.without_h5py)
+    csv = Task(tmp_path / "cache", tmp_path / "exports" / "x", 0, time.time_ns(),
+               {"export_format": "csv"})
+    hdf5 = Task(tmp_path / "cache", tmp_path / "exports" / "x.h5", 0, time.time_ns(), {})
+    assert ended(runner, runner.submit("x", csv).id)["state"] == "done"  # CSV: no h5py
+    failed = ended(runner, runner.submit("x", hdf5).id)
+    assert failed["error"] == ("this export needs h5py, which is not installed on the "
+                               "server; install it with: pip install 'speeddata[pivot]'")
+    runner.shutdown()
