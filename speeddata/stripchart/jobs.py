@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from speeddata.errors import BusyError, NotFoundError, SpeeddataError
+from speeddata.pivot import pivot, remove_stale_files  # h5py: only where HDF5 is written
 from speeddata.tags import TagStore, format_time
 
 log = logging.getLogger("speeddata.stripchart.jobs")
@@ -32,6 +33,7 @@ log = logging.getLogger("speeddata.stripchart.jobs")
 FINAL = ("done", "failed", "cancelled")
 EXTRA_OF = {"h5py": "pivot"}  # what an export may find missing (Parquet says itself)
 JOIN_SECONDS = 5.0  # a process that said its last word and does not end is killed then
+POLL_SECONDS = 1.0  # how often a silent process is checked for being alive
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,6 @@ class Job:
 def pivot_worker(conn: Connection, task: Task) -> None:
     """A pivot in a process of its own (decoding and compressing would take the live
     page's CPU time and the GIL); progress and the outcome go back through ``conn``."""
-    from speeddata.pivot import pivot  # here, not in the server: h5py and its HDF5
-
     last = 0.0
 
     def progress(done: int, total: int) -> None:
@@ -155,7 +155,11 @@ class PivotJobs:
             finished = [k for k, j in self.jobs.items() if j.state in FINAL]
             for old in finished[: -self.KEEP]:
                 del self.jobs[old]
-        self._pool.submit(self._run, job, task)
+        try:
+            self._pool.submit(self._run, job, task)
+        except RuntimeError:  # the server is stopping: it never starts
+            with self.lock:
+                self._end(job, "cancelled", error="the server is stopping")
         return job
 
     def cancel(self, job_id: str) -> Job:
@@ -223,6 +227,13 @@ class PivotJobs:
                     process.terminate()
             sender.close()  # the process holds the only write end: its end is our EOF
             while True:
+                # its end is an EOF, unless a process forked meanwhile holds the write
+                # end too: then its exit says it
+                if not receiver.poll(POLL_SECONDS):
+                    if process.is_alive():
+                        continue
+                    if not receiver.poll(0):  # ended, and nothing more to read
+                        break
                 try:
                     message = _checked(receiver.recv())
                 except EOFError:  # the process ended (or was stopped) before its answer
@@ -251,8 +262,6 @@ class PivotJobs:
 
     def _conclude(self, job: Job, task: Task, outcome: tuple, exitcode: int | None) -> None:
         try:
-            from speeddata.pivot import remove_stale_files
-
             remove_stale_files(task.out.parent)  # a killed process's half-written file
         except Exception as exc:
             log.warning("pivot job %s: stale files not removed (%s)", job.id, exc)

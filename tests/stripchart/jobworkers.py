@@ -46,3 +46,14 @@ def without_h5py(conn: Connection, task: Task) -> None:
 
     sys.modules["h5py"] = None  # type: ignore[assignment]  # import h5py: not found
     pivot_worker(conn, task)
+
+
+def leave_a_child_holding_the_pipe(conn: Connection, task: Task) -> None:
+    """Ends without a word, but a child it forked keeps the pipe open (for a minute,
+    its pid in ``child.pid`` beside the cache, for the test to stop it)."""
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    (task.cache_dir.parent / "child.pid").write_text(str(child))
+    os._exit(3)

@@ -63,6 +63,20 @@ def test_a_job_whose_process_is_killed_ends_failed_with_the_reason(tmp_path: Pat
 
 
 @pytest.mark.e2e
+def test_a_process_that_ends_while_a_child_holds_its_pipe_ends_failed(tmp_path: Path) -> None:
+    """No EOF comes while the child lives: the process's exit is noticed instead."""
+    runner = PivotJobs(tmp_path, target=jobworkers.leave_a_child_holding_the_pipe)
+    try:
+        end = ended(runner, runner.submit("x", task(tmp_path)).id)
+    finally:
+        child = tmp_path / "child.pid"
+        if child.exists():
+            os.kill(int(child.read_text()), signal.SIGKILL)
+    assert end["error"] == "the pivot process ended without a word (exit code 3)"
+    runner.shutdown()
+
+
+@pytest.mark.e2e
 def test_cancelling_a_running_job_ends_it_cancelled(tmp_path: Path) -> None:
     runner = PivotJobs(tmp_path, target=jobworkers.hang)
     job = runner.submit("x", task(tmp_path))
