@@ -163,6 +163,8 @@ class CacheView:
         try:
             channel = self._channels.get(cached.path) or channel_of(cached.path, self.registry)
             self._channels[cached.path] = channel
+        except FileNotFoundError:  # retention deletes the data, then the index: not damage
+            return None
         except (OSError, ValueError) as exc:
             log.warning("scroll-back: %s cannot be read (%s); skipped", cached.path, exc)
             self._spans[cached.path] = None
@@ -193,7 +195,12 @@ class CacheView:
                 return made, channel
         except (OSError, ValueError, KeyError):
             pass  # missing, or from an older layout: made again
-        made = summary.summarize(cached, channel, index.unpack(idx.read_bytes()))
+        try:
+            made = summary.summarize(cached, channel, index.unpack(idx.read_bytes()))
+        except FileNotFoundError:
+            return None
+        if not cached.path.exists():  # deleted while read: no damage, no summary left behind
+            return None
         try:
             made.save(path)
             self.made += 1
