@@ -4,8 +4,8 @@ process does: dies (kill -9, the OOM killer), breaks its pipe, says something th
 makes no sense, or hangs after its answer. A job left "running" would hold one of the
 ``MAX_PENDING`` places until a restart.
 
-No FastAPI here (the routes are ``api_tags``) and no h5py: the worker process imports
-the pivot's writers itself.
+No FastAPI here (the routes are ``api_tags``) and no h5py: the pivot's HDF5 writer
+imports it, in the worker process; a server without it still runs CSV exports.
 """
 
 from __future__ import annotations
