@@ -438,7 +438,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"p99 {result.percentile(99) * 1e3:.2f} ms")
         print(f"replayed {result.sent} datagrams in {result.seconds:.2f} s "
               f"({rate:,.0f}/s){timing}")
-        for line in skipped.lines():
+        for line in skipped.lines() if skipped else []:
             print(f"speeddata replay: warning: {line}", file=sys.stderr)
         skipped = Skipped()
         if not args.loop or stopping:
@@ -975,6 +975,7 @@ def _glue_relative_times(argv: list[str]) -> list[str]:
 
 
 # What the bare package (the sender) leaves out; each role's extra brings its part.
+EXTRA_OF = {"replay": "relay"}  # commands that run with another role's extra
 OPTIONAL_MODULES = {"numpy", "h5py", "tqdm", "fastapi", "fastapi_offline", "uvicorn",
                     "websockets", "pydantic", "starlette", "uvloop", "boto3", "botocore"}
 
@@ -995,7 +996,7 @@ def main(argv: list[str] | None = None) -> int:
         if (exc.name or "").partition(".")[0] not in OPTIONAL_MODULES:
             raise
         extra = args.command if args.command in ("relay", "serve", "pivot", "archive") else (
-            "all")
+            EXTRA_OF.get(args.command, "all"))
         print(f"speeddata {args.command}: needs {exc.name}, which is not installed; "
               f"install it with: pip install 'speeddata[{extra}]'", file=sys.stderr)
         return 2

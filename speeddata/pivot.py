@@ -20,9 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 
 from speeddata import __version__, status
@@ -34,10 +33,16 @@ from speeddata.errors import ConflictError, NotFoundError, SpeeddataError
 from speeddata.schemas import Channel, Registry, Signal
 from speeddata.tags import format_time
 
+# h5py is imported where an HDF5 file is written: CSV and Parquet exports, the server
+# and replay use this module without it
+if TYPE_CHECKING:
+    import h5py
+
 log = logging.getLogger("speeddata.pivot")
 
 CHUNK_RECORDS = 65536  # rows appended at a time, and the HDF5 chunk length
 TIME_UNITS = "nanoseconds since 1970-01-01"  # CF units: xarray decodes it to datetime64
+TEXT = np.dtype("O", metadata={"vlen": str})  # h5py.string_dtype(): UTF-8 text
 
 
 class PivotError(SpeeddataError):
@@ -113,7 +118,7 @@ class Column:
 
 def _dtype(signal: Signal) -> Any:
     if signal.kind != "number":
-        return h5py.string_dtype()
+        return TEXT
     return np.bool_ if signal.avro_type == "boolean" else (
         np.int64 if signal.avro_type in ("int", "long") else np.float64)
 
@@ -128,7 +133,7 @@ def merged_columns(versions: list[Channel], wanted: list[str]) -> list[Column]:
         newest = having[-1]
         types = {_dtype(s) for s in having}
         if any(s.kind != "number" for s in having):
-            dtype = h5py.string_dtype()
+            dtype = TEXT
         elif len(types) == 1 and len(having) == len(versions):
             dtype = types.pop()
         else:
@@ -166,7 +171,7 @@ def _set_text(attrs: h5py.AttributeManager, key: str, value: str | list[str]) ->
         return
     encoded = [hdf5_text(v) for v in values]
     attrs.create(key, encoded[0] if isinstance(value, str) else encoded,
-                 dtype=h5py.string_dtype())
+                 dtype=TEXT)
     attrs["nul"] = "C0 80"
 
 
@@ -316,6 +321,8 @@ class _Hdf5Sink(_Sink):
 
     def __init__(self, tmp: Path, attrs: dict[str, Any], compression: str | None) -> None:
         super().__init__()
+        import h5py
+
         self.h5 = h5py.File(tmp, "w", libver="latest")
         for key, value in attrs.items():
             if isinstance(value, str):

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import tempfile
-import threading
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,8 +18,9 @@ from starlette.background import BackgroundTask
 
 from speeddata.config import Config
 from speeddata.control import announcer
-from speeddata.errors import BusyError, NotFoundError, SpeeddataError
-from speeddata.pivot import SUFFIXES, pivot, remove_stale_files
+from speeddata.errors import NotFoundError
+from speeddata.pivot import SUFFIXES
+from speeddata.stripchart.jobs import PivotJobs, Task
 from speeddata.tags import (
     MAX_CHANNELS,
     MAX_NOTE,
@@ -102,152 +97,31 @@ class PivotRequest(BaseModel):
     force: bool = False
 
 
-def _pivot_process(conn: Connection, cache_dir: Path, out: Path, start: int, end: int,
-                   options: dict) -> None:
-    """A pivot in a process of its own (decoding and compressing would take the live
-    page's CPU time and the GIL); progress and the outcome go back through ``conn``."""
-    last = 0.0
-
-    def progress(done: int, total: int) -> None:
-        nonlocal last
-        if time.monotonic() - last >= 0.2 or done == total:
-            last = time.monotonic()
-            conn.send(("progress", done, total))
-
-    try:
-        result = pivot(cache_dir, out, start, end, progress=progress, **options)
-        conn.send(("done", result.records, result.seconds,
-                   result.skipped.as_list(cache_dir)))  # damaged cache ranges left out
-    except SpeeddataError as exc:
-        conn.send(("failed", str(exc)))
-    except Exception as exc:  # reported to the page as it is
-        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
-
-
-class PivotJobs:
-    """Pivots run one at a time, each in a process of its own, in the order asked.
-
-    At most ``MAX_PENDING`` jobs wait or run (more: BusyError); a job can be cancelled
-    while it waits or runs (its process is stopped, its partial file removed). Waiting
-    and running jobs are always listed; of the finished ones the last ``KEEP``.
-    """
-
-    KEEP = 50
-    MAX_PENDING = 16
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.jobs: dict[str, dict] = {}
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pivot")
-        self.lock = threading.Lock()
-        self._processes: dict[str, BaseProcess] = {}
-
-    def pending(self) -> int:
-        return sum(j["state"] in ("queued", "running") for j in self.jobs.values())
-
-    def submit(self, request: PivotRequest) -> dict:
-        store = TagStore(self.config.cache.dir)
-        now = time.time_ns()
-        if request.tag:
-            tag = store.get(check_name(request.tag))
-            start, end = tag.start_ns, tag.end_ns if tag.end_ns is not None else now
-            name, attrs = tag.name, {"tag": tag.name, "note": tag.note}
-            channels = request.channels or list(tag.channels)
-        elif request.start:
-            start, end = parse_time(request.start, now), parse_time(request.end or "now", now)
-            name = f"{format_time(start)}_{format_time(end)}".replace(":", "")
-            attrs, channels = {}, request.channels
-        else:
-            raise TagError("give a tag, or a start (and end)")
-        if end < start:
-            raise TagError(f"the range ends ({format_time(end)}) before it starts "
-                           f"({format_time(start)})")
-        compression = request.compression or self.config.exports.compression
-        job = {"id": uuid.uuid4().hex[:12], "name": name, "state": "queued", "done": 0,
-               "total": 0, "file": None, "error": None, "created": format_time(now)}
-        with self.lock:
-            if self.pending() >= self.MAX_PENDING:
-                raise BusyError(f"{self.MAX_PENDING} pivots are waiting or running already; "
-                                "wait for one to finish, or cancel one (DELETE /api/pivot/ID)")
-            self.jobs[job["id"]] = job
-            finished = [k for k, j in self.jobs.items() if j["state"] not in (
-                "queued", "running")]
-            for old in finished[: -self.KEEP]:
-                del self.jobs[old]
-        options = {"channels": channels or None, "signals": request.signals or None,
-                   "decimate": request.decimate, "force": request.force, "attrs": attrs,
-                   "compression": None if compression == "none" else compression,
-                   "export_format": request.format or self.config.exports.format}
-        out = self.config.exports.dir / f"{name}{SUFFIXES[options['export_format']]}"
-        self.pool.submit(self._run, job, out, start, end, options)
-        return job
-
-    def cancel(self, job_id: str) -> dict:
-        job = self.get(job_id)
-        with self.lock:
-            if job["state"] == "queued":
-                job["state"] = "cancelled"
-            elif job["state"] == "running":
-                job["state"] = "cancelling"
-                process = self._processes.get(job_id)
-                if process is not None:
-                    process.terminate()
-        return job
-
-    def get(self, job_id: str) -> dict:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise NotFoundError(f"no pivot job {job_id[:40]!r}; GET /api/pivot lists them")
-        return job
-
-    def _run(self, job: dict, out: Path, start: int, end: int, options: dict) -> None:
-        with self.lock:
-            if job["state"] != "queued":
-                return  # cancelled while it waited
-            job["state"] = "running"
-            receiver, sender = multiprocessing.get_context("spawn").Pipe(duplex=False)
-            process = multiprocessing.get_context("spawn").Process(
-                target=_pivot_process, name=f"pivot-{job['id']}",
-                args=(sender, self.config.cache.dir, out, start, end, options), daemon=True)
-            process.start()
-            sender.close()
-            self._processes[job["id"]] = process
-        outcome: tuple = ("failed", "the pivot process ended without a word")
-        try:
-            while True:
-                message = receiver.recv()
-                if message[0] == "progress":
-                    job["done"], job["total"] = message[1], message[2]
-                else:
-                    outcome = message
-                    break
-        except EOFError:  # the process died or was stopped
-            pass
-        process.join()
-        with self.lock:
-            self._processes.pop(job["id"], None)
-        remove_stale_files(out.parent)
-        if job["state"] == "cancelling":
-            job.update(state="cancelled")
-        elif outcome[0] == "done":
-            if "tag" in options["attrs"]:
-                TagStore(self.config.cache.dir).mark_exported(options["attrs"]["tag"],
-                                                              time.time_ns())
-            job.update(state="done", file=out.name, records=outcome[1],
-                       seconds=round(outcome[2], 3), skipped=outcome[3])
-        else:
-            log.warning("pivot job %s failed: %s", job["id"], outcome[1])
-            job.update(state="failed", error=outcome[1] if process.exitcode == 0 else
-                       f"{outcome[1]} (exit code {process.exitcode})")
-
-    def shutdown(self) -> None:
-        with self.lock:
-            for job in self.jobs.values():
-                if job["state"] == "queued":
-                    job["state"] = "cancelled"
-            for process in self._processes.values():
-                process.terminate()
-        self.pool.shutdown(wait=True)
+def pivot_task(config: Config, request: PivotRequest, now: int) -> tuple[str, Task]:
+    """The export's name and the pivot's task for ``request``; TagError if it names no
+    range."""
+    if request.tag:
+        tag = TagStore(config.cache.dir).get(check_name(request.tag))
+        start, end = tag.start_ns, tag.end_ns if tag.end_ns is not None else now
+        name, attrs = tag.name, {"tag": tag.name, "note": tag.note}
+        channels = request.channels or list(tag.channels)
+    elif request.start:
+        start, end = parse_time(request.start, now), parse_time(request.end or "now", now)
+        name = f"{format_time(start)}_{format_time(end)}".replace(":", "")
+        attrs, channels = {}, request.channels
+    else:
+        raise TagError("give a tag, or a start (and end)")
+    if end < start:
+        raise TagError(f"the range ends ({format_time(end)}) before it starts "
+                       f"({format_time(start)})")
+    compression = request.compression or config.exports.compression
+    export_format = request.format or config.exports.format
+    options = {"channels": channels or None, "signals": request.signals or None,
+               "decimate": request.decimate, "force": request.force, "attrs": attrs,
+               "compression": None if compression == "none" else compression,
+               "export_format": export_format}
+    out = config.exports.dir / f"{name}{SUFFIXES[export_format]}"
+    return name, Task(config.cache.dir, out, start, end, options, attrs.get("tag"))
 
 
 def _export_path(config: Config, name: str) -> Path:
@@ -276,25 +150,25 @@ def _size(path: Path) -> int:
 
 
 def register_exports(app: FastAPI, config: Config) -> PivotJobs:
-    jobs = PivotJobs(config)
+    jobs = app.state.pivot_jobs = PivotJobs(config.cache.dir)
 
     @app.post("/api/pivot", status_code=202)
     def start_pivot(request: PivotRequest) -> dict:
         """Start a pivot as a background job; poll ``GET /api/pivot/{id}`` for progress."""
-        return jobs.submit(request)
+        return jobs.submit(*pivot_task(config, request, time.time_ns())).as_dict()
 
     @app.get("/api/pivot")
     def list_jobs() -> list[dict]:
-        return list(jobs.jobs.values())
+        return jobs.list()
 
     @app.get("/api/pivot/{job_id}")
     def get_job(job_id: str) -> dict:
-        return jobs.get(job_id)
+        return jobs.get(job_id).as_dict()
 
     @app.delete("/api/pivot/{job_id}")
     def cancel_job(job_id: str) -> dict:
         """Cancel a waiting or running pivot; a finished one is left as it is."""
-        return jobs.cancel(job_id)
+        return jobs.cancel(job_id).as_dict()
 
     @app.get("/api/exports")
     def list_exports() -> list[dict]:

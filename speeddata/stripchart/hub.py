@@ -61,14 +61,22 @@ class SourceClock:
     server's receive time and flagged, so it stays on screen. A sample further than
     ``tolerance`` from the channel's offset (a clock jump, a corrupt stamp) never enters
     the history, where it would push every later sample out of the ring; it is counted.
+    Nor does one more than ``tolerance`` ahead of now (``ahead``): the ring's newest
+    bucket never goes back, so one such sample would hide the samples after it.
+
+    A replay is told by its notices, and drawn at the time it sends its samples; only
+    the batches from the address its notices came from are a replay: the live source
+    of the same channel (another address) goes on being drawn on its own clock.
     """
 
     def __init__(self, tolerance_ns: int, batches: int = 31) -> None:
         self.tolerance_ns = tolerance_ns
         self._recent: deque[int] = deque(maxlen=batches)
         self.offset_ns = 0
-        self.dropped = 0
+        self.dropped = 0  # samples never drawn, for a time off its clock (ahead included)
+        self.ahead = 0  # of them: more than ``tolerance`` ahead of now
         self.replay: wire.ReplayNotice | None = None  # the latest notice of a replay of it
+        self.replay_source: str | None = None  # the address that notice came from
         self._replay_until_ns = 0
         self._replay_at_ns: int | None = None  # the latest replayed sample drawn
 
@@ -76,10 +84,13 @@ class SourceClock:
     def shifted(self) -> bool:
         return abs(self.offset_ns) > self.tolerance_ns
 
-    def follow_replay(self, notice: wire.ReplayNotice, now_ns: int) -> None:
-        """A replay of this channel is on the group: for the next ``REPLAY_HOLD_NS`` its
-        samples are drawn when their replay sends them, never taken for a bad clock."""
+    def follow_replay(self, notice: wire.ReplayNotice, now_ns: int,
+                      source: str | None = None) -> None:
+        """A replay of this channel is on the group, sent from ``source``: for the next
+        ``REPLAY_HOLD_NS`` the samples from there are drawn when their replay sends them,
+        never taken for a bad clock."""
         self.replay = notice
+        self.replay_source = source
         self._replay_until_ns = now_ns + REPLAY_HOLD_NS
 
     def replaying(self, now_ns: int) -> dict[str, Any] | None:
@@ -89,10 +100,13 @@ class SourceClock:
         at = self._replay_at_ns or self.replay.first_ns
         return {"speed": self.replay.speed, "at_ms": at / 1e6}
 
-    def place(self, times: np.ndarray, now_ns: int) -> tuple[np.ndarray, np.ndarray]:
-        """(the kept samples' times on the plot's axis, which samples are kept)."""
+    def place(self, times: np.ndarray, now_ns: int, source: str | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """(the kept samples' times on the plot's axis, which samples are kept), for a
+        batch from ``source`` (an address; None: as the replay's notice said)."""
         times = np.asarray(times, dtype=np.int64)
-        if self.replaying(now_ns) and self.replay is not None:
+        if (self.replaying(now_ns) and self.replay is not None
+                and source == self.replay_source):
             # each sample at the moment its replay sends it; in floats, so that no notice
             # overflows an int64, and within ``tolerance`` of now, as live samples are
             replay = self.replay
@@ -112,10 +126,12 @@ class SourceClock:
         else:  # of the two middle ones, the one nearer the estimate so far
             self.offset_ns = min(ordered[middle - 1 : middle + 1],
                                  key=lambda o: abs(o - self.offset_ns))
-        keep = np.abs(offsets - self.offset_ns) <= self.tolerance_ns
+        placed = times - self.offset_ns if self.shifted else times
+        ahead = placed > now_ns + self.tolerance_ns
+        keep = (np.abs(offsets - self.offset_ns) <= self.tolerance_ns) & ~ahead
+        self.ahead += int(ahead.sum())
         self.dropped += int(len(keep) - keep.sum())
-        kept = times[keep]
-        return (kept - self.offset_ns if self.shifted else kept), keep
+        return placed[keep], keep
 
 
 CLOCK_TOLERANCE_NS = 10 * 10**9
@@ -209,7 +225,8 @@ class Hub:
                 for fp in notice.channels:
                     replayed = table.get(fp)
                     if replayed is not None:
-                        self.clocks[replayed.name].follow_replay(notice, now_ns)
+                        self.clocks[replayed.name].follow_replay(
+                            notice, now_ns, source[1] if source else None)
                 continue
             by_channel.setdefault(channel, []).append(memoryview(datagram)[wire.HEADER_SIZE:])
         self.datagrams += len(datagrams)
@@ -219,7 +236,7 @@ class Hub:
                 hop.arrived((source[1], channel.name), len(bodies), now_ns)
         for channel, bodies in by_channel.items():
             self._ingest_channel(channel, bodies, time.monotonic() if now is None else now,
-                                 now_ns)
+                                 now_ns, source[1] if source else None)
 
     def forward_report(self, group: str, relay: str, datagram: bytes,
                        now_ns: int | None = None) -> None:
@@ -273,7 +290,7 @@ class Hub:
         return loss.trust_of(relay.rpartition(":")[0], self.allow)
 
     def _ingest_channel(self, channel: Channel, bodies: list[memoryview], now: float,
-                        now_ns: int) -> None:
+                        now_ns: int, source: str | None = None) -> None:
         valid = channel.check.valid_bodies(bodies)
         if not valid.all():  # from a rogue sender on the group: never decoded, counted
             self.rejected += int((~valid).sum())
@@ -281,7 +298,8 @@ class Hub:
             if not bodies:
                 return
         columns = self.decoders[channel.name].decode_bodies(bodies)
-        times, keep = self.clocks[channel.name].place(columns[channel.time_field], now_ns)
+        times, keep = self.clocks[channel.name].place(columns[channel.time_field], now_ns,
+                                                      source)
         rate = self.rates[channel.name]
         rate.datagrams += len(keep)
         if not len(times):
@@ -391,6 +409,7 @@ class Hub:
                 "clock_shifted": self.clocks[channel.name].shifted,
                 "replay": self.clocks[channel.name].replaying(now_ns),
                 "dropped_times": self.clocks[channel.name].dropped,
+                "ahead_times": self.clocks[channel.name].ahead,
                 "signals": [
                     {"name": s.name, "id": f"{channel.name}.{s.name}", "type": s.avro_type,
                      "kind": s.kind, "unit": s.unit, "doc": s.doc, "symbols": list(s.symbols),

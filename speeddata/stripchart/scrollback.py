@@ -69,6 +69,26 @@ class CacheView:
         self.skipped = Skipped()  # damage met in the cache, each file's counted once
         self._counted: dict[Path, int] = {}  # damage entries of a file already counted
         self._unreadable: dict[Path, Damage] = {}  # files whose header cannot be read
+        self.forgotten = 0  # files retention deleted, and all that was kept about them
+
+    def statistics(self) -> dict[str, int]:
+        return {"files_known": len(self._known()), "summaries_made": self.made,
+                "files_forgotten": self.forgotten}
+
+    def _known(self) -> set[Path]:
+        return (self._growing.keys() | self._spans.keys() | self._channels.keys()
+                | self._counted.keys() | self._unreadable.keys())
+
+    def _forget_gone(self, listed: list[CachedFile]) -> None:
+        """Forget the files a listing no longer shows (retention deleted them): what is
+        kept per file stays as large as the cache, never as all it ever held."""
+        present = {f.path for f in listed}
+        gone = [path for path in self._known() if path not in present]
+        for path in gone:
+            for kept in (self._growing, self._spans, self._channels, self._counted,
+                         self._unreadable):
+                kept.pop(path, None)
+        self.forgotten += len(gone)
 
     def columns(self, channel: str, signal: str, start: int, end: int, count: int) -> Columns:
         """The signal's columns over ``[start, end)`` (source time, ns)."""
@@ -143,6 +163,8 @@ class CacheView:
         try:
             channel = self._channels.get(cached.path) or channel_of(cached.path, self.registry)
             self._channels[cached.path] = channel
+        except FileNotFoundError:  # retention deletes the data, then the index: not damage
+            return None
         except (OSError, ValueError) as exc:
             log.warning("scroll-back: %s cannot be read (%s); skipped", cached.path, exc)
             self._spans[cached.path] = None
@@ -173,7 +195,12 @@ class CacheView:
                 return made, channel
         except (OSError, ValueError, KeyError):
             pass  # missing, or from an older layout: made again
-        made = summary.summarize(cached, channel, index.unpack(idx.read_bytes()))
+        try:
+            made = summary.summarize(cached, channel, index.unpack(idx.read_bytes()))
+        except FileNotFoundError:
+            return None
+        if not cached.path.exists():  # deleted while read: no damage, no summary left behind
+            return None
         try:
             made.save(path)
             self.made += 1
@@ -193,10 +220,13 @@ class CacheView:
     def catch_up(self, budget_s: float = 1.0) -> int:
         """Summarize closed files that have none yet, newest first, and extend the
         summaries of growing ones, for about ``budget_s``; how many were written. Called
-        from the server's background thread."""
+        from the server's background thread. Files deleted since the last round are
+        forgotten first."""
         deadline = time.monotonic() + budget_s
         made = 0
-        files = self.catalogue.files()
+        with self._lock:  # listed under the lock: a file a query met since is listed
+            files = self.catalogue.files()
+            self._forget_gone(files)
         growing = maybe_open(files)
         for cached in reversed(files):
             if time.monotonic() > deadline:

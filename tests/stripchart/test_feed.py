@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import time
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -203,3 +205,34 @@ def test_no_bytes_after_a_reserved_header_raise_anything_but_a_refusal(head: byt
     hub.forward_report("full", "10.0.0.1:5000", datagram, S)
     hub.ingest([datagram, motor(1)], now=1.0, now_ns=S, source=("full", "10.0.0.1:5000"))
     assert hub.rates["motor"].datagrams == 1
+
+
+def test_a_replay_on_the_group_leaves_the_live_source_of_its_channel_live() -> None:
+    """The live source (relayed from A) and a replay of yesterday (from B) of the same
+    channel on one group: the replay's samples are drawn when it sends them, the live
+    source's on its own clock. Before, every motor datagram was placed as a replayed
+    one, the live ones a day ahead: dropped, the live source vanished while it ran."""
+    day = 86400 * S
+    hub = Hub(Registry([MOTOR]))
+    live: list[int] = []
+
+    async def run() -> None:
+        feed = _Feed(hub, "full")
+        start = time.time_ns()
+        for step in range(5):  # as 100 ms of each, with a notice before each
+            at = start + step * S // 10
+            feed.datagram_received(wire.replay_notices([MOTOR.fingerprint], start - day,
+                                                       start, 1.0)[0], B)
+            for i in range(10):
+                feed.datagram_received(motor(at - day + i * 10**7), B)  # replayed
+                feed.datagram_received(motor(at + i * 10**7), A)  # live
+                live.append(at + i * 10**7)
+            feed.flush()
+
+    asyncio.run(run())
+    clock = hub.clocks["motor"]
+    assert clock.dropped == 0 and hub.rates["motor"].datagrams == 100
+    drawn_ms = hub.numeric["motor.speed"][0].rings[0].since_time(0).last_ms
+    assert {t // 10**6 for t in live} <= set(drawn_ms.astype(np.int64).tolist())
+    assert clock.replay_source == "10.0.0.2:5000" and clock.replaying(time.time_ns())
+    assert not clock.shifted and abs(clock.offset_ns) < S  # the live clock, still right

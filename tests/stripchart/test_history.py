@@ -128,6 +128,28 @@ def test_one_sample_a_day_ahead_does_not_blank_its_channel() -> None:
     assert motor["dropped_times"] == 1 and not motor["clock_shifted"]
 
 
+def test_a_sample_beyond_the_tolerance_ahead_of_now_is_refused_not_made_newest() -> None:
+    """A source 9 s ahead (within the 10 s tolerance: drawn on its own clock) sends one
+    sample 18.9 s ahead: within the tolerance of its clock, but it would be the ring's
+    newest bucket, which never goes back, and a ring of a second would lose every later
+    sample. It is refused and counted."""
+    registry, _ = Registry.load_dir(SCHEMAS)
+    hub = Hub(registry, levels=[Level(10 * MS, 100)])
+    ahead = 9000 * MS
+    hub.ingest(_datagrams(50), now_ns=T0 + 50 * MS - ahead)
+    hub.ingest([Encoder(registry["motor"]).encode({
+        "time": T0 + 60 * MS + 9900 * MS, "speed": 1e9, "torque": 1.0, "current": 0.0,
+        "voltage": 48.0, "position": 0.0, "temperature": 20.0})], now_ns=T0 + 60 * MS - ahead)
+    hub.ingest(_datagrams(50, start=50), now_ns=T0 + 100 * MS - ahead)
+    client = Client()
+    hub.subscribe(client, {"signals": ["motor.speed"], "window": 1})
+    _, series = frames.decode(hub.frame(client, T0 + 100 * MS))
+    assert series[("motor.speed", 0)]["last"][-1] == 99.0  # the later samples are drawn
+    [motor] = [c for c in hub.describe(T0 + 100 * MS - ahead) if c["name"] == "motor"]
+    assert (motor["dropped_times"], motor["ahead_times"]) == (1, 1)
+    assert not motor["clock_shifted"]
+
+
 def test_changed_since_matches_a_full_scan_whatever_the_client_missed() -> None:
     ring = EnvelopeRing(Level(10 * MS, 50))
     rng = np.random.default_rng(1)
