@@ -43,6 +43,12 @@ class BusyError(SpeeddataError):
     http_status = 503
 
 
+class UnauthorizedError(SpeeddataError):
+    """The request does not carry the server's token."""
+
+    http_status = 401
+
+
 class ForbiddenError(SpeeddataError):
     """The request is refused whoever makes it: another site's, or a write the server
     does not take."""

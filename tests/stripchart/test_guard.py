@@ -9,7 +9,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from speeddata.errors import ForbiddenError, TooLargeError
@@ -38,6 +38,8 @@ def test_refusals() -> None:
     assert isinstance(cross, ForbiddenError) and "cross-site" in str(cross)
     assert "cross-site" in str(refusal("DELETE", {**local, "sec-fetch-site": "cross-site"},
                                        NAMES, False))
+    assert refusal("POST", {**local, "sec-fetch-site": "same-site"}, NAMES, False)
+    assert refusal("POST", {**local, "origin": "http://127.0.0.1:9999"}, NAMES, False)
     assert refusal("GET", {**local, "origin": "http://evil.example"}, NAMES, False) is None
     assert refusal("GET", {**local, "origin": "http://evil.example"}, NAMES, True)
     assert "DNS rebinding" in str(refusal("GET", {"host": "attacker.example"}, NAMES, False))
@@ -227,8 +229,10 @@ def test_a_server_with_a_token_refuses_everything_without_it(token_stack: Stack)
     assert cookie == "speeddata_token=s3cret-token"
     assert "HttpOnly" in response.getheader("Set-Cookie")
     assert call(stack, "GET", "/api/tags", headers={"Cookie": cookie})[0] == 200
-    with pytest.raises(InvalidStatus):
-        connect(stack.ws_url, open_timeout=30)
+    # opened only to say why it closes
+    with connect(stack.ws_url, open_timeout=30) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=30)
+    assert closed.value.rcvd.code == 1008 and closed.value.rcvd.reason.startswith("token")
     with connect(stack.ws_url, additional_headers={"Cookie": cookie}, open_timeout=30) as ws:
         assert json.loads(ws.recv(timeout=30))["type"] == "hello"
     url = subprocess.run([sys.executable, "-m", "speeddata", "status", "--url", "--config",
