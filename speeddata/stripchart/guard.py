@@ -319,7 +319,10 @@ class Guard:
                 and "text/html" in headers.get("accept", "")):
             response: Any = HTMLResponse(token_page(query), status_code=why.http_status)
         else:
-            response = JSONResponse({"detail": str(why)}, status_code=why.http_status)
+            # a body too large is not read to its end: the connection closes after this
+            closing = {"connection": "close"} if isinstance(why, TooLargeError) else None
+            response = JSONResponse({"detail": str(why)}, status_code=why.http_status,
+                                    headers=closing)
         await response(scope, receive, send)
 
 

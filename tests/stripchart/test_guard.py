@@ -3,6 +3,7 @@ server answering what a hostile page's browser would send."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.request
@@ -263,3 +264,28 @@ def test_every_route_of_the_api_needs_the_token(token_stack: Stack) -> None:
     for method, path in [*routes, ("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/")]:
         assert status(method, path, {}) == 401, (method, path)
         assert status(method, path, bearer) != 401, (method, path)
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(shared_stack: Stack) -> None:
+    """No length to check: uvicorn hands the chunks on, the guard counts them and
+    answers 413 at 1 MiB, while the client is still sending (the rest is never read)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    address = urlsplit(shared_stack.serve.url)
+    conn = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    conn.putrequest("POST", "/api/channels")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    chunk = b"x" * 65536
+    sent = 0
+    with contextlib.suppress(OSError):  # the server stops reading at the limit
+        while sent < 200 * 2**20:
+            conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+    response = conn.getresponse()
+    assert response.status == 413 and "over 1048576 bytes" in response.read().decode()
+    assert sent < 50 * 2**20
+    conn.close()
+    assert call(shared_stack, "GET", "/api/channels")[0] == 200
