@@ -534,6 +534,7 @@ def forged_messages(work: Path, forged: int = 1_000_000, forged_rate: float = 40
     forger_rows = [row for row in [*hop_rows, *snap.get("senders", [])]
                    if row.get("source") == result["forger"]]
     relay_rows = [row for row in hop_rows if row.get("source") != result["forger"]]
+    real_lost = sum(r["lost"] for r in relay_rows)
     return Row(
         "forged control, reports, notices", sent=result["forged"] + result["data"],
         accepted=len(found), lost=lost,
@@ -544,6 +545,9 @@ def forged_messages(work: Path, forged: int = 1_000_000, forged_rate: float = 40
                   and set(tags) == {"genuine"} and survived_tag
                   and applied == {"added": 1} and all(r["report_only"] for r in forger_rows)
                   and served.get("feed_errors", 0) == 0
+                  # what the real relay's rows say was lost, the server's kernel dropped:
+                  # no forged report moved them
+                  and real_lost <= served.get("kernel_drops", 0)
                   and not cache["unreadable"]),
         details={"forged": result["forged"], "kinds": result["kinds"], "data": result["data"],
                  "data_rate": data_rate, "forged_rate": forged_rate,
@@ -555,10 +559,11 @@ def forged_messages(work: Path, forged: int = 1_000_000, forged_rate: float = 40
                  "relay_kernel_drops": snap.get("kernel_drops", 0),
                  "server_refused": served.get("refused", {}),
                  "server_feed_errors": served.get("feed_errors", 0),
+                 "server_kernel_drops": served.get("kernel_drops", 0),
                  "forger_loss_rows": len(forger_rows),
                  "forger_rows_report_only": all(r["report_only"] for r in forger_rows),
                  "real_relay_rows": len(relay_rows),
-                 "real_relay_rows_lost": sum(r["lost"] for r in relay_rows)})
+                 "real_relay_rows_lost": real_lost})
 
 
 @dataclass
