@@ -338,7 +338,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 @command("captures")
 def cmd_captures(args: argparse.Namespace) -> int:
     from speeddata.captures import captures, outlook, tag_state
-    from speeddata.tags import format_time
+    from speeddata.times import format_time
 
     cfg = _cfg(args)
     view = captures(cfg)
@@ -370,17 +370,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from speeddata import multicast, replay, wire
     from speeddata.cache.check import Skipped
     from speeddata.relay.core import Decimator
-    from speeddata.tags import TagStore, parse_time
+    from speeddata.tags import resolve_range
 
     cfg = _cfg(args)
-    now = time.time_ns()
-    if args.tag:
-        tag = TagStore(cfg.cache.dir).get(args.tag)
-        start, end = tag.start_ns, tag.end_ns if tag.end_ns is not None else now
-    elif args.start:
-        start, end = parse_time(args.start, now), parse_time(args.end or "now", now)
-    else:
-        raise SpeeddataError("say what to replay: --tag NAME, or --start T [--end T]")
+    span = resolve_range(cfg.cache.dir, args.tag, args.start, args.end, time.time_ns())
+    start, end = span.start_ns, span.end_ns
     if not args.max and not wire.MIN_SPEED <= args.speed <= wire.MAX_SPEED:
         raise SpeeddataError(f"--speed must be {wire.MIN_SPEED:g} to {wire.MAX_SPEED:g}")
     channels = args.channels.split(",") if args.channels else None
@@ -565,7 +559,8 @@ def cmd_service(args: argparse.Namespace) -> int:
 @command("tag")
 def cmd_tag(args: argparse.Namespace) -> int:
     from speeddata.control import announcer
-    from speeddata.tags import TagStore, parse_time
+    from speeddata.tags import TagStore
+    from speeddata.times import parse_time
 
     cfg = _cfg(args)
     store = TagStore(cfg.cache.dir, announcer(cfg))  # every relay hears of it
@@ -645,26 +640,16 @@ def cmd_control(args: argparse.Namespace) -> int:
 @command("pivot")
 def cmd_pivot(args: argparse.Namespace) -> int:
     from speeddata.pivot import SUFFIXES, pivot
-    from speeddata.tags import TagStore, format_time, parse_time
+    from speeddata.tags import TagStore, resolve_range
 
     cfg = _cfg(args)
-    now = time.time_ns()
-    store = TagStore(cfg.cache.dir)
-    attrs: dict[str, object] = {}
+    span = resolve_range(cfg.cache.dir, args.tag, args.start, args.end, time.time_ns())
+    start, end, name = span.start_ns, span.end_ns, span.name
     channels = args.channels.split(",") if args.channels else None
-    if args.tag:
-        if args.start or args.end:
-            raise SpeeddataError("give --tag or --start/--end, not both")
-        tag = store.get(args.tag)
-        start, end = tag.start_ns, tag.end_ns if tag.end_ns is not None else now
-        channels = channels or list(tag.channels) or None
-        attrs = {"tag": tag.name, "note": tag.note}
-        name = tag.name
-    elif args.start:
-        start, end = parse_time(args.start, now), parse_time(args.end or "now", now)
-        name = f"{format_time(start)}_{format_time(end)}".replace(":", "")
-    else:
-        raise SpeeddataError("say what to export: --tag NAME, or --start T [--end T]")
+    attrs: dict[str, object] = {}
+    if span.tag is not None:
+        channels = channels or list(span.tag.channels) or None
+        attrs = {"tag": span.tag.name, "note": span.tag.note}
     export_format = args.format or cfg.exports.format
     out = (args.out or cfg.exports.dir) / f"{name}{SUFFIXES[export_format]}"
     compression = args.compression or cfg.exports.compression
@@ -705,8 +690,8 @@ def cmd_pivot(args: argparse.Namespace) -> int:
                 bar.close()
     for line in result.skipped.lines() if result.skipped else []:
         print(f"speeddata pivot: warning: {line}", file=sys.stderr)
-    if args.tag:
-        store.mark_exported(args.tag, time.time_ns())
+    if span.tag is not None:
+        TagStore(cfg.cache.dir).mark_exported(span.tag.name, time.time_ns())
     rate = result.records / max(result.seconds, 1e-9)
     print(f"wrote {result.path}: {result.records} records ({result.bytes_read / 2**20:.1f} MiB "
           f"of cache) in {result.seconds:.2f} s, {rate / 1e6:.2f} M records/s; channels "

@@ -31,7 +31,7 @@ from speeddata.cache.check import BlockReader, Skipped
 from speeddata.columns import ColumnDecoder
 from speeddata.errors import ConflictError, NotFoundError, SpeeddataError
 from speeddata.schemas import Channel, Registry, Signal
-from speeddata.tags import format_time
+from speeddata.times import format_time
 
 # h5py is imported where an HDF5 file is written: CSV and Parquet exports, the server
 # and replay use this module without it

@@ -31,12 +31,19 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from speeddata.errors import ConflictError, ControlError, NotFoundError, SpeeddataError
 from speeddata.logs import Throttle
+from speeddata.times import (
+    LATEST_NS,
+    TimeError,
+    check_time,
+    format_time,
+    parse_time,
+    range_name,
+)
 
 log = logging.getLogger("speeddata.tags")
 
@@ -47,12 +54,6 @@ MAX_NOTE = 4096  # characters
 MAX_CHANNELS = 256  # so that the largest tag record fits one datagram (under 60 kB)
 MAX_ORIGIN = 255  # characters of a host name
 ACTIONS = ("add", "stop", "delete")
-LATEST_NS = 2**63 - 1  # the last moment an int64 of ns holds (2262-04-11)
-_RELATIVE = re.compile(r"^([+-])\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?$")
-_UNIT_NS = {"ms": 10**6, "s": 10**9, "": 10**9, "m": 60 * 10**9, "min": 60 * 10**9,
-            "h": 3600 * 10**9, "d": 86400 * 10**9}
-
-
 class TagError(SpeeddataError):
     """A tag with a bad name, note or range."""
 
@@ -63,49 +64,6 @@ class TagNotFound(TagError, NotFoundError):
 
 class TagExists(TagError, ConflictError):
     """A tag of that name exists already."""
-
-
-def check_time(ns: int, what: str) -> int:
-    """``ns`` if it is a moment the cache can hold (1970 to 2262), else TagError."""
-    if not 0 <= ns <= LATEST_NS:
-        raise TagError(f"{what} is outside 1970-01-01 to 2262-04-11, the times the cache holds")
-    return ns
-
-
-def parse_time(text: str, now_ns: int) -> int:
-    """ns since the epoch from ``now``, ``-5m``, ``+30s`` or ISO 8601 (UTC unless zoned)."""
-    text = text.strip()
-    if text == "now":
-        return now_ns
-    match = _RELATIVE.fullmatch(text)
-    if match:
-        sign, number, unit = match.groups()
-        delta = float(number) * _UNIT_NS[unit or ""]
-        if delta > LATEST_NS:
-            raise TagError(f"time {text!r} is outside 1970-01-01 to 2262-04-11")
-        moment = now_ns - int(delta) if sign == "-" else now_ns + int(delta)
-        return check_time(moment, f"time {text!r}")
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise TagError(
-            f"cannot read time {text!r}: write 'now', a relative time like '-5m' or '-30s', "
-            "or ISO 8601 like 2026-11-22T17:30:00Z"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    try:
-        seconds = int(moment.timestamp())
-    except (OverflowError, OSError, ValueError):
-        raise TagError(f"time {text!r} is outside 1970-01-01 to 2262-04-11") from None
-    return check_time(seconds * 10**9 + moment.microsecond * 1000, f"time {text!r}")
-
-
-def format_time(ns: int | None) -> str:
-    if ns is None:
-        return "open"
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -557,3 +515,32 @@ def protected_ranges(cache_dir: Path) -> list[tuple[int, int]]:
     if not (cache_dir / DB_NAME).exists():
         return []
     return TagStore(cache_dir).protected_ranges()
+
+
+@dataclass(frozen=True)
+class Span:
+    """A range to read or export: a tag's, or one between two times (then no tag)."""
+
+    start_ns: int
+    end_ns: int
+    name: str
+    tag: Tag | None = None
+
+
+def resolve_range(cache_dir: Path, tag: str | None, start: str | None, end: str | None,
+                  now_ns: int) -> Span:
+    """The range a request names, the same way for the CLI, the REST API and replay: a
+    tag (open: up to now), or a start and an end (now if left out), never both."""
+    if tag:
+        if start or end:
+            raise TimeError("give a tag, or a start and an end, not both")
+        found = TagStore(cache_dir).get(check_name(tag))
+        return Span(found.start_ns, now_ns if found.end_ns is None else found.end_ns,
+                    found.name, found)
+    if not start:
+        raise TimeError("say which range: a tag, or a start (and an end, now if left out)")
+    start_ns, end_ns = parse_time(start, now_ns), parse_time(end or "now", now_ns)
+    if end_ns < start_ns:
+        raise TimeError(f"the range ends ({format_time(end_ns)}) before it starts "
+                        f"({format_time(start_ns)})")
+    return Span(start_ns, end_ns, range_name(start_ns, end_ns))

@@ -321,7 +321,7 @@ def test_pivot_from_the_archive_merges_every_relay_host_exactly(tmp_path: Path,
     fetched by ranged GETs (less than the files' size)."""
     import h5py
 
-    from speeddata.tags import format_time
+    from speeddata.times import format_time
 
     env = load_file(SCHEMAS / "env.avsc")
     hosts = {"rig1": (MOTOR, "speed"), "rig2": (env, "humidity")}
@@ -586,7 +586,7 @@ def test_pivot_from_the_archive_reads_around_damage_and_counts_it_exactly(
     import h5py
 
     from speeddata.cache import reader
-    from speeddata.tags import format_time
+    from speeddata.times import format_time
 
     archiver = archiver_in_process(tmp_path, store)
     paths = fill(archiver.cache, 4, records=50, blocks=4)

@@ -26,7 +26,8 @@ from typing import Any
 
 from speeddata.errors import BusyError, NotFoundError, SpeeddataError
 from speeddata.pivot import pivot, remove_stale_files  # h5py: only where HDF5 is written
-from speeddata.tags import TagStore, format_time
+from speeddata.tags import TagStore
+from speeddata.times import format_time
 
 log = logging.getLogger("speeddata.stripchart.jobs")
 
