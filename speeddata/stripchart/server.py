@@ -29,7 +29,7 @@ from speeddata.stripchart.guard import is_loopback, reachable_address
 from speeddata.stripchart.history import default_levels
 from speeddata.stripchart.hub import Hub
 from speeddata.stripchart.scrollback import CacheView
-from speeddata.stripchart.session import PageSession
+from speeddata.stripchart.session import SUBSCRIBE_BURST, SUBSCRIBE_RATE, PageSession
 
 log = logging.getLogger("speeddata.stripchart")
 
@@ -133,6 +133,7 @@ class StripchartServer:
                        [ipaddress.IPv4Network(net) for net in config.relay.allow])
         self.pages: set[PageSession] = set()
         self.max_pages = MAX_PAGES
+        self.subscribe_rate, self.subscribe_burst = SUBSCRIBE_RATE, SUBSCRIBE_BURST  # per page
         self.transports: dict[str, asyncio.DatagramTransport] = {}
         self.sockets: dict[str, socket.socket] = {}  # the groups' listeners, for their drops
         self.past_kernel_drops = 0  # of groups left since
@@ -204,7 +205,8 @@ class StripchartServer:
                             "takes; %d refused so far", len(self.pages), self.pages_refused)
             return None
         page = PageSession(self.hub, source=self.source, frame_hz=self.config.web.frame_hz,
-                           now=now)
+                           now=now, subscribe_rate=self.subscribe_rate,
+                           subscribe_burst=self.subscribe_burst)
         self.pages.add(page)
         return page
 
