@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Literal
@@ -49,13 +50,23 @@ class StopRequest(BaseModel):
     end: str = Field("now", max_length=64)
 
 
-def register(app: FastAPI, config: Config) -> None:
-    store = TagStore(config.cache.dir, announcer(config))  # shared with every relay
+def register(app: FastAPI, config: Config, tags: TagStore | None = None) -> None:
+    """The tag endpoints on ``tags`` (shared with every relay); None: the store is made at
+    the first request, so that making the app writes nothing (``serve`` makes it first,
+    for a bad control key to stop the server at start)."""
+    made = [tags] if tags is not None else []
+    lock = threading.Lock()  # the endpoints run in the thread pool
+
+    def store() -> TagStore:
+        with lock:
+            if not made:
+                made.append(TagStore(config.cache.dir, announcer(config)))
+            return made[0]
 
     @app.get("/api/tags")
     def list_tags() -> list[dict]:
         """Every tag, oldest first."""
-        return [t.as_dict() for t in store.list()]
+        return [t.as_dict() for t in store().list()]
 
     @app.post("/api/tags", status_code=201)
     def create_tag(request: TagRequest) -> dict:
@@ -63,19 +74,19 @@ def register(app: FastAPI, config: Config) -> None:
         now = time.time_ns()
         start = parse_time(request.start, now)
         end = parse_time(request.end, now) if request.end else None
-        return store.add(request.name, start, end, request.note, tuple(request.channels),
+        return store().add(request.name, start, end, request.note, tuple(request.channels),
                          now).as_dict()
 
     @app.post("/api/tags/{name}/stop")
     def stop_tag(name: str, request: StopRequest | None = None) -> dict:
         """Close an open tag at ``end`` (default now)."""
-        return store.stop(check_name(name), parse_time((request or StopRequest()).end,
+        return store().stop(check_name(name), parse_time((request or StopRequest()).end,
                                                        time.time_ns())).as_dict()
 
     @app.delete("/api/tags/{name}", status_code=204)
     def delete_tag(name: str) -> None:
         """Forget a tag (its data is no longer protected from retention)."""
-        store.delete(check_name(name))
+        store().delete(check_name(name))
 
 
 # -- pivot jobs and exports -------------------------------------------------------------

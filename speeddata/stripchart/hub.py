@@ -1,15 +1,15 @@
 """The stripchart's state, free of sockets: decoded histories and client subscriptions.
 
-``Hub.ingest`` takes datagrams (as they come from the multicast group) and the sequence
-of updates; ``Hub.frame`` builds the next binary frame for one client. The web server
-around it only moves bytes.
+``Hub.ingest`` takes datagrams (as they come from the multicast group) and the time they
+arrived; ``Hub.frame`` builds the next binary frame for one client. The hub reads no
+clock: every method that needs the time is given it. The web server around it only
+moves bytes.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -171,24 +171,27 @@ class Hub:
     def set_registry(self, registry: Registry) -> None:
         """Draw the channels of ``registry`` from now on: new ones get a history; an
         edited one keeps its history if its numeric signals are the same, else starts a
-        new one; a retired one keeps what it has (the page can still show it)."""
+        new one, and a text signal it removed is forgotten; a retired one keeps what it has
+        (the page can still show it). Subscriptions to what is gone: see ``prune``."""
         self.registry = registry
         for channel in registry:
             self.clocks.setdefault(channel.name, SourceClock(self.clock_tolerance_ns))
             self.rates.setdefault(channel.name, ChannelRate())
             self.decoders[channel.name] = ColumnDecoder(channel)
             names = [s.name for s in channel.signals if s.kind == "number"]
+            prefix = f"{channel.name}."
             old = self.channels.get(channel.name)
             if old is None or old.signals != names:
                 history = self.channels[channel.name] = ChannelHistory(self.levels, names)
-                prefix = f"{channel.name}."
                 for key in [k for k in self.numeric if k.startswith(prefix)]:
                     del self.numeric[key]
                 for column, name in enumerate(names):
                     self.numeric[prefix + name] = (history, column)
-            for signal in channel.signals:
-                if signal.kind == "text":
-                    self.text.setdefault(f"{channel.name}.{signal.name}", TextHistory())
+            texts = {prefix + s.name for s in channel.signals if s.kind == "text"}
+            for key in [k for k in self.text if k.startswith(prefix) and k not in texts]:
+                del self.text[key]  # a text signal the edit removed
+            for key in texts:
+                self.text.setdefault(key, TextHistory())
         before = getattr(self, "alarms", None)
         self.alarms = Alarms(registry)
         if before is not None:  # what is out of limits stays so, with its since
@@ -202,12 +205,13 @@ class Hub:
                         for name, history in self.channels.items()}
 
     # -- ingest -------------------------------------------------------------------------
-    def ingest(self, datagrams: list[bytes], now: float | None = None,
-               now_ns: int | None = None, source: tuple[str, str] | None = None) -> None:
-        """Decode and fold in a batch of single-object datagrams received at ``now``
-        (monotonic, for rates) and ``now_ns`` (the wall clock, for the sources' clocks);
-        ``source``: (group, relay address) they all came from, to count multicast loss."""
-        now_ns = time.time_ns() if now_ns is None else now_ns
+    def ingest(self, datagrams: list[bytes], now: float | None = None, *, now_ns: int,
+               source: tuple[str, str] | None = None) -> None:
+        """Decode and fold in a batch of single-object datagrams received at ``now_ns``
+        (the wall clock, for the sources' clocks) and ``now`` (seconds of a monotonic
+        clock, for rates; default ``now_ns`` in seconds); ``source``: (group, relay
+        address) they all came from, to count multicast loss."""
+        now = now_ns / 1e9 if now is None else now
         by_channel: dict[Channel, list[memoryview]] = {}
         table = self.registry.fingerprints
         for datagram in datagrams:
@@ -235,15 +239,13 @@ class Hub:
             for channel, bodies in by_channel.items():
                 hop.arrived((source[1], channel.name), len(bodies), now_ns)
         for channel, bodies in by_channel.items():
-            self._ingest_channel(channel, bodies, time.monotonic() if now is None else now,
-                                 now_ns, source[1] if source else None)
+            self._ingest_channel(channel, bodies, now, now_ns, source[1] if source else None)
 
-    def forward_report(self, group: str, relay: str, datagram: bytes,
-                       now_ns: int | None = None) -> None:
-        """A relay's ForwardReport on ``group``, from address ``relay`` ("ip:port"):
-        matched with the arrivals counted so far (everything that came before it) from
-        that address only; refused (counted, logged at a bounded rate) if not valid."""
-        now_ns = time.time_ns() if now_ns is None else now_ns
+    def forward_report(self, group: str, relay: str, datagram: bytes, now_ns: int) -> None:
+        """A relay's ForwardReport on ``group``, from address ``relay`` ("ip:port"),
+        received at ``now_ns``: matched with the arrivals counted so far (everything that
+        came before it) from that address only; refused (counted, logged at a bounded
+        rate) if not valid."""
         try:
             report = loss.parse_forward_report(datagram)
         except WireError as exc:
@@ -345,6 +347,14 @@ class Hub:
         client.window_seconds = float(window)
         client.needs_history = True
         return unknown
+
+    def prune(self, client: Client) -> list[str]:
+        """Drop from ``client``'s subscription the signals this hub no longer has (a
+        schema edit removed them); returns those dropped, in subscription order."""
+        gone = [s for s in client.signals if not self.known(s)]
+        if gone:
+            client.signals = [s for s in client.signals if self.known(s)]
+        return gone
 
     # -- frames -------------------------------------------------------------------------
     def frame(self, client: Client, now_ns: int) -> bytes | None:

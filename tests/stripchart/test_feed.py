@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from speeddata import loss, wire
 from speeddata.schemas import Registry, load_file
 from speeddata.sender import Encoder
-from speeddata.stripchart.app import _Feed
 from speeddata.stripchart.hub import Hub
+from speeddata.stripchart.server import _Feed
 from tests.helpers import SCHEMAS
 
 MOTOR = load_file(SCHEMAS / "motor.avsc")
@@ -236,3 +236,19 @@ def test_a_replay_on_the_group_leaves_the_live_source_of_its_channel_live() -> N
     assert {t // 10**6 for t in live} <= set(drawn_ms.astype(np.int64).tolist())
     assert clock.replay_source == "10.0.0.2:5000" and clock.replaying(time.time_ns())
     assert not clock.shifted and abs(clock.offset_ns) < S  # the live clock, still right
+
+
+def test_the_hub_takes_the_time_from_its_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rates and source clocks from the ``now`` passed in, never from a clock the hub
+    reads (before, ingest read time.monotonic() for rates when not given it)."""
+    def no_clock() -> None:
+        raise AssertionError("the hub read a clock")
+
+    hub = Hub(Registry([MOTOR]))
+    monkeypatch.setattr(time, "monotonic", no_clock)
+    monkeypatch.setattr(time, "time_ns", no_clock)
+    hub.ingest([motor(1000 * S + i) for i in range(10)], now_ns=1000 * S)
+    hub.ingest([motor(1001 * S + i) for i in range(50)], now_ns=1001 * S)
+    hub.forward_report("full", "10.0.0.1:5000", forward([(MOTOR.fingerprint, 60)]), 1001 * S)
+    assert hub.rates["motor"].rate_hz == 50.0  # 50 in the second since the window began
+    assert hub.describe(1001 * S)[0]["datagrams"] == 60
