@@ -242,8 +242,9 @@ def test_value_labels_are_round_and_in_a_gutter_no_trace_reaches(run: Run, page:
 
 def test_day_scale_axes_show_dates_on_local_hours(run: Run, page: Page) -> None:
     open_run(page, run)
-    show(page, run.spike_ms - 36 * 3600e3, run.spike_ms + 12 * 3600e3)
+    show(page, run.spike_ms - 18 * 3600e3, run.spike_ms + 6 * 3600e3)  # a day
     labels = page.evaluate(f"() => {CHART}.xTicks")
+    page.locator("sd-chart").first.screenshot(path=str(run.stack.tmp / "day.png"))
     assert labels and all(re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}( \d\d:\d\d)?", t)
                           for t in labels), labels
     # 12 hours: two-hour steps on the local clock, whose hours are UTC's + 5:30
@@ -251,7 +252,7 @@ def test_day_scale_axes_show_dates_on_local_hours(run: Run, page: Page) -> None:
     labels = page.evaluate(f"() => {CHART}.xTicks")
     hours = [t for t in labels if re.fullmatch(r"\d\d:\d\d", t)]
     assert hours and all(t.endswith(":00") for t in hours), labels
-    page.locator("sd-chart").first.screenshot(path=str(run.stack.tmp / "days.png"))
+
 
 
 def test_a_pan_into_an_empty_past_says_no_data_here(run: Run, page: Page) -> None:
@@ -428,14 +429,14 @@ def test_keys_pan_and_zoom_a_focused_chart(run: Run, page: Page) -> None:
     t0, t1 = view(page)
     page.keyboard.press("ArrowLeft")
     a, b = view(page)
-    assert math.isclose(a, t0 - 0.1 * (t1 - t0)) and math.isclose(b - a, t1 - t0)
+    assert abs(a - (t0 - 0.1 * (t1 - t0))) < 0.01 and abs((b - a) - (t1 - t0)) < 0.01
     page.keyboard.press("+")
     c, d = view(page)
-    assert math.isclose(d - c, (b - a) / 1.25) and math.isclose(c + d, a + b)
+    assert abs((d - c) - (b - a) / 1.25) < 0.01 and abs((c + d) - (a + b)) < 0.01
     page.keyboard.press("-")
     page.keyboard.press("-")
     e, f = view(page)
-    assert math.isclose(f - e, (b - a) * 1.25)
+    assert abs((f - e) - (b - a) * 1.25) < 0.01
     page.keyboard.press("Escape")
     assert not page.evaluate(f"() => {CHART}.paused")
 

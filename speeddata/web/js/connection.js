@@ -73,16 +73,18 @@ export class Connection extends EventTarget {
     ws.onclose = async (event) => {
       if (this.ws !== ws) return;
       this.failures++;
-      // A refused handshake reaches the page as code 1006 with no reason (the browser
-      // keeps the HTTP answer to itself): an HTTP request to the server gets it.
-      let reason = event.reason, detail = event.reason;
-      if (!reason && !opened) [reason, detail] = await refusal();
-      if (this.ws !== ws) return;  // retried meanwhile
-      this.reason = reason;
-      this.reasonDetail = detail;
       this.retryMs = retryDelay(this.failures);
       this.retryAt = Date.now() + this.retryMs;
       this.retryTimer = setTimeout(() => this.open(), this.retryMs);
+      if (event.reason) this.reason = this.reasonDetail = event.reason;  // else the last one
+      this.setState("disconnected");
+      // A refused handshake reaches the page as code 1006 with no reason (the browser
+      // keeps the HTTP answer to itself): an HTTP request to the server gets it.
+      if (event.reason || opened) return;
+      const [reason, detail] = await refusal();
+      if (this.ws !== ws) return;  // tried again meanwhile
+      this.reason = reason;
+      this.reasonDetail = detail;
       this.setState("disconnected");
     };
   }
