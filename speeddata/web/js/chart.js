@@ -325,7 +325,7 @@ export class SdChart extends HTMLElement {
     }
     const levels = d ? d.levels.map((s, i) => ({ n: s.n, a: s.a, width: d.widths[i] })) : [];
     let past = null, maxWidth = Infinity;
-    if (this.paused && this.needsCache(d, t0, t1)) {
+    if (this.paused && this.needsCache(d, t0, t1, this.items[slot].id)) {
       const stored = this.past.get(this.items[slot].id);
       if (!stored) maxWidth = 2 * this.msPerPx;  // not answered yet: no bucket over 2 px
       else if (!stored.failed) {
@@ -338,8 +338,10 @@ export class SdChart extends HTMLElement {
 
   /** Whether part of [t0, t1] would be drawn from a memory level coarser than a pixel
    * (or from none: before the memory begins). */
-  needsCache(d, t0, t1) {
+  needsCache(d, t0, t1, id) {
     if (!d) return true;
+    // a replay is drawn at its replayed times, which the cache knows nothing of
+    if (app.conn.describe(id)?.channel?.replay) return false;
     let until = Infinity;
     for (let level = 0; level < d.levels.length && until > t0; level++) {
       const s = d.levels[level];
@@ -357,7 +359,7 @@ export class SdChart extends HTMLElement {
     const key = `${Math.round(t0)}|${Math.round(t1)}|${cols}`;
     if (this.pastKey === key || this.pastBusy) return;
     const wanted = this.items.filter((item) => this.needsCache(app.conn.data.get(item.id),
-                                                               t0, t1));
+                                                               t0, t1, item.id));
     this.pastKey = key;
     if (!wanted.length) return;
     this.pastBusy = true;
@@ -389,7 +391,7 @@ export class SdChart extends HTMLElement {
     const [t0, t1] = this.span;
     if (this.pastKey !== `${Math.round(t0)}|${Math.round(t1)}|${this.canvas.width}`) return false;
     return this.items.every((item) => {
-      if (!this.needsCache(app.conn.data.get(item.id), t0, t1)) return true;
+      if (!this.needsCache(app.conn.data.get(item.id), t0, t1, item.id)) return true;
       const stored = this.past.get(item.id);
       return Boolean(stored && stored.key === this.pastKey);
     });

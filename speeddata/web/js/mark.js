@@ -4,8 +4,12 @@
 
 import { clock, dateLabel } from "./chartmath.js";
 
-/** "Nov 22 17:30:00.000": a tag's time (ns) as the page shows times. */
-const shown = (ns) => `${dateLabel(ns / 1e6)} ${clock(ns / 1e6)}`;
+/** "17:30:00.000" (today) or "Nov 22 17:30:00.000": a tag's time (ns) as the page
+ * shows times. */
+const shown = (ns) => {
+  const day = dateLabel(ns / 1e6);
+  return day === dateLabel(Date.now()) ? clock(ns / 1e6) : `${day} ${clock(ns / 1e6)}`;
+};
 
 /** What a message says of a tag: its name and range, local, the whole in the tooltip. */
 function say(out, prefix, tag) {
