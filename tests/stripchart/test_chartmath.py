@@ -228,3 +228,94 @@ def test_times_are_local_with_utc_selectable(page: Page) -> None:
     finally:
         context.close()
     assert labels == ["01:30:00.000", "16:30:00.000"]  # Tokyo is UTC+9
+
+
+def test_a_bucket_coarser_than_a_column_gives_way_to_the_cache(page: Page) -> None:
+    """A run that ended: the memory has 250 ms buckets there, the view 2 ms columns. The
+    spike at 611 ms is drawn where the cache's columns put it, never at the bucket's
+    start (500 ms) with a ramp up to it; the coarse bucket fills in only past the cache's
+    last column, and nowhere until the cache has answered."""
+    t = np.arange(0, 2000.0)  # 1 kHz, flat, one spike
+    values = np.zeros(len(t))
+    values[611] = 1.0
+    coarse = buckets(t, values, 250.0)
+    cols = 1000
+    inside = t < 1500  # the cache has the first 1.5 s (the rest is not written yet)
+    keys = np.floor(t[inside] / 2.0)
+    past = {"width": 2.0, "start": (np.unique(keys) * 2.0).tolist(),
+            "low": [float(values[inside][keys == k].min()) for k in np.unique(keys)],
+            "high": [float(values[inside][keys == k].max()) for k in np.unique(keys)],
+            "last": [float(values[inside][keys == k][-1]) for k in np.unique(keys)]}
+    drawn = page.evaluate("""([coarse, past, cols]) => {
+        const levels = [{ n: coarse.start.length, width: 250, a: coarse }];
+        const fold = (p, most) => Array.from(cm.foldColumns(levels, p, 0, 2000,
+            cm.newColumns(cols), most)?.high ?? []);
+        const count = (p, most) => Array.from(cm.foldColumns(levels, p, 0, 2000,
+            cm.newColumns(cols), most)?.count ?? []);
+        return { cached: fold(past, 2), counts: count(past, 2), waiting: count(null, 2),
+                 before: fold(past, Infinity) }; }""", [coarse, past, cols])
+    high, counts = drawn["cached"], drawn["counts"]
+    assert high[305] == 1.0 and max(high[:305]) == 0.0 and max(high[306:750]) == 0.0
+    assert counts[250] == 1  # the 500 ms bucket is not folded in with the cache's column
+    assert counts[875] == 1 and high[875] == 0.0  # 1.75 s: the memory, past the cache
+    assert sum(drawn["waiting"]) == 0  # no answer yet: no 250 ms bucket at all
+    assert drawn["before"][250] == 1.0  # as it was: the bucket at 500 ms held the spike
+
+
+def test_the_cursor_reads_the_value_the_trace_shows(page: Page) -> None:
+    values = page.evaluate("""() => {
+        const col = cm.newColumns(100);
+        for (const [x, v, gap] of [[10, 1, 0], [20, 2, 0], [60, 3, 1]]) {
+            col.count[x] = 1; col.last[x] = v; col.low[x] = v; col.high[x] = v;
+            col.gap[x] = gap; }
+        return [5, 10, 15, 30, 59, 60, 70, 99].map((x) => cm.valueAtColumn(col, x, 100)); }""")
+    # nothing before the first sample; held between joined samples; a break at 60 (a
+    # gap): nothing in it; after the last, for 2.5 s (25 columns of 100 ms)
+    assert [None if v is None or v != v else v for v in values] == [
+        None, 1, 1, None, None, 3, 3, None]
+
+
+def test_time_ticks_fall_on_local_hours_and_days_show_dates(page: Page) -> None:
+    context = page.context.browser.new_context(timezone_id="Asia/Kolkata")
+    kolkata = context.new_page()
+    try:
+        kolkata.route(f"{ORIGIN}/**", lambda route: route.fulfill(
+            body=(WEB_DIR / route.request.url.removeprefix(ORIGIN).lstrip("/")).read_text()
+            if route.request.url != f"{ORIGIN}/" else "<!doctype html>",
+            content_type="text/javascript" if route.request.url.endswith(".js")
+            else "text/html"))
+        kolkata.goto(f"{ORIGIN}/")
+        hours, days, midnight, cursor = kolkata.evaluate("""async () => {
+            const cm = await import('/js/chartmath.js');
+            const t0 = Date.UTC(2026, 10, 23, 0, 0), label = (t0, t1) => {
+                const { step, ticks } = cm.timeTicks(t0, t1);
+                return ticks.map((t) => cm.timeLabel(t, step, t1 - t0)); };
+            return [label(t0, t0 + 12 * 3600e3), label(t0, t0 + 3 * 86400e3),
+                    label(Date.UTC(2026, 10, 23, 12, 0), Date.UTC(2026, 10, 24, 0, 0)),
+                    cm.cursorLabel(t0, 86400e3)]; }""")
+    finally:
+        context.close()
+    assert hours == ["06:00", "08:00", "10:00", "12:00", "14:00", "16:00"]  # not 05:30
+    assert days[:2] == ["Nov 23 12:00", "Nov 24 00:00"], days  # 12-hour steps, dated
+    assert "Nov 24" in midnight and "20:00" in midnight  # 12 h: the date at midnight
+    assert cursor == "Nov 23 05:30:00.000"
+
+
+def test_a_lone_sample_is_a_dot_and_sparse_samples_are_marked(page: Page) -> None:
+    lone = draw(page, [buckets(np.array([0.0, 5000.0, 9990.0]), np.zeros(3), 10.0)],
+                0, 10_000)["runs"]
+    assert [x for x, r in enumerate(lone) if r] == [0, 1, 499, 500, 501, 998, 999]
+    assert lone[500][1] - lone[500][0] == 2  # three pixels high
+    sparse = draw(page, [buckets(np.arange(0, 10_000.0, 200), np.zeros(50), 10.0)],
+                  0, 10_000)["runs"]
+    assert all(sparse[x][1] - sparse[x][0] == 2 for x in range(20, 980, 20))
+    assert all(sparse[x][1] == sparse[x][0] for x in range(25, 980, 20))  # the line
+
+
+def test_reconnection_backs_off_to_30_s(page: Page) -> None:
+    delays = page.evaluate("""async () => {
+        const { retryDelay } = await import('/js/connection.js');
+        return [[1, 2, 3, 4, 5, 6, 7, 8, 20].map((n) => retryDelay(n, 0)),
+                [1, 8, 20].map((n) => retryDelay(n, 0.999))]; }""")
+    assert delays[0] == [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]
+    assert delays[1] == [312, 30000, 30000]  # a quarter more at most, never past 30 s

@@ -22,6 +22,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 BLUE = (31, 119, 180)  # the first signal's colour in every chart
 NO_VALUE = "\u2013"  # the page shows an en dash before a signal has a value
+LEGEND_VALUES = ".legend-item .legend-value"  # a plain span: not a live region
+PLOT = "canvas:not(.chart-gutter)"  # a chart's plot (the value labels have their own)
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="Chromium is missing: run ./install --dev")
@@ -60,7 +62,7 @@ def page(browser: Browser) -> Iterator[Page]:
 def data_pixels(page: Page, index: int) -> int:
     """Pixels of the first signal's colour on the canvas of chart ``index``."""
     return page.evaluate("""([index, rgb]) => {
-        const c = document.querySelectorAll('sd-chart canvas')[index];
+        const c = document.querySelectorAll('sd-chart canvas:not(.chart-gutter)')[index];
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let n = 0;
         for (let i = 0; i < d.length; i += 4) {
@@ -72,12 +74,13 @@ def data_pixels(page: Page, index: int) -> int:
 
 
 def legend_values(page: Page) -> list[str]:
-    return page.eval_on_selector_all(".legend-item output", "els => els.map(e => e.value)")
+    return page.eval_on_selector_all(LEGEND_VALUES, "els => els.map(e => e.textContent)")
 
 
 def canvas_image(page: Page, index: int = 0) -> str:
     return page.evaluate(
-        "(i) => document.querySelectorAll('sd-chart canvas')[i].toDataURL()", index)
+        "(i) => document.querySelectorAll('sd-chart canvas:not(.chart-gutter)')[i]"
+        ".toDataURL()", index)
 
 
 def wait_connected(page: Page) -> None:
@@ -89,15 +92,15 @@ def test_page_loads_draws_and_updates_without_console_errors(demo: Stack, page: 
     page.goto(demo.serve.url)
     wait_connected(page)
     page.wait_for_function(
-        f"() => document.querySelector('.legend-item output').value !== '{NO_VALUE}'",
+        f"() => document.querySelector('{LEGEND_VALUES}').textContent !== '{NO_VALUE}'",
                            timeout=TIMEOUT * 1000)
     # the speed sine is drawn, not just the grid; it grows as data scrolls in
     wait_until(lambda: data_pixels(page, 0) > 300, what="the sine drawn on the canvas")
     first = legend_values(page)
     page.wait_for_function(
-        "(before) => [...document.querySelectorAll('.legend-item output')]"
-        ".some((e, i) => e.value !== before[i])", arg=first, timeout=TIMEOUT * 1000)
-    assert page.locator("sd-value[signal='env.state'] output").inner_text() in (
+        f"(before) => [...document.querySelectorAll('{LEGEND_VALUES}')]"
+        ".some((e, i) => e.textContent !== before[i])", arg=first, timeout=TIMEOUT * 1000)
+    assert page.locator("sd-value[signal='env.state'] .value-text").inner_text() in (
         "IDLE", "RUNNING", "FAULT", NO_VALUE)
     assert page.errors == []  # type: ignore[attr-defined]
 
@@ -133,7 +136,8 @@ def test_html_configured_layout_shows_the_named_signals(demo: Stack, page: Page)
     wait_connected(page)
     assert page.eval_on_selector_all("sd-chart", "els => els.map(e => e.signals)") == [
         ["motor.voltage", "example.noise"]]
-    page.wait_for_function("() => document.querySelector('sd-value output').value.includes('rig')",
+    page.wait_for_function("() => document.querySelector('sd-value .value-text').textContent"
+                           ".includes('rig')",
                            timeout=TIMEOUT * 1000)
     assert page.errors == []  # type: ignore[attr-defined]
 
@@ -255,7 +259,7 @@ def trace_runs(page: Page, index: int = 0) -> list[tuple[int, int] | None]:
     """Per pixel column of chart ``index``'s canvas: the rows (top, bottom) holding the
     first signal's colour, or None."""
     return page.evaluate("""([index, rgb]) => {
-        const c = document.querySelectorAll('sd-chart canvas')[index];
+        const c = document.querySelectorAll('sd-chart canvas:not(.chart-gutter)')[index];
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         const runs = [];
         for (let x = 0; x < c.width; x++) {
@@ -325,13 +329,13 @@ def test_a_sine_is_one_unbroken_connected_trace(backlog_stack: Stack, page: Page
     page.wait_for_timeout(1500)
     page.evaluate("() => document.querySelector('sd-chart .chart-pause').click()")
     runs = trace_runs(page)
-    # the y labels are drawn over the first 60 columns: judge the trace right of them
-    drawn = [x for x, r in enumerate(runs) if r and x >= 60]
+    # the y labels are in the gutter, left of the plot: the whole plot is the trace's
+    drawn = [x for x, r in enumerate(runs) if r]
     first, last = drawn[0], drawn[-1]
     # the trace spans exactly the samples' 8 s, wherever the pause put them in the window
     t0, t1 = page.evaluate("() => document.querySelector('sd-chart').span")
     at = [(t / 1e6 - t0) / (t1 - t0) * len(runs) for t in (samples[0][0], samples[-1][0])]
-    assert abs(first - max(60, at[0])) <= 3 and abs(last - at[1]) <= 3, (first, last, at)
+    assert abs(first - max(0, at[0])) <= 3 and abs(last - at[1]) <= 3, (first, last, at)
     assert last - first > 0.35 * len(runs)
     missing = [x for x in range(first, last + 1) if runs[x] is None]
     if missing:  # say what the chart folded around the hole, to find why
@@ -369,7 +373,7 @@ def test_a_one_sample_spike_is_drawn_in_every_window(backlog_stack: Stack, page:
         "() => [document.querySelector('sd-chart').plotHeight,"
         " document.querySelector('sd-chart').lastRange]")
     spike_row = (high - 50) / (high - low) * (height - 1)
-    top = min(r[0] for x, r in enumerate(runs) if r and x >= 60)
+    top = min(r[0] for r in runs if r)
     assert top <= spike_row + 2, "the spike (50 against a sine of 1) is not drawn"
     assert spike_row < 0.5 * height  # and the sine is far below it
 
@@ -501,7 +505,7 @@ def test_panning_a_paused_chart_back_an_hour_shows_the_cache(cached_hour_ago, pa
     first, last = round(width * 5 / 20), round(width * 15 / 20)
     missing = [x for x in range(first + 2, last - 2) if runs[x] is None]
     assert not missing, f"cached data not drawn at columns {missing[:20]}"
-    assert all(runs[x] is None for x in range(60, first - 2)), "drawn where the cache has none"
+    assert all(runs[x] is None for x in range(first - 2)), "drawn where the cache has none"
     assert all(runs[x] is None for x in range(last + 2, width))
     broken = [x for x in range(first + 2, last - 3) if runs[x][1] + 1 < runs[x + 1][0]
               or runs[x + 1][1] + 1 < runs[x][0]]
@@ -519,14 +523,14 @@ def test_panning_a_paused_chart_back_an_hour_shows_the_cache(cached_hour_ago, pa
     level = page.evaluate("() => document.querySelector('sd-chart').past.get('motor.speed').level")
     assert level == "100 ms"
     # a real drag pans it: the cache is asked again and the trace moves with the mouse
-    box = chart.locator("canvas").bounding_box()
+    box = chart.locator(PLOT).bounding_box()
     page.mouse.move(box["x"] + 700, box["y"] + 100)
     page.mouse.down()
     page.mouse.move(box["x"] + 500, box["y"] + 100, steps=5)
     page.mouse.up()
     page.wait_for_timeout(600)
     moved = trace_runs(page)
-    drawn = [x for x, r in enumerate(moved) if r and x >= 60]
+    drawn = [x for x, r in enumerate(moved) if r]
     assert abs(drawn[-1] - (last - 200)) <= 4, (drawn[-1], last)
     assert page.errors == []  # type: ignore[attr-defined]
 
@@ -566,7 +570,7 @@ def test_limits_show_as_bands_a_coloured_legend_and_a_badge(backlog_stack: Stack
     def pixel(value: float) -> list[int]:
         row = round((high - value) / (high - low) * (height - 1))
         return page.evaluate("""(row) => {
-            const c = document.querySelector('sd-chart canvas');
+            const c = document.querySelector('sd-chart canvas:not(.chart-gutter)');
             return [...c.getContext('2d').getImageData(c.width - 3, row, 1, 1).data]; }""", row)
 
     alarm, warn, fine = pixel(65.5), pixel(63.7), pixel(59.0)
@@ -582,7 +586,7 @@ def test_shift_drag_on_a_paused_chart_makes_the_tag_the_cli_makes(stack: Stack,
     chart = page.locator("sd-chart").first
     chart.locator(".chart-pause").click()
     t0, t1 = page.evaluate("() => document.querySelector('sd-chart').span")
-    box = chart.locator("canvas").bounding_box()
+    box = chart.locator(PLOT).bounding_box()
     page.keyboard.down("Shift")
     page.mouse.move(box["x"] + 300, box["y"] + 80)
     page.mouse.down()
@@ -663,7 +667,7 @@ def test_a_tag_replayed_at_10x_onto_the_groups_is_drawn(tmp_path: Path, page: Pa
         # 10 s replayed at 10x: drawn over 1 s of the 10 s window, as a 10 Hz sine,
         # not smeared over seconds by a clock estimate that moves with every batch
         runs = trace_runs(page)
-        drawn = [x for x, r in enumerate(runs) if r and x >= 60]
+        drawn = [x for x, r in enumerate(runs) if r]
         assert drawn[-1] - drawn[0] <= 0.13 * len(runs), (drawn[0], drawn[-1], len(runs))
         assert relay.snapshot()["datagrams"] == 0  # the groups are not cached again
         page.screenshot(path=str(tmp_path / "replay.png"))

@@ -71,12 +71,15 @@ window.sd = app;
 // -- layout in the URL ------------------------------------------------------------------
 const layoutRoot = () => document.getElementById("layout");
 
-function describeLayout() {
+/** The layout as the URL keeps it; with ``views``, the range of each paused chart too
+ * (what a shared link carries: it opens paused on the same range). */
+function describeLayout({ views = false } = {}) {
   return [...layoutRoot().children].map((el) => {
     if (el.localName === "sd-chart") {
       const item = { chart: el.signals.join(" "), window: el.windowSeconds };
       if (el.fixedRange) [item.min, item.max] = el.fixedRange;
       if (el.getAttribute("title")) item.title = el.getAttribute("title");
+      if (views && el.view) item.view = el.view.map((t) => Math.round(t));
       return item;
     }
     if (el.localName === "sd-value") return { value: el.signal };
@@ -87,6 +90,12 @@ function describeLayout() {
 function saveLayout() {
   const encoded = encodeURIComponent(JSON.stringify(describeLayout()));
   history.replaceState(null, "", `#layout=${encoded}`);
+}
+
+/** A link to this page with its layout (and with ``views``, the paused charts' ranges). */
+export function layoutLink({ views = false } = {}) {
+  const encoded = encodeURIComponent(JSON.stringify(describeLayout({ views })));
+  return `${location.origin}${location.pathname}${location.search}#layout=${encoded}`;
 }
 
 export function buildElement(item) {
@@ -100,6 +109,7 @@ export function buildElement(item) {
   c.setAttribute("window", String(item.window || 60));
   if (item.min !== undefined) { c.setAttribute("min", item.min); c.setAttribute("max", item.max); }
   if (item.title) c.setAttribute("title", item.title);
+  if (Array.isArray(item.view)) c.setAttribute("view", item.view.join(" "));
   return c;
 }
 

@@ -1,24 +1,20 @@
-// <sd-chart signals="motor.speed motor.torque" window="60" [min=".." max=".."]>
+// <sd-chart signals="motor.speed motor.torque" window="60" [min=".." max=".."] [view="t0 t1"]>
 // A canvas stripchart. Per pixel column it draws the min..max envelope of the buckets
 // that fall in it, so a frame costs the same whatever the data rate, and a one-sample
 // spike stays visible. Live charts scroll with the server clock; a paused chart can be
-// panned (drag) and zoomed (wheel) over the history.
+// panned (drag, arrow keys) and zoomed (wheel, + and -) over the history; ``view`` (ms
+// since the epoch) opens it paused on that range.
+//
+// Where a sample is drawn: a paused chart whose columns are finer than the server's
+// memory there (10 ms and 250 ms buckets) asks the cache for its window (GET /api/range:
+// the samples themselves, or summaries no wider than a column), so a spike lands in its
+// own column at any zoom; the memory fills in only where the cache has nothing.
 
 import { app } from "./app.js";
-import { autoRange, clock, fmt, foldColumns, limitLevel, newColumns, niceTicks, plotColumns,
-         tickLabel, timeStep, wallClock } from "./chartmath.js";
+import { autoRange, clock, cursorLabel, DAY, fmt, foldColumns, limitLevel, newColumns,
+         niceTicks, plotColumns, tickLabel, timeLabel, timeTicks,
+         valueAtColumn } from "./chartmath.js";
 import { tagRange } from "./mark.js";
-
-/** A time tick's label: ms below a second, the date too from 6-hour steps (a day's window
- * crosses midnight). */
-function timeLabel(t, step) {
-  const text = clock(t);
-  if (step < 1000) return text.slice(3, 12);
-  if (step < 3600000) return text.slice(0, 8);
-  const d = wallClock(t);
-  const day = `${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
-  return step >= 21600000 ? `${day} ${text.slice(0, 5)}` : text.slice(0, 5);
-}
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
                 "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
@@ -26,7 +22,15 @@ export const WINDOWS = [[10, "10 s"], [60, "1 min"], [600, "10 min"]];
 const STALE_MS = 3000;
 
 const TIME_STRIP = 16;  // CSS px below the plot for the time labels
+const GUTTER_MIN = 32;  // CSS px left of the plot for the value labels, at least
 const BANDS = { warn: "rgba(245, 197, 24, 0.16)", alarm: "rgba(214, 39, 40, 0.14)" };
+const LABEL_FONT = "11px system-ui, sans-serif";
+const LABEL_COLOR = "rgba(128,128,128,0.95)";
+const GRID_COLOR = "rgba(128,128,128,0.25)";
+const LEAST_SPAN_MS = 10;  // the deepest zoom: ten 1 kHz samples
+const MOST_SPAN_MS = 7 * 86400e3;  // the widest: a week (the cache holds the past)
+const KEY_PAN = 0.1;  // of the window, per arrow key (shift: half a window)
+const KEY_ZOOM = 1.25;
 
 export class SdChart extends HTMLElement {
   connectedCallback() {
@@ -34,17 +38,35 @@ export class SdChart extends HTMLElement {
     this.built = true;
     this.paused = false;
     this.cursorX = null;
+    /** @type {Map<string, any>} the cache's answers, per signal */
+    this.past = new Map();
+    this.pastKey = "";
+    this.pastBusy = false;
     this.innerHTML = `
       <div class="chart-head">
         <span class="chart-title"></span>
-        <select class="chart-window" title="time window"></select>
+        <select class="chart-window" title="time window" aria-label="time window"></select>
         <button class="chart-scale" title="autoscale or fixed range">auto</button>
-        <button class="chart-pause" title="pause: then drag to pan, wheel to zoom, shift-drag to tag a range">pause</button>
-        <button class="chart-remove" title="remove this chart">×</button>
+        <button class="chart-pause" aria-pressed="false"
+          title="pause: then drag or arrow keys to pan, wheel or + and - to zoom, shift-drag to tag a range">pause</button>
+        <button class="chart-remove" title="remove this chart" aria-label="remove this chart">×</button>
       </div>
-      <div class="chart-body"><canvas></canvas><div class="chart-cursor"></div><div class="chart-select" hidden></div></div>
+      <div class="chart-body">
+        <canvas class="chart-gutter" aria-hidden="true"></canvas>
+        <div class="chart-plot">
+          <canvas class="chart-canvas" tabindex="0" role="img"
+            aria-keyshortcuts="ArrowLeft ArrowRight + - Escape"></canvas>
+          <div class="chart-cursor"></div><div class="chart-select" hidden></div>
+          <div class="chart-empty" hidden></div>
+        </div>
+      </div>
       <div class="chart-legend"></div>`;
-    this.canvas = this.querySelector("canvas");
+    this.canvas = this.querySelector(".chart-canvas");
+    this.gutter = this.querySelector(".chart-gutter");
+    this.gutterWidth = GUTTER_MIN;
+    this.gutter.style.width = `${GUTTER_MIN}px`;
+    this.querySelector(".chart-body").style.setProperty("--gutter", `${GUTTER_MIN}px`);
+    this.empty = this.querySelector(".chart-empty");
     this.legend = this.querySelector(".chart-legend");
     const select = this.querySelector(".chart-window");
     for (const [seconds, label] of WINDOWS) select.add(new Option(label, String(seconds)));
@@ -53,19 +75,28 @@ export class SdChart extends HTMLElement {
       select.add(new Option(`${this.windowSeconds} s`, String(this.windowSeconds)));
       select.value = String(this.windowSeconds);
     }
-    select.onchange = () => { this.setAttribute("window", select.value); this.span = null; app.layoutChanged(); };
+    select.onchange = () => {
+      this.setAttribute("window", select.value);
+      if (this.paused) this.setPaused(true);  // the new window, ending where the old did
+      app.layoutChanged();
+    };
     this.querySelector(".chart-pause").onclick = () => this.setPaused(!this.paused);
     this.querySelector(".chart-scale").onclick = () => this.toggleScale();
     this.querySelector(".chart-remove").onclick = () => { this.remove(); app.layoutChanged(); };
     this.bindPointer();
+    this.bindKeys();
     this.buildLegend();
     this.updateScaleButton();
+    const view = (this.getAttribute("view") || "").split(/[\s,]+/).map(Number);
+    if (view.length === 2 && view.every(Number.isFinite) && view[1] > view[0]) {
+      this.setPaused(true, view);
+    }
     app.register(this);
   }
 
   disconnectedCallback() { app.unregister(this); }
 
-  static get observedAttributes() { return ["signals", "window", "min", "max"]; }
+  static get observedAttributes() { return ["signals", "window", "min", "max", "title"]; }
   attributeChangedCallback() { if (this.built) { this.buildLegend(); this.updateScaleButton(); } }
 
   get signals() { return (this.getAttribute("signals") || "").split(/[\s,]+/).filter(Boolean); }
@@ -88,17 +119,25 @@ export class SdChart extends HTMLElement {
     if (b) b.textContent = this.fixedRange ? "fixed" : "auto";
   }
 
-  setPaused(paused) {
+  /** Pause on ``span`` ([t0, t1] ms; by default the window ending now, or where the
+   * paused view ends), or resume. */
+  setPaused(paused, span) {
     this.paused = paused;
     this.classList.toggle("paused", paused);
-    this.querySelector(".chart-pause").textContent = paused ? "resume" : "pause";
+    const button = this.querySelector(".chart-pause");
+    button.textContent = paused ? "resume" : "pause";
+    button.setAttribute("aria-pressed", String(paused));
     if (paused) {
-      const now = app.conn.now();
-      this.span = [now - this.windowSeconds * 1000, now];
+      const end = span ? span[1] : this.span ? this.span[1] : app.conn.now();
+      this.span = span ? [...span] : [end - this.windowSeconds * 1000, end];
     } else {
       this.span = null;
     }
+    this.labelledAt = 0;  // say the new state now
   }
+
+  /** The view [t0, t1] (ms): what a shared link carries for a paused chart. */
+  get view() { return this.paused && this.span ? [...this.span] : null; }
 
   buildLegend() {
     this.legend.innerHTML = "";
@@ -106,21 +145,41 @@ export class SdChart extends HTMLElement {
       const item = document.createElement("span");
       item.className = "legend-item";
       item.style.setProperty("--color", COLORS[i % COLORS.length]);
-      item.innerHTML = `<i></i><b></b> <output>–</output> <small></small> <em class="clock"></em>`;
+      // not an <output>: that is a live region, read out ten times a second
+      item.innerHTML = `<i></i><b></b> <span class="legend-value">–</span> <small></small> <em class="clock"></em>`;
       item.querySelector("b").textContent = id;
       this.legend.append(item);
       const hex = COLORS[i % COLORS.length];
       const rgba = (0xff << 24 | parseInt(hex.slice(5, 7), 16) << 16 |
                     parseInt(hex.slice(3, 5), 16) << 8 | parseInt(hex.slice(1, 3), 16)) >>> 0;
-      return { id, el: item, color: hex, rgba, out: item.querySelector("output"),
+      return { id, el: item, color: hex, rgba, out: item.querySelector(".legend-value"),
                unit: item.querySelector("small"), clock: item.querySelector(".clock") };
     });
     this.querySelector(".chart-title").textContent = this.getAttribute("title") || "";
     this.cols = null;
+    this.frameCols = [];
+    this.labelledAt = 0;
+    if (this.pastFor !== this.signals.join(" ")) {  // other signals: other answers
+      this.pastFor = this.signals.join(" ");
+      this.past = new Map();
+      this.pastKey = "";
+    }
+  }
+
+  /** Zoom the paused view by ``k`` (above 1: out) about time ``at``. */
+  zoom(k, at) {
+    const [t0, t1] = this.span;
+    k = Math.min(Math.max(k, LEAST_SPAN_MS / (t1 - t0)), MOST_SPAN_MS / (t1 - t0));
+    this.span = [at - (at - t0) * k, at + (t1 - at) * k];
+  }
+
+  pan(fraction) {
+    const [t0, t1] = this.span, shift = (t1 - t0) * fraction;
+    this.span = [t0 + shift, t1 + shift];
   }
 
   bindPointer() {
-    const body = this.querySelector(".chart-body");
+    const body = this.querySelector(".chart-plot");
     const band = this.querySelector(".chart-select");
     let drag = null, select = null;
     const timeAt = (x) => {
@@ -167,23 +226,40 @@ export class SdChart extends HTMLElement {
       }
       band.hidden = true;
     });
+    // The wheel zooms a paused chart, or any chart with Ctrl or Cmd held (a trackpad's
+    // pinch too); otherwise it scrolls the page, as over any other part of it.
     body.addEventListener("wheel", (e) => {
+      if (!this.paused && !e.ctrlKey && !e.metaKey) return;
       e.preventDefault();
       if (!this.paused) this.setPaused(true);
       const rect = this.canvas.getBoundingClientRect();
       const [t0, t1] = this.span;
-      const at = t0 + ((e.clientX - rect.left) / rect.width) * (t1 - t0);
-      // between 10 buckets of the finest level and a week (the cache holds the past)
-      const levels = app.conn.levels;
-      const most = 7 * 86400e3;
-      const least = 10 * Math.min(...levels.map((l) => l.width_ms));
-      const k = Math.min(Math.max(Math.exp(e.deltaY * 0.002), least / (t1 - t0)),
-                         most / (t1 - t0));
-      this.span = [at - (at - t0) * k, at + (t1 - at) * k];
+      this.zoom(Math.exp(e.deltaY * 0.002),
+                t0 + ((e.clientX - rect.left) / rect.width) * (t1 - t0));
     }, { passive: false });
   }
 
-  /** Draw one frame: signals as pixels, then the grid and labels on top. */
+  /** Keys on the focused plot: arrows pan (a tenth of the window, shift: half), + and -
+   * (or up and down) zoom about the middle, Escape resumes. The first one pauses. */
+  bindKeys() {
+    this.canvas.addEventListener("keydown", (e) => {
+      if (e.altKey || e.ctrlKey || e.metaKey) return;
+      if (e.key === "Escape" && this.paused) { e.preventDefault(); this.setPaused(false); return; }
+      const step = e.shiftKey ? 0.5 : KEY_PAN;
+      const move = { ArrowLeft: -step, ArrowRight: step }[e.key];
+      const zoom = { "+": 1 / KEY_ZOOM, "=": 1 / KEY_ZOOM, ArrowUp: 1 / KEY_ZOOM,
+                     "-": KEY_ZOOM, ArrowDown: KEY_ZOOM }[e.key];
+      if (move === undefined && zoom === undefined) return;
+      e.preventDefault();
+      if (!this.paused) this.setPaused(true);
+      if (move !== undefined) this.pan(move);
+      else this.zoom(zoom, (this.span[0] + this.span[1]) / 2);
+      this.labelledAt = 0;
+    });
+  }
+
+  /** Draw one frame: signals as pixels, then the grid and labels beneath them, the value
+   * labels in the gutter left of the plot. */
   draw(now) {
     const canvas = this.canvas;
     const dpr = window.devicePixelRatio || 1;
@@ -199,6 +275,7 @@ export class SdChart extends HTMLElement {
       this.cols = null;
     }
     const [t0, t1] = this.paused && this.span ? this.span : [now - this.windowSeconds * 1000, now];
+    this.msPerPx = (t1 - t0) / w;  // a CSS pixel: what the eye can tell apart
     if (this.paused) this.fetchPast(t0, t1, W);
     const columns = [];
     let lo = Infinity, hi = -Infinity;
@@ -206,79 +283,118 @@ export class SdChart extends HTMLElement {
       const d = app.conn.data.get(item.id);
       const col = d || this.paused ? this.columns(d, t0, t1, W, i) : null;
       columns.push(col);
-      if (col) { lo = Math.min(lo, col.lo); hi = Math.max(hi, col.hi); }
+      if (col && col.hi >= col.lo) { lo = Math.min(lo, col.lo); hi = Math.max(hi, col.hi); }
     });
-    const range = this.fixedRange || (this.autoRange = autoRange(this.autoRange, lo, hi));
+    this.frameCols = columns;
+    const any = hi >= lo;
+    const range = this.fixedRange || (any ? (this.autoRange = autoRange(this.autoRange, lo, hi))
+      : null);
     this.lastRange = range;
     const pixels = this.pixels;
     pixels.fill(0);
     // the plot: all but a strip at the bottom that holds the time labels, so no label
-    // ever covers a sample
+    // ever covers a sample; the value labels are in the gutter, left of it
     const ph = h - TIME_STRIP, PH = H - Math.round(TIME_STRIP * dpr);
     this.plotHeight = PH;  // device pixels (read by the browser tests)
-    const scale = (PH - 1) / (range[1] - range[0]);
-    columns.forEach((col, i) => {
-      if (col) plotColumns(pixels, W, PH, col, range[0], scale, this.items[i].rgba);
-    });
+    if (range) {
+      const scale = (PH - 1) / (range[1] - range[0]);
+      columns.forEach((col, i) => {
+        if (col) plotColumns(pixels, W, PH, col, range[0], scale, this.items[i].rgba);
+      });
+    }
     const ctx = this.ctx;
     ctx.putImageData(this.image, 0, 0);
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    const y = (v) => ph - ((v - range[0]) / (range[1] - range[0])) * ph;
+    const y = range ? (v) => ph - ((v - range[0]) / (range[1] - range[0])) * ph : null;
     // bands and grid go beneath the traces (as in uPlot and Grafana): a grid line never
     // greys the samples it crosses
     ctx.globalCompositeOperation = "destination-over";
-    this.drawGrid(ctx, w, h, ph, t0, t1, range, y);
-    this.drawLimits(ctx, w, ph, y);
+    this.drawTimeGrid(ctx, w, h, ph, t0, t1);
+    const ticks = range ? this.drawValueGrid(ctx, w, ph, range, y) : [];
+    if (range) this.drawLimits(ctx, w, ph, y);
     ctx.globalCompositeOperation = "source-over";
-    this.updateLegend(now, t0, t1, w);
+    this.drawGutter(ticks, ph, dpr);
+    this.showEmpty(any);
+    this.updateLegend(now, t0, t1, w, W);
   }
 
-  /** One signal's columns for this frame (see foldColumns), in buffers kept per slot. */
+  /** Which source each part of the window is drawn from: see foldColumns. */
   columns(d, t0, t1, cols, slot) {
     if (!this.cols || this.cols.length !== this.items.length || this.cols[0].count.length !== cols) {
       this.cols = this.items.map(() => newColumns(cols));
     }
     const levels = d ? d.levels.map((s, i) => ({ n: s.n, a: s.a, width: d.widths[i] })) : [];
-    const stored = this.paused && this.past && this.past.get(this.items[slot].id);
-    const past = stored ? { width: (stored.t1 - stored.t0) / stored.cols, ...stored.rows } : null;
-    return foldColumns(levels, past, t0, t1, this.cols[slot]);
+    let past = null, maxWidth = Infinity;
+    if (this.paused && this.needsCache(d, t0, t1, this.items[slot].id)) {
+      const stored = this.past.get(this.items[slot].id);
+      if (!stored) maxWidth = 2 * this.msPerPx;  // not answered yet: no bucket over 2 px
+      else if (!stored.failed) {
+        past = { width: (stored.t1 - stored.t0) / stored.cols, ...stored.rows };
+        maxWidth = this.msPerPx;
+      }
+    }
+    return foldColumns(levels, past, t0, t1, this.cols[slot], maxWidth);
   }
 
-  /** A paused chart reaching before the server's memory asks the server for that part
-   * of its window from the cache (min, max and last per column), once per view. */
+  /** Whether part of [t0, t1] would be drawn from a memory level coarser than a pixel
+   * (or from none: before the memory begins). */
+  needsCache(d, t0, t1, id) {
+    if (!d) return true;
+    // a replay is drawn at its replayed times, which the cache knows nothing of
+    if (app.conn.describe(id)?.channel?.replay) return false;
+    let until = Infinity;
+    for (let level = 0; level < d.levels.length && until > t0; level++) {
+      const s = d.levels[level];
+      if (!s.n) continue;
+      if (d.widths[level] > this.msPerPx && s.a.start[0] <= t1) return true;
+      until = Math.min(until, s.first);
+    }
+    return until > t0;
+  }
+
+  /** A paused chart asks the server for what the cache has of its window (min, max and
+   * last per column) for the signals that need it, once per view and one view at a time;
+   * the previous answers stay drawn until the new ones arrive. */
   fetchPast(t0, t1, cols) {
-    this.past = this.past || new Map();
     const key = `${Math.round(t0)}|${Math.round(t1)}|${cols}`;
     if (this.pastKey === key || this.pastBusy) return;
-    const wanted = this.items.filter((item) => {
-      const d = app.conn.data.get(item.id);
-      return !d || Math.min(...d.levels.map((l) => l.first)) > t0;
-    });
+    const wanted = this.items.filter((item) => this.needsCache(app.conn.data.get(item.id),
+                                                               t0, t1, item.id));
     this.pastKey = key;
     if (!wanted.length) return;
     this.pastBusy = true;
+    const items = this.items;
     Promise.all(wanted.map(async (item) => {
       const q = new URLSearchParams({ signal: item.id, start_ms: t0, end_ms: t1, columns: cols });
-      const answer = await fetch(`api/range?${q}`);
-      if (!answer.ok) throw new Error(`${item.id}: ${(await answer.json()).detail}`);
-      const body = await answer.json();
-      this.past.set(item.id, { t0, t1, cols, level: body.level, rows: {
-        start: body.start_ms, low: body.min, high: body.max, last: body.last } });
-    })).catch((err) => {
-      app.conn.lastError = `scroll-back: ${err.message}`;
-      app.conn.dispatchEvent(new CustomEvent("servererror", { detail: { message: err.message } }));
-    }).finally(() => { this.pastBusy = false; });
+      try {
+        // a server that never answers must not hold the next views back for good
+        const answer = await fetch(`api/range?${q}`, { signal: AbortSignal.timeout(30000) });
+        if (!answer.ok) throw new Error(`${item.id}: ${(await answer.json()).detail}`);
+        const body = await answer.json();
+        if (items !== this.items) return;  // the signals changed meanwhile
+        this.past.set(item.id, { key, t0, t1, cols, level: body.level, rows: {
+          start: body.start_ms, low: body.min, high: body.max, last: body.last } });
+      } catch (err) {
+        // drawn from the memory alone, as well as it can; said in the connection pill
+        if (items === this.items) this.past.set(item.id, { key, failed: true });
+        app.conn.lastError = `scroll-back: ${err.message}`;
+        app.conn.dispatchEvent(new CustomEvent("servererror", { detail: { message: err.message } }));
+      }
+    })).finally(() => { this.pastBusy = false; });
   }
 
-  /** The cache's last value at or before t (the cursor over scrolled-back data). */
-  pastValueAt(id, t) {
-    const past = this.paused && this.past && this.past.get(id);
-    if (!past) return NaN;
-    const start = past.rows.start;
-    let lo = 0, hi = start.length;
-    while (lo < hi) { const mid = (lo + hi) >> 1; if (start[mid] <= t) lo = mid + 1; else hi = mid; }
-    const width = (past.t1 - past.t0) / past.cols;
-    return lo > 0 && t - start[lo - 1] <= width ? past.rows.last[lo - 1] ?? NaN : NaN;
+  /** Whether every signal that needs the cache for the current view has its answer
+   * (the browser tests wait for this). */
+  settled() {
+    if (this.pastBusy) return false;
+    if (!this.paused) return true;
+    const [t0, t1] = this.span;
+    if (this.pastKey !== `${Math.round(t0)}|${Math.round(t1)}|${this.canvas.width}`) return false;
+    return this.items.every((item) => {
+      if (!this.needsCache(app.conn.data.get(item.id), t0, t1, item.id)) return true;
+      const stored = this.past.get(item.id);
+      return Boolean(stored && stored.key === this.pastKey);
+    });
   }
 
   /** Bands beyond each signal's limits: amber past warn, red past alarm. */
@@ -297,46 +413,109 @@ export class SdChart extends HTMLElement {
     }
   }
 
-  drawGrid(ctx, w, h, ph, t0, t1, range, y) {
-    ctx.strokeStyle = "rgba(128,128,128,0.25)";
-    ctx.fillStyle = "rgba(128,128,128,0.95)";
-    ctx.font = "11px system-ui, sans-serif";
+  /** Time lines and their labels in the strip below the plot; a label that would run
+   * into the one before it is left out. */
+  drawTimeGrid(ctx, w, h, ph, t0, t1) {
+    ctx.strokeStyle = GRID_COLOR;
+    ctx.fillStyle = LABEL_COLOR;
+    ctx.font = LABEL_FONT;
     ctx.lineWidth = 1;
-    const step = timeStep(t0, t1);
+    const { step, ticks } = timeTicks(t0, t1);
+    const labels = [];
+    let free = 0;  // where the next label may start
     ctx.beginPath();
     ctx.moveTo(0, ph + 0.5); ctx.lineTo(w, ph + 0.5);
-    for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
+    for (const t of ticks) {
       const x = Math.round(((t - t0) / (t1 - t0)) * w) + 0.5;
       ctx.moveTo(x, 0); ctx.lineTo(x, ph + 4);
-      const text = timeLabel(t, step);
-      if (x + 2 + ctx.measureText(text).width <= w) ctx.fillText(text, x + 2, h - 3);
+      const text = timeLabel(t, step, t1 - t0);
+      const width = ctx.measureText(text).width;
+      if (x + 2 >= free && x + 2 + width <= w) {
+        ctx.fillText(text, x + 2, h - 3);
+        labels.push(text);
+        free = x + 2 + width + 8;
+      }
     }
-    const { step: yStep, ticks } = niceTicks(range[0], range[1], Math.max(2, Math.floor(ph / 40)));
-    this.yTicks = ticks.map((v) => tickLabel(v, yStep));  // read by the browser tests
+    ctx.stroke();
+    this.xTicks = labels;  // read by the browser tests
+  }
+
+  /** Value lines across the plot; returns the ticks for the gutter. */
+  drawValueGrid(ctx, w, ph, range, y) {
+    const { step, ticks } = niceTicks(range[0], range[1], Math.max(2, Math.floor(ph / 40)));
+    ctx.strokeStyle = GRID_COLOR;
+    ctx.beginPath();
     for (const v of ticks) {
       const py = Math.round(y(v)) + 0.5;
       ctx.moveTo(0, py); ctx.lineTo(w, py);
-      ctx.fillText(tickLabel(v, yStep), 2, Math.min(ph - 2, Math.max(10, py - 2)));
     }
     ctx.stroke();
+    return ticks.map((v) => ({ text: tickLabel(v, step), py: y(v) }));
   }
 
-  updateLegend(now, t0, t1, w) {
-    const cursorTime = this.cursorX === null ? null : t0 + (this.cursorX / w) * (t1 - t0);
+  /** The value labels, right-aligned in the gutter at their lines' heights. The gutter
+   * widens to the longest label (in 8 px steps, so it does not jitter). */
+  drawGutter(ticks, ph, dpr) {
+    const g = this.gutter;
+    this.yTicks = ticks.map((t) => t.text);  // read by the browser tests
+    const measure = this.ctx;
+    measure.font = LABEL_FONT;
+    const longest = Math.max(0, ...ticks.map((t) => measure.measureText(t.text).width));
+    const wanted = Math.max(GUTTER_MIN, Math.ceil((longest + 10) / 8) * 8);
+    if (wanted !== this.gutterWidth) {
+      this.gutterWidth = wanted;
+      g.style.width = `${wanted}px`;  // the plot's canvas takes the rest at the next frame
+      this.querySelector(".chart-body").style.setProperty("--gutter", `${wanted}px`);
+    }
+    const w = g.clientWidth, h = g.clientHeight;
+    const W = Math.round(w * dpr), H = Math.round(h * dpr);
+    if (!W || !H) return;
+    if (g.width !== W || g.height !== H) { g.width = W; g.height = H; }
+    const ctx = g.getContext("2d");
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, W, H);
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.font = LABEL_FONT;
+    ctx.fillStyle = LABEL_COLOR;
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    for (const t of ticks) ctx.fillText(t.text, w - 5, Math.min(ph - 6, Math.max(6, t.py)));
+  }
+
+  /** "no data here" over a window without a sample (or "loading" while the cache is
+   * asked), instead of an empty 0..1 chart. */
+  showEmpty(any) {
+    let text = "";
+    if (any) { /* nothing to say */ }
+    else if (this.paused) text = this.settled() ? "no data here" : "loading…";
+    else {
+      const latest = Math.max(0, ...this.items.map((i) => app.conn.data.get(i.id)?.latestMs || 0));
+      text = latest ? `no data since ${cursorLabel(latest, DAY).slice(0, -4)}` : "waiting for data";
+    }
+    if (this.empty.textContent !== text) this.empty.textContent = text;
+    if (this.empty.hidden !== !text) this.empty.hidden = !text;
+  }
+
+  updateLegend(now, t0, t1, w, W) {
+    const cursorTime = this.cursorX === null || this.cursorX < 0 || this.cursorX > w ? null
+      : t0 + (this.cursorX / w) * (t1 - t0);
     const cursor = this.querySelector(".chart-cursor");
     cursor.hidden = cursorTime === null;
     if (cursorTime !== null) {
       cursor.style.left = `${this.cursorX}px`;
-      cursor.textContent = clock(cursorTime);
+      cursor.textContent = cursorLabel(cursorTime, t1 - t0);
     }
+    this.updateLabel(now, t0, t1);
     // Text changes cost style and layout: at most 10 times a second, only what changed.
     if (cursorTime === null && now - (this.legendAt || 0) < 100) return;
     this.legendAt = now;
-    for (const item of this.items) {
+    // the value under the cursor is the one the trace shows there, whatever it came from
+    const x = cursorTime === null ? -1 : Math.min(W - 1, Math.floor((this.cursorX / w) * W));
+    this.items.forEach((item, slot) => {
       const d = app.conn.data.get(item.id);
       const info = app.conn.describe(item.id);
-      let value = !d ? NaN : cursorTime === null ? d.latest : d.valueAt(cursorTime);
-      if (cursorTime !== null && !Number.isFinite(value)) value = this.pastValueAt(item.id, cursorTime);
+      let value = cursorTime === null ? (d ? d.latest : NaN)
+        : valueAtColumn(this.frameCols[slot], x, (t1 - t0) / W);
       const level = limitLevel(info && info.limits, value);
       if (item.level !== level) {
         item.el.classList.remove("warn", "alarm");
@@ -344,7 +523,7 @@ export class SdChart extends HTMLElement {
         item.level = level;
       }
       value = fmt(value);
-      if (item.out.value !== value) item.out.value = value;
+      if (item.out.textContent !== value) item.out.textContent = value;
       const unit = info ? info.unit : "";
       if (item.unit.textContent !== unit) {
         item.unit.textContent = unit;
@@ -361,7 +540,25 @@ export class SdChart extends HTMLElement {
       }
       const stale = !d || now - d.latestMs > STALE_MS;
       if (item.stale !== stale) item.el.classList.toggle("stale", (item.stale = stale));
-    }
+    });
+  }
+
+  /** The plot's accessible name: its signals and what it shows (at most once a second:
+   * a screen reader may read a focused element's new name). */
+  updateLabel(now, t0, t1) {
+    if (now - (this.labelledAt || 0) < 1000) return;
+    this.labelledAt = now;
+    const title = this.getAttribute("title");
+    const what = `${title ? `${title}: ` : ""}chart of ${this.signals.join(", ")}`;
+    const seconds = (t1 - t0) / 1000;
+    const width = seconds >= 86400 ? `${(seconds / 86400).toFixed(1)} days`
+      : seconds >= 3600 ? `${(seconds / 3600).toFixed(1)} h`
+      : seconds >= 60 ? `${(seconds / 60).toFixed(1)} min` : `${+seconds.toFixed(3)} s`;
+    const shown = this.paused
+      ? `paused, ${width} from ${cursorLabel(t0, t1 - t0).slice(0, -4)}; arrow keys pan, + and - zoom, Escape resumes`
+      : `live, the last ${width}; arrow keys pause and pan`;
+    const label = `${what}, ${shown}`;
+    if (this.canvas.getAttribute("aria-label") !== label) this.canvas.setAttribute("aria-label", label);
   }
 }
 

@@ -93,20 +93,43 @@ function lowerBound(start, n, t) {
   return lo;
 }
 
-/** Fold buckets into ``out``'s columns over [t0, t1]. ``levels``: finest first, each
- * ``{n, width, a: {start, low, high, last}}`` (bucket starts in ms). ``past``: columns
- * from the cache ``{width, start, low, high, last}`` (null where a column had none), used
- * only before the levels begin. The finest level wherever it has data, a coarser one only
- * before it begins (a coarse bucket must end before finer data starts: no seam values);
- * a pause longer than ten buckets (and 2.5 s) breaks the line. Returns ``out``, or null
+/** Fold buckets into ``out``'s columns over [t0, t1]. ``levels``: the server's memory,
+ * finest first, each ``{n, width, a: {start, low, high, last}}`` (bucket starts in ms).
+ * ``past``: columns from the cache ``{width, start, low, high, last}`` (null where a
+ * column had none).
+ *
+ * A level no wider than ``maxWidth`` (ms; a paused chart passes its column width) is
+ * fine: the finest one wherever it has data, a coarser one only before it begins (a
+ * coarse bucket must end before finer data starts: no seam values). The cache's columns
+ * fill what comes before the fine levels. A level wider than ``maxWidth`` would put a
+ * sample up to a bucket away from its time: it is used only where the cache has nothing
+ * (before the first or after the last of ``past``'s columns, or everywhere when ``past``
+ * holds none), and not at all while ``past`` is null (the cache has not answered yet).
+ * A pause longer than ten buckets (and 2.5 s) breaks the line. Returns ``out``, or null
  * when there is nothing to fold. */
-export function foldColumns(levels, past, t0, t1, out) {
-  const spans = [];  // [level, from, before): bucket starts each level contributes
+export function foldColumns(levels, past, t0, t1, out, maxWidth = Infinity) {
+  const spans = [];  // [level, from, before]: bucket starts each level contributes
   let until = Infinity;  // where finer data begins
+  let fineFrom = Infinity;  // where the fine levels begin
+  // the cache's extent: coarse buckets meeting it are left out (they would misplace)
+  let pastFrom = Infinity, pastTo = -Infinity;
+  if (past && past.start.length) {
+    pastFrom = past.start[0];
+    pastTo = past.start[past.start.length - 1] + past.width;
+  }
   for (let level = 0; level < levels.length && until > t0; level++) {
     const s = levels[level];
     if (!s.n) continue;
-    spans.push([level, t0 - s.width, until === Infinity ? Infinity : until - s.width + 1]);
+    const before = until === Infinity ? Infinity : until - s.width + 1;
+    if (s.width <= maxWidth) {
+      spans.push([level, t0 - s.width, before]);
+      fineFrom = Math.min(fineFrom, s.a.start[0]);
+    } else if (past) {  // only outside the cache's columns
+      spans.push([level, t0 - s.width, Math.min(before, pastFrom - s.width + 1)]);
+      if (pastTo > -Infinity && pastTo < before) {
+        spans.push([level, Math.max(t0 - s.width, pastTo), before]);
+      }
+    }
     until = Math.min(until, s.a.start[0]);
   }
   if (!spans.length && !past) return null;
@@ -127,17 +150,28 @@ export function foldColumns(levels, past, t0, t1, out) {
     if (l < lo) lo = l;
     if (u > hi) hi = u;
   };
-  if (past) {  // the cache, before the server's memory begins; placed by column middles
-    const width = past.width, before = until === Infinity ? Infinity : until - width + 1;
-    const { start } = past;
-    for (let i = 0; i < start.length && start[i] < before && start[i] <= t1; i++) {
-      if (past.low[i] === null) continue;
-      fold(Math.floor((start[i] + width / 2 - t0) * k), past.low[i], past.high[i],
-           past.last[i], start[i], width);
+  // oldest first, so that each column's "last" is its newest value: the coarse memory
+  // before the cache, the cache, the coarse memory after it, then the fine levels
+  const coarse = spans.filter(([level]) => levels[level].width > maxWidth);
+  const fine = spans.filter(([level]) => levels[level].width <= maxWidth);
+  const runs = [...coarse.filter(([, , before]) => before <= pastFrom).reverse(), null,
+                ...coarse.filter(([, , before]) => before > pastFrom).reverse(),
+                ...fine.reverse()];
+  for (const span of runs) {
+    if (span === null) {
+      if (!past) continue;  // the cache, before the fine levels; placed by column middles
+      const width = past.width, before = fineFrom === Infinity ? Infinity
+        : fineFrom - width + 1;
+      const { start } = past;
+      for (let i = 0; i < start.length && start[i] < before && start[i] <= t1; i++) {
+        if (past.low[i] === null) continue;
+        fold(Math.floor((start[i] + width / 2 - t0) * k), past.low[i], past.high[i],
+             past.last[i], start[i], width);
+      }
+      continue;
     }
-  }
-  for (let j = spans.length - 1; j >= 0; j--) {  // oldest (coarsest) first
-    const [level, from, before] = spans[j];
+    const [level, from, before] = span;
+    if (!(before > from)) continue;
     const s = levels[level], a = s.a, breakMs = Math.max(s.width * 10, 2500);
     const start = a.start, lows = a.low, highs = a.high, lasts = a.last;
     // the hot loop (every bucket of every signal, every frame): fold() written out
@@ -163,6 +197,25 @@ export function foldColumns(levels, past, t0, t1, out) {
   out.lo = lo;
   out.hi = hi;
   return out;
+}
+
+/** The value the trace shows at column ``x`` of folded columns: the last value of the
+ * nearest column at or left of it that has samples, unless the line breaks after that
+ * column (a gap of more than 2.5 s, as foldColumns marks it) or it lies more than 2.5 s
+ * back. NaN where nothing is drawn. ``msPerColumn`` converts columns to time. */
+export function valueAtColumn(col, x, msPerColumn) {
+  if (!col) return NaN;
+  const { count, last, gap } = col;
+  const cols = count.length;
+  if (x < 0 || x >= cols) return NaN;
+  let j = x;
+  while (j >= 0 && count[j] === 0) j--;
+  if (j < 0) return NaN;
+  if (j === x) return last[j];
+  let next = x + 1;
+  while (next < cols && count[next] === 0) next++;
+  if (next < cols) return gap[next] ? NaN : last[j];
+  return (x - j) * msPerColumn <= 2500 ? last[j] : NaN;
 }
 
 /** One vertical run of pixels per column: from the previous value through min..max;
@@ -201,11 +254,75 @@ export function plotColumns(pixels, W, H, col, base, scale, rgba) {
     prev = row(last[x]);
     prevX = x;
   }
+  // A dot (3x3) at each column with samples where they lie 8 pixels apart or more (a
+  // deep zoom: the samples show among the lines joining them), and at a sample with a
+  // gap on both sides, which would be one pixel.
+  const dot = (x, v) => {
+    const r = row(v);
+    for (let yy = Math.max(0, r - 1); yy <= Math.min(bottomRow, r + 1); yy++) {
+      for (let xx = Math.max(0, x - 1); xx <= Math.min(W - 1, x + 1); xx++) pixels[yy * W + xx] = rgba;
+    }
+  };
+  let n = 0, firstX = -1, lastX = -1;
+  for (let x = 0; x < W; x++) if (count[x]) { n++; if (firstX < 0) firstX = x; lastX = x; }
+  const sparse = n > 1 && (lastX - firstX) / (n - 1) >= 8;
+  let segment = -1, alone = false;  // the current run of joined columns: its start
+  for (let x = 0; x < W; x++) {
+    if (!count[x]) continue;
+    if (sparse) dot(x, last[x]);
+    if (segment < 0 || gap[x]) {
+      if (alone && !sparse) dot(segment, last[segment]);
+      segment = x;
+      alone = true;
+    } else {
+      alone = false;
+    }
+  }
+  if (alone && !sparse) dot(segment, last[segment]);
 }
+
+export const DAY = 86400000;
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+                "Nov", "Dec"];
 
 /** The time grid's step (ms): a round one giving at most eight lines over [t0, t1]. */
 export function timeStep(t0, t1) {
-  const steps = [100, 250, 500, 1000, 2000, 5000, 10000, 15000, 30000, 60000, 120000, 300000,
-                 600000, 900000, 1800000, 3600000, 7200000, 10800000, 21600000, 43200000];
-  return steps.find((s) => ((t1 - t0) / s) <= 8) || 86400000;
+  const steps = [1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 15000, 30000,
+                 60000, 120000, 300000, 600000, 900000, 1800000, 3600000, 7200000, 10800000,
+                 21600000, 43200000];
+  return steps.find((s) => ((t1 - t0) / s) <= 8) || DAY;
+}
+
+/** The shown zone's offset from UTC at ``ms`` (ms; 0 when showing UTC). */
+export function zoneOffset(ms) { return utc ? 0 : -new Date(ms).getTimezoneOffset() * 60000; }
+
+/** The time grid over [t0, t1]: its step and tick times, multiples of the step on the
+ * wall clock shown (hours on the hour and days at midnight in a zone of UTC+5:30 too). */
+export function timeTicks(t0, t1) {
+  const step = timeStep(t0, t1);
+  const off = zoneOffset(t0);
+  const ticks = [];
+  for (let t = Math.ceil((t0 + off) / step) * step - off; t <= t1; t += step) ticks.push(t);
+  return { step, ticks };
+}
+
+/** "Nov 22": the date of ``ms`` in the shown zone. */
+export function dateLabel(ms) {
+  const d = wallClock(ms);
+  return `${MONTHS[d.getMonth()]} ${d.getDate()}`;
+}
+
+/** A time tick's label on an axis ``span`` ms wide: the date from a day's window on
+ * (and at midnight on shorter ones), ms below a second's step. */
+export function timeLabel(t, step, span) {
+  const text = clock(t);
+  if (span >= DAY) return step >= DAY ? dateLabel(t) : `${dateLabel(t)} ${text.slice(0, 5)}`;
+  if (step >= 3600000 && text.startsWith("00:00")) return dateLabel(t);
+  if (step < 1000) return text.slice(3, 12);
+  return step < 60000 ? text.slice(0, 8) : text.slice(0, 5);
+}
+
+/** The cursor's time on an axis ``span`` ms wide: the date too from 6 hours on. */
+export function cursorLabel(t, span) {
+  return span >= DAY / 4 ? `${dateLabel(t)} ${clock(t)}` : clock(t);
 }

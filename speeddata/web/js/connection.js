@@ -1,9 +1,20 @@
-// The WebSocket to the server: subscribe, receive frames, reconnect after a restart.
+// The WebSocket to the server: subscribe, receive frames, reconnect after a restart,
+// backing off while it keeps failing, and say why it failed.
 
 import { decodeFrame } from "./protocol.js";
 import { SignalData } from "./store.js";
 
 const CHANNELS_REFRESH_MS = 5000;
+const RETRY_FIRST_MS = 250;
+const RETRY_MOST_MS = 30000;
+
+/** The wait before reconnection attempt ``failures`` (1: right after a connection was
+ * lost): doubling from 250 ms up to 30 s, each up to a quarter longer at random, so that
+ * the pages of a restarted server do not all come back in the same millisecond. */
+export function retryDelay(failures, random = Math.random()) {
+  const base = Math.min(RETRY_FIRST_MS * 2 ** Math.max(0, failures - 1), RETRY_MOST_MS);
+  return Math.min(RETRY_MOST_MS, Math.round(base * (1 + 0.25 * random)));
+}
 
 export class Connection extends EventTarget {
   constructor(url) {
@@ -17,7 +28,11 @@ export class Connection extends EventTarget {
     this.state = "connecting";
     this.offsetMs = 0; // server clock minus page clock
     this.wanted = { signals: [], window: 60 };
-    this.retryMs = 250;
+    this.failures = 0;  // attempts in a row that ended before the server said hello
+    this.retryMs = 0;  // the wait before the next attempt, while disconnected
+    this.retryAt = 0;  // when it is (Date.now())
+    this.reason = "";  // why the last attempt ended, when known ("token needed", ...)
+    this.reasonDetail = "";
     this.framesReceived = 0;
     this.bytesReceived = 0;
     this.dropped = 0;
@@ -47,16 +62,37 @@ export class Connection extends EventTarget {
   }
 
   open() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = 0;
     const ws = new WebSocket(this.url);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
-    ws.onopen = () => { this.retryMs = 250; };
+    let opened = false;
+    ws.onopen = () => { opened = true; };
     ws.onmessage = (event) => this.onMessage(event.data);
-    ws.onclose = () => {
+    ws.onclose = async (event) => {
+      if (this.ws !== ws) return;
+      this.failures++;
+      this.retryMs = retryDelay(this.failures);
+      this.retryAt = Date.now() + this.retryMs;
+      this.retryTimer = setTimeout(() => this.open(), this.retryMs);
+      if (event.reason) this.reason = this.reasonDetail = event.reason;  // else the last one
       this.setState("disconnected");
-      setTimeout(() => this.open(), this.retryMs);
-      this.retryMs = Math.min(this.retryMs * 2, 4000);
+      // A refused handshake reaches the page as code 1006 with no reason (the browser
+      // keeps the HTTP answer to itself): an HTTP request to the server gets it.
+      if (event.reason || opened) return;
+      const [reason, detail] = await refusal();
+      if (this.ws !== ws) return;  // tried again meanwhile
+      this.reason = reason;
+      this.reasonDetail = detail;
+      this.setState("disconnected");
     };
+  }
+
+  /** Try again now (the connection pill's click), not when the back-off says. */
+  retryNow() {
+    if (this.state === "connected" || !this.retryTimer) return;
+    this.open();
   }
 
   onMessage(data) {
@@ -68,6 +104,8 @@ export class Connection extends EventTarget {
         this.channels = message.channels;
         this.levels = message.levels;
         this.data.clear(); // a restarted server sends its history again
+        this.failures = 0;
+        this.reason = this.reasonDetail = "";
         this.setState("connected");
         this.dispatchEvent(new CustomEvent("channels", { detail: message.channels }));
         this.sendSubscription();
@@ -112,5 +150,20 @@ export class Connection extends EventTarget {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) {
       this.ws.send(JSON.stringify({ type: "subscribe", ...this.wanted }));
     }
+  }
+}
+
+/** Why the server refuses this page, from an HTTP request: [reason, detail], or
+ * ["unreachable", ...] when nothing answers, or ["", ""] when it answers fine. */
+async function refusal() {
+  try {
+    const answer = await fetch("api/alarms", { cache: "no-store" });
+    if (answer.ok) return ["", ""];
+    let detail = answer.statusText;
+    try { detail = (await answer.json()).detail || detail; } catch { /* not JSON */ }
+    if (answer.status === 401) return ["token needed", detail];
+    return [`refused (${answer.status})`, String(detail)];
+  } catch {
+    return ["server unreachable", "no answer from the server"];
   }
 }

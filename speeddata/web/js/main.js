@@ -1,7 +1,7 @@
 // Entry point: the app first, then the custom elements (which register with it), then
 // the controls in the header.
 
-import { app, buildElement, loadLayoutFromUrl } from "./app.js";
+import { app, buildElement, layoutLink, loadLayoutFromUrl } from "./app.js";
 import "./chart.js";
 import { clock, fmt, useUtc, usingUtc } from "./chartmath.js";
 import "./value.js";
@@ -10,18 +10,28 @@ import { setupMark } from "./mark.js";
 loadLayoutFromUrl();
 
 const state = document.getElementById("state");
-/** The connection pill: state, the group the server draws from, what this page lost. */
+/** The connection pill: state, the group the server draws from, what this page lost;
+ * disconnected, why (as the server said) and when it tries again (a click: now). */
 function showState() {
   const conn = app.conn;
   let text = conn.state;
+  const title = [];
   if (conn.state === "connected") {
     text += conn.source === "decimated" ? " · decimated" : " · every sample";
     if (conn.dropped) text += ` · ${conn.dropped} frame${conn.dropped === 1 ? "" : "s"} skipped`;
+  } else if (conn.state === "disconnected") {
+    if (conn.reason) text += ` · ${conn.reason}`;
+    const wait = Math.ceil((conn.retryAt - Date.now()) / 1000);
+    text += wait > 0 ? ` · retry in ${wait} s` : " · retrying";
+    if (conn.reasonDetail) title.push(conn.reasonDetail);
+    title.push("click to try again now");
   }
+  if (conn.lastError) title.push(`last server error: ${conn.lastError}`);
   if (state.textContent !== text) state.textContent = text;
   state.className = `state ${conn.state}`;
-  state.title = conn.lastError ? `last server error: ${conn.lastError}` : "";
+  state.title = title.join("\n");
 }
+state.onclick = () => app.conn.retryNow();
 app.conn.addEventListener("state", (e) => {
   showState();
   document.body.classList.toggle("offline", e.detail !== "connected");
@@ -45,6 +55,26 @@ showZone();
 state.insertAdjacentElement("afterend", zone);
 setInterval(showState, 1000);
 
+/** A header badge: its text, and its detail (lines) as its tooltip, as its accessible
+ * description and in the popover a click or Enter opens. */
+function showBadge(badge, text, lines) {
+  badge.textContent = text;
+  badge.title = lines.join("\n");
+  const detail = document.getElementById(badge.getAttribute("popovertarget"));
+  const list = document.createElement("ul");
+  for (const line of lines) list.append(Object.assign(document.createElement("li"), { textContent: line }));
+  detail.replaceChildren(list);
+}
+for (const badge of document.querySelectorAll("header [popovertarget]")) {
+  const detail = document.getElementById(badge.getAttribute("popovertarget"));
+  detail.addEventListener("beforetoggle", (e) => {  // open just below its badge
+    if (e.newState !== "open") return;
+    const r = badge.getBoundingClientRect();
+    detail.style.top = `${r.bottom + 4}px`;
+    detail.style.left = `${Math.max(4, Math.min(r.left, innerWidth - 420))}px`;
+  });
+}
+
 // -- out of limits: a badge listing what is, and since when ---------------------------
 const badge = document.getElementById("alarms");
 async function showAlarms() {
@@ -57,9 +87,8 @@ async function showAlarms() {
   if (!alarms.length) return;
   const worst = alarms.some((a) => a.level === "alarm") ? "alarm" : "warn";
   badge.className = `alarms ${worst}`;
-  badge.textContent = `⚠ ${alarms.length} out of limits`;
-  badge.title = alarms.map((a) => `${a.signal}: ${a.level}, ${fmt(a.value)} since ` +
-    clock(a.since_ms)).join("\n");
+  showBadge(badge, `⚠ ${alarms.length} out of limits`, alarms.map((a) =>
+    `${a.signal}: ${a.level}, ${fmt(a.value)} since ${clock(a.since_ms)}`));
 }
 showAlarms();
 setInterval(showAlarms, 2000);
@@ -82,13 +111,13 @@ async function showLoss() {
   if (!recent.length) return;
   const lost = recent.reduce((n, r) => n + r.recent_lost, 0);
   const sent = recent.reduce((n, r) => n + r.recent_sent, 0);
-  lossBadge.textContent = `⚠ ${lost} lost in 10 s (${(100 * lost / sent).toFixed(1)} %)`;
+  const summary = `⚠ ${lost} lost in 10 s (${(100 * lost / sent).toFixed(1)} %)`;
   // who reported it, and how far to believe it: the server says (trust, report_only)
   const doubt = (r) => (r.trust === "outside allow" ? " (reported from outside [relay] " +
     "allow: cannot be trusted)" : "") + (r.report_only ? " (reports only, no data)" : "");
-  lossBadge.title = recent.map((r) => `${r.hop}: ${r.channel} reported by ${r.source}: ` +
-    `${r.recent_lost} of ${r.recent_sent} in the last 10 s, ${r.lost} of ${r.sent} ` +
-    "since its first report" + doubt(r)).join("\n");
+  showBadge(lossBadge, summary, recent.map((r) => `${r.hop}: ${r.channel} reported by ` +
+    `${r.source}: ${r.recent_lost} of ${r.recent_sent} in the last 10 s, ${r.lost} of ` +
+    `${r.sent} since its first report${doubt(r)}`));
 }
 showLoss();
 setInterval(showLoss, 2000);
@@ -142,14 +171,43 @@ pauseAll.onclick = () => {
 document.addEventListener("keydown", (e) => {
   if (e.key === " " && e.target === document.body) { e.preventDefault(); pauseAll.click(); }
 });
+
+// A note at the bottom of the window (it moves nothing), read out once.
+const toast = document.getElementById("toast");
+function note(text) {
+  toast.textContent = text;
+  toast.hidden = false;
+  clearTimeout(note.timer);
+  note.timer = setTimeout(() => { toast.hidden = true; }, 8000);
+}
+
+// share: the layout, and the range each paused or zoomed chart shows, so the link opens
+// the same view; a server with a token needs it from the receiver too (never in the link)
+let tokenRequired = null;
 document.getElementById("share").onclick = async () => {
+  const link = layoutLink({ views: true });
+  const paused = [...document.querySelectorAll("sd-chart")].filter((c) => c.paused).length;
+  if (tokenRequired === null) {
+    try {
+      const status = await (await fetch("api/status")).json();
+      tokenRequired = Boolean(status.services?.serve?.token_required);
+    } catch { /* said as unknown below */ }
+  }
+  let text = paused ? `link copied: it opens this layout on the range${paused > 1 ? "s" : ""} ` +
+    `the paused chart${paused > 1 ? "s" : ""} show${paused > 1 ? "" : "s"}` : "link copied: it opens this layout";
+  if (tokenRequired) {
+    text += ". This server needs its token: the receiver must have opened its token link " +
+      "(speeddata status --url prints it) in that browser, as the link does not carry it.";
+  } else if (tokenRequired === null) {
+    text += ". If this server needs a token, the receiver needs it too.";
+  }
+  document.getElementById("share").dataset.link = link;  // read by the browser tests
   try {
-    await navigator.clipboard.writeText(location.href);
-    const share = document.getElementById("share");
-    share.textContent = "link copied";
-    setTimeout(() => { share.textContent = "share"; }, 2000);
+    await navigator.clipboard.writeText(link);
+    note(text);
   } catch {
-    prompt("Copy this link to share the layout:", location.href);
+    note(text.replace("link copied", "copy the link from the dialog"));
+    prompt("Copy this link to share the layout:", link);
   }
 };
 

@@ -1,5 +1,22 @@
 // The mark control: start and stop a tag with one click (POST /api/tags), and the
-// list of exports (issue: pivot jobs) when the server offers them.
+// list of exports (issue: pivot jobs) when the server offers them. Times are shown in
+// the zone the header shows (chartmath.clock); tag names stay in UTC, as the CLI's.
+
+import { clock, dateLabel } from "./chartmath.js";
+
+/** "17:30:00.000" (today) or "Nov 22 17:30:00.000": a tag's time (ns) as the page
+ * shows times. */
+const shown = (ns) => {
+  const day = dateLabel(ns / 1e6);
+  return day === dateLabel(Date.now()) ? clock(ns / 1e6) : `${day} ${clock(ns / 1e6)}`;
+};
+
+/** What a message says of a tag: its name and range, local, the whole in the tooltip. */
+function say(out, prefix, tag) {
+  const end = tag.end_ns === null || tag.end_ns === undefined ? "" : ` → ${clock(tag.end_ns / 1e6)}`;
+  out.value = `${prefix} ${tag.name}: ${shown(tag.start_ns)}${end}`;
+  out.title = `${tag.name}: ${tag.start} → ${tag.end || "open"} (UTC)`;
+}
 
 async function call(method, path, body) {
   const response = await fetch(path, {
@@ -22,7 +39,7 @@ export function setupMark(root) {
     try {
       if (open) {
         const tag = await call("POST", `/api/tags/${encodeURIComponent(open)}/stop`, {});
-        message.value = `tag ${tag.name}: ${tag.start} → ${tag.end}`;
+        say(message, "tag", tag);
         open = null;
         button.textContent = "start mark";
         root.classList.remove("recording");
@@ -32,7 +49,7 @@ export function setupMark(root) {
       } else {
         const tag = await call("POST", "/api/tags", { name: name.value || name.placeholder, start: "now" });
         open = tag.name;
-        message.value = `marking ${tag.name} since ${tag.start}`;
+        say(message, "marking", tag);
         button.textContent = "stop mark";
         root.classList.add("recording");
         name.disabled = true;
@@ -50,9 +67,8 @@ export function tagRange(t0, t1, channels) {
   const form = dialog.querySelector("form");
   const out = dialog.querySelector("output");
   const iso = (ms) => new Date(ms).toISOString();
-  const hms = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false });
   dialog.querySelector(".range").textContent =
-    `${hms(t0)} – ${hms(t1)} (${((t1 - t0) / 1000).toFixed(1)} s)`;
+    `${dateLabel(t0)} ${clock(t0)} – ${clock(t1)} (${((t1 - t0) / 1000).toFixed(1)} s)`;
   form.elements.name.value = `range-${iso(t0).slice(0, 19).replace(/[-:]/g, "").replace("T", "-")}`;
   form.elements.note.value = "";
   out.value = "";
@@ -68,7 +84,7 @@ export function tagRange(t0, t1, channels) {
           channels: form.elements.only.checked ? channels : [] });
         dialog.close();
         const message = document.querySelector("#mark output");
-        if (message) message.value = `tag ${tag.name}: ${tag.start} → ${tag.end}`;
+        if (message) say(message, "tag", tag);
         resolve(tag);
       } catch (err) {
         out.value = `not made: ${err.message}`;
