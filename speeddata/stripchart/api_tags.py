@@ -22,15 +22,8 @@ from speeddata.control import announcer
 from speeddata.errors import NotFoundError
 from speeddata.pivot import SUFFIXES
 from speeddata.stripchart.jobs import PivotJobs, Task
-from speeddata.tags import (
-    MAX_CHANNELS,
-    MAX_NOTE,
-    TagError,
-    TagStore,
-    check_name,
-    format_time,
-    parse_time,
-)
+from speeddata.tags import MAX_CHANNELS, MAX_NOTE, TagStore, check_name, resolve_range
+from speeddata.times import format_time, parse_time
 
 log = logging.getLogger("speeddata.stripchart")
 
@@ -109,22 +102,15 @@ class PivotRequest(BaseModel):
 
 
 def pivot_task(config: Config, request: PivotRequest, now: int) -> tuple[str, Task]:
-    """The export's name and the pivot's task for ``request``; TagError if it names no
+    """The export's name and the pivot's task for ``request``; TimeError if it names no
     range."""
-    if request.tag:
-        tag = TagStore(config.cache.dir).get(check_name(request.tag))
-        start, end = tag.start_ns, tag.end_ns if tag.end_ns is not None else now
-        name, attrs = tag.name, {"tag": tag.name, "note": tag.note}
-        channels = request.channels or list(tag.channels)
-    elif request.start:
-        start, end = parse_time(request.start, now), parse_time(request.end or "now", now)
-        name = f"{format_time(start)}_{format_time(end)}".replace(":", "")
-        attrs, channels = {}, request.channels
-    else:
-        raise TagError("give a tag, or a start (and end)")
-    if end < start:
-        raise TagError(f"the range ends ({format_time(end)}) before it starts "
-                       f"({format_time(start)})")
+    span = resolve_range(config.cache.dir, request.tag, request.start, request.end, now)
+    start, end, name = span.start_ns, span.end_ns, span.name
+    attrs: dict[str, str] = {}
+    channels = request.channels
+    if span.tag is not None:
+        attrs = {"tag": span.tag.name, "note": span.tag.note}
+        channels = channels or list(span.tag.channels)
     compression = request.compression or config.exports.compression
     export_format = request.format or config.exports.format
     options = {"channels": channels or None, "signals": request.signals or None,

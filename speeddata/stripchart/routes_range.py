@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from speeddata.errors import SpeeddataError
 from speeddata.stripchart.server import StripchartServer
-from speeddata.tags import check_time
+from speeddata.times import check_time
 
 
 def register(app: FastAPI, server: StripchartServer) -> None:
