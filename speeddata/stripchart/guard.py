@@ -311,7 +311,7 @@ class Guard:
                 # refused handshake reaches it as a bare 1006)
                 await send({"type": "websocket.accept"})
                 await send({"type": "websocket.close", "code": 1008,
-                            "reason": "token needed: open the URL with ?token="})
+                            "reason": "token needed"})
             else:  # another site's page learns nothing
                 await send({"type": "websocket.close", "code": 1008})
             return

@@ -79,8 +79,9 @@ export class Connection extends EventTarget {
       if (event.reason) this.reason = this.reasonDetail = event.reason;  // else the last one
       this.setState("disconnected");
       // A refused handshake reaches the page as code 1006 with no reason (the browser
-      // keeps the HTTP answer to itself): an HTTP request to the server gets it.
-      if (event.reason || opened) return;
+      // keeps the HTTP answer to itself), a policy close (1008: no token) with a short
+      // one: an HTTP request to the server gets the whole of it.
+      if (event.code !== 1008 && (event.reason || opened)) return;
       const [reason, detail] = await refusal();
       if (this.ws !== ws) return;  // tried again meanwhile
       this.reason = reason;
