@@ -7,6 +7,11 @@ frames per second and draw time (mean/p99), server and relay CPU %, WebSocket by
 second; then whether 10 pages at once each receive every frame.
 
     .venv/bin/python benchmarks/stripchart.py [--signals 10 100] [--rate 1000] [--json]
+        [--baseline /path/to/other/checkout [--runs 3]]
+
+With ``--baseline``, the server (and the page it serves) of that checkout is measured
+too, interleaved with this one's run by run on the same relay, source and browser
+code, and the ratios of the medians are printed: the machine's noise moves both alike.
 
 Needs the dev install (Playwright) and /usr/bin/chromium (./install --dev).
 """
@@ -80,7 +85,7 @@ def websocket_clients(url: str, signals: list[str], clients: int, duration: floa
 
 
 def measure(n_signals: int, rate: float, duration: float, pages: int,
-            ws_clients: int = 0, group: str = "full") -> dict:
+            ws_clients: int = 0, group: str = "full", tree: str | None = None) -> dict:
     per_channel = min(10, n_signals)
     n_channels = max(1, n_signals // per_channel)
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,7 +96,7 @@ def measure(n_signals: int, rate: float, duration: float, pages: int,
         settings["web"]["source"] = group
         config = write_file(work / "bench.toml", settings)
         relay = procs.start("relay", config, work)
-        serve = procs.start("serve", config, work)
+        serve = procs.start("serve", config, work, tree=tree)
         source = multiprocessing.Process(target=run_source, args=(
             schemas, channels, rate, "127.0.0.1", settings["relay"]["port"],
             3600.0))  # until terminated below, however long the pages take to load
@@ -135,7 +140,7 @@ def measure(n_signals: int, rate: float, duration: float, pages: int,
     frames_per_page = [(s["frames"] - b[1]) / wall for s, b in zip(stats, before, strict=True)]
     return {
         "signals": n_signals, "rate_hz": rate, "pages": pages, "seconds": round(wall, 1),
-        "source": group,
+        "source": group, "tree": "baseline" if tree else "this",
         "fps": round(1000 / statistics.mean(first["intervalMs"]), 1),
         "draw_ms_mean": round(statistics.mean(first["frameMs"]), 2),
         "draw_ms_p99": round(procs.percentile(first["frameMs"], 99), 2),
@@ -161,7 +166,11 @@ def main() -> int:
     parser.add_argument("--source", nargs="+", default=["full"], choices=["full", "decimated"],
                         help="the group(s) the server draws from, measured in turn")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--baseline", help="another checkout whose server to measure too")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each (with --baseline)")
     args = parser.parse_args()
+    if args.baseline:
+        return compare(args)
     results = [measure(n, args.rate, args.duration, 1, group=source)
                for source in args.source for n in args.signals]
     if args.pages:
@@ -188,6 +197,41 @@ def main() -> int:
     print("draw and latency: mean/p99 and p50/p99; CPU % of one core; source rate per channel "
           f"{args.rate:g} Hz, 10 signals per channel; {args.duration:g} s after {WARMUP:g} s "
           "warm-up")
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    """This server against the baseline's, run after run, one page, and the medians."""
+    keys = ("server_cpu_pct", "fps", "draw_ms_p99", "frame_interval_ms_p99",
+            "latency_ms_p50", "latency_ms_p99", "ws_bytes_per_s")
+    rows = []
+    for n in args.signals:
+        runs: dict[str, list[dict]] = {"baseline": [], "this": []}
+        for _ in range(args.runs):
+            runs["baseline"].append(measure(n, args.rate, args.duration, 1, tree=args.baseline))
+            runs["this"].append(measure(n, args.rate, args.duration, 1))
+        medians = {tree: {k: statistics.median(r[k] for r in done) for k in keys}
+                   for tree, done in runs.items()}
+        rows.append({"signals": n, "runs": runs, "medians": medians})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'signals':>8} {'tree':>9} " + " ".join(f"{k:>22}" for k in keys))
+    for row in rows:
+        for tree in ("baseline", "this"):
+            print(f"{row['signals']:>8} {tree:>9} " + " ".join(
+                f"{row['medians'][tree][k]:>22}" for k in keys))
+        ratio = {k: row["medians"]["this"][k] / row["medians"]["baseline"][k]
+                 if row["medians"]["baseline"][k] else float("nan") for k in keys}
+        print(f"{row['signals']:>8} {'this/base':>9} " + " ".join(
+            f"{ratio[k]:>22.2f}" for k in keys))
+        for tree in ("baseline", "this"):
+            print(f"  {tree} runs, server CPU %: "
+                  f"{[r['server_cpu_pct'] for r in row['runs'][tree]]}, fps: "
+                  f"{[r['fps'] for r in row['runs'][tree]]}")
+    print(f"medians of {args.runs} interleaved runs; source {args.rate:g} Hz per channel, "
+          f"10 signals per channel, one page 1600x1200, {args.duration:g} s after "
+          f"{WARMUP:g} s warm-up; the baseline tree: {args.baseline}")
     return 0
 
 

@@ -126,8 +126,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def start(name: str, config: Path, work: Path, *args: str, cpu: int | None = None) -> Service:
-    """Start ``speeddata <name>`` and wait until it reports running in its status file."""
+def start(name: str, config: Path, work: Path, *args: str, cpu: int | None = None,
+          tree: str | None = None) -> Service:
+    """Start ``speeddata <name>`` and wait until it reports running in its status file;
+    ``tree``: run the speeddata of that checkout instead (a baseline to compare with)."""
     from speeddata.config import build
 
     log = work / f"{name}.log"
@@ -135,7 +137,8 @@ def start(name: str, config: Path, work: Path, *args: str, cpu: int | None = Non
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        env = None if tree is None else {**os.environ, "PYTHONPATH": tree}
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     cfg = build(config)
     deadline = time.monotonic() + 30
 

@@ -59,6 +59,7 @@ async def push(server: StripchartServer, websocket: WebSocket, page: PageSession
     try:
         while True:
             await asyncio.sleep(max(0.0, page.wake_at - time.monotonic()))
+            server.flush_feeds()
             for item in page.tick(time.monotonic(), time.time_ns()):
                 await _send(server, websocket, item)
                 if isinstance(item, bytes):

@@ -36,8 +36,9 @@ log = logging.getLogger("speeddata.stripchart")
 STATUS_SECONDS = 1.0
 WATCH_SECONDS = 0.5  # how often the channels directory is looked at
 SUMMARY_SECONDS = 5.0  # between rounds of summarizing closed cache files
-BATCH_SECONDS = 0.015  # datagrams are folded in at most this late, in one batch (half a
-# frame at 30 Hz: larger batches cost the hub far less per sample)
+BATCH_SECONDS = 0.1  # datagrams are folded in at most this late, in one batch; a page's
+# frame folds in what is pending first, so with pages open a batch is a frame's worth
+# (larger batches cost the hub far less per sample: its cost is per call, per channel)
 MAX_PAGES = 100  # WebSocket clients at once; the next is closed with 1013 (try again later)
 LOG_SECONDS = 10.0  # refused pages are logged at most this often
 
@@ -45,9 +46,9 @@ T = TypeVar("T")
 
 
 class _Feed(asyncio.DatagramProtocol):
-    """Collects one group's datagrams and hands them to the hub in batches (every 15 ms
-    at most), per relay that sent them, with the time of the flush; a relay's
-    ForwardReport is taken after the data that came before it."""
+    """Collects one group's datagrams and hands them to the hub in batches (before each
+    page's frame, and every 100 ms at most), per relay that sent them, with the time of
+    the flush; a relay's ForwardReport is taken after the data that came before it."""
 
     def __init__(self, hub: Hub, group: str) -> None:
         self.hub = hub
@@ -72,6 +73,8 @@ class _Feed(asyncio.DatagramProtocol):
             self.hub.feed_failed(exc, 1, f"{addr[0]}:{addr[1]}", time.time_ns())
 
     def flush(self) -> None:
+        if not self.pending:
+            return
         if self._flush_at is not None:
             self._flush_at.cancel()
             self._flush_at = None
@@ -193,6 +196,13 @@ class StripchartServer:
         if transport is not None:
             transport.close()
             log.info("left the %s group", name)
+
+    def flush_feeds(self) -> None:
+        """Fold in what the groups hold now: a frame then shows every sample received."""
+        for transport in self.transports.values():
+            feed = transport.get_protocol()
+            if isinstance(feed, _Feed):
+                feed.flush()
 
     # -- pages --------------------------------------------------------------------------
     def admit(self, now: float, now_ns: int) -> PageSession | None:
