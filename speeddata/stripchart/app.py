@@ -84,7 +84,7 @@ def create_app(config: Config, token: str | None = None, *,
     from speeddata.stripchart import api_tags  # tags and pivot jobs: their own module
 
     api_tags.register(app, config, tags)
-    jobs = api_tags.register_exports(app, config)
+    jobs = server.jobs = api_tags.register_exports(app, config)
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
 

@@ -70,10 +70,19 @@ class CacheView:
         self._counted: dict[Path, int] = {}  # damage entries of a file already counted
         self._unreadable: dict[Path, Damage] = {}  # files whose header cannot be read
         self.forgotten = 0  # files retention deleted, and all that was kept about them
+        self._figures = {"files_known": 0, "summaries_made": 0, "files_forgotten": 0}
 
     def statistics(self) -> dict[str, int]:
-        return {"files_known": len(self._known()), "summaries_made": self.made,
-                "files_forgotten": self.forgotten}
+        """What scroll-back keeps; read without waiting for a summary under way in the
+        background thread (the figures of the last moment it was free, then)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._figures = {"files_known": len(self._known()),
+                                 "summaries_made": self.made,
+                                 "files_forgotten": self.forgotten}
+            finally:
+                self._lock.release()
+        return dict(self._figures)
 
     def _known(self) -> set[Path]:
         return (self._growing.keys() | self._spans.keys() | self._channels.keys()

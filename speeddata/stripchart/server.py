@@ -28,6 +28,7 @@ from speeddata.schemas import DirWatch, Registry
 from speeddata.stripchart.guard import is_loopback, reachable_address
 from speeddata.stripchart.history import default_levels
 from speeddata.stripchart.hub import Hub
+from speeddata.stripchart.jobs import PivotJobs
 from speeddata.stripchart.scrollback import CacheView
 from speeddata.stripchart.session import SUBSCRIBE_BURST, SUBSCRIBE_RATE, PageSession
 
@@ -142,6 +143,7 @@ class StripchartServer:
         self.past_kernel_drops = 0  # of groups left since
         self.started = time.time()
         self.past = CacheView(config.cache.dir, self.registry)  # scroll-back
+        self.jobs: PivotJobs | None = None  # the pivot jobs, once the app has them
         self.token = token
         # no token on the network (a kiosk): pages read, and change nothing unless allowed
         self.read_only = (self.token is None and not is_loopback(config.web.host)
@@ -302,6 +304,8 @@ class StripchartServer:
                 multicast.kernel_drops(s) or 0 for s in self.sockets.values()),
             "history_bytes": self.hub.memory_bytes(),
             "cache_damage": self.past.skipped.statistics(),  # skipped by scroll-back
+            "scrollback": self.past.statistics(),
+            "pivot_jobs": self.jobs.statistics() if self.jobs is not None else {},
             "multicast_loss": self.hub.loss(now_ns),
             "channels": {c["name"]: {"rate_hz": c["rate_hz"], "datagrams": c["datagrams"],
                                      "stale": c["stale"]}

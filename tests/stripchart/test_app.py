@@ -244,3 +244,13 @@ def test_the_routes_that_touch_the_hub_run_on_the_event_loop(app: TestClient) ->
     assert app.get("/api/loss").json() == {"senders": [], "multicast": {}}
     assert app.delete("/api/channels/env").status_code == 204
     assert "env" not in {c["name"] for c in app.get("/api/channels").json()["channels"]}
+
+
+def test_status_shows_the_pivot_jobs_and_what_scroll_back_keeps(app: TestClient) -> None:
+    assert app.post("/api/pivot", json={"tag": "nosuch"}).status_code == 404
+    assert app.post("/api/pivot", json={"start": "-1m"}).status_code == 202
+    wait_until(lambda: app.get("/api/status").json()["services"]["serve"]["pivot_jobs"][
+        "pending"] == 0, what="the pivot job to end")
+    serve = app.get("/api/status").json()["services"]["serve"]
+    assert sum(serve["pivot_jobs"]["ended"].values()) == 1
+    assert set(serve["scrollback"]) == {"files_known", "summaries_made", "files_forgotten"}
