@@ -26,7 +26,8 @@ from pathlib import Path
 from speeddata.bench import procs
 from speeddata.bench.relay import cached_records, load_generator, record_schema, settle
 from speeddata.bench.reliability import snapshot
-from speeddata.cache.store import CacheWriter, file_name, index_path, summary_path
+from speeddata.cache.layout import file_name, index_path, summary_path
+from speeddata.cache.store import CacheWriter
 from speeddata.config import write_file
 from speeddata.schemas import load_file
 

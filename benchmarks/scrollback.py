@@ -27,8 +27,9 @@ import numpy as np
 
 from speeddata.cache import index
 from speeddata.cache.catalogue import Catalogue
+from speeddata.cache.layout import index_path, summary_path
 from speeddata.cache.reader import block_bodies
-from speeddata.cache.store import CacheWriter, index_path, summary_path
+from speeddata.cache.store import CacheWriter
 from speeddata.columns import ColumnDecoder
 from speeddata.schemas import DEMO_DIR, Registry, load_file
 from speeddata.stripchart.scrollback import CacheView

@@ -47,7 +47,7 @@ from typing import Any
 from speeddata import status
 from speeddata.cache import avrofile, index
 from speeddata.cache.catalogue import CachedFile, maybe_open, scan
-from speeddata.cache.store import INDEX_SUFFIX, SUFFIX, closed_marker, index_path, summary_path
+from speeddata.cache.layout import INDEX_SUFFIX, SUFFIX, closed_marker, index_path, summary_path
 from speeddata.config import ArchiveConfig, Config
 from speeddata.errors import ArchiveError, ConfigError
 from speeddata.logs import Throttle
@@ -563,7 +563,7 @@ def archived_files(keys: Iterable[str], prefix: str, channels: list[str] | None
     """The archived cache files by (host, channel, worker), oldest first: (start, key
     without its suffix), for each file with its data or its index in the store (either
     alone is reported by the fetch). Exports and summaries are not cache files."""
-    from speeddata.cache.store import start_of
+    from speeddata.cache.layout import start_of
 
     base = prefix.strip("/") + "/" if prefix.strip("/") else ""
     found: dict[tuple[str, str, str], set[tuple[int, str]]] = {}

@@ -20,7 +20,8 @@ from pathlib import Path
 from speeddata.cache import avrofile, index
 from speeddata.cache.catalogue import maybe_open, scan
 from speeddata.cache.check import BlockReader, Damage, Skipped, channel_of_header, read_header
-from speeddata.cache.store import DAMAGED_DIR, SUFFIX, index_path, repair
+from speeddata.cache.layout import DAMAGED_DIR, SUFFIX, index_path
+from speeddata.cache.store import repair
 from speeddata.columns import ColumnDecoder
 from speeddata.schemas import Registry
 

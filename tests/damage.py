@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speeddata.cache import index
+from speeddata.cache.layout import index_path
 from speeddata.cache.reader import read_header
-from speeddata.cache.store import CacheWriter, index_path
+from speeddata.cache.store import CacheWriter
 from speeddata.schemas import Registry
 from speeddata.sender import Encoder
 from tests.helpers import SCHEMAS

@@ -18,7 +18,8 @@ import pytest
 from speeddata import archive, status
 from speeddata.bench.store import Store
 from speeddata.cache.catalogue import scan
-from speeddata.cache.store import CacheWriter, index_path
+from speeddata.cache.layout import index_path
+from speeddata.cache.store import CacheWriter
 from speeddata.config import ArchiveConfig, build, write_file
 from speeddata.errors import ConfigError
 from speeddata.schemas import load_file
@@ -103,7 +104,7 @@ def test_pending_waits_for_the_newest_file_and_takes_summaries_later(tmp_path: P
     for _, relative, size in archive.pending(cache, scan(cache), ledger):
         ledger.record(relative, size, "x", relative, 0)
     assert list(archive.pending(cache, scan(cache), ledger)) == []
-    from speeddata.cache.store import summary_path
+    from speeddata.cache.layout import summary_path
 
     summary_path(paths[0]).write_bytes(b"npz")  # the stripchart server summarized it
     assert [r for _, r, _ in archive.pending(cache, scan(cache), ledger)] == [
@@ -389,7 +390,7 @@ def test_the_ledger_keeps_each_files_sha256(tmp_path: Path) -> None:
 
 
 def test_each_files_data_goes_up_before_its_index_and_summary(tmp_path: Path) -> None:
-    from speeddata.cache.store import summary_path
+    from speeddata.cache.layout import summary_path
 
     cache = tmp_path / "cache"
     paths = fill(cache, 3)
@@ -547,7 +548,7 @@ def test_an_index_never_reaches_the_store_before_its_data(tmp_path: Path, store:
                                                           ) -> None:
     """Four streams, forty small files: at each PUT of an index or a summary, its data is
     in the store already (asked of the store itself, at that moment)."""
-    from speeddata.cache.store import summary_path
+    from speeddata.cache.layout import summary_path
 
     archiver = archiver_in_process(tmp_path, store, streams=4)
     paths = fill(archiver.cache, 39, records=20)

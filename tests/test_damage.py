@@ -16,7 +16,7 @@ import pytest
 
 from speeddata import cli, status
 from speeddata.cache.check import Skipped
-from speeddata.cache.store import DAMAGED_DIR, index_path
+from speeddata.cache.layout import DAMAGED_DIR, index_path
 from speeddata.pivot import pivot
 from speeddata.replay import batches
 from speeddata.verify import check_file, verify

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speeddata.cache import index
-from speeddata.cache.store import SUFFIX, index_path, start_of, summary_path
+from speeddata.cache.layout import SUFFIX, index_path, start_of, summary_path
 
 log = logging.getLogger("speeddata.cache")
 

@@ -17,48 +17,26 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from speeddata import __version__, wire
 from speeddata.cache import avrofile, index
+from speeddata.cache.layout import (
+    DAMAGED_DIR,
+    SUFFIX,
+    closed_marker,
+    file_name,
+    index_path,
+    start_of,
+    summary_path,
+)
 from speeddata.errors import CacheError
 from speeddata.schemas import Channel
 
 log = logging.getLogger("speeddata.cache")
 
-SUFFIX = ".avro"
-INDEX_SUFFIX = ".idx"
 IDLE_SECONDS = 60.0  # a file with no new data for this long is closed (the archiver takes it)
-
-
-def file_name(start_ns: int, worker: int | None = None) -> str:
-    """``20261122T175155.123456Z.avro``: sorts by start time; workers add ``-wN``."""
-    stamp = datetime.fromtimestamp(start_ns / 1e9, UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    return stamp + (f"-w{worker}" if worker is not None else "") + SUFFIX
-
-
-def start_of(path: Path) -> int:
-    """The start time (ns) written in a cache file's name."""
-    stamp = path.name.split("-w")[0].removesuffix(SUFFIX)
-    parsed = datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
-    return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
-
-
-def index_path(path: Path) -> Path:
-    return path.with_suffix(INDEX_SUFFIX)
-
-
-def summary_path(path: Path) -> Path:
-    """The summaries beside a cache file (``speeddata.cache.summary``)."""
-    return path.with_name(path.name + ".sum.npz")
-
-
-def closed_marker(folder: Path, worker: str) -> Path:
-    """The marker naming the newest file of a channel (and worker, ``""`` for none) that
-    the relay has closed: the archiver uploads it without waiting for a newer one."""
-    return folder / (".closed" + (f"-w{worker}" if worker else ""))
 
 
 def needs_rollover(
@@ -196,7 +174,6 @@ class CacheFile:
         syncer.submit([self._fd, self._index_fd], str(self.path))
 
 
-DAMAGED_DIR = "damaged"  # beside a channel's files: those whose header is unreadable
 
 
 @dataclass

@@ -22,8 +22,8 @@ import numpy as np
 from speeddata.cache import index, summary
 from speeddata.cache.catalogue import CachedFile, Catalogue, maybe_open
 from speeddata.cache.check import Damage, Skipped
+from speeddata.cache.layout import index_path, summary_path
 from speeddata.cache.reader import channel_of
-from speeddata.cache.store import index_path, summary_path
 from speeddata.errors import NotFoundError, SpeeddataError
 from speeddata.schemas import Channel, Registry
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from speeddata.cache import avrofile, index, reader, store
 from speeddata.cache.catalogue import scan
 from speeddata.cache.check import BlockReader, Damage, Skipped, block_data
-from speeddata.cache.store import DAMAGED_DIR, CacheWriter, index_path, repair
+from speeddata.cache.layout import DAMAGED_DIR, index_path
+from speeddata.cache.store import CacheWriter, repair
 from speeddata.sender import Encoder
 from tests.damage import (
     PER_BLOCK,

@@ -16,14 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from speeddata.cache import avrofile, index
-from speeddata.cache.store import (
-    CacheWriter,
-    file_name,
-    index_path,
-    needs_rollover,
-    repair,
-    start_of,
-)
+from speeddata.cache.layout import file_name, index_path, start_of
+from speeddata.cache.store import CacheWriter, needs_rollover, repair
 from speeddata.schemas import load_file
 from speeddata.sender import Encoder
 from tests.helpers import SCHEMAS
@@ -206,3 +200,15 @@ def test_header_round_trip() -> None:
         avrofile.decode_header(data[:-1])
     assert list(fastavro.reader(io.BytesIO(
         avrofile.encode_header({"avro.schema": b'"long"', "avro.codec": b"null"}, sync)))) == []
+
+
+@given(st.integers(0, 2**63 - 1))
+def test_a_file_is_never_named_after_its_first_block(start_ns: int) -> None:
+    """Integer arithmetic: the name is its first block's time cut to the microsecond
+    (a float of the ns rounded half of all names up, past the data they hold)."""
+    from pathlib import Path
+
+    named = start_of(Path(file_name(start_ns)))
+    assert named <= start_ns < named + 1000 and named % 1000 == 0
+    assert file_name(1_795_368_600_000_000_999) == "20261122T173000.000000Z.avro"
+    assert file_name(1_795_368_600_999_999_999, 2) == "20261122T173000.999999Z-w2.avro"

@@ -11,7 +11,8 @@ import pytest
 
 from speeddata.cache import summary
 from speeddata.cache.catalogue import Catalogue
-from speeddata.cache.store import CacheWriter, summary_path
+from speeddata.cache.layout import summary_path
+from speeddata.cache.store import CacheWriter
 from speeddata.schemas import Registry, load_file
 from speeddata.sender import Encoder
 from speeddata.stripchart.scrollback import CacheView
@@ -179,7 +180,7 @@ def test_incremental_equals_whole(tmp_path: Path) -> None:
     times, _ = write_cache(tmp_path, 20.0, rotate_seconds=3600, jitter=True)
     (cached,) = Catalogue(tmp_path).files(["motor"])
     from speeddata.cache import index
-    from speeddata.cache.store import index_path
+    from speeddata.cache.layout import index_path
 
     entries = index.unpack(index_path(cached.path).read_bytes())
     whole = summary.summarize(cached, MOTOR, entries)

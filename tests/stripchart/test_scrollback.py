@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from speeddata.cache.catalogue import Catalogue
-from speeddata.cache.store import summary_path
+from speeddata.cache.layout import summary_path
 from speeddata.stripchart.scrollback import CacheView
 from tests.cache.test_summary import T0, registry, write_cache
 
