@@ -84,6 +84,14 @@ def websocket_clients(url: str, signals: list[str], clients: int, duration: floa
             "dropped": [d for _, d in results]}
 
 
+def served(work: Path) -> tuple[int, float]:
+    """(datagrams the server had taken, when): its status file as it is now."""
+    from speeddata import status
+
+    snap = status.read_all(work / "cache").get("serve", {})
+    return snap.get("datagrams", 0), snap.get("written", 0.0)
+
+
 def measure(n_signals: int, rate: float, duration: float, pages: int,
             ws_clients: int = 0, group: str = "full", tree: str | None = None) -> dict:
     per_channel = min(10, n_signals)
@@ -118,8 +126,10 @@ def measure(n_signals: int, rate: float, duration: float, pages: int,
                     return [sd.conn.bytesReceived, sd.conn.framesReceived]; }"""
                 before = [tab.evaluate(reset) for tab in tabs]
                 cpu0 = (serve.cpu_seconds(), relay.cpu_seconds(), time.monotonic())
+                taken0 = served(work)
                 time.sleep(duration)
                 cpu1 = (serve.cpu_seconds(), relay.cpu_seconds(), time.monotonic())
+                taken1 = served(work)
                 stats = [tab.evaluate("""() => ({frameMs: sd.stats.frameMs,
                     intervalMs: sd.stats.intervalMs, latencyMs: sd.stats.latencyMs,
                     bytes: sd.conn.bytesReceived, frames: sd.conn.framesReceived,
@@ -151,6 +161,8 @@ def measure(n_signals: int, rate: float, duration: float, pages: int,
         "ws_frames_per_s_per_page": [round(f, 1) for f in frames_per_page],
         "frames_dropped_reported": [s["dropped"] for s in stats],
         "server_cpu_pct": round((cpu1[0] - cpu0[0]) / wall * 100, 1),
+        "server_datagrams_per_s": round((taken1[0] - taken0[0])
+                                        / max(taken1[1] - taken0[1], 1e-9)),
         "relay_cpu_pct": round((cpu1[1] - cpu0[1]) / wall * 100, 1),
         "server_rss_mb": round(serve_rss / 2**20, 1),
         "websocket_clients": fanout,
@@ -202,8 +214,8 @@ def main() -> int:
 
 def compare(args: argparse.Namespace) -> int:
     """This server against the baseline's, run after run, one page, and the medians."""
-    keys = ("server_cpu_pct", "fps", "draw_ms_p99", "frame_interval_ms_p99",
-            "latency_ms_p50", "latency_ms_p99", "ws_bytes_per_s")
+    keys = ("server_cpu_pct", "server_datagrams_per_s", "fps", "draw_ms_p99",
+            "frame_interval_ms_p99", "latency_ms_p50", "latency_ms_p99", "ws_bytes_per_s")
     rows = []
     for n in args.signals:
         runs: dict[str, list[dict]] = {"baseline": [], "this": []}

@@ -138,7 +138,10 @@ def start(name: str, config: Path, work: Path, *args: str, cpu: int | None = Non
         command = ["taskset", "-c", str(cpu), *command]
     with log.open("w") as out:
         env = None if tree is None else {**os.environ, "PYTHONPATH": tree}
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # run in the work folder: 'python -m' puts its folder first on sys.path, so from a
+        # checkout it would import that checkout whatever PYTHONPATH says
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                   cwd=work)
     cfg = build(config)
     deadline = time.monotonic() + 30
 
