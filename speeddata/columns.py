@@ -145,11 +145,25 @@ class ColumnDecoder:
             raise ValueError(f"body has {len(body) - stream.tell()} bytes past the record")
         return record
 
+    def decode_rows(self, rows: np.ndarray) -> Columns:
+        """Bodies of one length, the rows of a uint8 matrix (a batch read gives them so).
+        ValueError if one is not this schema's."""
+        if self.vectorised and len(rows) >= UNIFORM_BATCH:
+            uniform = self._rows(rows)
+            if uniform is not None:
+                return uniform
+        return self.decode_bodies([row.tobytes() for row in rows])
+
     def _uniform(self, data: bytes, count: int, size: int) -> Columns | None:
+        """``_rows`` for ``count`` concatenated records of ``size`` bytes."""
+        return self._rows(np.frombuffer(data, dtype=np.uint8, count=count * size).reshape(
+            count, size))
+
+    def _rows(self, rows: np.ndarray) -> Columns | None:
         """Records that all have one layout (every varint the same length in each, as a
-        ns time's 9 bytes are): a 2-D array of rows, each field one column slice. None
+        ns time's 9 bytes are), the rows of a matrix, each field one column slice. None
         where the layout differs between records or holds strings or enums."""
-        rows = np.frombuffer(data, dtype=np.uint8, count=count * size).reshape(count, size)
+        count, size = rows.shape
         offset = 0
         out: Columns = {}
         for names, kind in self.runs:

@@ -101,7 +101,11 @@ class EnvelopeRing:
             high = np.fmax.reduce(values, axis=0, keepdims=True)
             last, last_ns = values[-1:], times_ns[-1:]
         else:
-            unique, starts = np.unique(buckets, return_index=True)
+            # sorted: each bucket's run starts where the number changes (np.unique sorts
+            # again, a third of this function's time)
+            starts = np.flatnonzero(buckets[1:] != buckets[:-1]) + 1
+            starts = np.concatenate((np.zeros(1, dtype=starts.dtype), starts))
+            unique = buckets[starts]
             ends = np.append(starts[1:], len(buckets)) - 1
             low = np.fmin.reduceat(values, starts, axis=0)
             high = np.fmax.reduceat(values, starts, axis=0)

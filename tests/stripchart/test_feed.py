@@ -96,6 +96,13 @@ BAD_REPORTS = {
 }
 
 
+def give(feed: _Feed, datagram: bytes, addr: tuple[str, int]) -> None:
+    """One datagram as the socket reader hands them on: a row, its length, its sender."""
+    sender = int(ipaddress.IPv4Address(addr[0])) << 16 | addr[1]
+    feed.received(np.frombuffer(datagram, dtype=np.uint8).reshape(1, -1).copy(),
+                  np.array([len(datagram)]), np.array([sender], dtype=np.uint64))
+
+
 def feed_with(bad: bytes) -> tuple[Hub, _Feed]:
     """Two relays' batches pending, then ``bad`` from a third, then the flush."""
     hub = Hub(Registry([MOTOR]))
@@ -103,9 +110,9 @@ def feed_with(bad: bytes) -> tuple[Hub, _Feed]:
     async def run() -> _Feed:
         feed = _Feed(hub, "full")
         for i in range(3):
-            feed.datagram_received(motor(i), A)
-            feed.datagram_received(motor(100 + i), B)
-        feed.datagram_received(bad, C)
+            give(feed, motor(i), A)
+            give(feed, motor(100 + i), B)
+        give(feed, bad, C)
         feed.flush()
         return feed
 
@@ -143,22 +150,22 @@ def test_a_bad_forward_report_is_counted_and_the_feed_goes_on(name: str) -> None
 
 def test_a_batch_that_raises_costs_only_that_relays_batch(monkeypatch) -> None:
     hub = Hub(Registry([MOTOR]))
-    real = hub.ingest
+    real = hub.ingest_rows
 
-    def ingest(datagrams: list[bytes], **kw: object) -> None:
+    def ingest_rows(rows: np.ndarray, lengths: np.ndarray, now: float, **kw: object) -> None:
         if kw["source"][1].startswith(B[0]):  # type: ignore[index]
             raise OverflowError("a bug some datagram found")
-        real(datagrams, **kw)  # type: ignore[arg-type]
+        real(rows, lengths, now, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(hub, "ingest", ingest)
+    monkeypatch.setattr(hub, "ingest_rows", ingest_rows)
 
     async def run() -> None:
         feed = _Feed(hub, "full")
         for i in range(3):
-            feed.datagram_received(motor(i), B)
-            feed.datagram_received(motor(i), A)
+            give(feed, motor(i), B)
+            give(feed, motor(i), A)
         feed.flush()
-        feed.datagram_received(motor(9), A)  # and it goes on
+        give(feed, motor(9), A)  # and it goes on
         feed.flush()
 
     asyncio.run(run())
@@ -221,11 +228,11 @@ def test_a_replay_on_the_group_leaves_the_live_source_of_its_channel_live() -> N
         start = time.time_ns()
         for step in range(5):  # as 100 ms of each, with a notice before each
             at = start + step * S // 10
-            feed.datagram_received(wire.replay_notices([MOTOR.fingerprint], start - day,
+            give(feed, wire.replay_notices([MOTOR.fingerprint], start - day,
                                                        start, 1.0)[0], B)
             for i in range(10):
-                feed.datagram_received(motor(at - day + i * 10**7), B)  # replayed
-                feed.datagram_received(motor(at + i * 10**7), A)  # live
+                give(feed, motor(at - day + i * 10**7), B)  # replayed
+                give(feed, motor(at + i * 10**7), A)  # live
                 live.append(at + i * 10**7)
             feed.flush()
 
@@ -252,3 +259,41 @@ def test_the_hub_takes_the_time_from_its_caller(monkeypatch: pytest.MonkeyPatch)
     hub.forward_report("full", "10.0.0.1:5000", forward([(MOTOR.fingerprint, 60)]), 1001 * S)
     assert hub.rates["motor"].rate_hz == 50.0  # 50 in the second since the window began
     assert hub.describe(1001 * S)[0]["datagrams"] == 60
+
+
+ENV = load_file(SCHEMAS / "env.avsc")  # a text field: bodies of several lengths
+
+
+def env(i: int) -> bytes:
+    return Encoder(ENV).encode({"time": i, "humidity": 1.0, "pressure": 2.0,
+                                "state": "IDLE", "message": "m" * (i % 5)})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(
+    st.integers(1, 10**6).map(motor), st.integers(1, 10**6).map(env),
+    st.binary(max_size=40), st.just(notice()),
+    st.integers(1, 10**6).map(lambda i: motor(i)[:-3]),  # cut short
+    st.binary(min_size=8, max_size=8).map(lambda fp: wire.MARKER + fp + b"\0" * 40)),
+    min_size=1, max_size=60))
+def test_rows_and_datagrams_fold_in_alike(datagrams: list[bytes]) -> None:
+    """The socket reader's matrix path and the list path leave the same hub."""
+    by_list, by_rows = Hub(Registry([MOTOR, ENV])), Hub(Registry([MOTOR, ENV]))
+    source = ("full", "10.0.0.1:5000")
+    by_list.ingest(datagrams, 1.0, now_ns=S, source=source)
+    width = max(len(d) for d in datagrams)
+    rows = np.zeros((len(datagrams), width), dtype=np.uint8)
+    for i, d in enumerate(datagrams):
+        rows[i, : len(d)] = np.frombuffer(d, dtype=np.uint8)
+    by_rows.ingest_rows(rows, np.array([len(d) for d in datagrams]), 1.0, now_ns=S,
+                        source=source)
+    for hub in (by_list, by_rows):
+        assert hub.datagrams == len(datagrams)
+    assert by_rows.rejected == by_list.rejected
+    for name in ("motor", "env"):
+        assert by_rows.rates[name].datagrams == by_list.rates[name].datagrams
+        a = by_list.channels[name].rings[0].since_time(0)
+        b = by_rows.channels[name].rings[0].since_time(0)
+        assert np.array_equal(a.start_ms, b.start_ms) and np.array_equal(a.low, b.low)
+        assert np.array_equal(a.high, b.high) and np.array_equal(a.last, b.last)
+    assert by_rows.loss(S) == by_list.loss(S)
