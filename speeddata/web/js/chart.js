@@ -63,6 +63,15 @@ export class SdChart extends HTMLElement {
       <div class="chart-legend"></div>`;
     this.canvas = this.querySelector(".chart-canvas");
     this.gutter = this.querySelector(".chart-gutter");
+    // the canvases' sizes (CSS px), kept by a ResizeObserver: reading clientWidth in a
+    // frame forces a layout whenever a legend or label changed the page before it, once
+    // per chart
+    this.boxes = new Map();
+    const sizes = new ResizeObserver((entries) => {
+      for (const e of entries) this.boxes.set(e.target, [e.contentRect.width, e.contentRect.height]);
+    });
+    sizes.observe(this.canvas);
+    sizes.observe(this.gutter);
     this.gutterWidth = GUTTER_MIN;
     this.gutter.style.width = `${GUTTER_MIN}px`;
     this.querySelector(".chart-body").style.setProperty("--gutter", `${GUTTER_MIN}px`);
@@ -258,12 +267,18 @@ export class SdChart extends HTMLElement {
     });
   }
 
+  /** An element's size in CSS px as the ResizeObserver last saw it (read from the
+   * layout only until it has). */
+  box(el) {
+    return this.boxes.get(el) || [el.clientWidth, el.clientHeight];
+  }
+
   /** Draw one frame: signals as pixels, then the grid and labels beneath them, the value
    * labels in the gutter left of the plot. */
   draw(now) {
     const canvas = this.canvas;
     const dpr = window.devicePixelRatio || 1;
-    const w = canvas.clientWidth, h = canvas.clientHeight;
+    const [w, h] = this.box(canvas);
     if (!w || !h) return;
     const W = Math.round(w * dpr), H = Math.round(h * dpr);
     if (canvas.width !== W || canvas.height !== H || !this.image) {
@@ -467,7 +482,7 @@ export class SdChart extends HTMLElement {
       g.style.width = `${wanted}px`;  // the plot's canvas takes the rest at the next frame
       this.querySelector(".chart-body").style.setProperty("--gutter", `${wanted}px`);
     }
-    const w = g.clientWidth, h = g.clientHeight;
+    const [w, h] = this.box(g);
     const W = Math.round(w * dpr), H = Math.round(h * dpr);
     if (!W || !H) return;
     if (g.width !== W || g.height !== H) { g.width = W; g.height = H; }
