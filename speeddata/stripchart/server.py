@@ -24,7 +24,7 @@ from speeddata.cache.catalogue import Catalogue
 from speeddata.config import Config, Group
 from speeddata.errors import ConfigError
 from speeddata.logs import Throttle
-from speeddata.schemas import DirWatch, Registry
+from speeddata.schemas import DirWatch, Registry, load_channels
 from speeddata.stripchart.guard import is_loopback, reachable_address
 from speeddata.stripchart.history import default_levels
 from speeddata.stripchart.hub import Hub
@@ -89,14 +89,6 @@ class _Feed(asyncio.DatagramProtocol):
                 self.hub.feed_failed(exc, len(batch), source, now_ns)
 
 
-def load_channels(config: Config) -> Registry:
-    """The channels directory as it is now (disk only: for a worker thread)."""
-    registry, errors = Registry.load_dir(config.channels.dir)
-    for error in errors:
-        log.error("%s (channel skipped)", error)
-    return registry
-
-
 def disk_overview(config: Config) -> tuple[dict[str, Any], dict[str, int]]:
     """The other services' status files and the cache's size and free disk (disk only:
     for a worker thread)."""
@@ -130,7 +122,7 @@ class StripchartServer:
                               "server has no data to draw; turn one on")
         self.config = config
         self.watch = DirWatch(config.channels.dir)  # channels added while running
-        self.registry = load_channels(config)
+        self.registry = load_channels(config.channels.dir, log)
         self.hub = Hub(self.registry, default_levels(config.web.history_seconds,
                                                      config.web.detail_seconds),
                        int(config.web.clock_tolerance_seconds * 1e9),
@@ -257,7 +249,7 @@ class StripchartServer:
             def work() -> tuple[T | None, Registry]:
                 result = edit(current) if edit is not None else None
                 self.watch.changed()  # what is read now is the state seen
-                return result, load_channels(self.config)
+                return result, load_channels(self.config.channels.dir, log)  # disk only
 
             result, registry = await asyncio.to_thread(work)
             self.apply_channels(registry)
