@@ -163,6 +163,9 @@ def measure(n_signals: int, rate: float, duration: float, pages: int,
         "server_cpu_pct": round((cpu1[0] - cpu0[0]) / wall * 100, 1),
         "server_datagrams_per_s": round((taken1[0] - taken0[0])
                                         / max(taken1[1] - taken0[1], 1e-9)),
+        # the server's CPU per datagram: a server that drops some has less to do
+        "server_us_per_datagram": round((cpu1[0] - cpu0[0]) * 1e6 / max(
+            (taken1[0] - taken0[0]) * wall / max(taken1[1] - taken0[1], 1e-9), 1), 2),
         "relay_cpu_pct": round((cpu1[1] - cpu0[1]) / wall * 100, 1),
         "server_rss_mb": round(serve_rss / 2**20, 1),
         "websocket_clients": fanout,
@@ -214,7 +217,8 @@ def main() -> int:
 
 def compare(args: argparse.Namespace) -> int:
     """This server against the baseline's, run after run, one page, and the medians."""
-    keys = ("server_cpu_pct", "server_datagrams_per_s", "fps", "draw_ms_p99",
+    keys = ("server_cpu_pct", "server_datagrams_per_s", "server_us_per_datagram", "fps",
+            "draw_ms_p99",
             "frame_interval_ms_p99", "latency_ms_p50", "latency_ms_p99", "ws_bytes_per_s")
     rows = []
     for n in args.signals:

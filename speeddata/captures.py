@@ -22,6 +22,14 @@ def tag_size(cache_dir: Path, start_ns: int, end_ns: int, channels: tuple[str, .
                for _, entries in found.blocks(name, start_ns, end_ns) for e in entries)
 
 
+def tag_rows(cache_dir: Path, now_ns: int) -> list[dict]:
+    """Every tag (``Tag.as_dict()``) with the ``bytes`` cached in its range (an open tag's
+    up to now)."""
+    return [{**t.as_dict(), "bytes": tag_size(
+        cache_dir, t.start_ns, t.end_ns if t.end_ns is not None else now_ns, t.channels)}
+        for t in TagStore(cache_dir).list()]
+
+
 def captures(cfg: Config) -> dict[str, object]:
     """The cache overview and the tags with their sizes."""
     now = time.time_ns()
@@ -42,12 +50,10 @@ def captures(cfg: Config) -> dict[str, object]:
             channel["growth_bytes_per_s"] = growth.get(name, 0.0)
         view["relay_workers"] = len(relays)
         view.update(catalogue.project(view))
-    view["tags"] = [{**t.as_dict(), "bytes": tag_size(
-        cfg.cache.dir, t.start_ns, t.end_ns if t.end_ns is not None else now, t.channels),
-        # an exported tag is no longer kept: when retention would reach its data
-        "retention_reaches_hours": catalogue.hours_until_retention_reaches(
-            files, view, t.start_ns) if t.exported_ns else None}
-        for t in TagStore(cfg.cache.dir).list()]
+    view["tags"] = [{**row,  # an exported tag is no longer kept: when retention reaches it
+                     "retention_reaches_hours": catalogue.hours_until_retention_reaches(
+                         files, view, row["start_ns"]) if row["exported"] else None}
+                    for row in tag_rows(cfg.cache.dir, now)]
     return view
 
 

@@ -23,9 +23,12 @@ from speeddata.cache.catalogue import Catalogue
 from speeddata.cache.check import BlockReader, Skipped
 from speeddata.columns import ColumnDecoder
 from speeddata.pivot import NoData, plan
+from speeddata.relay.core import Decimator
 from speeddata.schemas import Registry
 
 WINDOW_NS = 5 * 10**9  # read this much receive time at a time: memory stays bounded
+NOTICE_SECONDS = 0.25  # the replay notices again this often: a page opened meanwhile hears
+Address = tuple[str, int]
 
 
 def batches(cache_dir: Path, start_ns: int, end_ns: int, channels: list[str] | None,
@@ -151,3 +154,52 @@ def pace(items: Iterator[tuple[np.ndarray, list[bytes]]], speed: float | None,
             i = j
     out.seconds = clock() - begun
     return out
+
+
+class GroupSink:
+    """Where a replay to the multicast groups sends (``pace``'s ``send``): every datagram
+    to the full group, the decimated group's share as the relay's decimator grants it
+    (per channel, ``rate_hz``), and, before them and again every NOTICE_SECONDS, the
+    replay notices on both groups, so the page draws the replay as one. No sockets:
+    ``send(data, address)`` is given, and the clocks: ``clock`` (monotonic seconds) paces
+    the notices, ``clock_ns`` (wall ns) is the time the decimator and the notices take."""
+
+    def __init__(self, send: Callable[[bytes, Address], object], full: Address | None,
+                 decimated: Address | None, rate_hz: float, fingerprints: list[bytes],
+                 speed: float | None, clock: Callable[[], float],
+                 clock_ns: Callable[[], int]) -> None:
+        self._send = send
+        self.full, self.decimated = full, decimated
+        self.groups = [group for group in (full, decimated) if group]
+        self.decimator = Decimator(rate_hz)
+        self.fingerprints, self.speed = fingerprints, speed
+        self.clock, self.clock_ns = clock, clock_ns
+        self._notices: list[bytes] = []
+        self._next = 0.0
+        self._counts = {"full": 0, "decimated": 0, "notices": 0}
+
+    def started(self, first_ns: int) -> None:
+        """A pass of the replay begins at source time ``first_ns``: its notices go out
+        with the next datagram (``pace``'s ``started``)."""
+        self._notices = wire.replay_notices(self.fingerprints, first_ns, self.clock_ns(),
+                                            self.speed)
+        self._next = 0.0
+
+    def __call__(self, datagram: bytes) -> None:
+        now = self.clock()
+        if now >= self._next:
+            for group in self.groups:
+                for data in self._notices:
+                    self._send(data, group)
+                    self._counts["notices"] += 1
+            self._next = now + NOTICE_SECONDS
+        if self.full:
+            self._send(datagram, self.full)
+            self._counts["full"] += 1
+        if self.decimated and self.decimator.grant(datagram[2:10].hex(), self.clock_ns(), 1):
+            self._send(datagram, self.decimated)
+            self._counts["decimated"] += 1
+
+    def statistics(self) -> dict[str, int]:
+        """Datagrams sent to each group, and notices (on both groups together)."""
+        return dict(self._counts)

@@ -470,6 +470,20 @@ class Registry:
 _CHANNEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
+def log_schema_errors(errors: list[SchemaError], logger: logging.Logger) -> None:
+    """Each schema file that could not be loaded, as the relay, the server and the CLI
+    log it: the channel is skipped, the others run."""
+    for error in errors:
+        logger.error("%s (channel skipped)", error)
+
+
+def load_channels(directory: Path, logger: logging.Logger) -> Registry:
+    """The channels of ``directory`` as it is now, the bad schemas logged and skipped."""
+    registry, errors = Registry.load_dir(directory)
+    log_schema_errors(errors, logger)
+    return registry
+
+
 def store_schema(directory: Path, schema: Any, registry: Registry,
                  replace: bool = False) -> Channel:
     """Register a channel: check ``schema`` as a schema file is checked, then write it to

@@ -7,9 +7,13 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from speeddata.shutdown import on_stop_signal
 
 log = logging.getLogger("speeddata.up")
 
@@ -49,6 +53,20 @@ class Child:
 USAGE_ERROR = 2
 
 
+def child_argv(name: str, sections: Sequence[str], flags: Mapping[str, object],
+               config: Path | None = None, python: str = sys.executable) -> list[str]:
+    """A child's command line: ``speeddata NAME`` with the same config file and those of
+    ``flags`` (``up``'s parsed settings, as ``config.add_arguments`` names them:
+    ``cfg__<section>__<key>``) that belong to one of its ``sections``."""
+    argv = ["--config", str(config)] if config else []
+    for dest, value in flags.items():
+        if dest.startswith("cfg__"):
+            _, section, key = dest.split("__")
+            if section in sections:
+                argv += [f"--{section}-{key}".replace("_", "-"), str(value)]
+    return [python, "-m", "speeddata", name, *argv]
+
+
 class Supervisor:
     """Runs ``children``; ``later`` (sources: the demo) start once ``ready`` says the
     services they send to are bound, and never when one of those fails to start, so a
@@ -62,8 +80,7 @@ class Supervisor:
         self._stopping = False
 
     def install_signal_handlers(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop())
+        on_stop_signal(self.stop)
 
     def stop(self) -> None:
         self._stopping = True

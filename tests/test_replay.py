@@ -18,7 +18,7 @@ from speeddata import multicast, wire
 from speeddata.cache.store import CacheWriter
 from speeddata.config import build, write_file
 from speeddata.pivot import pivot
-from speeddata.replay import pace
+from speeddata.replay import NOTICE_SECONDS, GroupSink, pace
 from speeddata.schemas import Registry
 from speeddata.sender import Encoder
 from tests.helpers import SCHEMAS, TIMEOUT, relay_settings, start_relay, wait_until
@@ -71,6 +71,65 @@ def values(path: Path) -> dict[str, dict[str, list]]:
     with h5py.File(path) as h5:
         return {c: {n: h5[c][n][()].tolist() for n in h5[c] if n != "receive_time"}
                 for c in h5}
+
+
+class FakeClocks:
+    """The monotonic seconds and the wall ns a GroupSink reads, moved by the test."""
+
+    def __init__(self) -> None:
+        self.s, self.ns = 10.0, 1_000 * S
+
+    def advance(self, seconds: float) -> None:
+        self.s += seconds
+        self.ns += int(seconds * S)
+
+
+FULL, DECIMATED = ("239.1.1.1", 6001), ("239.1.1.2", 6002)
+
+
+def test_the_group_sink_sends_the_notices_every_datagram_and_the_decimated_share() -> None:
+    motor, env = REGISTRY["motor"], REGISTRY["env"]
+    clocks, sent = FakeClocks(), []
+    sink = GroupSink(lambda data, address: sent.append((data, address)), FULL, DECIMATED,
+                     10.0, [motor.fingerprint, env.fingerprint], 2.0,
+                     lambda: clocks.s, lambda: clocks.ns)  # 10/s: a burst of 1
+    sink.started(5 * S)
+    m, e = wire.header(motor.fingerprint) + b"m", wire.header(env.fingerprint) + b"e"
+    for datagram in (m, m, m, e):  # one instant: one each of motor and env decimated
+        sink(datagram)
+    (notice,) = wire.replay_notices([motor.fingerprint, env.fingerprint], 5 * S, 1_000 * S,
+                                    2.0)
+    assert sent == [(notice, FULL), (notice, DECIMATED), (m, FULL), (m, DECIMATED), (m, FULL),
+                    (m, FULL), (e, FULL), (e, DECIMATED)]
+    parsed = wire.parse_replay_notice(notice)
+    assert (parsed.first_ns, parsed.wall_ns, parsed.speed) == (5 * S, 1_000 * S, 2.0)
+    sent.clear()
+    clocks.advance(0.1)  # one token more for motor; the notices wait for NOTICE_SECONDS
+    sink(m)
+    sink(m)
+    assert sent == [(m, FULL), (m, DECIMATED), (m, FULL)]
+    sent.clear()
+    clocks.advance(NOTICE_SECONDS - 0.1)
+    sink(m)
+    assert sent == [(notice, FULL), (notice, DECIMATED), (m, FULL), (m, DECIMATED)]
+    assert sink.statistics() == {"full": 7, "decimated": 4, "notices": 4}
+
+
+def test_a_group_sink_with_the_decimated_group_off_and_a_loop_notices_again_at_once() -> None:
+    motor = REGISTRY["motor"]
+    clocks, sent = FakeClocks(), []
+    sink = GroupSink(lambda data, address: sent.append((data, address)), FULL, None, 10.0,
+                     [motor.fingerprint], None, lambda: clocks.s, lambda: clocks.ns)
+    m = wire.header(motor.fingerprint) + b"m"
+    sink.started(5 * S)
+    sink(m)
+    clocks.advance(0.01)
+    sink.started(5 * S)  # --loop: the next pass starts, its notice says so at once
+    sink(m)
+    first, again = (wire.replay_notices([motor.fingerprint], 5 * S, ns, None)[0]
+                    for ns in (1_000 * S, 1_000 * S + S // 100))
+    assert sent == [(first, FULL), (m, FULL), (again, FULL), (m, FULL)]
+    assert sink.statistics() == {"full": 2, "decimated": 0, "notices": 2}
 
 
 @pytest.mark.e2e

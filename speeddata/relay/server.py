@@ -37,7 +37,8 @@ from speeddata.relay.control import ControlPlane
 from speeddata.relay.core import BatchRouted, Linger, Received, Router
 from speeddata.relay.engine import RelayCore
 from speeddata.relay.jobs import Jobs
-from speeddata.schemas import Channel, DirWatch, Registry, load_file
+from speeddata.schemas import Channel, DirWatch, Registry, load_file, log_schema_errors
+from speeddata.shutdown import StopFlag, on_stop_signal
 
 log = logging.getLogger("speeddata.relay")
 
@@ -67,8 +68,7 @@ class Relay:
         self._parsed: dict[str, tuple[tuple[int, int], Channel]] = {}
         self.registry, errors = self._load_dir()
         self.schema_errors = [str(error) for error in errors]  # shown by 'speeddata status'
-        for error in errors:
-            log.error("%s (channel skipped)", error)
+        log_schema_errors(errors, log)
         if not len(self.registry):
             log.warning("no valid channel schemas in %s: every datagram will be rejected",
                         config.channels.dir)
@@ -146,8 +146,7 @@ class Relay:
             self._wake_w.send(b"x")
 
     def install_signal_handlers(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop())
+        on_stop_signal(self.stop)
 
     def handle(self, io: netio.PortableIO | netio.MmsgIO, port: int) -> int:
         """Receive, cache and forward one batch; returns how many datagrams it held."""
@@ -330,8 +329,7 @@ class Relay:
         if not self.watch.changed():
             return
         registry, errors = self._load_dir()
-        for error in errors:
-            log.error("%s (channel skipped)", error)
+        log_schema_errors(errors, log)
         self._new_registry = (registry, [str(error) for error in errors])
         with contextlib.suppress(OSError):  # the loop takes it now, not at its next timer
             self._wake_w.send(b"r")
@@ -473,23 +471,22 @@ def run_workers(config: Config) -> int:
     ctx = multiprocessing.get_context("fork")
     workers = [ctx.Process(target=_worker_main, args=(config, i), name=f"relay-w{i}")
                for i in range(config.relay.workers)]
-    stopping = []
+    stopping = StopFlag()
 
-    def stop(*_: object) -> None:
-        stopping.append(True)
+    def stop() -> None:
+        stopping.set()
         for w in workers:
             if w.pid and w.is_alive():
                 os.kill(w.pid, signal.SIGTERM)
 
     for w in workers:
         w.start()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
+    on_stop_signal(stop)
     log.info("relay: %d workers on port %d", len(workers), config.relay.port)
     while any(w.is_alive() for w in workers):
         for w in workers:
             w.join(0.2)
-            if not stopping and w.exitcode not in (None, 0):
+            if not stopping() and w.exitcode not in (None, 0):
                 log.error("%s exited with %s; stopping the other workers", w.name, w.exitcode)
                 stop()
                 for other in workers:

@@ -27,7 +27,7 @@ from speeddata.config import Config, Group
 from speeddata.errors import ConfigError
 from speeddata.logs import Throttle
 from speeddata.relay import netio
-from speeddata.schemas import DirWatch, Registry
+from speeddata.schemas import DirWatch, Registry, load_channels
 from speeddata.stripchart.guard import is_loopback, reachable_address
 from speeddata.stripchart.history import default_levels
 from speeddata.stripchart.hub import Hub
@@ -146,14 +146,6 @@ class _Feed:
                 self.hub.feed_failed(exc, int(chosen.sum()), relay, now_ns)
 
 
-def load_channels(config: Config) -> Registry:
-    """The channels directory as it is now (disk only: for a worker thread)."""
-    registry, errors = Registry.load_dir(config.channels.dir)
-    for error in errors:
-        log.error("%s (channel skipped)", error)
-    return registry
-
-
 def disk_overview(config: Config) -> tuple[dict[str, Any], dict[str, int]]:
     """The other services' status files and the cache's size and free disk (disk only:
     for a worker thread)."""
@@ -187,7 +179,7 @@ class StripchartServer:
                               "server has no data to draw; turn one on")
         self.config = config
         self.watch = DirWatch(config.channels.dir)  # channels added while running
-        self.registry = load_channels(config)
+        self.registry = load_channels(config.channels.dir, log)
         self.hub = Hub(self.registry, default_levels(config.web.history_seconds,
                                                      config.web.detail_seconds),
                        int(config.web.clock_tolerance_seconds * 1e9),
@@ -311,7 +303,7 @@ class StripchartServer:
             def work() -> tuple[T | None, Registry]:
                 result = edit(current) if edit is not None else None
                 self.watch.changed()  # what is read now is the state seen
-                return result, load_channels(self.config)
+                return result, load_channels(self.config.channels.dir, log)  # disk only
 
             result, registry = await asyncio.to_thread(work)
             self.apply_channels(registry)

@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -161,7 +162,7 @@ def test_the_exit_code_comes_from_the_error_type(monkeypatch: pytest.MonkeyPatch
     def fails(args: object) -> int:
         raise error
 
-    monkeypatch.setitem(cli.COMMANDS, "config", fails)
+    monkeypatch.setitem(cli.COMMANDS, "config", replace(cli.COMMANDS["config"], run=fails))
     assert cli.main(["config"]) == code
 
 
