@@ -14,7 +14,7 @@ from speeddata import tail
 from speeddata.errors import SpeeddataError
 from speeddata.schemas import load_file
 from speeddata.sender import Encoder
-from tests.helpers import SCHEMAS, TIMEOUT, relay_settings, start_relay
+from tests.helpers import SCHEMAS, TIMEOUT, relay_settings, start_relay, wait_until
 
 ENV = load_file(SCHEMAS / "env.avsc")
 RECORD = {"time": 1_795_000_000_123_456_000, "humidity": 40.5, "pressure": 1013.25,
@@ -40,6 +40,17 @@ def test_lines_as_text_and_json() -> None:
         tail.pick_signals(ENV, ["nope"])
 
 
+def listeners(config_path) -> int:
+    """Sockets bound to the full-rate group's port (from /proc/net/udp: no guessing how
+    long two processes take to start on a loaded machine)."""
+    from speeddata.config import build
+
+    port = build(config_path).multicast.full.port
+    with open("/proc/net/udp") as table:
+        next(table)
+        return sum(int(line.split()[1].split(":")[1], 16) == port for line in table)
+
+
 @pytest.mark.e2e
 def test_tail_prints_what_the_relay_forwards_and_stops_cleanly(tmp_path) -> None:
     relay = start_relay(tmp_path, relay_settings(tmp_path))
@@ -50,7 +61,8 @@ def test_tail_prints_what_the_relay_forwards_and_stops_cleanly(tmp_path) -> None
                                    text=True)
         forever = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
-        time.sleep(1.0)  # both have joined the group
+        wait_until(lambda: listeners(relay.config_path) >= 2, what="both tails on the group")
+        time.sleep(0.2)  # bound, then joined: a moment between the two
         import socket
 
         encoder = Encoder(ENV)
