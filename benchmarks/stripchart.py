@@ -84,12 +84,13 @@ def websocket_clients(url: str, signals: list[str], clients: int, duration: floa
             "dropped": [d for _, d in results]}
 
 
-def served(work: Path) -> tuple[int, float]:
-    """(datagrams the server had taken, when): its status file as it is now."""
+def served(work: Path) -> tuple[int, float, int]:
+    """(datagrams the server had taken, when, its sockets' kernel drops): its status
+    file as it is now."""
     from speeddata import status
 
     snap = status.read_all(work / "cache").get("serve", {})
-    return snap.get("datagrams", 0), snap.get("written", 0.0)
+    return snap.get("datagrams", 0), snap.get("written", 0.0), snap.get("kernel_drops", 0)
 
 
 def measure(n_signals: int, rate: float, duration: float, pages: int,
@@ -163,6 +164,7 @@ def measure(n_signals: int, rate: float, duration: float, pages: int,
         "server_cpu_pct": round((cpu1[0] - cpu0[0]) / wall * 100, 1),
         "server_datagrams_per_s": round((taken1[0] - taken0[0])
                                         / max(taken1[1] - taken0[1], 1e-9)),
+        "server_kernel_drops": taken1[2] - taken0[2],
         # the server's CPU per datagram: a server that drops some has less to do
         "server_us_per_datagram": round((cpu1[0] - cpu0[0]) * 1e6 / max(
             (taken1[0] - taken0[0]) * wall / max(taken1[1] - taken0[1], 1e-9), 1), 2),
@@ -217,7 +219,8 @@ def main() -> int:
 
 def compare(args: argparse.Namespace) -> int:
     """This server against the baseline's, run after run, one page, and the medians."""
-    keys = ("server_cpu_pct", "server_datagrams_per_s", "server_us_per_datagram", "fps",
+    keys = ("server_cpu_pct", "server_datagrams_per_s", "server_us_per_datagram",
+            "server_kernel_drops", "fps",
             "draw_ms_p99",
             "frame_interval_ms_p99", "latency_ms_p50", "latency_ms_p99", "ws_bytes_per_s")
     rows = []
