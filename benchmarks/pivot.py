@@ -24,10 +24,10 @@ from pathlib import Path
 import fastavro
 
 from speeddata.bench.procs import bench_schemas
-from speeddata.cache.catalogue import Catalogue
+from speeddata.cache.catalogue import Catalogue, plan
 from speeddata.cache.reader import read_blocks
 from speeddata.cache.store import CacheWriter
-from speeddata.pivot import pivot, plan
+from speeddata.pivot import pivot
 from speeddata.schemas import load_file
 from speeddata.sender import Encoder
 

@@ -10,7 +10,6 @@ in chunks, so memory stays bounded. The file appears under its name only when co
 from __future__ import annotations
 
 import errno
-import heapq
 import json
 import logging
 import os
@@ -25,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from speeddata import __version__, status
-from speeddata.cache import index
-from speeddata.cache.catalogue import CachedFile, Catalogue
+from speeddata.cache.catalogue import Catalogue, plan
 from speeddata.cache.check import BlockReader, Skipped
 from speeddata.columns import ColumnDecoder
 from speeddata.errors import ConflictError, NotFoundError, SpeeddataError
@@ -55,40 +53,6 @@ class ExportExists(PivotError, ConflictError):
 
 class NoData(PivotError, NotFoundError):
     """The range or the channels asked for hold no cached data."""
-
-
-@dataclass
-class Plan:
-    """What one pivot will read: per channel, the blocks in receive-time order."""
-
-    start_ns: int
-    end_ns: int
-    blocks: dict[str, list[tuple[CachedFile, index.Entry]]] = field(default_factory=dict)
-
-    @property
-    def records(self) -> int:
-        return sum(e.count for blocks in self.blocks.values() for _, e in blocks)
-
-    @property
-    def bytes(self) -> int:
-        return sum(e.length for blocks in self.blocks.values() for _, e in blocks)
-
-
-def plan(catalogue: Catalogue, start_ns: int, end_ns: int,
-         channels: list[str] | None = None) -> Plan:
-    """Select the blocks received in ``[start_ns, end_ns]``; reads only the indexes.
-
-    Files of several relay workers are merged by receive time.
-    """
-    result = Plan(start_ns, end_ns)
-    for channel in channels if channels is not None else catalogue.channels():
-        per_file = catalogue.blocks(channel, start_ns, end_ns)
-        merged = heapq.merge(*([(f, e) for e in entries] for f, entries in per_file),
-                             key=lambda fe: fe[1].recv_ns)
-        blocks = list(merged)
-        if blocks:
-            result.blocks[channel] = blocks
-    return result
 
 
 @dataclass(frozen=True)

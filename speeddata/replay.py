@@ -19,10 +19,10 @@ import fastavro
 import numpy as np
 
 from speeddata import wire
-from speeddata.cache.catalogue import Catalogue
+from speeddata.cache.catalogue import Catalogue, plan
 from speeddata.cache.check import BlockReader, Skipped
 from speeddata.columns import ColumnDecoder
-from speeddata.pivot import NoData, plan
+from speeddata.pivot import NoData
 from speeddata.relay.core import Decimator
 from speeddata.schemas import Registry
 

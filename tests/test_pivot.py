@@ -11,9 +11,9 @@ import pytest
 import xarray
 
 import speeddata
-from speeddata.cache.catalogue import Catalogue
+from speeddata.cache.catalogue import Catalogue, plan
 from speeddata.cache.store import CacheWriter
-from speeddata.pivot import PivotError, pivot, plan
+from speeddata.pivot import PivotError, pivot
 from speeddata.schemas import Channel, Registry, channel_from_schema
 from speeddata.sender import Encoder
 from tests.helpers import SCHEMAS

@@ -6,11 +6,12 @@ block), so nothing here decodes Avro data.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from speeddata.cache import index
@@ -373,3 +374,38 @@ __all__ = [
     "project",
     "scan",
 ]
+
+
+@dataclass
+class Plan:
+    """What one pivot will read: per channel, the blocks in receive-time order."""
+
+    start_ns: int
+    end_ns: int
+    blocks: dict[str, list[tuple[CachedFile, index.Entry]]] = field(default_factory=dict)
+
+    @property
+    def records(self) -> int:
+        return sum(e.count for blocks in self.blocks.values() for _, e in blocks)
+
+    @property
+    def bytes(self) -> int:
+        return sum(e.length for blocks in self.blocks.values() for _, e in blocks)
+
+
+def plan(catalogue: Catalogue, start_ns: int, end_ns: int,
+         channels: list[str] | None = None) -> Plan:
+    """Select the blocks received in ``[start_ns, end_ns]``; reads only the indexes
+    (pivot, replay, query: none of them needs a writer of any format to plan).
+
+    Files of several relay workers are merged by receive time.
+    """
+    result = Plan(start_ns, end_ns)
+    for channel in channels if channels is not None else catalogue.channels():
+        per_file = catalogue.blocks(channel, start_ns, end_ns)
+        merged = heapq.merge(*([(f, e) for e in entries] for f, entries in per_file),
+                             key=lambda fe: fe[1].recv_ns)
+        blocks = list(merged)
+        if blocks:
+            result.blocks[channel] = blocks
+    return result
