@@ -48,13 +48,13 @@ from speeddata import status
 from speeddata.cache import avrofile, index
 from speeddata.cache.catalogue import CachedFile, maybe_open, scan
 from speeddata.cache.layout import INDEX_SUFFIX, SUFFIX, closed_marker, index_path, summary_path
+from speeddata.cache.ledger import LEDGER, Ledger
 from speeddata.config import ArchiveConfig, Config
 from speeddata.errors import ArchiveError, ConfigError
 from speeddata.logs import Throttle
 
 log = logging.getLogger("speeddata.archive")
 
-LEDGER = ".archive.jsonl"
 SCAN_SECONDS = 2.0
 STATUS_SECONDS = 1.0
 CHUNK = 2**20
@@ -102,76 +102,6 @@ def digests(path: Path, entries: list[index.Entry] | None = None) -> tuple[str, 
             sums = block_sums(view, entries) if entries is not None else b""
             view.release()
     return md5.hexdigest(), sha.hexdigest(), sums
-
-
-class Ledger:
-    """What is archived: one JSON line per verified upload, appended and fsynced. A torn
-    last line (a crash while writing it) is ignored: that file is uploaded again, and the
-    next line written starts on a line of its own."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.entries: dict[str, dict[str, Any]] = {}
-        self.bytes = 0  # archived, in all
-        self._offset = 0
-        self._torn = False  # the file ends in a partial line
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Take lines appended since the last look (by another process: the relay reads
-        the archiver's ledger for retention)."""
-        try:
-            with self.path.open("rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return
-        whole = data[: data.rfind(b"\n") + 1]
-        for line in whole.splitlines():
-            try:
-                entry = json.loads(line)
-                self._add(entry["path"], entry)
-            except (ValueError, KeyError, TypeError):
-                continue
-        self._offset += len(whole)
-        self._torn = len(whole) < len(data)
-
-    def _add(self, relative: str, entry: dict[str, Any]) -> None:
-        old = self.entries.get(relative)
-        self.bytes += int(entry["size"]) - (old["size"] if old else 0)
-        self.entries[relative] = entry
-
-    def holds(self, relative: str, size: int) -> bool:
-        entry = self.entries.get(relative)
-        return entry is not None and entry["size"] == size
-
-    def record(self, relative: str, size: int, md5: str, key: str, now_ns: int,
-               sha256: str = "") -> None:
-        entry = {"path": relative, "size": size, "md5": md5, "sha256": sha256, "key": key,
-                 "ns": now_ns}
-        line = (json.dumps(entry) + "\n").encode()
-        with self.path.open("ab") as f:
-            f.write(b"\n" + line if self._torn else line)
-            f.flush()
-            os.fsync(f.fileno())
-            self._offset = f.tell()
-        self._torn = False
-        self._add(relative, entry)
-
-
-def covered(ledger: Ledger, cache_dir: Path) -> Callable[[CachedFile], bool]:
-    """For retention: is this cache file archived (its data and its index)?"""
-
-    def archived(f: CachedFile) -> bool:
-        for path in (f.path, index_path(f.path)):
-            try:
-                if not ledger.holds(path.relative_to(cache_dir).as_posix(), path.stat().st_size):
-                    return False
-            except FileNotFoundError:
-                continue
-        return True
-
-    return archived
 
 
 def worker_of(path: Path) -> str:

@@ -17,6 +17,7 @@ import pytest
 
 from speeddata import archive, status
 from speeddata.bench.store import Store
+from speeddata.cache import ledger as archive_ledger
 from speeddata.cache.catalogue import scan
 from speeddata.cache.layout import index_path
 from speeddata.cache.store import CacheWriter
@@ -62,15 +63,15 @@ def test_object_keys_and_backoff() -> None:
 
 def test_the_ledger_survives_a_torn_line_and_sees_another_process_append(tmp_path: Path
                                                                         ) -> None:
-    path = tmp_path / archive.LEDGER
-    ledger = archive.Ledger(path)
+    path = tmp_path / archive_ledger.LEDGER
+    ledger = archive_ledger.Ledger(path)
     ledger.record("motor/a.avro", 10, "aa", "k/a", 1)
     with path.open("ab") as f:
         f.write(b'{"path": "motor/b.avro", "si')  # a crash while appending
-    other = archive.Ledger(path)  # the relay's view
+    other = archive_ledger.Ledger(path)  # the relay's view
     assert other.holds("motor/a.avro", 10) and not other.holds("motor/a.avro", 11)
     assert not other.holds("motor/b.avro", 5)
-    ledger2 = archive.Ledger(path)
+    ledger2 = archive_ledger.Ledger(path)
     with path.open("ab") as f:  # the line is finished later (never in practice: retried)
         f.write(b'ze": 5, "md5": "bb", "key": "k/b", "ns": 2}\n')
     other.refresh()
@@ -80,13 +81,13 @@ def test_the_ledger_survives_a_torn_line_and_sees_another_process_append(tmp_pat
 def test_a_line_written_after_a_torn_one_stands_on_its_own(tmp_path: Path) -> None:
     """After a crash in the middle of a ledger line, the restarted archiver's next line
     is read by everyone (the relay's retention too), the torn one is not."""
-    path = tmp_path / archive.LEDGER
-    archive.Ledger(path).record("motor/a.avro", 10, "aa", "k/a", 1)
+    path = tmp_path / archive_ledger.LEDGER
+    archive_ledger.Ledger(path).record("motor/a.avro", 10, "aa", "k/a", 1)
     with path.open("ab") as f:
         f.write(b'{"path": "motor/b.avro", "si')  # kill -9 while appending
-    restarted = archive.Ledger(path)
+    restarted = archive_ledger.Ledger(path)
     restarted.record("motor/c.avro", 7, "cc", "k/c", 2)
-    reader = archive.Ledger(path)
+    reader = archive_ledger.Ledger(path)
     assert reader.holds("motor/a.avro", 10) and reader.holds("motor/c.avro", 7)
     assert not reader.holds("motor/b.avro", 5) and reader.bytes == 17
     restarted.record("motor/c.avro", 8, "cd", "k/c", 3)  # the same file again, grown
@@ -97,7 +98,7 @@ def test_a_line_written_after_a_torn_one_stands_on_its_own(tmp_path: Path) -> No
 def test_pending_waits_for_the_newest_file_and_takes_summaries_later(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     paths = fill(cache, 3)
-    ledger = archive.Ledger(cache / archive.LEDGER)
+    ledger = archive_ledger.Ledger(cache / archive_ledger.LEDGER)
     names = [relative for _, relative, _ in archive.pending(cache, scan(cache), ledger)]
     closed = [p.relative_to(cache).as_posix() for p in paths[:-1]]
     assert names == [n for c in closed for n in (c, c.replace(".avro", ".idx"))]  # oldest 1st
@@ -109,7 +110,7 @@ def test_pending_waits_for_the_newest_file_and_takes_summaries_later(tmp_path: P
     summary_path(paths[0]).write_bytes(b"npz")  # the stripchart server summarized it
     assert [r for _, r, _ in archive.pending(cache, scan(cache), ledger)] == [
         summary_path(paths[0]).relative_to(cache).as_posix()]
-    covered = archive.covered(ledger, cache)
+    covered = archive_ledger.covered(ledger, cache)
     files = {f.path: f for f in scan(cache)}
     assert covered(files[paths[0]]) and not covered(files[paths[-1]])
 
@@ -122,7 +123,7 @@ def test_finished_exports_are_pending_and_half_written_ones_are_not(tmp_path: Pa
     (exports / ".run3.77.tmp").mkdir()  # a pivot still writing a directory export
     (exports / ".run3.77.tmp" / "motor.csv").write_text("b")
     (exports / ".run4.78.tmp").write_bytes(b"half")
-    ledger = archive.Ledger(tmp_path / archive.LEDGER)
+    ledger = archive_ledger.Ledger(tmp_path / archive_ledger.LEDGER)
     found = [r for _, r, _ in archive.pending_exports(exports, ledger)]
     assert found == ["exports/run1/motor.csv", "exports/run2.h5"]
 
@@ -132,11 +133,11 @@ def test_retention_required_keeps_what_is_not_archived(tmp_path: Path) -> None:
 
     cache = tmp_path / "cache"
     paths = fill(cache, 4)
-    ledger = archive.Ledger(cache / archive.LEDGER)
+    ledger = archive_ledger.Ledger(cache / archive_ledger.LEDGER)
     first = paths[0]
     for p in (first, index_path(first)):
         ledger.record(p.relative_to(cache).as_posix(), p.stat().st_size, "x", "k", 0)
-    doomed = Catalogue(cache).enforce(1, set(), archive.covered(ledger, cache))
+    doomed = Catalogue(cache).enforce(1, set(), archive_ledger.covered(ledger, cache))
     assert [f.path for f in doomed] == [first]  # only the archived one goes
     assert all(p.exists() for p in paths[1:])
 
@@ -194,7 +195,7 @@ def test_closed_files_are_uploaded_checked_and_recorded(tmp_path: Path, store: S
         assert snap["store"] == "up" and snap["errors"] == 0 and snap["host"] == "rig1"
         found = objects(store)
         s3 = store.client()
-        ledger = archive.Ledger(cache / archive.LEDGER)
+        ledger = archive_ledger.Ledger(cache / archive_ledger.LEDGER)
         for path in paths:
             for part in (path, index_path(path)):
                 key = f"site/rig1/motor/{part.name}"
@@ -270,7 +271,7 @@ def test_a_store_down_for_30_s_loses_nothing_and_the_backlog_drains(tmp_path: Pa
     speeds = [r["speed"] for _, r in reader.records(cache, "motor", 0, 2**62)]
     assert sorted(speeds) == [float(i) for i in range(sent)]
     found = objects(store)
-    ledger = archive.Ledger(cache / archive.LEDGER)
+    ledger = archive_ledger.Ledger(cache / archive_ledger.LEDGER)
     for f in scan(cache)[:-1]:
         relative = f.path.relative_to(cache).as_posix()
         entry = ledger.entries[relative]
@@ -289,7 +290,7 @@ def test_a_kill_in_the_middle_of_an_upload_uploads_the_file_once_complete(
                .get("uploading", ""), what="the upload under way")
     process.send_signal(signal.SIGKILL)
     process.wait(TIMEOUT)
-    ledger = archive.Ledger(cache / archive.LEDGER)
+    ledger = archive_ledger.Ledger(cache / archive_ledger.LEDGER)
     assert not ledger.holds(big.relative_to(cache).as_posix(), big.stat().st_size)
     process = start_archiver(config, tmp_path)  # the restart
     try:
@@ -302,7 +303,7 @@ def test_a_kill_in_the_middle_of_an_upload_uploads_the_file_once_complete(
         process.wait(TIMEOUT)
     key = f"site/rig1/motor/{big.name}"
     assert [k for k in objects(store) if k.endswith(big.name)] == [key]  # once
-    lines = (cache / archive.LEDGER).read_text().splitlines()
+    lines = (cache / archive_ledger.LEDGER).read_text().splitlines()
     assert sum(big.name in line and ".idx" not in line for line in lines) == 1
     body = store.client().get_object(Bucket="speeddata", Key=key)["Body"].read()
     assert hashlib.md5(body).hexdigest() == hashlib.md5(big.read_bytes()).hexdigest()
@@ -384,9 +385,9 @@ def test_pivot_from_the_archive_merges_every_relay_host_exactly(tmp_path: Path,
 # -- integrity, order and closing: the plain parts -------------------------------------------
 
 def test_the_ledger_keeps_each_files_sha256(tmp_path: Path) -> None:
-    path = tmp_path / archive.LEDGER
-    archive.Ledger(path).record("motor/a.avro", 10, "aa", "k/a", 1, sha256="ab" * 32)
-    assert archive.Ledger(path).entries["motor/a.avro"]["sha256"] == "ab" * 32
+    path = tmp_path / archive_ledger.LEDGER
+    archive_ledger.Ledger(path).record("motor/a.avro", 10, "aa", "k/a", 1, sha256="ab" * 32)
+    assert archive_ledger.Ledger(path).entries["motor/a.avro"]["sha256"] == "ab" * 32
 
 
 def test_each_files_data_goes_up_before_its_index_and_summary(tmp_path: Path) -> None:
@@ -395,7 +396,7 @@ def test_each_files_data_goes_up_before_its_index_and_summary(tmp_path: Path) ->
     cache = tmp_path / "cache"
     paths = fill(cache, 3)
     summary_path(paths[1]).write_bytes(b"npz")
-    ledger = archive.Ledger(cache / archive.LEDGER)
+    ledger = archive_ledger.Ledger(cache / archive_ledger.LEDGER)
     found = list(archive.pending(cache, scan(cache), ledger, growing=set()))
     grouped = archive.groups(found)
     assert [[r for _, r, _ in g] for g in grouped] == [
@@ -573,7 +574,7 @@ def test_an_index_never_reaches_the_store_before_its_data(tmp_path: Path, store:
     assert archiver.round() == 2 * 40 + 14
     assert sum(k.endswith(".idx") for k in seen) == 40 and early == []
     lines = [json.loads(line)["path"] for line in
-             (archiver.cache / archive.LEDGER).read_text().splitlines()]
+             (archiver.cache / archive_ledger.LEDGER).read_text().splitlines()]
     for path in paths:  # and the ledger says so
         assert lines.index(f"motor/{path.name}") < lines.index(f"motor/{path.stem}.idx")
 
@@ -698,12 +699,12 @@ def test_stopping_archives_the_last_file_of_every_channel(tmp_path: Path, store:
                    what="the archiver's first round")
         (path,) = (cache / "motor").glob("*.avro")
         time.sleep(archive.SCAN_SECONDS + 0.5)  # rounds go by: the open file waits
-        assert archive.Ledger(cache / archive.LEDGER).entries == {}
+        assert archive_ledger.Ledger(cache / archive_ledger.LEDGER).entries == {}
     finally:
         process.send_signal(signal.SIGTERM)
         assert relay.stop() == 0
         assert process.wait(TIMEOUT) == 0
-    ledger = archive.Ledger(cache / archive.LEDGER)
+    ledger = archive_ledger.Ledger(cache / archive_ledger.LEDGER)
     for part in (path, index_path(path)):
         assert ledger.holds(part.relative_to(cache).as_posix(), part.stat().st_size)
     body = store.client().get_object(Bucket="speeddata", Key=f"site/rig1/motor/{path.name}")
@@ -771,7 +772,7 @@ def test_up_stopped_as_stop_does_leaves_nothing_unarchived(tmp_path: Path, store
     finally:
         up.send_signal(signal.SIGTERM)
         assert up.wait(TIMEOUT) == 0, (tmp_path / "up.log").read_text()
-    ledger = archive.Ledger(cache / archive.LEDGER)
+    ledger = archive_ledger.Ledger(cache / archive_ledger.LEDGER)
     files = scan(cache)
-    assert files and all(archive.covered(ledger, cache)(f) for f in files)
+    assert files and all(archive_ledger.covered(ledger, cache)(f) for f in files)
     assert list(archive.pending(cache, files, ledger, growing=set())) == []

@@ -26,6 +26,7 @@ import pytest
 from speeddata import status
 from speeddata.bench.procs import fresh_group
 from speeddata.bench.store import Store, StoreMissing
+from speeddata.cache import ledger as archive_ledger
 from speeddata.config import write_file
 from speeddata.tags import TagStore
 from tests.helpers import SCHEMAS, run_or_skip, wait_until
@@ -234,12 +235,11 @@ def _drained(cache: Path) -> bool:
 
 def _archived_past(cache: Path, end_ns: int) -> bool:
     """Every cache file that starts before ``end_ns`` is archived (and one after it is)."""
-    from speeddata import archive
     from speeddata.cache.catalogue import scan
 
-    ledger = archive.Ledger(cache / archive.LEDGER)
+    ledger = archive_ledger.Ledger(cache / archive_ledger.LEDGER)
     files = scan(cache)
-    covered = archive.covered(ledger, cache)
+    covered = archive_ledger.covered(ledger, cache)
     needed = [f for f in files if f.start_ns <= end_ns]
     return bool(needed) and all(covered(f) for f in needed) and any(
         f.start_ns > end_ns and covered(f) for f in files)

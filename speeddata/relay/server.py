@@ -20,7 +20,8 @@ import socket
 import time
 from pathlib import Path
 
-from speeddata import archive, loss, multicast, status
+from speeddata import loss, multicast, status
+from speeddata.cache import ledger
 from speeddata.cache.catalogue import (
     FULL_SCAN_SECONDS,
     Catalogue,
@@ -111,7 +112,7 @@ class Relay:
         self.catalogue = Catalogue(config.cache.dir, lambda: protected_ranges(config.cache.dir))
         self.quota = fixed_quota(config.cache.dir, config.cache.max_bytes, self.catalogue.size)
         # [archive] required: retention deletes only what the archiver's ledger holds
-        self.ledger = archive.Ledger(config.cache.dir / archive.LEDGER) if (
+        self.ledger = ledger.Ledger(config.cache.dir / ledger.LEDGER) if (
             config.archive.endpoint and config.archive.required) else None
         mc = config.multicast
         forwarding = mc.full or mc.decimated
@@ -248,7 +249,7 @@ class Relay:
         archived = None
         if self.ledger is not None:
             self.ledger.refresh()
-            archived = archive.covered(self.ledger, self.config.cache.dir)
+            archived = ledger.covered(self.ledger, self.config.cache.dir)
         # closed files are read once, and all of them again every FULL_SCAN_SECONDS
         remember = now - self.retention_gate.scanned_at < FULL_SCAN_SECONDS
         self.catalogue.enforce(self.quota, self.writer.open_paths() if keep is None else keep,
