@@ -11,7 +11,8 @@ with the archiver running beside it.
    with and without ``speeddata archive`` running, interleaved. On this 2-core machine
    the archiver shares the cores with the relay and the load generator.
 
-    .venv/bin/python benchmarks/archive.py [--files 8] [--mib 32] [--seconds 3] [--runs 2]
+    PYTHONPATH=. .venv/bin/python benchmarks/archive.py [--files 8] [--mib 32] [--seconds 3]
+        [--runs 2]
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from pathlib import Path
 
 from speeddata.archive import LEDGER, Archiver
 from speeddata.bench import relay as relay_bench
-from speeddata.bench.store import Store
 from speeddata.cache.store import CacheWriter
 from speeddata.config import build, write_file
 from speeddata.schemas import DEMO_DIR, load_file
 from speeddata.sender import Encoder
+from tests.harness.store import Store
 
 
 def cache_files(cache: Path, files: int, mib: int) -> int:

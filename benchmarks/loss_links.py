@@ -11,7 +11,8 @@ link evicts one. Measured through ``BatchRouter.route``, as the relay calls it, 
 - ``data``: batches of 256 data datagrams, each from a new port (a crowd of senders);
 - ``steady``: batches of 256 data datagrams from the senders already known.
 
-    .venv/bin/python benchmarks/loss_links.py [--links 1000 3000] [--seconds 1] [--json]
+    PYTHONPATH=. .venv/bin/python benchmarks/loss_links.py [--links 1000 3000] [--seconds 1]
+        [--json]
 """
 
 from __future__ import annotations

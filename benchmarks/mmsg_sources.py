@@ -3,7 +3,7 @@
 with and without sources, 256 datagrams of 90 bytes per call on loopback, median of 300
 calls, three rounds interleaved.
 
-    .venv/bin/python benchmarks/mmsg_sources.py
+    PYTHONPATH=. .venv/bin/python benchmarks/mmsg_sources.py
 """
 
 import socket

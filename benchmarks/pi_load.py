@@ -7,7 +7,7 @@ Reports, per service, CPU % of one core, microseconds of CPU per datagram and me
 and loss (sent against what the relay counted and cached). The same run at a tenth of
 the load is the baseline: the ratio shows what the load itself costs.
 
-    .venv/bin/python benchmarks/pi_load.py [--channels 12] [--rate 1000] [--seconds 20]
+    PYTHONPATH=. .venv/bin/python benchmarks/pi_load.py [--channels 12] [--rate 1000] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 from speeddata import status
-from speeddata.bench import procs
+from speeddata.bench import services
 from speeddata.config import write_file
+from tests.harness import procs
 
 
 def measure(channels: int, rate: float, seconds: float) -> dict:
@@ -30,10 +31,10 @@ def measure(channels: int, rate: float, seconds: float) -> dict:
         work = Path(tmp)
         schemas = work / "schemas"
         names = procs.bench_schemas(schemas, channels, 6)
-        settings = procs.default_settings(work, schemas)
+        settings = services.default_settings(work, schemas)
         config = write_file(work / "sd.toml", settings)
-        relay = procs.start("relay", config, work, cpu=0)
-        serve = procs.start("serve", config, work, cpu=0)
+        relay = services.start("relay", config, work, cpu=0)
+        serve = services.start("serve", config, work, cpu=0)
         try:
             source = multiprocessing.Process(target=procs.paced_source, args=(
                 schemas, names, rate, "127.0.0.1", settings["relay"]["port"], seconds + 2))

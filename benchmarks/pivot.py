@@ -6,7 +6,7 @@ blocks of 1,000), then pivots one minute from the middle and reports the median 
 runs: seconds, records/s, MB/s of cache read, and the ratio to reading the same blocks
 with fastavro into dicts. The pivot's time should not grow with the cache.
 
-    .venv/bin/python benchmarks/pivot.py [--sizes 1 10] [--keep] [--json]
+    PYTHONPATH=. .venv/bin/python benchmarks/pivot.py [--sizes 1 10] [--keep] [--json]
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import fastavro
 
-from speeddata.bench.procs import bench_schemas
 from speeddata.cache.catalogue import Catalogue, plan
 from speeddata.cache.reader import read_blocks
 from speeddata.cache.store import CacheWriter
 from speeddata.pivot import pivot
 from speeddata.schemas import load_file
 from speeddata.sender import Encoder
+from tests.harness.procs import bench_schemas
 
 T0 = 1_795_000_000 * 10**9
 BLOCK = 1000

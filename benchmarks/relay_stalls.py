@@ -23,13 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from speeddata.bench import procs
+from speeddata.bench import services
 from speeddata.bench.relay import cached_records, load_generator, record_schema, settle
-from speeddata.bench.reliability import snapshot
 from speeddata.cache.layout import file_name, index_path, summary_path
 from speeddata.cache.store import CacheWriter
 from speeddata.config import write_file
 from speeddata.schemas import load_file
+from tests.harness.reliability import snapshot
 
 FILES = 10_000
 SCHEMA_AT = 3.0  # seconds into the run
@@ -110,15 +110,15 @@ def run(rate: float, seconds: float, rcvbuf: str, fill: float, tags: int
         channel, _ = record_schema(schemas, 90)
         cache = work / "cache"
         filled = fill_cache(cache, schemas, channel, FILES)
-        settings = procs.default_settings(work, schemas)
-        settings["multicast"].update(full=f"239.255.104.41:{procs.free_port()}",
-                                     decimated=f"239.255.104.42:{procs.free_port()}",
-                                     control=f"239.255.104.43:{procs.free_port()}")
+        settings = services.default_settings(work, schemas)
+        settings["multicast"].update(full=f"239.255.104.41:{services.free_port()}",
+                                     decimated=f"239.255.104.42:{services.free_port()}",
+                                     control=f"239.255.104.43:{services.free_port()}")
         # by default the cache at 95 % of its quota: every retention round must scan it
         settings["cache"]["max_bytes"] = int(filled / fill)
         settings["relay"]["rcvbuf"] = rcvbuf
         config = write_file(work / "relay.toml", settings)
-        relay = procs.start("relay", config, work)
+        relay = services.start("relay", config, work)
         port = settings["relay"]["port"]
         sent, elapsed = ctx.Value("q", 0), ctx.Value("d", 0.0)
         gen = ctx.Process(target=load_generator, args=(schemas, channel, rate, seconds, port,

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Reliability benchmark: what speeddata survives, with figures (the README's table).
 
-Runs every scenario of ``speeddata.bench.reliability`` at full size on loopback: a
+Runs every scenario of ``tests.harness.reliability`` at full size on loopback: a
 relay fuzzed with 1,000,000 hostile datagrams among 10,000 valid ones, a disk filling
 up, kill -9 in a loop, an overload, hostile WebSocket clients, hostile REST input, and
 1,000,000 forged control, report and notice datagrams beside data at 20 k/s. The disk
 scenario needs root (it mounts a tmpfs). About 6 minutes.
 
-    .venv/bin/python benchmarks/reliability.py [--only fuzz,rest] [--runs 5] [--json]
+    PYTHONPATH=. .venv/bin/python benchmarks/reliability.py [--only fuzz,rest] [--runs 5] [--json]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
-from speeddata.bench import reliability
+from tests.harness import reliability
 
 FULL = {
     "fuzz": {"hostile": 1_000_000, "valid": 10_000, "rate": 40_000},

@@ -4,7 +4,7 @@ relay writes them at that rate) replayed onto the multicast groups at 10x and as
 possible, with ``speeddata replay`` itself; prints its datagrams/s and, paced, how late
 datagrams went out against their due time (p50, p99).
 
-    .venv/bin/python benchmarks/replay.py
+    PYTHONPATH=. .venv/bin/python benchmarks/replay.py
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from speeddata.bench import procs
+from speeddata.bench import services
 from speeddata.cache.store import CacheWriter
 from speeddata.config import write_file
 from speeddata.schemas import load_file
 from speeddata.sender import Encoder
+from tests.harness import procs
 
 
 def main() -> int:
@@ -27,7 +28,7 @@ def main() -> int:
         work = Path(tmp)
         schemas = work / "schemas"
         names = procs.bench_schemas(schemas, 10, 6)
-        settings = procs.default_settings(work, schemas)
+        settings = services.default_settings(work, schemas)
         config = write_file(work / "sd.toml", settings)
         writer = CacheWriter(work / "cache", 2**30, 600)
         start = time.time_ns() - 120 * 10**9

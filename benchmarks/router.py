@@ -7,7 +7,7 @@ senders; and, as the baselines in the same run, the per-datagram ``Router.route`
 same datagrams, and the batch without its senders' addresses (what counting arrivals per
 sender for the loss figures costs).
 
-    .venv/bin/python benchmarks/router.py [--seconds 1] [--json]
+    PYTHONPATH=. .venv/bin/python benchmarks/router.py [--seconds 1] [--json]
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from speeddata.bench.procs import bench_schemas
 from speeddata.relay.core import BatchRouter, Received, Router
 from speeddata.schemas import Registry, load_file
 from speeddata.sender import Encoder
+from tests.harness.procs import bench_schemas
 
 SLOT = 16385  # the relay's default slot: max_datagram + 1
 

@@ -10,7 +10,7 @@ window of 1400 columns, cold (summaries just made, or made by the query for the 
 file) and warm. The baseline is decoding every record of the 1-hour window, which is
 what drawing it without summaries costs.
 
-    .venv/bin/python benchmarks/scrollback.py [--hours 24] [--json]
+    PYTHONPATH=. .venv/bin/python benchmarks/scrollback.py [--hours 24] [--json]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Measures, for each demo channel, the encoder alone (records/s and µs per record
 fastavro's ``schemaless_writer`` with the single-object header added (the baseline), and
 ``Sender.send`` to a UDP socket on loopback (encode + one ``sendto``), in the same run.
 
-    .venv/bin/python benchmarks/sender.py [--seconds 1] [--json]
+    PYTHONPATH=. .venv/bin/python benchmarks/sender.py [--seconds 1] [--json]
 """
 
 from __future__ import annotations

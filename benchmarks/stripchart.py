@@ -6,7 +6,7 @@ each sample with its send time, the page notes when that sample is first drawn),
 frames per second and draw time (mean/p99), server and relay CPU %, WebSocket bytes per
 second; then whether 10 pages at once each receive every frame.
 
-    .venv/bin/python benchmarks/stripchart.py [--signals 10 100] [--rate 1000] [--json]
+    PYTHONPATH=. .venv/bin/python benchmarks/stripchart.py [--signals 10 100] [--rate 1000] [--json]
         [--baseline /path/to/other/checkout [--runs 3]]
 
 With ``--baseline``, the server (and the page it serves) of that checkout is measured
@@ -29,8 +29,9 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from speeddata.bench import procs
+from speeddata.bench import services
 from speeddata.config import write_file
+from tests.harness import procs
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -101,11 +102,11 @@ def measure(n_signals: int, rate: float, duration: float, pages: int,
         work = Path(tmp)
         schemas = work / "schemas"
         channels = procs.bench_schemas(schemas, n_channels, per_channel)
-        settings = procs.default_settings(work, schemas)
+        settings = services.default_settings(work, schemas)
         settings["web"]["source"] = group
         config = write_file(work / "bench.toml", settings)
-        relay = procs.start("relay", config, work)
-        serve = procs.start("serve", config, work, tree=tree)
+        relay = services.start("relay", config, work)
+        serve = services.start("serve", config, work, tree=tree)
         source = multiprocessing.Process(target=run_source, args=(
             schemas, channels, rate, "127.0.0.1", settings["relay"]["port"],
             3600.0))  # until terminated below, however long the pages take to load

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import fastavro
 
-from speeddata import wire
+from speeddata import packaged, wire
 from speeddata.errors import ConflictError, SchemaError, UnknownChannelError
 
 if TYPE_CHECKING:
@@ -24,8 +24,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("speeddata.schemas")
 
-DEMO_DIR = Path(__file__).resolve().parent / "demo_channels"
-"""The demo channels' schemas, shipped in the package."""
+DEMO_DIR = packaged.demo_dir()
+"""The demo channels' schemas: ``schemas/`` of a checkout, shipped in the wheel."""
+DEMO_CHANNELS = ("env", "example", "motor")
+"""The demo channels, by name: in a checkout, DEMO_DIR holds the user's channels too."""
+
+
+def demo_files() -> list[Path]:
+    """The demo channels' schema files (and none of a user's beside them)."""
+    return [DEMO_DIR / f"{name}.avsc" for name in DEMO_CHANNELS]
+
+
+def copy_demo_channels(folder: Path) -> Path:
+    """Copy the demo channels' schemas into ``folder`` (made if missing)."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in demo_files():
+        shutil.copy(path, folder / path.name)
+    return folder
 
 NUMERIC_TYPES = {"int", "long", "float", "double", "boolean"}
 TEXT_TYPES = {"string", "enum"}

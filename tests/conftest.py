@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from speeddata.bench.procs import fresh_group
-from speeddata.bench.store import Store, StoreMissing
+from speeddata.bench.services import fresh_group
+from tests.harness.store import Store, StoreMissing
 from tests.helpers import RelayProcess, relay_settings, start_relay
 from tests.seal import Seal
 

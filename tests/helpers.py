@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,12 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from speeddata import status
-from speeddata.bench.procs import free_port, fresh_group
+from speeddata.bench.services import free_port, fresh_group
 from speeddata.config import Group, write_file
-from speeddata.schemas import DEMO_DIR
+from speeddata.schemas import copy_demo_channels
 
 PROJECT = Path(__file__).resolve().parents[1]
-SCHEMAS = DEMO_DIR  # the packaged demo channels, never the user's directory
+
+
+def _demo_channels() -> Path:
+    """The demo channels, copied once for the session: ``schemas/`` of the checkout
+    holds them, and also the channels a ./start of the checkout keeps there, which no
+    test may read or write."""
+    folder = Path(tempfile.mkdtemp(prefix="speeddata-demo-channels-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return copy_demo_channels(folder)
+
+
+SCHEMAS = _demo_channels()  # the demo channels alone, never the user's directory
 # One scalable timeout: raise SPEEDDATA_TEST_TIMEOUT on a slow machine.
 TIMEOUT = float(os.environ.get("SPEEDDATA_TEST_TIMEOUT", "20"))
 

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from speeddata import archive, status
-from speeddata.bench.store import Store
 from speeddata.cache import ledger as archive_ledger
 from speeddata.cache.catalogue import scan
 from speeddata.cache.layout import index_path
@@ -25,6 +24,7 @@ from speeddata.config import ArchiveConfig, build, write_file
 from speeddata.errors import ConfigError
 from speeddata.schemas import load_file
 from speeddata.sender import Encoder
+from tests.harness.store import Store
 from tests.helpers import SCHEMAS, TIMEOUT, relay_settings, wait_until
 
 MOTOR = load_file(SCHEMAS / "motor.avsc")

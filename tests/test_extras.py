@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from speeddata.bench.procs import free_port
+from speeddata.bench.services import free_port
 from speeddata.config import write_file
 from tests.helpers import PROJECT, relay_settings
 from tests.test_replay import fill

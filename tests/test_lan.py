@@ -14,7 +14,7 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from speeddata.bench.procs import free_port
+from speeddata.bench.services import free_port
 from speeddata.config import write_file
 from speeddata.schemas import load_file
 from speeddata.sender import Encoder

@@ -247,7 +247,7 @@ def test_with_two_relay_workers_each_sender_is_counted_by_the_worker_it_reaches(
     """The kernel spreads senders over workers by address; a sender's reports take the
     same way as its data, so each worker's figures are whole; /api/loss names the worker."""
     from speeddata import status
-    from speeddata.bench.procs import free_port
+    from speeddata.bench.services import free_port
     from speeddata.config import write_file
 
     port = free_port()

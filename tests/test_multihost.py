@@ -24,11 +24,11 @@ import h5py
 import pytest
 
 from speeddata import status
-from speeddata.bench.procs import fresh_group
-from speeddata.bench.store import Store, StoreMissing
+from speeddata.bench.services import fresh_group
 from speeddata.cache import ledger as archive_ledger
 from speeddata.config import write_file
 from speeddata.tags import TagStore
+from tests.harness.store import Store, StoreMissing
 from tests.helpers import SCHEMAS, run_or_skip, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from speeddata.bench.procs import free_port
+from speeddata.bench.services import free_port
 from tests.helpers import TIMEOUT, wait_until
 from tests.seal import Seal
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from speeddata.bench.procs import free_port
+from speeddata.bench.services import free_port
 from speeddata.config import parse_group, write_file
 from speeddata.errors import SpeeddataError
 from speeddata.relay import netio

@@ -1,1 +1,2 @@
-"""Benchmarks: real processes on loopback, figures printed, never asserted on."""
+"""``speeddata bench relay``: a user measures the relay on their own machine against a
+minimal C receiver. The harness of the tests and benchmarks is ``tests/harness/``."""

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from speeddata.bench import procs
+from speeddata.bench import services
 from speeddata.cache import index
 from speeddata.config import Group, parse_group, write_file
 
@@ -233,7 +233,7 @@ def trial(size: int, rate: float, seconds: float, multicast_on: bool, io: str = 
         work = Path(tmp)
         schemas = work / "schemas"
         channel, _ = record_schema(schemas, size)
-        settings = procs.default_settings(work, schemas)
+        settings = services.default_settings(work, schemas)
         settings["relay"].update(io=io, batch=256, rcvbuf="64MiB")
         if rotate_seconds is not None:  # files close often: the archiver always has work
             settings["cache"]["rotate_seconds"] = rotate_seconds
@@ -252,21 +252,21 @@ def trial(size: int, rate: float, seconds: float, multicast_on: bool, io: str = 
         port = settings["relay"]["port"]
         if baseline is None:
             config = write_file(work / "bench.toml", settings)
-            service = procs.start("relay", config, work, cpu=RELAY_CPU if CORES > 1 else None)
+            service = services.start("relay", config, work, cpu=RELAY_CPU if CORES > 1 else None)
             pid = service.process.pid
-            uploader = procs.start("archive", config, work) if archive else None
+            uploader = services.start("archive", config, work) if archive else None
         else:
             process = start_baseline(baseline, port, work / "baseline.bin", full)
             pid = process.pid
-        cpu0 = procs.cpu_seconds(pid)
+        cpu0 = services.cpu_seconds(pid)
         sent, elapsed = ctx.Value("q", 0), ctx.Value("d", 0.0)
         gen = ctx.Process(target=load_generator, args=(schemas, channel, rate, seconds, port,
                                                        sent, elapsed))
         gen.start()
         gen.join()
         settle([port] + ([full.port] if full is not None else []))  # the last batches
-        cpu = procs.cpu_seconds(pid) - cpu0
-        rss = procs.peak_rss_bytes(pid)
+        cpu = services.cpu_seconds(pid) - cpu0
+        rss = services.peak_rss_bytes(pid)
         # the kernel's count, now and exact, for the relay and the baseline alike
         drops = (udp_port_state(port) or (0, 0))[1]
         if baseline is None:

@@ -118,11 +118,11 @@ def channels_dir(directory: Path) -> None:
     import shutil
     import tempfile
 
-    from speeddata.schemas import DEMO_DIR
+    from speeddata.schemas import demo_files
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".schemas-", dir=directory.parent))
-    for path in DEMO_DIR.glob("*.avsc"):
+    for path in demo_files():
         shutil.copy(path, staging / path.name)
     try:
         staging.rename(directory)  # whole or not at all; another process may have won

@@ -20,7 +20,6 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -28,7 +27,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from speeddata import __version__
+from speeddata import __version__, packaged
 from speeddata.config import Config
 from speeddata.errors import SpeeddataError
 from speeddata.stripchart import routes_channels, routes_range, routes_status, routes_ws
@@ -38,7 +37,7 @@ from speeddata.stripchart.server import StripchartServer
 from speeddata.stripchart.session import MAX_MESSAGE
 from speeddata.tags import TagStore
 
-WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+WEB_DIR = packaged.web_dir()  # web/ of the source tree, speeddata/web/ of a wheel
 SEND_BUFFER = 64 * 1024  # bytes queued per page in the kernel, and again in the server
 
 

@@ -246,7 +246,7 @@ def test_linger_waits_at_low_rates_and_never_when_batches_are_full() -> None:
 
 
 def test_many_channels_are_all_recognised_by_the_batch_path(tmp_path) -> None:
-    from speeddata.bench.procs import bench_schemas
+    from tests.harness.procs import bench_schemas
 
     names = bench_schemas(tmp_path, 12, 3)
     registry, errors = Registry.load_dir(tmp_path)

@@ -13,8 +13,8 @@ from pathlib import Path
 import fastavro
 
 from speeddata import status
-from speeddata.bench.procs import free_port, peak_rss_bytes
 from speeddata.bench.relay import cached_records, load_generator, record_schema
+from speeddata.bench.services import free_port, peak_rss_bytes
 from speeddata.config import write_file
 from speeddata.pivot import pivot
 from speeddata.schemas import load_file

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from speeddata.bench import reliability
+from tests.harness import reliability
 
 pytestmark = pytest.mark.e2e
 

@@ -1,8 +1,12 @@
-"""Running speeddata services for benchmarks, and measuring them from the outside."""
+"""Running speeddata services and measuring them from the outside (``/proc``).
+
+``speeddata bench relay`` starts its relay with these, sealed from a running instance
+(ports and groups of its own); the tests and benchmarks (``tests/harness/``) start their
+services with them too.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -10,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,20 +38,6 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
         if port not in _PORTS_GIVEN:
             _PORTS_GIVEN.add(port)
             return port
-
-
-def bench_schemas(folder: Path, channels: int, signals: int) -> list[str]:
-    """``channels`` channels named bench0.. with a time and ``signals`` doubles each."""
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for c in range(channels):
-        name = f"bench{c}"
-        schema = {"type": "record", "name": name, "fields": [
-            {"name": "time", "type": "long"},
-            *({"name": f"s{i}", "type": "double", "unit": "V"} for i in range(signals))]}
-        (folder / f"{name}.avsc").write_text(json.dumps(schema))
-        names.append(name)
-    return names
 
 
 _GIVEN: set[str] = set()  # the groups this process handed out: never one twice
@@ -155,43 +144,3 @@ def start(name: str, config: Path, work: Path, *args: str, cpu: int | None = Non
             raise RuntimeError(f"{name} did not start:\n{log.read_text()}")
         time.sleep(0.05)
     return Service(name, process, log)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def paced_source(schemas: Path, channels: list[str], rate_hz: float, host: str, port: int,
-                 duration: float, ready: Callable[[], None] | None = None) -> int:
-    """Send every channel at ``rate_hz`` with time = the moment of sending; returns sent."""
-    from speeddata.schemas import load_file
-    from speeddata.sender import Encoder
-
-    encoders = [Encoder(load_file(schemas / f"{c}.avsc")) for c in channels]
-    fields = [[s.name for s in e.channel.signals] for e in encoders]
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    start = time.monotonic()
-    sent = 0
-    due = 0
-    while True:
-        elapsed = time.monotonic() - start
-        if elapsed >= duration:
-            break
-        target = int(elapsed * rate_hz) + 1
-        while due < target:
-            t = time.time_ns()
-            phase = due / rate_hz
-            for encoder, names in zip(encoders, fields, strict=True):
-                record = {n: float((due + i) % 100) + phase for i, n in enumerate(names)}
-                record["time"] = t
-                try:
-                    sock.sendto(encoder.encode(record), (host, port))
-                    sent += 1
-                except OSError:
-                    pass
-            due += 1
-        time.sleep(0.001)
-    return sent

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from speeddata.bench.procs import free_port
+from speeddata.bench.services import free_port
 from speeddata.errors import SpeeddataError
 
 PORTS = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3",

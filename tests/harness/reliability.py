@@ -16,7 +16,6 @@ import json
 import multiprocessing
 import os
 import random
-import shutil
 import signal
 import socket
 import struct
@@ -35,13 +34,12 @@ from typing import Any
 import fastavro
 
 from speeddata import multicast, status, wire
-from speeddata.bench import procs
+from speeddata.bench import services
 from speeddata.config import Config, Group, build, write_file
-from speeddata.schemas import DEMO_DIR
+from speeddata.schemas import copy_demo_channels
 
 MARK = -1234.5  # the temperature of every numbered valid motor record
 T0 = 1_763_000_000_000_000_000  # 2025-11-13: the time of valid record 0
-DEMO_CHANNELS = ("motor", "env", "example")
 STOPPED = (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a graceful shutdown
 
 
@@ -68,17 +66,13 @@ class Row:
 
 def demo_schemas(work: Path) -> Path:
     """The demo channels (motor, env, example) in ``work/schemas``."""
-    folder = work / "schemas"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in DEMO_CHANNELS:
-        shutil.copy(DEMO_DIR / f"{name}.avsc", folder / f"{name}.avsc")
-    return folder
+    return copy_demo_channels(work / "schemas")
 
 
 def settings(work: Path, **extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A relay and server of their own (ports, groups), the demo channels, and
     ``example`` taking bare bodies on the relay port as in the default configuration."""
-    values = procs.default_settings(work, demo_schemas(work))
+    values = services.default_settings(work, demo_schemas(work))
     values["channels"]["legacy"] = ["example"]
     values["cache"]["fsync_seconds"] = 0.5
     values["exports"] = {"dir": str(work / "exports")}
@@ -352,8 +346,8 @@ def fuzz_relay(work: Path, hostile: int = 1_000_000, valid: int = 10_000,
     cache file reads with fastavro and Apache Avro, and the relay never stops."""
     config = write_file(work / "relay.toml", settings(work))
     cfg = build(config)
-    relay = procs.start("relay", config, work)
-    before = procs.rss_bytes(relay.process.pid)
+    relay = services.start("relay", config, work)
+    before = services.rss_bytes(relay.process.pid)
     port = cfg.relay.port
     receiver, sender = multiprocessing.get_context("spawn").Pipe(duplex=False)
     load = multiprocessing.get_context("spawn").Process(
@@ -367,7 +361,7 @@ def fuzz_relay(work: Path, hostile: int = 1_000_000, valid: int = 10_000,
         snap = snapshot(cfg.cache.dir, newer_than=time.time())
         if snap["datagrams"] + snap["kernel_drops"] >= sent or time.monotonic() > deadline:
             break
-    after = procs.rss_bytes(relay.process.pid)
+    after = services.rss_bytes(relay.process.pid)
     relay.stop()
     cache = read_cache(cfg.cache.dir)
     found = numbered(cache["records"].get("motor", []))
@@ -490,9 +484,9 @@ def forged_messages(work: Path, forged: int = 1_000_000, forged_rate: float = 40
     config = write_file(work / "relay.toml", settings(work))
     cfg = build(config)
     assert cfg.multicast.full is not None and cfg.multicast.control is not None
-    relay = procs.start("relay", config, work)
-    serve = procs.start("serve", config, work)
-    before = procs.rss_bytes(relay.process.pid)
+    relay = services.start("relay", config, work)
+    serve = services.start("serve", config, work)
+    before = services.rss_bytes(relay.process.pid)
     key = control.load_key("", cfg.cache.dir)  # what the relay made at its first start
     now = time.time_ns()
     genuine = TagRecord("add", "genuine", now, "bench", start_ns=T0, end_ns=T0 + 10**15,
@@ -520,7 +514,7 @@ def forged_messages(work: Path, forged: int = 1_000_000, forged_rate: float = 40
             break
     served = snapshot(cfg.cache.dir, "serve", newer_than=time.time())
     serve_alive = serve.process.poll() is None
-    after = procs.rss_bytes(relay.process.pid)
+    after = services.rss_bytes(relay.process.pid)
     tags = {t.name: t for t in TagStore(cfg.cache.dir).list()}
     relay.stop()
     serve.stop()
@@ -573,7 +567,7 @@ class Rig:
     config: Path
     cfg: Config
     listener: Listener
-    relay: procs.Service
+    relay: services.Service
     rss_before: int
     encode: Callable[[int], bytes]
     sock: socket.socket
@@ -584,8 +578,8 @@ class Rig:
         cfg = build(config)
         assert cfg.multicast.full is not None
         listener = Listener(cfg.multicast.full)
-        relay = procs.start("relay", config, work)
-        return cls(config, cfg, listener, relay, procs.rss_bytes(relay.process.pid),
+        relay = services.start("relay", config, work)
+        return cls(config, cfg, listener, relay, services.rss_bytes(relay.process.pid),
                    motor_encoder(cfg.channels.dir), sender_socket())
 
     def send(self, i: int) -> None:
@@ -696,7 +690,7 @@ def disk_full(work: Path, rate: float = 5000, phase: float = 3.0, lag: float = 0
         sent += paced(send, rate, phase, first=sent)
         resume()
         snap = _settled(cfg.cache.dir, "motor")  # stopped with datagrams unread: "lost"
-        after = procs.rss_bytes(restarted.pid)
+        after = services.rss_bytes(restarted.pid)
         restarted.send_signal(signal.SIGTERM)
         restarted.wait(30)
         time.sleep(0.3)
@@ -743,17 +737,17 @@ def crash_loop(work: Path, kills: int = 10, rate: float = 20_000, seed: int = 2)
     peak = before
     for _ in range(kills):
         time.sleep(rng.uniform(0.3, 1.5))
-        peak = max(peak, procs.rss_bytes(relay.process.pid))
+        peak = max(peak, services.rss_bytes(relay.process.pid))
         relay.process.kill()
         relay.process.wait()
         time.sleep(0.05)  # what the relay forwarded has reached the listener
         heard_before_kills |= set(listener.motor_numbers(schemas))
-        relay = procs.start("relay", config, work)
+        relay = services.start("relay", config, work)
     time.sleep(1.0)
     stop.set()
     load.join()
     time.sleep(0.3)
-    after = procs.rss_bytes(relay.process.pid)
+    after = services.rss_bytes(relay.process.pid)
     relay.stop()
     time.sleep(0.2)
     listener.close()
@@ -816,9 +810,9 @@ def overload(work: Path, seconds: float = 20.0, rate: float = 2_000_000) -> Row:
     name, _ = relay_bench.record_schema(Path(values["channels"]["dir"]), 90)
     config = write_file(work / "relay.toml", values)
     cfg = build(config)
-    relay = procs.start("relay", config, work)
+    relay = services.start("relay", config, work)
     pid = relay.process.pid
-    before = procs.rss_bytes(pid)
+    before = services.rss_bytes(pid)
     ctx = multiprocessing.get_context("spawn")
     result, elapsed = ctx.Value("q", 0), ctx.Value("d", 0.0)
     load = ctx.Process(target=relay_bench.load_generator, args=(
@@ -826,7 +820,7 @@ def overload(work: Path, seconds: float = 20.0, rate: float = 2_000_000) -> Row:
     load.start()
     peak = before
     while load.is_alive():
-        peak = max(peak, procs.rss_bytes(pid))
+        peak = max(peak, services.rss_bytes(pid))
         time.sleep(0.2)
     load.join()
     offered = result.value
@@ -902,8 +896,8 @@ def websocket_abuse(work: Path, seconds: float = 15.0, silent: int = 50, churn: 
 
     config = write_file(work / "relay.toml", settings(work))
     cfg = build(config)
-    relay = procs.start("relay", config, work)
-    serve = procs.start("serve", config, work)
+    relay = services.start("relay", config, work)
+    serve = services.start("serve", config, work)
     encode = motor_encoder(cfg.channels.dir)
     stop = threading.Event()
     sock = sender_socket()
@@ -913,7 +907,7 @@ def websocket_abuse(work: Path, seconds: float = 15.0, silent: int = 50, churn: 
     source.start()
     url = f"ws://127.0.0.1:{cfg.web.port}/ws"
     time.sleep(1.0)
-    before = procs.rss_bytes(serve.process.pid)
+    before = services.rss_bytes(serve.process.pid)
     frames: list[float] = []
 
     def good_client() -> None:
@@ -978,7 +972,7 @@ def websocket_abuse(work: Path, seconds: float = 15.0, silent: int = 50, churn: 
     window = [t for t in frames if started + 1 <= t <= started + seconds]
     fps = len(window) / max(seconds - 1, 1e-9)
     snap = _get(f"http://127.0.0.1:{cfg.web.port}/api/status")["services"]["serve"]
-    after = procs.rss_bytes(serve.process.pid)
+    after = services.rss_bytes(serve.process.pid)
     stop.set()
     for h in (*helpers, good, source):
         h.join(30)
@@ -1015,10 +1009,10 @@ def hostile_rest(work: Path, requests_per_route: int | None = None) -> Row:
     where the input is harmless), never a 500, and no file outside its directory."""
     config = write_file(work / "relay.toml", settings(work))
     cfg = build(config)
-    relay = procs.start("relay", config, work)
-    serve = procs.start("serve", config, work)
+    relay = services.start("relay", config, work)
+    serve = services.start("serve", config, work)
     base = f"http://127.0.0.1:{cfg.web.port}"
-    before = procs.rss_bytes(serve.process.pid)
+    before = services.rss_bytes(serve.process.pid)
     outside = {p for p in work.rglob("*") if not _inside(p, cfg)}
     spec = _get(base + "/openapi.json")
     codes: dict[int, int] = {}
@@ -1039,7 +1033,7 @@ def hostile_rest(work: Path, requests_per_route: int | None = None) -> Row:
                 if code >= 500 or code == 0:
                     failures.append(f"{method.upper()} {target[:80]} {str(body)[:60]} -> {code}")
     status_after = _get(base + "/api/status")
-    after = procs.rss_bytes(serve.process.pid)
+    after = services.rss_bytes(serve.process.pid)
     serve.stop()
     relay.stop()
     created = {p for p in work.rglob("*") if not _inside(p, cfg)} - outside
