@@ -62,9 +62,12 @@ def _type(draw: st.DrawFn, names: _Names, depth: int, in_union: bool = False) ->
     if kind == "union":  # the Avro rules: no union in a union, one of each unnamed type
         branches: list[Any] = []
         for _ in range(draw(st.integers(1, 3))):
+            known = len(names.done)
             branch = draw(_type(names, depth - 1, in_union=True))
             if _key(branch) not in map(_key, branches):
                 branches.append(branch)
+            else:  # left out: the types it defined are not there to refer to
+                del names.done[known:]
         return branches
     name = names.new()
     fields = [{"name": f"f{i}", "type": draw(_type(names, depth - 1))}
