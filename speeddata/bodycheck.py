@@ -161,6 +161,11 @@ class _Walk:
             self._high = np.concatenate(([0], np.cumsum(self.buf >= 0x80)))
         return self._high[np.clip(pos, 0, len(self.buf))]
 
+    def take(self, pos: np.ndarray) -> np.ndarray:
+        """The bytes at ``pos``, clipped to the buffer. ``take`` wants the platform's
+        index type: int64 positions do not cast to it on 32-bit ARM (a TypeError there)."""
+        return self.buf.take(pos.astype(np.intp, copy=False), mode="clip")
+
     def varints(self, pos: int | np.ndarray, max_len: int, ok: np.ndarray, values: bool = False
                 ) -> tuple[int | np.ndarray, np.ndarray | None]:
         """Varints at ``pos``: the positions after them and, if asked, their zig-zag
@@ -177,7 +182,7 @@ class _Walk:
             ok[:] = False
             return pos + 1, np.zeros(len(ok), dtype=np.int64) if values else None
         else:
-            window = self.buf.take(pos[:, None] + np.arange(max_len), mode="clip")
+            window = self.take(pos[:, None] + np.arange(max_len))
         stop = window < 0x80
         last = stop.argmax(axis=1)
         ok &= stop[:, 0] | (last > 0)  # argmax is 0 where no byte ends the varint
@@ -265,7 +270,7 @@ class _Walk:
                     else:
                         ok[:] = False
                 else:
-                    ok &= self.buf.take(pos, mode="clip") <= 1 if len(self.buf) else False
+                    ok &= self.take(pos) <= 1 if len(self.buf) else False
                 pos = pos + 1
             elif kind == "range":
                 pos, value = self.varints(self.absolute(pos), step[1], ok, values=True)

@@ -426,7 +426,7 @@ class BatchRouter:
                 router.reject_bodies(channel, int((~valid).sum()),
                                      int(sizes[a + int((~valid).argmax())]) + wire.HEADER_SIZE)
                 rejected.append(idx[~valid])
-                data = data[np.repeat(valid, sizes[a:b])]
+                data = data[np.repeat(valid, sizes[a:b].astype(np.intp))]
                 idx = idx[valid]
                 if not len(idx):
                     continue
@@ -485,8 +485,10 @@ class BatchRouter:
         else:
             where = np.arange(n) if idx is None else idx
             ends = np.cumsum(sizes)
+            # repeat counts in the platform's index type: int64 does not cast to it
+            # safely on 32-bit ARM (TypeError there; found running the relay on armhf)
             gather = np.repeat(where * batch.slot + wire.HEADER_SIZE - (ends - sizes),
-                               sizes) + np.arange(int(ends[-1]))
+                               sizes.astype(np.intp)) + np.arange(int(ends[-1]))
             bodies = batch.buffer[gather]
         return bodies.reshape(-1)
 
