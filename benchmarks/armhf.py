@@ -11,7 +11,7 @@ and the Debian mirror (for the first build only). The relay's CPU is under emula
 for the record, not a figure for a Pi. See speeddata/bench/armhf.py.
 
     sudo .venv/bin/python benchmarks/armhf.py [--root /var/cache/speeddata/armhf-root]
-        [--rate 2000] [--seconds 5] [--rebuild] [--json]
+        [--rate 2000] [--seconds 5] [--tests] [--rebuild] [--json]
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2000.0, help="datagrams/s")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rebuild", action="store_true", help="build the root afresh")
+    parser.add_argument("--tests", action="store_true",
+                        help="also run the fast tests of the numpy code in the root (~3 min)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
@@ -44,15 +46,22 @@ def main() -> int:
                 (args.root / armhf.STAMP).unlink(missing_ok=True)
             armhf.prerequisites(args.root)
             held = armhf.ensure_root(args.root, log)
-            result = armhf.check(args.root, PROJECT, args.rate, args.seconds, log)
+            installed = time.monotonic()
+            wheel = armhf.install_wheel(args.root, PROJECT)
+            installed = time.monotonic() - installed
+            result = armhf.check(args.root, args.rate, args.seconds, log)
+            tests = armhf.run_tests(args.root, PROJECT) if args.tests else None
     except armhf.Unavailable as exc:
         print(f"armhf: cannot run here: {exc}", file=sys.stderr)
         return 2
     total = time.monotonic() - started
     if args.json:
-        print(json.dumps({"root": held, "check": result.as_dict(), "total_seconds": total},
-                         indent=1))
-        return 0 if result.exact and result.io == "mmsg" else 1
+        print(json.dumps({"root": held, "wheel": wheel, "install_seconds": installed,
+                          "check": result.as_dict(), "total_seconds": total,
+                          "tests": tests and {"returncode": tests.returncode,
+                                              "summary": tests.summary,
+                                              "seconds": tests.seconds}}, indent=1))
+        return 0 if ok(result, tests) else 1
     p = result.probe
     print(f"root {args.root}: Debian {held['suite']} armhf, built {held['built']} in "
           f"{held['build_seconds']:.0f} s (debootstrap {held['debootstrap_seconds']:.0f} s, "
@@ -70,11 +79,20 @@ def main() -> int:
     print(f"relay CPU under emulation (qemu, not a Pi): {result.cpu_percent:.1f} % of a core "
           f"while busy ({result.us_per_datagram:.0f} µs/datagram), idle "
           f"{result.idle_cpu_percent:.1f} %")
-    print(f"check {result.check_seconds:.0f} s (wheel install {result.install_seconds:.0f} s);"
-          f" whole run {total:.0f} s")
-    ok = result.exact and result.io == "mmsg" and result.relay_exit == 0
-    print("every datagram cached exactly: " + ("yes" if ok else "NO"))
-    return 0 if ok else 1
+    if tests is not None:
+        print(f"fast tests in the root ({len(armhf.ARM_TESTS)} modules): {tests.summary}")
+        if tests.returncode:
+            print(tests.output[-4000:])
+    print(f"{wheel} installed in {installed:.0f} s; check {result.check_seconds:.0f} s; "
+          f"whole run {total:.0f} s")
+    exact = result.exact and result.io == "mmsg" and result.relay_exit == 0
+    print("every datagram cached exactly: " + ("yes" if exact else "NO"))
+    return 0 if ok(result, tests) else 1
+
+
+def ok(result: armhf.Result, tests: armhf.UnitRun | None) -> bool:
+    return (result.exact and result.io == "mmsg" and result.relay_exit == 0
+            and (tests is None or tests.returncode == 0))
 
 
 if __name__ == "__main__":

@@ -55,20 +55,38 @@ DEFAULT_ROOT = Path("/var/cache/speeddata/armhf-root")
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ("python3", "python3-dev", "python3-venv", "python3-pip", "python3-setuptools",
-            "python3-wheel", "python3-numpy", "python3-h5py", "gcc", "libc6-dev")
+            "python3-wheel", "python3-numpy", "python3-h5py", "gcc", "libc6-dev",
+            "python3-pytest", "python3-hypothesis")  # the last two: run_tests
+# The fast tests of the code that does arithmetic on numpy arrays (index types, int64
+# times), run in the root as they are: none needs multicast, a fixture of tests/conftest.py
+# or a package the root lacks (apache avro, fastapi)
+ARM_TESTS = ("tests/relay/test_core.py", "tests/relay/test_engine.py",
+             "tests/relay/test_accounting.py", "tests/test_bodycheck.py",
+             "tests/test_columns.py", "tests/test_loss.py", "tests/cache/test_summary.py",
+             "tests/cache/test_check.py", "tests/stripchart/test_history.py")
 VENV = "/opt/speeddata"
 STAMP = ".speeddata-armhf.json"  # in the root: what it holds, written when complete
 FASTAVRO_CFLAGS = "-O1 -g0"  # after Debian's own flags, so these win
 BUILD_TIMEOUT = 3600.0  # debootstrap's second stage runs every maintainer script emulated
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-CHANNEL = "armcheck"
-# one of each type a channel may have, and values that need more than 32 bits
-SCHEMA = {"type": "record", "name": CHANNEL, "fields": [
-    {"name": "time", "type": "long"}, {"name": "counter", "type": "long"},
-    {"name": "big", "type": "long"}, {"name": "level", "type": "int"},
-    {"name": "value", "type": "double"}, {"name": "ratio", "type": "float"},
-    {"name": "flag", "type": "boolean"}, {"name": "note", "type": "string"}]}
+# Two channels, datagram i on channel i % 2: one with each numeric type and a string,
+# values beyond 32 bits and records of varying sizes (the relay gathers such bodies one
+# by one), and one whose records all have one size (cut from the batch as a 2-D slice)
+VARIED, FIXED = "armvaried", "armfixed"
+SCHEMAS = {
+    VARIED: {"type": "record", "name": VARIED, "fields": [
+        {"name": "time", "type": "long"}, {"name": "counter", "type": "long"},
+        {"name": "big", "type": "long"}, {"name": "level", "type": "int"},
+        {"name": "value", "type": "double"}, {"name": "ratio", "type": "float"},
+        {"name": "flag", "type": "boolean"}, {"name": "note", "type": "string"}]},
+    FIXED: {"type": "record", "name": FIXED, "fields": [
+        {"name": "time", "type": "long"}, {"name": "counter", "type": "long"},
+        *({"name": f"v{k}", "type": "double"} for k in range(4))]},
+}
 T0 = 1_790_000_000_000_000_000  # 2026-09: the time of datagram 0 (1 µs apart)
+FIXED_BASE = 1_000_000  # armfixed's counters: 3-byte varints up to FIXED_BASE + 48,575
+MOST_DATAGRAMS = 48_000
+
 
 Log = Callable[[str], None]
 
@@ -289,9 +307,10 @@ print(json.dumps({"machine": platform.machine(), "python": platform.python_versi
 """
 
 
-def install_wheel(root: Path, project: Path, log_file: Path) -> str:
+def install_wheel(root: Path, project: Path) -> str:
     """Build the checkout's wheel here (as tests/test_wheel.py does) and install it into
     the root's venv, replacing the last one; returns the wheel's name."""
+    log_file = root.parent / f"{root.name}.log"
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
                                "-w", tmp, str(project)], capture_output=True, text=True,
@@ -309,12 +328,20 @@ def install_wheel(root: Path, project: Path, log_file: Path) -> str:
     return wheels[0].name
 
 
-def record(i: int) -> dict[str, Any]:
-    """Datagram ``i``'s record: every value derived from ``i``, exactly representable
-    (``ratio`` is a float32), some beyond 32 bits."""
-    return {"time": T0 + 1000 * i, "counter": i, "big": (1 << 40) + 7 * i - 3,
-            "level": -i if i % 2 else i, "value": math.sin(i) * 1e3 + i,
-            "ratio": (i % 4096) / 16.0, "flag": i % 3 == 0, "note": f"n{i}"}
+def record(i: int) -> tuple[str, dict[str, Any]]:
+    """Datagram ``i``'s channel and record: every value derived from ``i`` and exactly
+    representable (``ratio`` is a float32)."""
+    if i % 2:
+        return FIXED, {"time": T0 + 1000 * i, "counter": FIXED_BASE + i,
+                       **{f"v{k}": math.cos(i + k) * 10.0 ** k for k in range(4)}}
+    return VARIED, {"time": T0 + 1000 * i, "counter": i, "big": (1 << 40) + 7 * i - 3,
+                    "level": -i if i % 4 else i, "value": math.sin(i) * 1e3 + i,
+                    "ratio": (i % 4096) / 16.0, "flag": i % 3 == 0, "note": f"n{i}"}
+
+
+def number(channel: str, cached: dict[str, Any]) -> int:
+    """The datagram number of a cached record."""
+    return cached["counter"] - FIXED_BASE if channel == FIXED else cached["counter"]
 
 
 @dataclass
@@ -337,8 +364,6 @@ class Result:
     kernel_drops: int = 0
     rejected: int = 0
     probe: dict[str, Any] = field(default_factory=dict)
-    wheel: str = ""
-    install_seconds: float = 0.0
     check_seconds: float = 0.0
     log_tail: str = ""
 
@@ -360,50 +385,58 @@ class Result:
 
 
 def send_numbered(port: int, rate: float, seconds: float) -> tuple[int, float]:
-    """Send ``rate * seconds`` numbered datagrams with this host's sender, paced in 1 ms
-    steps; returns (sent, seconds it took)."""
+    """Send ``rate * seconds`` numbered datagrams with this host's sender (one per
+    channel), paced in 1 ms steps; returns (sent, seconds it took)."""
     from speeddata.sender import Sender
 
     total = int(rate * seconds)
+    if total > MOST_DATAGRAMS:  # past it, armfixed's records would not all be one size
+        raise ValueError(f"at most {MOST_DATAGRAMS} datagrams (rate x seconds) per check")
     sent = 0
-    with Sender(dict(SCHEMA), host="127.0.0.1", port=port) as sender:
+    senders = {name: Sender(dict(schema), host="127.0.0.1", port=port)
+               for name, schema in SCHEMAS.items()}
+    try:
         started = time.monotonic()
         while sent < total:
             due = min(total, int((time.monotonic() - started) * rate) + 1)
             while sent < due:
-                if not sender.send(record(sent)):
+                channel, values = record(sent)
+                sender = senders[channel]
+                if not sender.send(values):
                     raise RuntimeError(f"sending datagram {sent} failed: {sender.last_error}")
                 sent += 1
             time.sleep(0.001)
         elapsed = time.monotonic() - started
+    finally:
+        for sender in senders.values():
+            sender.close()
     return sent, elapsed
 
 
-def read_cache(cache: Path) -> list[dict[str, Any]]:
+def read_cache(cache: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Every cached record of the check's channels, read with fastavro."""
     import fastavro
 
-    records: list[dict[str, Any]] = []
-    for path in sorted((cache / CHANNEL).glob("*.avro")):
-        with path.open("rb") as f:
-            records.extend(fastavro.reader(f))
+    records = []
+    for channel in SCHEMAS:
+        for path in sorted((cache / channel).glob("*.avro")):
+            with path.open("rb") as f:
+                records.extend((channel, r) for r in fastavro.reader(f))
     return records
 
 
 def _cached_count(cache: Path) -> int:
-    snapshot = status.read_all(cache).get("relay", {})
-    return int(snapshot.get("channels", {}).get(CHANNEL, {}).get("datagrams", 0))
+    channels = status.read_all(cache).get("relay", {}).get("channels", {})
+    return sum(int(channels.get(name, {}).get("datagrams", 0)) for name in SCHEMAS)
 
 
-def check(root: Path, project: Path, rate: float = 2000.0, seconds: float = 5.0,
-          log: Log = print, timeout: float = 120.0) -> Result:
-    """Run the relay in the armhf root (built beforehand) and send it numbered datagrams
-    from here; the cache read back here is compared with what was sent."""
+def check(root: Path, rate: float = 2000.0, seconds: float = 5.0, log: Log = print,
+          timeout: float = 120.0) -> Result:
+    """Run the relay in the armhf root (built, the wheel installed) and send it numbered
+    datagrams from here; the cache read back here is compared with what was sent."""
     result = Result()
     started = time.monotonic()
     log_file = root.parent / f"{root.name}.log"
-    t = time.monotonic()
-    result.wheel = install_wheel(root, project, log_file)
-    result.install_seconds = time.monotonic() - t
     result.probe = json.loads(run_in_root(root, f"{VENV}/bin/python", "-c", PROBE,
                                           log_file=log_file, nice=False))
     work = Path(tempfile.mkdtemp(prefix="speeddata-check-", dir=root / "tmp"))
@@ -412,7 +445,8 @@ def check(root: Path, project: Path, rate: float = 2000.0, seconds: float = 5.0,
     process: subprocess.Popen | None = None
     try:
         (work / "schemas").mkdir()
-        (work / "schemas" / f"{CHANNEL}.avsc").write_text(json.dumps(SCHEMA))
+        for name, schema in SCHEMAS.items():
+            (work / "schemas" / f"{name}.avsc").write_text(json.dumps(schema))
         port = procs.free_port()
         # multicast off, the control group too: qemu-user has no IP_MULTICAST_IF
         # (ENOPROTOOPT), which every multicast socket of the relay sets
@@ -460,13 +494,14 @@ def check(root: Path, project: Path, rate: float = 2000.0, seconds: float = 5.0,
         result.relay_exit = process.wait(timeout)
         records = read_cache(cache)
         result.cached = len(records)
-        seen: dict[int, dict[str, Any]] = {}
-        for r in records:
-            if r["counter"] in seen:
+        seen: dict[int, tuple[str, dict[str, Any]]] = {}
+        for channel, cached in records:
+            i = number(channel, cached)
+            if i in seen:
                 result.duplicated += 1
-            seen[r["counter"]] = r
+            seen[i] = (channel, cached)
         result.missing = sum(1 for i in range(result.sent) if i not in seen)
-        result.unequal = sum(1 for i, r in seen.items() if r != record(i))
+        result.unequal = sum(1 for i, got in seen.items() if got != record(i))
         result.exact = (result.cached == result.sent and not result.missing
                         and not result.duplicated and not result.unequal)
     finally:
@@ -477,3 +512,37 @@ def check(root: Path, project: Path, rate: float = 2000.0, seconds: float = 5.0,
         shutil.rmtree(work, ignore_errors=True)
         result.check_seconds = time.monotonic() - started
     return result
+
+
+@dataclass
+class UnitRun:
+    """The fast tests run in the root: pytest's exit code and last lines."""
+
+    returncode: int
+    summary: str  # pytest's last line, like "163 passed in 160.06s"
+    seconds: float
+    output: str
+
+
+def run_tests(root: Path, project: Path, tests: tuple[str, ...] = ARM_TESTS,
+              timeout: float = 1800.0) -> UnitRun:
+    """Run ``tests`` of the checkout with the root's pytest and hypothesis (Debian's)
+    against the installed wheel, without tests/conftest.py: its session fixtures seal
+    the default ports and need multicast on loopback, which qemu-user cannot set up."""
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="speeddata-tests-", dir=root / "tmp"))
+    inside = "/" + str(work.relative_to(root))
+    try:
+        shutil.copytree(project / "tests", work / "tests",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        command = in_root(root, "sh", "-c", f'cd {inside} && exec "$@"', "sh",
+                          f"{VENV}/bin/python", "-m", "pytest", "-p", "no:cacheprovider",
+                          "--noconftest", "-q", "-m", "not e2e", *tests)
+        done = subprocess.run(command, env={**ROOT_ENV, "PYTHONPATH": inside},
+                              capture_output=True, text=True, timeout=timeout)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    output = done.stdout + done.stderr
+    lines = [line.strip("= ") for line in output.splitlines() if line.strip("= ")]
+    return UnitRun(done.returncode, lines[-1] if lines else "", time.monotonic() - started,
+                   output)
