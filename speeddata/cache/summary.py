@@ -182,8 +182,11 @@ def summarize(cached: CachedFile, channel: Channel, entries: list[index.Entry],
         block_min = np.full(len(pending), np.iinfo(np.int64).max)
         block_max = np.full(len(pending), np.iinfo(np.int64).min)
         if count:
-            block_min[nonempty] = np.minimum.reduceat(times, starts[nonempty])
-            block_max[nonempty] = np.maximum.reduceat(times, starts[nonempty])
+            # reduceat wants indices of the platform's type (int32 on 32-bit ARM, where
+            # int64 ones are a TypeError)
+            at = starts[nonempty].astype(np.intp)
+            block_min[nonempty] = np.minimum.reduceat(times, at)
+            block_max[nonempty] = np.maximum.reduceat(times, at)
         firsts.append(block_min)
         lasts.append(block_max)
         samples = Rows.of_samples(times, as_matrix(decoded, signals, count))

@@ -37,7 +37,7 @@ def write_cache(folder: Path, seconds: float, rotate_seconds: float = 60.0,
     every ``rotate_seconds``; returns (time, speed) as written."""
     encoder = Encoder(MOTOR)
     writer = CacheWriter(folder, 2**40, rotate_seconds)
-    n = np.arange(int(seconds * 1000))
+    n = np.arange(int(seconds * 1000), dtype=np.int64)  # int32 by default on 32-bit ARM
     times = T0 + n * MS
     if jitter:  # a few samples out of order within a block
         times[7::50] -= 3 * MS
