@@ -8,7 +8,7 @@ not translate IP_MULTICAST_IF), checks it took the recvmmsg path, sends numbered
 datagrams from this host's sender and reads the cache back here with fastavro: every
 datagram must be cached exactly. Needs root, qemu-user-static with binfmt, debootstrap
 and the Debian mirror (for the first build only). The relay's CPU is under emulation:
-for the record, not a figure for a Pi. See speeddata/bench/armhf.py.
+for the record, not a figure for a Pi. See tests/harness/armhf.py.
 
     sudo .venv/bin/python benchmarks/armhf.py [--root /var/cache/speeddata/armhf-root]
         [--rate 2000] [--seconds 5] [--tests] [--rebuild] [--json]
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from speeddata.bench import armhf
+from tests.harness import armhf
 
 PROJECT = Path(__file__).resolve().parents[1]
 

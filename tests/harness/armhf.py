@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from speeddata import status
-from speeddata.bench import procs
+from speeddata.bench import services
 from speeddata.config import write_file
 
 DEFAULT_ROOT = Path("/var/cache/speeddata/armhf-root")
@@ -447,7 +447,7 @@ def check(root: Path, rate: float = 2000.0, seconds: float = 5.0, log: Log = pri
         (work / "schemas").mkdir()
         for name, schema in SCHEMAS.items():
             (work / "schemas" / f"{name}.avsc").write_text(json.dumps(schema))
-        port = procs.free_port()
+        port = services.free_port()
         # multicast off, the control group too: qemu-user has no IP_MULTICAST_IF
         # (ENOPROTOOPT), which every multicast socket of the relay sets
         write_file(work / "relay.toml", {
@@ -455,7 +455,7 @@ def check(root: Path, rate: float = 2000.0, seconds: float = 5.0, log: Log = pri
             "cache": {"dir": f"{inside}/cache", "fsync_seconds": 0.2},
             "relay": {"host": "127.0.0.1", "port": port, "io": "auto"},
             "multicast": {"full": "", "decimated": "", "control": ""},
-            "web": {"host": "127.0.0.1", "port": procs.free_port(socket.SOCK_STREAM)}})
+            "web": {"host": "127.0.0.1", "port": services.free_port(socket.SOCK_STREAM)}})
         cache = work / "cache"
         with relay_log.open("w") as out:
             process = subprocess.Popen(
@@ -473,10 +473,10 @@ def check(root: Path, rate: float = 2000.0, seconds: float = 5.0, log: Log = pri
             time.sleep(0.1)
         result.io, result.listen = snap["io"], snap["listen"]
         log(f"armhf relay running (pid {process.pid}, io {result.io}, {result.listen})")
-        idle0 = procs.cpu_seconds(process.pid)
+        idle0 = services.cpu_seconds(process.pid)
         time.sleep(2.0)
-        result.idle_cpu_percent = 100 * (procs.cpu_seconds(process.pid) - idle0) / 2.0
-        cpu0 = procs.cpu_seconds(process.pid)
+        result.idle_cpu_percent = 100 * (services.cpu_seconds(process.pid) - idle0) / 2.0
+        cpu0 = services.cpu_seconds(process.pid)
         busy0 = time.monotonic()
         result.sent, result.send_seconds = send_numbered(port, rate, seconds)
         deadline = time.monotonic() + timeout
@@ -486,7 +486,7 @@ def check(root: Path, rate: float = 2000.0, seconds: float = 5.0, log: Log = pri
                                    f"receiving:\n{relay_log.read_text()[-3000:]}")
             time.sleep(0.05)
         result.busy_seconds = time.monotonic() - busy0
-        result.relay_cpu_seconds = procs.cpu_seconds(process.pid) - cpu0
+        result.relay_cpu_seconds = services.cpu_seconds(process.pid) - cpu0
         snap = status.read_all(cache).get("relay", {})
         result.kernel_drops = int(snap.get("kernel_drops", 0))
         result.rejected = sum(snap.get("rejected", {}).values())
