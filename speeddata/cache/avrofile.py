@@ -10,19 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from speeddata.encoding import zigzag_varint as encode_long  # one encoder of longs
+
 MAGIC = b"Obj\x01"
 SYNC_SIZE = 16
-
-
-def encode_long(value: int) -> bytes:
-    """Avro's zig-zag varint encoding of a long."""
-    n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def decode_long(data: bytes | memoryview, pos: int) -> tuple[int, int]:
