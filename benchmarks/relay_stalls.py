@@ -82,7 +82,7 @@ def tag_flood(cache: Path, group: str, count: int, seconds: float) -> None:
     ``seconds`` on the control group (a process of its own)."""
     from speeddata import control, multicast
     from speeddata.config import parse_group
-    from speeddata.tags import TagRecord
+    from speeddata.tagrecord import TagRecord
 
     key = control.load_key("", cache)
     target = parse_group(group)

@@ -7,7 +7,7 @@ wrong (``bad_mac``), whose time is more than ``WINDOW_SECONDS`` from its own clo
 (``stale``), or whose nonce it has seen within that window (``replayed``); only then is
 the body read (``malformed``). The hosts' clocks must agree within the window (NTP).
 
-Bodies are ``{"kind": "tag", ...}`` (a ``tags.TagRecord``) and ``{"kind": "digest", ...}``:
+Bodies are ``{"kind": "tag", ...}`` (a ``tagrecord.TagRecord``) and ``{"kind": "digest", ...}``:
 each relay announces the digest of its tag set every ``DIGEST_SECONDS``; one that hears
 a digest unlike its own re-announces its whole set (at most once per
 ``RESYNC_SECONDS``), so every store ends with the newest record of every name
@@ -33,12 +33,12 @@ from typing import Any
 
 from speeddata.config import MIN_KEY, Config
 from speeddata.errors import ConfigError, ControlError
-from speeddata.tags import MAX_ORIGIN, TagRecord, parse_record
+from speeddata.tagrecord import MAX_ORIGIN, TagRecord, parse_record
 
 MARKER = b"SDCTL1"
 _HEAD = struct.Struct(">q16s")
 MAC_BYTES = 32
-MAX_MESSAGE = 65000  # bytes: the largest tag record (tags.MAX_NOTE, MAX_CHANNELS) fits
+MAX_MESSAGE = 65000  # bytes: the largest tag record (tagrecord.MAX_NOTE, MAX_CHANNELS) fits
 WINDOW_SECONDS = 30.0
 MAX_NONCES = 65536  # nonces remembered; more in one window (only with the key) is "busy"
 DIGEST_SECONDS = 2.0

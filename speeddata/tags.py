@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import socket
 import sqlite3
 import time
@@ -32,10 +31,18 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from speeddata.errors import ConflictError, ControlError, NotFoundError, SpeeddataError
 from speeddata.logs import Throttle
+from speeddata.tagrecord import (
+    CHANNEL,
+    MAX_CHANNELS,
+    MAX_NOTE,
+    MAX_ORIGIN,
+    NAME,
+    TagRecord,
+    is_time,
+)
 from speeddata.times import (
     LATEST_NS,
     TimeError,
@@ -48,12 +55,6 @@ from speeddata.times import (
 log = logging.getLogger("speeddata.tags")
 
 DB_NAME = "tags.sqlite"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # whole names only (fullmatch)
-_CHANNEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # a channel name in a tag
-MAX_NOTE = 4096  # characters
-MAX_CHANNELS = 256  # so that the largest tag record fits one datagram (under 60 kB)
-MAX_ORIGIN = 255  # characters of a host name
-ACTIONS = ("add", "stop", "delete")
 class TagError(SpeeddataError):
     """A tag with a bad name, note or range."""
 
@@ -93,115 +94,12 @@ class Tag:
 
 def check_name(name: str) -> str:
     """``name`` if it is a usable tag name (it becomes a file name), else TagError."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         shown = name[:140] if isinstance(name, str) else type(name).__name__
         raise TagError(
             f"bad tag name {shown!r}: use up to 128 letters, digits, '_', '-' and '.', "
             "starting with a letter or digit")
     return name
-
-
-def _is_time(value: object) -> bool:
-    return type(value) is int and 0 <= value <= LATEST_NS  # type: ignore[operator]
-
-
-def _refuse(reason: str, message: str) -> ControlError:
-    return ControlError(reason, message)
-
-
-@dataclass(frozen=True)
-class TagRecord:
-    """One name's shared state at one version: a tag (after an add or a stop) or its
-    deletion (a tombstone). What tag messages carry and stores compare; valid by
-    construction (ControlError with a reason otherwise), so no bad value reaches a store."""
-
-    action: str  # add, stop or delete
-    name: str
-    changed_ns: int  # the version: when the change was made, on the host that made it
-    origin: str = ""  # that host
-    start_ns: int = 0
-    end_ns: int | None = None
-    note: str = ""
-    channels: tuple[str, ...] = ()
-    created_ns: int = 0
-
-    def __post_init__(self) -> None:
-        if self.action not in ACTIONS:
-            raise _refuse("unknown_action", f"unknown tag action {str(self.action)[:20]!r}")
-        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
-            raise _refuse("bad_name", "not a tag name")
-        for what in ("changed_ns", "start_ns", "created_ns"):
-            if not _is_time(getattr(self, what)):
-                raise _refuse("bad_time", f"tag {self.name}: {what} is not an integer time "
-                              "from 1970 to 2262")
-        if self.end_ns is not None:
-            if not _is_time(self.end_ns):
-                raise _refuse("bad_time", f"tag {self.name}: end_ns is not an integer time "
-                              "from 1970 to 2262")
-            if self.end_ns < self.start_ns:
-                raise _refuse("end_before_start", f"tag {self.name}: ends before it starts")
-        if not isinstance(self.origin, str) or len(self.origin) > MAX_ORIGIN:
-            raise _refuse("too_long", f"tag {self.name}: origin is not a host name")
-        if not isinstance(self.note, str) or len(self.note) > MAX_NOTE:
-            raise _refuse("too_long", f"tag {self.name}: the note is not text of at most "
-                          f"{MAX_NOTE} characters")
-        if (not isinstance(self.channels, tuple) or len(self.channels) > MAX_CHANNELS
-                or not all(isinstance(c, str) and _CHANNEL.fullmatch(c)
-                           for c in self.channels)):
-            raise _refuse("bad_channels", f"tag {self.name}: channels are not at most "
-                          f"{MAX_CHANNELS} channel names")
-
-    @property
-    def deleted(self) -> bool:
-        return self.action == "delete"
-
-    def content(self) -> str:
-        """What two stores must agree on for this name (not where it came from)."""
-        if self.deleted:
-            return json.dumps([self.name, self.changed_ns, "deleted"])
-        return json.dumps([self.name, self.changed_ns, self.start_ns, self.end_ns, self.note,
-                           list(self.channels), self.created_ns], ensure_ascii=False)
-
-    def version(self) -> tuple[int, int, str]:
-        """The order of records of one name: later change first, then a tag before a
-        delete made at the same nanosecond (it protects more), then the content."""
-        digest = hashlib.sha256(self.content().encode()).hexdigest()
-        return (self.changed_ns, 0 if self.deleted else 1, digest)
-
-    def as_message(self) -> dict[str, Any]:
-        message: dict[str, Any] = {"kind": "tag", "action": self.action, "name": self.name,
-                                   "changed_ns": self.changed_ns, "origin": self.origin}
-        if not self.deleted:
-            message.update(start_ns=self.start_ns, end_ns=self.end_ns, note=self.note,
-                           channels=list(self.channels), created_ns=self.created_ns)
-        return message
-
-
-def parse_record(message: dict[str, Any]) -> TagRecord:
-    """A tag message's body as a TagRecord, or ControlError naming the reason: only JSON
-    integers are times (no floats, Infinity, booleans or strings), only known actions."""
-    if not isinstance(message, dict):
-        raise _refuse("malformed", "a tag message is not an object")
-    action = message.get("action")
-    if action not in ACTIONS:
-        raise _refuse("unknown_action", f"unknown tag action {str(action)[:20]!r}")
-    fields: dict[str, Any] = {"action": action}
-    names = ["name", "changed_ns", "origin"]
-    if action != "delete":
-        names += ["start_ns", "end_ns", "note", "channels", "created_ns"]
-    for key in names:
-        if key not in message:
-            raise _refuse("malformed", f"a tag message without {key}")
-        fields[key] = message[key]
-    if action != "delete":
-        if not isinstance(fields["channels"], list) or len(fields["channels"]) > MAX_CHANNELS:
-            raise _refuse("bad_channels", "channels is not a list of channel names")
-        fields["channels"] = tuple(fields["channels"])
-    for key in ("changed_ns", "start_ns", "created_ns", "end_ns"):
-        value = fields.get(key)
-        if key in fields and not (value is None and key == "end_ns") and type(value) is not int:
-            raise _refuse("bad_type", f"{key} is a {type(value).__name__}, not an integer")
-    return TagRecord(**fields)
 
 
 COLUMNS = ("name, start_ns, end_ns, note, channels, created_ns, exported_ns, origin, "
@@ -251,17 +149,17 @@ class TagStore:
                     for rowid, name, start, end, note, channels, created, exported, origin, \
                             received, changed in bad:
                         fixed = (
-                            name if isinstance(name, str) and _NAME.fullmatch(name)
+                            name if isinstance(name, str) and NAME.fullmatch(name)
                             else f"repaired-{rowid}",
-                            start if _is_time(start) else 0,
-                            end if _is_time(end) and _is_time(start) and end >= start else None,
+                            start if is_time(start) else 0,
+                            end if is_time(end) and is_time(start) and end >= start else None,
                             note if isinstance(note, str) else "",
                             channels if _channels(channels) is not None else "[]",
-                            created if _is_time(created) else 0,
-                            exported if _is_time(exported) else None,
+                            created if is_time(created) else 0,
+                            exported if is_time(exported) else None,
                             origin if isinstance(origin, str) else "",
-                            received if _is_time(received) else None,
-                            changed if _is_time(changed) else None)
+                            received if is_time(received) else None,
+                            changed if is_time(changed) else None)
                         db.execute("UPDATE tags SET name = ?, start_ns = ?, end_ns = ?, "
                                    "note = ?, channels = ?, created_ns = ?, exported_ns = ?, "
                                    "origin = ?, received_ns = ?, changed_ns = ? WHERE rowid = ?",
@@ -279,12 +177,12 @@ class TagStore:
         """The row as a Tag, or None for one with a value of the wrong type (logged)."""
         name, start, end, note, channels, created, exported, origin, received, changed = row
         listed = _channels(channels)
-        if (not isinstance(name, str) or not _NAME.fullmatch(name) or not _is_time(start)
-                or not (end is None or (_is_time(end) and end >= start))
-                or not isinstance(note, str) or listed is None or not _is_time(created)
-                or not (exported is None or _is_time(exported))
-                or not isinstance(origin, str) or not (received is None or _is_time(received))
-                or not (changed is None or _is_time(changed))):
+        if (not isinstance(name, str) or not NAME.fullmatch(name) or not is_time(start)
+                or not (end is None or (is_time(end) and end >= start))
+                or not isinstance(note, str) or listed is None or not is_time(created)
+                or not (exported is None or is_time(exported))
+                or not isinstance(origin, str) or not (received is None or is_time(received))
+                or not (changed is None or is_time(changed))):
             if self._bad_log.ready(time.monotonic()):
                 log.warning("skipped tag row %r of %s: a value of the wrong type", name,
                             self.path)
@@ -320,7 +218,7 @@ class TagStore:
     def _record(tag: Tag, action: str) -> TagRecord:
         """A stored tag as the record it is shared as (channel names this version would
         not take are left out: fewer names protect more, all when none is left)."""
-        channels = tuple(c for c in tag.channels if _CHANNEL.fullmatch(c))[:MAX_CHANNELS]
+        channels = tuple(c for c in tag.channels if CHANNEL.fullmatch(c))[:MAX_CHANNELS]
         return TagRecord(action, tag.name, tag.changed_ns or tag.created_ns,
                          (tag.origin or socket.gethostname())[:MAX_ORIGIN], tag.start_ns,
                          tag.end_ns, tag.note[:MAX_NOTE], channels, tag.created_ns)
@@ -333,7 +231,7 @@ class TagStore:
             return self._record(tag, "stop" if tag.end_ns is not None else "add")
         gone = db.execute("SELECT changed_ns, origin FROM removed WHERE name = ?",
                           (name,)).fetchone()
-        if gone is not None and _is_time(gone[0]) and isinstance(gone[1], str):
+        if gone is not None and is_time(gone[0]) and isinstance(gone[1], str):
             return TagRecord("delete", name, gone[0], gone[1][:MAX_ORIGIN])
         return None
 
@@ -349,7 +247,7 @@ class TagStore:
                 records[tag.name] = self._record(tag, "stop" if tag.end_ns is not None
                                                  else "add")
         for name, changed, origin in removed:
-            if name not in records and _is_time(changed) and isinstance(origin, str):
+            if name not in records and is_time(changed) and isinstance(origin, str):
                 try:
                     records[name] = TagRecord("delete", name, changed, origin[:MAX_ORIGIN])
                 except ControlError:  # not a name this version writes: left out
@@ -386,7 +284,7 @@ class TagStore:
         if len(note) > MAX_NOTE:
             raise TagError(f"tag {name!r}: the note has {len(note)} characters, at most "
                            f"{MAX_NOTE} are kept (put longer texts in a file beside the export)")
-        if len(channels) > MAX_CHANNELS or not all(_CHANNEL.fullmatch(c) for c in channels):
+        if len(channels) > MAX_CHANNELS or not all(CHANNEL.fullmatch(c) for c in channels):
             raise TagError(f"tag {name!r}: at most {MAX_CHANNELS} channel names of up to 128 "
                            "letters, digits, '_', '-' and '.'")
         if end_ns is not None and end_ns < start_ns:
@@ -464,7 +362,7 @@ class TagStore:
                 current.start_ns, current.end_ns) == (record.start_ns, record.end_ns):
             row = db.execute("SELECT exported_ns FROM tags WHERE name = ?",
                              (record.name,)).fetchone()
-            exported = row[0] if row and _is_time(row[0]) else None
+            exported = row[0] if row and is_time(row[0]) else None
         db.execute(
             "INSERT OR REPLACE INTO tags (name, start_ns, end_ns, note, channels, created_ns, "
             "exported_ns, origin, received_ns, changed_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -492,8 +390,8 @@ class TagStore:
                               "OR typeof(exported_ns) != 'integer'").fetchall()
         ranges = []
         for start, end in rows:
-            start = start if _is_time(start) else 0
-            ranges.append((start, end if _is_time(end) and end >= start else LATEST_NS))
+            start = start if is_time(start) else 0
+            ranges.append((start, end if is_time(end) and end >= start else LATEST_NS))
         return ranges
 
 

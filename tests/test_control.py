@@ -14,7 +14,8 @@ import pytest
 
 from speeddata import control
 from speeddata.errors import ConfigError, ControlError
-from speeddata.tags import DB_NAME, TagRecord, TagStore, parse_record
+from speeddata.tagrecord import TagRecord, parse_record
+from speeddata.tags import DB_NAME, TagStore
 
 S = 10**9
 T0 = 1_795_000_000 * S

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from speeddata import control
-from speeddata import tags as _tags
 from speeddata.config import write_file
+from speeddata.tagrecord import parse_record
 from speeddata.tags import DB_NAME, TagStore
 from tests.helpers import relay_settings, start_relay, wait_until
 
@@ -155,7 +155,7 @@ def test_forged_replayed_and_flooded_control_messages_change_nothing(tmp_path: P
     try:
         _cli(relay.config_path, "tag", "start", "keep")
         store = TagStore(relay.cache_dir)
-        record = _tags.parse_record({**store.records()[0].as_message()})
+        record = parse_record({**store.records()[0].as_message()})
         delete = {"kind": "tag", "action": "delete", "name": "keep",
                   "changed_ns": record.changed_ns + S, "origin": "evil"}
         import time

@@ -23,7 +23,8 @@ from speeddata import control, multicast
 from speeddata.config import Config
 from speeddata.errors import ControlError, SpeeddataError
 from speeddata.logs import Throttle
-from speeddata.tags import TagRecord, TagStore
+from speeddata.tagrecord import TagRecord
+from speeddata.tags import TagStore
 
 log = logging.getLogger("speeddata.control")
 

@@ -22,7 +22,8 @@ from speeddata.control import announcer
 from speeddata.errors import NotFoundError
 from speeddata.pivot import SUFFIXES
 from speeddata.stripchart.jobs import PivotJobs, Task
-from speeddata.tags import MAX_CHANNELS, MAX_NOTE, TagStore, check_name, resolve_range
+from speeddata.tagrecord import MAX_CHANNELS, MAX_NOTE
+from speeddata.tags import TagStore, check_name, resolve_range
 from speeddata.times import format_time, parse_time
 
 log = logging.getLogger("speeddata.stripchart")

@@ -479,7 +479,8 @@ def forged_messages(work: Path, forged: int = 1_000_000, forged_rate: float = 40
     message is applied (a captured genuine one is applied once, its replays never), the
     genuine tag survives the forged deletes, and every data datagram is cached."""
     from speeddata import control
-    from speeddata.tags import TagRecord, TagStore
+    from speeddata.tagrecord import TagRecord
+    from speeddata.tags import TagStore
 
     config = write_file(work / "relay.toml", settings(work))
     cfg = build(config)
