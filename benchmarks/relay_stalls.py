@@ -81,7 +81,7 @@ def tag_flood(cache: Path, group: str, count: int, seconds: float) -> None:
     """``count`` tag adds of distinct names, sealed with the relay's key, spread over
     ``seconds`` on the control group (a process of its own)."""
     from speeddata import control, multicast
-    from speeddata.config import parse_group
+    from speeddata.configvalues import parse_group
     from speeddata.tagrecord import TagRecord
 
     key = control.load_key("", cache)

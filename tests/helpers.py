@@ -116,7 +116,7 @@ def start_relay(tmp: Path, settings: dict[str, dict[str, Any]], *args: str) -> R
         return snap if snap and snap["running"] and snap["pid"] == process.pid else None
 
     snap = wait_until(ready, what="the relay's status file")
-    from speeddata.config import parse_group
+    from speeddata.configvalues import parse_group
 
     return RelayProcess(
         process, config_path, cache_dir, int(snap["listen"].rsplit(":", 1)[1]),

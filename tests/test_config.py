@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from speeddata import config
+from speeddata import config, configvalues
 from speeddata.errors import ConfigError
 from tests.helpers import PROJECT
 
@@ -98,7 +98,7 @@ def test_a_cache_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
                        ("512k", 512_000), ("1.5KiB", 1536)]
 )
 def test_sizes(text: str, size: int) -> None:
-    assert config.parse_size(text) == size
+    assert configvalues.parse_size(text) == size
 
 
 def test_cli_flags_are_generated_from_the_declarations() -> None:

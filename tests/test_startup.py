@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from speeddata.bench.services import free_port
-from speeddata.config import parse_group, write_file
+from speeddata.config import write_file
+from speeddata.configvalues import parse_group
 from speeddata.errors import SpeeddataError
 from speeddata.relay import netio
 from speeddata.schemas import Registry

@@ -144,7 +144,7 @@ def test_forged_replayed_and_flooded_control_messages_change_nothing(tmp_path: P
     """Without the key, a delete does not delete; a valid message sent again is refused;
     a flood of 100,000 datagrams leaves the relay running and its data cached."""
     from speeddata import Sender, multicast
-    from speeddata.config import parse_group
+    from speeddata.configvalues import parse_group
     from tests.relay.test_relay_process import cached_counters
 
     settings = relay_settings(tmp_path, multicast={"control_key": KEY})

@@ -32,7 +32,8 @@ import numpy as np
 
 from speeddata.bench import services
 from speeddata.cache import index
-from speeddata.config import Group, parse_group, write_file
+from speeddata.config import write_file
+from speeddata.configvalues import Group, parse_group
 
 LOSS_LIMIT = 1e-4  # 0.01 %
 CORES = os.cpu_count() or 1
