@@ -11,6 +11,7 @@ from pathlib import Path
 from speeddata import status
 from speeddata.cache import catalogue
 from speeddata.config import Config
+from speeddata.snapshots import RelaySnapshot
 from speeddata.tags import TagStore
 
 
@@ -37,15 +38,14 @@ def captures(cfg: Config) -> dict[str, object]:
     cache = cfg.cache.dir if cfg.cache.dir.exists() else cfg.cache.dir.parent
     view = catalogue.overview(files, catalogue.known_quota(cfg.cache.dir, cfg.cache.max_bytes),
                               now, shutil.disk_usage(cache).free)
-    relays = [s for s in status.read_all(cfg.cache.dir).values()
-              if s.get("service") == "relay" and s["running"]]
+    relays = [seen.snapshot for seen in status.read(cfg.cache.dir).values()
+              if isinstance(seen.snapshot, RelaySnapshot) and seen.running]
     if relays:  # the running relays' rates (every worker's) say how fast it grows now
         growth: dict[str, float] = {}
         for relay in relays:
-            for name, c in relay.get("channels", {}).items():
-                if c.get("datagrams"):
-                    growth[name] = growth.get(name, 0.0) + (
-                        c["rate_hz"] * c["bytes"] / c["datagrams"])
+            for name, c in relay.channels.items():
+                if c.datagrams:
+                    growth[name] = growth.get(name, 0.0) + c.rate_hz * c.bytes / c.datagrams
         for name, channel in view["channels"].items():  # type: ignore[union-attr]
             channel["growth_bytes_per_s"] = growth.get(name, 0.0)
         view["relay_workers"] = len(relays)

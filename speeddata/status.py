@@ -7,10 +7,16 @@ snapshot older than a few seconds, or whose process is gone, is shown as not run
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from speeddata.snapshots import Snapshot, SnapshotError, as_json, parse
+
+log = logging.getLogger("speeddata.status")
 
 STALE_SECONDS = 5.0
 
@@ -19,11 +25,12 @@ def directory(cache_dir: Path) -> Path:
     return cache_dir / ".status"
 
 
-def write(cache_dir: Path, name: str, snapshot: dict[str, Any]) -> None:
+def write(cache_dir: Path, name: str, snapshot: Snapshot) -> None:
+    """The service's snapshot as its status file, replaced whole (never read half-written)."""
     folder = directory(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(snapshot, indent=1, default=str))
+    tmp.write_text(json.dumps(as_json(snapshot), indent=1, default=str))
     os.replace(tmp, folder / f"{name}.json")
 
 
@@ -53,10 +60,35 @@ def read_all(cache_dir: Path, now: float | None = None) -> dict[str, dict[str, A
             snapshot = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        age = now - snapshot.get("written", 0)
+        try:  # a file another program (or a full disk) left is not a snapshot
+            age = now - float(snapshot["written"])
+            pid = int(snapshot["pid"])
+        except (TypeError, KeyError, ValueError, OverflowError):
+            continue
         snapshot["age_seconds"] = round(age, 1)
-        snapshot["running"] = age < STALE_SECONDS and alive(int(snapshot.get("pid", 0)))
+        snapshot["running"] = age < STALE_SECONDS and pid > 0 and alive(pid)
         out[path.stem] = snapshot
+    return out
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A service's typed snapshot, and whether it still runs."""
+
+    snapshot: Snapshot
+    running: bool
+    age_seconds: float
+
+
+def read(cache_dir: Path, now: float | None = None) -> dict[str, Seen]:
+    """Every service's last snapshot, typed; a file that does not hold one (written by
+    another version, or damaged) is left out and said at debug level."""
+    out = {}
+    for name, raw in read_all(cache_dir, now).items():
+        try:
+            out[name] = Seen(parse(raw), raw["running"], raw["age_seconds"])
+        except SnapshotError as exc:
+            log.debug("status file %s left out: %s", name, exc)
     return out
 
 

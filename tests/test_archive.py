@@ -24,6 +24,7 @@ from speeddata.config import ArchiveConfig, build, write_file
 from speeddata.errors import ConfigError
 from speeddata.schemas import load_file
 from speeddata.sender import Encoder
+from speeddata.snapshots import Snapshot
 from tests.harness.store import Store
 from tests.helpers import SCHEMAS, TIMEOUT, relay_settings, wait_until
 
@@ -446,11 +447,11 @@ def test_a_relay_runs_while_its_process_lives_and_its_status_is_recent(tmp_path:
     gone = subprocess.Popen([sys.executable, "-c", ""])
     gone.wait()
     now = time.time()
-    status.write(cache, "relay", {"pid": os.getpid(), "written": now})
-    status.write(cache, "relay-w2", {"pid": os.getpid(), "written": now})
-    status.write(cache, "relay-w3", {"pid": gone.pid, "written": now})  # crashed
-    status.write(cache, "relay-w4", {"pid": os.getpid(), "written": now - 120})  # hung
-    status.write(cache, "archive", {"pid": os.getpid(), "written": now})
+    status.write(cache, "relay", Snapshot("relay", os.getpid(), now, 0.0))
+    status.write(cache, "relay-w2", Snapshot("relay", os.getpid(), now, 0.0))
+    status.write(cache, "relay-w3", Snapshot("relay", gone.pid, now, 0.0))  # crashed
+    status.write(cache, "relay-w4", Snapshot("relay", os.getpid(), now - 120, 0.0))  # hung
+    status.write(cache, "archive", Snapshot("archive", os.getpid(), now, 0.0))
     (status.directory(cache) / "relay-w5.json").write_text("{torn")
     assert archive.relays_running(cache, now) == {"", "2"}
 
@@ -531,7 +532,7 @@ def test_a_quiet_channels_last_file_is_archived_while_its_relay_runs(tmp_path: P
                                                                      store: Store) -> None:
     archiver = archiver_in_process(tmp_path, store)
     cache = archiver.cache
-    status.write(cache, "relay", {"pid": os.getpid(), "written": time.time()})  # it runs
+    status.write(cache, "relay", Snapshot("relay", os.getpid(), time.time(), 0.0))  # it runs
     writer = CacheWriter(cache, 2**40, 600, idle_seconds=30)
     body = Encoder(MOTOR).encode({"time": 1, "speed": 1.0, "torque": 0.0, "current": 0.0,
                                   "voltage": 0.0, "position": 0.0, "temperature": 0.0})[10:]

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from speeddata.cli.render import captures_lines, status_lines, tags_lines
+from speeddata.snapshots import parse
+from speeddata.status import Seen
 
 S = 10**9
 NOW = 1_800_000_000 * S
@@ -13,10 +17,11 @@ LOSS = {"source": "10.0.0.7:4000", "channel": "motor", "sent": 1000, "lost": 10,
         "lost_percent": 1.0, "recent_sent": 100, "recent_lost": 2, "failed": 0}
 RELAY = {
     "service": "relay", "running": True, "age_seconds": 0.4, "pid": 4242,
-    "started": NOW / S - 90, "listen": "0.0.0.0:26000",
+    "written": NOW / S, "started": NOW / S - 90, "listen": "0.0.0.0:26000",
     "datagrams": 12000, "batches": 300, "kernel_drops": 0, "multicast_send_errors": 1,
     "cache_dropped": 0, "io": "mmsg", "rcvbuf": 32 * 2**20,
-    "cache": {"deleted_files": 2, "deleted_bytes": 3 * 2**20},
+    "cache": {"deleted_files": 2, "deleted_bytes": 3 * 2**20, "damaged_files": 1,
+              "moved_aside": 0},
     "loop_stalls": {"bounds_ms": [1, 10], "counts": [5, 1, 0], "longest_ms": 4.5},
     "control": {"group": "239.1.1.3:6003", "joined": False, "received": 3,
                 "refused": {"bad_mac": 1, "stale": 0}, "sent": 2},
@@ -32,8 +37,14 @@ RELAY = {
 }
 
 
+def seen(**snapshots: dict[str, Any]) -> dict[str, Seen]:
+    """Status files' JSON as ``status.read`` gives them: typed, with running and age."""
+    return {name: Seen(parse(raw), raw.pop("running"), raw.pop("age_seconds"))
+            for name, raw in ((n, dict(r)) for n, r in snapshots.items())}
+
+
 def test_a_relay_snapshot_reads_as_status_prints_it() -> None:
-    assert status_lines({"relay": RELAY}, NOW) == [
+    assert status_lines(seen(relay=RELAY), NOW) == [
         "relay: running, pid 4242, up 90 s, listening 0.0.0.0:26000",
         "  12000 datagrams in 300 batches, kernel drops 0, multicast send errors 1, "
         "not cached 0",
@@ -51,15 +62,17 @@ def test_a_relay_snapshot_reads_as_status_prints_it() -> None:
         "  motor                  11000     1.0 k/s        700000        500",
         "  sender 10.0.0.7:4000 motor: sent 1000, lost 10 (1.0 %); last 10 s: 2 of 100",
         "  sender reports refused: {'implausible': 2}",
+        "  cache damage found at start: 1 files with damaged blocks (skipped by readers), "
+        "0 unreadable files moved into <channel>/damaged/",
     ]
 
 
 def test_an_idle_relay_says_none_and_leaves_out_what_it_has_not() -> None:
     idle = {"service": "relay", "running": True, "age_seconds": 0.1, "pid": 1,
-            "started": NOW / S, "datagrams": 0, "batches": 0, "kernel_drops": 0,
+            "written": NOW / S, "started": NOW / S, "datagrams": 0, "batches": 0, "kernel_drops": 0,
             "multicast_send_errors": 0, "cache_dropped": 0, "rejected": {"too_long": 0},
             "channels": {}}
-    assert status_lines({"relay-w0": idle}, NOW) == [
+    assert status_lines(seen(**{"relay-w0": idle}), NOW) == [
         "relay-w0: running, pid 1, up 0 s",
         "  0 datagrams in 0 batches, kernel drops 0, multicast send errors 0, not cached 0",
         "  rejected: none",
@@ -69,23 +82,21 @@ def test_an_idle_relay_says_none_and_leaves_out_what_it_has_not() -> None:
 
 def test_a_stopped_server_and_an_archive_show_damage_refusals_and_loss() -> None:
     serve = {"service": "serve", "running": False, "age_seconds": 7.5, "pid": 99,
-             "started": NOW / S - 10, "listen": "127.0.0.1:8080", "url": "http://127.0.0.1:8080/",
+             "written": NOW / S - 7.5, "started": NOW / S - 10, "listen": "127.0.0.1:8080", "url": "http://127.0.0.1:8080/",
              "cache_damage": {"blocks": 2, "records": 50, "files": 1,
                               "last": "motor/x.avro: bad sync"},
              "refused": {"ws": {"page_cap": 1}}, "feed_errors": 0,
              "multicast_loss": {"full": [{**LOSS, "name": "", "recent_sent": 0}],
                                 "decimated": [{**LOSS, "name": "rig2", "failed": 3}]}}
     archive = {"service": "archive", "running": True, "age_seconds": 0.1, "pid": 7,
-               "started": NOW / S - 5, "endpoint": "http://store:8333", "bucket": "speeddata",
+               "written": NOW / S, "started": NOW / S - 5, "endpoint": "http://store:8333",
+               "bucket": "speeddata",
                "host": "rig1", "store": "up", "archived_files": 3, "archived_bytes": 3 * 2**20,
-               "backlog_files": 1, "backlog_bytes": 2**19, "errors": 1, "last_error": "timeout",
-               "cache": {"damaged_files": 1, "moved_aside": 0}}
-    assert status_lines({"archive": archive, "serve": serve}, NOW) == [
+               "backlog_files": 1, "backlog_bytes": 2**19, "errors": 1, "last_error": "timeout"}
+    assert status_lines(seen(archive=archive, serve=serve), NOW) == [
         "archive: running, pid 7, up 5 s",
         "  to http://store:8333 bucket speeddata as rig1: store up, 3 files (3.0 MiB) "
         "archived, backlog 1 files (0.5 MiB), 1 errors, last: timeout",
-        "  cache damage found at start: 1 files with damaged blocks (skipped by readers), "
-        "0 unreadable files moved into <channel>/damaged/",
         "serve: NOT running (last seen 7.5 s ago), pid 99, up 10 s, listening "
         "127.0.0.1:8080, url http://127.0.0.1:8080/",
         "  cache damage skipped by scroll-back: 2 blocks (50 records) in 1 files; last: "
@@ -152,3 +163,34 @@ def test_tags_are_a_table_or_a_hint() -> None:
         "run2                2023-11-14T22:40:00.000Z  open                           0.0  "
         "motor,env     2023-11-14T23:00:00.000Z  rig2            ",
     ]
+
+
+def test_a_status_file_that_is_not_its_snapshot_is_refused_by_field() -> None:
+    import pytest
+
+    from speeddata.snapshots import RelaySnapshot, SnapshotError
+
+    for bad, where in (({**RELAY, "datagrams": "12000"}, "RelaySnapshot.datagrams"),
+                       ({**RELAY, "channels": {"motor": {"datagrams": 1.5}}},
+                        "RelaySnapshot.channels[motor].datagrams"),
+                       ({**RELAY, "service": "toaster"}, "known service"),
+                       ({k: v for k, v in RELAY.items() if k != "pid"}, "missing pid")):
+        with pytest.raises(SnapshotError, match=where.replace("[", r"\[")):
+            parse(bad)
+    newer = parse({**RELAY, "a_counter_from_a_newer_relay": 3})  # left out, not refused
+    assert isinstance(newer, RelaySnapshot) and newer.datagrams == 12000
+
+
+def test_status_files_that_are_not_snapshots_are_left_out(tmp_path) -> None:
+    from speeddata import status
+    from speeddata.snapshots import Snapshot
+
+    folder = status.directory(tmp_path)
+    status.write(tmp_path, "relay", Snapshot("relay", 1, NOW / S, NOW / S))
+    for name, text in (("list", "[1, 2]"), ("torn", '{"pid": 1'), ("pid", '{"pid": "x", '
+                       '"written": 1}'), ("nan", '{"pid": 1, "written": "later"}'),
+                       ("huge", '{"pid": 1e999, "written": 1}'), ("unknown", '{"service": '
+                       '"relay", "pid": 1, "written": 1, "started": 1, "datagrams": "many"}')):
+        (folder / f"{name}.json").write_text(text)
+    assert set(status.read_all(tmp_path, NOW / S)) == {"relay", "unknown"}
+    assert set(status.read(tmp_path, NOW / S)) == {"relay"}  # "unknown" is no RelaySnapshot

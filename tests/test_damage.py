@@ -19,6 +19,7 @@ from speeddata.cache.check import Skipped
 from speeddata.cache.layout import DAMAGED_DIR, index_path
 from speeddata.pivot import pivot
 from speeddata.replay import batches
+from speeddata.snapshots import Snapshot
 from speeddata.verify import check_file, verify
 from tests.damage import REGISTRY, SECONDS, T0, Damaged, S, make, write_cache
 from tests.helpers import SCHEMAS
@@ -161,8 +162,7 @@ def test_verify_repairs_no_file_a_running_relay_may_write(cache: Damaged) -> Non
     with newest.open("ab") as f:
         f.write(b"\x10\x80\x01half a block")  # as if a block were being written now
     before = newest.read_bytes()
-    status.write(cache.cache, "relay", {"service": "relay", "pid": os.getpid(),
-                                        "written": time.time()})
+    status.write(cache.cache, "relay", Snapshot("relay", os.getpid(), time.time(), 0.0))
     verdict = verify(cache.cache, REGISTRY, fix=True,
                      relay_running=status.all_running(cache.cache, ("relay",)))
     assert newest not in [f.path for f in verdict.damaged]  # a growing end is no damage

@@ -292,13 +292,14 @@ def test_forged_reports_cannot_bend_the_real_senders_row() -> None:
 
 def test_status_says_who_reported_a_figure_and_how_far_to_trust_it() -> None:
     from speeddata.cli.render import format_loss
+    from speeddata.snapshots import LossRow
 
     row = {"source": "10.0.0.99:4001", "channel": "motor", "sent": 11_000, "lost": 11_000,
            "lost_percent": 100.0, "recent_sent": 0, "recent_lost": 0, "failed": 0,
            "report_only": True, "unverified": 988_990, "trust": "outside allow"}
-    assert format_loss(row) == (
+    assert format_loss(LossRow(**row)) == (
         "10.0.0.99:4001 motor: sent 11000, lost 11000 (100.0 %) [reports only, no data "
         "arrived from it; 988990 more claimed sent than plausible, not counted; reported "
         "from outside [relay] allow: cannot be trusted]")
     plain = {**row, "report_only": False, "unverified": 0, "trust": "allowed"}
-    assert format_loss(plain).endswith("(100.0 %)")
+    assert format_loss(LossRow(**plain)).endswith("(100.0 %)")

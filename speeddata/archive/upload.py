@@ -26,6 +26,7 @@ from speeddata.cache.ledger import LEDGER, Ledger
 from speeddata.config import Config
 from speeddata.errors import ArchiveError
 from speeddata.logs import Throttle
+from speeddata.snapshots import ArchiveSnapshot
 
 log = logging.getLogger("speeddata.archive")
 
@@ -284,15 +285,15 @@ class Archiver:
                       self.counts["last_error"], self.counts["backlog_files"],
                       self.counts["backlog_bytes"] / 2**20)
 
-    def statistics(self) -> dict[str, Any]:
-        return {"service": "archive", "pid": os.getpid(), "written": time.time(),
-                "started": self.started, "endpoint": self.config.archive.endpoint,
-                "bucket": self.config.archive.bucket, "host": self.host,
-                "archived_files": len(self.ledger.entries),
-                "archived_bytes": self.ledger.bytes,
-                "upload_mb_per_s": round(self.counts["uploaded_bytes"] / 1e6 /
-                                         self._busy_seconds, 1) if self._busy_seconds else None,
-                **self.counts}
+    def statistics(self) -> ArchiveSnapshot:
+        return ArchiveSnapshot(
+            service="archive", pid=os.getpid(), written=time.time(), started=self.started,
+            endpoint=self.config.archive.endpoint, bucket=self.config.archive.bucket,
+            host=self.host, archived_files=len(self.ledger.entries),
+            archived_bytes=self.ledger.bytes,
+            upload_mb_per_s=round(self.counts["uploaded_bytes"] / 1e6 / self._busy_seconds, 1)
+            if self._busy_seconds else None,
+            **self.counts)
 
 
 def run(config: Config, should_stop: Callable[[], bool]) -> None:

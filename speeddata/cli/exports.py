@@ -229,8 +229,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from speeddata import verify
 
     found = cfg(args)
-    running = any(s.get("service") == "relay" and s["running"]
-                  for s in status.read_all(found.cache.dir).values())
+    running = status.all_running(found.cache.dir, ("relay",))
     from speeddata.cache.catalogue import Catalogue
 
     bar = _progress_bar(args, Catalogue(found.cache.dir).size, "B", "verify")

@@ -6,6 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from speeddata.snapshots import (
+    ArchiveSnapshot,
+    LossRow,
+    RelaySnapshot,
+    ServeSnapshot,
+    Stalls,
+)
+from speeddata.status import Seen
+
 MIB = 2**20
 
 
@@ -13,113 +22,114 @@ def format_rate(value: float) -> str:
     return f"{value / 1000:.1f} k/s" if value >= 1000 else f"{value:.1f} /s"
 
 
-def format_loss(row: dict) -> str:
+def format_loss(row: LossRow) -> str:
     """One hop's figures for one source and channel, as ``speeddata status`` prints them."""
-    recent = (f"; last 10 s: {row['recent_lost']} of {row['recent_sent']}"
-              if row["recent_sent"] else "")
-    failed = f", {row['failed']} sends failed at the sender" if row.get("failed") else ""
-    doubts = [text for key, text in (
-        ("report_only", "reports only, no data arrived from it"),
-        ("unverified", f"{row.get('unverified')} more claimed sent than plausible, not counted"),
-    ) if row.get(key)]
-    if row.get("trust") == "outside allow":
+    recent = (f"; last 10 s: {row.recent_lost} of {row.recent_sent}"
+              if row.recent_sent else "")
+    failed = f", {row.failed} sends failed at the sender" if row.failed else ""
+    doubts = [text for flag, text in (
+        (row.report_only, "reports only, no data arrived from it"),
+        (row.unverified, f"{row.unverified} more claimed sent than plausible, not counted"),
+    ) if flag]
+    if row.trust == "outside allow":
         doubts.append("reported from outside [relay] allow: cannot be trusted")
-    return (f"{row['source']} {row['channel']}: sent {row['sent']}, lost {row['lost']} "
-            f"({row['lost_percent']:.1f} %){recent}{failed}"
+    return (f"{row.source} {row.channel}: sent {row.sent}, lost {row.lost} "
+            f"({row.lost_percent:.1f} %){recent}{failed}"
             + (f" [{'; '.join(doubts)}]" if doubts else ""))
 
 
-def format_stalls(stalls: dict) -> str:
+def format_stalls(stalls: Stalls) -> str:
     """The relay loop's stall histogram on one line: iterations per bucket, up to the
     longest stall, so a slow job on the loop shows as a count in a far bucket."""
-    bounds, counts = stalls["bounds_ms"], stalls["counts"]
+    bounds, counts = stalls.bounds_ms, stalls.counts
     labels = [f"<={b:g}" for b in bounds] + [f">{bounds[-1]:g}"]
     last = max((i for i, c in enumerate(counts) if c), default=0)
     buckets = " ".join(f"{label}:{count}" for label, count in
                        zip(labels[: last + 1], counts[: last + 1], strict=True))
-    return f"loop stalls (ms): {buckets}; longest {stalls['longest_ms']:.1f} ms"
+    return f"loop stalls (ms): {buckets}; longest {stalls.longest_ms:.1f} ms"
 
 
-def status_lines(snapshots: dict[str, dict[str, Any]], now_ns: int) -> list[str]:
-    """Each service's snapshot (``status.read_all``) as ``speeddata status`` shows it."""
+def status_lines(services: dict[str, Seen], now_ns: int) -> list[str]:
+    """Each service's snapshot (``status.read``) as ``speeddata status`` shows it."""
     lines: list[str] = []
-    for name, snap in snapshots.items():
-        state = "running" if snap["running"] else (
-            f"NOT running (last seen {snap['age_seconds']} s ago)")
-        uptime = now_ns / 1e9 - snap.get("started", now_ns / 1e9)
-        lines.append(f"{name}: {state}, pid {snap.get('pid')}, up {uptime:.0f} s"
-                     + (f", listening {snap['listen']}" if "listen" in snap else "")
-                     + (f", url {snap['url']}" if "url" in snap else ""))
-        if snap.get("service") == "relay":
+    for name, seen in services.items():
+        snap = seen.snapshot
+        state = "running" if seen.running else (
+            f"NOT running (last seen {seen.age_seconds} s ago)")
+        listen = getattr(snap, "listen", "")
+        url = getattr(snap, "url", "")
+        lines.append(f"{name}: {state}, pid {snap.pid}, up {now_ns / 1e9 - snap.started:.0f} s"
+                     + (f", listening {listen}" if listen else "")
+                     + (f", url {url}" if url else ""))
+        if isinstance(snap, RelaySnapshot):
             lines += _relay(snap, now_ns)
-        if snap.get("service") == "archive":
+        elif isinstance(snap, ArchiveSnapshot):
             lines.append(
-                f"  to {snap['endpoint']} bucket {snap['bucket']} as {snap['host']}: store "
-                f"{snap['store']}, {snap['archived_files']} files "
-                f"({snap['archived_bytes'] / MIB:.1f} MiB) archived, backlog "
-                f"{snap['backlog_files']} files ({snap['backlog_bytes'] / MIB:.1f} MiB), "
-                f"{snap['errors']} errors"
-                + (f", last: {snap['last_error']}" if snap['last_error'] else ""))
-        lines += _damage_and_loss(snap)
+                f"  to {snap.endpoint} bucket {snap.bucket} as {snap.host}: store "
+                f"{snap.store}, {snap.archived_files} files "
+                f"({snap.archived_bytes / MIB:.1f} MiB) archived, backlog "
+                f"{snap.backlog_files} files ({snap.backlog_bytes / MIB:.1f} MiB), "
+                f"{snap.errors} errors"
+                + (f", last: {snap.last_error}" if snap.last_error else ""))
+        elif isinstance(snap, ServeSnapshot):
+            lines += _serve(snap)
     return lines
 
 
-def _relay(snap: dict[str, Any], now_ns: int) -> list[str]:
-    lines = [f"  {snap['datagrams']} datagrams in {snap['batches']} batches, kernel drops "
-             f"{snap['kernel_drops']}, multicast send errors {snap['multicast_send_errors']},"
-             f" not cached {snap['cache_dropped']}"]
-    if "io" in snap:
-        cache = snap.get("cache", {})
-        lines.append(f"  io {snap['io']}, receive buffer {snap.get('rcvbuf', 0) / MIB:.1f} MiB,"
-                     f" retention deleted {cache.get('deleted_files', 0)} files"
-                     f" ({cache.get('deleted_bytes', 0) / MIB:.1f} MiB)")
-    if "loop_stalls" in snap:
-        lines.append("  " + format_stalls(snap["loop_stalls"]))
-    if control := snap.get("control"):
-        refused = {k: v for k, v in control.get("refused", {}).items() if v}
-        lines.append(f"  control group {control['group']}"
-                     f"{'' if control.get('joined') else ' (not joined)'}: "
-                     f"{control.get('received', 0)} received, refused "
-                     f"{refused or 'none'}, {control.get('sent', 0)} sent")
-    lines += [f"  schema error (channel skipped): {error}"
-              for error in snap.get("schema_errors", [])]
-    rejected = {k: v for k, v in snap["rejected"].items() if v}
+def _relay(snap: RelaySnapshot, now_ns: int) -> list[str]:
+    cache = snap.cache
+    lines = [f"  {snap.datagrams} datagrams in {snap.batches} batches, kernel drops "
+             f"{snap.kernel_drops}, multicast send errors {snap.multicast_send_errors},"
+             f" not cached {snap.cache_dropped}"]
+    if snap.io:
+        lines.append(f"  io {snap.io}, receive buffer {snap.rcvbuf / MIB:.1f} MiB,"
+                     f" retention deleted {cache.deleted_files} files"
+                     f" ({cache.deleted_bytes / MIB:.1f} MiB)")
+    if snap.loop_stalls.counts:
+        lines.append("  " + format_stalls(snap.loop_stalls))
+    if control := snap.control:
+        refused = {k: v for k, v in control.refused.items() if v}
+        lines.append(f"  control group {control.group}"
+                     f"{'' if control.joined else ' (not joined)'}: "
+                     f"{control.received} received, refused "
+                     f"{refused or 'none'}, {control.sent} sent")
+    lines += [f"  schema error (channel skipped): {error}" for error in snap.schema_errors]
+    rejected = {k: v for k, v in snap.rejected.items() if v}
     lines.append(f"  rejected: {rejected or 'none'}")
-    for fp, seen in snap.get("unknown_fingerprints", {}).items():
-        ago = (now_ns - seen["last_seen_ns"]) / 1e9
-        lines.append(f"  unknown schema {fp}: {seen['count']} datagrams from "
-                     f"{seen.get('source', 'an unrecorded sender')}, last {ago:.0f} s ago "
+    for fp, unknown in snap.unknown_fingerprints.items():
+        ago = (now_ns - unknown.last_seen_ns) / 1e9
+        lines.append(f"  unknown schema {fp}: {unknown.count} datagrams from "
+                     f"{unknown.source or 'an unrecorded sender'}, last {ago:.0f} s ago "
                      "(add its .avsc to the channels dir)")
     lines.append(f"  {'channel':<16}{'datagrams':>12}{'rate':>12}{'bytes':>14}{'decimated':>11}")
-    for channel, c in sorted(snap["channels"].items()):
-        lines.append(f"  {channel:<16}{c['datagrams']:>12}{format_rate(c['rate_hz']):>12}"
-                     f"{c['bytes']:>14}{c['decimated']:>11}")
-    lines += ["  sender " + format_loss(row) for row in snap.get("senders", [])]
-    refused = {k: v for k, v in snap.get("sender_reports", {}).get("refused", {}).items() if v}
+    for channel, c in sorted(snap.channels.items()):
+        lines.append(f"  {channel:<16}{c.datagrams:>12}{format_rate(c.rate_hz):>12}"
+                     f"{c.bytes:>14}{c.decimated:>11}")
+    lines += ["  sender " + format_loss(row) for row in snap.senders]
+    refused = {k: v for k, v in snap.sender_reports.refused.items() if v}
     if refused:
         lines.append(f"  sender reports refused: {refused}")
+    if cache.damaged_files or cache.moved_aside:
+        lines.append(f"  cache damage found at start: {cache.damaged_files} files "
+                     f"with damaged blocks (skipped by readers), {cache.moved_aside} "
+                     "unreadable files moved into <channel>/damaged/")
     return lines
 
 
-def _damage_and_loss(snap: dict[str, Any]) -> list[str]:
-    """What any service says of the cache damage it met and the multicast loss it saw."""
+def _serve(snap: ServeSnapshot) -> list[str]:
+    """What the stripchart server says of the cache damage it met and the loss it saw."""
     lines = []
-    damage = snap.get("cache_damage") or {}
-    cache = snap.get("cache") or {}
-    if damage.get("blocks"):
-        lines.append(f"  cache damage skipped by scroll-back: {damage['blocks']} blocks "
-                     f"({damage['records']} records) in {damage['files']} files; last: "
-                     f"{damage['last']} ('speeddata verify' lists all)")
-    if cache.get("damaged_files") or cache.get("moved_aside"):
-        lines.append(f"  cache damage found at start: {cache.get('damaged_files', 0)} files "
-                     f"with damaged blocks (skipped by readers), {cache.get('moved_aside', 0)} "
-                     "unreadable files moved into <channel>/damaged/")
-    refused = {f"{kind} {reason}": n for kind, counts in snap.get("refused", {}).items()
+    damage = snap.cache_damage
+    if damage.blocks:
+        lines.append(f"  cache damage skipped by scroll-back: {damage.blocks} blocks "
+                     f"({damage.records} records) in {damage.files} files; last: "
+                     f"{damage.last} ('speeddata verify' lists all)")
+    refused = {f"{kind} {reason}": n for kind, counts in snap.refused.items()
                for reason, n in counts.items()}
-    if refused or snap.get("feed_errors"):
-        lines.append(f"  refused: {refused}, batches that failed: {snap.get('feed_errors', 0)}")
-    for group, rows in (snap.get("multicast_loss") or {}).items():
-        lines += [f"  {group} group from {row['name'] or 'relay'} at " + format_loss(row)
+    if refused or snap.feed_errors:
+        lines.append(f"  refused: {refused}, batches that failed: {snap.feed_errors}")
+    for group, rows in snap.multicast_loss.items():
+        lines += [f"  {group} group from {row.name or 'relay'} at " + format_loss(row)
                   for row in rows]
     return lines
 

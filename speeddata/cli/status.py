@@ -10,6 +10,7 @@ import time
 from speeddata import config, status
 from speeddata.cli.base import cfg, command, json_flag, log, show
 from speeddata.cli.render import MIB, captures_lines, status_lines
+from speeddata.snapshots import ServeSnapshot
 
 WAIT_FOR = ("relay", "serve")
 
@@ -44,7 +45,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"nothing running (no status in {status.directory(found.cache.dir)}); "
               "start it with ./start or 'speeddata up'")
         return 1
-    for line in status_lines(snapshots, time.time_ns()):
+    for line in status_lines(status.read(found.cache.dir), time.time_ns()):
         print(line)
     from speeddata.cache.catalogue import Catalogue
 
@@ -56,10 +57,12 @@ def _url(found: config.Config) -> str:
     """The page's link, with the token when the running server asks for one."""
     from speeddata.stripchart.guard import stored_token
 
-    serve = status.read_all(found.cache.dir).get("serve", {})
-    url = serve.get("url") or f"http://{found.web.host}:{found.web.port}/"
-    token = stored_token(found.cache.dir) if serve.get("token_required") else None
-    if serve.get("token_required") and found.web.token not in ("", "off"):
+    seen = status.read(found.cache.dir).get("serve")
+    serve = seen.snapshot if seen and isinstance(seen.snapshot, ServeSnapshot) else None
+    url = (serve and serve.url) or f"http://{found.web.host}:{found.web.port}/"
+    required = serve is not None and serve.token_required
+    token = stored_token(found.cache.dir) if required else None
+    if required and found.web.token not in ("", "off"):
         token = found.web.token
     return url + (f"?token={token}" if token else "")
 

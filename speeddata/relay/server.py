@@ -10,6 +10,7 @@ takes its results, such as a new registry, between two batches.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -40,6 +41,19 @@ from speeddata.relay.engine import RelayCore
 from speeddata.relay.jobs import Jobs
 from speeddata.schemas import Channel, DirWatch, Registry, load_file, log_schema_errors
 from speeddata.shutdown import StopFlag, on_stop_signal
+from speeddata.snapshots import (
+    CacheFigures,
+    ChannelFigures,
+    ControlFigures,
+    JobFigures,
+    LossRow,
+    Multicast,
+    RelaySnapshot,
+    RetentionFigures,
+    SenderReportFigures,
+    Stalls,
+    UnknownFingerprint,
+)
 
 log = logging.getLogger("speeddata.relay")
 
@@ -192,41 +206,52 @@ class Relay:
             log.error("cache write for channel %s failed: %s%s; datagrams still forwarded, "
                       "%d not cached so far", channel, exc, hint, self.counts["cache_dropped"])
 
-    def statistics(self) -> dict[str, object]:
+    def statistics(self) -> RelaySnapshot:
         now = time.monotonic()
-        router = self.router.statistics()
         then, before = self._last_snapshot
         elapsed = max(now - then, 1e-9)
-        for name, counters in router["channels"].items():  # type: ignore[union-attr]
-            counters["rate_hz"] = round((counters["datagrams"] - before.get(name, 0)) / elapsed, 1)
-        self._last_snapshot = (now, {n: c["datagrams"] for n, c in router["channels"].items()})  # type: ignore[union-attr]
-        return {
-            "service": "relay",
-            "pid": os.getpid(),
-            "worker": self.worker,
-            "written": time.time(),
-            "started": self.started,
-            "listen": f"{self.config.relay.host}:{self.port}",
-            "legacy_ports": {str(p): c.name for p, c in self.router.legacy_ports.items()},
-            "multicast": {"full": str(self.config.multicast.full or ""),
-                          "decimated": str(self.config.multicast.decimated or ""),
-                          "interface": self.config.multicast.interface},
-            "io": self.receivers[0][0].name,
-            "rcvbuf": self.rcvbuf,
-            "schema_errors": self.schema_errors,
-            "kernel_drops": self.kernel_drops(),
-            **self.core.statistics(),
-            "control": self.control.statistics() if self.control is not None else None,
-            **self.counts,
-            **router,
-            "jobs": self.jobs.statistics(),
-            "retention": self.retention_gate.statistics(),
-            "senders": self.router.loss(time.time_ns()),
-            "cache": {"dir": str(self.config.cache.dir), "quota": self.quota,
-                      "deleted_files": self.catalogue.deleted_files,
-                      "deleted_bytes": self.catalogue.deleted_bytes,
-                      **self.writer.statistics()},
-        }
+        channels = {name: ChannelFigures(
+            **vars(c), rate_hz=round((c.datagrams - before.get(name, 0)) / elapsed, 1))
+            for name, c in self.router.counters.items()}
+        self._last_snapshot = (now, {n: c.datagrams for n, c in channels.items()})
+        engine = self.core.counts
+        return RelaySnapshot(
+            service="relay", pid=os.getpid(), written=time.time(), started=self.started,
+            worker=self.worker,
+            listen=f"{self.config.relay.host}:{self.port}",
+            legacy_ports={str(p): c.name for p, c in self.router.legacy_ports.items()},
+            multicast=Multicast(full=str(self.config.multicast.full or ""),
+                                decimated=str(self.config.multicast.decimated or ""),
+                                interface=self.config.multicast.interface),
+            io=self.receivers[0][0].name,
+            rcvbuf=self.rcvbuf,
+            schema_errors=list(self.schema_errors),
+            kernel_drops=self.kernel_drops(),
+            batches=engine["batches"], datagrams=engine["datagrams"],
+            sender_reports_routed=engine["sender_reports"],
+            cached_bytes=engine["cached_bytes"], registry_swaps=engine["registry_swaps"],
+            loop_stalls=Stalls(**self.core.stalls.statistics()),
+            control=(ControlFigures(**self.control.statistics()) if self.control is not None
+                     else None),
+            multicast_send_errors=self.counts["multicast_send_errors"],
+            cache_dropped=self.counts["cache_dropped"],
+            status_write_errors=self.counts["status_write_errors"],
+            drained_at_stop=self.counts["drained_at_stop"],
+            dropped_at_stop=self.counts["dropped_at_stop"],
+            channels=channels,
+            rejected=dict(self.router.rejected),
+            last_rejection=dict(self.router.last_rejection),
+            unknown_fingerprints={k: UnknownFingerprint(**v)
+                                  for k, v in self.router.unknown.items()},
+            sender_reports=SenderReportFigures(**self.router.hop.statistics()),
+            jobs=JobFigures(**self.jobs.statistics()),
+            retention=RetentionFigures(**self.retention_gate.statistics()),
+            senders=[LossRow(**row) for row in self.router.loss(time.time_ns())],
+            cache=CacheFigures(dir=str(self.config.cache.dir), quota=self.quota,
+                               deleted_files=self.catalogue.deleted_files,
+                               deleted_bytes=self.catalogue.deleted_bytes,
+                               **self.writer.statistics()),
+        )
 
     def kernel_drops(self) -> int:
         """Datagrams the kernel dropped on this relay's sockets (legacy ports too): the
@@ -273,11 +298,12 @@ class Relay:
             self.counts["multicast_send_errors"] += netio.send_all(
                 self.mc_socket, reports, address)
 
-    def _write_status(self, snapshot: dict[str, object]) -> None:
+    def _write_status(self, snapshot: RelaySnapshot) -> None:
         """The status file (on the worker thread); a full disk costs the file, never the
         relay. ``snapshot`` was taken on the loop; the exact drop counters are read here."""
         self._read_socket_drops()
-        snapshot["kernel_drops"] = max(int(snapshot["kernel_drops"]), self._socket_drops)
+        snapshot = dataclasses.replace(
+            snapshot, kernel_drops=max(snapshot.kernel_drops, self._socket_drops))
         try:
             status.write(self.config.cache.dir, self.name, snapshot)
         except OSError as exc:
@@ -447,13 +473,13 @@ class Relay:
             stats = self.statistics()
             status.remove(self.config.cache.dir, self.name)
             # at warning level when something was lost, so that 'speeddata relay -q' says it
-        lost = stats["kernel_drops"] or stats["cache_dropped"] or stats["dropped_at_stop"]
+        lost = stats.kernel_drops or stats.cache_dropped or stats.dropped_at_stop
         log.log(logging.WARNING if lost else logging.INFO,
                 "relay stopped: %d datagrams in %d batches, %d rejected, %d kernel drops, "
                 "%d not cached (disk), %d cached while stopping, %d dropped at stop; longest "
-                "loop stall %.1f ms", stats["datagrams"], stats["batches"],
-                sum(self.router.rejected.values()), stats["kernel_drops"],
-                stats["cache_dropped"], stats["drained_at_stop"], stats["dropped_at_stop"],
+                "loop stall %.1f ms", stats.datagrams, stats.batches,
+                sum(self.router.rejected.values()), stats.kernel_drops,
+                stats.cache_dropped, stats.drained_at_stop, stats.dropped_at_stop,
                 core.stalls.longest_ms)
 
 

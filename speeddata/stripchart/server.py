@@ -10,6 +10,7 @@ files come with ``start``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -28,6 +29,15 @@ from speeddata.errors import ConfigError
 from speeddata.logs import Throttle
 from speeddata.relay import netio
 from speeddata.schemas import DirWatch, Registry, load_channels
+from speeddata.snapshots import (
+    DamageFigures,
+    LossRow,
+    RelaySnapshot,
+    SenderReportFigures,
+    ServeChannel,
+    ServeSnapshot,
+    as_json,
+)
 from speeddata.stripchart.guard import is_loopback, reachable_address
 from speeddata.stripchart.history import default_levels
 from speeddata.stripchart.hub import Hub
@@ -155,18 +165,18 @@ def disk_overview(config: Config) -> tuple[dict[str, Any], dict[str, int]]:
                                     "free_disk_bytes": disk.free}
 
 
-def running_relays(config: Config) -> dict[str, dict[str, Any]]:
+def running_relays(config: Config) -> dict[str, RelaySnapshot]:
     """The running relays' status (every worker's), by name (disk only)."""
-    return {name: snapshot for name, snapshot in status.read_all(config.cache.dir).items()
-            if snapshot.get("service") == "relay" and snapshot["running"]}
+    return {name: seen.snapshot for name, seen in status.read(config.cache.dir).items()
+            if isinstance(seen.snapshot, RelaySnapshot) and seen.running}
 
 
 def unknown_fingerprints(config: Config) -> list[dict[str, Any]]:
     """What relays received that no channel has: fingerprint, sender, count, times (disk
     only)."""
-    return [{"fingerprint": fp, "relay": name, **seen}
+    return [{"fingerprint": fp, "relay": name, **dataclasses.asdict(seen)}
             for name, snapshot in running_relays(config).items()
-            for fp, seen in snapshot.get("unknown_fingerprints", {}).items()]
+            for fp, seen in snapshot.unknown_fingerprints.items()]
 
 
 class StripchartServer:
@@ -319,44 +329,46 @@ class StripchartServer:
                 log.exception("reloading the channels failed")
 
     # -- status -------------------------------------------------------------------------
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> ServeSnapshot:
         now_ns = time.time_ns()
         pages = self.page_totals()
-        return {
-            "service": "serve",
-            "pid": os.getpid(),
-            "written": time.time(),
-            "started": self.started,
-            "url": self.url,
-            "token_required": self.token is not None,
-            "listen": f"{self.config.web.host}:{self.config.web.port}",
-            "groups": sorted(self.feeds),
-            "source": self.source,
-            "clients": len(self.pages),
-            "max_clients": self.max_pages,
-            "clients_refused": self.pages_refused,
-            "frames_sent": self.frames_sent,
-            "frames_dropped": sum(p.client.frames_dropped for p in self.pages),
-            "closed_slow_clients": self.closed_slow,
-            "push_failures": self.push_failures,
-            "subscribes": pages.get("subscribes", 0),
-            "subscribes_limited": pages.get("subscribes_limited", 0),
-            "page_bad_messages": pages.get("bad_messages", 0),
-            "pruned_subscriptions": pages.get("pruned_signals", 0),
-            "datagrams": self.hub.datagrams,
-            "rejected": self.hub.rejected,
-            **self.hub.statistics(),
-            "kernel_drops": self.past_kernel_drops + sum(
+        hub = self.hub.statistics()
+        return ServeSnapshot(
+            service="serve", pid=os.getpid(), written=time.time(), started=self.started,
+            url=self.url,
+            token_required=self.token is not None,
+            listen=f"{self.config.web.host}:{self.config.web.port}",
+            groups=sorted(self.feeds),
+            source=self.source,
+            clients=len(self.pages),
+            max_clients=self.max_pages,
+            clients_refused=self.pages_refused,
+            frames_sent=self.frames_sent,
+            frames_dropped=sum(p.client.frames_dropped for p in self.pages),
+            closed_slow_clients=self.closed_slow,
+            push_failures=self.push_failures,
+            subscribes=pages.get("subscribes", 0),
+            subscribes_limited=pages.get("subscribes_limited", 0),
+            page_bad_messages=pages.get("bad_messages", 0),
+            pruned_subscriptions=pages.get("pruned_signals", 0),
+            datagrams=self.hub.datagrams,
+            rejected=self.hub.rejected,
+            refused=hub["refused"],
+            feed_errors=hub["feed_errors"],
+            forward_reports={g: SenderReportFigures(**f)
+                             for g, f in hub["forward_reports"].items()},
+            kernel_drops=self.past_kernel_drops + sum(
                 multicast.kernel_drops(s) or 0 for s in self.sockets.values()),
-            "history_bytes": self.hub.memory_bytes(),
-            "cache_damage": self.past.skipped.statistics(),  # skipped by scroll-back
-            "scrollback": self.past.statistics(),
-            "pivot_jobs": self.jobs.statistics() if self.jobs is not None else {},
-            "multicast_loss": self.hub.loss(now_ns),
-            "channels": {c["name"]: {"rate_hz": c["rate_hz"], "datagrams": c["datagrams"],
-                                     "stale": c["stale"]}
-                         for c in self.hub.describe(now_ns)},
-        }
+            history_bytes=self.hub.memory_bytes(),
+            cache_damage=DamageFigures(**self.past.skipped.statistics()),  # by scroll-back
+            scrollback=self.past.statistics(),
+            pivot_jobs=self.jobs.statistics() if self.jobs is not None else {},
+            multicast_loss={group: [LossRow(**row) for row in rows]
+                            for group, rows in self.hub.loss(now_ns).items()},
+            channels={c["name"]: ServeChannel(rate_hz=c["rate_hz"], datagrams=c["datagrams"],
+                                              stale=c["stale"])
+                      for c in self.hub.describe(now_ns)},
+        )
 
     async def summarize_cache(self) -> None:
         """Summaries of closed cache files, made ahead in a thread so that the first
@@ -385,7 +397,7 @@ class StripchartServer:
         """What ``/api/status`` shows: health and counters, not pids or file paths (they
         tell a visitor nothing useful and an attacker something)."""
         services, cache = await asyncio.to_thread(disk_overview, self.config)
-        services["serve"] = {**self.statistics(), "running": True}
+        services["serve"] = {**as_json(self.statistics()), "running": True}
         for snapshot in services.values():
             snapshot.pop("pid", None)
             if isinstance(snapshot.get("cache"), dict):
@@ -394,6 +406,6 @@ class StripchartServer:
 
     async def loss(self) -> dict[str, Any]:
         relays = await asyncio.to_thread(running_relays, self.config)
-        senders = [{**row, "relay": name} for name, snapshot in relays.items()
-                   for row in snapshot.get("senders", [])]
+        senders = [{**dataclasses.asdict(row), "relay": name}
+                   for name, snapshot in relays.items() for row in snapshot.senders]
         return {"senders": senders, "multicast": self.hub.loss(time.time_ns())}

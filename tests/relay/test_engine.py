@@ -93,11 +93,12 @@ def test_the_stall_histogram_counts_each_iteration_in_its_log_bucket() -> None:
 
 def test_status_shows_the_stall_histogram_on_one_line() -> None:
     from speeddata.cli.render import format_stalls
+    from speeddata.snapshots import Stalls
 
     h = StallHistogram()
     for seconds in (0.00005, 0.002, 0.35):
         h.record(seconds)
-    assert format_stalls(h.statistics()) == (
+    assert format_stalls(Stalls(**h.statistics())) == (
         "loop stalls (ms): <=0.1:1 <=0.3:0 <=1:0 <=3:1 <=10:0 <=30:0 <=100:0 <=300:0 "
         "<=1000:1; longest 350.0 ms")
 

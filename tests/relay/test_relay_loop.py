@@ -63,7 +63,7 @@ def test_the_loop_queues_retention_and_status_for_the_worker(tmp_path: Path) -> 
         while relay.jobs.run_one():
             pass
         assert len(scans) == 1
-        assert relay.statistics()["jobs"]["submitted"] == {"retention": 1, "status": 1}
+        assert relay.statistics().jobs.submitted == {"retention": 1, "status": 1}
     finally:
         for io, _ in relay.receivers:
             io.sock.close()

@@ -134,7 +134,7 @@ def test_subscribe_unsubscribe_pause_and_resume(app: TestClient) -> None:
         assert is_type("resumed")(after[0]) and after[-1][0]["type"] == "history"
         assert ("motor.torque", 0) not in after[-1][1]  # unsubscribed
     stats = server_of(app).statistics()
-    assert stats["clients"] == 0 and stats["subscribes"] == 1
+    assert stats.clients == 0 and stats.subscribes == 1
 
 
 def test_a_schema_edit_tells_the_page_and_its_other_signals_go_on(app: TestClient) -> None:
@@ -156,8 +156,8 @@ def test_a_schema_edit_tells_the_page_and_its_other_signals_go_on(app: TestClien
             ingest(app, "rig", {"time": now + i * 10**8, "pressure": 1.0 + i})
             frame = until(ws, has("rig.pressure", 1.0 + i), f"pressure {1.0 + i}")[-1]
             assert ("rig.flow", 0) not in frame[1]
-    assert server_of(app).statistics()["pruned_subscriptions"] == 1
-    assert server_of(app).statistics()["push_failures"] == 0
+    assert server_of(app).statistics().pruned_subscriptions == 1
+    assert server_of(app).statistics().push_failures == 0
 
 
 def test_a_frame_that_cannot_be_made_closes_the_page_with_1011(
@@ -175,7 +175,7 @@ def test_a_frame_that_cannot_be_made_closes_the_page_with_1011(
         closed = until(ws, is_type("close"), "a close")[-1]
     assert closed["code"] == 1011 and "server error making a frame: KeyError" in closed[
         "reason"]
-    assert server.statistics()["push_failures"] == 1
+    assert server.statistics().push_failures == 1
 
 
 def test_pages_past_the_limit_are_closed_with_1013(app: TestClient) -> None:
@@ -208,7 +208,7 @@ def test_subscribes_over_the_limit_are_refused_and_counted(app: TestClient) -> N
         (page,) = server.pages
         assert page.client.signals == ["motor.current"]  # the last one applied stays
     stats = server.statistics()
-    assert stats["subscribes"] == 3 and stats["subscribes_limited"] == 1
+    assert stats.subscribes == 3 and stats.subscribes_limited == 1
 
 
 def test_create_app_writes_nothing(tmp_path: Path) -> None:

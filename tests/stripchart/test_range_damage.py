@@ -49,11 +49,11 @@ def test_every_range_over_damaged_files_answers_200_and_says_what_it_skipped(
     # samples from intact blocks only: each speed is the one the source sent
     assert set(whole["max"]) <= {float(v) for v in range(SECONDS * PER_BLOCK)}
     server = client.app.state.server
-    damage = server.statistics()["cache_damage"]
-    assert damage["files"] == 3 and damage["records"] == damaged.lost()
+    damage = server.statistics().cache_damage
+    assert damage.files == 3 and damage.records == damaged.lost()
     status.write(damaged.cache, "serve", server.statistics())  # as its status task does
     cli.main(["status", "--cache-dir", str(damaged.cache)])
-    assert (f"cache damage skipped by scroll-back: {damage['blocks']} blocks "
+    assert (f"cache damage skipped by scroll-back: {damage.blocks} blocks "
             f"({damaged.lost()} records) in 3 files") in capsys.readouterr().out
 
 
