@@ -54,6 +54,9 @@ def captures(cfg: Config) -> dict[str, object]:
                      "retention_reaches_hours": catalogue.hours_until_retention_reaches(
                          files, view, row["start_ns"]) if row["exported"] else None}
                     for row in tag_rows(cfg.cache.dir, now)]
+    for row in view["tags"]:  # type: ignore[union-attr]
+        row["retention_warning"] = retention_warning(row)
+    view["outlook"] = outlook(view)  # the words, made here once for the CLI and the page
     return view
 
 
@@ -71,11 +74,16 @@ def outlook(view: dict) -> str:
             "space or lower [cache] max_bytes")
 
 
+def retention_warning(tag: dict) -> bool:
+    """Whether retention reaches an exported tag's cached data within WARN_HOURS."""
+    reach = tag.get("retention_reaches_hours")
+    return bool(tag["exported"]) and reach is not None and reach < WARN_HOURS
+
+
 def tag_state(tag: dict) -> str:
     """A tag's export state, with the warning when retention is about to reach it."""
     if not tag["exported"]:
         return "not exported (kept by retention)"
-    reach = tag.get("retention_reaches_hours")
-    warning = (f"; retention reaches its cached data in about {reach:.1f} h"
-               if reach is not None and reach < WARN_HOURS else "")
+    warning = (f"; retention reaches its cached data in about "
+               f"{tag['retention_reaches_hours']:.1f} h" if retention_warning(tag) else "")
     return f"exported {tag['exported']}{warning}"

@@ -200,6 +200,11 @@ def test_exports_page_exports_a_tag_and_offers_the_file(demo: Stack, page: Page)
     assert {"motor", "env", "example"} <= set(channels)
     total = page.inner_text("#captured-total")
     assert " cached of " in total and "kB/s" in total
+    captured = page.evaluate("() => fetch('/api/captures').then((r) => r.json())")
+    assert captured["outlook"] in total  # the server's words (speeddata.captures.outlook)
+    for t in captured["tags"]:  # the warning as the server decides it, shown as it says
+        shown = "⚠" in page.locator("#tags tbody tr", has_text=t["name"]).inner_text()
+        assert t["retention_warning"] is shown
     # the tag's row: its size, and its file to download once exported
     tag = page.locator("#tags tbody tr", has_text="pagetag")
     tag.locator("a", has_text="pagetag.h5").wait_for(timeout=TIMEOUT * 1000)

@@ -28,24 +28,11 @@ const mib = (bytes) => (bytes < 2 ** 20 ? `${(bytes / 1024).toFixed(1)} kB`
   : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
 const when = (ns) => new Date(ns / 1e6).toLocaleString();
 
-const WARN_HOURS = 48;  // as speeddata.captures: an exported tag going sooner is flagged
-
-/** The cache's outlook in words (as ``speeddata.captures.outlook``). */
-function outlook(view) {
-  const hours = view.hours_left;
-  if (hours === null) return "retention is not in sight";
-  if (view.limit === "retention") {
-    return `retention starts deleting the oldest in about ${hours.toFixed(1)} h`;
-  }
-  return `the disk is full in about ${hours.toFixed(1)} h, before the quota is reached: ` +
-    "free space or lower [cache] max_bytes";
-}
-
 async function showCaptured() {
   const view = await call("GET", "/api/captures");
   document.getElementById("captured-total").textContent =
     `${mib(view.bytes)} cached of ${view.quota ? mib(view.quota) : "a quota not fixed yet"}, ` +
-    `growing ${(view.growth_bytes_per_s / 1000).toFixed(1)} kB/s: ${outlook(view)}` +
+    `growing ${(view.growth_bytes_per_s / 1000).toFixed(1)} kB/s: ${view.outlook}` +
     " (tags not yet exported are kept).";
   document.querySelector("#captured tbody").replaceChildren(
     ...Object.entries(view.channels).map(([name, c]) => row([
@@ -72,7 +59,7 @@ function exportState(tag, files) {
   }
   span.append(tag.exported);
   const reach = tag.retention_reaches_hours;
-  if (reach !== null && reach < WARN_HOURS) {
+  if (tag.retention_warning) {  // said by the server (speeddata.captures), as the CLI says it
     const warn = document.createElement("strong");
     warn.className = "warning";
     warn.textContent = ` ⚠ retention reaches its cached data in about ${reach.toFixed(1)} h`;
