@@ -56,11 +56,13 @@ def register(spec: Block, found: Config, registry: Registry, url: str | None,
     return channel
 
 
-def run(spec: Block, found: Config, host: str, stopping: Callable[[], bool],
+def run(spec: Block, found: Config, relay: tuple[str, int], stopping: Callable[[], bool],
         source: Path, url: str | None = None, replace: bool = False) -> dict[str, Any]:
-    """Run ``spec`` until ``stopping()``; its final statistics."""
+    """Run ``spec`` until ``stopping()``, sending to ``relay`` (host, port); its final
+    statistics."""
     from speeddata.sender import Sender
 
+    host, port = relay
     group = found.multicast.full
     if group is None:
         raise ConfigError("[multicast] full: the full-rate group is off; a block reads it")
@@ -76,10 +78,10 @@ def run(spec: Block, found: Config, host: str, stopping: Callable[[], bool],
     with contextlib.ExitStack() as stack:
         sock = stack.enter_context(multicast.listener(group, found.multicast.interface))
         sock.setblocking(False)
-        sender = stack.enter_context(Sender(output, host=host, port=found.relay.port))
+        sender = stack.enter_context(Sender(output, host=host, port=port))
         stack.callback(status.remove, found.cache.dir, name)
         log.info("block %s (%s) reads %s on %s, sends %s to %s:%d", spec.name, source,
-                 ", ".join(spec.inputs), group, spec.output, host, found.relay.port)
+                 ", ".join(spec.inputs), group, spec.output, host, port)
         if missing:
             log.warning("block %s: no channel %s yet; waiting for it (a relay's channels "
                         "directory: %s)", spec.name, ", ".join(missing), folder)
@@ -88,7 +90,7 @@ def run(spec: Block, found: Config, host: str, stopping: Callable[[], bool],
         def snapshot() -> dict[str, Any]:
             return {"service": "block", "pid": os.getpid(), "started": started,
                     "written": time.time(), "file": str(source), "group": str(group),
-                    "relay": f"{host}:{found.relay.port}", "missing_inputs": missing,
+                    "relay": f"{host}:{port}", "missing_inputs": missing,
                     "cpu_seconds": round(time.process_time(), 3),
                     "kernel_drops": multicast.kernel_drops(sock),
                     "sender": sender.statistics(), **engine.statistics()}

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from speeddata.cli.base import cfg, command, relay_host
+from speeddata.cli.base import cfg, command, relay_host, relay_port
 
 
 def _block_args(p: argparse.ArgumentParser) -> None:
@@ -17,6 +17,7 @@ def _block_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block", dest="name", help="which block of the file (default: its only "
                    "one)")
     p.add_argument("--host", help="relay address (default: from [relay] host)")
+    p.add_argument("--port", type=int, help="relay port (default: [relay] port)")
     p.add_argument("--register", metavar="URL", help="register the output channel at this "
                    "stripchart server (its URL with ?token=, as 'speeddata status --url' "
                    "prints it) instead of the local channels directory")
@@ -52,6 +53,7 @@ def cmd_block(args: argparse.Namespace) -> int:
 
     found = cfg(args)
     stopping = stop_flag()
-    process.run(spec, found, relay_host(found, args.host), stopping, args.file,
+    process.run(spec, found, (relay_host(found, args.host), relay_port(found, args.port)),
+                stopping, args.file,
                 url=args.register, replace=args.replace)
     return 0

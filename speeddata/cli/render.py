@@ -60,8 +60,27 @@ def status_lines(snapshots: dict[str, dict[str, Any]], now_ns: int) -> list[str]
                 f"{snap['backlog_files']} files ({snap['backlog_bytes'] / MIB:.1f} MiB), "
                 f"{snap['errors']} errors"
                 + (f", last: {snap['last_error']}" if snap['last_error'] else ""))
+        if snap.get("service") == "block":
+            lines += _block(snap)
         lines += _damage_and_loss(snap)
     return lines
+
+
+def _block(snap: dict[str, Any]) -> list[str]:
+    """A processing block's line: what it reads and writes, its counts, its trouble."""
+    waiting = (f"; waiting for channel(s) {', '.join(snap['missing_inputs'])}"
+               if snap.get("missing_inputs") else "")
+    latency = snap.get("latency_ms", {})
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(snap.get("errors", {}).items()))
+    refused = ", ".join(f"{k} {v}" for k, v in sorted(snap.get("refused", {}).items()))
+    return [f"  {snap['block']} ({', '.join(snap['inputs'])} -> {snap['output']}): "
+            f"{snap['records_in']} records in, {snap['records_out']} out, "
+            f"{snap['batches']} batches, latency mean {latency.get('mean', 0):.1f} ms max "
+            f"{latency.get('max', 0):.1f} ms, CPU {snap.get('cpu_seconds', 0):.1f} s{waiting}",
+            f"  errors: {errors or 'none'}; refused: {refused or 'none'}; NaN records "
+            f"{snap.get('nan_records', 0)} ({snap.get('dropped_nan', 0)} dropped); kernel "
+            f"drops {snap.get('kernel_drops')}; sends failed "
+            f"{snap.get('sender', {}).get('failed', 0)}"]
 
 
 def _relay(snap: dict[str, Any], now_ns: int) -> list[str]:
