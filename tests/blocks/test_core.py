@@ -211,3 +211,16 @@ def test_a_joined_input_without_primary_samples_stays_bounded() -> None:
     engine.feed([env(T0 + i, float(i)) for i in range(70_000)], 100.0)
     assert engine.statistics()["pending"] < 5000
     assert engine.statistics()["held_dropped"] == 70_000 - 65_536
+
+
+@pytest.mark.parametrize("times", [[T0, T0 + 1], [0, 1, -1, 63, 64, -65, 2**62, -2**63],
+                                   [2**63 - 1, T0]])
+def test_output_datagrams_are_the_senders_bytes_for_any_time(times) -> None:
+    from speeddata.blocks.results import Rows, encode
+
+    output = channel_from_schema(double.__block__.schema())
+    values = np.array([[float(i) * 1.5] for i in range(len(times))])
+    got = encode(output.fingerprint, Rows(np.array(times, dtype=np.int64), values))
+    encoder = Encoder(output)
+    assert got == [encoder.encode({"time": t, "current2": v}) for t, v in
+                   zip(times, values[:, 0].tolist(), strict=True)]
