@@ -114,17 +114,19 @@ class BlockEngine:
         """Datagrams from the group: the inputs' bodies kept for the next batch, bad
         datagrams counted, other channels' passed over."""
         routes = self.routes
+        marker, size = wire.MARKER, wire.HEADER_SIZE
         for datagram in datagrams:
-            try:
-                fp, body = wire.split(datagram)
-            except WireError as exc:
-                self._refuse(exc.reason, str(exc), now)
+            if len(datagram) < size or datagram[:2] != marker:
+                try:  # the reason, as the relay names it
+                    wire.split(datagram)
+                except WireError as exc:
+                    self._refuse(exc.reason, str(exc), now)
                 continue
-            route = routes.get(fp)
+            route = routes.get(bytes(datagram[2:size]))
             if route is None:  # other channels, the relays' loss reports
                 self.counts["other_datagrams"] += 1
                 continue
-            route[0].add(route[1], bytes(body), now)
+            route[0].add(route[1], bytes(datagram[size:]), now)
         for source, held in zip(self.inputs[1:], self.held, strict=True):
             if source.pending > HELD_PENDING:  # no primary for a while: bounded all the same
                 self._hold(source, held, now)
