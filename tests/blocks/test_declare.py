@@ -67,3 +67,21 @@ def test_block_files_load_by_path(tmp_path) -> None:
         load_file(tmp_path / "broken.py")
     with pytest.raises(BlockError, match="no such file"):
         load_file(tmp_path / "absent.py")
+
+
+def test_the_readme_block_file_loads_and_computes(tmp_path) -> None:
+    import numpy as np
+
+    from tests.helpers import PROJECT
+
+    readme = (PROJECT / "README.md").read_text()
+    section = readme[readme.index("## Processing blocks"):]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "myblock.py").write_text(code)
+    double, motor_env = load_file(tmp_path / "myblock.py")
+    motor = {"current": np.array([1.0, 2.0]), "voltage": np.array([48.0, 50.0])}
+    batch = {"time": np.array([1, 2]), "motor": motor,
+             "env": {"humidity": np.array([np.nan, 40.0])}}
+    assert double.function(batch)["current2"].tolist() == [2.0, 4.0]
+    assert motor_env.function(batch)["power"].tolist() == [48.0, 100.0]
+    assert motor_env.nan == "drop" and motor_env.schema()["fields"][1]["unit"] == "W"
