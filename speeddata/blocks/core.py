@@ -171,7 +171,7 @@ class BlockEngine:
         before = self.clock()
         try:
             result = self.spec.function(batch)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a block ends a batch only
             self.counts["function_seconds"] += self.clock() - before
             kind = f"exception {type(exc).__name__}"
             self.errors[kind] = self.errors.get(kind, 0) + 1

@@ -224,3 +224,16 @@ def test_output_datagrams_are_the_senders_bytes_for_any_time(times) -> None:
     encoder = Encoder(output)
     assert got == [encoder.encode({"time": t, "current2": v}) for t, v in
                    zip(times, values[:, 0].tolist(), strict=True)]
+
+
+def test_sys_exit_in_the_function_is_one_more_exception_type() -> None:
+    import sys
+
+    @block(inputs=["motor"], output="quits", signals=["x"])
+    def quits(batch):
+        sys.exit(3)
+
+    engine = engine_for(quits)
+    engine.feed([motor(0, 1.0)], 100.0)
+    assert engine.flush(100.0, everything=True) == []
+    assert engine.statistics()["errors"] == {"exception SystemExit": 1}
