@@ -246,8 +246,38 @@ class ServeSnapshot(Snapshot):
     channels: dict[str, ServeChannel] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class BlockSnapshot(Snapshot):
+    """A processing block (``speeddata block run``): its engine's counters and its I/O."""
+
+    file: str = ""
+    group: str = ""
+    relay: str = ""
+    missing_inputs: list[str] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+    kernel_drops: int | None = None
+    sender: dict[str, Any] = field(default_factory=dict)
+    block: str = ""
+    inputs: list[str] = field(default_factory=list)
+    output: str = ""
+    batches: int = 0
+    records_in: int = 0
+    records_out: int = 0
+    nan_records: int = 0
+    dropped_nan: int = 0
+    other_datagrams: int = 0
+    function_seconds: float = 0.0
+    received: dict[str, int] = field(default_factory=dict)
+    pending: int = 0
+    held_dropped: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
 KINDS: dict[str, type[Snapshot]] = {
-    "relay": RelaySnapshot, "archive": ArchiveSnapshot, "serve": ServeSnapshot}
+    "relay": RelaySnapshot, "archive": ArchiveSnapshot, "serve": ServeSnapshot,
+    "block": BlockSnapshot}
 
 
 def as_json(snapshot: Snapshot) -> dict[str, Any]:

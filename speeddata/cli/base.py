@@ -137,3 +137,18 @@ def relay_host(found: config.Config, given: str | None) -> str:
     """Where a local source sends: ``--host``, else the relay's address (this host's
     loopback when the relay listens on every address)."""
     return given or ("127.0.0.1" if found.relay.host in ("0.0.0.0", "") else found.relay.host)
+
+
+def relay_port(found: config.Config, given: int | None) -> int:
+    """Where a local source sends to: ``--port``, else [relay] port, else (port 0: the
+    relay chose one) the port the relay of this cache directory reports listening on."""
+    if given or found.relay.port:
+        return given or found.relay.port
+    from speeddata import status
+
+    listen = str(status.read_all(found.cache.dir).get("relay", {}).get("listen", ""))
+    port = listen.rpartition(":")[2]
+    if not port.isdigit():
+        raise ConfigError("[relay] port is 0 (the relay picks one) and no relay runs with "
+                          f"the cache directory {found.cache.dir}: give --port")
+    return int(port)

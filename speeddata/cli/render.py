@@ -8,6 +8,7 @@ from typing import Any
 
 from speeddata.snapshots import (
     ArchiveSnapshot,
+    BlockSnapshot,
     LossRow,
     RelaySnapshot,
     ServeSnapshot,
@@ -73,7 +74,25 @@ def status_lines(services: dict[str, Seen], now_ns: int) -> list[str]:
                 + (f", last: {snap.last_error}" if snap.last_error else ""))
         elif isinstance(snap, ServeSnapshot):
             lines += _serve(snap)
+        elif isinstance(snap, BlockSnapshot):
+            lines += _block(snap)
     return lines
+
+
+def _block(snap: BlockSnapshot) -> list[str]:
+    """A processing block's lines: what it reads and writes, its counts, its trouble."""
+    waiting = (f"; waiting for channel(s) {', '.join(snap.missing_inputs)}"
+               if snap.missing_inputs else "")
+    latency = snap.latency_ms
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(snap.errors.items()))
+    refused = ", ".join(f"{k} {v}" for k, v in sorted(snap.refused.items()))
+    return [f"  {snap.block} ({', '.join(snap.inputs)} -> {snap.output}): "
+            f"{snap.records_in} records in, {snap.records_out} out, "
+            f"{snap.batches} batches, latency mean {latency.get('mean', 0):.1f} ms max "
+            f"{latency.get('max', 0):.1f} ms, CPU {snap.cpu_seconds:.1f} s{waiting}",
+            f"  errors: {errors or 'none'}; refused: {refused or 'none'}; NaN records "
+            f"{snap.nan_records} ({snap.dropped_nan} dropped); kernel "
+            f"drops {snap.kernel_drops}; sends failed {snap.sender.get('failed', 0)}"]
 
 
 def _relay(snap: RelaySnapshot, now_ns: int) -> list[str]:
