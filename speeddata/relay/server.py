@@ -20,7 +20,7 @@ import socket
 import time
 from pathlib import Path
 
-from speeddata import loss, multicast, status
+from speeddata import clocks, loss, multicast, status
 from speeddata.cache import ledger
 from speeddata.cache.catalogue import (
     FULL_SCAN_SECONDS,
@@ -29,6 +29,7 @@ from speeddata.cache.catalogue import (
     dir_signature,
     fixed_quota,
 )
+from speeddata.cache.clocks import OffsetLog
 from speeddata.cache.store import CacheWriter
 from speeddata.config import Config
 from speeddata.errors import CacheError, SchemaError
@@ -124,6 +125,7 @@ class Relay:
         self.counts = {"multicast_send_errors": 0, "cache_dropped": 0,
                        "status_write_errors": 0, "drained_at_stop": 0, "dropped_at_stop": 0}
         self.started = time.time()
+        self.offsets = OffsetLog(config.cache.dir)  # each sender's clock, on the worker
         self.epoch = loss.new_epoch()  # tells consumers this relay from a restarted one
         self.report_name = f"{socket.gethostname()}/{self.name}"  # in its forward reports
         self._stopping = False
@@ -156,6 +158,10 @@ class Relay:
             return 0
         now_ns = time.time_ns()
         actions = self.core.handle_batch(batch, port, now_ns)
+        for sender, probe in actions.routed.other.probes:  # t1: the batch's receive time
+            with contextlib.suppress(OSError):  # budgeted (ProbeBudget), request-sized
+                io.sock.sendto(clocks.answer(probe, now_ns, time.time_ns()),
+                               loss.address_of(sender))
         for channel, payload, count in actions.writes:
             try:
                 self.writer.append_block(channel, payload, count, now_ns)
@@ -222,6 +228,7 @@ class Relay:
             "jobs": self.jobs.statistics(),
             "retention": self.retention_gate.statistics(),
             "senders": self.router.loss(time.time_ns()),
+            "clock_series": self.offsets.statistics(),
             "cache": {"dir": str(self.config.cache.dir), "quota": self.quota,
                       "deleted_files": self.catalogue.deleted_files,
                       "deleted_bytes": self.catalogue.deleted_bytes,
@@ -359,6 +366,7 @@ class Relay:
         elif job == "status":
             snapshot = self.statistics()  # taken here: the counters change only here
             self.jobs.submit("status", lambda: self._write_status(snapshot), newest=True)
+            self.jobs.submit("clocks", lambda: self.offsets.drain(self.router.clock_points))
             self._log_rejections(now)
             if self.mc_socket is not None:
                 self._report_forwarded()
