@@ -281,10 +281,12 @@ class Sender:
         if self.prober is None:
             return None
         deadline = time.monotonic() + timeout
-        for _ in range(self.prober.burst):
-            self._probe(time.monotonic())
-            if select.select([self._socket], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                self.take_answers()
+        for _ in range(self.prober.burst):  # spaced: each finds the relay waiting, not
+            self._probe(time.monotonic())   # lingering after the one before (linger_ms)
+            gap = min(time.monotonic() + clocks.BURST_GAP_S, deadline)
+            while time.monotonic() < gap:
+                if select.select([self._socket], [], [], gap - time.monotonic())[0]:
+                    self.take_answers()
         while self.prober.outstanding and time.monotonic() < deadline:
             if select.select([self._socket], [], [], deadline - time.monotonic())[0]:
                 self.take_answers()
