@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from speeddata import Sender, clocks
@@ -105,3 +106,68 @@ def test_a_probe_flood_is_held_to_its_budget(tmp_path: Path) -> None:
         for s in socks:
             s.close()
         relay.stop()
+
+
+BEHIND_NS = -1_700_000_000
+
+
+def test_pivot_corrected_lines_up_two_sources_with_different_clocks(tmp_path: Path) -> None:
+    """Two senders, one 3.2 s ahead, one 1.7 s behind, send a record each at the same
+    moments; ``pivot --clock corrected`` puts each pair within their uncertainties of
+    each other (and of the true time), where ``source`` keeps them 4.9 s apart."""
+    import subprocess
+    import sys
+
+    import h5py
+
+    relay = start_relay(tmp_path, relay_settings(tmp_path))
+    try:
+        a = Sender(EXAMPLE, port=relay.port, clock=ahead)
+        b = Sender("motor", channels_dir=SCHEMAS, port=relay.port,
+                   clock=lambda: time.time_ns() + BEHIND_NS)
+        assert a.sync() is not None and b.sync() is not None
+        true = []
+        for k in range(150):  # 1.5 s: reports with the estimates on the way
+            true.append(time.time_ns())
+            a.send({**record(k), "counter": k})
+            b.send(speed=0.0, torque=0.0, current=0.0, voltage=0.0, position=float(k),
+                   temperature=0.0)
+            time.sleep(0.01)
+        a.close()
+        b.close()
+        wait_until(lambda: all(len(read_series(relay.cache_dir, c, 0, time.time_ns())
+                                   .offset_ns) for c in ("example", "motor")),
+                   what="both senders' offset series")
+    finally:
+        relay.stop()
+
+    def pivot(clock: str) -> Path:
+        out = tmp_path / clock
+        done = subprocess.run(
+            [sys.executable, "-m", "speeddata", "pivot", "--start", "-5m", "--clock", clock,
+             "--out", str(out), "--config", str(relay.config_path)],
+            capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return next(out.glob("*.h5"))
+
+    with h5py.File(pivot("corrected")) as h5:
+        assert h5.attrs["clock"] == "corrected"
+        ex, mo = h5["example"], h5["motor"]
+        assert ex.attrs["clock"] == mo.attrs["clock"] == "corrected"
+        order_a = np.argsort(ex["counter"][()])
+        order_b = np.argsort(mo["position"][()])
+        ta, tb = ex["time"][()][order_a], mo["time"][()][order_b]
+        assert len(ta) == len(tb) == 150
+        bound = int(ex.attrs["clock_uncertainty_ns"]) + int(mo.attrs["clock_uncertainty_ns"])
+        skew = np.abs(ta - tb)
+        # each pair was stamped a few µs apart by the test itself (a's send, then b's)
+        assert skew.max() <= bound + MS, (skew.max(), bound)
+        assert np.abs(ta - np.array(true)).max() <= int(ex.attrs["clock_uncertainty_ns"]) + MS
+        series = ex["clock"]
+        assert abs(int(series["offset"][-1]) - AHEAD_NS) < MS
+        assert series["source"].asstr()[0].startswith("127.0.0.1:")
+        assert "relay's clock" in ex["time"].attrs["doc"]
+    with h5py.File(pivot("source")) as h5:
+        gap = h5["example"]["time"][()].min() - h5["motor"]["time"][()].min()
+        assert abs(gap - (AHEAD_NS - BEHIND_NS)) < 10 * MS
+        assert h5["example"].attrs["clock"] == "source"
