@@ -152,3 +152,17 @@ def test_tags_are_a_table_or_a_hint() -> None:
         "run2                2023-11-14T22:40:00.000Z  open                           0.0  "
         "motor,env     2023-11-14T23:00:00.000Z  rig2            ",
     ]
+
+
+def test_a_measured_clock_reads_as_the_page_shows_it() -> None:
+    from speeddata.cli.render import format_clock, format_loss
+
+    assert format_clock(3_200_000_000, 100_000) == "clock +3.2 s (± 0.1 ms)"
+    assert format_clock(3_200_000_000, 100_001) == "clock +3.2 s (± 0.2 ms)"  # rounded up
+    assert format_clock(-1_700_000_000, 12) == "clock -1.7 s (± 0.1 ms)"
+    assert format_clock(-2_500_000, 2_000_000) == "clock -2.5 ms (± 2.0 ms)"
+    assert format_clock(40_000, 3 * 10**9) == "clock +40 µs (± 3.0 s)"
+    row = {"source": "10.0.0.5:4000", "channel": "motor", "sent": 10, "lost": 0,
+           "lost_percent": 0.0, "recent_sent": 0, "recent_lost": 0,
+           "clock_offset_ns": 3_200_000_000, "clock_uncertainty_ns": 80_000}
+    assert format_loss(row).endswith("(0.0 %), clock +3.2 s (± 0.1 ms)")
