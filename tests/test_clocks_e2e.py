@@ -4,6 +4,7 @@ its budget and counted."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -171,3 +172,137 @@ def test_pivot_corrected_lines_up_two_sources_with_different_clocks(tmp_path: Pa
         gap = h5["example"]["time"][()].min() - h5["motor"]["time"][()].min()
         assert abs(gap - (AHEAD_NS - BEHIND_NS)) < 10 * MS
         assert h5["example"].attrs["clock"] == "source"
+
+
+class AsymmetricPath:
+    """A real UDP path with a longer way out than back: every datagram from the sender
+    reaches the relay ``out_s`` later, every answer comes back ``back_s`` later (for
+    kernels without ``tc netem``, which the namespace test below uses)."""
+
+    def __init__(self, relay: tuple[str, int], out_s: float, back_s: float) -> None:
+        import heapq
+        import selectors
+        import threading
+
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.up.bind(("127.0.0.1", 0))
+        self.port = self.front.getsockname()[1]
+        self.stopping = threading.Event()
+        queue: list[tuple[float, int, socket.socket, bytes, Any]] = []
+        client: list[Any] = [None]
+
+        def run() -> None:
+            selector = selectors.DefaultSelector()
+            selector.register(self.front, selectors.EVENT_READ)
+            selector.register(self.up, selectors.EVENT_READ)
+            n = 0
+            while not self.stopping.is_set():
+                wait = min(0.05, max(0.0, queue[0][0] - time.monotonic())) if queue else 0.05
+                for key, _ in selector.select(wait):
+                    data, source = key.fileobj.recvfrom(65536)  # type: ignore[union-attr]
+                    n += 1
+                    if key.fileobj is self.front:
+                        client[0] = source
+                        heapq.heappush(queue, (time.monotonic() + out_s, n, self.up, data, relay))
+                    else:
+                        heapq.heappush(queue, (time.monotonic() + back_s, n, self.front, data,
+                                               client[0]))
+                while queue and queue[0][0] <= time.monotonic():
+                    _, _, sock, data, target = heapq.heappop(queue)
+                    sock.sendto(data, target)
+            selector.close()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.front.close()
+        self.up.close()
+
+
+OUT_S, BACK_S = 0.020, 0.005  # 15 ms of asymmetry: the estimate is off by about 7.5 ms
+
+
+def check_asymmetric(best: Any) -> None:
+    error = best.offset_ns - AHEAD_NS
+    half = (OUT_S - BACK_S) / 2 * 1e9
+    assert abs(error) <= best.uncertainty_ns  # the bound it states holds
+    assert abs(error) <= half + MS  # within the added asymmetry (half of it, in theory)
+    assert abs(error + half) <= 2 * MS  # and off the way the slow way out says
+
+
+def test_an_asymmetric_path_moves_the_estimate_by_half_its_asymmetry(tmp_path: Path) -> None:
+    relay = start_relay(tmp_path, relay_settings(tmp_path))
+    path = AsymmetricPath(("127.0.0.1", relay.port), OUT_S, BACK_S)
+    try:
+        with Sender(EXAMPLE, port=path.port, clock=ahead) as sender:
+            best = sender.sync(timeout=2.0)
+        assert best is not None
+        assert abs(best.round_trip_ns - (OUT_S + BACK_S) * 1e9) < 3 * MS
+        check_asymmetric(best)
+    finally:
+        path.close()
+        relay.stop()
+
+
+BOARD = """
+import json, sys, time
+from speeddata import Sender
+from speeddata.schemas import load_file
+sender = Sender(load_file(sys.argv[3]), host=sys.argv[1], port=int(sys.argv[2]),
+                clock=lambda: time.time_ns() + int(sys.argv[4]))
+best = sender.sync(timeout=3.0)
+print(json.dumps(None if best is None else [best.offset_ns, best.uncertainty_ns,
+                                            best.round_trip_ns]))
+"""
+
+
+def test_in_a_namespace_with_netem_delay_the_estimate_is_within_the_asymmetry(
+        tmp_path: Path) -> None:
+    """A board in a network namespace behind a veth pair, ``tc netem`` delaying its way
+    out by 20 ms and the way back by 5 ms (skipped where the kernel has no netem)."""
+    import os
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from speeddata.bench.services import free_port
+    from tests.helpers import run_or_skip
+
+    host_address, board_address = "10.213.9.1", "10.213.9.2"
+    name = f"sdclock{os.getpid()}"
+    host_end, board_end = f"sdch{os.getpid()}"[:15], f"sdcb{os.getpid()}"[:15]
+    steps = [["ip", "netns", "add", name],
+             ["ip", "link", "add", host_end, "type", "veth", "peer", "name", board_end],
+             ["ip", "link", "set", board_end, "netns", name],
+             ["ip", "addr", "add", f"{host_address}/24", "dev", host_end],
+             ["ip", "link", "set", host_end, "up"],
+             ["ip", "-n", name, "addr", "add", f"{board_address}/24", "dev", board_end],
+             ["ip", "-n", name, "link", "set", board_end, "up"],
+             ["ip", "-n", name, "link", "set", "lo", "up"],
+             ["ip", "netns", "exec", name, "tc", "qdisc", "add", "dev", board_end, "root",
+              "netem", "delay", f"{OUT_S * 1000:g}ms"],
+             ["tc", "qdisc", "add", "dev", host_end, "root", "netem", "delay",
+              f"{BACK_S * 1000:g}ms"]]
+    relay = None
+    try:
+        run_or_skip(steps, "a network namespace with tc netem")
+        relay = start_relay(tmp_path, relay_settings(
+            tmp_path, relay={"host": "0.0.0.0", "port": free_port()}))
+        done = subprocess.run(
+            ["ip", "netns", "exec", name, sys.executable, "-c", BOARD, host_address,
+             str(relay.port), str(SCHEMAS / "example.avsc"), str(AHEAD_NS)],
+            capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        offset, uncertainty, round_trip = json.loads(done.stdout)
+        assert abs(round_trip - (OUT_S + BACK_S) * 1e9) < 3 * MS
+        check_asymmetric(SimpleNamespace(offset_ns=offset, uncertainty_ns=uncertainty))
+    finally:
+        if relay is not None:
+            relay.stop()
+        subprocess.run(["ip", "link", "del", host_end], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
