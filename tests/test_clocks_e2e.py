@@ -306,3 +306,41 @@ def test_in_a_namespace_with_netem_delay_the_estimate_is_within_the_asymmetry(
             relay.stop()
         subprocess.run(["ip", "link", "del", host_end], capture_output=True)
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_the_channels_page_shows_each_channels_source_clock(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tests.helpers import start_serve
+    from tests.stripchart.test_page import ARGS, CHROMIUM
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is missing: run ./install --dev")
+    relay = start_relay(tmp_path, relay_settings(tmp_path))
+    serve = start_serve(tmp_path, relay.config_path)
+    try:
+        with Sender(EXAMPLE, port=relay.port, clock=ahead) as sender:
+            assert sender.sync() is not None
+            for i in range(20):
+                sender.send(record(i))
+        wait_until(lambda: any(r["clock_offset_ns"] for r in relay.snapshot()["senders"]),
+                   what="the sender's clock in the relay's status")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 600})
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(serve.url + "channels.html")
+                page.wait_for_function(
+                    "() => /clock \\+3\\.2 s \\(± 0\\.[0-9] ms\\)/.test(document.querySelector("
+                    "'#channels tr[data-channel=example]')?.textContent ?? '')", timeout=20_000)
+                motor = page.locator("#channels tr[data-channel=motor]").inner_text()
+                assert "not measured" in motor
+                page.screenshot(path=str(tmp_path / "clocks.png"), full_page=True)
+                assert errors == []
+            finally:
+                browser.close()
+    finally:
+        serve.stop()
+        relay.stop()

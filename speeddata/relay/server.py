@@ -366,7 +366,8 @@ class Relay:
         elif job == "status":
             snapshot = self.statistics()  # taken here: the counters change only here
             self.jobs.submit("status", lambda: self._write_status(snapshot), newest=True)
-            self.jobs.submit("clocks", lambda: self.offsets.drain(self.router.clock_points))
+            if self.router.clock_points:  # senders' offsets, into the series on the worker
+                self.jobs.submit("clocks", lambda: self.offsets.drain(self.router.clock_points))
             self._log_rejections(now)
             if self.mc_socket is not None:
                 self._report_forwarded()
