@@ -171,6 +171,13 @@ class Prober:
         self.sent += 1
         return encode(nonce, t0)
 
+    def waiting(self, now: float) -> bool:
+        """True while a probe sent within ``ANSWER_WAIT_S`` is unanswered: only then does
+        the sender look for answers (a relay that never answers costs no reads)."""
+        if self.outstanding:
+            self.forget(now)
+        return bool(self.outstanding)
+
     def forget(self, now: float) -> None:
         """Drop probes unanswered for ``ANSWER_WAIT_S``."""
         while self.outstanding and now - next(iter(self.outstanding.values()))[1] > ANSWER_WAIT_S:

@@ -38,6 +38,10 @@ from speeddata.schemas import DEMO_DIR, Channel, channel_from_schema, load_file
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 26000
 SO_TIMESTAMPNS = 35  # Linux (asm-generic/socket.h); Python does not name it
+# An answer read within this of its arrival is stamped when read: that can only lengthen
+# the round trip, while the kernel's stamp was seen up to 16 µs off the process's clock
+# (a VM), which could put a probe outside the bound it states.
+LATE_READ_NS = 1_000_000
 
 
 def resolve_channel(channel_or_schema: str | Path | dict[str, Any] | Channel,
@@ -229,7 +233,7 @@ class Sender:
         if self.reporter is not None and self.reporter.due(now):
             self.report()
         if self.prober is not None:
-            if self.prober.outstanding:
+            if self.prober.waiting(now):
                 self.take_answers()
             if self.prober.due(now):
                 self._probe(now)
@@ -254,8 +258,9 @@ class Sender:
 
     def take_answers(self) -> None:
         """Read the relay's answers to the time probes waiting on the socket (done by
-        ``send``); each is stamped t3 when it arrived (by the kernel, where it can), not
-        when it is read, so a program that sends seldom still measures a short trip."""
+        ``send``); one read more than ``LATE_READ_NS`` after it arrived is stamped t3 by
+        the kernel's receive time (Linux), so a program that sends seldom still measures
+        a short trip."""
         if self.prober is None or self._socket.fileno() < 0:
             return
         while True:
@@ -270,7 +275,9 @@ class Sender:
             for level, kind, value in ancillary:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
                     seconds, nanoseconds = struct.unpack_from("qq", value)
-                    t3 -= time.time_ns() - (seconds * 10**9 + nanoseconds)  # its age
+                    age = time.time_ns() - (seconds * 10**9 + nanoseconds)
+                    if age > LATE_READ_NS:  # read late: the kernel's stamp is nearer
+                        t3 -= age
             if source[:2] == self.address[:2]:  # anything else is not the relay's answer
                 self.prober.take(data, t3)
 

@@ -113,6 +113,7 @@ def test_bursts_a_few_times_a_minute() -> None:
     assert len(sent) == 12  # 30 s: three bursts of four
     assert sent[:4] == [0.0, 0.02, 0.04, 0.06] and sent[4] == pytest.approx(10.06)
     assert len(prober.outstanding) <= clocks.MAX_OUTSTANDING
+    assert prober.waiting(20.5) and not prober.waiting(21.3)  # unanswered ones forgotten
 
 
 def test_the_relay_answers_requests_within_a_budget_per_address() -> None:
