@@ -358,3 +358,14 @@ def test_the_relay_answers_probes_apart_from_data() -> None:
     assert out.other.probed == 2 and out.other.rejected == 0
     assert len(out.full) == 1 and router.counters["motor"].datagrams == 1
     assert router.statistics()["time_probes"]["refused"]["not_request"] == 1
+
+
+def test_probes_from_a_host_allow_does_not_list_are_not_answered() -> None:
+    from speeddata import clocks
+
+    inside, outside = (0x0A000005 << 16) | 4000, (0xC0A80009 << 16) | 4000
+    router = Router(Registry([MOTOR]), allow=[ipaddress.IPv4Network("10.0.0.0/24")])
+    request = clocks.encode(b"n" * 8, 123)
+    out = BatchRouter(router).route(batch_of([request, request], [inside, outside]), 26000, S)
+    assert [sender for sender, _ in out.other.probes] == [inside]
+    assert router.rejected["not_allowed"] == 1
