@@ -166,3 +166,12 @@ def test_a_measured_clock_reads_as_the_page_shows_it() -> None:
            "lost_percent": 0.0, "recent_sent": 0, "recent_lost": 0,
            "clock_offset_ns": 3_200_000_000, "clock_uncertainty_ns": 80_000}
     assert format_loss(row).endswith("(0.0 %), clock +3.2 s (± 0.1 ms)")
+
+
+def test_the_relay_says_what_time_probes_it_answered_and_refused() -> None:
+    snap = {**RELAY, "time_probes": {"answered": 12, "addresses": 1,
+                                     "refused": {"rate": 280, "garbled": 0}}}
+    lines = status_lines({"relay": snap}, NOW)
+    assert lines[-1] == "  time probes: 12 answered, refused {'rate': 280}"
+    quiet = {**RELAY, "time_probes": {"answered": 0, "refused": {"rate": 0}}}
+    assert not any("time probes" in line for line in status_lines({"relay": quiet}, NOW))
