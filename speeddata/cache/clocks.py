@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from speeddata.logs import Throttle
+from speeddata.loss import MAX_OFFSET_NS, MAX_UNCERTAINTY_NS
 
 log = logging.getLogger("speeddata.relay")
 LOG_SECONDS = 10.0
@@ -126,7 +127,8 @@ def _parse(line: str) -> Point | None:
         receive, offset, uncertainty = int(parts[0]), int(parts[3]), int(parts[4])
     except ValueError:
         return None
-    if receive < 0 or uncertainty < 0 or not parts[2].isidentifier():
+    if not (0 <= receive < 2**63 and abs(offset) <= MAX_OFFSET_NS
+            and 0 <= uncertainty <= MAX_UNCERTAINTY_NS and parts[2].isidentifier()):
         return None
     return receive, parts[1], parts[2], offset, uncertainty
 

@@ -37,11 +37,13 @@ def test_the_series_is_read_back_by_channel_across_days_bad_lines_counted(
                point(midnight + 99 * S, 4000)])
     assert day_path(tmp_path, midnight - 1) != day_path(tmp_path, midnight)
     with day_path(tmp_path, midnight).open("a") as f:
-        f.write("garbage\n1,2,motor,x,4\n" + "9" * 300 + "\n17950000")  # and a torn end
+        f.write("garbage\n1,2,motor,x,4\n" + "9" * 300 + "\n"
+                f"{midnight},a,motor,{2**70},1\n{midnight},a,motor,1,-1\n"  # out of range
+                "17950000")  # and a torn end
     series = read_series(tmp_path, "motor", midnight, midnight + 40 * S)
     # the points in the range, and one each side for interpolation at its ends
     assert series.offset_ns.tolist() == [1000, 2000, 3000, 4000]
-    assert series.source == ["10.0.0.5:4000"] * 4 and series.bad_lines == 4
+    assert series.source == ["10.0.0.5:4000"] * 4 and series.bad_lines == 6
     assert log.statistics() == {"written": 5, "thinned": 0, "failed": 0}
 
 
