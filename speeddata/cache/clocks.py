@@ -26,7 +26,7 @@ import datetime as dt
 import logging
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ EVERY_NS = 60 * 10**9  # a point at least this often while a sender reports
 DAY_NS = 86_400 * 10**9
 MODES = ("source", "receive", "corrected")
 MAX_LINE = 200
+MAX_SERIES = 10_000  # (source, channel) series the thinner remembers
 Point = tuple[int, str, str, int, int]  # receive_ns, source, channel, offset, uncertainty
 
 
@@ -57,7 +58,7 @@ class Thinner:
 
     def __init__(self, every_ns: int = EVERY_NS) -> None:
         self.every_ns = every_ns
-        self.last: dict[tuple[str, str], Point] = {}
+        self.last: OrderedDict[tuple[str, str], Point] = OrderedDict()  # LRU, MAX_SERIES
 
     def keep(self, point: Point) -> bool:
         key = (point[1], point[2])
@@ -67,6 +68,9 @@ class Thinner:
                 or point[4] < last[4] // 2 or point[0] - last[0] >= self.every_ns):
             return False
         self.last[key] = point
+        self.last.move_to_end(key)
+        if len(self.last) > MAX_SERIES:  # restarted senders' old ports: forgotten first
+            self.last.popitem(last=False)
         return True
 
 
