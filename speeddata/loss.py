@@ -79,11 +79,25 @@ FORWARD_REPORT: dict[str, Any] = {
                 {"name": "forwarded", "type": "long"}]}}},
     ],
 }
+SENDER_REPORT_V2: dict[str, Any] = {
+    **SENDER_REPORT, "name": "SenderReport2",
+    "doc": "SenderReport with the sender's clock offset as its time probes measured it "
+           "(speeddata.clocks); the relay takes both versions (reserved channel).",
+    "fields": [*SENDER_REPORT["fields"],
+               {"name": "offset", "type": "long",
+                "doc": "the sender's clock minus the relay's (ns)"},
+               {"name": "uncertainty", "type": "long",
+                "doc": "half the round trip of the probe measured (ns); -1: not measured"}],
+}
 _SENDER_PARSED = fastavro.parse_schema(SENDER_REPORT)
+_SENDER_V2_PARSED = fastavro.parse_schema(SENDER_REPORT_V2)
 _FORWARD_PARSED = fastavro.parse_schema(FORWARD_REPORT)
 SENDER_REPORT_HEADER = wire.header(wire.fingerprint(SENDER_REPORT))
+SENDER_REPORT_V2_HEADER = wire.header(wire.fingerprint(SENDER_REPORT_V2))
 FORWARD_REPORT_HEADER = wire.header(wire.fingerprint(FORWARD_REPORT))
-RESERVED = {SENDER_REPORT_HEADER[2:], FORWARD_REPORT_HEADER[2:]}
+RESERVED = {SENDER_REPORT_HEADER[2:], SENDER_REPORT_V2_HEADER[2:], FORWARD_REPORT_HEADER[2:]}
+MAX_OFFSET_NS = 10**18  # about 31 years: a clock further off than that is no clock
+MAX_UNCERTAINTY_NS = 10**10  # half the slowest round trip a probe is taken with, and more
 
 
 INT64_MAX = 2**63 - 1
@@ -100,6 +114,8 @@ class SenderReport:
     channel: bytes  # the channel's fingerprint
     sent: int
     failed: int
+    offset_ns: int | None = None  # the sender's clock minus the relay's (a v2 report) ...
+    uncertainty_ns: int | None = None  # ... within this; None: not measured
 
 
 @dataclass(frozen=True)
@@ -143,16 +159,35 @@ def _count(value: Any, what: str) -> int:
     return value
 
 
-def sender_report(now_ns: int, sender: int, channel: bytes, sent: int, failed: int) -> bytes:
-    return _encode(SENDER_REPORT_HEADER, _SENDER_PARSED, {
-        "time": now_ns, "sender": sender, "channel": channel, "sent": sent, "failed": failed})
+def sender_report(now_ns: int, sender: int, channel: bytes, sent: int, failed: int,
+                  clock: tuple[int, int] | None = None) -> bytes:
+    """A report datagram; with ``clock`` (offset, uncertainty in ns) the v2 schema."""
+    record = {"time": now_ns, "sender": sender, "channel": channel, "sent": sent,
+              "failed": failed}
+    if clock is None:
+        return _encode(SENDER_REPORT_HEADER, _SENDER_PARSED, record)
+    return _encode(SENDER_REPORT_V2_HEADER, _SENDER_V2_PARSED,
+                   {**record, "offset": clock[0], "uncertainty": clock[1]})
 
 
 def parse_sender_report(datagram: bytes | memoryview) -> SenderReport:
-    """The checked report in ``datagram``; WireError (with its ``reason``) otherwise."""
-    r = _decode(SENDER_REPORT_HEADER, _SENDER_PARSED, datagram)
+    """The checked report in ``datagram`` (either version); WireError (with its
+    ``reason``) otherwise: a v2 report's offset within ``MAX_OFFSET_NS`` and its
+    uncertainty -1 (not measured) or 0..MAX_UNCERTAINTY_NS."""
+    if bytes(datagram[: wire.HEADER_SIZE]) != SENDER_REPORT_V2_HEADER:
+        r = _decode(SENDER_REPORT_HEADER, _SENDER_PARSED, datagram)
+        return SenderReport(_count(r["time"], "time"), _epoch(r["sender"]), r["channel"],
+                            _count(r["sent"], "sent"), _count(r["failed"], "failed"))
+    r = _decode(SENDER_REPORT_V2_HEADER, _SENDER_V2_PARSED, datagram)
+    offset, uncertainty = r["offset"], r["uncertainty"]
+    if not (type(offset) is int and -MAX_OFFSET_NS <= offset <= MAX_OFFSET_NS
+            and type(uncertainty) is int and -1 <= uncertainty <= MAX_UNCERTAINTY_NS):
+        raise WireError("bad_clock", f"report clock offset {offset!r} ± {uncertainty!r} ns "
+                        f"is not within ±{MAX_OFFSET_NS} ± 0..{MAX_UNCERTAINTY_NS}")
+    measured = uncertainty >= 0
     return SenderReport(_count(r["time"], "time"), _epoch(r["sender"]), r["channel"],
-                        _count(r["sent"], "sent"), _count(r["failed"], "failed"))
+                        _count(r["sent"], "sent"), _count(r["failed"], "failed"),
+                        offset if measured else None, uncertainty if measured else None)
 
 
 def read_sender_report(datagram: bytes | memoryview) -> SenderReport | None:
@@ -228,9 +263,11 @@ class Reporter:
         self._next = now + self.seconds
         return True
 
-    def reports(self, now_ns: int, counts: dict[bytes, tuple[int, int]]) -> list[bytes]:
-        """The reports of ``counts``: per channel fingerprint, (sent, failed) so far."""
-        return [sender_report(now_ns, self.epoch, fp, sent, failed)
+    def reports(self, now_ns: int, counts: dict[bytes, tuple[int, int]],
+                clock: tuple[int, int] | None = None) -> list[bytes]:
+        """The reports of ``counts``: per channel fingerprint, (sent, failed) so far;
+        ``clock``: the sender's offset and uncertainty (ns), when its probes measured it."""
+        return [sender_report(now_ns, self.epoch, fp, sent, failed, clock)
                 for fp, (sent, failed) in counts.items()]
 
 
@@ -250,6 +287,7 @@ class Link:
     past_sent: int = 0  # of the far end's earlier epochs: a restart hides no loss
     past_lost: int = 0
     unverified: int = 0  # sent claimed beyond PLAUSIBLE, not counted as lost
+    clock: tuple[int, int] | None = None  # (offset, uncertainty) ns, of a link with data
     history: deque[tuple[int, int, int]] = field(default_factory=deque)  # (ns, sent, arrived)
 
     def lost(self) -> int:
@@ -319,9 +357,12 @@ class Hop:
         link.arrived += count
 
     def report(self, key: tuple[Any, str], epoch: int, sent: int, now_ns: int,
-               arrived: int | None = None, failed: int = 0, name: str = "") -> str | None:
+               arrived: int | None = None, failed: int = 0, name: str = "",
+               clock: tuple[int, int] | None = None) -> str | None:
         """The far end of ``key`` says it has sent ``sent`` since it started (``epoch``);
-        ``arrived``: what had arrived from it when the report did (default: all so far).
+        ``arrived``: what had arrived from it when the report did (default: all so far);
+        ``clock``: its clock's offset and uncertainty, kept only on a link that carried
+        data (a report from an address that sends none moves no channel's time).
         Returns None when taken; else the reason it was refused, or "implausible" when
         only its plausible part was taken."""
         link = self.links.get(key)
@@ -361,6 +402,8 @@ class Hop:
             cut = self._refuse("implausible", key, now_ns, f"sent grew by "
                                f"{sent - link.sent}, at most {bound} counted")
         link.sent, link.at_report, link.failed, link.report_ns = sent, at, failed, now_ns
+        if clock is not None and key in self.links:
+            link.clock = clock
         link.name = name or link.name
         link.history.append((now_ns, sent - link.base_sent, at))
         while link.history and now_ns - link.history[0][0] > WINDOW_NS:
@@ -401,6 +444,8 @@ class Hop:
                 "recent_sent": recent_sent, "recent_lost": recent_lost,
                 "last_report_ns": link.report_ns, "unverified": link.unverified,
                 "report_only": report_only, "trust": trust(source),
+                "clock_offset_ns": link.clock[0] if link.clock else None,
+                "clock_uncertainty_ns": link.clock[1] if link.clock else None,
             })
         return out
 
@@ -423,3 +468,9 @@ def address_name(key: int) -> str:
     """A sender key as the relay packs it (IPv4 << 16 | port) as ``a.b.c.d:port``."""
     ip = key >> 16
     return f"{ip >> 24}.{ip >> 16 & 255}.{ip >> 8 & 255}.{ip & 255}:{key & 0xFFFF}"
+
+
+def address_of(key: int) -> tuple[str, int]:
+    """A sender key (IPv4 << 16 | port) as a socket address, to answer it."""
+    name, _, port = address_name(key).rpartition(":")
+    return name, int(port)

@@ -26,6 +26,8 @@ import numpy as np
 from speeddata import __version__, status
 from speeddata.cache.catalogue import Catalogue, plan
 from speeddata.cache.check import BlockReader, Skipped
+from speeddata.cache.clocks import MODES as CLOCK_MODES
+from speeddata.cache.clocks import ClockAxis
 from speeddata.columns import ColumnDecoder
 from speeddata.errors import ConflictError, NotFoundError, SpeeddataError
 from speeddata.schemas import Channel, Registry, Signal
@@ -509,15 +511,19 @@ def pivot(
     force: bool = False,
     attrs: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    clock: str = "source",
 ) -> Result:
     """Write ``out_path`` from the cache's ``[start_ns, end_ns]`` (receive clock).
 
     ``signals`` names ``signal`` or ``channel.signal``; ``progress(done, total)`` is called
-    with record counts as blocks are read.
+    with record counts as blocks are read; ``clock``: the time axis written (``source``,
+    ``receive`` or ``corrected``: ``cache.clocks.ClockAxis``).
     """
     started = time.monotonic()
     if decimate < 1:
         raise PivotError(f"--decimate must be 1 or more, not {decimate}")
+    if clock not in CLOCK_MODES:
+        raise PivotError(f"--clock {clock!r}: use one of {', '.join(CLOCK_MODES)}")
     if export_format not in FORMATS:
         raise PivotError(f"format {export_format!r}: use one of {', '.join(FORMATS)}")
     if out_path.exists():
@@ -569,7 +575,7 @@ def pivot(
     attrs = {"start": format_time(start_ns), "end": format_time(end_ns),
              "start_ns": start_ns, "end_ns": end_ns,
              "created": format_time(time.time_ns()), "speeddata_version": __version__,
-             "host": socket.gethostname(), **(attrs or {})}
+             "host": socket.gethostname(), "clock": clock, **(attrs or {})}
     try:
         sink = (_Hdf5Sink(tmp, attrs, compression) if export_format == "hdf5"
                 else _DirectorySink(tmp, attrs, export_format, compression))
@@ -580,6 +586,7 @@ def pivot(
                 writer = sink.channel(name, time_field, columns_out, schemas,
                                       _host_of(reader, blocks[0][0].path))
                 decoders = {path: ColumnDecoder(c) for path, c in versions.items()}
+                axis = ClockAxis.load(cache_dir, name, start_ns, end_ns, clock)
                 pending: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
                 pending_rows = 0
                 skip = 0  # decimation carries across blocks
@@ -592,6 +599,7 @@ def pivot(
                                for c in columns_out}
                     columns[time_field] = decoded[versions[cached.path].time_field]
                     receive = np.full(entry.count, entry.recv_ns, dtype=np.int64)
+                    columns[time_field] = axis.apply(columns[time_field], receive)
                     if decimate > 1:
                         keep = np.arange(skip, entry.count, decimate)
                         skip = (skip - entry.count) % decimate
@@ -607,6 +615,7 @@ def pivot(
                         progress(done, total)
                 _flush(writer, time_field, columns_out, pending)
                 sink.finish(writer)
+                axis.annotate(writer)
                 per_channel[name] = writer.count
             _note_skipped(sink, reader.skipped, cache_dir)
         finally:

@@ -7,6 +7,10 @@
 Network trouble never raises into the instrumented program: failed sends are counted
 (``statistics()``). A record that does not match the schema raises RecordError naming
 the field, because that is a programming error.
+
+The sender also measures its clock against the relay's (``speeddata.clocks``): a burst
+of time probes every ``probe`` seconds, sent and answered on the data socket while it
+sends, and the best recent estimate in its loss reports.
 """
 
 from __future__ import annotations
@@ -14,21 +18,30 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import select
 import socket
+import struct
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import fastavro
 from fastavro.validation import validate
 
-from speeddata import loss, wire
+from speeddata import clocks, loss, wire
 from speeddata.encoding import compile_encoder
 from speeddata.errors import RecordError, SchemaError, SpeeddataError
 from speeddata.schemas import DEMO_DIR, Channel, channel_from_schema, load_file
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 26000
+SO_TIMESTAMPNS = 35  # Linux (asm-generic/socket.h); Python does not name it
+# An answer read within this of its arrival is stamped when read: that can only lengthen
+# the round trip, while the kernel's stamp was seen up to 16 µs off the process's clock
+# (a VM), which could put a probe outside the bound it states.
+LATE_READ_NS = 1_000_000
 
 
 def resolve_channel(channel_or_schema: str | Path | dict[str, Any] | Channel,
@@ -59,8 +72,9 @@ def resolve_channel(channel_or_schema: str | Path | dict[str, Any] | Channel,
 class Encoder:
     """Encodes records of one channel to datagrams (header + body), reusing one buffer."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, clock: Callable[[], int] = time.time_ns) -> None:
         self.channel = channel
+        self.clock = clock
         self.header = wire.header(channel.fingerprint)
         self._buffer = io.BytesIO()
         self._time_field = channel.time_field
@@ -68,7 +82,7 @@ class Encoder:
 
     def encode(self, record: dict[str, Any]) -> bytes:
         if self._time_field not in record:
-            record = {**record, self._time_field: time.time_ns()}
+            record = {**record, self._time_field: self.clock()}
         if self._fast is not None:
             try:
                 return self.header + self._fast(record)
@@ -167,6 +181,8 @@ class Sender:
         register: str | None = None,
         report: bool = True,
         replace: bool = False,
+        probe: float | None = clocks.PROBE_SECONDS,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         """``register``: the stripchart server's URL as ``speeddata status --url`` prints
         it (with its ``?token=``): the channel's schema is registered there first, unless
@@ -174,11 +190,16 @@ class Sender:
         ``replace`` lets an edited schema replace the one the server has under its name.
 
         ``report``: once a second while sending, and when closed, tell the relay how many
-        datagrams were sent (``speeddata.loss``), so that it counts what the network lost."""
+        datagrams were sent (``speeddata.loss``), so that it counts what the network lost.
+
+        ``probe``: seconds between bursts of time probes (0 or None: none); the offset
+        measured travels in the reports. ``clock``: the time source of the records'
+        default time and of the probes (ns since the epoch; tests inject a wrong one)."""
         self.channel = resolve_channel(channel_or_schema, channels_dir)
         if register:
             register_channel(register, self.channel, replace=replace)
-        self.encoder = Encoder(self.channel)
+        self.clock = clock
+        self.encoder = Encoder(self.channel, clock)
         try:  # once, like pystatsd: a name is never looked up again on the send path
             family, _, _, _, self.address = socket.getaddrinfo(
                 host, port, type=socket.SOCK_DGRAM)[0]
@@ -191,6 +212,12 @@ class Sender:
         self.failed = 0
         self.last_error: str = ""
         self.reporter = loss.Reporter() if report else None
+        self.prober = clocks.Prober(probe) if probe else None
+        self._kernel_stamps = False  # answers stamped by the kernel on arrival (Linux)
+        if self.prober is not None and sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError):
+                self._socket.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                self._kernel_stamps = True
 
     def send(self, record: dict[str, Any] | None = None, /, **fields: Any) -> bool:
         """Encode and send one record (a dict, or keywords); False if the send failed.
@@ -202,8 +229,14 @@ class Sender:
 
     def send_datagram(self, datagram: bytes) -> bool:
         """Send already encoded bytes; counts a failure instead of raising."""
-        if self.reporter is not None and self.reporter.due(time.monotonic()):
+        now = time.monotonic()
+        if self.reporter is not None and self.reporter.due(now):
             self.report()
+        if self.prober is not None:
+            if self.prober.waiting(now):
+                self.take_answers()
+            if self.prober.due(now):
+                self._probe(now)
         try:
             self._socket.sendto(datagram, self.address)
         except OSError as exc:
@@ -215,14 +248,69 @@ class Sender:
 
     def statistics(self) -> dict[str, object]:
         return {"channel": self.channel.name, "sent": self.sent, "failed": self.failed,
-                "last_error": self.last_error}
+                "last_error": self.last_error,
+                **(self.prober.statistics() if self.prober is not None else {})}
+
+    def _probe(self, now: float) -> None:
+        assert self.prober is not None
+        with contextlib.suppress(OSError):  # a lost probe is just not answered
+            self._socket.sendto(self.prober.request(self.clock(), now), self.address)
+
+    def take_answers(self) -> None:
+        """Read the relay's answers to the time probes waiting on the socket (done by
+        ``send``); one read more than ``LATE_READ_NS`` after it arrived is stamped t3 by
+        the kernel's receive time (Linux), so a program that sends seldom still measures
+        a short trip."""
+        if self.prober is None or self._socket.fileno() < 0:
+            return
+        while True:
+            try:
+                data, ancillary, _, source = self._socket.recvmsg(
+                    clocks.PROBE_SIZE + 1, socket.CMSG_SPACE(16))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an ICMP error of an earlier send, say: nothing to read
+                continue
+            t3 = self.clock()
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+                    seconds, nanoseconds = struct.unpack_from("qq", value)
+                    age = time.time_ns() - (seconds * 10**9 + nanoseconds)
+                    if age > LATE_READ_NS:  # read late: the kernel's stamp is nearer
+                        t3 -= age
+            if source[:2] == self.address[:2]:  # anything else is not the relay's answer
+                self.prober.take(data, t3)
+
+    def sync(self, timeout: float = 1.0) -> clocks.Estimate | None:
+        """Probe a burst now and wait up to ``timeout`` s for the answers: the estimate
+        (None without probing or answers). ``send`` probes on its own; this is for a
+        program that wants the offset before its first sample, and for tests."""
+        if self.prober is None:
+            return None
+        deadline = time.monotonic() + timeout
+        for _ in range(self.prober.burst):  # spaced: each finds the relay waiting, not
+            self._probe(time.monotonic())   # lingering after the one before (linger_ms)
+            gap = min(time.monotonic() + clocks.BURST_GAP_S, deadline)
+            while time.monotonic() < gap:
+                if select.select([self._socket], [], [], gap - time.monotonic())[0]:
+                    self.take_answers()
+        while self.prober.outstanding and time.monotonic() < deadline:
+            if select.select([self._socket], [], [], deadline - time.monotonic())[0]:
+                self.take_answers()
+        return self.prober.estimate()
+
+    def clock_estimate(self) -> clocks.Estimate | None:
+        """The best recent measure of this sender's clock minus the relay's."""
+        return None if self.prober is None else self.prober.estimate()
 
     def report(self) -> None:
         """Send the loss report now (due once a second; sent by ``send`` and ``close``)."""
         if self.reporter is None or self._socket.fileno() < 0:
             return
         counts = {self.channel.fingerprint: (self.sent, self.failed)}
-        for datagram in self.reporter.reports(time.time_ns(), counts):
+        best = self.clock_estimate()
+        clock = None if best is None else (best.offset_ns, best.uncertainty_ns)
+        for datagram in self.reporter.reports(self.clock(), counts, clock):
             with contextlib.suppress(OSError):  # the next report carries the same totals
                 self._socket.sendto(datagram, self.address)
 

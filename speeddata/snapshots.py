@@ -45,6 +45,8 @@ class LossRow:
     unverified: int = 0
     report_only: bool = False
     trust: str = "any host"
+    clock_offset_ns: int | None = None  # the sender's clock minus the relay's, measured
+    clock_uncertainty_ns: int | None = None
     relay: str = ""  # set where rows of several relays are listed together
 
 
@@ -81,6 +83,7 @@ class ChannelFigures:
 @dataclass(frozen=True)
 class UnknownFingerprint:
     count: int = 0
+    first_seen_ns: int = 0
     last_seen_ns: int = 0
     source: str | None = None
 
@@ -91,6 +94,15 @@ class SenderReportFigures:
     report_only_links: int = 0
     evicted: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeFigures:
+    """Time probes the relay answered, and refused by reason (``clocks.ProbeBudget``)."""
+
+    answered: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    addresses: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,6 +168,7 @@ class RelaySnapshot(Snapshot):
     batches: int = 0
     datagrams: int = 0
     sender_reports_routed: int = 0
+    time_probes_answered: int = 0
     cached_bytes: int = 0
     registry_swaps: int = 0
     loop_stalls: Stalls = field(default_factory=Stalls)
@@ -172,6 +185,8 @@ class RelaySnapshot(Snapshot):
     last_rejection: dict[str, Any] = field(default_factory=dict)
     unknown_fingerprints: dict[str, UnknownFingerprint] = field(default_factory=dict)
     sender_reports: SenderReportFigures = field(default_factory=SenderReportFigures)
+    time_probes: ProbeFigures = field(default_factory=ProbeFigures)
+    clock_series: dict[str, int] = field(default_factory=dict)  # the offsets kept on disk
     jobs: JobFigures = field(default_factory=JobFigures)
     retention: RetentionFigures = field(default_factory=RetentionFigures)
     senders: list[LossRow] = field(default_factory=list)

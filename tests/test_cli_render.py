@@ -194,3 +194,27 @@ def test_status_files_that_are_not_snapshots_are_left_out(tmp_path) -> None:
         (folder / f"{name}.json").write_text(text)
     assert set(status.read_all(tmp_path, NOW / S)) == {"relay", "unknown"}
     assert set(status.read(tmp_path, NOW / S)) == {"relay"}  # "unknown" is no RelaySnapshot
+
+
+def test_a_measured_clock_reads_as_the_page_shows_it() -> None:
+    from speeddata.cli.render import format_clock, format_loss
+    from speeddata.snapshots import LossRow
+
+    assert format_clock(3_200_000_000, 100_000) == "clock +3.2 s (± 0.1 ms)"
+    assert format_clock(3_200_000_000, 100_001) == "clock +3.2 s (± 0.2 ms)"  # rounded up
+    assert format_clock(-1_700_000_000, 12) == "clock -1.7 s (± 0.1 ms)"
+    assert format_clock(-2_500_000, 2_000_000) == "clock -2.5 ms (± 2.0 ms)"
+    assert format_clock(40_000, 3 * 10**9) == "clock +40 µs (± 3.0 s)"
+    row = {"source": "10.0.0.5:4000", "channel": "motor", "sent": 10, "lost": 0,
+           "lost_percent": 0.0, "recent_sent": 0, "recent_lost": 0,
+           "clock_offset_ns": 3_200_000_000, "clock_uncertainty_ns": 80_000}
+    assert format_loss(LossRow(**row)).endswith("(0.0 %), clock +3.2 s (± 0.1 ms)")
+
+
+def test_the_relay_says_what_time_probes_it_answered_and_refused() -> None:
+    snap = {**RELAY, "time_probes": {"answered": 12, "addresses": 1,
+                                     "refused": {"rate": 280, "garbled": 0}}}
+    lines = status_lines(seen(relay=snap), NOW)
+    assert lines[-1] == "  time probes: 12 answered, refused {'rate': 280}"
+    quiet = {**RELAY, "time_probes": {"answered": 0, "refused": {"rate": 0}}}
+    assert not any("time probes" in line for line in status_lines(seen(relay=quiet), NOW))

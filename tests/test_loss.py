@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import numpy as np
+import pytest
 
 from speeddata import loss
 from speeddata.errors import WireError
@@ -303,3 +304,69 @@ def test_status_says_who_reported_a_figure_and_how_far_to_trust_it() -> None:
         "from outside [relay] allow: cannot be trusted]")
     plain = {**row, "report_only": False, "unverified": 0, "trust": "allowed"}
     assert format_loss(LossRow(**plain)).endswith("(100.0 %)")
+
+
+def test_v2_reports_carry_the_clock_and_v1_still_counts() -> None:
+    v2 = loss.sender_report(5, 77, MOTOR.fingerprint, 1000, 3, clock=(3_200_000_000, 150))
+    assert v2[:10] == loss.SENDER_REPORT_V2_HEADER != loss.SENDER_REPORT_HEADER
+    assert loss.parse_sender_report(v2) == loss.SenderReport(
+        5, 77, MOTOR.fingerprint, 1000, 3, 3_200_000_000, 150)
+    unmeasured = loss.parse_sender_report(
+        loss.sender_report(5, 77, MOTOR.fingerprint, 1, 0, clock=(0, -1)))
+    assert unmeasured.offset_ns is None and unmeasured.uncertainty_ns is None
+    assert loss.parse_sender_report(loss.sender_report(5, 77, MOTOR.fingerprint, 1, 0)
+                                    ).uncertainty_ns is None
+    for clock in ((loss.MAX_OFFSET_NS + 1, 0), (0, -2), (0, loss.MAX_UNCERTAINTY_NS + 1)):
+        with pytest.raises(WireError) as caught:
+            loss.parse_sender_report(loss.sender_report(5, 77, MOTOR.fingerprint, 1, 0,
+                                                        clock=clock))
+        assert caught.value.reason == "bad_clock"
+    with pytest.raises(WireError):
+        loss.parse_sender_report(v2[:-1])
+
+
+def test_a_forged_clock_moves_no_channel_it_does_not_carry() -> None:
+    """The offset is kept only on a link that carried the channel's data: a report
+    from another address (or port) claiming a clock for the channel is counted on its
+    own report-only row, and never reaches the series the pivot corrects with."""
+    real, forger = (0x0A000005 << 16) | 4000, (0x0A000063 << 16) | 4001
+    router = Router(Registry([MOTOR]))
+    batches = BatchRouter(router)
+    batches.route(batch_of([motor(i) for i in range(5)], [real] * 5), 26000, S)
+    batches.route(batch_of([
+        loss.sender_report(0, 42, MOTOR.fingerprint, 5, 0, clock=(3 * S, 100_000)),
+        loss.sender_report(0, 66, MOTOR.fingerprint, 0, 0, clock=(-1000 * S, 1))],
+        [real, forger]), 26000, 2 * S)
+    rows = {r["source"]: r for r in router.loss(2 * S)}
+    assert rows["10.0.0.5:4000"]["clock_offset_ns"] == 3 * S
+    assert rows["10.0.0.99:4001"]["clock_offset_ns"] is None
+    assert list(router.clock_points) == [(2 * S, "10.0.0.5:4000", "motor", 3 * S, 100_000)]
+    # and a garbled v2 report is refused like any bad report
+    batches.route(batch_of([loss.sender_report(0, 42, MOTOR.fingerprint, 5, 0,
+                                               clock=(0, -7))], [real]), 26000, 3 * S)
+    assert router.rejected["bad_report"] == 1
+
+
+def test_the_relay_answers_probes_apart_from_data() -> None:
+    from speeddata import clocks
+
+    real = (0x0A000005 << 16) | 4000
+    router = Router(Registry([MOTOR]))
+    request = clocks.encode(b"n" * 8, 123)
+    out = BatchRouter(router).route(batch_of([motor(0), request, clocks.encode(
+        b"n" * 8, 1, 2, 3)], [real] * 3), 26000, S)
+    assert out.other.probes == [(real, clocks.parse(request))]
+    assert out.other.probed == 2 and out.other.rejected == 0
+    assert len(out.full) == 1 and router.counters["motor"].datagrams == 1
+    assert router.statistics()["time_probes"]["refused"]["not_request"] == 1
+
+
+def test_probes_from_a_host_allow_does_not_list_are_not_answered() -> None:
+    from speeddata import clocks
+
+    inside, outside = (0x0A000005 << 16) | 4000, (0xC0A80009 << 16) | 4000
+    router = Router(Registry([MOTOR]), allow=[ipaddress.IPv4Network("10.0.0.0/24")])
+    request = clocks.encode(b"n" * 8, 123)
+    out = BatchRouter(router).route(batch_of([request, request], [inside, outside]), 26000, S)
+    assert [sender for sender, _ in out.other.probes] == [inside]
+    assert router.rejected["not_allowed"] == 1

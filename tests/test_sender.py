@@ -70,7 +70,7 @@ def test_a_missing_field_is_named() -> None:
 
 def test_send_by_keywords_fills_in_time_and_reaches_a_socket(udp: socket.socket) -> None:
     udp.bind(("127.0.0.1", 0))
-    with Sender("env", port=udp.getsockname()[1]) as sender:
+    with Sender("env", port=udp.getsockname()[1], probe=0) as sender:
         assert sender.send(humidity=1.0, pressure=2.0, state="RUNNING", message="hi")
     first, datagram, last = udp.recv(2048), udp.recv(2048), udp.recv(2048)
     record = fastavro.schemaless_reader(io.BytesIO(datagram[10:]), ENV.parsed, None)
@@ -85,7 +85,7 @@ def test_send_by_keywords_fills_in_time_and_reaches_a_socket(udp: socket.socket)
 def test_reports_can_be_turned_off(udp: socket.socket) -> None:
     udp.bind(("127.0.0.1", 0))
     udp.settimeout(0.2)
-    with Sender("env", port=udp.getsockname()[1], report=False) as sender:
+    with Sender("env", port=udp.getsockname()[1], report=False, probe=0) as sender:
         sender.send(humidity=1.0, pressure=2.0, state="RUNNING", message="hi")
     assert udp.recv(2048)[2:10] == ENV.fingerprint
     with pytest.raises(TimeoutError):

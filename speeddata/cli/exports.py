@@ -41,6 +41,10 @@ def _pivot_args(p: argparse.ArgumentParser) -> None:
                    help="hdf5: one file; csv, parquet: a directory with a file per "
                         "channel (default [exports] format)")
     p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.add_argument("--clock", choices=["source", "receive", "corrected"], default="source",
+                   help="the time axis: the samples' own times (source, the default), the "
+                        "relay's receive times, or the source times corrected by the "
+                        "offsets the sender's time probes measured")
     p.add_argument("--archive", action="store_true",
                    help="read the range from the archive ([archive] endpoint): every "
                         "relay's files, fetched by ranged GETs, not the local cache")
@@ -86,7 +90,8 @@ def cmd_pivot(args: argparse.Namespace) -> int:
                            signals=args.signals.split(",") if args.signals else None,
                            decimate=args.decimate, force=args.force, attrs=attrs,
                            compression=None if compression == "none" else compression,
-                           export_format=export_format, progress=progress)
+                           export_format=export_format, progress=progress,
+                           clock=args.clock)
         finally:
             if bar is not None:
                 bar.close()

@@ -23,6 +23,17 @@ def format_rate(value: float) -> str:
     return f"{value / 1000:.1f} k/s" if value >= 1000 else f"{value:.1f} /s"
 
 
+def format_clock(offset_ns: int, uncertainty_ns: int) -> str:
+    """A sender's measured clock as the page shows it too: "clock +3.2 s (± 0.1 ms)"; the
+    uncertainty rounded up (a bound stays a bound), the offset in its largest unit."""
+    size = abs(offset_ns)
+    offset = (f"{offset_ns / 1e9:+.1f} s" if size >= 10**9 else
+              f"{offset_ns / 1e6:+.1f} ms" if size >= 10**5 else f"{offset_ns / 1e3:+.0f} µs")
+    bound = (f"{-(-uncertainty_ns // 10**8) / 10:.1f} s" if uncertainty_ns >= 10**9
+             else f"{-(-uncertainty_ns // 10**5) / 10:.1f} ms")
+    return f"clock {offset} (± {bound})"
+
+
 def format_loss(row: LossRow) -> str:
     """One hop's figures for one source and channel, as ``speeddata status`` prints them."""
     recent = (f"; last 10 s: {row.recent_lost} of {row.recent_sent}"
@@ -34,8 +45,10 @@ def format_loss(row: LossRow) -> str:
     ) if flag]
     if row.trust == "outside allow":
         doubts.append("reported from outside [relay] allow: cannot be trusted")
+    clock = ("" if row.clock_offset_ns is None else
+             ", " + format_clock(row.clock_offset_ns, row.clock_uncertainty_ns or 0))
     return (f"{row.source} {row.channel}: sent {row.sent}, lost {row.lost} "
-            f"({row.lost_percent:.1f} %){recent}{failed}"
+            f"({row.lost_percent:.1f} %){recent}{failed}{clock}"
             + (f" [{'; '.join(doubts)}]" if doubts else ""))
 
 
@@ -132,6 +145,11 @@ def _relay(snap: RelaySnapshot, now_ns: int) -> list[str]:
         lines.append(f"  cache damage found at start: {cache.damaged_files} files "
                      f"with damaged blocks (skipped by readers), {cache.moved_aside} "
                      "unreadable files moved into <channel>/damaged/")
+    probes = snap.time_probes
+    if probes.answered or any(probes.refused.values()):
+        refused = {k: v for k, v in probes.refused.items() if v}
+        lines.append(f"  time probes: {probes.answered} answered, refused "
+                     f"{refused or 'none'}")
     return lines
 
 

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from speeddata import loss, wire
+from speeddata import clocks, loss, wire
 from speeddata.errors import WireError
 from speeddata.schemas import Channel, Registry
 
-SENDER_REPORT_FP = loss.SENDER_REPORT_HEADER[2:]
+REPORT_FPS = {loss.SENDER_REPORT_HEADER[2:], loss.SENDER_REPORT_V2_HEADER[2:]}
+MAX_CLOCK_POINTS = 10_000  # report offsets waiting for the series file (oldest dropped)
 NONE = np.empty(0, dtype=np.int64)  # no datagrams: shared, so read-only
 NONE.flags.writeable = False
 MAX_UNKNOWN = 100  # unknown fingerprints listed in status (a flood of random ones is counted)
@@ -111,6 +113,8 @@ class Routed:
     rejected: int = 0
     reports: list[tuple[int, loss.SenderReport]] = field(default_factory=list)  # (index, it)
     arrivals: list[tuple[int, str]] = field(default_factory=list)  # (index, channel) accepted
+    probes: list[tuple[int, clocks.Probe]] = field(default_factory=list)  # (sender, to answer)
+    probed: int = 0  # time probes seen, answered or refused (``clocks.ProbeBudget``)
 
 
 class Router:
@@ -135,6 +139,9 @@ class Router:
         # fingerprints no schema has: what is sending, so the user sees what to register
         self.unknown: dict[str, dict[str, object]] = {}
         self.hop = loss.Hop()  # arrivals per (sender, channel), matched with SenderReports
+        self.probes = clocks.ProbeBudget()  # which time probes are answered
+        # (receive ns, source, channel, offset, uncertainty) for ``cache.clocks.OffsetLog``
+        self.clock_points: deque[tuple[int, str, str, int, int]] = deque(maxlen=MAX_CLOCK_POINTS)
         self._legacy_headers = {
             port: wire.header(channel.fingerprint) for port, channel in self.legacy_ports.items()
         }
@@ -208,7 +215,13 @@ class Router:
                 continue
             marked = size >= wire.HEADER_SIZE and datagram[0] == 0xC3 and datagram[1] == 0x01
             channel = table.get(bytes(datagram[2:10])) if marked else None
-            if channel is None and marked and datagram[2:10] == SENDER_REPORT_FP:
+            if channel is None and marked and bytes(datagram[2:10]) == clocks.PROBE_FP:
+                routed.probed += 1
+                sender = None if senders is None else int(senders[i])
+                if (probe := self.probes.take(datagram, now_ns, sender)) is not None:
+                    routed.probes.append((sender, probe))  # type: ignore[arg-type]
+                continue
+            if channel is None and marked and bytes(datagram[2:10]) in REPORT_FPS:
                 try:
                     routed.reports.append((i, loss.parse_sender_report(datagram)))
                 except WireError as exc:
@@ -241,7 +254,7 @@ class Router:
                     self.reject_unknown(unknown[i], now_ns, None if senders is None else senders[i])
                 else:
                     self.reject_bodies(channel, 1, size, is_legacy)
-        routed.rejected = len(datagrams) - len(accepted) - len(routed.reports)
+        routed.rejected = len(datagrams) - len(accepted) - len(routed.reports) - routed.probed
         for i, channel, body, forward, size in sorted(accepted, key=lambda a: a[0]):
             routed.arrivals.append((i, channel.name))
             routed.bodies.setdefault(channel, []).append(body)
@@ -275,7 +288,13 @@ class Router:
             key = (sender, channel.name)
             link = self.hop.get(key)
             arrived = (0 if link is None else link.arrived) - later
-            self.hop.report(key, report.sender, report.sent, now_ns, arrived, report.failed)
+            clock = None if report.uncertainty_ns is None else (
+                report.offset_ns, report.uncertainty_ns)
+            self.hop.report(key, report.sender, report.sent, now_ns, arrived, report.failed,
+                            clock=clock)
+            if clock is not None and key in self.hop.links:  # only a link that carries data
+                self.clock_points.append((now_ns, loss.address_name(sender), channel.name,
+                                          *clock))
 
     def statistics(self) -> dict[str, object]:
         return {
@@ -284,6 +303,7 @@ class Router:
             "last_rejection": dict(self.last_rejection),
             "unknown_fingerprints": {k: dict(v) for k, v in self.unknown.items()},
             "sender_reports": self.hop.statistics(),
+            "time_probes": self.probes.statistics(),
         }
 
     def loss(self, now_ns: int) -> list[dict[str, object]]:

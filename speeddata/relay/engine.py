@@ -80,7 +80,7 @@ class RelayCore:
         self.batch_router = BatchRouter(router)
         self.timers = Timers(periods, now, first)
         self.stalls = StallHistogram()
-        self.counts = {"batches": 0, "datagrams": 0, "sender_reports": 0,
+        self.counts = {"batches": 0, "datagrams": 0, "sender_reports": 0, "time_probes": 0,
                        "cached_bytes": 0, "registry_swaps": 0}
 
     def handle_batch(self, batch: Received, port: int, now_ns: int) -> Actions:
@@ -90,8 +90,9 @@ class RelayCore:
         routed = self.batch_router.route(batch, port, now_ns)
         other = routed.other
         self.counts["batches"] += 1
-        self.counts["datagrams"] += len(batch.lengths) - len(other.reports)
+        self.counts["datagrams"] += len(batch.lengths) - len(other.reports) - other.probed
         self.counts["sender_reports"] += len(other.reports)
+        self.counts["time_probes"] += other.probed
         writes = routed.writes + [(c, b"".join(bodies), len(bodies))
                                   for c, bodies in other.bodies.items()]
         self.counts["cached_bytes"] += sum(len(payload) for _, payload, _ in writes)

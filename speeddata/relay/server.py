@@ -21,7 +21,7 @@ import socket
 import time
 from pathlib import Path
 
-from speeddata import loss, multicast, status
+from speeddata import clocks, loss, multicast, status
 from speeddata.cache import ledger
 from speeddata.cache.catalogue import (
     FULL_SCAN_SECONDS,
@@ -30,6 +30,7 @@ from speeddata.cache.catalogue import (
     dir_signature,
     fixed_quota,
 )
+from speeddata.cache.clocks import OffsetLog
 from speeddata.cache.store import CacheWriter
 from speeddata.config import Config
 from speeddata.errors import CacheError, SchemaError
@@ -48,6 +49,7 @@ from speeddata.snapshots import (
     JobFigures,
     LossRow,
     Multicast,
+    ProbeFigures,
     RelaySnapshot,
     RetentionFigures,
     SenderReportFigures,
@@ -138,6 +140,7 @@ class Relay:
         self.counts = {"multicast_send_errors": 0, "cache_dropped": 0,
                        "status_write_errors": 0, "drained_at_stop": 0, "dropped_at_stop": 0}
         self.started = time.time()
+        self.offsets = OffsetLog(config.cache.dir)  # each sender's clock, on the worker
         self.epoch = loss.new_epoch()  # tells consumers this relay from a restarted one
         self.report_name = f"{socket.gethostname()}/{self.name}"  # in its forward reports
         self._stopping = False
@@ -170,6 +173,10 @@ class Relay:
             return 0
         now_ns = time.time_ns()
         actions = self.core.handle_batch(batch, port, now_ns)
+        for sender, probe in actions.routed.other.probes:  # t1: the batch's receive time
+            with contextlib.suppress(OSError):  # budgeted (ProbeBudget), request-sized
+                io.sock.sendto(clocks.answer(probe, now_ns, time.time_ns()),
+                               loss.address_of(sender))
         for channel, payload, count in actions.writes:
             try:
                 self.writer.append_block(channel, payload, count, now_ns)
@@ -229,6 +236,7 @@ class Relay:
             kernel_drops=self.kernel_drops(),
             batches=engine["batches"], datagrams=engine["datagrams"],
             sender_reports_routed=engine["sender_reports"],
+            time_probes_answered=engine["time_probes"],
             cached_bytes=engine["cached_bytes"], registry_swaps=engine["registry_swaps"],
             loop_stalls=Stalls(**self.core.stalls.statistics()),
             control=(ControlFigures(**self.control.statistics()) if self.control is not None
@@ -244,6 +252,8 @@ class Relay:
             unknown_fingerprints={k: UnknownFingerprint(**v)
                                   for k, v in self.router.unknown.items()},
             sender_reports=SenderReportFigures(**self.router.hop.statistics()),
+            time_probes=ProbeFigures(**self.router.probes.statistics()),
+            clock_series=self.offsets.statistics(),
             jobs=JobFigures(**self.jobs.statistics()),
             retention=RetentionFigures(**self.retention_gate.statistics()),
             senders=[LossRow(**row) for row in self.router.loss(time.time_ns())],
@@ -383,8 +393,15 @@ class Relay:
         if job == "watch":  # a new channel is taken within a second
             self.jobs.submit("channels", self.load_channels)
         elif job == "status":
-            snapshot = self.statistics()  # taken here: the counters change only here
-            self.jobs.submit("status", lambda: self._write_status(snapshot), newest=True)
+            try:  # taken here: the counters change only here
+                snapshot = self.statistics()
+            except Exception:  # a bug in the figures costs the status file, not the relay
+                self.counts["status_write_errors"] += 1
+                log.exception("the relay's status could not be made")
+            else:
+                self.jobs.submit("status", lambda: self._write_status(snapshot), newest=True)
+            if self.router.clock_points:  # senders' offsets, into the series on the worker
+                self.jobs.submit("clocks", lambda: self.offsets.drain(self.router.clock_points))
             self._log_rejections(now)
             if self.mc_socket is not None:
                 self._report_forwarded()

@@ -39,6 +39,26 @@ function lossText(rows) {
     `${sum("lost")} of ${sum("sent")} (${pct(sum("lost"), sum("sent"))} %) in all`;
 }
 
+/** A sender's clock as its time probes measured it: "clock +3.2 s (± 0.1 ms)", the bound
+ * rounded up (speeddata.cli.render.format_clock says it the same way). */
+export function clockText(offsetNs, uncertaintyNs) {
+  const size = Math.abs(offsetNs);
+  const sign = offsetNs < 0 ? "-" : "+";
+  const offset = size >= 1e9 ? `${(size / 1e9).toFixed(1)} s`
+    : size >= 1e5 ? `${(size / 1e6).toFixed(1)} ms` : `${(size / 1e3).toFixed(0)} µs`;
+  const bound = uncertaintyNs >= 1e9 ? `${(Math.ceil(uncertaintyNs / 1e8) / 10).toFixed(1)} s`
+    : `${(Math.ceil(uncertaintyNs / 1e5) / 10).toFixed(1)} ms`;
+  return `clock ${sign}${offset} (± ${bound})`;
+}
+
+/** The clocks of one channel's senders (measured by their probes), one line each. */
+function clocksText(rows) {
+  const measured = rows.filter((r) => r.clock_offset_ns !== null && r.clock_offset_ns !== undefined);
+  if (!measured.length) return "not measured";
+  return measured.map((r) => clockText(r.clock_offset_ns, r.clock_uncertainty_ns) +
+    (measured.length > 1 ? ` from ${r.source}` : "")).join("\n");
+}
+
 function chartLink(channel) {
   const numbers = channel.signals.filter((s) => s.kind === "number").map((s) => s.id);
   if (!numbers.length) return "";
@@ -78,6 +98,7 @@ async function refresh() {
       signals.className = "signals";
       tr.append(name, cell(`${c.rate_hz} Hz`), cell(ago(c.last_seen_ms, now)), signals,
         cell(c.fingerprint), cell(lossText(loss.senders.filter((r) => r.channel === c.name))),
+        cell(clocksText(loss.senders.filter((r) => r.channel === c.name && !r.report_only))),
         cell(chartLink(c)), cell(retireButton(c)));
       return tr;
     }));

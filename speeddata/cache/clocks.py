@@ -1,0 +1,250 @@
+"""Each sender's clock offset series, kept beside the cache, and the pivot's time axis.
+
+The relay takes a sender's offset from its v2 reports (``loss.SenderReport``) and keeps
+the points in ``<cache>/.clocks/YYYY-MM-DD.csv`` (the UTC day of the receive time; a
+hidden folder, so no cache scan takes it for a channel), a line per point::
+
+    receive_ns,source,channel,offset_ns,uncertainty_ns
+
+``receive_ns`` is the relay's clock when the report came, ``source`` the address the
+report (and the channel's data) came from, ``offset_ns`` the sender's clock minus the
+relay's. Reports come once a second; ``Thinner`` keeps a point when the offset moved by
+more than its uncertainty, the uncertainty halved, or a minute passed: about 1,440
+lines (100 kB) a day per sender and channel. Lines are appended with one ``write`` on
+an ``O_APPEND`` descriptor, so relay workers share a file. A line that does not parse
+(a torn end after a crash, an edit) is skipped and counted when read.
+
+``ClockAxis`` is what ``pivot --clock`` does to a channel's time axis: ``source`` (the
+samples' own times, as before), ``receive`` (the relay's receive time of each record's
+batch) or ``corrected`` (the source time minus the offset interpolated at the record's
+receive time).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speeddata.logs import Throttle
+from speeddata.loss import MAX_OFFSET_NS, MAX_UNCERTAINTY_NS
+
+log = logging.getLogger("speeddata.relay")
+LOG_SECONDS = 10.0
+
+DIR = ".clocks"
+EVERY_NS = 60 * 10**9  # a point at least this often while a sender reports
+DAY_NS = 86_400 * 10**9
+MODES = ("source", "receive", "corrected")
+MAX_LINE = 200
+MAX_SERIES = 10_000  # (source, channel) series the thinner remembers
+Point = tuple[int, str, str, int, int]  # receive_ns, source, channel, offset, uncertainty
+
+
+def day_path(cache_dir: Path, receive_ns: int) -> Path:
+    day = dt.datetime.fromtimestamp(receive_ns // 10**9, dt.UTC).strftime("%Y-%m-%d")
+    return cache_dir / DIR / f"{day}.csv"
+
+
+class Thinner:
+    """Which points of a (source, channel) series are worth a line (no I/O)."""
+
+    def __init__(self, every_ns: int = EVERY_NS) -> None:
+        self.every_ns = every_ns
+        self.last: OrderedDict[tuple[str, str], Point] = OrderedDict()  # LRU, MAX_SERIES
+
+    def keep(self, point: Point) -> bool:
+        key = (point[1], point[2])
+        last = self.last.get(key)
+        if last is not None and not (
+                abs(point[3] - last[3]) > max(point[4], last[4])
+                or point[4] < last[4] // 2 or point[0] - last[0] >= self.every_ns):
+            return False
+        self.last[key] = point
+        self.last.move_to_end(key)
+        if len(self.last) > MAX_SERIES:  # restarted senders' old ports: forgotten first
+            self.last.popitem(last=False)
+        return True
+
+
+class OffsetLog:
+    """The relay's writer of the series (on its worker thread)."""
+
+    def __init__(self, cache_dir: Path, every_ns: int = EVERY_NS) -> None:
+        self.cache_dir = cache_dir
+        self.thinner = Thinner(every_ns)
+        self.written = 0
+        self.thinned = 0
+        self.failed = 0
+        self._log = Throttle(LOG_SECONDS)
+
+    def write(self, points: list[Point]) -> int:
+        """Append the points worth keeping; how many were written."""
+        by_day: dict[Path, list[str]] = {}
+        for point in points:
+            if not self.thinner.keep(point):
+                self.thinned += 1
+                continue
+            by_day.setdefault(day_path(self.cache_dir, point[0]), []).append(
+                ",".join(map(str, point)) + "\n")
+        for path, lines in by_day.items():
+            path.parent.mkdir(exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, "".join(lines).encode())
+            finally:
+                os.close(fd)
+            self.written += len(lines)
+        return sum(map(len, by_day.values()))
+
+    def drain(self, queue: deque[Point]) -> None:
+        """Write what ``queue`` holds (filled by the relay's loop); a failed write is
+        counted and logged at a bounded rate, and relaying goes on."""
+        points = []
+        while queue:
+            points.append(queue.popleft())
+        try:
+            self.write(points)
+        except OSError as exc:
+            self.failed += 1
+            if self._log.ready(time.monotonic()):
+                log.error("cannot write the clock offset series in %s (%s); %d writes "
+                          "failed so far; relaying goes on", self.cache_dir / DIR, exc,
+                          self.failed)
+
+    def statistics(self) -> dict[str, int]:
+        return {"written": self.written, "thinned": self.thinned, "failed": self.failed}
+
+
+def _parse(line: str) -> Point | None:
+    parts = line.rstrip("\n").split(",")
+    if len(line) > MAX_LINE or len(parts) != 5:
+        return None
+    try:
+        receive, offset, uncertainty = int(parts[0]), int(parts[3]), int(parts[4])
+    except ValueError:
+        return None
+    if not (0 <= receive < 2**63 and abs(offset) <= MAX_OFFSET_NS
+            and 0 <= uncertainty <= MAX_UNCERTAINTY_NS and parts[2].isidentifier()):
+        return None
+    return receive, parts[1], parts[2], offset, uncertainty
+
+
+@dataclass
+class Series:
+    """One channel's points, by receive time: the ones in a range and one each side."""
+
+    receive_ns: np.ndarray
+    offset_ns: np.ndarray
+    uncertainty_ns: np.ndarray
+    source: list[str]
+    bad_lines: int = 0
+
+
+def read_series(cache_dir: Path, channel: str, start_ns: int, end_ns: int) -> Series:
+    """``channel``'s points over ``[start_ns, end_ns]``, with the last one before and the
+    first one after (what interpolation at the range's ends needs)."""
+    points: list[Point] = []
+    bad = 0
+    for day in range(start_ns // DAY_NS - 1, end_ns // DAY_NS + 2):
+        path = day_path(cache_dir, day * DAY_NS)
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            point = _parse(line)
+            if point is None:
+                bad += 1
+            elif point[2] == channel:
+                points.append(point)
+    points.sort()
+    times = [p[0] for p in points]
+    first = max(int(np.searchsorted(times, start_ns, "right")) - 1, 0)
+    last = int(np.searchsorted(times, end_ns, "left")) + 1
+    chosen = points[first:last]
+    return Series(np.array([p[0] for p in chosen], dtype=np.int64),
+                  np.array([p[3] for p in chosen], dtype=np.int64),
+                  np.array([p[4] for p in chosen], dtype=np.int64),
+                  [p[1] for p in chosen], bad)
+
+
+@dataclass
+class ClockAxis:
+    """What ``pivot --clock MODE`` writes as a channel's time axis."""
+
+    mode: str
+    series: Series | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, cache_dir: Path, channel: str, start_ns: int, end_ns: int, mode: str
+             ) -> ClockAxis:
+        series = read_series(cache_dir, channel, start_ns, end_ns)
+        axis = cls(mode, series)
+        if mode == "corrected" and not len(series.receive_ns):
+            axis.notes.append("no clock offset was measured for this channel in the range: "
+                              "its times are the source's")
+        return axis
+
+    def apply(self, times: np.ndarray, receive_ns: np.ndarray) -> np.ndarray:
+        """The time axis of records with source ``times`` received at ``receive_ns``."""
+        if self.mode == "receive":
+            return receive_ns
+        series = self.series
+        if self.mode == "source" or series is None or not len(series.receive_ns):
+            return times
+        if len(series.receive_ns) == 1:
+            return times - series.offset_ns[0]
+        offsets = np.interp(receive_ns.astype(np.float64), series.receive_ns.astype(np.float64),
+                            series.offset_ns.astype(np.float64))
+        return times - np.rint(offsets).astype(np.int64)
+
+    def uncertainty_ns(self) -> int | None:
+        """The largest uncertainty of the points the correction used."""
+        if self.series is None or not len(self.series.uncertainty_ns):
+            return None
+        return int(self.series.uncertainty_ns.max())
+
+    def annotate(self, writer: Any) -> None:
+        """Say in an HDF5 channel group which clock its time axis is on, and write the
+        offset series there (a ``clock`` subgroup); other formats have no groups."""
+        group = getattr(writer, "group", None)
+        if group is None:
+            return
+        group.attrs["clock"] = self.mode
+        docs = {"source": "sample time from the source (ns since the Unix epoch)",
+                "receive": "when the relay received the record's batch (ns since the Unix "
+                           "epoch): the relay's clock",
+                "corrected": "sample time from the source minus its clock's offset from the "
+                             "relay's, as measured by its time probes (ns since the Unix "
+                             "epoch): the relay's clock"}
+        writer.time.attrs["doc"] = docs[self.mode]
+        if self.notes:
+            group.attrs["clock_note"] = "; ".join(self.notes)
+        if (unc := self.uncertainty_ns()) is not None:
+            group.attrs["clock_uncertainty_ns"] = unc
+        series = self.series
+        if series is None or not len(series.receive_ns):
+            return
+        sub = group.create_group("clock")
+        sub.attrs["doc"] = ("the source's clock offset from the relay's (source minus relay), "
+                            "as its reports said; corrected time = source time - offset")
+        for name, values in (("receive_time", series.receive_ns), ("offset", series.offset_ns),
+                             ("uncertainty", series.uncertainty_ns)):
+            sub.create_dataset(name, data=values).attrs["units"] = "ns"
+        sub.create_dataset("source", data=np.array(series.source, dtype=object),
+                           dtype=_string_dtype())
+
+
+def _string_dtype() -> Any:
+    import h5py
+
+    return h5py.string_dtype()
