@@ -1,0 +1,155 @@
+"""/api/spectrum, /api/spectrogram and /api/xy in process over a cache a fixture writes:
+8 s of motor at 1 kHz, speed a 37 Hz sine of amplitude 2.5, torque its cosine; hostile
+parameters are 4xx with a reason."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from speeddata.cache.store import CacheWriter
+from speeddata.config import build
+from speeddata.schemas import Registry
+from speeddata.sender import Encoder
+from speeddata.stripchart.app import create_app
+from tests.helpers import SCHEMAS
+
+S = 10**9
+T0 = 1_795_000_000 * S
+RATE = 1000
+SECONDS = 8
+MOTOR = Registry.load_dir(SCHEMAS)[0]["motor"]
+
+
+def write_motor(cache: Path, start: int, seconds: float, gap_at: float | None = None) -> None:
+    """Blocks of 100 samples received at their first sample's time."""
+    writer = CacheWriter(cache, 2**30, 600)
+    encoder = Encoder(MOTOR)
+    count = int(seconds * RATE)
+    for first in range(0, count, 100):
+        block = []
+        for i in range(first, first + 100):
+            t = start + i * S // RATE + (S if gap_at is not None and i >= gap_at * RATE else 0)
+            phase = 2 * math.pi * 37 * i / RATE
+            block.append(encoder.encode({
+                "time": t, "speed": 2.5 * math.sin(phase), "torque": 2.5 * math.cos(phase),
+                "current": 0.0, "voltage": 48.0, "position": float(i),
+                "temperature": 20.0})[10:])
+        writer.append(MOTOR, block, start + first * S // RATE)
+    writer.close()
+
+
+def client_for(cache: Path, tmp: Path) -> TestClient:
+    """The app without its lifespan: no group joined, no status written."""
+    config = build(None, {("cache", "dir"): cache, ("channels", "dir"): SCHEMAS,
+                          ("exports", "dir"): tmp / "exports", ("web", "host"): "127.0.0.1",
+                          ("web", "port"): 0})
+    return TestClient(create_app(config), base_url="http://127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    tmp = tmp_path_factory.mktemp("spectra")
+    write_motor(tmp / "cache", T0, SECONDS)
+    write_motor(tmp / "cache", T0 + 100 * S, 4, gap_at=2.0)  # a second missing in it
+    yield client_for(tmp / "cache", tmp)
+
+
+WHOLE = {"start": str(T0 // 10**6), "end": str((T0 + SECONDS * S) // 10**6)}
+
+
+def test_the_welch_psd_of_a_37_hz_sine_peaks_at_37_hz(api: TestClient) -> None:
+    got = api.get("/api/spectrum", params={"signal": "motor.speed", **WHOLE})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["samples"] == SECONDS * RATE and body["rate_hz"] == pytest.approx(RATE)
+    assert body["irregular"] is False and body["reason"] is None
+    assert body["unit"] == "rpm²/Hz" and body["segment"] == 1024 and body["segments"] == 14
+    peak = body["frequency_hz"][int(np.argmax(body["value"]))]
+    assert abs(peak - 37) <= body["resolution_hz"]
+    # Parseval: the PSD integrates to the variance of the sine, A²/2
+    total = sum(body["value"]) * body["resolution_hz"]
+    assert total == pytest.approx(2.5**2 / 2, rel=0.02)
+
+
+@pytest.mark.parametrize("window", ["hann", "hamming", "blackman", "rect"])
+def test_the_fft_of_a_sine_of_amplitude_2_5_reads_2_5(api: TestClient, window: str) -> None:
+    body = api.get("/api/spectrum", params={"signal": "motor.speed", **WHOLE, "method": "fft",
+                                            "window": window}).json()
+    peak = int(np.argmax(body["value"]))
+    assert body["unit"] == "rpm" and body["frequency_hz"][peak] == pytest.approx(37.0)
+    assert body["value"][peak] == pytest.approx(2.5, rel=0.01)
+
+
+def test_a_range_with_a_gap_is_said_irregular(api: TestClient) -> None:
+    body = api.get("/api/spectrum", params={
+        "signal": "motor.speed", "start": str((T0 + 99 * S) // 10**6),
+        "end": str((T0 + 106 * S) // 10**6)}).json()
+    assert body["irregular"] is True and "gaps" in body["reason"]
+    assert body["samples"] == 4 * RATE
+
+
+def test_the_spectrogram_is_bounded_and_on_the_charts_axis(api: TestClient) -> None:
+    body = api.get("/api/spectrogram", params={"signal": "motor.speed", **WHOLE,
+                                               "segment": 128, "columns": 20}).json()
+    assert len(body["psd"]) <= 20 and len(body["psd"][0]) == 65
+    assert len(body["start_ms"]) == len(body["psd"])
+    assert body["start_ms"][0] == T0 / 10**6
+    for row in body["psd"]:
+        assert abs(body["frequency_hz"][int(np.argmax(row))] - 37) <= RATE / 128
+
+
+def test_xy_of_sin_against_cos_is_a_circle_of_radius_2_5(api: TestClient) -> None:
+    body = api.get("/api/xy", params={"x": "motor.speed", "y": "motor.torque", **WHOLE,
+                                      "points": 1000}).json()
+    assert body["pairs"] == SECONDS * RATE and body["drawn"] <= 1000
+    radius = np.hypot(body["xs"], body["ys"])
+    np.testing.assert_allclose(radius, 2.5, rtol=1e-9)
+    assert body["x_unit"] == "rpm" and body["y_unit"] == "N.m"
+
+
+def test_a_range_over_the_limit_is_refused_with_413(api: TestClient,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from speeddata.stripchart import fullrate
+
+    monkeypatch.setattr(fullrate, "MAX_SAMPLES", 5000)  # 8000 in the range
+    got = api.get("/api/spectrum", params={"signal": "motor.speed", **WHOLE})
+    assert got.status_code == 413 and "at most 5000" in got.json()["detail"]
+
+
+@pytest.mark.parametrize(("path", "params", "expected", "says"), [
+    ("/api/spectrum", {"signal": "motor.nosuch"}, 404, "not a numeric signal"),
+    ("/api/spectrum", {"signal": "nosuch.speed"}, 404, "no channel"),
+    ("/api/spectrum", {"start": "nan", "end": "5"}, 400, "finite"),
+    ("/api/spectrum", {"start": "inf", "end": "5"}, 400, "finite"),
+    ("/api/spectrum", {"start": "0", "end": "1e300"}, 400, "outside"),
+    ("/api/spectrum", {"start": str(T0 // 10**6 + 5000), "end": str(T0 // 10**6)}, 400,
+     "end after it starts"),
+    ("/api/spectrum", {"start": "-1m", "end": "-2m"}, 400, "before it starts"),
+    ("/api/spectrum", {"segment": "-5"}, 422, "greater than or equal"),
+    ("/api/spectrum", {"segment": "nan"}, 422, "integer"),
+    ("/api/spectrum", {"segment": str(2**40)}, 422, "less than or equal"),
+    ("/api/spectrum", {"window": "kaiser"}, 422, "hann"),
+    ("/api/spectrum", {"method": "wavelet"}, 422, "welch"),
+    ("/api/spectrum", {"bins": "0"}, 422, "greater than or equal"),
+    ("/api/spectrum", {"tag": "nosuch", "start": None, "end": None}, 404, "nosuch"),
+    ("/api/spectrum", {"start": "1", "end": None}, 400, "both in ms"),
+    ("/api/spectrum", {"start": "yesterday-ish", "end": "now"}, 400, "cannot read time"),
+    ("/api/spectrum", {"start": str(T0 // 10**6 - 60_000), "end": str(T0 // 10**6 - 1000)},
+     400, "samples in the range"),
+    ("/api/spectrogram", {"columns": "100000"}, 422, "less than or equal"),
+    ("/api/xy", {"x": "motor.speed", "y": "motor.nosuch", "signal": None}, 404, "nosuch"),
+    ("/api/xy", {"x": "motor.speed", "y": "motor.torque", "signal": None, "points": "-1"},
+     422, "greater than or equal"),
+])
+def test_hostile_parameters_get_a_4xx_with_a_reason(api: TestClient, path: str, params: dict,
+                                                    expected: int, says: str) -> None:
+    query = {"signal": "motor.speed", **WHOLE, **params}
+    got = api.get(path, params={k: v for k, v in query.items() if v is not None})
+    assert got.status_code == expected, got.text
+    assert says in got.text
