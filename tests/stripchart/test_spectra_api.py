@@ -153,3 +153,20 @@ def test_hostile_parameters_get_a_4xx_with_a_reason(api: TestClient, path: str, 
     got = api.get(path, params={k: v for k, v in query.items() if v is not None})
     assert got.status_code == expected, got.text
     assert says in got.text
+
+
+def test_the_routes_are_behind_the_token(tmp_path: Path) -> None:
+    write_motor(tmp_path / "cache", T0, 1)
+    config = build(None, {("cache", "dir"): tmp_path / "cache", ("channels", "dir"): SCHEMAS,
+                          ("exports", "dir"): tmp_path / "exports",
+                          ("web", "host"): "127.0.0.1", ("web", "port"): 0})
+    token = "t" * 43
+    client = TestClient(create_app(config, token), base_url="http://127.0.0.1")
+    params = {"start": str(T0 // 10**6), "end": str(T0 // 10**6 + 1000)}
+    for path, query in (("/api/spectrum", {"signal": "motor.speed"}),
+                        ("/api/spectrogram", {"signal": "motor.speed"}),
+                        ("/api/xy", {"x": "motor.speed", "y": "motor.torque"})):
+        assert client.get(path, params={**query, **params}).status_code == 401
+        got = client.get(path, params={**query, **params},
+                         headers={"Authorization": f"Bearer {token}"})
+        assert got.status_code == 200, got.text
