@@ -13,11 +13,13 @@ either way the request is refused (TooLargeError, 413) with the count and the li
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from speeddata.cache import index
 from speeddata.cache.catalogue import Catalogue
 from speeddata.cache.check import BlockReader, Skipped
 from speeddata.columns import ColumnDecoder
@@ -25,6 +27,7 @@ from speeddata.errors import NotFoundError, SpeeddataError, TooLargeError
 from speeddata.schemas import Registry
 
 MAX_SAMPLES = 2**22  # 4 M samples: 32 MB of float64 and a second of decoding at most
+CHUNK = 65_536  # records decoded at once: every field of them is decoded, one is kept
 
 
 @dataclass
@@ -51,6 +54,27 @@ def numeric_signal(registry: Registry, name: str) -> tuple[str, str, str]:
     raise NotFoundError(f"{name[:257]!r} is not a numeric signal of channel {channel_name!r}")
 
 
+def _chunks(entries: list[index.Entry]) -> Iterator[list[index.Entry]]:
+    """Consecutive runs of blocks of about CHUNK records."""
+    part: list[index.Entry] = []
+    held = 0
+    for entry in entries:
+        part.append(entry)
+        held += entry.count
+        if held >= CHUNK:
+            yield part
+            part, held = [], 0
+    if part:
+        yield part
+
+
+def _floats(column: np.ndarray) -> np.ndarray:
+    """A numeric column as float64; a nullable one's nulls (None) as NaN."""
+    if column.dtype == object:
+        return np.array([np.nan if v is None else v for v in column], dtype=np.float64)
+    return np.asarray(column, dtype=np.float64)
+
+
 def read(cache_dir: Path, registry: Registry, name: str, start_ns: int, end_ns: int,
          margin_ns: int, limit: int = MAX_SAMPLES) -> Samples:
     """The samples of ``name`` (``channel.signal``) whose own time is in
@@ -75,15 +99,17 @@ def read(cache_dir: Path, registry: Registry, name: str, start_ns: int, end_ns: 
                 continue
             if signal not in {s.name for s in written.signals if s.kind == "number"}:
                 continue  # written before the signal was added to the schema
-            good = [(e, d) for _, e, d in reader.bodies([(cached, e) for e in entries])]
-            decoded, _ = reader.decode(ColumnDecoder(written), cached.path, good)
-            t = np.asarray(decoded[written.time_field], dtype=np.int64)
-            keep = (t >= start_ns) & (t < end_ns)
-            times.append(t[keep])
-            values.append(np.asarray(decoded[signal], dtype=np.float64)[keep])
-            if sum(len(p) for p in times) > limit:
-                raise TooLargeError(f"{name} has over {limit} samples in the range, the "
-                                    "most that are read: choose a shorter range")
+            decoder = ColumnDecoder(written)
+            for part in _chunks(entries):
+                good = [(e, d) for _, e, d in reader.bodies([(cached, e) for e in part])]
+                decoded, _ = reader.decode(decoder, cached.path, good)
+                t = np.asarray(decoded[written.time_field], dtype=np.int64)
+                keep = (t >= start_ns) & (t < end_ns)
+                times.append(t[keep])
+                values.append(_floats(decoded[signal])[keep])
+                if sum(len(p) for p in times) > limit:
+                    raise TooLargeError(f"{name} has over {limit} samples in the range, "
+                                        "the most that are read: choose a shorter range")
     t = np.concatenate(times) if times else np.zeros(0, dtype=np.int64)
     v = np.concatenate(values) if values else np.zeros(0)
     order = np.argsort(t, kind="stable")  # files of several relay workers interleave

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import numpy as np
@@ -84,6 +85,13 @@ def _finite(values: np.ndarray) -> list:
 
 
 def register(app: FastAPI, server: StripchartServer) -> None:
+    # one answer made at a time: each may hold 2^22 samples (and a chunk of every field
+    # of their records) in memory; the others wait their turn on the event loop
+    gate = asyncio.Semaphore(1)
+
+    async def answer(fn: Callable[..., dict], *args: object) -> JSONResponse:
+        async with gate:
+            return JSONResponse(await asyncio.to_thread(fn, *args))
 
     def spectrum(signal: str, tag: str | None, start: str | None, end: str | None,
                  method: str, window: str, segment: int, bins: int) -> dict:
@@ -110,9 +118,7 @@ def register(app: FastAPI, server: StripchartServer) -> None:
         """The PSD (Welch, unit²/Hz) or the amplitude spectrum (fft, the signal's unit) of
         every sample of ``signal`` in the range; ``irregular`` says when the sample times
         have gaps or jitter that make the frequencies doubtful, and why."""
-        answer = await asyncio.to_thread(spectrum, signal, tag, start, end, method, window,
-                                         segment, bins)
-        return JSONResponse(answer)
+        return await answer(spectrum, signal, tag, start, end, method, window, segment, bins)
 
     def gram(signal: str, tag: str | None, start: str | None, end: str | None,
              window: str, segment: int, columns: int) -> dict:
@@ -137,9 +143,7 @@ def register(app: FastAPI, server: StripchartServer) -> None:
             ) -> JSONResponse:
         """PSD per time column (rows of ``psd``, each starting at ``start_ms``) and
         frequency: at most 512 columns of at most 2049 frequencies."""
-        answer = await asyncio.to_thread(gram, signal, tag, start, end, window, segment,
-                                         columns)
-        return JSONResponse(answer)
+        return await answer(gram, signal, tag, start, end, window, segment, columns)
 
     def xy(x: str, y: str, tag: str | None, start: str | None, end: str | None,
            points: int) -> dict:
@@ -158,4 +162,4 @@ def register(app: FastAPI, server: StripchartServer) -> None:
         """``y`` against ``x``: at each sample of x, the last value of y at or before it;
         past ``points`` pairs, every k-th with each bucket's lowest and highest x and y
         (so a spike shows)."""
-        return JSONResponse(await asyncio.to_thread(xy, x, y, tag, start, end, points))
+        return await answer(xy, x, y, tag, start, end, points)

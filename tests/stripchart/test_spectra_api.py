@@ -170,3 +170,26 @@ def test_the_routes_are_behind_the_token(tmp_path: Path) -> None:
         got = client.get(path, params={**query, **params},
                          headers={"Authorization": f"Bearer {token}"})
         assert got.status_code == 200, got.text
+
+
+def test_a_damaged_cache_is_answered_with_what_was_left_out(tmp_path: Path) -> None:
+    from tests.damage import SECONDS as DAMAGED_SECONDS
+    from tests.damage import T0 as DAMAGED_T0
+    from tests.damage import make
+
+    damaged = make(tmp_path)
+    client = client_for(damaged.cache, tmp_path)
+    got = client.get("/api/spectrum", params={
+        "signal": "motor.speed", "start": str(DAMAGED_T0 // 10**6),
+        "end": str((DAMAGED_T0 + DAMAGED_SECONDS * S) // 10**6), "segment": 64})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["samples"] == len(damaged.expected_speeds())
+    assert body["skipped"] and body["irregular"] is True and "gaps" in body["reason"]
+
+
+def test_nullable_columns_read_as_nan() -> None:
+    from speeddata.stripchart.fullrate import _floats
+
+    column = np.array([1.0, None, 3.0], dtype=object)
+    assert np.isnan(_floats(column)[1]) and _floats(column)[2] == 3.0
