@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Spectra benchmark: what /api/spectrum and /api/xy cost on the largest range they take.
 
-Writes 4 194 000 motor records (just under 2^22, 70 min at 1 kHz, blocks of 1000) to a temporary cache, then
-times, median of 3 runs each: reading every sample of one signal from the cache
+Writes 4 194 000 motor records (just under 2^22, 70 min at 1 kHz, blocks of 1000) to a
+temporary cache, then times, median of 3 runs each: reading every sample of one signal
+from the cache
 (``fullrate.read``), Welch (1024) and the FFT of them, and the whole HTTP answers
 (in process); the baseline is reading the same records with fastavro into dicts
 (``cache.reader.records``), what a naive reader would do.
