@@ -120,3 +120,30 @@ def test_the_xy_of_sin_against_cos_draws_a_circle(page: Page) -> None:
     ry = cy - page.evaluate(f"{panel}.at(0, 1.5)")[1]
     inside = [p for p in blue if ((p[0] / dpr - cx) / rx) ** 2 + ((p[1] / dpr - cy) / ry) ** 2 < 1]
     assert not inside, f"{len(inside)} pixels drawn in the centre"
+
+
+def test_the_spectrogram_draws_37_hz_loudest_all_along(page: Page) -> None:
+    open_from_legend(page, "motor.speed", "spectrum of motor.speed", "sd-spectrum")
+    page.select_option("sd-spectrum .panel-head select >> nth=0", "spectrogram")
+    page.wait_for_selector("sd-spectrum[data-state=drawn]", timeout=30_000)
+    panel = "document.querySelector('sd-spectrum')"
+    page.wait_for_function(f"{panel}.plot && {panel}.plot.spectrogram")
+    if SHOTS:
+        page.locator("sd-spectrum").screenshot(path=f"{SHOTS}/sd-spectrogram.png")
+    # the loudest colour (yellow) where the samples are, at the height of 37 Hz
+    hot = page.evaluate("""(sel) => {
+      const c = document.querySelector(sel);
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      const out = [];
+      for (let i = 0; i < d.length; i += 4) {
+        if (d[i] > 200 && d[i + 1] > 200 && d[i + 2] < 90) out.push(Math.floor(i / 4 / c.width));
+      }
+      return { dpr: window.devicePixelRatio || 1, rows: out };
+    }""", "sd-spectrum canvas")
+    y37 = page.evaluate(f"{panel}.plot.y.map(37)") * hot["dpr"]
+    bin_px = abs(page.evaluate(f"{panel}.plot.y.map(37 + 1000 / 256) - {panel}.plot.y.map(37)"))
+    assert hot["rows"], "nothing drawn at the loudest colour"
+    # the legend strip is yellow at its top too: only rows below its top few pixels count
+    rows = [r for r in hot["rows"] if r > page.evaluate(f"{panel}.plot.y.map(400)") * hot["dpr"]]
+    assert rows and all(abs(r - y37) <= max(3, 2 * bin_px * hot["dpr"]) for r in rows), (
+        sorted(set(rows)), y37)

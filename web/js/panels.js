@@ -8,7 +8,7 @@ import { niceTicks, tickLabel } from "./chartmath.js";
 
 export const TRACE = "#1f77b4";
 export const GRID = "rgba(128,128,128,0.25)";
-export const PAD = { left: 64, right: 12, top: 8, bottom: 36 };  // CSS px around the plot
+export const PAD = { left: 64, right: 12, top: 18, bottom: 36 };  // CSS px around the plot
 
 /** The range a panel reads: the chart's paused view, or the window ending now (ms on
  * the chart's axis, as /api/range takes them). */

@@ -4,6 +4,7 @@
 // log. Opened from a chart's legend (panels.js). The plot's mapping is kept in
 // ``this.plot`` so a test can find where a frequency is drawn.
 
+import { drawSpectrogram } from "./spectrogram.js";
 import { TRACE, PAD, context, drawAxes, frame, getJson, linear, logarithmic, rangeParams,
   rangeSelect } from "./panels.js";
 
@@ -23,7 +24,7 @@ export class SdSpectrum extends HTMLElement {
     if (this.built) return;
     this.built = true;
     this.signal = this.getAttribute("signal") || "";
-    this.method = select([["welch", "PSD (Welch)"], ["fft", "amplitude (FFT)"]], this.getAttribute("method") || "welch", "what is drawn");
+    this.method = select([["welch", "PSD (Welch)"], ["fft", "amplitude (FFT)"], ["spectrogram", "spectrogram"]], this.getAttribute("method") || "welch", "what is drawn");
     this.window = select(["hann", "hamming", "blackman", "rect"].map((w) => [w, w]), this.getAttribute("window") || "hann", "window of each transform");
     this.segment = select(SEGMENTS.map((n) => [String(n), `${n} samples`]), this.getAttribute("segment") || "1024", "Welch segment (half overlapping)");
     this.scale = select([["lin", "Hz linear"], ["log", "Hz log"]], this.getAttribute("scale") || "lin", "frequency axis");
@@ -40,13 +41,18 @@ export class SdSpectrum extends HTMLElement {
 
   /** Read the spectrum of the chosen range; the answer or the refusal is shown. */
   async load() {
-    this.segment.disabled = this.method.value !== "welch";
+    const gram = this.method.value === "spectrogram";
+    this.segment.disabled = this.method.value === "fft";
     this.dataset.state = "loading";
     this.status.textContent = "reading every sample of the range…";
-    const params = { signal: this.signal, method: this.method.value, window: this.window.value,
-      segment: this.segment.value, ...rangeParams(this.range.value, this.chart) };
+    const range = rangeParams(this.range.value, this.chart);
     try {
-      this.answer = await getJson("api/spectrum", params);
+      this.answer = gram
+        ? await getJson("api/spectrogram", { signal: this.signal, window: this.window.value,
+          segment: String(Math.min(4096, Number(this.segment.value))), ...range,
+          columns: String(Math.max(1, Math.min(512, Math.round(this.canvas.clientWidth - PAD.left)))) })
+        : await getJson("api/spectrum", { signal: this.signal, method: this.method.value,
+          window: this.window.value, segment: this.segment.value, ...range });
     } catch (err) {
       this.answer = null;
       this.status.textContent = `no spectrum: ${err.message}`;
@@ -58,8 +64,9 @@ export class SdSpectrum extends HTMLElement {
     const a = this.answer;
     this.status.classList.toggle("refused", a.irregular);
     this.status.textContent = `${a.samples} samples at ${a.rate_hz.toPrecision(6)} Hz · ` +
-      `${a.method === "welch" ? `${a.segments} segments of ${a.segment}` : `${a.segment}-point FFT`} · ` +
-      `resolution ${a.resolution_hz.toPrecision(3)} Hz` +
+      `${gram ? `${a.psd.length} columns of ${a.segments_per_column} segments of ${a.segment}`
+        : a.method === "welch" ? `${a.segments} segments of ${a.segment}` : `${a.segment}-point FFT`}` +
+      (gram ? "" : ` · resolution ${a.resolution_hz.toPrecision(3)} Hz`) +
       (a.irregular ? ` · irregular: ${a.reason}` : "") +
       (a.skipped.length ? ` · ${a.skipped.length} damaged cache ranges left out` : "");
     this.draw();
@@ -71,6 +78,12 @@ export class SdSpectrum extends HTMLElement {
     const a = this.answer;
     this.plot = null;
     if (!a || !a.frequency_hz.length) return;
+    if (a.psd) {  // a spectrogram
+      const drawn = drawSpectrogram(ctx, w, h, a);
+      this.canvas.setAttribute("aria-label", `spectrogram of ${this.signal}, 0 to ${a.rate_hz / 2} Hz`);
+      if (drawn) this.plot = { spectrogram: true, ...drawn };
+      return;
+    }
     const log = this.scale.value === "log";
     const f = a.frequency_hz, v = a.value;
     const nyquist = a.rate_hz / 2;
