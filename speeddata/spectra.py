@@ -212,13 +212,21 @@ def xy_pairs(x_times: np.ndarray, x: np.ndarray, y_times: np.ndarray, y: np.ndar
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(time, x, y) at each x sample, y the last value of y at or before it (the join
     rule of derived signals); x samples before y's first are left out. Times sorted."""
-    x_order = np.argsort(x_times, kind="stable")
-    y_order = np.argsort(y_times, kind="stable")
-    tx, xv = np.asarray(x_times)[x_order], np.asarray(x, dtype=np.float64)[x_order]
-    ty, yv = np.asarray(y_times)[y_order], np.asarray(y, dtype=np.float64)[y_order]
+    tx, xv = _by_time(np.asarray(x_times), np.asarray(x, dtype=np.float64))
+    ty, yv = _by_time(np.asarray(y_times), np.asarray(y, dtype=np.float64))
+    if len(tx) == len(ty) and np.array_equal(tx, ty):  # one channel: the same samples
+        return tx, xv, yv
     at = np.searchsorted(ty, tx, side="right") - 1
     kept = at >= 0
     return tx[kept], xv[kept], yv[at[kept]]
+
+
+def _by_time(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted by time (stable); as they are when they already are, the usual case."""
+    if len(times) < 2 or bool(np.all(times[1:] >= times[:-1])):
+        return times, values
+    order = np.argsort(times, kind="stable")
+    return times[order], values[order]
 
 
 def decimate_pairs(count: int, points: int) -> np.ndarray:
