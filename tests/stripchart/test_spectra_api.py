@@ -193,3 +193,17 @@ def test_nullable_columns_read_as_nan() -> None:
 
     column = np.array([1.0, None, 3.0], dtype=object)
     assert np.isnan(_floats(column)[1]) and _floats(column)[2] == 3.0
+
+
+def test_a_tag_is_a_range(api: TestClient) -> None:
+    from speeddata.times import format_time
+
+    made = api.post("/api/tags", json={"name": "sines", "start": format_time(T0 + 2 * S),
+                                       "end": format_time(T0 + 6 * S)})
+    assert made.status_code == 201, made.text
+    body = api.get("/api/spectrum", params={"signal": "motor.speed", "tag": "sines",
+                                            "method": "fft"}).json()
+    assert body["samples"] == 4 * RATE
+    assert max(body["value"]) == pytest.approx(2.5, rel=0.01)
+    both = api.get("/api/spectrum", params={"signal": "motor.speed", "tag": "sines", **WHOLE})
+    assert both.status_code == 400 and "tag" in both.json()["detail"]
