@@ -207,3 +207,29 @@ def test_a_tag_is_a_range(api: TestClient) -> None:
     assert max(body["value"]) == pytest.approx(2.5, rel=0.01)
     both = api.get("/api/spectrum", params={"signal": "motor.speed", "tag": "sines", **WHOLE})
     assert both.status_code == 400 and "tag" in both.json()["detail"]
+
+
+def test_xy_across_channels_joins_the_last_value_at_or_before(tmp_path: Path) -> None:
+    """motor at 1 kHz against env at 1 Hz: each motor sample takes the humidity of the
+    last env sample at or before it; motor samples before the first env one are left out."""
+    write_motor(tmp_path / "cache", T0, 4)
+    env = Registry.load_dir(SCHEMAS)[0]["env"]
+    writer = CacheWriter(tmp_path / "cache", 2**30, 600)
+    encoder = Encoder(env)
+    for second in range(4):  # 500 ms into each second
+        t = T0 + second * S + S // 2
+        writer.append(env, [encoder.encode({
+            "time": t, "humidity": float(second), "pressure": 1000.0, "state": "IDLE",
+            "message": ""})[10:]], t)
+    writer.close()
+    client = client_for(tmp_path / "cache", tmp_path)
+    body = client.get("/api/xy", params={
+        "x": "env.humidity", "y": "motor.position", "start": str(T0 // 10**6),
+        "end": str((T0 + 4 * S) // 10**6)}).json()
+    assert body["pairs"] == 4  # an env sample each: y the motor sample at its time
+    assert body["xs"] == [0.0, 1.0, 2.0, 3.0] and body["ys"] == [500.0, 1500.0, 2500.0, 3500.0]
+    body = client.get("/api/xy", params={
+        "x": "motor.position", "y": "env.humidity", "start": str(T0 // 10**6),
+        "end": str((T0 + 4 * S) // 10**6), "points": 100_000}).json()
+    assert body["pairs"] == 3500 and body["xs"][0] == 500.0
+    assert body["ys"][:1001] == [0.0] * 1000 + [1.0]  # 1.0 from 1.5 s on
