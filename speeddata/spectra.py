@@ -111,7 +111,7 @@ def _one_sided(power: np.ndarray, size: int) -> np.ndarray:
 
 def _segments(values: np.ndarray, segment: int) -> np.ndarray:
     """The half-overlapping segments of ``values`` as rows (a view, then a copy)."""
-    step = segment // 2 or 1
+    step = segment - segment // 2  # what overlaps is segment // 2, as scipy has it
     count = (len(values) - segment) // step + 1
     starts = np.arange(count) * step
     return values[starts[:, None] + np.arange(segment)]
@@ -176,7 +176,7 @@ def spectrogram(times_ns: np.ndarray, values: np.ndarray, rate_hz: float,
     used = len(rows) // per * per or len(rows)
     per = min(per, used)
     psd = _psd_rows(rows[:used], rate_hz, taper).reshape(-1, per, segment // 2 + 1).mean(axis=1)
-    step = segment // 2 or 1
+    step = segment - segment // 2  # what overlaps is segment // 2, as scipy has it
     starts = np.asarray(times_ns, dtype=np.int64)[np.arange(0, used, per) * step]
     return Spectrogram(starts, np.fft.rfftfreq(segment, 1 / rate_hz), psd, segment, per)
 
