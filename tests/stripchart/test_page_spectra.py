@@ -70,12 +70,13 @@ def page(browser: Browser, sines: Stack) -> Iterator[Page]:
     assert not errors
 
 
-def open_from_legend(page: Page, signal: str, entry: str, tag: str) -> None:
+def open_from_legend(page: Page, signal: str, entry: str, tag: str,
+                     state: str = "drawn") -> None:
     page.locator("sd-chart .legend-item b", has_text=signal).first.click()
     page.locator(".panel-menu button", has_text=entry).click()
-    page.wait_for_selector(f"{tag}[data-state=drawn]", timeout=30_000)
+    page.wait_for_selector(f"{tag}[data-state={state}]", timeout=30_000)
     if SHOTS:
-        page.locator(tag).screenshot(path=f"{SHOTS}/{tag}.png")
+        page.locator(tag).screenshot(path=f"{SHOTS}/{tag}-{state}.png")
 
 
 @pytest.mark.parametrize("scale", ["lin", "log"])
@@ -86,6 +87,8 @@ def test_the_spectrum_panel_draws_the_peak_of_a_37_hz_sine_at_37_hz(page: Page,
     if scale == "log":
         page.select_option("sd-spectrum .panel-head select >> nth=3", "log")
         page.wait_for_function(f"{panel}.plot && {panel}.plot.log")
+        if SHOTS:
+            page.locator("sd-spectrum").screenshot(path=f"{SHOTS}/sd-spectrum-log.png")
     status = page.locator("sd-spectrum .panel-status").text_content()
     assert "8000 samples at 1000.00 Hz" in status and "irregular" not in status
     got = page.evaluate(BLUE_PIXELS, "sd-spectrum canvas")
@@ -147,3 +150,18 @@ def test_the_spectrogram_draws_37_hz_loudest_all_along(page: Page) -> None:
     rows = [r for r in hot["rows"] if r > page.evaluate(f"{panel}.plot.y.map(400)") * hot["dpr"]]
     assert rows and all(abs(r - y37) <= max(3, 2 * bin_px * hot["dpr"]) for r in rows), (
         sorted(set(rows)), y37)
+
+
+def test_a_panel_says_why_the_server_refused(browser: Browser, sines: Stack) -> None:
+    p = browser.new_page(viewport={"width": 1200, "height": 900})
+    hour_ago = time.time() * 1000 - 3_600_000
+    layout = json.dumps([{"chart": "motor.speed", "window": 10,
+                          "view": [round(hour_ago), round(hour_ago + 10_000)]}])
+    p.goto(f"{sines.serve.url}#layout={urllib.parse.quote(layout)}")
+    wait_connected(p)
+    open_from_legend(p, "motor.speed", "spectrum of motor.speed", "sd-spectrum", "refused")
+    status = p.locator("sd-spectrum .panel-status")
+    assert "no spectrum: 400: 0 samples in the range" in status.text_content()
+    assert status.evaluate("e => getComputedStyle(e).color") == "rgb(179, 38, 30)"
+    p.close()
+

@@ -84,7 +84,7 @@ export function logarithmic(lo, hi, p0, p1) {
   const a = Math.floor(Math.log10(lo)), b = Math.ceil(Math.log10(hi));
   const l0 = Math.log10(lo), l1 = Math.max(Math.log10(hi), l0 + 1e-9);
   const ticks = [];
-  const sub = b - a <= 3 ? [1, 2, 5] : [1];
+  const sub = b - a <= 4 ? [1, 2, 5] : [1];
   for (let d = a; d <= b; d++) {
     for (const m of sub) {
       const v = m * 10 ** d;
