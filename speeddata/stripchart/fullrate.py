@@ -76,16 +76,19 @@ def _floats(column: np.ndarray) -> np.ndarray:
 
 
 def read(cache_dir: Path, registry: Registry, name: str, start_ns: int, end_ns: int,
-         margin_ns: int, limit: int = MAX_SAMPLES) -> Samples:
+         margin_ns: int, limit: int = MAX_SAMPLES, offset_ns: int = 0) -> Samples:
     """The samples of ``name`` (``channel.signal``) whose own time is in
-    ``[start_ns, end_ns)``. SpeeddataError for an empty or reversed range."""
+    ``[start_ns, end_ns)``. ``offset_ns``: how far the source's clock is ahead of the
+    relay's, when known (the blocks are found by receive time). SpeeddataError for an
+    empty or reversed range."""
     if end_ns <= start_ns:
         raise SpeeddataError("the range must end after it starts")
     channel, signal, unit = numeric_signal(registry, name)
     catalogue = Catalogue(cache_dir)
-    per_file = catalogue.blocks(channel, start_ns - margin_ns, end_ns + margin_ns)
+    first, last = start_ns - offset_ns, end_ns - offset_ns  # as received
+    per_file = catalogue.blocks(channel, first - margin_ns, last + margin_ns)
     inside = sum(e.count for _, entries in per_file for e in entries
-                 if start_ns <= e.recv_ns <= end_ns)
+                 if first <= e.recv_ns <= last)
     if inside > limit:
         raise TooLargeError(f"{name} has about {inside} samples in the range; at most "
                             f"{limit} are read: choose a shorter range")

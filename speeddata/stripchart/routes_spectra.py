@@ -76,7 +76,7 @@ def _samples(server: StripchartServer, name: str, tag: str | None, start: str | 
     low, high, shift = span(server, tag, start, end, channel)
     margin = int(server.config.web.clock_tolerance_seconds * 1e9)
     return fullrate.read(server.config.cache.dir, server.registry, name, low, high, margin,
-                         fullrate.MAX_SAMPLES), shift
+                         fullrate.MAX_SAMPLES, shift), shift
 
 
 def _finite(values: np.ndarray) -> list:

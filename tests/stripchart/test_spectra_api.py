@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+from speeddata import config as configuration
 from speeddata.cache.store import CacheWriter
-from speeddata.config import build
+from speeddata.config import Config, write_file
 from speeddata.schemas import Registry
 from speeddata.sender import Encoder
 from speeddata.stripchart.app import create_app
-from tests.helpers import SCHEMAS
+from tests.helpers import SCHEMAS, relay_settings
 
 S = 10**9
 T0 = 1_795_000_000 * S
@@ -44,12 +45,16 @@ def write_motor(cache: Path, start: int, seconds: float, gap_at: float | None = 
     writer.close()
 
 
+def config_for(cache: Path, tmp: Path) -> Config:
+    """A sealed config (its own groups: a tag made here is announced on none of
+    ./start's) over ``cache``."""
+    settings = relay_settings(tmp, cache={"dir": str(cache)})
+    return configuration.build(write_file(tmp / "serve.toml", settings))
+
+
 def client_for(cache: Path, tmp: Path) -> TestClient:
     """The app without its lifespan: no group joined, no status written."""
-    config = build(None, {("cache", "dir"): cache, ("channels", "dir"): SCHEMAS,
-                          ("exports", "dir"): tmp / "exports", ("web", "host"): "127.0.0.1",
-                          ("web", "port"): 0})
-    return TestClient(create_app(config), base_url="http://127.0.0.1")
+    return TestClient(create_app(config_for(cache, tmp)), base_url="http://127.0.0.1")
 
 
 @pytest.fixture(scope="module")
@@ -157,11 +162,9 @@ def test_hostile_parameters_get_a_4xx_with_a_reason(api: TestClient, path: str, 
 
 def test_the_routes_are_behind_the_token(tmp_path: Path) -> None:
     write_motor(tmp_path / "cache", T0, 1)
-    config = build(None, {("cache", "dir"): tmp_path / "cache", ("channels", "dir"): SCHEMAS,
-                          ("exports", "dir"): tmp_path / "exports",
-                          ("web", "host"): "127.0.0.1", ("web", "port"): 0})
     token = "t" * 43
-    client = TestClient(create_app(config, token), base_url="http://127.0.0.1")
+    client = TestClient(create_app(config_for(tmp_path / "cache", tmp_path), token),
+                        base_url="http://127.0.0.1")
     params = {"start": str(T0 // 10**6), "end": str(T0 // 10**6 + 1000)}
     for path, query in (("/api/spectrum", {"signal": "motor.speed"}),
                         ("/api/spectrogram", {"signal": "motor.speed"}),
