@@ -2,6 +2,7 @@
 
 ``create_app`` puts together the endpoints, by concern: ``routes_channels``,
 ``routes_status`` (status, loss, captures, alarms), ``routes_range`` (scroll-back),
+``routes_spectra`` (spectra and XY from the cache),
 ``routes_ws`` (the page's WebSocket, around ``session.PageSession``) and ``api_tags``
 (tags, pivot jobs, exports), over the state they share (``server.StripchartServer``).
 It does no I/O but reading the schemas: ``serve`` resolves the token (which may write
@@ -30,7 +31,13 @@ from fastapi_offline import FastAPIOffline
 from speeddata import __version__, packaged
 from speeddata.config import Config
 from speeddata.errors import SpeeddataError
-from speeddata.stripchart import routes_channels, routes_range, routes_status, routes_ws
+from speeddata.stripchart import (
+    routes_channels,
+    routes_range,
+    routes_spectra,
+    routes_status,
+    routes_ws,
+)
 from speeddata.stripchart.guard import Guard, is_loopback, resolve_token
 from speeddata.stripchart.routes_ws import ABORT
 from speeddata.stripchart.server import StripchartServer
@@ -77,7 +84,7 @@ def create_app(config: Config, token: str | None = None, *,
         """Our errors as HTTP answers: the code from the exception's type."""
         return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
 
-    for routes in (routes_channels, routes_status, routes_range, routes_ws):
+    for routes in (routes_channels, routes_status, routes_range, routes_spectra, routes_ws):
         routes.register(app, server)
 
     from speeddata.stripchart import api_tags  # tags and pivot jobs: their own module

@@ -5,6 +5,8 @@ import { app, buildElement, layoutLink, loadLayoutFromUrl } from "./app.js";
 import "./chart.js";
 import { clock, fmt, useUtc, usingUtc } from "./chartmath.js";
 import "./value.js";
+import "./spectrum.js";  // a legend click opens a spectrum or an XY panel
+import "./xy.js";
 import { setupMark } from "./mark.js";
 
 loadLayoutFromUrl();
