@@ -28,6 +28,7 @@ from speeddata.cache.check import BlockReader, Skipped
 from speeddata.errors import ConflictError
 from speeddata.readout import CHUNK_RECORDS, TEXT, Column, ReadError, chunks, select
 from speeddata.schemas import Registry
+from speeddata.tables import channel_schema, record_batch
 from speeddata.times import format_time
 
 # h5py is imported where an HDF5 file is written: CSV and Parquet exports, the server
@@ -303,37 +304,19 @@ class _ParquetWriter:
     def __init__(self, path: Path, time_field: str, columns: list[Column],
                  names: dict[str, str], schemas: list[dict], compression: str | None) -> None:
         try:
-            import pyarrow as pa
             import pyarrow.parquet as pq
         except ModuleNotFoundError:
             raise PivotError("Parquet needs pyarrow: pip install 'speeddata[parquet]'"
                              ) from None
-        self.pa = pa
-        types = {np.float64: pa.float64(), np.int64: pa.int64(), np.bool_: pa.bool_()}
-        fields = [pa.field(names[time_field], pa.timestamp("ns", tz="UTC")),
-                  pa.field("receive_time", pa.timestamp("ns", tz="UTC"))]
-        for c in columns:
-            about = {"unit": c.unit, "doc": c.doc, "avro_type": c.avro_type}
-            if names[c.name] != c.name:
-                about["field"] = c.name
-            fields.append(pa.field(names[c.name], types.get(c.dtype, pa.string()),
-                                   metadata=about))
-        renamed = {n: f for f, n in names.items() if f != n}
-        self.schema = pa.schema(fields, metadata={
-            "schema": json.dumps(schemas[-1]), "schemas": json.dumps(schemas),
-            **({"renamed": json.dumps(renamed)} if renamed else {})})
+        self.schema = channel_schema(time_field, columns, names, schemas)
         self.writer = pq.ParquetWriter(path, self.schema, compression=compression or "none")
         self.time_field = time_field
         self.columns = columns
         self.count = 0
 
     def append(self, columns: dict[str, np.ndarray], receive_ns: np.ndarray) -> None:
-        pa = self.pa
-        arrays = [pa.array(columns[self.time_field], pa.int64()).cast(self.schema.field(0).type),
-                  pa.array(receive_ns, pa.int64()).cast(self.schema.field(1).type)]
-        for i, c in enumerate(self.columns):  # NaN stays NaN, as in the HDF5 and the cache
-            arrays.append(pa.array(columns[c.name], self.schema.field(i + 2).type))
-        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self.writer.write_batch(record_batch(self.schema, columns[self.time_field], receive_ns,
+                                             [columns[c.name] for c in self.columns]))
         self.count += len(receive_ns)
 
 
