@@ -24,7 +24,7 @@ from speeddata import config as configuration
 from speeddata.cache.check import Skipped
 from speeddata.errors import ArchiveError, ConfigError
 from speeddata.pivot import column_names
-from speeddata.readout import ChannelRange, Selection, chunks, select
+from speeddata.readout import ChannelRange, ReadError, Selection, chunks, select
 from speeddata.schemas import Registry, load_channels
 from speeddata.sets import ChannelData, SetData
 from speeddata.tables import channel_schema, pyarrow, record_batch
@@ -235,3 +235,51 @@ def _fetch(found: configuration.Config, span: Span, into: Path, names: list[str]
                            "reads the rest): " + "; ".join(fetched["problems"][:5]))
     for line in fetched["problems"]:
         log.warning("archive: %s", line)
+
+
+class SqlError(ReadError):
+    """A statement DuckDB refuses; the message is DuckDB's."""
+
+
+def sql(found: Query, statement: str, *, window: str | float = "10s",
+        csv: Path | None = None, parquet: Path | None = None) -> Any:
+    """``statement`` run by DuckDB over the range, each channel a table named after it
+    (its batches streamed: only the tables the statement reads are read). The result as
+    a pyarrow Table, or written to ``csv`` or ``parquet`` (whole or not at all: None is
+    returned). A table the statement scans twice (a self-join) is read into memory."""
+    try:
+        import duckdb
+    except ModuleNotFoundError:
+        raise SqlError("SQL needs DuckDB: pip install 'speeddata[query]'") from None
+    names = found.names()
+    for streaming in (True, False):
+        db = duckdb.connect()
+        try:
+            db.execute("SET TimeZone = 'UTC'")
+            for name in names:
+                stream = found.reader(name, window)
+                db.register(name, stream if streaming else stream.read_all())
+            relation = db.sql(statement)
+            if relation is None:
+                raise SqlError("the statement gives no rows: write a query (select ...)")
+            if csv is None and parquet is None:
+                return relation.to_arrow_table()
+            target = csv or parquet
+            assert target is not None
+            tmp = target.with_name(f".{target.name}.tmp")
+            try:
+                (relation.to_csv if csv else relation.to_parquet)(str(tmp))
+                tmp.replace(target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return None
+        except duckdb.InvalidInputException as exc:
+            if streaming and "already been consumed" in str(exc):
+                log.info("a table is scanned twice: reading the range into memory")
+                continue
+            raise SqlError(str(exc)) from None
+        except duckdb.Error as exc:
+            raise SqlError(str(exc)) from None
+        finally:
+            db.close()
+    raise AssertionError("unreachable")

@@ -3,7 +3,7 @@
 Each command lives in the module of its concern, its arguments declared beside it
 (``@command`` in ``base``): ``services`` (relay, serve, archive, demo, up, service),
 ``status`` (status, captures, config), ``tags`` (tag, tags, untag, control), ``exports``
-(pivot, replay, verify), ``channels``, ``sources`` (source, tail), ``bench``; what
+(pivot, replay, verify), ``query``, ``channels``, ``sources`` (source, tail), ``bench``; what
 ``status``, ``captures`` and ``tags`` print is in ``render``."""
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import re
 import sys
 
 from speeddata import __version__, config, logs
-from speeddata.cli import bench, channels, exports, services, sources, status, tags
+from speeddata.cli import bench, channels, exports, query, services, sources, status, tags
 from speeddata.cli.base import COMMANDS, Command
 from speeddata.errors import ConfigError, SpeeddataError
 
 __all__ = ["COMMANDS", "SECTIONS_OF", "Command", "main", "parser"]
-MODULES = (bench, channels, exports, services, sources, status, tags)  # they register
+MODULES = (bench, channels, exports, query, services, sources, status, tags)  # they register
 
 # The order ``speeddata --help`` lists them in.
 ORDER = ("relay", "serve", "archive", "demo", "status", "config", "up", "tag", "tags",
-         "untag", "pivot", "bench", "service", "channels", "tail", "source", "replay",
+         "untag", "pivot", "query", "bench", "service", "channels", "tail", "source", "replay",
          "captures", "verify", "control")
 SECTIONS_OF = {name: spec.sections for name, spec in COMMANDS.items()}
 
@@ -62,7 +62,8 @@ def _glue_relative_times(argv: list[str]) -> list[str]:
 
 # What the bare package (the sender) leaves out; each command's extra brings its part.
 OPTIONAL_MODULES = {"numpy", "h5py", "tqdm", "fastapi", "fastapi_offline", "uvicorn",
-                    "websockets", "pydantic", "starlette", "uvloop", "boto3", "botocore"}
+                    "websockets", "pydantic", "starlette", "uvloop", "boto3", "botocore",
+                    "pyarrow", "duckdb"}
 
 
 def main(argv: list[str] | None = None) -> int:
