@@ -50,7 +50,11 @@ class ChannelData:
         """A DataFrame indexed by time (needs pandas)."""
         pd = _optional("pandas", "pandas")
 
-        return pd.DataFrame(self.columns, index=pd.DatetimeIndex(self.datetimes, name="time"))
+        index = pd.DatetimeIndex(self.datetimes, name="time")
+        block = _block_of(list(self.columns.values()))
+        if block is not None:  # the columns are the rows of one array: pandas shares it
+            return pd.DataFrame(block.T, columns=list(self.columns), index=index, copy=False)
+        return pd.DataFrame(self.columns, index=index)
 
     def to_xarray(self) -> Any:
         """An xarray Dataset indexed by time, units in each variable's attrs (needs xarray)."""
@@ -85,6 +89,18 @@ class ChannelData:
         pl = _optional("polars", "polars")
 
         return pl.from_arrow(self.to_arrow())
+
+
+def _block_of(columns: list[np.ndarray]) -> np.ndarray | None:
+    """The 2-D float64 array whose rows are ``columns`` in order (as a query reads
+    them), or None."""
+    base = columns[0].base if columns else None
+    if not (isinstance(base, np.ndarray) and base.ndim == 2 and base.dtype == np.float64
+            and base.flags.c_contiguous and base.shape[0] == len(columns)):
+        return None
+    same = all(c.base is base and c.dtype == np.float64 and np.shares_memory(c, base[j])
+               and c.shape == base[j].shape for j, c in enumerate(columns))
+    return base if same else None
 
 
 def _optional(module: str, extra: str) -> Any:
