@@ -81,17 +81,14 @@ import json, sys, time
 from pathlib import Path
 from speeddata.pivot import pivot
 cache, out, start, end = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-times = []
-for run in range(3):
-    result = pivot(cache, out, start, end, compression=None, force=True)
-    times.append(result.seconds)
-    out.unlink()
-print(json.dumps(times))
+result = pivot(cache, out, start, end, compression=None, force=True)
+out.unlink()
+print(json.dumps([result.seconds]))
 """
 
 
 def baseline_pivot(tree: Path, cache: Path, work: Path, start: int, end: int) -> list[float]:
-    """3 uncompressed pivots of the range by the checkout ``tree``, in its own process
+    """An uncompressed pivot of the range by the checkout ``tree``, in its own process
     started in that tree (so it imports that tree's speeddata, not this one's)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run([sys.executable, "-c", BASELINE, str(cache), str(work / "base.h5"),
@@ -137,25 +134,33 @@ def measure(gigabytes: float, keep: bool, work: Path, baseline: Path | None) -> 
     selected = plan(Catalogue(cache), start, end)
     row: dict = {"cache_gb": gigabytes, "cache_files": len(Catalogue(cache).files()),
                  "records": selected.records, "mb_read": round(selected.bytes / 1e6, 1)}
-    for compression in ("gzip", "none"):
-        times = []
-        for run in range(3):
+    # interleaved, a round of each at a time, so a machine that gets busier or quieter
+    # during the run shifts all of them alike
+    times: dict[str, list[float]] = {"gzip": [], "none": [], "fastavro": [], "decoder": [],
+                                     "baseline": []}
+    for run in range(3):
+        for compression in ("gzip", "none"):
             out = work / f"minute-{run}.h5"
             result = pivot(cache, out, start, end, compression=None if compression == "none"
                            else compression, force=True)
-            times.append(result.seconds)
+            times[compression].append(result.seconds)
             out.unlink()
-        row[f"pivot_{compression}_s"] = {"median": round(statistics.median(times), 3),
-                                         "min": round(min(times), 3), "max": round(max(times), 3)}
-    fastavro_s = [fastavro_read(cache, start, end)[0] for _ in range(3)]
-    row["fastavro_dicts_s"] = round(statistics.median(fastavro_s), 3)
-    decoder_s = statistics.median(decode_read(cache, start, end)[0] for _ in range(5))
+        times["decoder"].append(decode_read(cache, start, end)[0])
+        times["fastavro"].append(fastavro_read(cache, start, end)[0])
+        if baseline is not None:
+            times["baseline"] += baseline_pivot(baseline, cache, work, start, end)
+    for compression in ("gzip", "none"):
+        found = times[compression]
+        row[f"pivot_{compression}_s"] = {"median": round(statistics.median(found), 3),
+                                         "min": round(min(found), 3), "max": round(max(found), 3)}
+    row["fastavro_dicts_s"] = round(statistics.median(times["fastavro"]), 3)
+    decoder_s = statistics.median(times["decoder"])
     row["decoder_s"] = round(decoder_s, 3)
     row["decoder_mb_per_s"] = round(selected.bytes / 1e6 / decoder_s, 1)
     row["decoder_records_per_s"] = round(selected.records / decoder_s)
     row["decoder_vs_fastavro"] = round(row["fastavro_dicts_s"] / decoder_s, 2)
     if baseline is not None:
-        base_s = statistics.median(baseline_pivot(baseline, cache, work, start, end))
+        base_s = statistics.median(times["baseline"])
         row["baseline_pivot_none_s"] = round(base_s, 3)
         row["baseline_mb_per_s"] = round(selected.bytes / 1e6 / base_s, 1)
         row["baseline_records_per_s"] = round(selected.records / base_s)
@@ -268,7 +273,7 @@ def main() -> int:
         first, last = rows[0], rows[-1]
         print(f"one minute out of {last['cache_gb']:g} GB vs {first['cache_gb']:g} GB: "
               f"{last['pivot_none_s']['median'] / first['pivot_none_s']['median']:.2f}x the time")
-    print("median of 3; 'x fastavro' is gzip/none pivot speed over reading the same blocks "
+    print("median of 3 interleaved rounds; 'x fastavro' is gzip/none pivot speed over reading the same blocks "
           "into dicts with fastavro")
     print()
     print("one minute, uncompressed, side by side (median; MB/s of cache read):")
