@@ -273,8 +273,8 @@ def main() -> int:
         first, last = rows[0], rows[-1]
         print(f"one minute out of {last['cache_gb']:g} GB vs {first['cache_gb']:g} GB: "
               f"{last['pivot_none_s']['median'] / first['pivot_none_s']['median']:.2f}x the time")
-    print("median of 3 interleaved rounds; 'x fastavro' is gzip/none pivot speed over reading the same blocks "
-          "into dicts with fastavro")
+    print("median of 3 interleaved rounds; 'x fastavro' is gzip/none pivot speed over "
+          "reading the same blocks into dicts with fastavro")
     print()
     print("one minute, uncompressed, side by side (median; MB/s of cache read):")
     print(f"{'cache':>7} {'reader':<26} {'s':>7} {'MB/s':>7} {'M rec/s':>8} {'x fastavro':>11}")
