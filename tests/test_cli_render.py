@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from speeddata.cli.render import captures_lines, status_lines, tags_lines
+from speeddata.cli.render import captures_lines, result_lines, status_lines, tags_lines
 
 S = 10**9
 NOW = 1_800_000_000 * S
@@ -152,3 +152,14 @@ def test_tags_are_a_table_or_a_hint() -> None:
         "run2                2023-11-14T22:40:00.000Z  open                           0.0  "
         "motor,env     2023-11-14T23:00:00.000Z  rig2            ",
     ]
+
+
+def test_a_query_result_aligns_text_left_and_numbers_right() -> None:
+    lines = result_lines(["state", "n", "mean"], [["IDLE", "RUNNING", None],
+                                                  ["3", "40", "5"], ["1.5", None, "-2.25"]])
+    assert lines == ["state    n   mean",
+                     "-------  --  -----",
+                     "IDLE      3    1.5",
+                     "RUNNING  40",
+                     "          5  -2.25"]
+    assert result_lines(["x"], [[]]) == ["x", "-"]
