@@ -81,14 +81,17 @@ import json, sys, time
 from pathlib import Path
 from speeddata.pivot import pivot
 cache, out, start, end = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+cpu = time.process_time()
 result = pivot(cache, out, start, end, compression=None, force=True)
+cpu = time.process_time() - cpu
 out.unlink()
-print(json.dumps([result.seconds]))
+print(json.dumps([result.seconds, cpu]))
 """
 
 
 def baseline_pivot(tree: Path, cache: Path, work: Path, start: int, end: int) -> list[float]:
     """An uncompressed pivot of the range by the checkout ``tree``, in its own process
+    (its seconds and CPU seconds)
     started in that tree (so it imports that tree's speeddata, not this one's)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run([sys.executable, "-c", BASELINE, str(cache), str(work / "base.h5"),
@@ -136,19 +139,28 @@ def measure(gigabytes: float, keep: bool, work: Path, baseline: Path | None) -> 
                  "records": selected.records, "mb_read": round(selected.bytes / 1e6, 1)}
     # interleaved, a round of each at a time, so a machine that gets busier or quieter
     # during the run shifts all of them alike
+    # (CPU seconds too: MB per CPU second is the rate per core even on a shared machine)
     times: dict[str, list[float]] = {"gzip": [], "none": [], "fastavro": [], "decoder": [],
                                      "baseline": []}
+    cpu: dict[str, list[float]] = {k: [] for k in times}
     for run in range(3):
         for compression in ("gzip", "none"):
             out = work / f"minute-{run}.h5"
+            began = time.process_time()
             result = pivot(cache, out, start, end, compression=None if compression == "none"
                            else compression, force=True)
+            cpu[compression].append(time.process_time() - began)
             times[compression].append(result.seconds)
             out.unlink()
-        times["decoder"].append(decode_read(cache, start, end)[0])
-        times["fastavro"].append(fastavro_read(cache, start, end)[0])
+        for name, read in (("decoder", decode_read), ("fastavro", fastavro_read)):
+            began = time.process_time()
+            times[name].append(read(cache, start, end)[0])
+            cpu[name].append(time.process_time() - began)
         if baseline is not None:
-            times["baseline"] += baseline_pivot(baseline, cache, work, start, end)
+            wall, used = baseline_pivot(baseline, cache, work, start, end)
+            times["baseline"].append(wall)
+            cpu["baseline"].append(used)
+    row["cpu_s"] = {k: round(statistics.median(v), 3) for k, v in cpu.items() if v}
     for compression in ("gzip", "none"):
         found = times[compression]
         row[f"pivot_{compression}_s"] = {"median": round(statistics.median(found), 3),
@@ -188,7 +200,7 @@ def hour_child(mode: str, cache: Path) -> dict:
     the seconds and this process's peak RSS."""
     import speeddata
 
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     found = speeddata.query(start=format_time(T0), end=format_time(T0 + 3600 * 10**9 - 1),
                             cache=cache)
     rows = 0
@@ -200,12 +212,13 @@ def hour_child(mode: str, cache: Path) -> dict:
     elif mode == "batches":
         for batch in found.batches(window="10s"):
             rows += batch.batch.num_rows
-    seconds = time.perf_counter() - began
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
     # VmHWM, not ru_maxrss: that one keeps the parent's peak across fork and exec
     status = Path("/proc/self/status").read_text()
     peak = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")
                     ).split()[1]) / 1024
-    return {"mode": mode, "seconds": round(seconds, 3), "rows": rows,
+    return {"mode": mode, "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
+            "rows": rows,
             "peak_rss_mb": round(peak, 1)}
 
 
@@ -229,6 +242,7 @@ def measure_hour(work: Path, keep: bool) -> dict:
     pandas_s = statistics.median(r["seconds"] for r in results["pandas"])
     return {"records": results["whole"][0]["rows"], "cache_mb": round(size / 1e6, 1),
             "pandas_s": round(pandas_s, 3),
+            "pandas_cpu_s": statistics.median(r["cpu_seconds"] for r in results["pandas"]),
             "pandas_records_per_s": round(results["whole"][0]["rows"] / pandas_s),
             "rss_idle_mb": results["idle"][0]["peak_rss_mb"],
             "rss_pandas_mb": max(r["peak_rss_mb"] for r in results["pandas"]),
@@ -277,17 +291,20 @@ def main() -> int:
           "reading the same blocks into dicts with fastavro")
     print()
     print("one minute, uncompressed, side by side (median; MB/s of cache read):")
-    print(f"{'cache':>7} {'reader':<26} {'s':>7} {'MB/s':>7} {'M rec/s':>8} {'x fastavro':>11}")
+    print(f"{'cache':>7} {'reader':<26} {'s':>7} {'MB/s':>7} {'M rec/s':>8} {'x fastavro':>11}"
+          f" {'CPU s':>7} {'MB/CPU-s':>9} {'M rec/CPU-s':>12}")
     for r in rows:
-        lines = [("fastavro into dicts", r["fastavro_dicts_s"])]
+        lines = [("fastavro into dicts", r["fastavro_dicts_s"], "fastavro")]
         if "baseline_pivot_none_s" in r:
-            lines.append(("pivot of --baseline", r["baseline_pivot_none_s"]))
-        lines += [("decoder (pivot and query)", r["decoder_s"]),
-                  ("pivot, this tree", r["pivot_none_s"]["median"])]
-        for name, seconds in lines:
+            lines.append(("pivot of --baseline", r["baseline_pivot_none_s"], "baseline"))
+        lines += [("decoder (pivot and query)", r["decoder_s"], "decoder"),
+                  ("pivot, this tree", r["pivot_none_s"]["median"], "none")]
+        for name, seconds, key in lines:
+            used = r["cpu_s"][key]
             print(f"{r['cache_gb']:>5g}GB {name:<26} {seconds:>7.3f} "
                   f"{r['mb_read'] / seconds:>7.1f} {r['records'] / seconds / 1e6:>8.2f} "
-                  f"{r['fastavro_dicts_s'] / seconds:>11.2f}")
+                  f"{r['fastavro_dicts_s'] / seconds:>11.2f} {used:>7.3f} "
+                  f"{r['mb_read'] / used:>9.1f} {r['records'] / used / 1e6:>12.2f}")
         if "baseline_pivot_none_s" in r:
             print(f"  decoder / baseline pivot: {r['decoder_vs_baseline_pivot']}x; "
                   f"pivot / baseline pivot: {r['pivot_vs_baseline_pivot']}x")
@@ -296,7 +313,7 @@ def main() -> int:
         print(f"one hour of a 1 kHz 10-signal channel ({hour['records']} records, "
               f"{hour['cache_mb']} MB of cache) into pandas with speeddata.query: "
               f"{hour['pandas_s']} s ({hour['pandas_records_per_s'] / 1e6:.2f} M records/s, "
-              "median of 3)")
+              f"median of 3; {hour['pandas_cpu_s']} CPU s, pandas' import included)")
         print(f"peak RSS: imports and select {hour['rss_idle_mb']} MB, to_pandas "
               f"{hour['rss_pandas_mb']} MB, read() whole {hour['rss_whole_mb']} MB, "
               f"batches('10s') {hour['rss_batches_mb']} MB ({hour['batches_s']} s)")
