@@ -250,12 +250,40 @@ def chunks(reader: BlockReader, part: ChannelRange, *, rows: int = CHUNK_RECORDS
                             group_window, decimate, skip, progress)
 
 
+def _decode_runs(reader: BlockReader, decoder: ColumnDecoder, path: Path,
+                 group: list[tuple[Entry, bytes]]) -> tuple[dict[str, np.ndarray], list[bool]]:
+    """``reader.decode`` of each run of blocks whose records have one size (a counter
+    that grows a varint byte changes it): each run is one matrix of rows, where the whole
+    group would not be."""
+    runs: list[list[tuple[Entry, bytes]]] = []
+    last: int | None = None
+    for entry, data in group:
+        size = len(data) // entry.count if entry.count and len(data) % entry.count == 0 \
+            else None
+        if runs and size is not None and size == last:
+            runs[-1].append((entry, data))
+        else:
+            runs.append([(entry, data)])
+        last = size
+    if len(runs) == 1:
+        return reader.decode(decoder, path, group)
+    parts, kept = [], []
+    for run in runs:
+        columns, ok = reader.decode(decoder, path, run)
+        if any(ok):
+            parts.append(columns)
+        kept += ok
+    if not parts:
+        return decoder.empty(), kept
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, kept
+
+
 def _decoded(reader: BlockReader, part: ChannelRange, decoder: ColumnDecoder, path: Path,
              group: list[tuple[Entry, bytes]], window: int, decimate: int, skip: list[int],
              progress: Callable[[int], None] | None) -> Iterator[Chunk]:
     """One chunk of a file's blocks, decoded in one call (block by block where that fails,
     the blocks that do not decode skipped)."""
-    decoded, kept = reader.decode(decoder, path, group)
+    decoded, kept = _decode_runs(reader, decoder, path, group)
     counts = np.array([e.count for (e, _), ok in zip(group, kept, strict=True) if ok],
                       dtype=np.int64)
     if progress:

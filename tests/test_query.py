@@ -180,3 +180,34 @@ def test_a_bad_window_is_a_time_error(cache: Path) -> None:
         next(iter(found.batches(window="ten seconds")))
     with pytest.raises(TimeError, match="more than 0"):
         next(iter(found.batches(window=0)))
+
+
+def test_blocks_whose_record_size_changes_decode_by_rows_each(tmp_path: Path) -> None:
+    """A counter that grows a varint byte changes the record size between blocks: each
+    run of one size is still a matrix of rows (not fastavro for the whole chunk)."""
+    from speeddata.cache.store import CacheWriter
+    from speeddata.columns import ColumnDecoder
+    from speeddata.readout import _decode_runs, chunks, select
+    from speeddata.sender import Encoder
+
+    channel = rig({"name": "n", "type": "long"}, {"name": "x", "type": "double"})
+    encoder = Encoder(channel)
+    writer = CacheWriter(tmp_path / "cache", 2**30, 600)
+    values = []
+    for b in range(8):  # n: 1 varint byte in blocks 0-3, 2 bytes in 4-7
+        block = [b * 16 + i for i in range(16)] if b < 4 else [1000 + i for i in range(16)]
+        values += block
+        writer.append(channel, [encoder.encode({"time": T0 + b * S + i, "n": n,
+                                                "x": n / 2})[10:] for i, n in
+                                enumerate(block)], T0 + b * S)
+    writer.close()
+    with select(tmp_path / "cache", T0, T0 + 10 * S) as selection:
+        (part,) = selection.channels
+        found = list(chunks(selection.reader, part))
+        (path,) = part.versions
+        decoder = ColumnDecoder(part.versions[path])
+        group = [(e, d) for _, e, d in selection.reader.bodies(part.blocks)]
+        columns, kept = _decode_runs(selection.reader, decoder, path, group)
+    assert decoder.fallbacks == 0 and all(kept) and columns["n"].tolist() == values
+    assert len(found) == 1 and found[0].columns["n"].tolist() == values
+    assert found[0].columns["x"].tolist() == [n / 2 for n in values]
