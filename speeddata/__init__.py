@@ -13,13 +13,18 @@ from speeddata.sender import Sender
 
 
 def __getattr__(name: str) -> Any:
-    """``speeddata.load`` on first use: it needs numpy and h5py, which the sender (running
-    inside other people's programs, often on small machines) must not pay for."""
+    """``speeddata.load`` and ``speeddata.query`` on first use: they need numpy (and
+    h5py), which the sender (running inside other people's programs, often on small
+    machines) must not pay for."""
     if name == "load":
         from speeddata.sets import load
 
         return load
+    if name == "query":
+        from speeddata.queries import query
+
+        return query
     raise AttributeError(f"module 'speeddata' has no attribute {name!r}")
 
 
-__all__ = ["Sender", "__version__", "load"]
+__all__ = ["Sender", "__version__", "load", "query"]

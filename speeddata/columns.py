@@ -69,11 +69,72 @@ def _varints(buf: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values, pos + length
 
 
+_CONTINUE = [sum(0x80 << 8 * k for k in range(n)) for n in range(9)]  # 0x80 of n bytes
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_PACK = [(np.uint64(0x007F007F007F007F), np.uint64(0x7F007F007F007F00), np.uint64(1)),
+         (np.uint64(0x00003FFF00003FFF), np.uint64(0x3FFF00003FFF0000), np.uint64(2)),
+         (np.uint64(0x000000000FFFFFFF), np.uint64(0x0FFFFFFF00000000), np.uint64(4))]
+
+
+def _equal_varints(rows: np.ndarray, flat: np.ndarray | None, offset: int, width: int
+                   ) -> np.ndarray | None:
+    """The zig-zag varint of ``width`` bytes at ``offset`` of every row, or None unless
+    it has that width in every row. With the rows' bytes at hand (``flat``), the first 8
+    bytes of each are read as one little-endian word and their 7-bit groups packed
+    together in three steps; else byte by byte."""
+    count, size = rows.shape
+    head = min(width, 8)
+    if flat is not None and offset + 8 <= size:
+        word = np.ndarray((count,), dtype="<u8", buffer=flat, offset=offset, strides=(size,))
+        if head < 8:
+            word = word & np.uint64((1 << 8 * head) - 1)
+        # every byte before the last has its continuation bit, the last one not
+        marks = word & np.uint64(_CONTINUE[head])
+        if (marks != np.uint64(_CONTINUE[head] if width > 8 else _CONTINUE[head - 1])).any():
+            return None
+        result = word & _LOW7
+        for low, high, shift in _PACK:
+            result = (result & low) | ((result & high) >> shift)
+    else:
+        block = rows[:, offset:offset + head]
+        if (block[:, -1] & 0x80).any() != (width > 8) or (head > 1 and not (
+                block[:, :-1] & 0x80).all()):
+            return None
+        result = np.zeros(count, dtype=np.uint64)
+        for k in range(head):
+            result |= (block[:, k] & 0x7F).astype(np.uint64) << np.uint64(7 * k)
+    if width > 8:
+        if head == 8 and width > 8 and not (rows[:, offset + 7] & 0x80).all():
+            return None
+        ninth = rows[:, offset + 8]
+        if ((ninth & 0x80) != 0).any() != (width > 9) or (width > 9 and not (
+                ninth & 0x80).all()):
+            return None
+        result |= (ninth & 0x7F).astype(np.uint64) << np.uint64(56)
+        if width > 9:
+            tenth = rows[:, offset + 9]
+            if (tenth & 0x80).any():
+                return None
+            result |= (tenth & 0x7F).astype(np.uint64) << np.uint64(63)
+    return (result >> np.uint64(1)).astype(np.int64) ^ -(result & np.uint64(1)).astype(np.int64)
+
+
+def plain(schema: Any) -> Any:
+    """``schema`` without its logical types: fastavro then reads a ``date`` or a
+    ``timestamp-nanos`` as the int or long it is stored as, the value every column holds."""
+    if isinstance(schema, list):
+        return [plain(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {k: plain(v) for k, v in schema.items() if k != "logicalType"}
+
+
 class ColumnDecoder:
     """Decodes the bodies of one channel into a column per field."""
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
+        self.parsed = fastavro.parse_schema(plain(channel.schema))
         self.fields = [(f["name"], _field_kind(f["type"]), f["type"])
                        for f in channel.schema["fields"]]
         self.vectorised = all(kind is not None for _, kind, _ in self.fields)
@@ -128,7 +189,7 @@ class ColumnDecoder:
                 pass
         self.fallbacks += 1
         stream = io.BytesIO(data)
-        records = [fastavro.schemaless_reader(stream, self.channel.parsed, None)
+        records = [fastavro.schemaless_reader(stream, self.parsed, None)
                    for _ in range(count)]
         if stream.tell() != len(data):  # a block is its records, exactly: else damaged
             raise ValueError(f"{count} records end at byte {stream.tell()} of {len(data)}")
@@ -137,7 +198,7 @@ class ColumnDecoder:
     def _read_one(self, body: bytes | memoryview) -> dict[str, Any]:
         stream = io.BytesIO(body)
         try:
-            record = fastavro.schemaless_reader(stream, self.channel.parsed, None)
+            record = fastavro.schemaless_reader(stream, self.parsed, None)
         except Exception as exc:
             raise ValueError(
                 f"body does not decode as channel {self.channel.name!r}: {exc}") from None
@@ -161,18 +222,24 @@ class ColumnDecoder:
 
     def _rows(self, rows: np.ndarray) -> Columns | None:
         """Records that all have one layout (every varint the same length in each, as a
-        ns time's 9 bytes are), the rows of a matrix, each field one column slice. None
-        where the layout differs between records or holds strings or enums."""
+        ns time's 9 bytes are), the rows of a matrix, each field one column. None where
+        the layout differs between records or holds strings or enums. A run of doubles
+        is a strided view over the bytes (no copy), a varint 8 bytes read at once."""
         count, size = rows.shape
+        flat = rows.reshape(-1) if rows.flags.c_contiguous else None
         offset = 0
         out: Columns = {}
         for names, kind in self.runs:
-            if kind in _FIXED:  # a run of numbers of one type: one slice for them all
+            if kind in _FIXED:  # a run of numbers of one type: one view for them all
                 dtype, width = _FIXED[kind]
                 end = offset + width * len(names)
                 if end > size:
                     return None
-                matrix = np.ascontiguousarray(rows[:, offset:end]).view(dtype)
+                if flat is not None:
+                    matrix = np.ndarray((count, len(names)), dtype=dtype, buffer=flat,
+                                        offset=offset, strides=(size, width))
+                else:
+                    matrix = np.ascontiguousarray(rows[:, offset:end]).view(dtype)
                 matrix = matrix.astype(np.float64, copy=False)
                 for j, name in enumerate(names):
                     out[name] = matrix[:, j]
@@ -188,17 +255,12 @@ class ColumnDecoder:
                 width = 1  # this varint's length in the first record, then in all
                 while width < 10 and offset + width < size and rows[0, offset + width - 1] & 0x80:
                     width += 1
-                if offset + width > size or width > 10:
+                if offset + width > size:
                     return None
-                block = rows[:, offset:offset + width]
-                if (block[:, -1] & 0x80).any() or (width > 1 and not (
-                        block[:, :-1] & 0x80).all()):
+                values = _equal_varints(rows, flat, offset, width)
+                if values is None:
                     return None
-                result = np.zeros(count, dtype=np.uint64)
-                for k in range(width):
-                    result |= (block[:, k] & 0x7F).astype(np.uint64) << np.uint64(7 * k)
-                out[name] = ((result >> np.uint64(1)).astype(np.int64)
-                             ^ -(result & np.uint64(1)).astype(np.int64))
+                out[name] = values
                 offset += width
             else:
                 return None

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from speeddata import __version__, status
-from speeddata.cache.catalogue import Catalogue, plan
 from speeddata.cache.check import BlockReader, Skipped
 from speeddata.cache.clocks import MODES as CLOCK_MODES
 from speeddata.cache.clocks import ClockAxis
-from speeddata.columns import ColumnDecoder
-from speeddata.errors import ConflictError, NotFoundError, SpeeddataError
-from speeddata.schemas import Channel, Registry, Signal
+from speeddata.errors import ConflictError
+from speeddata.readout import CHUNK_RECORDS, TEXT, Column, ReadError, chunks, select
+from speeddata.schemas import Registry
+from speeddata.tables import channel_schema, record_batch
 from speeddata.times import format_time
 
 # h5py is imported where an HDF5 file is written: CSV and Parquet exports, the server
@@ -40,73 +40,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("speeddata.pivot")
 
-CHUNK_RECORDS = 65536  # rows appended at a time, and the HDF5 chunk length
 TIME_UNITS = "nanoseconds since 1970-01-01"  # CF units: xarray decodes it to datetime64
-TEXT = np.dtype("O", metadata={"vlen": str})  # h5py.string_dtype(): UTF-8 text
 
 
-class PivotError(SpeeddataError):
+class PivotError(ReadError):
     """A pivot that cannot be done: the message says why and what to do."""
 
 
 class ExportExists(PivotError, ConflictError):
     """The export file exists and --force was not given."""
-
-
-class NoData(PivotError, NotFoundError):
-    """The range or the channels asked for hold no cached data."""
-
-
-@dataclass(frozen=True)
-class Column:
-    """One dataset of a channel's group: what every schema version of the range agrees
-    on (a field missing from a version is NaN, or "" for text, in its records)."""
-
-    name: str
-    dtype: Any
-    unit: str = ""
-    doc: str = ""
-    avro_type: str = ""
-    symbols: tuple[str, ...] = ()
-
-    @property
-    def text(self) -> bool:
-        return self.dtype is not np.float64 and self.dtype not in (np.int64, np.bool_)
-
-    def conform(self, values: np.ndarray | None, count: int) -> np.ndarray:
-        """A version's decoded values as this column's type (or the fill when absent)."""
-        if values is None:
-            return np.full(count, "", dtype=object) if self.text else np.full(count, np.nan)
-        if self.text:
-            return values if values.dtype == object else values.astype(str).astype(object)
-        return values.astype(self.dtype, copy=False)
-
-
-def _dtype(signal: Signal) -> Any:
-    if signal.kind != "number":
-        return TEXT
-    return np.bool_ if signal.avro_type == "boolean" else (
-        np.int64 if signal.avro_type in ("int", "long") else np.float64)
-
-
-def merged_columns(versions: list[Channel], wanted: list[str]) -> list[Column]:
-    """The datasets for ``wanted`` signals over the schema versions of a range (oldest
-    first): the newest version's unit and doc; one type for all (float64 where versions
-    disagree on a numeric type or a version lacks the field, text where one is text)."""
-    columns = []
-    for name in wanted:
-        having = [c.signal(name) for c in versions if name in {s.name for s in c.signals}]
-        newest = having[-1]
-        types = {_dtype(s) for s in having}
-        if any(s.kind != "number" for s in having):
-            dtype = TEXT
-        elif len(types) == 1 and len(having) == len(versions):
-            dtype = types.pop()
-        else:
-            dtype = np.float64
-        columns.append(Column(name, dtype, newest.unit, newest.doc, newest.avro_type,
-                              newest.symbols))
-    return columns
 
 
 NUL_IN_HDF5 = b"\xc0\x80"
@@ -364,37 +306,19 @@ class _ParquetWriter:
     def __init__(self, path: Path, time_field: str, columns: list[Column],
                  names: dict[str, str], schemas: list[dict], compression: str | None) -> None:
         try:
-            import pyarrow as pa
             import pyarrow.parquet as pq
         except ModuleNotFoundError:
             raise PivotError("Parquet needs pyarrow: pip install 'speeddata[parquet]'"
                              ) from None
-        self.pa = pa
-        types = {np.float64: pa.float64(), np.int64: pa.int64(), np.bool_: pa.bool_()}
-        fields = [pa.field(names[time_field], pa.timestamp("ns", tz="UTC")),
-                  pa.field("receive_time", pa.timestamp("ns", tz="UTC"))]
-        for c in columns:
-            about = {"unit": c.unit, "doc": c.doc, "avro_type": c.avro_type}
-            if names[c.name] != c.name:
-                about["field"] = c.name
-            fields.append(pa.field(names[c.name], types.get(c.dtype, pa.string()),
-                                   metadata=about))
-        renamed = {n: f for f, n in names.items() if f != n}
-        self.schema = pa.schema(fields, metadata={
-            "schema": json.dumps(schemas[-1]), "schemas": json.dumps(schemas),
-            **({"renamed": json.dumps(renamed)} if renamed else {})})
+        self.schema = channel_schema(time_field, columns, names, schemas)
         self.writer = pq.ParquetWriter(path, self.schema, compression=compression or "none")
         self.time_field = time_field
         self.columns = columns
         self.count = 0
 
     def append(self, columns: dict[str, np.ndarray], receive_ns: np.ndarray) -> None:
-        pa = self.pa
-        arrays = [pa.array(columns[self.time_field], pa.int64()).cast(self.schema.field(0).type),
-                  pa.array(receive_ns, pa.int64()).cast(self.schema.field(1).type)]
-        for i, c in enumerate(self.columns):  # NaN stays NaN, as in the HDF5 and the cache
-            arrays.append(pa.array(columns[c.name], self.schema.field(i + 2).type))
-        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self.writer.write_batch(record_batch(self.schema, columns[self.time_field], receive_ns,
+                                             [columns[c.name] for c in self.columns]))
         self.count += len(receive_ns)
 
 
@@ -531,47 +455,22 @@ def pivot(
             raise ExportExists(f"{out_path} exists already: choose another --out or add "
                                "--force")
         check_replaceable(out_path, export_format)
-    catalogue = Catalogue(cache_dir)
-    known = catalogue.channels()
-    if channels:
-        missing = [c for c in channels if c not in known]
-        if missing:
-            raise NoData(f"no cached data for channel(s) {missing} (cached: {known})")
-    selected = plan(catalogue, start_ns, end_ns, channels)
-    if not selected.blocks:
-        raise NoData(
-            f"no data received between {format_time(start_ns)} and {format_time(end_ns)}"
-            f"{' for ' + ', '.join(channels) if channels else ''}: check the range, and "
-            "'speeddata status' for what the relay receives")
-    reader = BlockReader(Skipped(), registry)  # damaged blocks skipped, and said
-    work = []  # (channel name, its blocks, each file's schema version, the datasets)
-    for name, blocks in selected.blocks.items():
-        # the writer starts a new file when a channel's schema changes: each file's header
-        # has the schema its blocks were written with
-        versions = {path: reader.channel(path)
-                    for path in dict.fromkeys(f.path for f, _ in blocks)}
-        for path in [p for p, c in versions.items() if c is None]:
-            reader.skip_file(path, [e for f, e in blocks if f.path == path])
-            del versions[path]
-        blocks = [(f, e) for f, e in blocks if f.path in versions]
-        if not blocks:
-            continue
-        distinct = list({c.fingerprint: c for c in versions.values()}.values())
-        wanted = list(dict.fromkeys(w for c in distinct for w in _signals_for(c, signals)))
-        if wanted or not signals:
-            work.append((name, blocks, versions, merged_columns(distinct, wanted)))
-    if not work and reader.skipped:
-        raise PivotError(f"every cache file of the range is damaged: {reader.skipped.summary()}"
-                         f"; first: {reader.skipped.damage[0]} ('speeddata verify' lists all)")
-    if not work:
-        raise PivotError(f"none of the signals {signals} is in the channels of the range "
-                         f"({', '.join(selected.blocks)}); name them as channel.signal")
-    total = sum(e.count for _, blocks, _, _ in work for _, e in blocks)
+    selection = select(cache_dir, start_ns, end_ns, registry=registry, channels=channels,
+                       signals=signals)
+    reader = selection.reader
+    total = selection.records
     out_path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_files(out_path.parent)
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     done = 0
     per_channel: dict[str, int] = {}
+
+    def read(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+
     attrs = {"start": format_time(start_ns), "end": format_time(end_ns),
              "start_ns": start_ns, "end_ns": end_ns,
              "created": format_time(time.time_ns()), "speeddata_version": __version__,
@@ -580,43 +479,18 @@ def pivot(
         sink = (_Hdf5Sink(tmp, attrs, compression) if export_format == "hdf5"
                 else _DirectorySink(tmp, attrs, export_format, compression))
         try:
-            for name, blocks, versions, columns_out in work:
-                schemas = list({c.fingerprint: c.schema for c in versions.values()}.values())
-                time_field = next(iter(versions.values())).time_field
-                writer = sink.channel(name, time_field, columns_out, schemas,
-                                      _host_of(reader, blocks[0][0].path))
-                decoders = {path: ColumnDecoder(c) for path, c in versions.items()}
-                axis = ClockAxis.load(cache_dir, name, start_ns, end_ns, clock)
-                pending: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
-                pending_rows = 0
-                skip = 0  # decimation carries across blocks
-                for cached, entry, data in reader.bodies(blocks):
-                    decoded, kept = reader.decode(decoders[cached.path], cached.path,
-                                                  [(entry, data)])
-                    if not kept[0]:
-                        continue
-                    columns = {c.name: c.conform(decoded.get(c.name), entry.count)
-                               for c in columns_out}
-                    columns[time_field] = decoded[versions[cached.path].time_field]
-                    receive = np.full(entry.count, entry.recv_ns, dtype=np.int64)
-                    columns[time_field] = axis.apply(columns[time_field], receive)
-                    if decimate > 1:
-                        keep = np.arange(skip, entry.count, decimate)
-                        skip = (skip - entry.count) % decimate
-                        columns = {k: v[keep] for k, v in columns.items()}
-                        receive = receive[keep]
-                    pending.append((columns, receive))
-                    pending_rows += len(receive)
-                    done += entry.count
-                    if pending_rows >= CHUNK_RECORDS:
-                        _flush(writer, time_field, columns_out, pending)
-                        pending, pending_rows = [], 0
-                    if progress:
-                        progress(done, total)
-                _flush(writer, time_field, columns_out, pending)
+            for part in selection.channels:
+                writer = sink.channel(part.name, part.time_field, part.columns, part.schemas,
+                                      _host_of(reader, part.blocks[0][0].path))
+                axis = ClockAxis.load(cache_dir, part.name, start_ns, end_ns, clock)
+                for chunk in chunks(reader, part, rows=CHUNK_RECORDS, decimate=decimate,
+                                    progress=read):
+                    times = chunk.columns[part.time_field]
+                    chunk.columns[part.time_field] = axis.apply(times, chunk.receive)
+                    writer.append(chunk.columns, chunk.receive)
                 sink.finish(writer)
                 axis.annotate(writer)
-                per_channel[name] = writer.count
+                per_channel[part.name] = writer.count
             _note_skipped(sink, reader.skipped, cache_dir)
         finally:
             sink.close()
@@ -636,8 +510,7 @@ def pivot(
     except BaseException:  # Ctrl-C, or any failure: never leave half a file
         _remove(tmp)
         raise
-    read = sum(e.length for _, blocks, _, _ in work for _, e in blocks)
-    return Result(out_path, done, read, time.monotonic() - started, per_channel,
+    return Result(out_path, done, selection.bytes, time.monotonic() - started, per_channel,
                   reader.skipped, sink.renamed)
 
 
@@ -651,27 +524,6 @@ def _note_skipped(sink: Any, skipped: Skipped, cache_dir: Path) -> None:
     else:
         sink.attrs = {**sink.attrs, "skipped": skipped.as_list(cache_dir),
                       "skipped_records": skipped.records}
-
-
-def _flush(writer: Any, time_field: str, columns_out: list[Column],
-           pending: list[tuple[dict[str, np.ndarray], np.ndarray]]) -> None:
-    if not pending:
-        return
-    names = [time_field, *(c.name for c in columns_out)]
-    columns = {n: np.concatenate([c[n] for c, _ in pending]) for n in names}
-    writer.append(columns, np.concatenate([r for _, r in pending]))
-
-
-def _signals_for(channel: Channel, signals: list[str] | None) -> list[str]:
-    usable = [s.name for s in channel.signals if s.kind in ("number", "text")]
-    if not signals:
-        return usable
-    chosen = []
-    for item in signals:
-        owner, _, name = item.rpartition(".")
-        if (not owner or owner == channel.name) and name in usable:
-            chosen.append(name)
-    return chosen
 
 
 def _host_of(reader: BlockReader, path: Path) -> str:

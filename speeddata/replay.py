@@ -22,7 +22,7 @@ from speeddata import wire
 from speeddata.cache.catalogue import Catalogue, plan
 from speeddata.cache.check import BlockReader, Skipped
 from speeddata.columns import ColumnDecoder
-from speeddata.pivot import NoData
+from speeddata.readout import NoData
 from speeddata.relay.core import Decimator
 from speeddata.schemas import Registry
 

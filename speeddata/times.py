@@ -70,3 +70,22 @@ def format_time(ns: int | None) -> str:
 def range_name(start_ns: int, end_ns: int) -> str:
     """The name of an export of a range that no tag names: safe as a file name."""
     return f"{format_time(start_ns)}_{format_time(end_ns)}".replace(":", "")
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?$")
+
+
+def parse_duration(text: str | float) -> int:
+    """ns in a positive duration: ``"10s"``, ``"500ms"``, ``"1.5h"``, or seconds as a number."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        ns = int(Decimal(str(text)) * 10**9)
+    else:
+        match = _DURATION.fullmatch(str(text).strip())
+        if not match:
+            raise TimeError(f"cannot read duration {text!r}: write it like '10s', '500ms', "
+                            "'5m' or '1h'")
+        number, unit = match.groups()
+        ns = int(Decimal(number) * _UNIT_NS[unit or ""])
+    if not 0 < ns <= LATEST_NS:
+        raise TimeError(f"duration {text!r} must be more than 0 and at most 292 years")
+    return ns

@@ -317,11 +317,12 @@ def test_archive_without_an_endpoint_is_a_clear_error(tmp_path: Path) -> None:
     assert "[archive] endpoint is empty" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_pivot_from_the_archive_merges_every_relay_host_exactly(tmp_path: Path,
-                                                                 store: Store) -> None:
+def test_pivot_from_the_archive_merges_every_relay_host_exactly(
+        tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two relay hosts archive their own channels; a third host with no cache of its own
     pivots a range from the archive: every record in the range from both, none outside,
-    fetched by ranged GETs (less than the files' size)."""
+    fetched by ranged GETs (less than the files' size). A query of the archive gives
+    the pivot's values."""
     import h5py
 
     from speeddata.times import format_time
@@ -381,6 +382,17 @@ def test_pivot_from_the_archive_merges_every_relay_host_exactly(tmp_path: Path,
         assert sorted(h5) == ["env", "motor"]
         assert h5["motor"]["speed"][()].tolist() == expected["motor"]
         assert h5["env"]["humidity"][()].tolist() == expected["env"]
+    import speeddata
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    found = speeddata.query(start=format_time(start), end=format_time(end), config=config,
+                            archive=True).read()
+    written = speeddata.load(out)
+    for name in ("motor", "env"):
+        assert found[name].time.tolist() == written[name].time.tolist()
+        for signal_name, values in written[name].columns.items():
+            assert found[name][signal_name].tolist() == values.tolist(), signal_name
 
 
 # -- integrity, order and closing: the plain parts -------------------------------------------

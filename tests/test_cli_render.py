@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from speeddata.cli.render import captures_lines, status_lines, tags_lines
+from speeddata.cli.render import captures_lines, result_lines, status_lines, tags_lines
 from speeddata.snapshots import parse
 from speeddata.status import Seen
 
@@ -218,3 +218,14 @@ def test_the_relay_says_what_time_probes_it_answered_and_refused() -> None:
     assert lines[-1] == "  time probes: 12 answered, refused {'rate': 280}"
     quiet = {**RELAY, "time_probes": {"answered": 0, "refused": {"rate": 0}}}
     assert not any("time probes" in line for line in status_lines(seen(relay=quiet), NOW))
+
+
+def test_a_query_result_aligns_text_left_and_numbers_right() -> None:
+    lines = result_lines(["state", "n", "mean"], [["IDLE", "RUNNING", None],
+                                                  ["3", "40", "5"], ["1.5", None, "-2.25"]])
+    assert lines == ["state    n   mean",
+                     "-------  --  -----",
+                     "IDLE      3    1.5",
+                     "RUNNING  40",
+                     "          5  -2.25"]
+    assert result_lines(["x"], [[]]) == ["x", "-"]

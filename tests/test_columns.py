@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import io
+import random
+from typing import Any
 
 import fastavro
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speeddata.columns import ColumnDecoder
+from speeddata.columns import ColumnDecoder, plain
 from speeddata.schemas import channel_from_schema, load_file
 from speeddata.sender import Encoder
+from tests.avro_strategies import record_schemas
 from tests.helpers import SCHEMAS
 
 ENV = load_file(SCHEMAS / "env.avsc")
@@ -129,3 +132,95 @@ def test_a_few_telemetry_records_take_the_row_path() -> None:
     assert len({len(b) for b in bodies}) == 1
     assert decoder._uniform(b"".join(bodies), 5, len(bodies[0])) is None
     check(decoder.decode_bodies(bodies), records)
+
+
+def same(decoded: Any, expected: Any) -> bool:
+    """Equal, NaN equal to NaN (a float from fastavro against a numpy float64)."""
+    if isinstance(expected, float) and expected != expected:
+        return isinstance(decoded, float) and decoded != decoded
+    return decoded == expected
+
+
+def encode_with(schema: Any, records: list[dict[str, Any]]) -> bytes:
+    out = io.BytesIO()
+    for record in records:
+        fastavro.schemaless_writer(out, schema, record)
+    return out.getvalue()
+
+
+def check_against_fastavro(channel: Any, data: bytes, count: int) -> None:
+    schema = fastavro.parse_schema(plain(channel.schema))  # stored values, not dates
+    expected = [fastavro.schemaless_reader(stream, schema, None)
+                for stream in [io.BytesIO(data)] for _ in range(count)]
+    columns = ColumnDecoder(channel).decode_block(data, count)
+    kinds = {s.name: s.kind for s in channel.signals}
+    for name in expected[0]:
+        if name == channel.time_field or kinds.get(name) in ("number", "text"):
+            got = columns[name].tolist()
+            assert all(same(g, e) for g, e in zip(got, [r[name] for r in expected],
+                                                  strict=True)), name
+
+
+@settings(max_examples=60, deadline=None)
+@given(record_schemas(max_depth=2), st.integers(1, 30), st.randoms(use_true_random=False))
+def test_every_schema_decodes_like_fastavro(schema, count, rng) -> None:
+    """Random schemas of every kind of type and fastavro's random records: each signal
+    column the decoder gives is what fastavro reads, whichever path it takes."""
+    from fastavro.utils import generate_many
+
+    channel = channel_from_schema(schema)
+    random_state = random.getstate()
+    random.seed(rng.random())
+    try:
+        records = list(generate_many(channel.parsed, count))
+    finally:
+        random.setstate(random_state)
+    check_against_fastavro(channel, encode_with(channel.parsed, records), count)
+
+
+FIXED_TYPES = ["double", "float", "long", "int", "boolean"]
+fixed_values = {
+    "double": st.floats(width=64), "float": st.floats(width=32),
+    "boolean": st.booleans(),
+    # one width of varint in every record (the strided path), or any (the others)
+    "long": st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(2**56, 2**57),
+                      st.integers(-(2**62), -(2**61))),
+    "int": st.one_of(st.integers(-(2**31), 2**31 - 1), st.integers(64, 8000)),
+}
+
+
+@st.composite
+def flat_blocks(draw: st.DrawFn) -> tuple[Any, list[dict[str, Any]]]:
+    """A flat schema of numbers in any order and a block of its records, their varints
+    often of one width in every record (so the whole block is one strided view)."""
+    kinds = draw(st.lists(st.sampled_from(FIXED_TYPES), min_size=1, max_size=12))
+    fields = [{"name": "time", "type": "long"}] + [
+        {"name": f"x{i}", "type": kind} for i, kind in enumerate(kinds)]
+    channel = channel_from_schema({"type": "record", "name": "flat", "fields": fields})
+    narrow = draw(st.booleans())
+    count = draw(st.integers(1, 50))
+    records = []
+    for _ in range(count):
+        record = {"time": draw(st.integers(1_700_000_000 * 10**9, 1_800_000_000 * 10**9)
+                               if narrow else st.integers(-(2**63), 2**63 - 1))}
+        for i, kind in enumerate(kinds):
+            record[f"x{i}"] = draw(fixed_values[kind])
+        records.append(record)
+    return channel, records
+
+
+@settings(max_examples=150, deadline=None)
+@given(flat_blocks())
+def test_fixed_layouts_decode_like_fastavro(block) -> None:
+    channel, records = block
+    check_against_fastavro(channel, encode_with(channel.parsed, records), len(records))
+
+
+def test_a_block_of_telemetry_records_is_one_strided_view() -> None:
+    t0 = 1_795_000_000_000_000_000
+    records = [{"time": t0 + i * 1000, "speed": float(i), "torque": -1.0, "current": 2.5,
+                "voltage": 48.0, "position": i / 3, "temperature": 60.0} for i in range(500)]
+    data = b"".join(bodies_of(MOTOR, records))
+    columns = ColumnDecoder(MOTOR).decode_block(data, 500)
+    check(columns, records)
+    assert columns["speed"].base is not None and columns["speed"].strides == (len(data) // 500,)

@@ -130,3 +130,25 @@ except SystemExit as exc:
     assert lines[0].startswith("replayed 303 datagrams")  # a catalogue query, then sent
     assert lines[1] == "False" and lines[-1] == "help 0"
     assert done.stderr == ""  # nothing skipped: no warning saying "skipped 0 blocks"
+
+
+def test_query_and_its_sql_run_with_query_alone(tmp_path: Path) -> None:
+    """``speeddata query --sql`` and ``speeddata.query(...).batches()`` with
+    ``speeddata[query]`` alone: no h5py, no pandas."""
+    from tests.test_pivot import fill as fill_pivot
+
+    fill_pivot(tmp_path / "cache", seconds=5)
+    config = write_file(tmp_path / "q.toml", relay_settings(tmp_path))
+    done = run_with("query", f"""
+import speeddata
+from speeddata import cli
+assert cli.main(["query", "--config", {str(config)!r}, "--start", "2026-11-18T11:06:40Z",
+                 "--end", "2026-11-18T11:06:50Z", "--sql",
+                 "select count(*) as n from motor"]) == 0
+q = speeddata.query(start="2026-11-18T11:06:40Z", end="2026-11-18T11:06:50Z",
+                    config={str(config)!r})
+print(sum(b.batch.num_rows for b in q.batches("1s")))
+print("h5py" in sys.modules, "pandas" in sys.modules)
+""")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[2:] == ["50", "55", "False False"]  # motor; + env

@@ -14,6 +14,7 @@ import speeddata
 from speeddata.cache.catalogue import Catalogue, plan
 from speeddata.cache.store import CacheWriter
 from speeddata.pivot import PivotError, pivot
+from speeddata.readout import ReadError
 from speeddata.schemas import Channel, Registry, channel_from_schema
 from speeddata.sender import Encoder
 from tests.helpers import SCHEMAS
@@ -110,9 +111,9 @@ def test_selection_reads_only_the_index_of_overlapping_files(tmp_path: Path) -> 
 
 def test_errors_are_clear_and_leave_no_file(cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "e.h5"
-    with pytest.raises(PivotError, match="no data received between"):
+    with pytest.raises(ReadError, match="no data received between"):
         pivot(cache, out, T0 - 100 * S, T0 - 50 * S)
-    with pytest.raises(PivotError, match="no cached data for channel"):
+    with pytest.raises(ReadError, match="no cached data for channel"):
         pivot(cache, out, T0, T0 + S, channels=["nope"])
     out.write_bytes(b"precious")
     with pytest.raises(PivotError, match=r"exists already.*--force"):

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from speeddata.tags import TagNotFound, TagStore, resolve_range
-from speeddata.times import LATEST_NS, TimeError, check_time, format_time, parse_time
+from speeddata.times import (
+    LATEST_NS,
+    TimeError,
+    check_time,
+    format_time,
+    parse_duration,
+    parse_time,
+)
 
 NOW = 1_795_000_000_123_456_789
 
@@ -60,3 +67,15 @@ def test_one_resolver_for_a_tag_or_a_range(tmp_path: Path) -> None:
         resolve_range(tmp_path, None, None, None, NOW)
     with pytest.raises(TagNotFound):
         resolve_range(tmp_path, "nosuch", None, None, NOW)
+
+
+def test_durations_read_as_exact_ns() -> None:
+    assert parse_duration("10s") == 10 * 10**9 and parse_duration(" 500ms ") == 5 * 10**8
+    assert parse_duration("1.5h") == 5400 * 10**9 and parse_duration(2.5) == 25 * 10**8
+    assert parse_duration("7") == 7 * 10**9 and parse_duration("1d") == 86400 * 10**9
+    for bad in ("-1s", "ten", "1 week", "", "1e3s"):
+        with pytest.raises(TimeError, match="cannot read duration"):
+            parse_duration(bad)
+    for bad in ("0s", 0, "300000d"):
+        with pytest.raises(TimeError, match="more than 0"):
+            parse_duration(bad)

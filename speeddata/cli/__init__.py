@@ -3,8 +3,8 @@
 Each command lives in the module of its concern, its arguments declared beside it
 (``@command`` in ``base``): ``services`` (relay, serve, archive, demo, up, service),
 ``status`` (status, captures, config), ``tags`` (tag, tags, untag, control), ``exports``
-(pivot, replay, verify), ``channels``, ``blocks`` (block), ``sources`` (source, tail),
-``bench``; what ``status``, ``captures`` and ``tags`` print is in ``render``."""
+(pivot, replay, verify), ``query``, ``channels``, ``blocks`` (block), ``sources`` (source,
+tail), ``bench``; what ``status``, ``captures`` and ``tags`` print is in ``render``."""
 
 from __future__ import annotations
 
@@ -14,16 +14,26 @@ import re
 import sys
 
 from speeddata import __version__, config, logs
-from speeddata.cli import bench, blocks, channels, exports, services, sources, status, tags
+from speeddata.cli import (
+    bench,
+    blocks,
+    channels,
+    exports,
+    query,
+    services,
+    sources,
+    status,
+    tags,
+)
 from speeddata.cli.base import COMMANDS, Command
 from speeddata.errors import ConfigError, SpeeddataError
 
 __all__ = ["COMMANDS", "SECTIONS_OF", "Command", "main", "parser"]
-MODULES = (bench, blocks, channels, exports, services, sources, status, tags)  # they register
+MODULES = (bench, blocks, channels, exports, query, services, sources, status, tags)  # register
 
 # The order ``speeddata --help`` lists them in.
 ORDER = ("relay", "serve", "archive", "demo", "status", "config", "up", "tag", "tags",
-         "untag", "pivot", "bench", "service", "channels", "tail", "source", "replay",
+         "untag", "pivot", "query", "bench", "service", "channels", "tail", "source", "replay",
          "captures", "verify", "control", "block")
 SECTIONS_OF = {name: spec.sections for name, spec in COMMANDS.items()}
 
@@ -62,7 +72,8 @@ def _glue_relative_times(argv: list[str]) -> list[str]:
 
 # What the bare package (the sender) leaves out; each command's extra brings its part.
 OPTIONAL_MODULES = {"numpy", "h5py", "tqdm", "fastapi", "fastapi_offline", "uvicorn",
-                    "websockets", "pydantic", "starlette", "uvloop", "boto3", "botocore"}
+                    "websockets", "pydantic", "starlette", "uvloop", "boto3", "botocore",
+                    "pyarrow", "duckdb"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
-"""What ``speeddata status``, ``captures`` and ``tags`` print: pure functions from the
-snapshots, the captures view and the tag rows (as ``--json`` gives them) to lines of
-text, the time passed in."""
+"""What ``speeddata status``, ``captures``, ``tags`` and ``query`` print: pure functions
+from the snapshots, the captures view, the tag rows (as ``--json`` gives them) and a
+query's result cells to lines of text, the time passed in."""
 
 from __future__ import annotations
 
@@ -201,3 +201,26 @@ def tags_lines(rows: list[dict[str, Any]]) -> list[str]:
               f"{','.join(r['channels']) or 'all':<14}{r['exported'] or 'no':<26}"
               f"{r['origin'] or 'this host':<16}{r['note']}" for r in rows]
     return lines
+
+
+def result_lines(header: list[str], columns: list[list[str | None]]) -> list[str]:
+    """A query's result as aligned text: a header, a rule, a row per record (a null is
+    empty; numbers right-aligned when ``columns`` come as their text)."""
+    cells = [["" if v is None else v for v in column] for column in columns]
+    widths = [max([len(h), *(len(v) for v in column)]) for h, column in zip(
+        header, cells, strict=True)]
+    numeric = [all(_looks_numeric(v) for v in column if v) for column in cells]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    for row in zip(*cells, strict=True):
+        lines.append("  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(
+            row, widths, numeric, strict=True)).rstrip())
+    return lines
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
