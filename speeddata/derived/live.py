@@ -214,3 +214,8 @@ def check(definition: files.DerivedChannel, registry: Registry) -> Compiled:
     """A registration checked against the channels (DerivedError: a 400 naming the
     position)."""
     return compile_channel(definition, registry)
+
+
+def with_derived(directory: Path, registry: Registry) -> DerivedView:
+    """``registry`` and the derived channels of ``directory``, as the hub draws them."""
+    return load(directory, registry).view(registry)
