@@ -27,6 +27,7 @@ from speeddata import __version__, status
 from speeddata.cache.catalogue import Catalogue, plan
 from speeddata.cache.check import BlockReader, Skipped
 from speeddata.columns import ColumnDecoder
+from speeddata.derived import export as derived_export
 from speeddata.errors import ConflictError, NotFoundError, SpeeddataError
 from speeddata.schemas import Channel, Registry, Signal
 from speeddata.times import format_time
@@ -66,6 +67,7 @@ class Column:
     doc: str = ""
     avro_type: str = ""
     symbols: tuple[str, ...] = ()
+    expression: str = ""  # a derived signal's (speeddata/derived)
 
     @property
     def text(self) -> bool:
@@ -232,6 +234,8 @@ class _GroupWriter:
             _set_text(ds.attrs, "avro_type", column.avro_type)
             if column.symbols:
                 _set_text(ds.attrs, "symbols", list(column.symbols))
+            if column.expression:
+                _set_text(ds.attrs, "expression", column.expression)
             ds.dims[0].attach_scale(self.time)
             self.datasets[column.name] = ds
         self.receive = group.create_dataset("receive_time", shape=(0,), dtype=np.int64, **opts)
@@ -372,7 +376,8 @@ class _ParquetWriter:
         fields = [pa.field(names[time_field], pa.timestamp("ns", tz="UTC")),
                   pa.field("receive_time", pa.timestamp("ns", tz="UTC"))]
         for c in columns:
-            about = {"unit": c.unit, "doc": c.doc, "avro_type": c.avro_type}
+            about = {"unit": c.unit, "doc": c.doc, "avro_type": c.avro_type,
+                     **({"expression": c.expression} if c.expression else {})}
             if names[c.name] != c.name:
                 about["field"] = c.name
             fields.append(pa.field(names[c.name], types.get(c.dtype, pa.string()),
@@ -509,11 +514,13 @@ def pivot(
     force: bool = False,
     attrs: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    channels_dir: Path | None = None,
 ) -> Result:
     """Write ``out_path`` from the cache's ``[start_ns, end_ns]`` (receive clock).
 
     ``signals`` names ``signal`` or ``channel.signal``; ``progress(done, total)`` is called
-    with record counts as blocks are read.
+    with record counts as blocks are read. ``channels_dir``: its derived channels are
+    computed and written too (all of them, or those ``channels`` names).
     """
     started = time.monotonic()
     if decimate < 1:
@@ -527,6 +534,10 @@ def pivot(
         check_replaceable(out_path, export_format)
     catalogue = Catalogue(cache_dir)
     known = catalogue.channels()
+    derived = derived_export.select(channels_dir, registry, channels, known)
+    if channels and derived:
+        channels = [c for c in channels if c not in {d.channel.name for d in derived}]
+        channels = channels or [d.driver for d in derived]
     if channels:
         missing = [c for c in channels if c not in known]
         if missing:
@@ -608,6 +619,9 @@ def pivot(
                 _flush(writer, time_field, columns_out, pending)
                 sink.finish(writer)
                 per_channel[name] = writer.count
+            for made in derived:
+                per_channel[made.channel.name] = derived_export.write(
+                    sink, catalogue, reader, made, start_ns, end_ns, decimate)
             _note_skipped(sink, reader.skipped, cache_dir)
         finally:
             sink.close()

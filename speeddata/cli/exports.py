@@ -86,7 +86,8 @@ def cmd_pivot(args: argparse.Namespace) -> int:
                            signals=args.signals.split(",") if args.signals else None,
                            decimate=args.decimate, force=args.force, attrs=attrs,
                            compression=None if compression == "none" else compression,
-                           export_format=export_format, progress=progress)
+                           export_format=export_format, progress=progress,
+                           channels_dir=found.channels.dir)
         finally:
             if bar is not None:
                 bar.close()

@@ -184,7 +184,9 @@ class Compiler:
         try:
             tree = ast.parse(text.strip(), mode="eval")
         except SyntaxError as exc:
-            raise self.fail(exc.offset or 0, f"not an expression: {exc.msg}") from None
+            where = exc.offset if exc.lineno in (None, 1) and exc.offset else len(text)
+            raise self.fail(min(max(where, 1), len(text)), f"not an expression: {exc.msg}"
+                            ) from None
         except (RecursionError, MemoryError, ValueError):
             raise self.fail(1, "the expression cannot be parsed (too deep)") from None
         self._strip = len(text) - len(text.lstrip())
@@ -295,6 +297,9 @@ class Compiler:
 
     # -- functions -----------------------------------------------------------------------
     def _Call(self, node: ast.Call, depth: int) -> Node:
+        if isinstance(node.func, ast.Attribute):
+            raise self.fail(self._pos(node), "no attribute access (nor methods): only "
+                            "channel.signal")
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             name = node.func.id if isinstance(node.func, ast.Name) else "that"
             raise self.fail(self._pos(node), f"unknown function {name!r} (functions: "
@@ -418,6 +423,6 @@ def compile_expression(text: str, where: str,
     compiler = Compiler(text, where, signals, driver)
     root = compiler.compile()
     if compiler.driver is None:
-        raise DerivedError(f"{where}: the expression names no channel.signal (a constant "
-                           "has no samples)", 1)
+        raise DerivedError(f"{where}: at position 1: the expression names no channel.signal "
+                           "(a constant has no samples)", 1)
     return Program(text, root, compiler.driver, compiler.inputs, compiler.operators)

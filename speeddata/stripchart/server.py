@@ -24,10 +24,10 @@ import numpy as np
 from speeddata import __version__, loss, multicast, status
 from speeddata.cache.catalogue import Catalogue
 from speeddata.config import Config, Group
+from speeddata.derived.live import DerivedView, with_derived
 from speeddata.errors import ConfigError
 from speeddata.logs import Throttle
 from speeddata.relay import netio
-from speeddata.derived.live import DerivedView, with_derived
 from speeddata.schemas import DirWatch, Registry, load_channels
 from speeddata.stripchart.guard import is_loopback, reachable_address
 from speeddata.stripchart.history import default_levels
@@ -181,8 +181,9 @@ class StripchartServer:
         self.config = config
         self.watch = DirWatch(config.channels.dir)  # channels added while running
         self.registry = load_channels(config.channels.dir, log)
-        self.hub = Hub(with_derived(config.channels.dir, self.registry), default_levels(config.web.history_seconds,
-                                                     config.web.detail_seconds),
+        drawn = with_derived(config.channels.dir, self.registry)  # and derived channels
+        self.hub = Hub(drawn, default_levels(config.web.history_seconds,
+                                             config.web.detail_seconds),
                        int(config.web.clock_tolerance_seconds * 1e9),
                        [ipaddress.IPv4Network(net) for net in config.relay.allow])
         self.pages: set[PageSession] = set()
