@@ -30,6 +30,7 @@ class ChannelData:
     units: dict[str, str]
     docs: dict[str, str]
     schema: dict[str, Any]
+    expressions: dict[str, str] = field(default_factory=dict)  # a derived channel's
 
     def __getitem__(self, signal: str) -> np.ndarray:
         return self.columns[signal]
@@ -118,7 +119,7 @@ def load(path: str | Path) -> SetData:
                           if FORMAT_HOLDS["hdf5"](f)}  # the others were renamed
             dataset_of.update({field: ds for ds, field in
                                json.loads(group.attrs.get("renamed", "{}")).items()})
-            columns, units, docs = {}, {}, {}
+            columns, units, docs, expressions = {}, {}, {}, {}
             order = [f["name"] for f in schema["fields"]
                      if f["name"] in dataset_of and dataset_of[f["name"]] in group]
             for key in order:  # the schema's order, not HDF5's alphabetical one
@@ -128,7 +129,9 @@ def load(path: str | Path) -> SetData:
                 columns[key] = _strings(ds) if h5py.check_string_dtype(ds.dtype) else ds[()]
                 units[key] = _text(ds.attrs.get("unit", ""))
                 docs[key] = _text(ds.attrs.get("doc", ""))
+                if "expression" in ds.attrs:
+                    expressions[key] = _text(ds.attrs["expression"])
             data.channels[name] = ChannelData(
                 name, group[dataset_of[time_field]][()], group["receive_time"][()], columns,
-                units, docs, schema)
+                units, docs, schema, expressions)
     return data

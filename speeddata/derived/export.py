@@ -62,7 +62,9 @@ def compute(catalogue: Catalogue, reader: BlockReader, compiled: Compiled, start
     selected = plan(catalogue, warm_start(catalogue, compiled, start_ns), end_ns, inputs)
     merged = heapq.merge(*([(name, f, e) for f, e in blocks]
                            for name, blocks in selected.blocks.items()),
-                         key=lambda item: item[2].recv_ns)
+                         key=lambda item: (item[2].recv_ns, item[0] == compiled.driver))
+    # a tie (one relay batch): the other channels' blocks first, as their values are at
+    # or before the driving samples received with them
     decoders: dict[Any, tuple[Any, ColumnDecoder] | None] = {}
     skip = 0
     for name, cached, entry in merged:

@@ -44,7 +44,7 @@ def test_arithmetic_and_functions_equal_the_numpy_formula_to_the_last_bit() -> N
         "isnan(pair.a / 0 * 0)": np.isnan(a / 0 * 0).astype(float),
         "(pair.a > 0) and not (pair.b > 0) or pair.flag":
             ((a > 0) & ~(b > 0) | c["flag"]).astype(float),
-        "-1 < pair.a <= 1": ((-1 < a) & (a <= 1)).astype(float),
+        "-1 < pair.a <= 1": ((a > -1) & (a <= 1)).astype(float),
         "bit(pair.word, 2) + bits(pair.word, 1, 3) * 10": ((w >> 2) & 1) + ((w >> 1) & 7) * 10,
         "(pair.word & 6) | (pair.word >> 4) ^ (1 << 3)": (w & 6) | (w >> 4) ^ 8,
         "pair.a * pi + e": a * np.pi + np.e,

@@ -35,7 +35,7 @@ def feed(hub: Hub, columns: dict[str, np.ndarray], batch: int = 37,
 def level0(hub: Hub, signal: str, now_ns: int) -> dict[str, np.ndarray]:
     client = Client()
     hub.subscribe(client, {"signals": [signal], "window": 60})
-    header, series = frames.decode(hub.frame(client, now_ns))
+    _header, series = frames.decode(hub.frame(client, now_ns))
     return series[(signal, 0)]
 
 

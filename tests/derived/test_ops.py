@@ -3,6 +3,7 @@ bits; means are the exactly rounded mean of the window; windows are NaN until fu
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 
 import numpy as np
@@ -44,7 +45,7 @@ def compute(columns: dict[str, np.ndarray], slow: dict[str, np.ndarray],
     computed = derived(toml("many", **EXPRESSIONS))
     out: dict[str, list[np.ndarray]] = {k: [] for k in EXPRESSIONS}
     edges = [0, *sorted(set(splits)), len(columns["time"])]
-    for lo, hi in zip(edges, edges[1:], strict=False):
+    for lo, hi in itertools.pairwise(edges):
         if hi <= lo:
             continue
         part = {k: v[lo:hi] for k, v in columns.items()}
