@@ -93,3 +93,17 @@ def test_a_moving_mean_goes_on_across_a_schema_edit_of_its_input() -> None:
     whole = derived(TEXT).compute(REGISTRY["pair"], columns)[0][1]["m"]
     assert means[24:].tobytes() == whole[24:].tobytes()
     assert not np.isnan(means[500:]).any()  # no restart at the edit: full all along
+
+
+def test_tail_prints_a_derived_channel_computed_from_its_inputs_datagrams() -> None:
+    from speeddata import tail
+
+    columns = sines(40)
+    computed = derived(TEXT)
+    noise = [b"\xc3\x01" + b"\x00" * 8 + b"junk", b"not even a header"]
+    lines = list(tail.derived_records(iter(noise + datagrams(columns)), computed.compiled[0],
+                                      REGISTRY))
+    assert [r["diff"] for r in lines] == (columns["a"] - columns["b"]).tolist()
+    assert lines[-1]["m"] == computed.compute(REGISTRY["pair"], columns)[0][1]["m"][-1]
+    text = tail.text_line(lines[0], "time", ["diff", "m"])
+    assert f"{lines[0]['diff']:.6g}" in text

@@ -117,7 +117,8 @@ def test_channels_add_takes_a_derived_file_and_refuses_a_bad_one(tmp_path: Path)
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "schemas" / "drive.derived.toml").read_text() == GOOD
-    listed = subprocess.run([*run, "list", *flags], capture_output=True, text=True, env=env, timeout=60)
+    listed = subprocess.run([*run, "list", *flags], capture_output=True, text=True, env=env,
+                            timeout=60)
     assert "drive                derived (on motor)" in listed.stdout
     bad = tmp_path / "bad.derived.toml"
     bad.write_text(GOOD.replace('"drive"', '"bad"').replace("motor.speed", "motor.sped"))
