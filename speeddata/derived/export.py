@@ -114,11 +114,13 @@ def write(sink: Any, catalogue: Catalogue, reader: BlockReader, made: Compiled,
                    for s in made.channel.signals]
     writer = sink.channel(made.channel.name, "time", columns_out, [made.channel.schema], "")
     pending: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+    rows = 0
     for chunk in compute(catalogue, reader, made, start_ns, end_ns, decimate):
         pending.append((chunk.columns, chunk.receive_ns))
-        if sum(len(r) for _, r in pending) >= CHUNK_RECORDS:
+        rows += len(chunk.receive_ns)
+        if rows >= CHUNK_RECORDS:
             _flush(writer, "time", columns_out, pending)
-            pending = []
+            pending, rows = [], 0
     _flush(writer, "time", columns_out, pending)
     sink.finish(writer)
     return writer.count

@@ -62,6 +62,71 @@ class Window(Operator):
             self.exact -= exact
 
     def run(self, times: np.ndarray, values: np.ndarray) -> np.ndarray:
+        if self.count and self.kind != "mean":
+            return self._count_extreme(values)
+        if self.kind == "mean":
+            return self._mean(times, values)
+        return self._general(times, values)
+
+    def _count_extreme(self, values: np.ndarray) -> np.ndarray:
+        """min or max over N samples, in numpy: each window's N values reduced (NaN in
+        one: NaN), the last N - 1 held for the next batch."""
+        if not hasattr(self, "tail"):
+            self.tail = np.empty(0)
+        n, tail = self.count, self.tail
+        ext = np.concatenate([tail, values])
+        out = np.full(len(values), math.nan)
+        if len(ext) >= n:
+            view = np.lib.stride_tricks.sliding_window_view(ext, n)
+            reduced = view.min(axis=1) if self.kind == "min" else view.max(axis=1)
+            start = n - 1 - len(tail)  # the first sample whose window is full
+            out[max(start, 0):] = reduced[max(start, 0) - start:]
+        self.tail = ext[max(len(ext) - (n - 1), 0):] if n > 1 else ext[:0]
+        return out
+
+    def _mean(self, times: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """The exactly rounded mean: the held values' sum as an integer of 2**-1074."""
+        out = np.empty(len(values))
+        held, count, span = self.held, self.count, self.span_ns
+        exact_sum, last, first = self.exact, self.last_ns, self.first_ns
+        odd = [self.nans, self.pos, self.neg]  # held NaNs, +inf, -inf
+        limit = count or MAX_WINDOW_SAMPLES
+        inf, nan = math.inf, math.nan
+        for i, (t, x) in enumerate(zip(times.tolist(), values.tolist(), strict=True)):
+            if t < last:
+                t = last
+            last = t
+            if first is None:
+                first = t
+            if x - x == 0.0:  # finite
+                top, bottom = x.as_integer_ratio()
+                exact = top << (SCALE + 1 - bottom.bit_length())
+                exact_sum += exact
+                held.append((-1, t, x, exact))
+            else:
+                kind = 0 if x != x else 1 if x > 0 else 2
+                odd[kind] += 1
+                held.append((kind, t, x, 0))
+            while len(held) > limit or (span and held[0][1] <= t - span):
+                if len(held) > limit and span:
+                    self.overflowed += 1
+                kind, _, _, exact = held.popleft()
+                if kind < 0:
+                    exact_sum -= exact
+                else:
+                    odd[kind] -= 1
+            full = len(held) == count if count else (first <= t - span and not self.overflowed)
+            if not full or odd[0] or (odd[1] and odd[2]):
+                out[i] = nan
+            elif odd[1] or odd[2]:
+                out[i] = inf if odd[1] else -inf
+            else:
+                out[i] = exact_sum / (len(held) << SCALE)
+        self.exact, self.last_ns, self.first_ns = exact_sum, last, first
+        self.nans, self.pos, self.neg = odd
+        return out
+
+    def _general(self, times: np.ndarray, values: np.ndarray) -> np.ndarray:
         out = np.empty(len(values))
         held, extreme, mean = self.held, self.extreme, self.kind == "mean"
         smaller = self.kind == "min"
