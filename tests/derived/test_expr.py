@@ -41,7 +41,7 @@ def test_arithmetic_and_functions_equal_the_numpy_formula_to_the_last_bit() -> N
         "where(pair.a > pair.b, pair.a, pair.b)": np.where(a > b, a, b),
         "clip(pair.a, -1, 1)": np.clip(a, -1, 1),
         "floor(pair.a) + ceil(pair.b) + round(pair.a)": np.floor(a) + np.ceil(b) + np.round(a),
-        "isnan(pair.a / 0 * 0)": np.isnan(a / 0 * 0).astype(float),
+        "isnan(pair.a / 0 * 0)": np.ones(50),  # +-inf * 0 and 0 / 0: NaN, no warning raised
         "(pair.a > 0) and not (pair.b > 0) or pair.flag":
             ((a > 0) & ~(b > 0) | c["flag"]).astype(float),
         "-1 < pair.a <= 1": ((a > -1) & (a <= 1)).astype(float),
