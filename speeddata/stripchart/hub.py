@@ -324,6 +324,7 @@ class Hub:
     def statistics(self) -> dict[str, Any]:
         return {"refused": {k: dict(v) for k, v in self.refused.items()},
                 "feed_errors": self.feed_errors,
+                "derived": self.derived.statistics(),  # per derived channel: failures
                 "forward_reports": {g: hop.statistics() for g, hop in self.hops.items()}}
 
     def loss(self, now_ns: int) -> dict[str, list[dict[str, Any]]]:

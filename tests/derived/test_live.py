@@ -93,6 +93,14 @@ def test_a_moving_mean_goes_on_across_a_schema_edit_of_its_input() -> None:
     whole = derived(TEXT).compute(REGISTRY["pair"], columns)[0][1]["m"]
     assert means[24:].tobytes() == whole[24:].tobytes()
     assert not np.isnan(means[500:]).any()  # no restart at the edit: full all along
+    assert hub.statistics()["derived"] == {"calc": {"failures": 0, "held_dropped": 0}}
+    gone = Registry([channel_from_schema({**PAIR, "fields": PAIR["fields"][:2] + [
+        {"name": "b", "type": "string"}]}, limits=True), REGISTRY["slow"]])
+    hub.set_registry(again.view(gone))  # an edit that makes b text: NaN, counted
+    text = {**columns, "b": np.array([str(v) for v in columns["b"]], dtype=object)}
+    hub._fold(gone["pair"], {k: v[:10] for k, v in text.items()}, 0.0,
+              int(columns["time"][-1]), None)
+    assert hub.statistics()["derived"]["calc"]["failures"] == 1
 
 
 def test_tail_prints_a_derived_channel_computed_from_its_inputs_datagrams() -> None:
