@@ -94,8 +94,9 @@ def test_a_moving_mean_goes_on_across_a_schema_edit_of_its_input() -> None:
     assert means[24:].tobytes() == whole[24:].tobytes()
     assert not np.isnan(means[500:]).any()  # no restart at the edit: full all along
     assert hub.statistics()["derived"] == {"calc": {"failures": 0, "held_dropped": 0}}
-    gone = Registry([channel_from_schema({**PAIR, "fields": PAIR["fields"][:2] + [
-        {"name": "b", "type": "string"}]}, limits=True), REGISTRY["slow"]])
+    fields = [*PAIR["fields"][:2], {"name": "b", "type": "string"}]
+    gone = Registry([channel_from_schema({**PAIR, "fields": fields}, limits=True),
+                     REGISTRY["slow"]])
     hub.set_registry(again.view(gone))  # an edit that makes b text: NaN, counted
     text = {**columns, "b": np.array([str(v) for v in columns["b"]], dtype=object)}
     hub._fold(gone["pair"], {k: v[:10] for k, v in text.items()}, 0.0,
