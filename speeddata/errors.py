@@ -111,3 +111,12 @@ class ControlError(SpeeddataError, ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class DerivedError(SpeeddataError, ValueError):
+    """A derived channel's file or expression that cannot be used; the message names the
+    file, the signal and the character ``position`` (1-based; 0 when it is the file's)."""
+
+    def __init__(self, message: str, position: int = 0) -> None:
+        super().__init__(message)
+        self.position = position

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from speeddata import __version__, status
+from speeddata.cache.catalogue import Catalogue
 from speeddata.cache.check import BlockReader, Skipped
 from speeddata.cache.clocks import MODES as CLOCK_MODES
 from speeddata.cache.clocks import ClockAxis
+from speeddata.derived import export as derived_export
 from speeddata.errors import ConflictError
 from speeddata.readout import CHUNK_RECORDS, TEXT, Column, ReadError, chunks, select
 from speeddata.schemas import Registry
@@ -176,6 +178,8 @@ class _GroupWriter:
             _set_text(ds.attrs, "avro_type", column.avro_type)
             if column.symbols:
                 _set_text(ds.attrs, "symbols", list(column.symbols))
+            if column.expression:
+                _set_text(ds.attrs, "expression", column.expression)
             ds.dims[0].attach_scale(self.time)
             self.datasets[column.name] = ds
         self.receive = group.create_dataset("receive_time", shape=(0,), dtype=np.int64, **opts)
@@ -435,13 +439,15 @@ def pivot(
     force: bool = False,
     attrs: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    channels_dir: Path | None = None,
     clock: str = "source",
 ) -> Result:
     """Write ``out_path`` from the cache's ``[start_ns, end_ns]`` (receive clock).
 
     ``signals`` names ``signal`` or ``channel.signal``; ``progress(done, total)`` is called
     with record counts as blocks are read; ``clock``: the time axis written (``source``,
-    ``receive`` or ``corrected``: ``cache.clocks.ClockAxis``).
+    ``receive`` or ``corrected``: ``cache.clocks.ClockAxis``). ``channels_dir``: its derived
+    channels are computed and written too (all of them, or those ``channels`` names).
     """
     started = time.monotonic()
     if decimate < 1:
@@ -455,6 +461,11 @@ def pivot(
             raise ExportExists(f"{out_path} exists already: choose another --out or add "
                                "--force")
         check_replaceable(out_path, export_format)
+    catalogue = Catalogue(cache_dir)
+    derived = derived_export.select(channels_dir, registry, channels, catalogue.channels())
+    if channels and derived:
+        channels = [c for c in channels if c not in {d.channel.name for d in derived}]
+        channels = channels or [d.driver for d in derived]
     selection = select(cache_dir, start_ns, end_ns, registry=registry, channels=channels,
                        signals=signals)
     reader = selection.reader
@@ -491,6 +502,14 @@ def pivot(
                 sink.finish(writer)
                 axis.annotate(writer)
                 per_channel[part.name] = writer.count
+            if derived:  # a second read of the inputs: its damage said once, not twice
+                again = BlockReader(Skipped(), registry)
+                for made in derived:
+                    per_channel[made.channel.name] = derived_export.write(
+                        sink, catalogue, again, made, start_ns, end_ns, decimate)
+                again.close()
+                said = {d.path for d in reader.skipped.damage}
+                reader.skipped.extend([d for d in again.skipped.damage if d.path not in said])
             _note_skipped(sink, reader.skipped, cache_dir)
         finally:
             sink.close()

@@ -49,6 +49,7 @@ class Column:
     doc: str = ""
     avro_type: str = ""
     symbols: tuple[str, ...] = ()
+    expression: str = ""  # a derived signal's (speeddata/derived)
 
     @property
     def text(self) -> bool:

@@ -28,11 +28,14 @@ DEMO_DIR = packaged.demo_dir()
 """The demo channels' schemas: ``schemas/`` of a checkout, shipped in the wheel."""
 DEMO_CHANNELS = ("env", "example", "motor")
 """The demo channels, by name: in a checkout, DEMO_DIR holds the user's channels too."""
+DEMO_DERIVED = ("power",)
+"""The demo derived channels (``<name>.derived.toml``, speeddata/derived), by name."""
 
 
 def demo_files() -> list[Path]:
-    """The demo channels' schema files (and none of a user's beside them)."""
-    return [DEMO_DIR / f"{name}.avsc" for name in DEMO_CHANNELS]
+    """The demo channels' schema and derived files (and none of a user's beside them)."""
+    return [*(DEMO_DIR / f"{name}.avsc" for name in DEMO_CHANNELS),
+            *(DEMO_DIR / f"{name}.derived.toml" for name in DEMO_DERIVED)]
 
 
 def copy_demo_channels(folder: Path) -> Path:
@@ -393,8 +396,9 @@ def load_file(path: Path) -> Channel:
 
 
 class DirWatch:
-    """Tells when a channels directory changed (a schema added, edited or removed), by
-    its files' names, sizes and modification times: a few stat calls, no reading."""
+    """Tells when a channels directory changed (a schema or a derived channel file added,
+    edited or removed), by its files' names, sizes and modification times: a few stat
+    calls, no reading."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -403,7 +407,8 @@ class DirWatch:
     def _signature(self) -> tuple:
         try:
             return tuple(sorted((p.name, st.st_mtime_ns, st.st_size)
-                                for p in self.directory.glob("*.avsc") for st in [p.stat()]))
+                                for pattern in ("*.avsc", "*.derived.toml")  # derived too
+                                for p in self.directory.glob(pattern) for st in [p.stat()]))
         except OSError:  # the directory or a file went away meanwhile: look again later
             return ()
 

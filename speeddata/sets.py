@@ -35,6 +35,7 @@ class ChannelData:
     schema: dict[str, Any]
     time_field: str = "time"
     avro_types: dict[str, str] = field(default_factory=dict)
+    expressions: dict[str, str] = field(default_factory=dict)  # a derived channel's
 
     def __getitem__(self, signal: str) -> np.ndarray:
         return self.columns[signal]
@@ -184,7 +185,7 @@ def load(path: str | Path) -> SetData:
                           if FORMAT_HOLDS["hdf5"](f)}  # the others were renamed
             dataset_of.update({field: ds for ds, field in
                                json.loads(group.attrs.get("renamed", "{}")).items()})
-            columns, units, docs, avro_types = {}, {}, {}, {}
+            columns, units, docs, avro_types, expressions = {}, {}, {}, {}, {}
             order = [f for f in fields if f in dataset_of and dataset_of[f] in group]
             for key in order:  # the schema's order, not HDF5's alphabetical one
                 if key == time_field:
@@ -194,7 +195,9 @@ def load(path: str | Path) -> SetData:
                 units[key] = _text(ds.attrs.get("unit", ""))
                 docs[key] = _text(ds.attrs.get("doc", ""))
                 avro_types[key] = _text(ds.attrs.get("avro_type", ""))
+                if "expression" in ds.attrs:
+                    expressions[key] = _text(ds.attrs["expression"])
             data.channels[name] = ChannelData(
                 name, group[dataset_of[time_field]][()], group["receive_time"][()], columns,
-                units, docs, schema, time_field, avro_types)
+                units, docs, schema, time_field, avro_types, expressions)
     return data

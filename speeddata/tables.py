@@ -55,7 +55,8 @@ def channel_schema(time_field: str, columns: Sequence[Column], names: dict[str, 
     ``pivot.column_names``; ``field`` in its metadata where that is not the field's)."""
     fields = []
     for c in columns:
-        about = {"unit": c.unit, "doc": c.doc, "avro_type": c.avro_type}
+        about = {"unit": c.unit, "doc": c.doc, "avro_type": c.avro_type,
+                 **({"expression": c.expression} if c.expression else {})}
         if names[c.name] != c.name:
             about["field"] = c.name
         fields.append((names[c.name], c.dtype, about))

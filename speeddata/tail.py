@@ -62,18 +62,46 @@ def records(datagrams: Iterator[bytes], channel: Channel) -> Iterator[dict[str, 
             yield fastavro.schemaless_reader(io.BytesIO(body), channel.parsed, None)
 
 
+def derived_records(datagrams: Iterator[bytes], compiled: Any, registry: Any
+                    ) -> Iterator[dict[str, Any]]:
+    """The records of a derived channel (``live.Compiled``), computed from its inputs'
+    datagrams among ``datagrams`` one at a time, as the stripchart's hub computes them."""
+    import numpy as np
+
+    from speeddata.derived.live import DerivedSet
+
+    derived = DerivedSet([compiled])
+    inputs = {fp: registry[name] for name in compiled.inputs()
+              for fp in (registry[name].fingerprint, *registry[name].aliases)}
+    for datagram in datagrams:
+        try:
+            fp, body = wire.split(datagram)
+            channel = inputs.get(fp)
+            if channel is None:
+                continue
+            record = fastavro.schemaless_reader(io.BytesIO(body), channel.parsed, None)
+        except Exception:  # a datagram that is not one of its records: not printed
+            continue
+        columns = {k: np.asarray([v]) for k, v in record.items()
+                   if isinstance(v, int | float)}
+        for _, out in derived.compute(channel, columns):
+            yield {k: v[0].item() for k, v in out.items()}
+
+
 def receive(sock: socket.socket) -> Iterator[bytes]:
     while True:
         yield sock.recv(65535)
 
 
 def run(sock: socket.socket, channel: Channel, signals: list[str], as_json: bool,
-        count: int | None, out: TextIO, flush: Callable[[], None]) -> int:
-    """Print records until ``count`` (or forever); returns how many were printed."""
+        count: int | None, out: TextIO, flush: Callable[[], None],
+        found: Iterator[dict[str, Any]] | None = None) -> int:
+    """Print records (``found``, else ``channel``'s on ``sock``) until ``count`` (or
+    forever); returns how many were printed."""
     if not as_json:
         print(header_line(signals), file=out)
     printed = 0
-    for record in records(receive(sock), channel):
+    for record in found if found is not None else records(receive(sock), channel):
         line = (json_line(record, channel.name, channel.time_field, signals) if as_json
                 else text_line(record, channel.time_field, signals))
         print(line, file=out)

@@ -140,7 +140,7 @@ def test_the_default_channels_dir_is_made_with_the_demo_channels(tmp_path: Path,
     monkeypatch.setenv("SPEEDDATA_HOME", str(tmp_path))
     assert cli.main(["config"]) == 0
     assert sorted(p.name for p in (tmp_path / "schemas").iterdir()) == [
-        "env.avsc", "example.avsc", "motor.avsc"]
+        "env.avsc", "example.avsc", "motor.avsc", "power.derived.toml"]
     (tmp_path / "schemas" / "motor.avsc").unlink()  # the user's choice is kept
     assert cli.main(["config"]) == 0
     assert not (tmp_path / "schemas" / "motor.avsc").exists()

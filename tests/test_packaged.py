@@ -19,7 +19,8 @@ def test_a_source_tree_takes_its_own_web_and_schemas() -> None:
     assert packaged.web_dir() == WEB_DIR == PROJECT / "web"
     assert packaged.demo_dir() == schemas.DEMO_DIR == PROJECT / "schemas"
     assert (WEB_DIR / "index.html").is_file()
-    assert [p.name for p in schemas.demo_files()] == ["env.avsc", "example.avsc", "motor.avsc"]
+    assert [p.name for p in schemas.demo_files()] == ["env.avsc", "example.avsc", "motor.avsc",
+                                                      "power.derived.toml"]
 
 
 def test_pyproject_and_gitignore_name_the_demo_channels_the_code_names() -> None:
@@ -27,7 +28,8 @@ def test_pyproject_and_gitignore_name_the_demo_channels_the_code_names() -> None
     assert setuptools["package-dir"] == {"speeddata.web": "web",
                                          "speeddata.demo_channels": "schemas"}
     assert {"speeddata.web", "speeddata.demo_channels"} <= set(setuptools["packages"])
-    files = [f"{name}.avsc" for name in schemas.DEMO_CHANNELS]
+    files = [*(f"{name}.avsc" for name in schemas.DEMO_CHANNELS),
+             *(f"{name}.derived.toml" for name in schemas.DEMO_DERIVED)]
     assert setuptools["package-data"]["speeddata.demo_channels"] == files
     assert setuptools["include-package-data"] is False  # nothing else of schemas/
     kept = [line.removeprefix("!/schemas/") for line in

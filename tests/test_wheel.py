@@ -64,7 +64,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_wheel_holds_the_page_and_the_demo_channels_and_no_harness(wheel: Path) -> None:
-    from speeddata.schemas import DEMO_CHANNELS
+    from speeddata.schemas import DEMO_CHANNELS, DEMO_DERIVED
 
     names = set(zipfile.ZipFile(wheel).namelist())
     page = {f"speeddata/web/{p.relative_to(PROJECT / 'web')}"
@@ -74,6 +74,8 @@ def test_the_wheel_holds_the_page_and_the_demo_channels_and_no_harness(wheel: Pa
     assert {n for n in names if n.startswith("speeddata/web/")} == page
     assert {n for n in names if n.endswith(".avsc")} == {
         f"speeddata/demo_channels/{name}.avsc" for name in DEMO_CHANNELS}
+    assert {n for n in names if n.endswith(".derived.toml")} == {
+        f"speeddata/demo_channels/{name}.derived.toml" for name in DEMO_DERIVED}
     assert {n for n in names if n.startswith("speeddata/bench/")} == {
         "speeddata/bench/__init__.py", "speeddata/bench/relay.py",
         "speeddata/bench/services.py", "speeddata/bench/baseline.c"}
@@ -126,7 +128,7 @@ def test_the_full_wheel_runs_every_part_from_an_empty_directory(
         run(bin_dir / "speeddata", "status", "--wait", str(3 * TIMEOUT), "-q", cwd=home,
             env=env)
         assert sorted(p.name for p in (home / "schemas").iterdir()) == [
-            "env.avsc", "example.avsc", "motor.avsc"]
+            "env.avsc", "example.avsc", "motor.avsc", "power.derived.toml"]
         # on all interfaces by default, with a token: the printed URL carries it
         url = run(bin_dir / "speeddata", "status", "--url", cwd=home, env=env).strip()
         base, _, token = url.partition("/?token=")

@@ -14,8 +14,9 @@ from speeddata.errors import SpeeddataError
 
 def _channels_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["list", "show", "add", "retire"])
-    p.add_argument("target", nargs="?", metavar="NAME|FILE.avsc",
-                   help="show/retire: a channel name; add: a schema file")
+    p.add_argument("target", nargs="?", metavar="NAME|FILE.avsc|FILE.derived.toml",
+                   help="show/retire: a channel name; add: a schema file, or a derived "
+                   "channel's file")
     p.add_argument("--replace", action="store_true",
                    help="add: replace the schema of a channel of that name")
 
@@ -25,6 +26,7 @@ def _channels_args(p: argparse.ArgumentParser) -> None:
          args=_channels_args)
 def cmd_channels(args: argparse.Namespace) -> int:
     from speeddata import schemas
+    from speeddata.derived import files, live
 
     found = cfg(args)
     folder = found.channels.dir
@@ -37,12 +39,26 @@ def cmd_channels(args: argparse.Namespace) -> int:
             numbers = sum(s.kind == "number" for s in channel.signals)
             print(f"{channel.name:<20} {channel.fingerprint.hex()}  "
                   f"{len(channel.signals)} signals ({numbers} numeric)")
-        if not len(registry):
+        derived = live.load(folder, registry)
+        for made in derived.compiled:
+            print(f"{made.channel.name:<20} derived (on {made.driver})  "
+                  f"{len(made.programs)} signals: "
+                  + ", ".join(f"{n} = {p.text}" for n, p in made.programs))
+        if not len(registry) and not derived.compiled:
             print(f"no channels in {folder}")
         return 0
     if args.action == "show":
         channel = registry[args.target]
         print(json.dumps(channel.schema, indent=1))
+        return 0
+    if args.action == "add" and args.target.endswith(".toml"):
+        path = Path(args.target)
+        definition = files.load_file(path) if path.name.endswith(files.SUFFIX) else (
+            files.parse(_read(path), str(path)))
+        live.check(definition, registry)
+        stored = files.store(folder, definition, args.replace)
+        print(f"derived channel {definition.name} stored as {stored}; a running server "
+              "computes it within a second")
         return 0
     if args.action == "add":
         path = Path(args.target)
@@ -54,6 +70,14 @@ def cmd_channels(args: argparse.Namespace) -> int:
         print(f"channel {channel.name} stored in {folder}; a running relay takes it within "
               "a second")
         return 0
-    moved = schemas.retire_schema(folder, args.target, time.time_ns())
+    moved = files.retire(folder, args.target, time.time_ns()) or schemas.retire_schema(
+        folder, args.target, time.time_ns())
     print(f"channel {args.target} retired (schema kept as {moved}); its cached data stays")
     return 0
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        raise SpeeddataError(f"{path}: cannot read ({exc})") from None

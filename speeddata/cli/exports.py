@@ -91,7 +91,8 @@ def cmd_pivot(args: argparse.Namespace) -> int:
                            decimate=args.decimate, force=args.force, attrs=attrs,
                            compression=None if compression == "none" else compression,
                            export_format=export_format, progress=progress,
-                           clock=args.clock)
+                           clock=args.clock,
+                           channels_dir=found.channels.dir)
         finally:
             if bar is not None:
                 bar.close()

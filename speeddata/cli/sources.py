@@ -78,7 +78,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from speeddata import multicast, tail
 
     found = cfg(args)
-    channel = channels_of(found)[args.channel]
+    registry = channels_of(found)
+    made = None
+    if args.channel not in registry:  # a derived channel: computed from its inputs here
+        from speeddata.derived import live
+
+        made = next((c for c in live.load(found.channels.dir, registry).compiled
+                     if c.channel.name == args.channel), None)
+    channel = made.channel if made is not None else registry[args.channel]
     signals = tail.pick_signals(channel, args.signals.split(",") if args.signals else None)
     group = getattr(found.multicast, args.group)
     if group is None:
@@ -86,5 +93,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise SpeeddataError("--count must be 1 or more")
     with multicast.listener(group, found.multicast.interface) as sock:
-        tail.run(sock, channel, signals, args.json, args.count, sys.stdout, sys.stdout.flush)
+        computed = (tail.derived_records(tail.receive(sock), made, registry)
+                    if made is not None else None)
+        tail.run(sock, channel, signals, args.json, args.count, sys.stdout, sys.stdout.flush,
+                 computed)
     return 0

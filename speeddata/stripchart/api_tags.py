@@ -117,7 +117,7 @@ def pivot_task(config: Config, request: PivotRequest, now: int) -> tuple[str, Ta
     options = {"channels": channels or None, "signals": request.signals or None,
                "decimate": request.decimate, "force": request.force, "attrs": attrs,
                "compression": None if compression == "none" else compression,
-               "export_format": export_format}
+               "export_format": export_format, "channels_dir": config.channels.dir}
     out = config.exports.dir / f"{name}{SUFFIXES[export_format]}"
     return name, Task(config.cache.dir, out, start, end, options, attrs.get("tag"))
 

@@ -82,7 +82,9 @@ def create_app(config: Config, token: str | None = None, *,
     @app.exception_handler(SpeeddataError)
     def refuse(request: Any, exc: SpeeddataError) -> JSONResponse:
         """Our errors as HTTP answers: the code from the exception's type."""
-        return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
+        where = getattr(exc, "position", None)  # a derived expression's: the character
+        return JSONResponse({"detail": str(exc), **({} if where is None else {
+            "position": where})}, status_code=exc.http_status)
 
     for routes in (routes_channels, routes_status, routes_range, routes_spectra, routes_ws):
         routes.register(app, server)

@@ -19,6 +19,7 @@ import numpy as np
 
 from speeddata import loss, wire
 from speeddata.columns import ColumnDecoder
+from speeddata.derived.live import derived_of
 from speeddata.errors import WireError
 from speeddata.logs import Throttle
 from speeddata.schemas import Channel, Registry
@@ -174,6 +175,7 @@ class Hub:
         new one, and a text signal it removed is forgotten; a retired one keeps what it has
         (the page can still show it). Subscriptions to what is gone: see ``prune``."""
         self.registry = registry
+        self.derived = derived_of(registry)  # derived channels: computed in _fold
         for channel in registry:
             self.clocks.setdefault(channel.name, SourceClock(self.clock_tolerance_ns))
             self.rates.setdefault(channel.name, ChannelRate())
@@ -322,6 +324,7 @@ class Hub:
     def statistics(self) -> dict[str, Any]:
         return {"refused": {k: dict(v) for k, v in self.refused.items()},
                 "feed_errors": self.feed_errors,
+                "derived": self.derived.statistics(),  # per derived channel: failures
                 "forward_reports": {g: hop.statistics() for g, hop in self.hops.items()}}
 
     def loss(self, now_ns: int) -> dict[str, list[dict[str, Any]]]:
@@ -358,9 +361,16 @@ class Hub:
 
     def _fold(self, channel: Channel, columns: dict[str, np.ndarray], now: float,
               now_ns: int, source: str | None) -> None:
-        """Decoded columns of a channel into its histories, alarms and rate."""
+        """Decoded columns of a channel into its histories, alarms and rate; and the
+        derived channels it drives, from every sample of the batch (speeddata/derived)."""
         times, keep = self.clocks[channel.name].place(columns[channel.time_field], now_ns,
                                                       source)
+        self._fold_placed(channel, columns, times, keep, now)
+        for derived, computed in self.derived.compute(channel, columns):
+            self._fold_placed(derived, computed, times, keep, now)
+
+    def _fold_placed(self, channel: Channel, columns: dict[str, np.ndarray],
+                     times: np.ndarray, keep: np.ndarray, now: float) -> None:
         rate = self.rates[channel.name]
         rate.datagrams += len(keep)
         if not len(times):
@@ -482,7 +492,8 @@ class Hub:
                 "signals": [
                     {"name": s.name, "id": f"{channel.name}.{s.name}", "type": s.avro_type,
                      "kind": s.kind, "unit": s.unit, "doc": s.doc, "symbols": list(s.symbols),
-                     "limits": s.limits.as_json() if s.limits else None}
+                     "limits": s.limits.as_json() if s.limits else None,
+                     **({"expression": s.expression} if hasattr(s, "expression") else {})}
                     for s in channel.signals
                 ],
             })

@@ -13,6 +13,8 @@ from fastapi import Body, FastAPI
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
+from speeddata.derived import files as derived_files
+from speeddata.derived import live as derived_live
 from speeddata.schemas import Registry, registration, retire_schema, store_schema
 from speeddata.stripchart.server import StripchartServer, unknown_fingerprints
 
@@ -33,15 +35,23 @@ def register(app: FastAPI, server: StripchartServer) -> None:
     async def register_channel(body: Annotated[dict[str, Any], Body(
             description="an Avro record schema with a long 'time' field (ns), or "
                         "{\"schema\": SCHEMA, \"replace\": true} to replace the schema "
-                        "of a channel of that name")]) -> dict:
+                        "of a channel of that name; or {\"derived\": TOML, \"replace\": "
+                        "false} for a derived channel")]) -> dict:
         """Register a channel (or, with replace, edit its schema): stored in the channels
         directory, drawn here at once and taken by the relay within a second, without a
         restart. Another schema under a registered name is refused (409) without replace;
         the same schema again changes nothing. Pages subscribed to a signal an edit
-        removes are told (a "pruned" message) and go on with the others."""
-        schema, replace = registration(body)
+        removes are told (a "pruned" message) and go on with the others. A derived
+        channel's file is checked against the channels first: a bad expression is a 400
+        naming the position."""
+        derived = derived_files.registration(body)
+        schema, replace = registration(body) if derived is None else (None, derived[1])
 
         def store(registry: Registry) -> str:
+            if derived is not None:
+                derived_live.check(derived[0], registry)
+                derived_files.store(config.channels.dir, derived[0], replace)
+                return derived[0].name
             return store_schema(config.channels.dir, schema, registry, replace).name
 
         name = await server.change_channels(store)
@@ -49,8 +59,10 @@ def register(app: FastAPI, server: StripchartServer) -> None:
 
     @app.delete("/api/channels/{name}", status_code=204)
     async def retire_channel(name: Annotated[str, PathParam(max_length=128)]) -> None:
-        """Retire a channel: no new data of it is accepted; its cached data stays."""
+        """Retire a channel (or a derived channel: its file moves to retired/): no new data
+        of it is accepted; its cached data stays."""
         now_ns = time.time_ns()
         await server.change_channels(
-            lambda _registry: retire_schema(config.channels.dir, name, now_ns))
+            lambda _registry: derived_files.retire(config.channels.dir, name, now_ns)
+            or retire_schema(config.channels.dir, name, now_ns))
 

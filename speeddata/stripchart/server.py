@@ -25,6 +25,7 @@ import numpy as np
 from speeddata import __version__, loss, multicast, status
 from speeddata.cache.catalogue import Catalogue
 from speeddata.config import Config, Group
+from speeddata.derived.live import DerivedView, with_derived
 from speeddata.errors import ConfigError
 from speeddata.logs import Throttle
 from speeddata.relay import netio
@@ -190,8 +191,9 @@ class StripchartServer:
         self.config = config
         self.watch = DirWatch(config.channels.dir)  # channels added while running
         self.registry = load_channels(config.channels.dir, log)
-        self.hub = Hub(self.registry, default_levels(config.web.history_seconds,
-                                                     config.web.detail_seconds),
+        drawn = with_derived(config.channels.dir, self.registry)  # and derived channels
+        self.hub = Hub(drawn, default_levels(config.web.history_seconds,
+                                             config.web.detail_seconds),
                        int(config.web.clock_tolerance_seconds * 1e9),
                        [ipaddress.IPv4Network(net) for net in config.relay.allow])
         self.pages: set[PageSession] = set()
@@ -294,10 +296,16 @@ class StripchartServer:
 
     # -- channels -----------------------------------------------------------------------
     def apply_channels(self, registry: Registry) -> None:
-        """Draw ``registry`` from now on; subscriptions to signals it no longer has are
+        """Draw ``registry`` from now on (with its derived channels, when a DerivedView:
+        those unchanged keep their state); subscriptions to signals it no longer has are
         dropped (each page is told at its next tick)."""
+        if isinstance(registry, DerivedView):
+            registry.derived.take_state(self.hub.derived)
+            self.hub.set_registry(registry)
+            registry = registry.base
+        else:
+            self.hub.set_registry(registry)
         self.registry = registry
-        self.hub.set_registry(registry)
         self.past.registry = registry
         pruned = sum(len(page.prune()) for page in self.pages)
         log.info("channels reloaded: %s%s", ", ".join(registry.names()) or "none",
@@ -313,7 +321,8 @@ class StripchartServer:
             def work() -> tuple[T | None, Registry]:
                 result = edit(current) if edit is not None else None
                 self.watch.changed()  # what is read now is the state seen
-                return result, load_channels(self.config.channels.dir, log)  # disk only
+                folder = self.config.channels.dir
+                return result, with_derived(folder, load_channels(folder, log))  # disk only
 
             result, registry = await asyncio.to_thread(work)
             self.apply_channels(registry)

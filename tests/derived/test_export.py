@@ -1,0 +1,152 @@
+"""Derived channels in the exports: HDF5, CSV and Parquet hold them next to their inputs,
+equal to the formula and to the live computation to the last bit, across cache files
+and a schema edit, windows warmed before the range; speeddata.load reads them."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import speeddata
+from speeddata.cache.catalogue import Catalogue
+from speeddata.cache.store import CacheWriter
+from speeddata.pivot import pivot
+from speeddata.schemas import Registry, channel_from_schema
+from speeddata.sender import Encoder
+from tests.derived.common import PAIR, REGISTRY, SLOW, T0, derived, sines, toml
+
+TEXT = toml("calc", diff="pair.a - pair.b", m="mean(pair.a, 25)", t='max(pair.b, "30ms")',
+            j="pair.a * slow.x")
+BLOCK = 100  # samples a block: 100 ms at 1 kHz
+N = 6000
+EDITED = {**PAIR, "fields": [*PAIR["fields"], {"name": "c", "type": "float"}]}
+
+
+def fill(cache: Path, columns: dict[str, np.ndarray]) -> list[tuple[str, int, int]]:
+    """Blocks of pair (its schema edited halfway) and slow, small files; returns what
+    was written, in order: (channel, first row, rows) for pair."""
+    writer = CacheWriter(cache, 40_000, 600)
+    versions = [REGISTRY["pair"], channel_from_schema(EDITED, limits=True)]
+    blocks = []
+    for lo in range(0, N, BLOCK):
+        recv = int(columns["time"][lo + BLOCK - 1]) + 1_000_000
+        slow = {"time": recv - 2_000_000, "x": float(lo)}
+        writer.append(REGISTRY["slow"], [Encoder(REGISTRY["slow"]).encode(slow)[10:]], recv)
+        version = versions[lo >= N // 2]
+        encoder = Encoder(version)
+        names = [f["name"] for f in version.schema["fields"]]
+        writer.append(version, [encoder.encode({k: columns[k][i].item() if k in columns
+                                                else 0.5 for k in names})[10:]
+                                for i in range(lo, lo + BLOCK)], recv)
+        blocks.append(("slow", lo, 1))
+        blocks.append(("pair", lo, BLOCK))
+    writer.close()
+    return blocks
+
+
+def live_values(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What the hub computes, fed the same samples in other batches (slow before each)."""
+    computed = derived(TEXT)
+    out: dict[str, list[np.ndarray]] = {}
+    # slow's one sample per block is at the block's receive time: feed it just before the
+    # block's first row (as the relay's order has it) and pair in 37-row batches otherwise
+    edges = sorted({*range(0, N, 37), *range(0, N, BLOCK), N})
+    for lo, hi in itertools.pairwise(edges):
+        if lo % BLOCK == 0:
+            recv = int(columns["time"][lo + BLOCK - 1]) + 1_000_000
+            computed.compute(REGISTRY["slow"], {"time": np.array([recv - 2_000_000]),
+                                                "x": np.array([float(lo)])})
+        ((_, result),) = computed.compute(REGISTRY["pair"],
+                                          {k: v[lo:hi] for k, v in columns.items()})
+        for k, v in result.items():
+            out.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    tmp = tmp_path_factory.mktemp("derived-export")
+    channels = tmp / "schemas"
+    channels.mkdir()
+    for schema in (PAIR, SLOW):
+        (channels / f"{schema['name']}.avsc").write_text(json.dumps(schema))
+    (channels / "calc.derived.toml").write_text(TEXT)
+    columns = sines(N)
+    fill(tmp / "cache", columns)
+    return tmp, channels, columns
+
+
+def test_the_cache_has_several_files_and_both_schema_versions(rig) -> None:
+    tmp, _, _ = rig
+    files = [f for f in Catalogue(tmp / "cache").files() if f.channel == "pair"]
+    assert len(files) >= 4
+
+
+@pytest.mark.parametrize("export_format", ["hdf5", "csv", "parquet"])
+def test_a_minus_b_in_every_format_is_the_formula_and_the_live_bits(rig, export_format: str
+                                                                   ) -> None:
+    tmp, channels, columns = rig
+    out = tmp / f"all.{export_format}"
+    result = pivot(tmp / "cache", out, T0 - 10**9, T0 + 10 * 10**9, export_format=export_format,
+                   channels_dir=channels, registry=Registry.load_dir(channels)[0])
+    assert result.channels["calc"] == N and result.channels["pair"] == N
+    expected = live_values(columns)
+    assert expected["diff"].tobytes() == (columns["a"] - columns["b"]).tobytes()
+    if export_format == "hdf5":
+        with h5py.File(out) as h5:
+            group = h5["calc"]
+            got = {k: group[k][()] for k in ("time", "diff", "m", "t", "j")}
+            assert group["diff"].attrs["expression"] == "pair.a - pair.b"
+            assert group["diff"].attrs["unit"] == "bar"
+            assert group["diff"].dims[0][0] == group["time"]
+        loaded = speeddata.load(out)["calc"]
+        assert loaded.expressions["m"] == "mean(pair.a, 25)"
+        assert loaded["diff"].tobytes() == got["diff"].tobytes()
+    elif export_format == "csv":
+        with (out / "calc.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        got = {k: np.array([float(r[k]) if r[k] else np.nan for r in rows])
+               for k in ("diff", "m", "t", "j")}
+        got["time"] = np.array([int(r["time_ns"]) for r in rows])
+        about = json.loads((out / "export.json").read_text())["channels"]["calc"]
+        assert about["schemas"][0]["fields"][1]["expression"] == "pair.a - pair.b"
+    else:
+        table = pq.read_table(out / "calc.parquet")
+        got = {k: table[k].to_numpy() for k in ("diff", "m", "t", "j")}
+        got["time"] = table["time"].cast("int64").to_numpy()
+        meta = table.schema.field("diff").metadata
+        assert meta[b"expression"] == b"pair.a - pair.b" and meta[b"unit"] == b"bar"
+    assert got["time"].tolist() == columns["time"].tolist()
+    for k in ("diff", "m", "t", "j"):
+        assert got[k].tobytes() == expected[k].tobytes(), k
+
+
+def test_a_range_in_the_middle_warms_its_windows_before_it(rig) -> None:
+    tmp, channels, columns = rig
+    out = tmp / "middle.h5"
+    start_row = 2950  # the schema edit is at 3000, a new cache file too
+    start = int(columns["time"][start_row + BLOCK - 1 - (start_row % BLOCK)]) + 1_000_000
+    pivot(tmp / "cache", out, start - 1, start + 10**9 // 2, channels_dir=channels)
+    whole = live_values(columns)
+    with h5py.File(out) as h5:
+        times = h5["calc"]["time"][()]
+        first = int(np.searchsorted(columns["time"], times[0]))
+        for k in ("m", "t", "diff"):
+            got = h5["calc"][k][()]
+            assert not np.isnan(got).any(), k  # full from the first row: warmed
+            assert got.tobytes() == whole[k][first: first + len(got)].tobytes(), k
+
+
+def test_only_the_derived_channel_named_is_exported_with_its_inputs(rig) -> None:
+    tmp, channels, _ = rig
+    out = tmp / "named.h5"
+    result = pivot(tmp / "cache", out, T0 - 10**9, T0 + 10 * 10**9, channels=["calc"],
+                   channels_dir=channels)
+    assert set(result.channels) == {"calc", "pair"}
