@@ -110,19 +110,23 @@ def profile(n_signals: int, rate: float, seconds: float, tree: str | None) -> di
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium",
                                             args=stripchart.ARGS)
                 tab = browser.new_context(viewport={"width": 1600, "height": 1200}).new_page()
+                errors: list[str] = []
+                tab.on("pageerror", lambda e: errors.append(str(e)))
                 tab.goto(url)
                 tab.wait_for_function("() => window.sd && sd.conn.state === 'connected'")
                 time.sleep(stripchart.WARMUP)
                 cdp = tab.context.new_cdp_session(tab)
                 cdp.send("Profiler.enable")
                 cdp.send("Profiler.setSamplingInterval", {"interval": 200})
-                tab.evaluate("() => { sd.stats.frameMs.length = 0;"
+                tab.evaluate("() => { sd.stats.frameMs.length = 0; for (const e of sd.elements)"
+                             " if (e.traces) for (const k in e.traces.stats) e.traces.stats[k] = 0;"
                              " sd.stats.intervalMs.length = 0; }")
                 cdp.send("Profiler.start")
                 time.sleep(seconds)
                 js = cdp.send("Profiler.stop")["profile"]
                 stats = tab.evaluate("() => ({frameMs: sd.stats.frameMs,"
-                                     " intervalMs: sd.stats.intervalMs})")
+                                     " intervalMs: sd.stats.intervalMs,"
+                                     " kinds: [...sd.elements].map((e) => e.traces?.stats)})")
                 browser.start_tracing(page=tab, categories=TRACE_CATEGORIES)
                 time.sleep(seconds)
                 trace = json.loads(browser.stop_tracing())
@@ -136,6 +140,7 @@ def profile(n_signals: int, rate: float, seconds: float, tree: str | None) -> di
             "fps": round(1000 / statistics.mean(stats["intervalMs"]), 1),
             "draw_ms_mean": round(statistics.mean(stats["frameMs"]), 2),
             "draw_ms_p99": round(procs.percentile(stats["frameMs"], 99), 2),
+            "redraws": stats["kinds"], "page_errors": errors[:5],
             "js_self_pct": [(n, round(p, 1)) for n, p in js_self_times(js)],
             "threads_busy_pct": [(n, round(b, 1), heavy)
                                  for n, b, heavy in thread_busy(trace, seconds)]}
@@ -149,6 +154,7 @@ def main() -> int:
     parser.add_argument("--tree", help="another checkout whose server and page to profile")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    stripchart.absolute_pythonpath()
     result = profile(args.signals, args.rate, args.seconds, args.tree)
     if args.json:
         print(json.dumps(result, indent=1))
@@ -156,6 +162,9 @@ def main() -> int:
     print(f"tree {result['tree']}: {args.signals} signals x {args.rate:g} Hz, "
           f"{result['fps']} fps, draw {result['draw_ms_mean']} / {result['draw_ms_p99']} ms "
           "(mean / p99)")
+    for error in result["page_errors"]:
+        print(f"page error: {error}")
+    print(f"frames drawn in full / incrementally, per chart: {result['redraws']}")
     print("JavaScript self time, % of the profiler's samples (idle included):")
     for name, pct in result["js_self_pct"]:
         print(f"  {pct:5.1f} %  {name}")

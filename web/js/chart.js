@@ -12,8 +12,9 @@
 
 import { app } from "./app.js";
 import { autoRange, clock, cursorLabel, DAY, fmt, foldColumns, limitLevel, newColumns,
-         niceTicks, plotColumns, tickLabel, timeLabel, timeTicks,
+         niceTicks, scanColumns, tickLabel, timeLabel, timeTicks,
          valueAtColumn } from "./chartmath.js";
+import { LiveTraces } from "./livetraces.js";
 import { tagRange } from "./mark.js";
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
@@ -166,6 +167,7 @@ export class SdChart extends HTMLElement {
     });
     this.querySelector(".chart-title").textContent = this.getAttribute("title") || "";
     this.cols = null;
+    this.traces = new LiveTraces();
     this.frameCols = [];
     this.labelledAt = 0;
     if (this.pastFor !== this.signals.join(" ")) {  // other signals: other answers
@@ -289,34 +291,42 @@ export class SdChart extends HTMLElement {
       this.pixels = new Uint32Array(this.image.data.buffer);
       this.cols = null;
     }
-    const [t0, t1] = this.paused && this.span ? this.span : [now - this.windowSeconds * 1000, now];
+    // a live window starts on a whole column of a grid fixed in time, so the next frame
+    // is this one moved left by whole columns: only its newest columns are drawn again
+    const live = !(this.paused && this.span);
+    const spanMs = this.windowSeconds * 1000, c = Math.ceil((now - spanMs) / (spanMs / W));
+    const [t0, t1] = live ? [c * (spanMs / W), c * (spanMs / W) + spanMs] : this.span;
     this.msPerPx = (t1 - t0) / w;  // a CSS pixel: what the eye can tell apart
     if (this.paused) this.fetchPast(t0, t1, W);
-    const columns = [];
+    const datas = this.items.map((item) => app.conn.data.get(item.id));
+    // the plot: all but a strip at the bottom that holds the time labels, so no label
+    // ever covers a sample; the value labels are in the gutter, left of it
+    const ph = h - TIME_STRIP, PH = H - Math.round(TIME_STRIP * dpr);
+    this.plotHeight = PH;  // device pixels (read by the browser tests)
+    const key = `${W}|${PH}|${spanMs}|${this.items.length}`;
+    let parts = null;  // the columns to plot again; null: all of them
+    if (live && this.cols && this.cols.length === this.items.length) {
+      parts = this.traces.advance(datas, this.cols, c, t0, t1, W, key);
+    } else {
+      this.traces.invalidate();
+    }
+    const columns = parts ? this.cols : datas.map((d, i) => (d || this.paused
+      ? this.columns(d, t0, t1, W, i) : null));
     let lo = Infinity, hi = -Infinity;
-    this.items.forEach((item, i) => {
-      const d = app.conn.data.get(item.id);
-      const col = d || this.paused ? this.columns(d, t0, t1, W, i) : null;
-      columns.push(col);
-      if (col && col.hi >= col.lo) { lo = Math.min(lo, col.lo); hi = Math.max(hi, col.hi); }
-    });
+    for (const col of columns) {
+      if (!col) continue;
+      scanColumns(col);
+      if (col.hi >= col.lo) { lo = Math.min(lo, col.lo); hi = Math.max(hi, col.hi); }
+    }
     this.frameCols = columns;
     const any = hi >= lo;
     const range = this.fixedRange || (any ? (this.autoRange = autoRange(this.autoRange, lo, hi))
       : null);
     this.lastRange = range;
-    const pixels = this.pixels;
-    pixels.fill(0);
-    // the plot: all but a strip at the bottom that holds the time labels, so no label
-    // ever covers a sample; the value labels are in the gutter, left of it
-    const ph = h - TIME_STRIP, PH = H - Math.round(TIME_STRIP * dpr);
-    this.plotHeight = PH;  // device pixels (read by the browser tests)
-    if (range) {
-      const scale = (PH - 1) / (range[1] - range[0]);
-      columns.forEach((col, i) => {
-        if (col) plotColumns(pixels, W, PH, col, range[0], scale, this.items[i].rgba);
-      });
-    }
+    if (parts && this.traces.changed(range, columns)) parts = null;
+    this.traces.plot(this.pixels, W, PH, columns, this.items, range, parts);
+    this.drawnFull = !parts;  // read by the browser tests
+    if (live) this.traces.drawn(datas, columns, c, key, range, !parts);
     const ctx = this.ctx;
     ctx.putImageData(this.image, 0, 0);
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
@@ -485,6 +495,10 @@ export class SdChart extends HTMLElement {
     const [w, h] = this.box(g);
     const W = Math.round(w * dpr), H = Math.round(h * dpr);
     if (!W || !H) return;
+    // drawn again only when a label moves: an unchanged canvas costs no commit
+    const drawnKey = `${W}|${H}|${ph}|${ticks.map((t) => `${t.text}@${t.py}`).join(" ")}`;
+    if (drawnKey === this.gutterKey && g.width === W && g.height === H) return;
+    this.gutterKey = drawnKey;
     if (g.width !== W || g.height !== H) { g.width = W; g.height = H; }
     const ctx = g.getContext("2d");
     ctx.setTransform(1, 0, 0, 1, 0, 0);
