@@ -294,8 +294,9 @@ export class SdChart extends HTMLElement {
     // a live window starts on a whole column of a grid fixed in time, so the next frame
     // is this one moved left by whole columns: only its newest columns are drawn again
     const live = !(this.paused && this.span);
-    const spanMs = this.windowSeconds * 1000, c = Math.ceil((now - spanMs) / (spanMs / W));
-    const [t0, t1] = live ? [c * (spanMs / W), c * (spanMs / W) + spanMs] : this.span;
+    const spanMs = this.windowSeconds * 1000, k = W / spanMs;
+    const c = Math.ceil((now - spanMs) * k), grid = live ? { k, origin: c } : null;
+    const [t0, t1] = live ? [c / k, c / k + spanMs] : this.span;
     this.msPerPx = (t1 - t0) / w;  // a CSS pixel: what the eye can tell apart
     if (this.paused) this.fetchPast(t0, t1, W);
     const datas = this.items.map((item) => app.conn.data.get(item.id));
@@ -306,12 +307,12 @@ export class SdChart extends HTMLElement {
     const key = `${W}|${PH}|${spanMs}|${this.items.length}`;
     let parts = null;  // the columns to plot again; null: all of them
     if (live && this.cols && this.cols.length === this.items.length) {
-      parts = this.traces.advance(datas, this.cols, c, t0, t1, W, key);
+      parts = this.traces.advance(datas, this.cols, grid, t0, t1, W, key);
     } else {
       this.traces.invalidate();
     }
     const columns = parts ? this.cols : datas.map((d, i) => (d || this.paused
-      ? this.columns(d, t0, t1, W, i) : null));
+      ? this.columns(d, t0, t1, W, i, grid) : null));
     let lo = Infinity, hi = -Infinity;
     for (const col of columns) {
       if (!col) continue;
@@ -344,7 +345,7 @@ export class SdChart extends HTMLElement {
   }
 
   /** Which source each part of the window is drawn from: see foldColumns. */
-  columns(d, t0, t1, cols, slot) {
+  columns(d, t0, t1, cols, slot, grid) {
     if (!this.cols || this.cols.length !== this.items.length || this.cols[0].count.length !== cols) {
       this.cols = this.items.map(() => newColumns(cols));
     }
@@ -358,7 +359,7 @@ export class SdChart extends HTMLElement {
         maxWidth = this.msPerPx;
       }
     }
-    return foldColumns(levels, past, t0, t1, this.cols[slot], maxWidth);
+    return foldColumns(levels, past, t0, t1, this.cols[slot], maxWidth, grid);
   }
 
   /** Whether part of [t0, t1] would be drawn from a memory level coarser than a pixel

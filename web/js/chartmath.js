@@ -105,9 +105,12 @@ function lowerBound(start, n, t) {
  * sample up to a bucket away from its time: it is used only where the cache has nothing
  * (before the first or after the last of ``past``'s columns, or everywhere when ``past``
  * holds none), and not at all while ``past`` is null (the cache has not answered yet).
- * A pause longer than ten buckets (and 2.5 s) breaks the line. Returns ``out``, or null
- * when there is nothing to fold. */
-export function foldColumns(levels, past, t0, t1, out, maxWidth = Infinity) {
+ * A pause longer than ten buckets (and 2.5 s) breaks the line. ``grid`` ({k, origin}):
+ * columns on a grid fixed in time, a bucket starting at t in column floor(t k) - origin
+ * (a live chart: the same bucket lands in the same column, shifted, frame after frame,
+ * whatever the float rounding of t0). Returns ``out``, or null when there is nothing to
+ * fold. */
+export function foldColumns(levels, past, t0, t1, out, maxWidth = Infinity, grid = null) {
   const spans = [];  // [level, from, before]: bucket starts each level contributes
   let until = Infinity;  // where finer data begins
   let fineFrom = Infinity;  // where the fine levels begin
@@ -177,7 +180,7 @@ export function foldColumns(levels, past, t0, t1, out, maxWidth = Infinity) {
     // the hot loop (every bucket of every signal, every frame): fold() written out
     for (let i = lowerBound(start, s.n, from); i < s.n && start[i] < before &&
          start[i] <= t1; i++) {
-      const x = Math.floor((start[i] - t0) * k);
+      const x = grid ? Math.floor(start[i] * grid.k) - grid.origin : Math.floor((start[i] - t0) * k);
       if (x < 0 || x >= cols) continue;
       const l = lows[i], u = highs[i];
       if (count[x] === 0) {
@@ -303,21 +306,22 @@ export function scanColumns(col) {
 }
 
 /** Fold again the columns from ``xFrom`` on, from one level ``s`` ({n, a}) of buckets
- * ``width`` ms wide that covers the whole window [t0, t1]: what foldColumns would put
- * there (a live chart folds only its newest columns each frame). */
-export function foldTail(s, width, t0, t1, out, xFrom) {
+ * ``width`` ms wide that covers the whole window [t0, t1] on ``grid`` (as foldColumns
+ * takes it): what foldColumns would put there (a live chart folds only its newest
+ * columns each frame). */
+export function foldTail(s, width, t0, t1, out, xFrom, grid) {
   const cols = out.count.length;
   const { low, high, last, count, gap } = out;
   count.fill(0, xFrom);
   gap.fill(0, xFrom);
-  const k = cols / (t1 - t0), breakMs = Math.max(width * 10, 2500);
+  const { k, origin } = grid, breakMs = Math.max(width * 10, 2500);
   const { start, low: lows, high: highs, last: lasts } = s.a;
   let i = lowerBound(start, s.n, t0 + xFrom / k - 2 * width);
-  while (i < s.n && Math.floor((start[i] - t0) * k) < xFrom) i++;
+  while (i < s.n && Math.floor(start[i] * k) - origin < xFrom) i++;
   // as foldColumns sees it: the bucket before, if it is inside the window
-  let prev = i > 0 && start[i - 1] >= t0 ? start[i - 1] : -Infinity;
+  let prev = i > 0 && Math.floor(start[i - 1] * k) - origin >= 0 ? start[i - 1] : -Infinity;
   for (; i < s.n && start[i] <= t1; i++) {
-    const x = Math.floor((start[i] - t0) * k);
+    const x = Math.floor(start[i] * k) - origin;
     if (x >= cols) continue;
     const l = lows[i], u = highs[i];
     if (count[x] === 0) {

@@ -39,10 +39,11 @@ export class LiveTraces {
   invalidate() { this.shown = null; }
 
   /** Shift the columns (``cols``, one per signal) and fold their new ones for the frame
-   * whose window starts at column ``c`` (t0 = c x ms per column). Returns the columns
+   * whose window starts at column ``grid.origin`` (of ``grid.k`` a ms). Returns the columns
    * that must be plotted again ([from, to) pairs) when the frame can be drawn so, else
    * null (the caller folds and plots everything, then calls ``drawn``). */
-  advance(datas, cols, c, t0, t1, W, key) {
+  advance(datas, cols, grid, t0, t1, W, key) {
+    const c = grid.origin;
     const shown = this.shown;
     if (!shown || shown.key !== key || !datas.every((d, i) => d && d === shown.datas[i])) {
       return null;
@@ -54,7 +55,7 @@ export class LiveTraces {
     let xr = W - dx - 1;
     for (const d of datas) {
       const since = d.takeDirty(this);
-      if (since < Infinity) xr = Math.min(xr, Math.floor((since - t0) * (W / (t1 - t0))));
+      if (since < Infinity) xr = Math.min(xr, Math.floor(since * grid.k) - c);
     }
     xr = Math.max(0, xr);
     // column 0 always: a dot's arm there from a column now out of the window
@@ -68,7 +69,7 @@ export class LiveTraces {
       let x0 = 0;
       while (x0 < W && !col.count[x0]) x0++;
       if (x0 < xr && !col.gap[x0]) { col.gap[x0] = 1; edge = Math.max(edge, x0 + 2); }
-      foldTail(d.levels[0], d.widths[0], t0, t1, col, xr);
+      foldTail(d.levels[0], d.widths[0], t0, t1, col, xr, grid);
       // the line into the refolded columns starts at the last column with samples
       // before them, and its dot reaches one column further left
       let p = xr - 1;
