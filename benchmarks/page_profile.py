@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import multiprocessing
 import statistics
@@ -34,6 +35,46 @@ import stripchart
 from speeddata.bench import services
 from speeddata.config import write_file
 from tests.harness import procs
+
+RESET = """() => { sd.stats.frameMs.length = 0; sd.stats.intervalMs.length = 0;
+    for (const e of sd.elements) {
+        if (e.traces) for (const k in e.traces.stats) e.traces.stats[k] = 0;
+    } }"""
+
+
+def browser_cpu_seconds() -> float:
+    """CPU seconds (user and system) of the Chromium processes below this one."""
+    import os
+
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                head, tail = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        fields = tail.split()
+        parents[int(entry)] = int(fields[1])
+        names[int(entry)] = head.split("(", 1)[1]
+    mine = {os.getpid()}
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in mine and pid not in mine:
+                mine.add(pid)
+                grew = True
+    total = 0.0
+    for pid in mine:
+        if "chrom" not in names.get(pid, ""):
+            continue
+        with contextlib.suppress(OSError):
+            total += services.cpu_seconds(pid)
+    return total
+
 
 TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline",
                     "toplevel", "cc", "viz", "gpu", "blink"]
@@ -115,18 +156,21 @@ def profile(n_signals: int, rate: float, seconds: float, tree: str | None) -> di
                 tab.goto(url)
                 tab.wait_for_function("() => window.sd && sd.conn.state === 'connected'")
                 time.sleep(stripchart.WARMUP)
-                cdp = tab.context.new_cdp_session(tab)
-                cdp.send("Profiler.enable")
-                cdp.send("Profiler.setSamplingInterval", {"interval": 200})
-                tab.evaluate("() => { sd.stats.frameMs.length = 0; for (const e of sd.elements)"
-                             " if (e.traces) for (const k in e.traces.stats) e.traces.stats[k] = 0;"
-                             " sd.stats.intervalMs.length = 0; }")
-                cdp.send("Profiler.start")
+                # first plainly: the page's frames and draw times, and the browser's CPU
+                # (every Chromium process: less moved by other load than frame rates)
+                tab.evaluate(RESET)
+                cpu0 = browser_cpu_seconds()
                 time.sleep(seconds)
-                js = cdp.send("Profiler.stop")["profile"]
+                cpu = browser_cpu_seconds() - cpu0
                 stats = tab.evaluate("() => ({frameMs: sd.stats.frameMs,"
                                      " intervalMs: sd.stats.intervalMs,"
                                      " kinds: [...sd.elements].map((e) => e.traces?.stats)})")
+                cdp = tab.context.new_cdp_session(tab)
+                cdp.send("Profiler.enable")
+                cdp.send("Profiler.setSamplingInterval", {"interval": 200})
+                cdp.send("Profiler.start")
+                time.sleep(seconds)
+                js = cdp.send("Profiler.stop")["profile"]
                 browser.start_tracing(page=tab, categories=TRACE_CATEGORIES)
                 time.sleep(seconds)
                 trace = json.loads(browser.stop_tracing())
@@ -136,8 +180,11 @@ def profile(n_signals: int, rate: float, seconds: float, tree: str | None) -> di
             source.join()
             serve.stop()
             relay.stop()
+    frames = len(stats["intervalMs"]) + 1
     return {"signals": n_signals, "tree": tree or "this", "seconds": seconds,
             "fps": round(1000 / statistics.mean(stats["intervalMs"]), 1),
+            "browser_cpu_pct": round(100 * cpu / seconds, 1),
+            "browser_cpu_ms_per_frame": round(1000 * cpu / frames, 2),
             "draw_ms_mean": round(statistics.mean(stats["frameMs"]), 2),
             "draw_ms_p99": round(procs.percentile(stats["frameMs"], 99), 2),
             "redraws": stats["kinds"], "page_errors": errors[:5],
@@ -161,7 +208,8 @@ def main() -> int:
         return 0
     print(f"tree {result['tree']}: {args.signals} signals x {args.rate:g} Hz, "
           f"{result['fps']} fps, draw {result['draw_ms_mean']} / {result['draw_ms_p99']} ms "
-          "(mean / p99)")
+          f"(mean / p99); browser CPU {result['browser_cpu_pct']} % of a core, "
+          f"{result['browser_cpu_ms_per_frame']} ms a frame")
     for error in result["page_errors"]:
         print(f"page error: {error}")
     print(f"frames drawn in full / incrementally, per chart: {result['redraws']}")
