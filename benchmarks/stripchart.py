@@ -233,7 +233,7 @@ def main() -> int:
 def compare(args: argparse.Namespace) -> int:
     """This server against the baseline's, run after run, one page, and the medians."""
     keys = ("server_cpu_pct", "server_datagrams_per_s", "server_us_per_datagram",
-            "server_kernel_drops", "fps",
+            "server_kernel_drops", "fps", "draw_ms_mean",
             "draw_ms_p99",
             "frame_interval_ms_p99", "latency_ms_p50", "latency_ms_p99", "ws_bytes_per_s")
     rows = []

@@ -439,6 +439,15 @@ export class SdChart extends HTMLElement {
     }
   }
 
+  /** A label's width in CSS px (LABEL_FONT), remembered: the same few labels are
+   * measured every frame. */
+  textWidth(ctx, text) {
+    if (!this.widths || this.widths.size > 500) this.widths = new Map();
+    let width = this.widths.get(text);
+    if (width === undefined) { width = ctx.measureText(text).width; this.widths.set(text, width); }
+    return width;
+  }
+
   /** Time lines and their labels in the strip below the plot; a label that would run
    * into the one before it is left out. */
   drawTimeGrid(ctx, w, h, ph, t0, t1) {
@@ -455,7 +464,7 @@ export class SdChart extends HTMLElement {
       const x = Math.round(((t - t0) / (t1 - t0)) * w) + 0.5;
       ctx.moveTo(x, 0); ctx.lineTo(x, ph + 4);
       const text = timeLabel(t, step, t1 - t0);
-      const width = ctx.measureText(text).width;
+      const width = this.textWidth(ctx, text);
       if (x + 2 >= free && x + 2 + width <= w) {
         ctx.fillText(text, x + 2, h - 3);
         labels.push(text);
@@ -486,7 +495,7 @@ export class SdChart extends HTMLElement {
     this.yTicks = ticks.map((t) => t.text);  // read by the browser tests
     const measure = this.ctx;
     measure.font = LABEL_FONT;
-    const longest = Math.max(0, ...ticks.map((t) => measure.measureText(t.text).width));
+    const longest = Math.max(0, ...ticks.map((t) => this.textWidth(measure, t.text)));
     const wanted = Math.max(GUTTER_MIN, Math.ceil((longest + 10) / 8) * 8);
     if (wanted !== this.gutterWidth) {
       this.gutterWidth = wanted;
@@ -538,7 +547,8 @@ export class SdChart extends HTMLElement {
     this.updateLabel(now, t0, t1);
     // Text changes cost style and layout: at most 10 times a second, only what changed.
     if (cursorTime === null && now - (this.legendAt || 0) < 100) return;
-    this.legendAt = now;
+    // the charts' legends on different frames, not all in one (its time spikes)
+    this.legendAt = this.legendAt ? now : now - Math.random() * 100;
     // the value under the cursor is the one the trace shows there, whatever it came from
     const x = cursorTime === null ? -1 : Math.min(W - 1, Math.floor((this.cursorX / w) * W));
     this.items.forEach((item, slot) => {
