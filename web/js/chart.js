@@ -11,9 +11,9 @@
 // own column at any zoom; the memory fills in only where the cache has nothing.
 
 import { app } from "./app.js";
+import { drawGutter, drawLimits, drawTimeGrid, drawValueGrid, GUTTER_MIN } from "./axes.js";
 import { autoRange, clock, cursorLabel, DAY, fmt, foldColumns, limitLevel, newColumns,
-         niceTicks, scanColumns, tickLabel, timeLabel, timeTicks,
-         valueAtColumn } from "./chartmath.js";
+         scanColumns, valueAtColumn } from "./chartmath.js";
 import { LiveTraces } from "./livetraces.js";
 import { tagRange } from "./mark.js";
 
@@ -23,11 +23,6 @@ export const WINDOWS = [[10, "10 s"], [60, "1 min"], [600, "10 min"]];
 const STALE_MS = 3000;
 
 const TIME_STRIP = 16;  // CSS px below the plot for the time labels
-const GUTTER_MIN = 32;  // CSS px left of the plot for the value labels, at least
-const BANDS = { warn: "rgba(245, 197, 24, 0.16)", alarm: "rgba(214, 39, 40, 0.14)" };
-const LABEL_FONT = "11px system-ui, sans-serif";
-const LABEL_COLOR = "rgba(128,128,128,0.95)";
-const GRID_COLOR = "rgba(128,128,128,0.25)";
 const LEAST_SPAN_MS = 10;  // the deepest zoom: ten 1 kHz samples
 const MOST_SPAN_MS = 7 * 86400e3;  // the widest: a week (the cache holds the past)
 const KEY_PAN = 0.1;  // of the window, per arrow key (shift: half a window)
@@ -335,11 +330,11 @@ export class SdChart extends HTMLElement {
     // bands and grid go beneath the traces (as in uPlot and Grafana): a grid line never
     // greys the samples it crosses
     ctx.globalCompositeOperation = "destination-over";
-    this.drawTimeGrid(ctx, w, h, ph, t0, t1);
-    const ticks = range ? this.drawValueGrid(ctx, w, ph, range, y) : [];
-    if (range) this.drawLimits(ctx, w, ph, y);
+    drawTimeGrid(this, ctx, w, h, ph, t0, t1);
+    const ticks = range ? drawValueGrid(this, ctx, w, ph, range, y) : [];
+    if (range) drawLimits(this, ctx, w, ph, y);
     ctx.globalCompositeOperation = "source-over";
-    this.drawGutter(ticks, ph, dpr);
+    drawGutter(this, ticks, ph, dpr);
     this.showEmpty(any);
     this.updateLegend(now, t0, t1, w, W);
   }
@@ -421,104 +416,6 @@ export class SdChart extends HTMLElement {
       const stored = this.past.get(item.id);
       return Boolean(stored && stored.key === this.pastKey);
     });
-  }
-
-  /** Bands beyond each signal's limits: amber past warn, red past alarm. */
-  drawLimits(ctx, w, h, y) {
-    const clampY = (v) => Math.min(h, Math.max(0, y(v)));
-    for (const item of this.items) {
-      const info = app.conn.describe(item.id);
-      if (!info || !info.limits) continue;
-      for (const name of ["warn", "alarm"]) {
-        const b = info.limits[name];
-        if (!b) continue;
-        ctx.fillStyle = BANDS[name];
-        if (b[1] !== null) { const top = clampY(b[1]); ctx.fillRect(0, 0, w, top); }
-        if (b[0] !== null) { const bottom = clampY(b[0]); ctx.fillRect(0, bottom, w, h - bottom); }
-      }
-    }
-  }
-
-  /** A label's width in CSS px (LABEL_FONT), remembered: the same few labels are
-   * measured every frame. */
-  textWidth(ctx, text) {
-    if (!this.widths || this.widths.size > 500) this.widths = new Map();
-    let width = this.widths.get(text);
-    if (width === undefined) { width = ctx.measureText(text).width; this.widths.set(text, width); }
-    return width;
-  }
-
-  /** Time lines and their labels in the strip below the plot; a label that would run
-   * into the one before it is left out. */
-  drawTimeGrid(ctx, w, h, ph, t0, t1) {
-    ctx.strokeStyle = GRID_COLOR;
-    ctx.fillStyle = LABEL_COLOR;
-    ctx.font = LABEL_FONT;
-    ctx.lineWidth = 1;
-    const { step, ticks } = timeTicks(t0, t1);
-    const labels = [];
-    let free = 0;  // where the next label may start
-    ctx.beginPath();
-    ctx.moveTo(0, ph + 0.5); ctx.lineTo(w, ph + 0.5);
-    for (const t of ticks) {
-      const x = Math.round(((t - t0) / (t1 - t0)) * w) + 0.5;
-      ctx.moveTo(x, 0); ctx.lineTo(x, ph + 4);
-      const text = timeLabel(t, step, t1 - t0);
-      const width = this.textWidth(ctx, text);
-      if (x + 2 >= free && x + 2 + width <= w) {
-        ctx.fillText(text, x + 2, h - 3);
-        labels.push(text);
-        free = x + 2 + width + 8;
-      }
-    }
-    ctx.stroke();
-    this.xTicks = labels;  // read by the browser tests
-  }
-
-  /** Value lines across the plot; returns the ticks for the gutter. */
-  drawValueGrid(ctx, w, ph, range, y) {
-    const { step, ticks } = niceTicks(range[0], range[1], Math.max(2, Math.floor(ph / 40)));
-    ctx.strokeStyle = GRID_COLOR;
-    ctx.beginPath();
-    for (const v of ticks) {
-      const py = Math.round(y(v)) + 0.5;
-      ctx.moveTo(0, py); ctx.lineTo(w, py);
-    }
-    ctx.stroke();
-    return ticks.map((v) => ({ text: tickLabel(v, step), py: y(v) }));
-  }
-
-  /** The value labels, right-aligned in the gutter at their lines' heights. The gutter
-   * widens to the longest label (in 8 px steps, so it does not jitter). */
-  drawGutter(ticks, ph, dpr) {
-    const g = this.gutter;
-    this.yTicks = ticks.map((t) => t.text);  // read by the browser tests
-    const measure = this.ctx;
-    measure.font = LABEL_FONT;
-    const longest = Math.max(0, ...ticks.map((t) => this.textWidth(measure, t.text)));
-    const wanted = Math.max(GUTTER_MIN, Math.ceil((longest + 10) / 8) * 8);
-    if (wanted !== this.gutterWidth) {
-      this.gutterWidth = wanted;
-      g.style.width = `${wanted}px`;  // the plot's canvas takes the rest at the next frame
-      this.querySelector(".chart-body").style.setProperty("--gutter", `${wanted}px`);
-    }
-    const [w, h] = this.box(g);
-    const W = Math.round(w * dpr), H = Math.round(h * dpr);
-    if (!W || !H) return;
-    // drawn again only when a label moves: an unchanged canvas costs no commit
-    const drawnKey = `${W}|${H}|${ph}|${ticks.map((t) => `${t.text}@${t.py}`).join(" ")}`;
-    if (drawnKey === this.gutterKey && g.width === W && g.height === H) return;
-    this.gutterKey = drawnKey;
-    if (g.width !== W || g.height !== H) { g.width = W; g.height = H; }
-    const ctx = g.getContext("2d");
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.clearRect(0, 0, W, H);
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.font = LABEL_FONT;
-    ctx.fillStyle = LABEL_COLOR;
-    ctx.textAlign = "right";
-    ctx.textBaseline = "middle";
-    for (const t of ticks) ctx.fillText(t.text, w - 5, Math.min(ph - 6, Math.max(6, t.py)));
   }
 
   /** "no data here" over a window without a sample (or "loading" while the cache is
