@@ -99,7 +99,10 @@ export class SdChart extends HTMLElement {
     app.register(this);
   }
 
-  disconnectedCallback() { app.unregister(this); }
+  disconnectedCallback() {
+    app.unregister(this);
+    for (const d of app.conn.data.values()) d.dirty.delete(this.traces);  // no more readers
+  }
 
   static get observedAttributes() { return ["signals", "window", "min", "max", "title"]; }
   attributeChangedCallback() { if (this.built) { this.buildLegend(); this.updateScaleButton(); } }
@@ -162,7 +165,8 @@ export class SdChart extends HTMLElement {
     });
     this.querySelector(".chart-title").textContent = this.getAttribute("title") || "";
     this.cols = null;
-    this.traces = new LiveTraces();
+    this.traces = this.traces || new LiveTraces();  // one per chart: the signals' key
+    this.traces.invalidate();
     this.frameCols = [];
     this.labelledAt = 0;
     if (this.pastFor !== this.signals.join(" ")) {  // other signals: other answers
