@@ -81,12 +81,11 @@ export class LiveTraces {
     return edge >= from ? [[0, W]] : [[0, edge], [from, W]];
   }
 
-  /** Move the pixels left by ``dx`` columns (the rows of the plot). */
+  /** Move the pixels left by ``dx`` columns: the plot's rows as one block, so the last
+   * ``dx`` columns of each row get the next row's first ones, which does not matter:
+   * they are among the columns plotted again. */
   shiftPixels(dx, W) {
-    const pixels = this.pixels;
-    for (let y = 0, rows = this.plotHeight; y < rows; y++) {
-      pixels.copyWithin(y * W, y * W + dx, y * W + W);
-    }
+    this.pixels.copyWithin(0, dx, this.plotHeight * W);
   }
 
   /** Plot ``cols`` into ``pixels`` over the column ranges ``parts`` (all of them when
