@@ -46,6 +46,17 @@ def layout_url(base: str, channels: list[str], signals: int) -> str:
     return base + "#layout=" + urllib.parse.quote(json.dumps(items))
 
 
+def absolute_pythonpath() -> None:
+    """Make ``PYTHONPATH`` absolute: the services run in their work folder, where
+    ``PYTHONPATH=.`` would name that folder, and "this" tree would be whatever checkout
+    the venv has installed (main's), not the one the benchmark runs from."""
+    import os
+
+    entries = [e for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e]
+    if entries:
+        os.environ["PYTHONPATH"] = os.pathsep.join(str(Path(e).resolve()) for e in entries)
+
+
 def run_source(*args) -> None:  # multiprocessing target
     procs.paced_source(*args)
 
@@ -187,6 +198,7 @@ def main() -> int:
     parser.add_argument("--baseline", help="another checkout whose server to measure too")
     parser.add_argument("--runs", type=int, default=1, help="runs of each (with --baseline)")
     args = parser.parse_args()
+    absolute_pythonpath()
     if args.baseline:
         return compare(args)
     results = [measure(n, args.rate, args.duration, 1, group=source)
@@ -221,7 +233,7 @@ def main() -> int:
 def compare(args: argparse.Namespace) -> int:
     """This server against the baseline's, run after run, one page, and the medians."""
     keys = ("server_cpu_pct", "server_datagrams_per_s", "server_us_per_datagram",
-            "server_kernel_drops", "fps",
+            "server_kernel_drops", "fps", "draw_ms_mean",
             "draw_ms_p99",
             "frame_interval_ms_p99", "latency_ms_p50", "latency_ms_p99", "ws_bytes_per_s")
     rows = []

@@ -11,9 +11,10 @@
 // own column at any zoom; the memory fills in only where the cache has nothing.
 
 import { app } from "./app.js";
+import { drawGutter, drawLimits, drawTimeGrid, drawValueGrid, GUTTER_MIN } from "./axes.js";
 import { autoRange, clock, cursorLabel, DAY, fmt, foldColumns, limitLevel, newColumns,
-         niceTicks, plotColumns, tickLabel, timeLabel, timeTicks,
-         valueAtColumn } from "./chartmath.js";
+         scanColumns, valueAtColumn } from "./chartmath.js";
+import { LiveTraces } from "./livetraces.js";
 import { tagRange } from "./mark.js";
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
@@ -22,11 +23,6 @@ export const WINDOWS = [[10, "10 s"], [60, "1 min"], [600, "10 min"]];
 const STALE_MS = 3000;
 
 const TIME_STRIP = 16;  // CSS px below the plot for the time labels
-const GUTTER_MIN = 32;  // CSS px left of the plot for the value labels, at least
-const BANDS = { warn: "rgba(245, 197, 24, 0.16)", alarm: "rgba(214, 39, 40, 0.14)" };
-const LABEL_FONT = "11px system-ui, sans-serif";
-const LABEL_COLOR = "rgba(128,128,128,0.95)";
-const GRID_COLOR = "rgba(128,128,128,0.25)";
 const LEAST_SPAN_MS = 10;  // the deepest zoom: ten 1 kHz samples
 const MOST_SPAN_MS = 7 * 86400e3;  // the widest: a week (the cache holds the past)
 const KEY_PAN = 0.1;  // of the window, per arrow key (shift: half a window)
@@ -103,7 +99,10 @@ export class SdChart extends HTMLElement {
     app.register(this);
   }
 
-  disconnectedCallback() { app.unregister(this); }
+  disconnectedCallback() {
+    app.unregister(this);
+    for (const d of app.conn.data.values()) d.dirty.delete(this.traces);  // no more readers
+  }
 
   static get observedAttributes() { return ["signals", "window", "min", "max", "title"]; }
   attributeChangedCallback() { if (this.built) { this.buildLegend(); this.updateScaleButton(); } }
@@ -166,6 +165,8 @@ export class SdChart extends HTMLElement {
     });
     this.querySelector(".chart-title").textContent = this.getAttribute("title") || "";
     this.cols = null;
+    this.traces = this.traces || new LiveTraces();  // one per chart: the signals' key
+    this.traces.invalidate();
     this.frameCols = [];
     this.labelledAt = 0;
     if (this.pastFor !== this.signals.join(" ")) {  // other signals: other answers
@@ -289,34 +290,43 @@ export class SdChart extends HTMLElement {
       this.pixels = new Uint32Array(this.image.data.buffer);
       this.cols = null;
     }
-    const [t0, t1] = this.paused && this.span ? this.span : [now - this.windowSeconds * 1000, now];
+    // a live window starts on a whole column of a grid fixed in time, so the next frame
+    // is this one moved left by whole columns: only its newest columns are drawn again
+    const live = !(this.paused && this.span);
+    const spanMs = this.windowSeconds * 1000, k = W / spanMs;
+    const c = Math.ceil((now - spanMs) * k), grid = live ? { k, origin: c } : null;
+    const [t0, t1] = live ? [c / k, c / k + spanMs] : this.span;
     this.msPerPx = (t1 - t0) / w;  // a CSS pixel: what the eye can tell apart
     if (this.paused) this.fetchPast(t0, t1, W);
-    const columns = [];
+    const datas = this.items.map((item) => app.conn.data.get(item.id));
+    // the plot: all but a strip at the bottom that holds the time labels, so no label
+    // ever covers a sample; the value labels are in the gutter, left of it
+    const ph = h - TIME_STRIP, PH = H - Math.round(TIME_STRIP * dpr);
+    this.plotHeight = PH;  // device pixels (read by the browser tests)
+    const key = `${W}|${PH}|${spanMs}|${this.items.length}`;
+    let parts = null;  // the columns to plot again; null: all of them
+    if (live && this.cols && this.cols.length === this.items.length) {
+      parts = this.traces.advance(datas, this.cols, grid, t0, t1, W, key);
+    } else {
+      this.traces.invalidate();
+    }
+    const columns = parts ? this.cols : datas.map((d, i) => (d || this.paused
+      ? this.columns(d, t0, t1, W, i, grid) : null));
     let lo = Infinity, hi = -Infinity;
-    this.items.forEach((item, i) => {
-      const d = app.conn.data.get(item.id);
-      const col = d || this.paused ? this.columns(d, t0, t1, W, i) : null;
-      columns.push(col);
-      if (col && col.hi >= col.lo) { lo = Math.min(lo, col.lo); hi = Math.max(hi, col.hi); }
-    });
+    for (const col of columns) {
+      if (!col) continue;
+      scanColumns(col);
+      if (col.hi >= col.lo) { lo = Math.min(lo, col.lo); hi = Math.max(hi, col.hi); }
+    }
     this.frameCols = columns;
     const any = hi >= lo;
     const range = this.fixedRange || (any ? (this.autoRange = autoRange(this.autoRange, lo, hi))
       : null);
     this.lastRange = range;
-    const pixels = this.pixels;
-    pixels.fill(0);
-    // the plot: all but a strip at the bottom that holds the time labels, so no label
-    // ever covers a sample; the value labels are in the gutter, left of it
-    const ph = h - TIME_STRIP, PH = H - Math.round(TIME_STRIP * dpr);
-    this.plotHeight = PH;  // device pixels (read by the browser tests)
-    if (range) {
-      const scale = (PH - 1) / (range[1] - range[0]);
-      columns.forEach((col, i) => {
-        if (col) plotColumns(pixels, W, PH, col, range[0], scale, this.items[i].rgba);
-      });
-    }
+    if (parts && this.traces.changed(range, columns)) parts = null;
+    this.traces.plot(this.pixels, W, PH, columns, this.items, range, parts);
+    this.drawnFull = !parts;  // read by the browser tests
+    if (live) this.traces.drawn(datas, columns, c, key, range, !parts);
     const ctx = this.ctx;
     ctx.putImageData(this.image, 0, 0);
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
@@ -324,17 +334,17 @@ export class SdChart extends HTMLElement {
     // bands and grid go beneath the traces (as in uPlot and Grafana): a grid line never
     // greys the samples it crosses
     ctx.globalCompositeOperation = "destination-over";
-    this.drawTimeGrid(ctx, w, h, ph, t0, t1);
-    const ticks = range ? this.drawValueGrid(ctx, w, ph, range, y) : [];
-    if (range) this.drawLimits(ctx, w, ph, y);
+    drawTimeGrid(this, ctx, w, h, ph, t0, t1);
+    const ticks = range ? drawValueGrid(this, ctx, w, ph, range, y) : [];
+    if (range) drawLimits(this, ctx, w, ph, y);
     ctx.globalCompositeOperation = "source-over";
-    this.drawGutter(ticks, ph, dpr);
+    drawGutter(this, ticks, ph, dpr);
     this.showEmpty(any);
     this.updateLegend(now, t0, t1, w, W);
   }
 
   /** Which source each part of the window is drawn from: see foldColumns. */
-  columns(d, t0, t1, cols, slot) {
+  columns(d, t0, t1, cols, slot, grid) {
     if (!this.cols || this.cols.length !== this.items.length || this.cols[0].count.length !== cols) {
       this.cols = this.items.map(() => newColumns(cols));
     }
@@ -348,7 +358,7 @@ export class SdChart extends HTMLElement {
         maxWidth = this.msPerPx;
       }
     }
-    return foldColumns(levels, past, t0, t1, this.cols[slot], maxWidth);
+    return foldColumns(levels, past, t0, t1, this.cols[slot], maxWidth, grid);
   }
 
   /** Whether part of [t0, t1] would be drawn from a memory level coarser than a pixel
@@ -412,91 +422,6 @@ export class SdChart extends HTMLElement {
     });
   }
 
-  /** Bands beyond each signal's limits: amber past warn, red past alarm. */
-  drawLimits(ctx, w, h, y) {
-    const clampY = (v) => Math.min(h, Math.max(0, y(v)));
-    for (const item of this.items) {
-      const info = app.conn.describe(item.id);
-      if (!info || !info.limits) continue;
-      for (const name of ["warn", "alarm"]) {
-        const b = info.limits[name];
-        if (!b) continue;
-        ctx.fillStyle = BANDS[name];
-        if (b[1] !== null) { const top = clampY(b[1]); ctx.fillRect(0, 0, w, top); }
-        if (b[0] !== null) { const bottom = clampY(b[0]); ctx.fillRect(0, bottom, w, h - bottom); }
-      }
-    }
-  }
-
-  /** Time lines and their labels in the strip below the plot; a label that would run
-   * into the one before it is left out. */
-  drawTimeGrid(ctx, w, h, ph, t0, t1) {
-    ctx.strokeStyle = GRID_COLOR;
-    ctx.fillStyle = LABEL_COLOR;
-    ctx.font = LABEL_FONT;
-    ctx.lineWidth = 1;
-    const { step, ticks } = timeTicks(t0, t1);
-    const labels = [];
-    let free = 0;  // where the next label may start
-    ctx.beginPath();
-    ctx.moveTo(0, ph + 0.5); ctx.lineTo(w, ph + 0.5);
-    for (const t of ticks) {
-      const x = Math.round(((t - t0) / (t1 - t0)) * w) + 0.5;
-      ctx.moveTo(x, 0); ctx.lineTo(x, ph + 4);
-      const text = timeLabel(t, step, t1 - t0);
-      const width = ctx.measureText(text).width;
-      if (x + 2 >= free && x + 2 + width <= w) {
-        ctx.fillText(text, x + 2, h - 3);
-        labels.push(text);
-        free = x + 2 + width + 8;
-      }
-    }
-    ctx.stroke();
-    this.xTicks = labels;  // read by the browser tests
-  }
-
-  /** Value lines across the plot; returns the ticks for the gutter. */
-  drawValueGrid(ctx, w, ph, range, y) {
-    const { step, ticks } = niceTicks(range[0], range[1], Math.max(2, Math.floor(ph / 40)));
-    ctx.strokeStyle = GRID_COLOR;
-    ctx.beginPath();
-    for (const v of ticks) {
-      const py = Math.round(y(v)) + 0.5;
-      ctx.moveTo(0, py); ctx.lineTo(w, py);
-    }
-    ctx.stroke();
-    return ticks.map((v) => ({ text: tickLabel(v, step), py: y(v) }));
-  }
-
-  /** The value labels, right-aligned in the gutter at their lines' heights. The gutter
-   * widens to the longest label (in 8 px steps, so it does not jitter). */
-  drawGutter(ticks, ph, dpr) {
-    const g = this.gutter;
-    this.yTicks = ticks.map((t) => t.text);  // read by the browser tests
-    const measure = this.ctx;
-    measure.font = LABEL_FONT;
-    const longest = Math.max(0, ...ticks.map((t) => measure.measureText(t.text).width));
-    const wanted = Math.max(GUTTER_MIN, Math.ceil((longest + 10) / 8) * 8);
-    if (wanted !== this.gutterWidth) {
-      this.gutterWidth = wanted;
-      g.style.width = `${wanted}px`;  // the plot's canvas takes the rest at the next frame
-      this.querySelector(".chart-body").style.setProperty("--gutter", `${wanted}px`);
-    }
-    const [w, h] = this.box(g);
-    const W = Math.round(w * dpr), H = Math.round(h * dpr);
-    if (!W || !H) return;
-    if (g.width !== W || g.height !== H) { g.width = W; g.height = H; }
-    const ctx = g.getContext("2d");
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.clearRect(0, 0, W, H);
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.font = LABEL_FONT;
-    ctx.fillStyle = LABEL_COLOR;
-    ctx.textAlign = "right";
-    ctx.textBaseline = "middle";
-    for (const t of ticks) ctx.fillText(t.text, w - 5, Math.min(ph - 6, Math.max(6, t.py)));
-  }
-
   /** "no data here" over a window without a sample (or "loading" while the cache is
    * asked), instead of an empty 0..1 chart. */
   showEmpty(any) {
@@ -523,7 +448,8 @@ export class SdChart extends HTMLElement {
     this.updateLabel(now, t0, t1);
     // Text changes cost style and layout: at most 10 times a second, only what changed.
     if (cursorTime === null && now - (this.legendAt || 0) < 100) return;
-    this.legendAt = now;
+    // the charts' legends on different frames, not all in one (its time spikes)
+    this.legendAt = this.legendAt ? now : now - Math.random() * 100;
     // the value under the cursor is the one the trace shows there, whatever it came from
     const x = cursorTime === null ? -1 : Math.min(W - 1, Math.floor((this.cursorX / w) * W));
     this.items.forEach((item, slot) => {

@@ -105,9 +105,12 @@ function lowerBound(start, n, t) {
  * sample up to a bucket away from its time: it is used only where the cache has nothing
  * (before the first or after the last of ``past``'s columns, or everywhere when ``past``
  * holds none), and not at all while ``past`` is null (the cache has not answered yet).
- * A pause longer than ten buckets (and 2.5 s) breaks the line. Returns ``out``, or null
- * when there is nothing to fold. */
-export function foldColumns(levels, past, t0, t1, out, maxWidth = Infinity) {
+ * A pause longer than ten buckets (and 2.5 s) breaks the line. ``grid`` ({k, origin}):
+ * columns on a grid fixed in time, a bucket starting at t in column floor(t k) - origin
+ * (a live chart: the same bucket lands in the same column, shifted, frame after frame,
+ * whatever the float rounding of t0). Returns ``out``, or null when there is nothing to
+ * fold. */
+export function foldColumns(levels, past, t0, t1, out, maxWidth = Infinity, grid = null) {
   const spans = [];  // [level, from, before]: bucket starts each level contributes
   let until = Infinity;  // where finer data begins
   let fineFrom = Infinity;  // where the fine levels begin
@@ -177,7 +180,7 @@ export function foldColumns(levels, past, t0, t1, out, maxWidth = Infinity) {
     // the hot loop (every bucket of every signal, every frame): fold() written out
     for (let i = lowerBound(start, s.n, from); i < s.n && start[i] < before &&
          start[i] <= t1; i++) {
-      const x = Math.floor((start[i] - t0) * k);
+      const x = grid ? Math.floor(start[i] * grid.k) - grid.origin : Math.floor((start[i] - t0) * k);
       if (x < 0 || x >= cols) continue;
       const l = lows[i], u = highs[i];
       if (count[x] === 0) {
@@ -219,8 +222,10 @@ export function valueAtColumn(col, x, msPerColumn) {
 }
 
 /** One vertical run of pixels per column: from the previous value through min..max;
- * columns without samples between two that have some get the line joining them. */
-export function plotColumns(pixels, W, H, col, base, scale, rgba) {
+ * columns without samples between two that have some get the line joining them.
+ * ``xa``..``xb`` (columns, ``xb`` excluded): write only there, exactly the pixels a plot
+ * of every column would put there (a live chart redraws only its newest columns). */
+export function plotColumns(pixels, W, H, col, base, scale, rgba, xa = 0, xb = W) {
   const { low, high, last, count, gap } = col;
   const bottomRow = H - 1;
   // value -> row, clamped, without Math.round (this loop runs W times per signal)
@@ -229,11 +234,14 @@ export function plotColumns(pixels, W, H, col, base, scale, rgba) {
     return r <= 0 ? 0 : r >= bottomRow ? bottomRow : r | 0;
   };
   const run = (x, a, b) => {  // rows a..b of column x, either order
+    if (x < xa || x >= xb) return;
     if (a > b) { const t = a; a = b; b = t; }
     for (let i = a * W + x, end = b * W + x; i <= end; i += W) pixels[i] = rgba;
   };
+  // the line arrives at xa from the last column with samples before it
   let prev = -1, prevX = -1;
-  for (let x = 0; x < W; x++) {
+  for (let x = xa - 1; x >= 0; x--) if (count[x]) { prev = row(last[x]); prevX = x; break; }
+  for (let x = xa; x < W; x++) {
     if (count[x] === 0) continue;
     let top = row(high[x]);
     let bottom = row(low[x]);
@@ -250,6 +258,7 @@ export function plotColumns(pixels, W, H, col, base, scale, rgba) {
       if (from < top) top = from;
       if (from > bottom) bottom = from;
     }
+    if (x >= xb) break;  // the join into the first column past xb was the last to write
     for (let i = top * W + x, end = bottom * W + x; i <= end; i += W) pixels[i] = rgba;
     prev = row(last[x]);
     prevX = x;
@@ -260,25 +269,73 @@ export function plotColumns(pixels, W, H, col, base, scale, rgba) {
   const dot = (x, v) => {
     const r = row(v);
     for (let yy = Math.max(0, r - 1); yy <= Math.min(bottomRow, r + 1); yy++) {
-      for (let xx = Math.max(0, x - 1); xx <= Math.min(W - 1, x + 1); xx++) pixels[yy * W + xx] = rgba;
+      for (let xx = Math.max(xa, x - 1); xx <= Math.min(xb - 1, x + 1); xx++) pixels[yy * W + xx] = rgba;
     }
   };
   let n = 0, firstX = -1, lastX = -1;
   for (let x = 0; x < W; x++) if (count[x]) { n++; if (firstX < 0) firstX = x; lastX = x; }
   const sparse = n > 1 && (lastX - firstX) / (n - 1) >= 8;
-  let segment = -1, alone = false;  // the current run of joined columns: its start
+  // dots reaching into xa..xb: at columns xa - 1 .. xb
+  for (let x = Math.max(0, xa - 1), end = Math.min(W - 1, xb); x <= end; x++) {
+    if (!count[x]) continue;
+    if (sparse) { dot(x, last[x]); continue; }
+    if (x !== firstX && !gap[x]) continue;  // not the start of a joined run
+    let next = x + 1;  // a run of one column (the next one breaks, or there is none)
+    while (next < W && !count[next]) next++;
+    if (next >= W || gap[next]) dot(x, last[x]);
+  }
+}
+
+/** ``col``'s extent over the columns with samples (into ``col.lo`` and ``col.hi``) and
+ * whether they lie 8 columns apart or more (``col.sparse``: plotColumns dots each). */
+export function scanColumns(col) {
+  const { count, low, high } = col, W = count.length;
+  let n = 0, firstX = -1, lastX = -1, lo = Infinity, hi = -Infinity;
   for (let x = 0; x < W; x++) {
     if (!count[x]) continue;
-    if (sparse) dot(x, last[x]);
-    if (segment < 0 || gap[x]) {
-      if (alone && !sparse) dot(segment, last[segment]);
-      segment = x;
-      alone = true;
-    } else {
-      alone = false;
-    }
+    n++;
+    if (firstX < 0) firstX = x;
+    lastX = x;
+    if (low[x] < lo) lo = low[x];
+    if (high[x] > hi) hi = high[x];
   }
-  if (alone && !sparse) dot(segment, last[segment]);
+  col.lo = lo;
+  col.hi = hi;
+  col.sparse = n > 1 && (lastX - firstX) / (n - 1) >= 8;
+  return col;
+}
+
+/** Fold again the columns from ``xFrom`` on, from one level ``s`` ({n, a}) of buckets
+ * ``width`` ms wide that covers the whole window [t0, t1] on ``grid`` (as foldColumns
+ * takes it): what foldColumns would put there (a live chart folds only its newest
+ * columns each frame). */
+export function foldTail(s, width, t0, t1, out, xFrom, grid) {
+  const cols = out.count.length;
+  const { low, high, last, count, gap } = out;
+  count.fill(0, xFrom);
+  gap.fill(0, xFrom);
+  const { k, origin } = grid, breakMs = Math.max(width * 10, 2500);
+  const { start, low: lows, high: highs, last: lasts } = s.a;
+  let i = lowerBound(start, s.n, t0 + xFrom / k - 2 * width);
+  while (i < s.n && Math.floor(start[i] * k) - origin < xFrom) i++;
+  // as foldColumns sees it: the bucket before, if it is inside the window
+  let prev = i > 0 && Math.floor(start[i - 1] * k) - origin >= 0 ? start[i - 1] : -Infinity;
+  for (; i < s.n && start[i] <= t1; i++) {
+    const x = Math.floor(start[i] * k) - origin;
+    if (x >= cols) continue;
+    const l = lows[i], u = highs[i];
+    if (count[x] === 0) {
+      low[x] = l; high[x] = u;
+      if (start[i] - prev > breakMs) gap[x] = 1;
+    } else {
+      if (l < low[x]) low[x] = l;
+      if (u > high[x]) high[x] = u;
+    }
+    last[x] = lasts[i];
+    count[x]++;
+    prev = start[i];
+  }
+  return out;
 }
 
 export const DAY = 86400000;

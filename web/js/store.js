@@ -76,11 +76,27 @@ export class SignalData {
     this.latestMs = 0;
     /** @type {[number, string][]} */
     this.text = [];
+    /** per live chart drawing this signal: the earliest finest-level bucket start (ms)
+     * merged since it last looked (what it must fold again) */
+    this.dirty = new Map();
+  }
+
+  /** The earliest finest-level bucket start merged since ``key`` last asked (-Infinity
+   * the first time: all of it), and start again from none. */
+  takeDirty(key) {
+    const since = this.dirty.has(key) ? this.dirty.get(key) : -Infinity;
+    this.dirty.set(key, Infinity);
+    return since;
   }
 
   ingest(level, buckets) {
     this.levels[level].merge(buckets);
     const n = buckets.start.length;
+    if (level === 0 && n && this.dirty.size) {
+      let first = Infinity;
+      for (let i = 0; i < n; i++) if (buckets.start[i] < first) first = buckets.start[i];
+      for (const [key, since] of this.dirty) if (first < since) this.dirty.set(key, first);
+    }
     for (let i = 0; i < n; i++) {
       if (buckets.lastMs[i] >= this.latestMs) {
         this.latestMs = buckets.lastMs[i];
