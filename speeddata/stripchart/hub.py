@@ -432,18 +432,19 @@ class Hub:
                 if changed:
                     text[name] = changed
         for hist, wanted in by_history.values():
+            columns = [column for _, column in wanted]
+            every = None if columns == list(range(len(hist.signals))) else columns
             for level, ring in enumerate(hist.rings):
                 if history:
                     span = min(client.window_seconds, ring.level.span_seconds) * 1e9
-                    buckets = ring.since_time(now_ns - int(span) if level == 0 else 0)
+                    pos = ring.positions_since(now_ns - int(span) if level == 0 else 0)
                 else:
-                    buckets = ring.changed_since(client.seq)
-                if not len(buckets):
+                    pos = ring.changed_positions(client.seq)
+                if not len(pos):
                     continue
-                for name, column in wanted:
-                    one = buckets.signal(column)
-                    series.append({"signal": name, "level": level, "n": len(one)})
-                    arrays += [one.start_ms, one.low, one.high, one.last, one.last_ms]
+                n = len(pos)
+                series += [{"signal": name, "level": level, "n": n} for name, _ in wanted]
+                arrays.append(ring.block(pos, every))  # each series' arrays, in order
         if not series and not text and not history:
             return None
         header = {
