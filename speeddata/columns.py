@@ -21,7 +21,7 @@ reading finds inconsistent, go through fastavro, so the result is always exact.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import fastavro
@@ -29,7 +29,25 @@ import numpy as np
 
 from speeddata.schemas import Channel
 
-Columns = dict[str, np.ndarray]
+
+class Columns(dict[str, np.ndarray]):
+    """Decoded columns by field name. ``blocks``: runs of consecutive float64 columns that
+    are views of one (records, fields) matrix, by their names, so that a consumer that
+    wants them as a matrix (the stripchart's rings) takes it as it is."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.blocks: dict[tuple[str, ...], np.ndarray] = {}
+
+
+def matrix(columns: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
+    """The columns ``names`` as one float64 (records, len(names)) matrix: the block they
+    are, when a decoder made them one, else stacked (a copy)."""
+    block = getattr(columns, "blocks", {}).get(tuple(names))
+    if block is not None:
+        return block
+    return np.column_stack([columns[name] for name in names]).astype(np.float64, copy=False)
+
 
 _FIXED = {"double": ("<f8", 8), "float": ("<f4", 4)}
 _SIMPLE = {"double", "float", "boolean", "int", "long", "string", "enum"}
@@ -37,6 +55,12 @@ _PAD = 16  # zero bytes after the data, so reading a varint past the end stays i
 # Below this many records, numpy's fixed cost per call outweighs fastavro's per record.
 SMALL_BATCH = 16
 UNIFORM_BATCH = 4  # the same for records of one layout
+# A varint of n bytes: n - 1 with the continuation bit, then one without; its value is
+# the sum of its bytes at 7 bits apart, less the continuation bits' (the digits do not
+# overlap), so a column of them is one product with these weights.
+_CONTINUED = np.array([0x80] * 9 + [0], dtype=np.uint8)  # the last n: a varint of n bytes
+_WEIGHTS = np.array([1 << (7 * k) for k in range(10)], dtype=np.uint64)
+_BIAS = [np.uint64(sum(0x80 << (7 * k) for k in range(n - 1))) for n in range(11)]
 
 
 def _field_kind(avro_type: Any) -> str | None:
@@ -163,9 +187,9 @@ class ColumnDecoder:
         """Records that all have one layout (every varint the same length in each, as a
         ns time's 9 bytes are), the rows of a matrix, each field one column slice. None
         where the layout differs between records or holds strings or enums."""
-        count, size = rows.shape
+        size = rows.shape[1]
         offset = 0
-        out: Columns = {}
+        out = Columns()
         for names, kind in self.runs:
             if kind in _FIXED:  # a run of numbers of one type: one slice for them all
                 dtype, width = _FIXED[kind]
@@ -176,6 +200,7 @@ class ColumnDecoder:
                 matrix = matrix.astype(np.float64, copy=False)
                 for j, name in enumerate(names):
                     out[name] = matrix[:, j]
+                out.blocks[tuple(names)] = matrix
                 offset = end
                 continue
             name = names[0]
@@ -185,20 +210,14 @@ class ColumnDecoder:
                 out[name] = rows[:, offset] != 0
                 offset += 1
             elif kind in ("int", "long"):
-                width = 1  # this varint's length in the first record, then in all
-                while width < 10 and offset + width < size and rows[0, offset + width - 1] & 0x80:
-                    width += 1
-                if offset + width > size or width > 10:
+                first = rows[0, offset:offset + 10].tobytes()  # its length in the first
+                width = next((i + 1 for i, byte in enumerate(first) if byte < 0x80), 0)
+                block = rows[:, offset:offset + width]  # ... and then in every record
+                if not width or ((block & 0x80) != _CONTINUED[10 - width:]).any():
                     return None
-                block = rows[:, offset:offset + width]
-                if (block[:, -1] & 0x80).any() or (width > 1 and not (
-                        block[:, :-1] & 0x80).all()):
-                    return None
-                result = np.zeros(count, dtype=np.uint64)
-                for k in range(width):
-                    result |= (block[:, k] & 0x7F).astype(np.uint64) << np.uint64(7 * k)
-                out[name] = ((result >> np.uint64(1)).astype(np.int64)
-                             ^ -(result & np.uint64(1)).astype(np.int64))
+                raw = block.astype(np.uint64) @ _WEIGHTS[:width] - _BIAS[width]
+                out[name] = ((raw >> np.uint64(1)).view(np.int64)
+                             ^ -(raw & np.uint64(1)).view(np.int64))
                 offset += width
             else:
                 return None
@@ -208,7 +227,7 @@ class ColumnDecoder:
         buf = np.frombuffer(data + bytes(_PAD), dtype=np.uint8)
         pos = starts
         limit = len(data)
-        out: Columns = {}
+        out = Columns()
         for name, kind, avro_type in self.fields:
             if kind in _FIXED:
                 dtype, size = _FIXED[kind]
@@ -244,7 +263,7 @@ class ColumnDecoder:
         return out
 
     def _from_records(self, records: list[dict[str, Any]]) -> Columns:
-        out: Columns = {}
+        out = Columns()
         for name, kind, _ in self.fields:
             values = [r[name] for r in records]
             if kind in ("int", "long"):

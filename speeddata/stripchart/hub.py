@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from speeddata import loss, wire
-from speeddata.columns import ColumnDecoder
+from speeddata.columns import ColumnDecoder, matrix
 from speeddata.errors import WireError
 from speeddata.logs import Throttle
 from speeddata.schemas import Channel, Registry
@@ -126,12 +126,17 @@ class SourceClock:
         else:  # of the two middle ones, the one nearer the estimate so far
             self.offset_ns = min(ordered[middle - 1 : middle + 1],
                                  key=lambda o: abs(o - self.offset_ns))
-        placed = times - self.offset_ns if self.shifted else times
-        ahead = placed > now_ns + self.tolerance_ns
-        keep = (np.abs(offsets - self.offset_ns) <= self.tolerance_ns) & ~ahead
-        self.ahead += int(ahead.sum())
-        self.dropped += int(len(keep) - keep.sum())
-        return placed[keep], keep
+        # kept: within ``tolerance`` of the offset, and placed no further ahead of now
+        shift = self.offset_ns if self.shifted else 0
+        tolerance = self.tolerance_ns
+        keep = (offsets >= self.offset_ns - tolerance) & (
+            offsets <= min(self.offset_ns, shift) + tolerance)
+        kept = int(np.count_nonzero(keep))
+        if kept == len(times):  # the usual case
+            return (times - shift if shift else times), keep
+        self.ahead += int(np.count_nonzero(offsets > shift + tolerance))
+        self.dropped += len(times) - kept
+        return times[keep] - shift, keep
 
 
 CLOCK_TOLERANCE_NS = 10 * 10**9
@@ -368,14 +373,18 @@ class Hub:
         self.seq += 1
         history = self.channels[channel.name]
         if history.signals:
-            values = np.column_stack([columns[name][keep] for name in history.signals])
-            history.add(times, values.astype(np.float64, copy=False), self.seq)
+            values = matrix(columns, history.signals)
+            if len(times) < len(keep):
+                values = values[keep]
+            history.add(times, values, self.seq)
             for column, key in self.limited.get(channel.name, ()):
                 self.alarms.update(key, times, values[:, column])
         for signal in channel.signals:
             key = f"{channel.name}.{signal.name}"
             if key in self.text:
-                self.text[key].add(times, columns[signal.name][keep], self.seq)
+                text = columns[signal.name]
+                self.text[key].add(times, text[keep] if len(times) < len(keep) else text,
+                                   self.seq)
         rate.last_ns = max(rate.last_ns, int(times.max()))
         rate.first_ns = rate.first_ns or int(times.min())
         rate._window_count += len(keep)
