@@ -252,7 +252,11 @@ class Hub:
         ``rows[i, :lengths[i]]``), as a batch read gives them: routed by fingerprint and
         checked and decoded a channel at a time with numpy, no Python object per
         datagram where a channel's datagrams share one length. Anything else in the batch
-        (a replay notice, a short or unknown datagram) goes the way ``ingest`` takes."""
+        (a replay notice, a short or unknown datagram) goes the way ``ingest`` takes.
+
+        Each channel's batch goes, checked and decoded, to ``_fold(channel, columns,
+        ...)``: every field at full rate (``columns.blocks``: the doubles as one
+        matrix), not folded yet: where a per-channel hook computes derived columns."""
         n = len(lengths)
         if not n:
             return
@@ -363,7 +367,8 @@ class Hub:
 
     def _fold(self, channel: Channel, columns: dict[str, np.ndarray], now: float,
               now_ns: int, source: str | None) -> None:
-        """Decoded columns of a channel into its histories, alarms and rate."""
+        """Decoded columns of a channel (a field each, full rate) into its histories,
+        alarms and rate: placed on the time axis, then folded once per batch."""
         times, keep = self.clocks[channel.name].place(columns[channel.time_field], now_ns,
                                                       source)
         rate = self.rates[channel.name]
