@@ -21,7 +21,7 @@ reading finds inconsistent, go through fastavro, so the result is always exact.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import fastavro
@@ -29,7 +29,25 @@ import numpy as np
 
 from speeddata.schemas import Channel
 
-Columns = dict[str, np.ndarray]
+
+class Columns(dict[str, np.ndarray]):
+    """Decoded columns by field name. ``blocks``: runs of consecutive float64 columns that
+    are views of one (records, fields) matrix, by their names, so that a consumer that
+    wants them as a matrix (the stripchart's rings) takes it as it is."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.blocks: dict[tuple[str, ...], np.ndarray] = {}
+
+
+def matrix(columns: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
+    """The columns ``names`` as one float64 (records, len(names)) matrix: the block they
+    are, when a decoder made them one, else stacked (a copy)."""
+    block = getattr(columns, "blocks", {}).get(tuple(names))
+    if block is not None:
+        return block
+    return np.column_stack([columns[name] for name in names]).astype(np.float64, copy=False)
+
 
 _FIXED = {"double": ("<f8", 8), "float": ("<f4", 4)}
 _SIMPLE = {"double", "float", "boolean", "int", "long", "string", "enum"}
@@ -228,7 +246,7 @@ class ColumnDecoder:
         count, size = rows.shape
         flat = rows.reshape(-1) if rows.flags.c_contiguous else None
         offset = 0
-        out: Columns = {}
+        out = Columns()
         for names, kind in self.runs:
             if kind in _FIXED:  # a run of numbers of one type: one view for them all
                 dtype, width = _FIXED[kind]
@@ -243,6 +261,7 @@ class ColumnDecoder:
                 matrix = matrix.astype(np.float64, copy=False)
                 for j, name in enumerate(names):
                     out[name] = matrix[:, j]
+                out.blocks[tuple(names)] = matrix
                 offset = end
                 continue
             name = names[0]
@@ -270,7 +289,7 @@ class ColumnDecoder:
         buf = np.frombuffer(data + bytes(_PAD), dtype=np.uint8)
         pos = starts
         limit = len(data)
-        out: Columns = {}
+        out = Columns()
         for name, kind, avro_type in self.fields:
             if kind in _FIXED:
                 dtype, size = _FIXED[kind]
@@ -306,7 +325,7 @@ class ColumnDecoder:
         return out
 
     def _from_records(self, records: list[dict[str, Any]]) -> Columns:
-        out: Columns = {}
+        out = Columns()
         for name, kind, _ in self.fields:
             values = [r[name] for r in records]
             if kind in ("int", "long"):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from speeddata import loss, wire
-from speeddata.columns import ColumnDecoder
+from speeddata.columns import ColumnDecoder, matrix
 from speeddata.derived.live import derived_of
 from speeddata.errors import WireError
 from speeddata.logs import Throttle
@@ -127,12 +127,17 @@ class SourceClock:
         else:  # of the two middle ones, the one nearer the estimate so far
             self.offset_ns = min(ordered[middle - 1 : middle + 1],
                                  key=lambda o: abs(o - self.offset_ns))
-        placed = times - self.offset_ns if self.shifted else times
-        ahead = placed > now_ns + self.tolerance_ns
-        keep = (np.abs(offsets - self.offset_ns) <= self.tolerance_ns) & ~ahead
-        self.ahead += int(ahead.sum())
-        self.dropped += int(len(keep) - keep.sum())
-        return placed[keep], keep
+        # kept: within ``tolerance`` of the offset, and placed no further ahead of now
+        shift = self.offset_ns if self.shifted else 0
+        tolerance = self.tolerance_ns
+        keep = (offsets >= self.offset_ns - tolerance) & (
+            offsets <= min(self.offset_ns, shift) + tolerance)
+        kept = int(np.count_nonzero(keep))
+        if kept == len(times):  # the usual case
+            return (times - shift if shift else times), keep
+        self.ahead += int(np.count_nonzero(offsets > shift + tolerance))
+        self.dropped += len(times) - kept
+        return times[keep] - shift, keep
 
 
 CLOCK_TOLERANCE_NS = 10 * 10**9
@@ -249,7 +254,11 @@ class Hub:
         ``rows[i, :lengths[i]]``), as a batch read gives them: routed by fingerprint and
         checked and decoded a channel at a time with numpy, no Python object per
         datagram where a channel's datagrams share one length. Anything else in the batch
-        (a replay notice, a short or unknown datagram) goes the way ``ingest`` takes."""
+        (a replay notice, a short or unknown datagram) goes the way ``ingest`` takes.
+
+        Each channel's batch goes, checked and decoded, to ``_fold(channel, columns,
+        ...)``: every field at full rate (``columns.blocks``: the doubles as one
+        matrix), not folded yet: where a per-channel hook computes derived columns."""
         n = len(lengths)
         if not n:
             return
@@ -361,7 +370,8 @@ class Hub:
 
     def _fold(self, channel: Channel, columns: dict[str, np.ndarray], now: float,
               now_ns: int, source: str | None) -> None:
-        """Decoded columns of a channel into its histories, alarms and rate; and the
+        """Decoded columns of a channel (a field each, full rate) into its histories,
+        alarms and rate: placed on the time axis, then folded once per batch; and the
         derived channels it drives, from every sample of the batch (speeddata/derived)."""
         times, keep = self.clocks[channel.name].place(columns[channel.time_field], now_ns,
                                                       source)
@@ -378,14 +388,18 @@ class Hub:
         self.seq += 1
         history = self.channels[channel.name]
         if history.signals:
-            values = np.column_stack([columns[name][keep] for name in history.signals])
-            history.add(times, values.astype(np.float64, copy=False), self.seq)
+            values = matrix(columns, history.signals)
+            if len(times) < len(keep):
+                values = values[keep]
+            history.add(times, values, self.seq)
             for column, key in self.limited.get(channel.name, ()):
                 self.alarms.update(key, times, values[:, column])
         for signal in channel.signals:
             key = f"{channel.name}.{signal.name}"
             if key in self.text:
-                self.text[key].add(times, columns[signal.name][keep], self.seq)
+                text = columns[signal.name]
+                self.text[key].add(times, text[keep] if len(times) < len(keep) else text,
+                                   self.seq)
         rate.last_ns = max(rate.last_ns, int(times.max()))
         rate.first_ns = rate.first_ns or int(times.min())
         rate._window_count += len(keep)
@@ -442,18 +456,19 @@ class Hub:
                 if changed:
                     text[name] = changed
         for hist, wanted in by_history.values():
+            columns = [column for _, column in wanted]
+            every = None if columns == list(range(len(hist.signals))) else columns
             for level, ring in enumerate(hist.rings):
                 if history:
                     span = min(client.window_seconds, ring.level.span_seconds) * 1e9
-                    buckets = ring.since_time(now_ns - int(span) if level == 0 else 0)
+                    pos = ring.positions_since(now_ns - int(span) if level == 0 else 0)
                 else:
-                    buckets = ring.changed_since(client.seq)
-                if not len(buckets):
+                    pos = ring.changed_positions(client.seq)
+                if not len(pos):
                     continue
-                for name, column in wanted:
-                    one = buckets.signal(column)
-                    series.append({"signal": name, "level": level, "n": len(one)})
-                    arrays += [one.start_ms, one.low, one.high, one.last, one.last_ms]
+                n = len(pos)
+                series += [{"signal": name, "level": level, "n": n} for name, _ in wanted]
+                arrays.append(ring.block(pos, every))  # each series' arrays, in order
         if not series and not text and not history:
             return None
         header = {

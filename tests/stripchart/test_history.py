@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from speeddata.schemas import Registry, load_file
 from speeddata.sender import Encoder
@@ -162,3 +164,98 @@ def test_changed_since_matches_a_full_scan_whatever_the_client_missed() -> None:
             full = ring.select((ring.seq > since) & (ring.index >= 0))
             assert fast.start_ms.tolist() == full.start_ms.tolist()
             assert fast.last.tolist() == full.last.tolist()
+
+
+# -- the coarse level folded from the fine one: exact ------------------------------------
+FINE, COARSE = 10 * MS, 250 * MS
+
+
+def reference(batches: list[tuple[np.ndarray, np.ndarray]], width: int) -> dict[int, tuple]:
+    """Every sample folded into buckets of ``width`` one by one, in Python: the minimum
+    and maximum of the values that are not NaN (NaN when none is), and the value of the
+    latest sample (of equal times, the one that came last)."""
+    out: dict[int, list] = {}
+    for times, values in batches:
+        for t, row in zip(times.tolist(), values.tolist(), strict=True):
+            low, high, _, last_ns = out.setdefault(t // width, [
+                [np.nan] * len(row), [np.nan] * len(row), row, t])
+            for j, v in enumerate(row):
+                if not np.isnan(v):
+                    low[j] = v if np.isnan(low[j]) else min(low[j], v)
+                    high[j] = v if np.isnan(high[j]) else max(high[j], v)
+            if t >= last_ns:
+                out[t // width][2:] = [row, t]
+    return {b: tuple(v) for b, v in out.items()}
+
+
+def held(ring: EnvelopeRing) -> dict[int, tuple]:
+    pos = ring.positions_since(0)
+    return {int(ring.index[p]): (ring.low[p].tolist(), ring.high[p].tolist(),
+                                 ring.last[p].tolist(), int(ring.last_ns[p])) for p in pos}
+
+
+def assert_same(got: dict[int, tuple], want: dict[int, tuple]) -> None:
+    assert sorted(got) == sorted(want)
+    for bucket, (low, high, last, last_ns) in want.items():
+        g = got[bucket]
+        np.testing.assert_array_equal(g[0], low)  # NaN equals NaN here
+        np.testing.assert_array_equal(g[1], high)
+        np.testing.assert_array_equal(g[2], last)
+        assert g[3] == last_ns
+
+
+# times near the edges of coarse buckets: a sample 1 ns before one and one right on it
+_EDGE = st.builds(lambda edge, d: T0 - T0 % COARSE + edge * COARSE + d,
+                  st.integers(0, 7), st.sampled_from([-FINE, -1, 0, 1, FINE - 1]))
+_ANY = st.integers(T0 - T0 % COARSE, T0 - T0 % COARSE + 2 * 10**9)
+_VALUE = st.one_of(st.floats(-1e6, 1e6), st.just(np.nan), st.just(1e300), st.just(-1e300))
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> list[tuple[np.ndarray, np.ndarray]]:
+    signals = draw(st.integers(1, 3))
+    out = []
+    for _ in range(draw(st.integers(1, 6))):
+        n = draw(st.integers(1, 40))
+        times = draw(st.lists(st.one_of(_EDGE, _ANY), min_size=n, max_size=n))
+        if draw(st.booleans()):  # in order, as a live source sends them, or late ones too
+            times.sort()
+        values = draw(st.lists(st.lists(_VALUE, min_size=signals, max_size=signals),
+                               min_size=n, max_size=n))
+        out.append((np.array(times, dtype=np.int64), np.array(values, dtype=np.float64)))
+    return out
+
+
+@settings(max_examples=300)
+@given(batches())
+def test_the_coarse_level_folded_from_the_fine_one_equals_folding_the_samples(
+        given_batches: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """The 250 ms level is folded from the batch's 10 ms buckets, not from the samples:
+    min of mins, max of maxes, last of lasts. It holds exactly what folding every sample
+    directly gives, NaN (ignored; NaN only where a bucket has nothing else) and a lone
+    spike on either side of a bucket edge included, batch after batch, late ones too."""
+    signals = given_batches[0][1].shape[1]
+    levels = [Level(FINE, 1000), Level(COARSE, 40)]  # spans (10 s) hold every sample
+    history = ChannelHistory(levels, [f"s{i}" for i in range(signals)])
+    direct = EnvelopeRing(levels[1], signals)
+    for seq, (times, values) in enumerate(given_batches, 1):
+        history.add(times, values, seq)
+        direct.add(times, values, seq)
+    assert_same(held(history.rings[1]), reference(given_batches, COARSE))
+    assert_same(held(history.rings[0]), reference(given_batches, FINE))
+    assert_same(held(direct), reference(given_batches, COARSE))
+    assert history.rings[1].seq.tolist() == direct.seq.tolist()
+
+
+def test_a_spike_one_ns_before_a_coarse_edge_stays_in_its_bucket() -> None:
+    edge = T0 - T0 % COARSE + COARSE
+    times = edge + np.array([-2 * MS, -1, 0, 3 * MS])
+    values = np.array([[0.0], [99.0], [np.nan], [-1.0]])
+    history = ChannelHistory([Level(FINE, 100), Level(COARSE, 10)], ["s"])
+    history.add(times, values, 1)
+    coarse = history.rings[1].since_time(0).signal(0)
+    assert coarse.start_ms.tolist() == [(edge - COARSE) / MS, edge / MS]
+    assert coarse.high.tolist() == [99.0, -1.0] and coarse.low.tolist() == [0.0, -1.0]
+    assert coarse.last.tolist() == [99.0, -1.0]
+    fine = history.rings[0].since_time(0).signal(0)
+    assert fine.high.tolist() == [99.0, -1.0]  # the NaN at the edge is no value
