@@ -3,7 +3,7 @@
 Each command lives in the module of its concern, its arguments declared beside it
 (``@command`` in ``base``): ``services`` (relay, serve, archive, demo, up, service),
 ``status`` (status, captures, config), ``tags`` (tag, tags, untag, control), ``exports``
-(pivot, replay, verify), ``channels``, ``sources`` (source, tail), ``bench``; what
+(pivot, replay, verify), ``channels``, ``sources`` (source, tail), ``bench``, ``codegen``; what
 ``status``, ``captures`` and ``tags`` print is in ``render``."""
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import re
 import sys
 
 from speeddata import __version__, config, logs
-from speeddata.cli import bench, channels, exports, services, sources, status, tags
+from speeddata.cli import bench, channels, codegen, exports, services, sources, status, tags
 from speeddata.cli.base import COMMANDS, Command
 from speeddata.errors import ConfigError, SpeeddataError
 
 __all__ = ["COMMANDS", "SECTIONS_OF", "Command", "main", "parser"]
-MODULES = (bench, channels, exports, services, sources, status, tags)  # they register
+MODULES = (bench, channels, codegen, exports, services, sources, status, tags)  # they register
 
 # The order ``speeddata --help`` lists them in.
 ORDER = ("relay", "serve", "archive", "demo", "status", "config", "up", "tag", "tags",
          "untag", "pivot", "bench", "service", "channels", "tail", "source", "replay",
-         "captures", "verify", "control")
+         "captures", "verify", "control", "codegen")
 SECTIONS_OF = {name: spec.sections for name, spec in COMMANDS.items()}
 
 
