@@ -308,3 +308,74 @@ def test_random_records_of_random_schemas_encode_as_fastavro_does(batch: list,
     got = done.stdout.split()
     for i, (want, have) in enumerate(zip(expected, got, strict=True)):
         assert have == want, (json.dumps(batch[int(lines[i].split()[0])][0]), lines[i])
+
+
+def test_the_example_stamps_the_schemas_abscissa_with_the_sending_time() -> None:
+    schema = {"type": "record", "name": "probe", "abscissa": "t", "fields": [
+        {"name": "t", "type": "long"}, {"name": "time", "type": "double"}]}
+    model, _ = c.generate(schema)
+    text = c.example(model)
+    assert "r.t = now;" in text and "r.time = (double)i;" in text
+
+
+LINK = """#include "env.h"
+#include <stdio.h>
+static int refuse; /* the hook refuses what it is given while set */
+static int hook(void *ctx, const uint8_t *data, size_t len) {
+    size_t k;
+    (void)ctx;
+    for (k = 0; k < len; k++) printf("%02x", data[k]);
+    printf("\\n");
+    return refuse;
+}
+int main(void) {
+    struct sd_link l;
+    struct env r;
+    int a, b, d, e, f, g;
+    memset(&r, 0, sizeof r);
+    sd_link_init(&l, hook, NULL, 77, 1000);
+    r.message.data = "0123456789"; r.message.len = 10;
+    a = env_send(&l, &r, 5000);  /* the report of zero first, then the record */
+    r.message.len = 11;
+    b = env_send(&l, &r, 5100);  /* too long: refused, nothing sent */
+    r.message.len = 3; r.state = (enum env_RigState)3;
+    d = env_send(&l, &r, 5200);  /* an enum out of range: refused */
+    r.state = env_RigState_FAULT; refuse = 1;
+    e = env_send(&l, &r, 6000);  /* a report due (sent 1), then the stack refuses it */
+    refuse = 0;
+    f = env_send(&l, &r, 100);   /* the clock went back: a report at once */
+    g = env_send(&l, &r, 200);
+    env_report(&l, 300);
+    fprintf(stderr, "%d %d %d %d %d %d %lld %lld %lld\\n", a, b, d, e, f, g,
+            (long long)l.sent, (long long)l.failed, (long long)l.refused);
+    return 0;
+}
+"""
+
+
+@pytest.mark.e2e
+def test_the_link_reports_counts_and_refuses_what_does_not_fit(tmp_path: Path) -> None:
+    """Through a hook that prints each datagram: the loss reports come when due, with
+    the counts so far; a record that does not fit is refused, never sent; a send the
+    stack refuses is counted as failed."""
+    env = load_file(SCHEMAS / "env.avsc")
+    (tmp_path / "env.h").write_text(c.header(env.schema, 10))
+    exe = build(compiler("gcc"), LINK, tmp_path / "link")
+    done = subprocess.run([str(exe)], capture_output=True, text=True, timeout=TIMEOUT)
+    assert [int(n) for n in done.stderr.split()] == [0, -1, -1, 1, 0, 0, 3, 1, 2]
+    kinds = []
+    for line in done.stdout.split():
+        datagram = bytes.fromhex(line)
+        report = loss.read_sender_report(datagram)
+        if report is None:
+            fp, body = wire.split(datagram)
+            assert fp == env.fingerprint
+            record = fastavro.schemaless_reader(io.BytesIO(bytes(body)), env.parsed)
+            kinds.append(("record", record["message"], record["state"]))
+        else:
+            assert (report.sender, report.channel) == (77, env.fingerprint)
+            kinds.append(("report", report.time_ns, report.sent, report.failed))
+    assert kinds == [("report", 5000, 0, 0), ("record", "0123456789", "IDLE"),
+                     ("report", 6000, 1, 0), ("record", "012", "FAULT"),  # refused by the stack
+                     ("report", 100, 1, 1), ("record", "012", "FAULT"),
+                     ("record", "012", "FAULT"), ("report", 300, 3, 1)]

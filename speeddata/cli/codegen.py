@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from speeddata.cli.base import command
+from speeddata.config import RelayConfig
 from speeddata.errors import SpeeddataError
 from speeddata.wire import HEADER_SIZE
+
+log = logging.getLogger("speeddata.codegen")
 
 
 def _codegen_args(p: argparse.ArgumentParser) -> None:
@@ -42,13 +46,18 @@ def cmd_codegen(args: argparse.Namespace) -> int:
     channel = load_file(Path(args.schema))  # the checks the relay makes of a channel
     model, text = c.generate(channel.schema, args.max_length, args.schema)
     name = model.root.cname
+    size = HEADER_SIZE + model.root.max_size
+    if size > RelayConfig.max_datagram:
+        log.warning("channel %s: datagrams of up to %d bytes, more than a relay takes by "
+                    "default ([relay] max_datagram %d): raise it, or lower maxLength",
+                    channel.name, size, RelayConfig.max_datagram)
     if args.output == "-":
         sys.stdout.write(text)
     elif args.output or not args.example:
         out = Path(args.output or f"{name}.h")
         _write(out, text)
         print(f"{out}: the sender of channel {channel.name} ({channel.fingerprint.hex()}), "
-              f"datagrams of at most {HEADER_SIZE + model.root.max_size} bytes")
+              f"datagrams of at most {size} bytes")
     if args.example:
         folder = Path(args.example)
         _write(folder / f"{name}.h", text)

@@ -118,9 +118,16 @@ def header(schema: dict[str, Any], max_length: int | None = None,
            source: str = "<schema>") -> str:
     """The single-header C99 sender of the channel ``schema``; SchemaError names a field
     it cannot take (arrays, maps, recursive types, strings with no maximum length)."""
+    return generate(schema, max_length, source)[1]
+
+
+def generate(schema: dict[str, Any], max_length: int | None = None,
+             source: str = "<schema>") -> tuple[Channel, str]:
+    """The generator's model of the channel and its header (the model is what the
+    example and the tests walk)."""
     channel = channel_from_schema(schema, source)
     model = channel_model(schema, channel.time_field, max_length, source)
-    return render(model, channel.fingerprint, wire.canonical_form(schema), source)
+    return model, render(model, channel.fingerprint, wire.canonical_form(schema), source)
 
 
 def render(model: Channel, fp: bytes, canonical: str, source: str) -> str:
@@ -185,14 +192,6 @@ def render(model: Channel, fp: bytes, canonical: str, source: str) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def generate(schema: dict[str, Any], max_length: int | None = None,
-             source: str = "<schema>") -> tuple[Channel, str]:
-    """The model and the header, for the example writer (one check of the schema)."""
-    text = header(schema, max_length, source)
-    channel = channel_from_schema(schema, source)
-    return channel_model(schema, channel.time_field, max_length, source), text
 
 
 def _fill(node: Node, x: str, indent: str, time: bool = False) -> list[str]:
