@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -282,13 +283,21 @@ def batches(draw: st.DrawFn) -> list[tuple[dict, int, list[tuple[Any, list[str]]
     return out
 
 
+RUNNERS = {"gcc": [], "arm-linux-gnueabihf-gcc": ["qemu-arm-static"]}  # 32-bit ARM too
+QEMU_ENV = {"QEMU_LD_PREFIX": "/usr/arm-linux-gnueabihf"}  # armhf's libc, for qemu-user
+
+
 @pytest.mark.e2e
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.data_too_large])
+@pytest.mark.parametrize("cc", list(RUNNERS))
+@settings(max_examples=15, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 @given(batch=batches())
-def test_random_records_of_random_schemas_encode_as_fastavro_does(batch: list,
-                                                                  tmp_path_factory: Any) -> None:
-    cc = compiler("gcc")
+def test_random_records_of_random_schemas_encode_as_fastavro_does(
+        cc: str, batch: list, tmp_path_factory: Any) -> None:
+    """Up to six schemas a batch in one program (their headers side by side), each
+    record's datagram from C compared with fastavro's, byte for byte."""
+    path = compiler(cc)
+    runner = [compiler(tool) for tool in RUNNERS[cc]]
     folder = tmp_path_factory.mktemp("batch")
     models, lines, expected = [], [], []
     for k, (schema, most, records) in enumerate(batch):
@@ -301,9 +310,10 @@ def test_random_records_of_random_schemas_encode_as_fastavro_does(batch: list,
             fastavro.schemaless_writer(body, parsed, record)
             expected.append((wire.header(wire.fingerprint(schema)) + body.getvalue()).hex())
             lines.append(" ".join([str(k), *tokens]))
-    exe = build(cc, harness(models), folder / "harness")
-    done = subprocess.run([str(exe)], input="\n".join(lines) + "\n", capture_output=True,
-                          text=True, timeout=TIMEOUT)
+    exe = build(path, harness(models), folder / "harness")
+    done = subprocess.run([*runner, str(exe)], input="\n".join(lines) + "\n",
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          env={**os.environ, **QEMU_ENV})
     assert done.returncode == 0, done.stderr
     got = done.stdout.split()
     for i, (want, have) in enumerate(zip(expected, got, strict=True)):

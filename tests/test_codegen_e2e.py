@@ -21,7 +21,7 @@ import fastavro
 import pytest
 
 from tests.helpers import TIMEOUT, relay_settings, start_relay, wait_until
-from tests.test_codegen import CFLAGS
+from tests.test_codegen import CFLAGS, QEMU_ENV
 
 COUNT = 10_000
 RATE = 10_000  # a second: the whole run in about a second natively
@@ -81,7 +81,7 @@ def test_the_example_sends_a_channel_the_relay_caches_exactly(target: str,
                            capture_output=True, text=True, timeout=TIMEOUT)
     assert built.returncode == 0, built.stderr
     assert int.from_bytes(exe.read_bytes()[18:20], "little") == machine  # truly for ARM
-    env = {**os.environ, "QEMU_LD_PREFIX": "/usr/arm-linux-gnueabihf"}
+    env = {**os.environ, **QEMU_ENV}
     relay = start_relay(tmp_path, relay_settings(
         tmp_path, channels={"dir": str(channels), "legacy": []}))
     try:
