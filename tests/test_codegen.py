@@ -92,10 +92,14 @@ def test_what_the_generator_refuses_names_the_field(avro_type: Any, attrs: dict,
 def test_c_keywords_and_names_become_identifiers() -> None:
     schema = {"type": "record", "name": "rig.motor", "fields": [
         {"name": "time", "type": "long"}, {"name": "int", "type": "double"},
-        {"name": "u", "type": ["null", {"type": "enum", "name": "State", "symbols": ["ON"]}]}]}
+        {"name": "u", "type": ["null", {"type": "enum", "name": "State", "symbols": ["ON"]}]},
+        {"name": "v", "type": "State"}, {"name": "w", "type": "rig.State"}]}  # by name
     text = c.header(schema)
     assert "double int_;" in text and "enum motor_rig_State as_State;" in text
     assert "enum { motor_u_is_null = 0, motor_u_is_State = 1 };" in text
+    assert "enum motor_rig_State v;" in text and "enum motor_rig_State w;" in text
+    with pytest.raises(SchemaError, match=r"rig\.Other"):  # (fastavro's word, first)
+        c.header({**schema, "fields": [*schema["fields"][:3], {"name": "v", "type": "Other"}]})
 
 
 def test_the_cli_writes_the_header_and_refuses_with_the_field(tmp_path: Path) -> None:
