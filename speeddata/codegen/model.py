@@ -12,12 +12,14 @@ from typing import Any
 
 from speeddata.errors import SchemaError
 
+# C's keywords, and the macros of the headers the sender and its example include
 C_KEYWORDS = frozenset({
     "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else",
     "enum", "extern", "float", "for", "goto", "if", "inline", "int", "long", "register",
     "restrict", "return", "short", "signed", "sizeof", "static", "struct", "switch", "typedef",
     "union", "unsigned", "void", "volatile", "while", "_Bool", "_Complex", "_Imaginary",
-    "bool", "true", "false", "NULL",
+    "bool", "true", "false", "NULL", "errno", "stdin", "stdout", "stderr", "EOF", "assert",
+    "offsetof", "linux", "unix",
 })
 FIXED_KINDS = {"boolean": 1, "int": 5, "long": 10, "float": 4, "double": 8, "null": 0}
 LENGTH_KINDS = ("string", "bytes")
