@@ -103,7 +103,7 @@ def test_c_keywords_and_names_become_identifiers() -> None:
 
 
 def test_the_cli_writes_the_header_and_refuses_with_the_field(tmp_path: Path) -> None:
-    run = [sys.executable, "-m", "speeddata", "codegen", "c"]
+    run = [sys.executable, "-m", "speeddata", "codegen", "c", "--channels-dir", str(SCHEMAS)]
     done = subprocess.run([*run, str(SCHEMAS / "env.avsc"), "-o", str(tmp_path / "env.h")],
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 2 and "field 'message': a string needs its most bytes" in (
@@ -393,3 +393,24 @@ def test_the_link_reports_counts_and_refuses_what_does_not_fit(tmp_path: Path) -
                      ("report", 6000, 1, 0), ("record", "012", "FAULT"),  # refused by the stack
                      ("report", 100, 1, 1), ("record", "012", "FAULT"),
                      ("record", "012", "FAULT"), ("report", 300, 3, 1)]
+
+
+def test_the_cli_checks_the_fingerprint_against_the_relays_channels(tmp_path: Path) -> None:
+    """The configured channels directory is the relay's: the header's channel is there
+    with its fingerprint, or missing, or there with another schema (said, not fatal)."""
+    edited = {**MOTOR.schema, "fields": MOTOR.schema["fields"][:-1]}
+    (tmp_path / "motor.avsc").write_text(json.dumps(edited))
+    run = [sys.executable, "-m", "speeddata", "codegen", "c", "-o", str(tmp_path / "m.h")]
+    said = {}
+    for case, schema, folder in [("same", SCHEMAS / "motor.avsc", SCHEMAS),
+                                 ("other", tmp_path / "motor.avsc", SCHEMAS),
+                                 ("missing", SCHEMAS / "motor.avsc", tmp_path / "none")]:
+        done = subprocess.run([*run, str(schema), "--channels-dir", str(folder)],
+                              capture_output=True, text=True, timeout=TIMEOUT)
+        assert done.returncode == 0, done.stderr
+        said[case] = done.stdout + done.stderr
+    assert f"the relay's channels ({SCHEMAS}) have it" in said["same"]
+    assert "unknown_schema" not in said["same"]
+    assert (f"the relay's channel motor ({SCHEMAS / 'motor.avsc'}) has fingerprint "
+            f"{MOTOR.fingerprint.hex()}, this header ") in said["other"]
+    assert "have no channel motor: add it" in said["missing"]

@@ -73,9 +73,11 @@ def test_the_example_sends_a_channel_the_relay_caches_exactly(target: str,
     channels.mkdir()
     (channels / "rig.avsc").write_text(json.dumps(RIG))
     made = subprocess.run([sys.executable, "-m", "speeddata", "codegen", "c",
-                           str(channels / "rig.avsc"), "--example", str(tmp_path / "ex")],
+                           str(channels / "rig.avsc"), "--example", str(tmp_path / "ex"),
+                           "--channels-dir", str(channels)],
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert made.returncode == 0, made.stderr
+    assert f"the relay's channels ({channels}) have it" in made.stdout
     exe = tmp_path / "ex" / "example"
     built = subprocess.run([cc, *CFLAGS, "-o", str(exe), str(exe.with_suffix(".c"))],
                            capture_output=True, text=True, timeout=TIMEOUT)
