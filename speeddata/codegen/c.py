@@ -70,12 +70,13 @@ def _branch_names(owner: str, f: Field) -> list[str]:
     return [f"enum {{ {names} }};"]
 
 
-def _declare(node: Node) -> list[str]:
+def _declare(node: Node, time: str = "") -> list[str]:
     if node.kind == "enum":
         symbols = ", ".join(f"{node.cname}_{s} = {i}" for i, s in enumerate(node.symbols))
         return [f"enum {node.cname} {{ {symbols} }};", ""]
     lines = [line for f in node.fields for line in _branch_names(node.cname, f)]
-    members = [line for f in node.fields for line in _member(f.node, f.member, "    ")]
+    members = [line + (" /* the time axis: ns since the Unix epoch */" if f.name == time
+                       else "") for f in node.fields for line in _member(f.node, f.member, "    ")]
     body = members or ["    char sd_empty_; /* a record of no fields sends no bytes */"]
     return [*lines, f"struct {node.cname} {{", *body, "};", ""]
 
@@ -158,7 +159,7 @@ def render(model: Channel, fp: bytes, canonical: str, source: str) -> str:
         "",
     ]
     for node in model.named:
-        lines += _declare(node)
+        lines += _declare(node, model.time_field if node is root else "")
     for node in model.named:
         if node.kind == "record":
             lines += _put_function(node)
