@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from speeddata import loss, wire
 from speeddata.codegen import c
-from speeddata.codegen.model import Node, channel_model
+from speeddata.codegen.model import Node, channel_model, varint_size
 from speeddata.errors import SchemaError
 from speeddata.schemas import load_file
 from tests.avro_strategies import record_schemas
@@ -146,18 +146,28 @@ int send_on(struct sd_link *l, const struct {name} *r, int64_t now) {{
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("cc", ["gcc", "arm-linux-gnueabihf-gcc", "arm-none-eabi-gcc"])
-def test_the_encoder_needs_nothing_of_libc_but_memcpy(cc: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("buffers", ["stack", "static"])
+def test_the_encoder_needs_nothing_of_libc_but_memcpy(cc: str, buffers: str,
+                                                      tmp_path: Path) -> None:
     """The header without SPEEDDATA_POSIX compiles warning-free for x86-64, 32-bit ARM
-    Linux and bare-metal Cortex-M, and its object calls memcpy at most."""
+    Linux and bare-metal Cortex-M, and its object calls memcpy at most; with
+    SPEEDDATA_STATIC_BUFFER its buffers are in .bss, not on the stack."""
     path = compiler(cc)
     text = c.header(load_file(SCHEMAS / "env.avsc").schema, 64)
     (tmp_path / "env.h").write_text(text)
     flags = ["-c", "-ffreestanding"] + (["-mcpu=cortex-m4", "-mthumb"] if "none" in cc else [])
+    flags += ["-DSPEEDDATA_STATIC_BUFFER"] if buffers == "static" else []
     obj = build(path, ENCODER_ONLY.format(name="env", macro="ENV"), tmp_path / "enc.o", *flags)
     nm = path.replace("gcc", "nm") if "arm" in cc else "nm"
     undefined = subprocess.run([nm, "-u", str(obj)], capture_output=True, text=True,
                                check=True).stdout.split()
     assert set(undefined) - {"U"} <= {"memcpy"}, undefined
+    size = path.replace("gcc", "size") if "arm" in cc else "size"
+    bss = int(subprocess.run([size, str(obj)], capture_output=True, text=True,
+                             check=True).stdout.splitlines()[1].split()[2])
+    # the caller's buffer of ENCODER_ONLY; the send's and the report's too when static
+    # (aligned: more than their bytes added up)
+    assert bss >= 99 + 99 + 58 if buffers == "static" else bss == 99, bss
 
 
 # -- bytes against fastavro's, random schemas (one compile a batch) ------------------------
@@ -322,6 +332,7 @@ def test_random_records_of_random_schemas_encode_as_fastavro_does(
     got = done.stdout.split()
     for i, (want, have) in enumerate(zip(expected, got, strict=True)):
         assert have == want, (json.dumps(batch[int(lines[i].split()[0])][0]), lines[i])
+        assert len(have) // 2 <= wire.HEADER_SIZE + models[int(lines[i].split()[0])].root.max_size
 
 
 def test_the_example_stamps_the_schemas_abscissa_with_the_sending_time() -> None:
@@ -414,3 +425,43 @@ def test_the_cli_checks_the_fingerprint_against_the_relays_channels(tmp_path: Pa
     assert (f"the relay's channel motor ({SCHEMAS / 'motor.avsc'}) has fingerprint "
             f"{MOTOR.fingerprint.hex()}, this header ") in said["other"]
     assert "have no channel motor: add it" in said["missing"]
+
+
+def worst(node: Node) -> tuple[Any, bool]:
+    """The record of ``node`` that encodes longest, and whether a union is in it (the
+    size a union is given is a bound: its last index with its largest branch)."""
+    k = node.kind
+    if k == "record":
+        parts = {f.name: worst(f.node) for f in node.fields}
+        return {n: v for n, (v, _) in parts.items()}, any(u for _, u in parts.values())
+    if k == "union":
+        _, (_, child) = max(enumerate(node.branches),
+                            key=lambda b: varint_size(b[0]) + b[1][1].max_size)
+        return (child.name or child.kind, worst(child)[0]), True
+    if k == "enum":
+        return node.symbols[-1], False
+    return {"null": None, "boolean": True, "int": -(2**31), "long": -(2**63), "float": 0.0,
+            "double": 0.0, "string": "x" * node.length, "bytes": b"x" * node.length,
+            "fixed": b"\0" * node.length}[k], False
+
+
+@settings(max_examples=100, deadline=None)
+@given(schema=record_schemas(max_depth=3, containers=False), most=st.integers(0, 300),
+       data=st.data())
+def test_no_record_is_longer_than_the_size_computed(schema: dict, most: int,
+                                                    data: st.DataObject) -> None:
+    """The buffer is sized right: the longest record fastavro writes fills it exactly
+    (a union's size is a bound), and no random record is longer."""
+    model = channel_model(schema, max_length=most)
+    parsed = fastavro.parse_schema(schema)
+
+    def size(record: Any) -> int:
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, parsed, record)
+        return len(body.getvalue())
+
+    record, bounded = worst(model.root)
+    assert size(record) <= model.root.max_size
+    assert bounded or size(record) == model.root.max_size
+    for record, _ in data.draw(st.lists(value(model.root), max_size=5)):
+        assert size(record) <= model.root.max_size

@@ -181,7 +181,11 @@ def render(model: Channel, fp: bytes, canonical: str, source: str) -> str:
         f"static inline int {name}_send(struct sd_link *l, const struct {name} *r, "
         "int64_t now_ns)",
         "{",
+        "#ifdef SPEEDDATA_STATIC_BUFFER",
+        f"    static uint8_t buf[{macro}_MAX_SIZE]; /* off the stack: one sending thread */",
+        "#else",
         f"    uint8_t buf[{macro}_MAX_SIZE];",
+        "#endif",
         f"    return sd_link_send(l, {macro}_FINGERPRINT, buf, {name}_encode(r, buf), now_ns);",
         "}",
         "",

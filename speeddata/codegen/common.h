@@ -1,6 +1,8 @@
 /* ---- speeddata C sender, common part (the same in every generated header) ----
  * Guarded so that several channels' headers can be included in one program.
- * No heap, no libc beyond memcpy; the POSIX transport below only with SPEEDDATA_POSIX. */
+ * No heap, no libc beyond memcpy; the POSIX transport below only with SPEEDDATA_POSIX.
+ * The datagram buffers are on the stack of the send, or static with
+ * SPEEDDATA_STATIC_BUFFER (for small task stacks; then one thread sends). */
 #ifndef SPEEDDATA_COMMON_H
 #define SPEEDDATA_COMMON_H
 
@@ -126,7 +128,11 @@ static inline size_t sd_report_encode(uint8_t *buf, int64_t now_ns, int64_t epoc
 /* Send the link's loss report now (a sender sends one as it stops, too). */
 static inline void sd_report(struct sd_link *l, const uint8_t fingerprint[8], int64_t now_ns)
 {
+#ifdef SPEEDDATA_STATIC_BUFFER
+    static uint8_t buf[SD_REPORT_MAX_SIZE];
+#else
     uint8_t buf[SD_REPORT_MAX_SIZE];
+#endif
     size_t len = sd_report_encode(buf, now_ns, l->epoch, fingerprint, l->sent, l->failed);
     (void)l->send(l->ctx, buf, len);
     l->reported = true;
