@@ -115,3 +115,28 @@ def test_the_example_sends_a_channel_the_relay_caches_exactly(target: str,
         with avro.datafile.DataFileReader(path.open("rb"), avro.io.DatumReader()) as reader:
             apache += list(reader)
     assert apache == records
+
+
+ENCODE_CXX = """#include "rig.h"
+int send_one(struct sd_link *l, const struct rig *r, int64_t now) {
+    return rig_send(l, r, now);
+}
+"""
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("cxx", ["g++", "arm-none-eabi-g++"])
+def test_the_header_compiles_as_cxx_too(cxx: str, tmp_path: Path) -> None:
+    """Arduino sketches and many firmware trees are C++: the header of every kind
+    compiles there as it is, warning-free (the bare-metal one without sockets)."""
+    if shutil.which(cxx) is None:
+        pytest.skip(f"{cxx} is not installed (./install --dev installs it)")
+    from speeddata.codegen import c
+
+    (tmp_path / "rig.h").write_text(c.header(RIG))
+    flags = ["-mcpu=cortex-m4", "-mthumb"] if "none" in cxx else ["-DSPEEDDATA_POSIX"]
+    (tmp_path / "unit.cpp").write_text(ENCODE_CXX)
+    built = subprocess.run([cxx, "-std=c++11", *CFLAGS[1:], *flags, "-c", "-o",
+                            str(tmp_path / "unit.o"), str(tmp_path / "unit.cpp")],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+    assert built.returncode == 0, built.stderr
