@@ -6,9 +6,11 @@ sender's loss reports counted by the relay."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +22,17 @@ import avro.io
 import fastavro
 import pytest
 
-from tests.helpers import TIMEOUT, relay_settings, start_relay, wait_until
+from speeddata import wire
+from speeddata.codegen import c
+from speeddata.schemas import load_file
+from tests.helpers import (
+    PROJECT,
+    SCHEMAS,
+    TIMEOUT,
+    relay_settings,
+    start_relay,
+    wait_until,
+)
 from tests.test_codegen import CFLAGS, QEMU_ENV
 
 COUNT = 10_000
@@ -131,7 +143,6 @@ def test_the_header_compiles_as_cxx_too(cxx: str, tmp_path: Path) -> None:
     compiles there as it is, warning-free (the bare-metal one without sockets)."""
     if shutil.which(cxx) is None:
         pytest.skip(f"{cxx} is not installed (./install --dev installs it)")
-    from speeddata.codegen import c
 
     (tmp_path / "rig.h").write_text(c.header(RIG))
     flags = ["-mcpu=cortex-m4", "-mthumb"] if "none" in cxx else ["-DSPEEDDATA_POSIX"]
@@ -140,3 +151,32 @@ def test_the_header_compiles_as_cxx_too(cxx: str, tmp_path: Path) -> None:
                             str(tmp_path / "unit.o"), str(tmp_path / "unit.cpp")],
                            capture_output=True, text=True, timeout=TIMEOUT)
     assert built.returncode == 0, built.stderr
+
+
+@pytest.mark.e2e
+def test_the_readme_example_compiles_and_sends(tmp_path: Path) -> None:
+    """The C sources section's POSIX example, as written, inside a main() (to a local
+    socket instead of 192.168.1.10): it compiles and its record arrives."""
+
+    readme = (PROJECT / "README.md").read_text()
+    start = readme.index("```c\n#define _POSIX_C_SOURCE")
+    block = readme[start + len("```c\n"): readme.index("```", start + 4)]
+    head, body = block.split('#include "motor.h"\n')
+    motor = load_file(SCHEMAS / "motor.avsc")
+    (tmp_path / "motor.h").write_text(c.header(motor.schema))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.settimeout(TIMEOUT)
+        port = listener.getsockname()[1]
+        body = body.replace('"192.168.1.10", "26000"', f'"127.0.0.1", "{port}"')
+        (tmp_path / "readme.c").write_text(f'{head}#include "motor.h"\nint main(void)\n{{\n'
+                                           f"int64_t epoch = 7;\n{body}return 0;\n}}\n")
+        built = subprocess.run(["gcc", *CFLAGS, "-o", str(tmp_path / "readme"),
+                                str(tmp_path / "readme.c")], capture_output=True, text=True)
+        assert built.returncode == 0, built.stderr
+        assert subprocess.run([str(tmp_path / "readme")], timeout=TIMEOUT).returncode == 0
+        datagrams = [listener.recv(2048) for _ in range(3)]  # report, record, report
+    fp, body_bytes = wire.split(datagrams[1])
+    assert fp == motor.fingerprint
+    record = fastavro.schemaless_reader(io.BytesIO(bytes(body_bytes)), motor.parsed)
+    assert record["speed"] == 1500.0 and record["torque"] == 0.0
