@@ -1,7 +1,8 @@
 """The generated example program, built for x86-64 and for 32-bit ARM (run under
 qemu-user), sends 10,000 records to a real relay, which caches them exactly: read back
 with fastavro and with Apache Avro, every field as the example sets it, and the C
-sender's loss reports counted by the relay."""
+sender's loss reports counted by the relay. Also: the header compiles as C++, and the
+README's C example compiles and sends."""
 
 from __future__ import annotations
 
