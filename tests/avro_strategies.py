@@ -32,13 +32,14 @@ def _key(t: Any) -> str:
 
 
 @st.composite
-def _type(draw: st.DrawFn, names: _Names, depth: int, in_union: bool = False) -> Any:
+def _type(draw: st.DrawFn, names: _Names, depth: int, in_union: bool = False,
+          containers: bool = True) -> Any:
     kinds = ["primitive", "enum", "fixed"] + ([] if in_union else ["logical"])  # (fastavro's
     # writer takes a logical type's value for another branch's)
     if names.done:
         kinds.append("reference")
     if depth > 0:
-        kinds += ["array", "map", "record"] + ([] if in_union else ["union"])
+        kinds += ["array", "map"] * containers + ["record"] + ([] if in_union else ["union"])
     kind = draw(st.sampled_from(kinds))
     if kind == "primitive":
         return draw(st.sampled_from(PRIMITIVES))
@@ -63,25 +64,27 @@ def _type(draw: st.DrawFn, names: _Names, depth: int, in_union: bool = False) ->
         branches: list[Any] = []
         for _ in range(draw(st.integers(1, 3))):
             known = len(names.done)
-            branch = draw(_type(names, depth - 1, in_union=True))
+            branch = draw(_type(names, depth - 1, in_union=True, containers=containers))
             if _key(branch) not in map(_key, branches):
                 branches.append(branch)
             else:  # left out: the types it defined are not there to refer to
                 del names.done[known:]
         return branches
     name = names.new()
-    fields = [{"name": f"f{i}", "type": draw(_type(names, depth - 1))}
+    fields = [{"name": f"f{i}", "type": draw(_type(names, depth - 1, containers=containers))}
               for i in range(draw(st.integers(0, 4)))]
     names.done.append(name)
     return {"type": "record", "name": name, "fields": fields}
 
 
 @st.composite
-def record_schemas(draw: st.DrawFn, max_depth: int = 3) -> dict[str, Any]:
+def record_schemas(draw: st.DrawFn, max_depth: int = 3, containers: bool = True
+                   ) -> dict[str, Any]:
     """A channel's record schema: ``time`` and up to five fields of any type, records,
-    arrays, maps and unions nested up to ``max_depth`` below it."""
+    arrays, maps and unions nested up to ``max_depth`` below it (``containers``: False
+    leaves out arrays and maps, which the C generator refuses)."""
     names = _Names()
-    fields = [{"name": f"x{i}", "type": draw(_type(names, max_depth))}
+    fields = [{"name": f"x{i}", "type": draw(_type(names, max_depth, containers=containers))}
               for i in range(draw(st.integers(1, 5)))]
     return {"type": "record", "name": "channel", "fields": [
         {"name": "time", "type": "long"}, *fields]}

@@ -4,7 +4,8 @@ Each command lives in the module of its concern, its arguments declared beside i
 (``@command`` in ``base``): ``services`` (relay, serve, archive, demo, up, service),
 ``status`` (status, captures, config), ``tags`` (tag, tags, untag, control), ``exports``
 (pivot, replay, verify), ``query``, ``channels``, ``blocks`` (block), ``sources`` (source,
-tail), ``bench``; what ``status``, ``captures`` and ``tags`` print is in ``render``."""
+tail), ``bench``, ``codegen``; what ``status``, ``captures`` and ``tags`` print is in
+``render``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from speeddata.cli import (
     bench,
     blocks,
     channels,
+    codegen,
     exports,
     query,
     services,
@@ -29,12 +31,13 @@ from speeddata.cli.base import COMMANDS, Command
 from speeddata.errors import ConfigError, SpeeddataError
 
 __all__ = ["COMMANDS", "SECTIONS_OF", "Command", "main", "parser"]
-MODULES = (bench, blocks, channels, exports, query, services, sources, status, tags)  # register
+MODULES = (bench, blocks, channels, codegen, exports, query, services, sources, status,
+           tags)  # they register
 
 # The order ``speeddata --help`` lists them in.
 ORDER = ("relay", "serve", "archive", "demo", "status", "config", "up", "tag", "tags",
          "untag", "pivot", "query", "bench", "service", "channels", "tail", "source", "replay",
-         "captures", "verify", "control", "block")
+         "captures", "verify", "control", "block", "codegen")
 SECTIONS_OF = {name: spec.sections for name, spec in COMMANDS.items()}
 
 
