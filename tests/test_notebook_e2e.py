@@ -115,18 +115,24 @@ def run_notebook(lab: Lab, page, name: str, cells: list[str], widgets: int,
     """Open the notebook, wait for its kernel, call ``before``, run all its cells, wait
     for ``widgets`` widgets in its outputs."""
     (lab.root / name).write_text(json.dumps(notebook(cells)))
-    page.goto(f"{lab.url}lab/tree/{name}?token={LAB_TOKEN}")
+    page.goto(f"{lab.url}lab/tree/{name}?reset&token={LAB_TOKEN}")  # no other tabs
     page.wait_for_function("() => window.jupyterapp && document.querySelector("
                            "'.jp-Notebook') && document.querySelector('.jp-Notebook-cell')",
                            timeout=6 * TIMEOUT * 1000)
-    page.wait_for_function(  # the kernel started: run all cells then
-        "() => document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=idle]')"
-        " || [...document.querySelectorAll('.jp-Toolbar-kernelStatus, "
-        ".jp-KernelStatus')].some(e => /Idle/.test(e.textContent))",
+    # its kernel started and idle (else "run all" asks which kernel to start)
+    page.wait_for_function(
+        "() => { const w = jupyterapp.shell.currentWidget;"
+        " const k = w && w.sessionContext && w.sessionContext.session"
+        " && w.sessionContext.session.kernel; return k && k.status === 'idle'; }",
         timeout=6 * TIMEOUT * 1000)
     before()
-    page.evaluate("() => jupyterapp.commands.execute('notebook:run-all-cells')")
-    page.wait_for_function(f"() => {WIDGETS}.length >= {widgets}", timeout=6 * TIMEOUT * 1000)
+    page.evaluate("() => { jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    try:
+        page.wait_for_function(f"() => {WIDGETS}.length >= {widgets}",
+                               timeout=6 * TIMEOUT * 1000)
+    except Exception:
+        page.screenshot(path=str(lab.root.parent / f"{name}-failed.png"), full_page=True)
+        raise
 
 
 def runs(page, index: int) -> tuple[list, int, list]:
