@@ -160,8 +160,9 @@ class _Chart(anywidget.AnyWidget):
 
     def close(self) -> None:
         """The widget closed: its WebSocket too."""
-        self._close()
-        self._pool.shutdown(wait=False)
+        if hasattr(self, "_pool"):  # not a widget whose __init__ refused its arguments
+            self._close()
+            self._pool.shutdown(wait=False)
         super().close()
 
 
