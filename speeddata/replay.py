@@ -23,7 +23,7 @@ from speeddata.cache.catalogue import Catalogue, plan
 from speeddata.cache.check import BlockReader, Skipped
 from speeddata.columns import ColumnDecoder
 from speeddata.readout import NoData
-from speeddata.relay.core import Decimator
+from speeddata.relay.pacing import Decimator
 from speeddata.schemas import Registry
 
 WINDOW_NS = 5 * 10**9  # read this much receive time at a time: memory stays bounded

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from speeddata.errors import ConflictError, SchemaError, UnknownChannelError
-from speeddata.schemas import (
+from speeddata.schemacheck import (
     MAX_DEPTH,
     MAX_ENUM_SYMBOLS,
     MAX_FIELDS,
@@ -18,6 +18,8 @@ from speeddata.schemas import (
     MAX_SCHEMA_BYTES,
     MAX_SCHEMA_FILE_BYTES,
     MAX_UNION_BRANCHES,
+)
+from speeddata.schemas import (
     Registry,
     channel_from_schema,
     load_file,
@@ -359,7 +361,7 @@ def test_the_reserved_names_are_the_columns_the_exports_add(tmp_path: Path) -> N
     import pyarrow.parquet as pq
 
     from speeddata.pivot import pivot
-    from speeddata.schemas import RESERVED_NAMES, RESERVED_TIME_SUFFIXES
+    from speeddata.schemacheck import RESERVED_NAMES, RESERVED_TIME_SUFFIXES
     from tests.test_pivot import REGISTRY, T0, S, fill
 
     fill(tmp_path / "cache", seconds=2)

@@ -37,9 +37,10 @@ from speeddata.errors import CacheError, SchemaError
 from speeddata.logs import Throttle
 from speeddata.relay import netio
 from speeddata.relay.control import ControlPlane
-from speeddata.relay.core import BatchRouted, Linger, Received, Router
+from speeddata.relay.core import BatchRouted, Received, Router
 from speeddata.relay.engine import RelayCore
 from speeddata.relay.jobs import Jobs
+from speeddata.relay.pacing import Linger
 from speeddata.schemas import Channel, DirWatch, Registry, load_file, log_schema_errors
 from speeddata.shutdown import StopFlag, on_stop_signal
 from speeddata.snapshots import (

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from speeddata import wire
-from speeddata.relay.core import BatchRouter, Decimator, Linger, Received, Router
+from speeddata.relay.core import BatchRouter, Received, Router
+from speeddata.relay.pacing import Decimator, Linger
 from speeddata.schemas import Registry, load_file
 from speeddata.sender import Encoder
 from tests.helpers import SCHEMAS
