@@ -23,10 +23,10 @@ import numpy as np
 from speeddata import config as configuration
 from speeddata.cache.check import Skipped
 from speeddata.errors import ArchiveError, ConfigError
-from speeddata.pivot import column_names
 from speeddata.readout import ChannelRange, ReadError, Selection, chunks, select
 from speeddata.schemas import Registry, load_channels
 from speeddata.sets import ChannelData, SetData
+from speeddata.sinks import column_names
 from speeddata.tables import channel_schema, pyarrow, record_batch
 from speeddata.tags import Span, resolve_range
 from speeddata.times import format_time, parse_duration

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from speeddata.errors import SpeeddataError
-from speeddata.pivot import FORMAT_HOLDS, NUL_IN_HDF5, column_names
+from speeddata.sinks import FORMAT_HOLDS, NUL_IN_HDF5, column_names
 
 if TYPE_CHECKING:
     import h5py
@@ -146,7 +146,7 @@ class SetData:
 
 
 def _text(value: Any) -> Any:
-    """An HDF5 text value as written (see ``speeddata.pivot.NUL_IN_HDF5``): bytes, or a
+    """An HDF5 text value as written (see ``speeddata.sinks.NUL_IN_HDF5``): bytes, or a
     str that h5py gave with the bytes it could not decode as surrogates."""
     if isinstance(value, str):
         if not any("\udc80" <= c <= "\udcff" for c in value):

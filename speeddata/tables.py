@@ -52,7 +52,7 @@ def arrow_schema(time_name: str, fields: Sequence[tuple[str, Any, dict[str, str]
 def channel_schema(time_field: str, columns: Sequence[Column], names: dict[str, str],
                    schemas: list[dict]) -> Any:
     """``arrow_schema`` of a range's columns, each under its name in ``names`` (see
-    ``pivot.column_names``; ``field`` in its metadata where that is not the field's)."""
+    ``sinks.column_names``; ``field`` in its metadata where that is not the field's)."""
     fields = []
     for c in columns:
         about = {"unit": c.unit, "doc": c.doc, "avro_type": c.avro_type,

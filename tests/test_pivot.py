@@ -287,7 +287,7 @@ def test_a_killed_directory_export_is_removed_by_the_next(cache: Path, tmp_path:
 
 
 def test_names_holding_nul_are_renamed_and_never_take_an_exports_own_column() -> None:
-    from speeddata.pivot import column_names
+    from speeddata.sinks import column_names
 
     fields = ["a\x00b", "a_b", "", ".", "x/y", "receive_time", "receive_time_2", "time_ns"]
     hdf5 = column_names("hdf5", "time", fields)

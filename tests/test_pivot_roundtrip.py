@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 
 import speeddata
 from speeddata.cache.store import CacheWriter
-from speeddata.pivot import NUL_IN_HDF5, pivot
+from speeddata.pivot import pivot
 from speeddata.schemas import channel_from_schema
 from speeddata.sender import Encoder
+from speeddata.sinks import NUL_IN_HDF5
 
 S = 10**9
 T0 = 1_795_000_000 * S

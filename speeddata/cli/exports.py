@@ -58,7 +58,8 @@ def _pivot_args(p: argparse.ArgumentParser) -> None:
          "dataset per signal", sections=("channels", "cache", "exports", "archive"),
          args=_pivot_args, extra="pivot")
 def cmd_pivot(args: argparse.Namespace) -> int:
-    from speeddata.pivot import SUFFIXES, pivot
+    from speeddata.pivot import pivot
+    from speeddata.sinks import SUFFIXES
     from speeddata.tags import TagStore, resolve_range
 
     found = cfg(args)

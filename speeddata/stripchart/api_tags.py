@@ -20,7 +20,7 @@ from starlette.background import BackgroundTask
 from speeddata.config import Config
 from speeddata.control import announcer
 from speeddata.errors import NotFoundError
-from speeddata.pivot import SUFFIXES
+from speeddata.sinks import SUFFIXES
 from speeddata.stripchart.jobs import PivotJobs, Task
 from speeddata.tagrecord import MAX_CHANNELS, MAX_NOTE
 from speeddata.tags import TagStore, check_name, resolve_range
