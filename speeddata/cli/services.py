@@ -23,7 +23,8 @@ def _relay_args(p: argparse.ArgumentParser) -> None:
          sections=("channels", "cache", "relay", "multicast", "archive", "exports"),
          args=_relay_args, writes_cache=True, extra="relay")
 def cmd_relay(args: argparse.Namespace) -> int:
-    from speeddata.relay.server import Relay, run_workers
+    from speeddata.relay.server import Relay
+    from speeddata.relay.workers import run_workers
 
     found = cfg(args)
     if found.relay.workers > 1:
