@@ -64,8 +64,19 @@ class ControlFigures:
     group: str = ""
     joined: bool = False
     sent: int = 0
+    send_errors: int = 0
     digests_sent: int = 0
+    records_sent: int = 0
+    resyncs: int = 0
     received: int = 0
+    store_errors: int = 0
+    # what the tag store made of the records heard (TagStore.apply_many)
+    added: int = 0
+    stopped: int = 0
+    replaced: int = 0
+    deleted: int = 0
+    known: int = 0
+    older: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     kernel_drops: int = 0
 

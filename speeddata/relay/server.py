@@ -487,14 +487,13 @@ class Relay:
                 io.sock.close()
             if self.control is not None:
                 self.control.stop()
-            stats = self.statistics()
             status.remove(self.config.cache.dir, self.name)
-            # at warning level when something was lost, so that 'speeddata relay -q' says it
-        lost = stats.kernel_drops or stats.cache_dropped or stats.dropped_at_stop
+        # at warning level when something was lost, so that 'speeddata relay -q' says it
+        drops, counts = self.kernel_drops(), self.counts
+        lost = drops or counts["cache_dropped"] or counts["dropped_at_stop"]
         log.log(logging.WARNING if lost else logging.INFO,
                 "relay stopped: %d datagrams in %d batches, %d rejected, %d kernel drops, "
                 "%d not cached (disk), %d cached while stopping, %d dropped at stop; longest "
-                "loop stall %.1f ms", stats.datagrams, stats.batches,
-                sum(self.router.rejected.values()), stats.kernel_drops,
-                stats.cache_dropped, stats.drained_at_stop, stats.dropped_at_stop,
-                core.stalls.longest_ms)
+                "loop stall %.1f ms", core.counts["datagrams"], core.counts["batches"],
+                sum(self.router.rejected.values()), drops, counts["cache_dropped"],
+                counts["drained_at_stop"], counts["dropped_at_stop"], core.stalls.longest_ms)

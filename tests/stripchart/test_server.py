@@ -142,7 +142,8 @@ def test_rest_endpoints(stack: Stack) -> None:
 
     _, body = get("api/channels")
     channels = {c["name"]: c for c in json.loads(body)["channels"]}
-    assert set(channels) == {"motor", "env", "example"}
+    assert set(channels) == {"motor", "env", "example", "power"}  # power: derived
+    assert channels["power"]["signals"][0]["expression"] == "motor.current * motor.voltage"
     speed = next(s for s in channels["motor"]["signals"] if s["name"] == "speed")
     assert (speed["unit"], speed["kind"], speed["type"]) == ("rpm", "number", "double")
 
