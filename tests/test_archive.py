@@ -379,7 +379,10 @@ def test_pivot_from_the_archive_merges_every_relay_host_exactly(
     assert fetched < total / 3  # a fifth of the data, by ranged GETs, not whole files
     (out,) = tmp_path.glob("*.h5")
     with h5py.File(out) as h5:
-        assert sorted(h5) == ["env", "motor"]
+        assert sorted(h5) == ["env", "motor", "power"]  # power: the demo's derived channel
+        motor = h5["motor"]
+        assert h5["power"]["power"][()].tolist() == (
+            motor["current"][()] * motor["voltage"][()]).tolist()  # from the archive's data
         assert h5["motor"]["speed"][()].tolist() == expected["motor"]
         assert h5["env"]["humidity"][()].tolist() == expected["env"]
     import speeddata
