@@ -523,7 +523,8 @@ def forged_messages(work: Path, forged: int = 1_000_000, forged_rate: float = 40
     found = set(numbered(cache["records"].get("motor", [])))
     lost = result["data"] - len(found & set(range(result["data"])))
     ctl = snap.get("control") or {}
-    applied = {k: v for k, v in ctl.items() if k in ("added", "replaced", "deleted", "stopped")}
+    applied = {k: v for k, v in ctl.items()
+               if k in ("added", "replaced", "deleted", "stopped") and v}
     survived_tag = "genuine" in tags and tags["genuine"].end_ns == genuine.end_ns
     hop_rows = [row for rows in served.get("multicast_loss", {}).values() for row in rows]
     forger_rows = [row for row in [*hop_rows, *snap.get("senders", [])]
