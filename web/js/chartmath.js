@@ -84,7 +84,8 @@ export function newColumns(cols) {
            gap: new Uint8Array(cols), lo: 0, hi: 0 };
 }
 
-function lowerBound(start, n, t) {
+/** Index of the first of ``start[0..n)`` (ascending) at or after ``t``. */
+export function lowerBound(start, n, t) {
   let lo = 0, hi = n;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;

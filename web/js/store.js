@@ -3,6 +3,7 @@
 // of the last bucket; anything else is a binary-search insert. Each level keeps at most
 // its server-side span, so memory stays bounded however long the page stays open.
 
+import { lowerBound } from "./chartmath.js";
 import { FIELDS } from "./protocol.js";
 
 export class Series {
@@ -27,13 +28,7 @@ export class Series {
 
   /** Index of the first bucket starting at or after t. */
   lowerBound(t) {
-    const start = this.a.start;
-    let lo = 0, hi = this.n;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (start[mid] < t) lo = mid + 1; else hi = mid;
-    }
-    return lo;
+    return lowerBound(this.a.start, this.n, t);
   }
 
   /** @param {import("./protocol.js").Buckets} b */
