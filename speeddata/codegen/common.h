@@ -107,7 +107,9 @@ struct sd_link {
     int64_t failed;          /* datagrams it refused */
     int64_t refused;         /* records that did not fit the schema (never sent) */
     bool reported;           /* a report has gone out: the first is due at once */
+#ifndef SPEEDDATA_NO_PROBE
     struct sd_prober probe;  /* the time probes; none unless sd_link_probe was called */
+#endif
 };
 
 /* Set up a link; report_every_ns 1000000000 sends a loss report once a second
@@ -124,7 +126,9 @@ static inline void sd_link_init(struct sd_link *l, sd_send_fn send, void *ctx,
     l->failed = 0;
     l->refused = 0;
     l->reported = false;
+#ifndef SPEEDDATA_NO_PROBE
     l->probe.every_ns = 0; /* no probes: sd_link_probe sets them up */
+#endif
 }
 
 /* Avro's zig-zag varint of a long (an int is the same value widened). */
@@ -281,6 +285,7 @@ static inline bool sd_estimator_best(const struct sd_estimator *e, struct sd_est
     return true;
 }
 
+#ifndef SPEEDDATA_NO_PROBE /* (defined: no probes, no prober in the link) */
 /* Turn the time probes on for l: answers come through recv (non-blocking), stamps from
  * clock, a burst of SD_PROBE_BURST every every_ns (SD_PROBE_EVERY_NS: six a minute);
  * seed makes the nonces (from a hardware RNG on a board; anything else guessable). */
@@ -438,6 +443,20 @@ static inline bool sd_link_clock(const struct sd_link *l, struct sd_estimate *ou
 {
     return l->probe.every_ns > 0 && sd_estimator_best(&l->probe.estimator, out);
 }
+#else
+static inline int sd_poll(struct sd_link *l)
+{
+    (void)l;
+    return 0;
+}
+
+static inline bool sd_link_clock(const struct sd_link *l, struct sd_estimate *out)
+{
+    (void)l;
+    (void)out;
+    return false;
+}
+#endif /* SPEEDDATA_NO_PROBE */
 
 /* The reserved SenderReport channels (speeddata/loss.py), v1 and v2 (v1 and the clock's
  * offset and uncertainty): their headers and the largest size of either. */
