@@ -112,3 +112,54 @@ def test_the_c_example_measures_its_clock_3_2_s_ahead_within_a_millisecond(
         assert len(times) == COUNT
         # on the relay's clock: sent between start and end of the run, not 3.2 s later
         assert start <= times.min() and times.max() <= end, (times.min() - start)
+
+
+BEHIND_NS = -1_700_000_000
+
+
+def test_a_c_board_and_a_python_sender_on_one_channel_each_come_out_corrected(
+        tmp_path: Path) -> None:
+    """Two live senders of ``motor`` at once, the C example 3.2 s ahead and a Python
+    Sender 1.7 s behind: two series beside the cache, and ``pivot --clock corrected``
+    puts every record of both on the relay's clock (within the run), each by its own
+    sender's offset, the counts per sender in the group's attributes."""
+    from speeddata import Sender
+
+    exe, runner = build_example("x86-64", tmp_path)
+    relay = start_relay(tmp_path, relay_settings(tmp_path))
+    try:
+        python = Sender("motor", channels_dir=SCHEMAS, port=relay.port,
+                        clock=lambda: time.time_ns() + BEHIND_NS)
+        assert python.sync() is not None
+        start = time.time_ns()
+        env = {**os.environ, "SPEEDDATA_CLOCK_OFFSET_NS": str(AHEAD_NS)}
+        board = subprocess.Popen([*runner, str(exe), "127.0.0.1", str(relay.port), str(COUNT),
+                                  str(RATE)], stdout=subprocess.PIPE, text=True, env=env)
+        for k in range(COUNT):  # at the same time as the board
+            python.send(time=python.clock(), speed=float(k), torque=0.0, current=0.0,
+                        voltage=0.0, position=-1.0, temperature=0.0)
+            time.sleep(1 / RATE)
+        assert board.wait(10 * TIMEOUT) == 0
+        python.close()
+        end = time.time_ns()
+        wait_until(lambda: len(set(read_series(relay.cache_dir, "motor", 0, time.time_ns())
+                                   .source)) == 2, what="both senders' series")
+        wait_until(lambda: relay.snapshot()["channels"].get("motor", {}).get(
+            "datagrams") == 2 * COUNT, what="every record of both counted")
+    finally:
+        assert relay.stop() == 0
+    out = tmp_path / "both"
+    done = subprocess.run([sys.executable, "-m", "speeddata", "pivot", "--config",
+                           str(relay.config_path), "--start", "-5m", "--clock", "corrected",
+                           "--out", str(out)], capture_output=True, text=True,
+                          timeout=10 * TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    with h5py.File(next(out.glob("*.h5"))) as h5:
+        motor = h5["motor"]
+        times, position = motor["time"][()], motor["position"][()]
+        assert len(times) == 2 * COUNT
+        for which in (position < 0, position >= 0):  # Python's records, the board's
+            assert start <= times[which].min() and times[which].max() <= end
+        assert motor.attrs["clock_senders"] == 2
+        assert motor.attrs["clock_ambiguous_records"] == 0
+        assert "nearest its receive time" in motor.attrs["clock_note"]
