@@ -12,7 +12,9 @@ relay's. Reports come once a second; ``Thinner`` keeps a point when the offset m
 more than its uncertainty, the uncertainty halved, or a minute passed: about 1,440
 lines (100 kB) a day per sender and channel. Lines are appended with one ``write`` on
 an ``O_APPEND`` descriptor, so relay workers share a file. A line that does not parse
-(a torn end after a crash, an edit) is skipped and counted when read.
+(a torn end after a crash, an edit) is skipped and counted when read. Retention deletes
+a day's file once no cached data needs it (``stale_days``); the archive uploads the files
+(``archive.upload``) and a pivot from the archive fetches them.
 
 ``ClockAxis`` is what ``pivot --clock`` does to a channel's time axis: ``source`` (the
 samples' own times, as before), ``receive`` (the relay's receive time of each record's
@@ -33,6 +35,7 @@ import logging
 import os
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,62 @@ Point = tuple[int, str, str, int, int]  # receive_ns, source, channel, offset, u
 def day_path(cache_dir: Path, receive_ns: int) -> Path:
     day = dt.datetime.fromtimestamp(receive_ns // 10**9, dt.UTC).strftime("%Y-%m-%d")
     return cache_dir / DIR / f"{day}.csv"
+
+
+def day_of(name: str) -> int | None:
+    """The start (ns) of the UTC day a series file is named for, or None: not one."""
+    try:
+        day = dt.datetime.strptime(name, "%Y-%m-%d.csv").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    start = int(day.timestamp()) * 10**9
+    return start if day_path(Path(), start).name == name else None  # no 2026-1-5.csv
+
+
+def day_files(cache_dir: Path) -> tuple[list[tuple[int, Path]], int]:
+    """The series' day files (day start ns, path), oldest first, and how many other
+    entries ``.clocks/`` holds (a stray name, a folder, a link: counted, never read)."""
+    try:
+        entries = list(os.scandir(cache_dir / DIR))
+    except (FileNotFoundError, NotADirectoryError):
+        return [], 0
+    found, other = [], 0
+    for entry in entries:
+        day = day_of(entry.name)
+        if day is None or not entry.is_file(follow_symlinks=False):
+            other += 1
+        else:
+            found.append((day, Path(entry.path)))
+    return sorted(found), other
+
+
+def stale_days(days: list[int], oldest_data_ns: int) -> list[int]:
+    """The days (start ns) whose offsets no cached data needs: all before the day before
+    the oldest data's (``read_series`` reads a day either side of a range)."""
+    first_needed = (oldest_data_ns // DAY_NS - 1) * DAY_NS
+    return [day for day in days if day < first_needed]
+
+
+def prune(cache_dir: Path, oldest_data_ns: int,
+          archived: Callable[[Path], bool] | None = None) -> tuple[int, int]:
+    """Retention's part: delete the day files ``stale_days`` names (with ``archived``
+    (``[archive] required``), only those it says are archived). (deleted, other entries
+    of ``.clocks/`` left alone)."""
+    found, other = day_files(cache_dir)
+    by_day = dict(found)
+    deleted = 0
+    for day in stale_days(list(by_day), oldest_data_ns):
+        path = by_day[day]
+        if archived is not None and not archived(path):
+            continue
+        try:
+            path.unlink()
+        except OSError as exc:  # gone meanwhile (another worker), or not ours to delete
+            log.debug("retention: cannot delete %s (%s)", path, exc)
+            continue
+        deleted += 1
+        log.info("retention: deleted %s (no cached data is that old)", path)
+    return deleted, other
 
 
 class Thinner:
