@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from speeddata import clocks, loss
 from speeddata.codegen import c
+from speeddata.errors import WireError
 from speeddata.schemas import load_file
 from tests.helpers import SCHEMAS, TIMEOUT
 from tests.test_codegen import build, compiler
@@ -116,6 +117,16 @@ int main(void) {
             hex(buf, sd_report2_encode(buf, now, epoch, fp, sent, failed,
                                        measured ? &s : NULL));
             printf("\n");
+        } else if (cmd[0] == 'D') { /* datagram: decoded, or bad */
+            int64_t t0, t1, t2;
+            int n = read_hex(inbox, (int)sizeof inbox);
+            if (sd_probe_decode(inbox, (size_t)n, nonce, &t0, &t1, &t2) != 0) {
+                printf("= bad\n");
+            } else {
+                printf("= ");
+                hex(nonce, 8);
+                printf(" %lld %lld %lld\n", (long long)t0, (long long)t1, (long long)t2);
+            }
         } else if (cmd[0] == 'E') { /* t0 t1 t2 t3: one measure into an estimator */
             long long t0 = ll(), t1 = ll(), t2 = ll(), t3 = ll();
             struct sd_estimate s = sd_measure(t0, t1, t2, t3);
@@ -204,6 +215,34 @@ def test_probe_and_report_bytes_are_pythons(harness: Path, probes: list, reports
             assert bytes.fromhex(got) == want
             report = loss.parse_sender_report(bytes.fromhex(got))  # and the relay takes it
             assert (report.offset_ns, report.uncertainty_ns) == (clock or (None, None))
+    finally:
+        h.close()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(
+    st.tuples(st.binary(min_size=8, max_size=8), int64, int64, int64).map(
+        lambda p: clocks.encode(*p)),
+    st.binary(max_size=60),
+    st.builds(lambda p, k, b: p[:k] + bytes([b]) + p[k + 1:],
+              st.tuples(st.binary(min_size=8, max_size=8), int64, int64, int64).map(
+                  lambda p: clocks.encode(*p)), st.integers(0, 41), st.integers(0, 255))),
+    max_size=30))
+def test_what_c_decodes_as_a_probe_is_what_python_parses(harness: Path,
+                                                         datagrams: list[bytes]) -> None:
+    """Probes (negative stamps too), random bytes and probes with one byte changed:
+    C decodes exactly what ``clocks.parse`` takes, to the same fields."""
+    h = Harness(harness)
+    try:
+        for data in datagrams:
+            _, got = h.ask(f"D {_hex(data)}")
+            try:
+                probe = clocks.parse(data)
+            except WireError:
+                assert got == ["bad"], data.hex()
+                continue
+            assert got == [probe.nonce.hex(), str(probe.t0), str(probe.t1), str(probe.t2)]
     finally:
         h.close()
 
