@@ -105,16 +105,19 @@ def test_a_python_board_behind_a_router_estimates_within_the_asymmetry(
     check_asymmetric(SimpleNamespace(offset_ns=offset, uncertainty_ns=uncertainty))
 
 
+@pytest.mark.parametrize("target", ["x86-64", "armhf"])
 def test_a_c_board_behind_a_router_estimates_within_the_asymmetry(
-        path: tuple[dict[str, str], int], tmp_path: Path) -> None:
+        path: tuple[dict[str, str], int], tmp_path: Path, target: str) -> None:
+    """The C example, built for x86-64, and for armhf and run under qemu-arm-static."""
+    from tests.test_codegen import QEMU_ENV
     from tests.test_codegen_clocks_e2e import build_example
 
     namespaces, port = path
-    exe, _ = build_example("x86-64", tmp_path)
+    exe, runner = build_example(target, tmp_path)
     done = subprocess.run(
-        ["ip", "netns", "exec", namespaces["board"], str(exe), ROUTER_FRONT, str(port), "50",
-         "100"], capture_output=True, text=True, timeout=30,
-        env={**os.environ, "SPEEDDATA_CLOCK_OFFSET_NS": str(AHEAD_NS)})
+        ["ip", "netns", "exec", namespaces["board"], *runner, str(exe), ROUTER_FRONT,
+         str(port), "50", "100"], capture_output=True, text=True, timeout=30,
+        env={**os.environ, **QEMU_ENV, "SPEEDDATA_CLOCK_OFFSET_NS": str(AHEAD_NS)})
     assert done.returncode == 0, done.stderr
     first, second = done.stdout.splitlines()
     assert first == "sent 50, failed 0"
