@@ -291,7 +291,8 @@ def answer(kind: str, probe: clocks.Probe, t3: int, turn: int, skew: int) -> byt
 
 step = st.one_of(st.tuples(st.just("tick"), st.integers(1, 400)),
                  st.tuples(st.just("answer"), st.integers(1, 200), st.sampled_from(ANSWERS),
-                           st.integers(0, 10**6), st.integers(-(10**12), 10**12)))
+                           st.integers(0, 10**6), st.integers(-(10**12), 10**12)
+                           | st.just(-2 * 10**18)))  # an offset no report could carry
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
