@@ -29,7 +29,11 @@ def _bytes_list(data: bytes) -> str:
 
 
 def _common() -> str:
-    text = resources.files("speeddata.codegen").joinpath("common.h").read_text()
+    """common.h with probe.h's two parts in their places (one header, in order)."""
+    folder = resources.files("speeddata.codegen")
+    types, functions = folder.joinpath("probe.h").read_text().split("/* @@functions@@ */\n")
+    text = (folder.joinpath("common.h").read_text().replace("@PROBE_TYPES@\n", types)
+            .replace("@PROBE_FUNCTIONS@\n", functions))
     report_max = wire.HEADER_SIZE + 6 * 10 + 8  # six longs (v2) and the fingerprint
     return (text.replace("@REPORT_HEADER@", _bytes_list(loss.SENDER_REPORT_HEADER))
             .replace("@REPORT2_HEADER@", _bytes_list(loss.SENDER_REPORT_V2_HEADER))
