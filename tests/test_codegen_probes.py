@@ -1,11 +1,13 @@
 """The C sender's time probes against speeddata.clocks, byte for byte and decision for
 decision: its probe datagrams, v1 and v2 reports, its estimator (the lowest round trip
 of the last 8) and its answer checks, driven through a generated program that takes
-commands on stdin (one compile for the module, one process per hypothesis example,
-the clock injected through the clock hook)."""
+commands on stdin (one compile per target, x86-64 and armhf under qemu-user; one process
+per hypothesis example; the clock injected through the clock hook)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from speeddata.codegen import c
 from speeddata.errors import WireError
 from speeddata.schemas import load_file
 from tests.helpers import SCHEMAS, TIMEOUT
-from tests.test_codegen import build, compiler
+from tests.test_codegen import QEMU_ENV, build, compiler
 
 pytestmark = pytest.mark.e2e
 MOTOR = load_file(SCHEMAS / "motor.avsc")
@@ -144,19 +146,32 @@ int main(void) {
 """
 
 
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("probes")
+Built = tuple[list[str], Path]  # what runs the harness, and the program
+TARGETS = {"x86-64": ("gcc", []), "armhf": ("arm-linux-gnueabihf-gcc", ["qemu-arm-static"])}
+
+
+@pytest.fixture(scope="module", params=list(TARGETS))
+def harness(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> Built:
+    """The harness built for x86-64, and for 32-bit ARM (run under qemu-user): what runs
+    it and the program."""
+    cc, runner = TARGETS[request.param]
+    for tool in runner:
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (./install --dev installs it)")
+    folder = tmp_path_factory.mktemp(f"probes-{request.param}")
     (folder / "motor.h").write_text(c.header(MOTOR.schema))
-    return build(compiler("gcc"), HARNESS, folder / "harness")
+    return runner, build(compiler(cc), HARNESS, folder / "harness")
 
 
 class Harness:
     """The C program, one command at a time: what it sent, then its ``=`` line."""
 
-    def __init__(self, exe: Path) -> None:
-        self.process = subprocess.Popen([str(exe)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, bufsize=1)
+    def __init__(self, built: Built) -> None:
+        runner, exe = built
+        self.process = subprocess.Popen([*runner, str(exe)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, bufsize=1,
+                                        env={**os.environ, **QEMU_ENV})
 
     def ask(self, line: str) -> tuple[list[bytes], list[str]]:
         assert self.process.stdin is not None and self.process.stdout is not None
@@ -201,7 +216,7 @@ stamps = st.integers(0, 2**62)
                                       st.integers(-loss.MAX_OFFSET_NS, loss.MAX_OFFSET_NS),
                                       st.integers(0, loss.MAX_UNCERTAINTY_NS))),
                         max_size=20))
-def test_probe_and_report_bytes_are_pythons(harness: Path, probes: list, reports: list
+def test_probe_and_report_bytes_are_pythons(harness: Built, probes: list, reports: list
                                             ) -> None:
     h = Harness(harness)
     try:
@@ -229,7 +244,7 @@ def test_probe_and_report_bytes_are_pythons(harness: Path, probes: list, reports
               st.tuples(st.binary(min_size=8, max_size=8), int64, int64, int64).map(
                   lambda p: clocks.encode(*p)), st.integers(0, 41), st.integers(0, 255))),
     max_size=30))
-def test_what_c_decodes_as_a_probe_is_what_python_parses(harness: Path,
+def test_what_c_decodes_as_a_probe_is_what_python_parses(harness: Built,
                                                          datagrams: list[bytes]) -> None:
     """Probes (negative stamps too), random bytes and probes with one byte changed:
     C decodes exactly what ``clocks.parse`` takes, to the same fields."""
@@ -258,7 +273,7 @@ exchange = st.builds(  # t0, the relay's delay to t1, its turnaround, the way ba
                                                                    HealthCheck.function_scoped_fixture])
 @given(st.lists(exchange, min_size=1, max_size=40))
 def test_the_estimate_is_pythons_the_lowest_round_trip_of_the_last_8(
-        harness: Path, exchanges: list) -> None:
+        harness: Built, exchanges: list) -> None:
     h = Harness(harness)
     python = clocks.Estimator()
     try:
@@ -298,7 +313,7 @@ step = st.one_of(st.tuples(st.just("tick"), st.integers(1, 400)),
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(1, 2**63 - 1), steps=st.lists(step, max_size=60))
-def test_the_probers_requests_and_answer_checks_are_pythons(harness: Path, seed: int,
+def test_the_probers_requests_and_answer_checks_are_pythons(harness: Built, seed: int,
                                                              steps: list) -> None:
     """C and Python's Prober in lockstep, on one clock (in 7 ms steps): the same probes
     at the same times (C's nonces given to Python), the same answers taken and refused
@@ -349,7 +364,7 @@ def test_the_probers_requests_and_answer_checks_are_pythons(harness: Path, seed:
         h.close()
 
 
-def test_a_burst_of_four_20_ms_apart_then_every_10_s(harness: Path) -> None:
+def test_a_burst_of_four_20_ms_apart_then_every_10_s(harness: Built) -> None:
     """The schedule on literal times, and the clock going back: a probe at once."""
     h = Harness(harness)
     try:
