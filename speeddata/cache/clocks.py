@@ -78,12 +78,19 @@ def day_files(cache_dir: Path) -> tuple[list[tuple[int, Path]], int]:
     entries ``.clocks/`` holds (a stray name, a folder, a link: counted, never read)."""
     try:
         entries = list(os.scandir(cache_dir / DIR))
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError as exc:  # none yet, or unreadable: nothing to delete or upload
+        if not isinstance(exc, FileNotFoundError | NotADirectoryError):
+            log.warning("cannot list %s (%s): its clock offsets are left as they are",
+                        cache_dir / DIR, exc)
         return [], 0
     found, other = [], 0
     for entry in entries:
         day = day_of(entry.name)
-        if day is None or not entry.is_file(follow_symlinks=False):
+        try:
+            plain = entry.is_file(follow_symlinks=False)
+        except OSError:
+            plain = False
+        if day is None or not plain:
             other += 1
         else:
             found.append((day, Path(entry.path)))
