@@ -60,6 +60,7 @@ struct sd_prober {
 };
 
 /* @@functions@@ */
+/* Two nonces the same (memcmp is not among the libc the header may use). */
 static inline bool sd_same8(const uint8_t *a, const uint8_t *b)
 {
     int i;
@@ -70,6 +71,7 @@ static inline bool sd_same8(const uint8_t *a, const uint8_t *b)
     }
     return true;
 }
+
 /* ---- the time probes' bytes and the estimate (no clock, no I/O: tested on literals) -- */
 
 static inline void sd_put_u64le(uint8_t *p, uint64_t u)
