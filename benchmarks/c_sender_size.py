@@ -8,8 +8,11 @@ a Cortex-M4), three translation units at -Os and reads them with ``size``, ``nm 
 
 - ``encode``: the encoder alone (``<channel>_encode`` into a caller's buffer);
 - ``send``: the encoder, the link and its loss reports (``<channel>_send``), the network
-  hook left to the caller (lwIP or anything else);
-- ``posix``: ``send`` and the POSIX UDP transport (Linux targets only).
+  hook left to the caller (lwIP or anything else), without time probes
+  (``-DSPEEDDATA_NO_PROBE``): the baseline of the next;
+- ``probe``: ``send`` with the time probes (the prober in the link, ``sd_link_probe``,
+  ``sd_poll``, v2 reports), the receive hook left to the caller; its ratio to ``send``;
+- ``posix``: ``probe`` and the POSIX UDP transport, its receive hook too (Linux only).
 
 Flash is ``text + data`` of the object; RAM is the struct, the link and the stack of
 the send path, at most (every frame of the unit added up, -fstack-usage): its datagram
@@ -35,15 +38,23 @@ TARGETS = [  # name, compiler, flags; bare-metal has no sockets
     ("armhf", "arm-linux-gnueabihf-gcc", []),
     ("cortex-m4", "arm-none-eabi-gcc", ["-mcpu=cortex-m4", "-mthumb", "-ffreestanding"]),
 ]
-UNITS = {
-    "encode": "size_t enc(const struct {n} *r, uint8_t *buf) {{ return {n}_encode(r, buf); }}\n",
-    "send": "int snd(struct sd_link *l, const struct {n} *r, int64_t t) "
-            "{{ return {n}_send(l, r, t); }}\n",
-    "posix": "int snd(struct sd_link *l, const struct {n} *r, int64_t t) "
-             "{{ return {n}_send(l, r, t); }}\n"
-             "int opn(struct sd_posix *p, const char *h, const char *s) "
-             "{{ return sd_posix_open(p, h, s); }}\n"
-             "int64_t now(void) {{ return sd_posix_now_ns(); }}\n",
+SEND = ("int snd(struct sd_link *l, const struct {n} *r, int64_t t) "
+        "{{ return {n}_send(l, r, t); }}\n")
+PROBING = ("void prb(struct sd_link *l, sd_recv_fn f, void *c, sd_clock_fn k) "
+           "{{ sd_link_probe(l, f, c, k, NULL, SD_PROBE_EVERY_NS, 1u); }}\n"
+           "int pol(struct sd_link *l) {{ return sd_poll(l); }}\n")
+UNITS = {  # name: source, flags
+    "encode": ("size_t enc(const struct {n} *r, uint8_t *buf) {{ return {n}_encode(r, buf); }}\n",
+               []),
+    "send": (SEND, ["-DSPEEDDATA_NO_PROBE"]),
+    "probe": (SEND + PROBING, []),
+    "posix": (SEND + "void prb(struct sd_link *l, struct sd_posix *p) "
+              "{{ sd_link_probe(l, sd_posix_recv, p, sd_posix_clock, NULL, "
+              "SD_PROBE_EVERY_NS, 1u); }}\n"
+              "int pol(struct sd_link *l) {{ return sd_poll(l); }}\n"
+              "int opn(struct sd_posix *p, const char *h, const char *s) "
+              "{{ return sd_posix_open(p, h, s); }}\n"
+              "int64_t now(void) {{ return sd_posix_now_ns(); }}\n", []),
 }
 PROBE = "struct {n} probe_record;\nstruct sd_link probe_link;\n"
 
@@ -109,18 +120,26 @@ def main() -> None:
                 continue
             prefix = cc[: -len("gcc")]
             size_tool, nm = f"{prefix}size", f"{prefix}nm"
-            probe = sizes(nm, compile_unit(cc, flags, folder, f"{target}-probe",
-                                           PROBE.format(n=n), False))
-            record, link = probe["probe_record"], probe["probe_link"]
-            for unit, body in UNITS.items():
+            links = {}
+            for extra in ([], ["-DSPEEDDATA_NO_PROBE"]):
+                probe = sizes(nm, compile_unit(cc, flags + extra, folder, f"{target}-probe",
+                                               PROBE.format(n=n), False))
+                record, links[bool(extra)] = probe["probe_record"], probe["probe_link"]
+            seen: dict[str, tuple[int, int]] = {}
+            for unit, (body, extra) in UNITS.items():
                 if unit == "posix" and "none" in cc:
                     continue
-                obj = compile_unit(cc, flags, folder, f"{target}-{unit}", body.format(n=n),
-                                   unit == "posix")
-                frame = stack(obj)
+                obj = compile_unit(cc, flags + extra, folder, f"{target}-{unit}",
+                                   body.format(n=n), unit == "posix")
+                frame, link = stack(obj), links[bool(extra)]
                 ram = record + (link + frame if unit != "encode" else frame)
-                print(f"{target:<10} {unit:<7} {flash(size_tool, obj):>8} {frame:>8} "
-                      f"{record:>9} {link if unit != 'encode' else '-':>7} {ram:>6}")
+                seen[unit] = (flash(size_tool, obj), ram)
+                ratio = ""
+                if unit == "probe":
+                    ratio = (f"  probes: flash x{seen['probe'][0] / seen['send'][0]:.2f}, "
+                             f"RAM x{seen['probe'][1] / seen['send'][1]:.2f} of send")
+                print(f"{target:<10} {unit:<7} {seen[unit][0]:>8} {frame:>8} "
+                      f"{record:>9} {link if unit != 'encode' else '-':>7} {ram:>6}{ratio}")
 
 
 if __name__ == "__main__":

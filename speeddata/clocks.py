@@ -33,6 +33,7 @@ from typing import Any
 
 from speeddata import wire
 from speeddata.errors import WireError
+from speeddata.loss import MAX_OFFSET_NS  # what a v2 report may carry: beyond, refused
 
 _STAMP = {"type": "fixed", "name": "Stamp", "size": 8,
           "doc": "int64 little-endian, ns since the Unix epoch (a sender's own clock for t0)"}
@@ -204,6 +205,9 @@ class Prober:
         round_trip = (t3 - probe.t0) - (probe.t2 - probe.t1)
         if not 0 <= round_trip <= MAX_ROUND_TRIP_NS:
             self.refused["slow" if round_trip > 0 else "bad_stamps"] += 1
+            return None
+        if abs(measure(probe.t0, probe.t1, probe.t2, t3)[0]) > MAX_OFFSET_NS:
+            self.refused["bad_stamps"] += 1  # no report could carry it
             return None
         del self.outstanding[probe.nonce]  # answered: a copy of the answer counts no more
         self.answered += 1

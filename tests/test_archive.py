@@ -704,7 +704,7 @@ def test_stopping_archives_the_last_file_of_every_channel(tmp_path: Path, store:
     cache = Path(settings["cache"]["dir"])
     process = start_archiver(relay.config_path, tmp_path)
     try:
-        sender = Sender(MOTOR, port=relay.port)
+        sender = Sender(MOTOR, port=relay.port, probe=0)  # no clock series: data files only
         for i in range(100):
             sender.send(speed=float(i), torque=0.0, current=0.0, voltage=0.0, position=0.0,
                         temperature=0.0)

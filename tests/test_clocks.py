@@ -136,3 +136,13 @@ def test_the_relay_answers_requests_within_a_budget_per_address() -> None:
     assert budget.refused["not_request"] == 1 and budget.refused["garbled"] == 1
     assert budget.refused["no_address"] == 1
     assert len(budget.buckets) <= clocks.MAX_ADDRESSES
+
+
+def test_an_answer_whose_offset_no_report_could_carry_is_refused() -> None:
+    """Beyond loss.MAX_OFFSET_NS the relay would refuse every v2 report (and the loss
+    counts in it): the sender refuses the answer instead, as bad stamps."""
+    prober = clocks.Prober()
+    probe = clocks.parse(prober.request(10**15, 0.0))
+    t1 = 10**15 + 2 * 10**18  # the relay 2e18 ns ahead: an offset of -2e18
+    assert prober.take(clocks.answer(probe, t1, t1), 10**15 + 1000) is None
+    assert prober.refused["bad_stamps"] == 1 and prober.estimate() is None

@@ -16,6 +16,7 @@ import pytest
 from speeddata import Sender, clocks
 from speeddata.cache.clocks import read_series
 from speeddata.schemas import load_file
+from tests.harness.asymmetric import AsymmetricPath
 from tests.helpers import SCHEMAS, relay_settings, start_relay, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -174,56 +175,6 @@ def test_pivot_corrected_lines_up_two_sources_with_different_clocks(tmp_path: Pa
         assert h5["example"].attrs["clock"] == "source"
 
 
-class AsymmetricPath:
-    """A real UDP path with a longer way out than back: every datagram from the sender
-    reaches the relay ``out_s`` later, every answer comes back ``back_s`` later (for
-    kernels without ``tc netem``, which the namespace test below uses)."""
-
-    def __init__(self, relay: tuple[str, int], out_s: float, back_s: float) -> None:
-        import heapq
-        import selectors
-        import threading
-
-        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.front.bind(("127.0.0.1", 0))
-        self.up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.up.bind(("127.0.0.1", 0))
-        self.port = self.front.getsockname()[1]
-        self.stopping = threading.Event()
-        queue: list[tuple[float, int, socket.socket, bytes, Any]] = []
-        client: list[Any] = [None]
-
-        def run() -> None:
-            selector = selectors.DefaultSelector()
-            selector.register(self.front, selectors.EVENT_READ)
-            selector.register(self.up, selectors.EVENT_READ)
-            n = 0
-            while not self.stopping.is_set():
-                wait = min(0.05, max(0.0, queue[0][0] - time.monotonic())) if queue else 0.05
-                for key, _ in selector.select(wait):
-                    data, source = key.fileobj.recvfrom(65536)  # type: ignore[union-attr]
-                    n += 1
-                    if key.fileobj is self.front:
-                        client[0] = source
-                        heapq.heappush(queue, (time.monotonic() + out_s, n, self.up, data, relay))
-                    else:
-                        heapq.heappush(queue, (time.monotonic() + back_s, n, self.front, data,
-                                               client[0]))
-                while queue and queue[0][0] <= time.monotonic():
-                    _, _, sock, data, target = heapq.heappop(queue)
-                    sock.sendto(data, target)
-            selector.close()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join(5)
-        self.front.close()
-        self.up.close()
-
-
 OUT_S, BACK_S = 0.020, 0.005  # 15 ms of asymmetry: the estimate is off by about 7.5 ms
 
 
@@ -251,9 +202,10 @@ def test_an_asymmetric_path_moves_the_estimate_by_half_its_asymmetry(tmp_path: P
 
 BOARD = """
 import json, sys, time
+from pathlib import Path
 from speeddata import Sender
 from speeddata.schemas import load_file
-sender = Sender(load_file(sys.argv[3]), host=sys.argv[1], port=int(sys.argv[2]),
+sender = Sender(load_file(Path(sys.argv[3])), host=sys.argv[1], port=int(sys.argv[2]),
                 clock=lambda: time.time_ns() + int(sys.argv[4]))
 best = sender.sync(timeout=3.0)
 print(json.dumps(None if best is None else [best.offset_ns, best.uncertainty_ns,

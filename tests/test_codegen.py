@@ -146,17 +146,19 @@ int send_on(struct sd_link *l, const struct {name} *r, int64_t now) {{
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("cc", ["gcc", "arm-linux-gnueabihf-gcc", "arm-none-eabi-gcc"])
-@pytest.mark.parametrize("buffers", ["stack", "static"])
+@pytest.mark.parametrize("buffers", ["stack", "static", "no-probe"])
 def test_the_encoder_needs_nothing_of_libc_but_memcpy(cc: str, buffers: str,
                                                       tmp_path: Path) -> None:
     """The header without SPEEDDATA_POSIX compiles warning-free for x86-64, 32-bit ARM
     Linux and bare-metal Cortex-M, and its object calls memcpy at most; with
-    SPEEDDATA_STATIC_BUFFER its buffers are in .bss, not on the stack."""
+    SPEEDDATA_STATIC_BUFFER its buffers are in .bss, not on the stack; with
+    SPEEDDATA_NO_PROBE (no time probes) it compiles too."""
     path = compiler(cc)
     text = c.header(load_file(SCHEMAS / "env.avsc").schema, 64)
     (tmp_path / "env.h").write_text(text)
     flags = ["-c", "-ffreestanding"] + (["-mcpu=cortex-m4", "-mthumb"] if "none" in cc else [])
-    flags += ["-DSPEEDDATA_STATIC_BUFFER"] if buffers == "static" else []
+    flags += {"static": ["-DSPEEDDATA_STATIC_BUFFER"], "no-probe": ["-DSPEEDDATA_NO_PROBE"]
+              }.get(buffers, [])
     obj = build(path, ENCODER_ONLY.format(name="env", macro="ENV"), tmp_path / "enc.o", *flags)
     nm = path.replace("gcc", "nm") if "arm" in cc else "nm"
     undefined = subprocess.run([nm, "-u", str(obj)], capture_output=True, text=True,

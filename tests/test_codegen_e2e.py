@@ -23,7 +23,7 @@ import avro.io
 import fastavro
 import pytest
 
-from speeddata import wire
+from speeddata import clocks, wire
 from speeddata.codegen import c
 from speeddata.schemas import load_file
 from tests.helpers import (
@@ -106,7 +106,7 @@ def test_the_example_sends_a_channel_the_relay_caches_exactly(target: str,
                               timeout=10 * TIMEOUT)
         end = time.time_ns()
         assert sent.returncode == 0, sent.stderr
-        assert sent.stdout.strip() == f"sent {COUNT}, failed 0"
+        assert sent.stdout.splitlines()[0] == f"sent {COUNT}, failed 0"  # then its clock
         folder = relay.cache_dir / "rig"
         wait_until(lambda: len(cached(folder)) >= COUNT, what=f"{COUNT} cached records")
 
@@ -176,8 +176,9 @@ def test_the_readme_example_compiles_and_sends(tmp_path: Path) -> None:
                                 str(tmp_path / "readme.c")], capture_output=True, text=True)
         assert built.returncode == 0, built.stderr
         assert subprocess.run([str(tmp_path / "readme")], timeout=TIMEOUT).returncode == 0
-        datagrams = [listener.recv(2048) for _ in range(3)]  # report, record, report
-    fp, body_bytes = wire.split(datagrams[1])
+        datagrams = [listener.recv(2048) for _ in range(4)]  # report, probe, record, report
+    assert datagrams[1][:10] == clocks.PROBE_HEADER  # it probes (no relay here to answer)
+    fp, body_bytes = wire.split(datagrams[2])
     assert fp == motor.fingerprint
     record = fastavro.schemaless_reader(io.BytesIO(bytes(body_bytes)), motor.parsed)
     assert record["speed"] == 1500.0 and record["torque"] == 0.0

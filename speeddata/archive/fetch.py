@@ -262,4 +262,53 @@ def fetch_range(config: Config, start_ns: int, end_ns: int, into: Path,
             stats["blocks"] += len(blocks)
             if host not in stats["hosts"]:
                 stats["hosts"].append(host)
+    fetch_clocks(fetch, sizes, prefix, start_ns, end_ns, into)
     return stats
+
+
+MAX_CLOCK_FILE = 64 * 2**20  # a day's offsets of 600 senders and channels is 60 MB
+
+
+def fetch_clocks(fetch: _Fetch, sizes: dict[str, int], prefix: str, start_ns: int,
+                 end_ns: int, into: Path) -> None:
+    """Every relay host's clock offset series (``cache.clocks``) of the days the range
+    needs (a day either side), appended into ``into/.clocks/``, where the pivot reads
+    them (``clock_files``). One that cannot be read, is too large or fails its SHA-256
+    is left out, logged and listed in ``clock_problems``: the export goes on, those
+    sources' records on their own clocks (the group's ``clock_note`` says so); the lines
+    of the others are checked as the pivot reads them."""
+    from speeddata.cache import clocks
+
+    def problem(key: str, what: str) -> None:
+        line = f"{fetch.bucket}/{key}: {what}"
+        fetch.stats["clock_problems"].append(line)
+        log.warning("archive: %s", line)
+
+    base = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    days = {clocks.day_path(Path(), day * clocks.DAY_NS).name
+            for day in range(start_ns // clocks.DAY_NS - 1, end_ns // clocks.DAY_NS + 2)}
+    fetch.stats.setdefault("clock_files", 0)
+    fetch.stats.setdefault("clock_problems", [])
+    for key, size in sorted(sizes.items()):
+        parts = key[len(base):].split("/") if key.startswith(base) else []
+        if len(parts) != 3 or parts[1] != clocks.DIR or parts[2] not in days:
+            continue
+        if size > MAX_CLOCK_FILE:
+            problem(key, f"{size}-byte clock offset series, more than {MAX_CLOCK_FILE}: "
+                    "not read")
+            continue
+        try:
+            data, meta = fetch.get(key)
+        except ArchiveError as exc:
+            problem(key, f"clock offset series not read: {exc}")
+            continue
+        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            problem(key, "clock offset series fails its SHA-256: not read")
+            continue
+        if data and not data.endswith(b"\n"):
+            data += b"\n"  # the next host's first line stays a line of its own
+        local = into / clocks.DIR / parts[2]
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with local.open("ab") as f:
+            f.write(data)
+        fetch.stats["clock_files"] += 1

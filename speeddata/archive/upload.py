@@ -19,7 +19,7 @@ from typing import Any
 
 from speeddata import status
 from speeddata.archive.bucket import SUMS_SUFFIX, Backoff, client, digests, host_name, object_key
-from speeddata.cache import index
+from speeddata.cache import clocks, index
 from speeddata.cache.catalogue import CachedFile, maybe_open, scan
 from speeddata.cache.layout import INDEX_SUFFIX, SUFFIX, closed_marker, index_path, summary_path
 from speeddata.cache.ledger import LEDGER, Ledger
@@ -114,6 +114,29 @@ def pending_exports(exports_dir: Path, ledger: Ledger) -> Iterator[tuple[Path, s
             yield path, relative, size
 
 
+CLOCKS_EVERY_NS = 60 * 10**9  # a day's offsets, appended to, go up again this often at most
+
+
+def pending_clocks(cache_dir: Path, ledger: Ledger, now_ns: int
+                   ) -> Iterator[tuple[Path, str, int]]:
+    """The clock offset series' day files (``cache.clocks``) not archived as they are: a
+    past day's once, today's (still appended to) again when it grew, at most once a
+    minute. Their size is read here: what is appended after goes up next time."""
+    days, _other = clocks.day_files(cache_dir)  # other entries: not ours to upload
+    for day, path in days:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:  # retention took it meanwhile
+            continue
+        relative = path.relative_to(cache_dir).as_posix()
+        entry = ledger.entries.get(relative)
+        if ledger.holds(relative, size) or (
+                entry is not None and day + clocks.DAY_NS > now_ns - CLOCKS_EVERY_NS
+                and now_ns - int(entry.get("ns", 0)) < CLOCKS_EVERY_NS):
+            continue
+        yield path, relative, size
+
+
 def owner(relative: str) -> str:
     """The cache file an upload belongs to (its data, index and summary share one)."""
     if relative.startswith("exports/"):
@@ -162,6 +185,7 @@ class Archiver:
         files = scan(self.cache)
         growing = still_open(files, closed_marks(files), relays_running(self.cache, time.time()))
         found = list(pending(self.cache, files, self.ledger, growing))
+        found += pending_clocks(self.cache, self.ledger, time.time_ns())
         if self.config.archive.exports:
             found += pending_exports(self.config.exports.dir, self.ledger)
         self.counts["backlog_files"] = len(found)
@@ -206,13 +230,24 @@ class Archiver:
                 entries = index.unpack(index_path(path).read_bytes())
             except FileNotFoundError:
                 entries = []
-        md5, sha256, sums = digests(path, entries)
+        snapshot = None
+        if relative.startswith(clocks.DIR + "/"):  # appended to: its first size bytes
+            with path.open("rb") as f:
+                snapshot = f.read(size)
+            size = len(snapshot)
+            md5 = hashlib.md5(snapshot, usedforsecurity=False).hexdigest()
+            sha256, sums = hashlib.sha256(snapshot).hexdigest(), b""
+        else:
+            md5, sha256, sums = digests(path, entries)
         with self._lock:
             self._current.add(relative)
             self.counts["uploading"] = ", ".join(sorted(self._current))
             self.say()  # a large file takes a while: say which ones are going
-        with path.open("rb") as body:
-            self._put(key, body, size, md5, sha256)
+        if snapshot is not None:
+            self._put(key, snapshot, size, md5, sha256)
+        else:
+            with path.open("rb") as body:
+                self._put(key, body, size, md5, sha256)
         if entries is not None:
             self._put(key.removesuffix(SUFFIX) + SUMS_SUFFIX, sums, len(sums),
                       hashlib.md5(sums, usedforsecurity=False).hexdigest(),

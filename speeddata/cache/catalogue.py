@@ -288,6 +288,8 @@ class Catalogue:
         self.protected = protected
         self.deleted_files = 0
         self.deleted_bytes = 0
+        self.deleted_clock_files = 0  # the offset series' day files (``cache.clocks``)
+        self.other_clock_entries = 0  # in ``.clocks/`` and not a day file, at the last look
         self.total = 0  # bytes the last ``enforce`` left (its scan less its deletions)
         self.closed: dict[Path, CachedFile] = {}  # retention's memory of closed files
 
@@ -335,12 +337,33 @@ class Catalogue:
             self.deleted_files += 1
             self.deleted_bytes += f.size
             log.info("retention: deleted %s (%d bytes)", f.path, f.size)
+        gone = {f.path for f in doomed}
+        left = [f.start_ns for f in files if f.path not in gone]
+        if doomed and left:  # the clock offsets older than all data go with it
+            self.prune_clocks(min(left), archived)
         if doomed and self.total > quota:
             log.warning(
                 "retention: cache holds %d bytes over its quota of %d, all in open "
                 "files or tagged ranges not yet exported", self.total - quota, quota,
             )
         return doomed
+
+    def prune_clocks(self, oldest_ns: int,
+                     archived: Callable[[CachedFile], bool] | None = None) -> None:
+        """Delete the offset series' days older than the day before ``oldest_ns``."""
+        from speeddata.cache import clocks
+
+        def clock_archived(path: Path) -> bool:
+            assert archived is not None
+            return archived(CachedFile(clocks.DIR, path, 0, 0, 0))
+
+        deleted, other = clocks.prune(self.directory, oldest_ns,
+                                      None if archived is None else clock_archived)
+        self.deleted_clock_files += deleted
+        if other and other != self.other_clock_entries:
+            log.warning("retention: %s holds %d entries that are not a day's offsets "
+                        "(YYYY-MM-DD.csv): left alone", self.directory / clocks.DIR, other)
+        self.other_clock_entries = other
 
     def blocks(
         self, channel: str, start_ns: int, end_ns: int

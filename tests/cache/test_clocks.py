@@ -9,6 +9,7 @@ import numpy as np
 from speeddata.cache.clocks import DAY_NS, ClockAxis, OffsetLog, Thinner, day_path, read_series
 
 S = 10**9
+MS = 10**6
 T0 = 1_795_000_000 * S  # 2026-11-18
 
 
@@ -62,3 +63,40 @@ def test_the_time_axis_of_each_mode(tmp_path: Path) -> None:
     assert none.apply(source, receive).tolist() == source.tolist()
     assert "no clock offset was measured" in none.notes[0]
     assert none.uncertainty_ns() is None
+
+
+def test_two_senders_of_one_channel_each_correct_their_own_records(tmp_path: Path) -> None:
+    """Two boards on one channel, one 3.2 s ahead and drifting, one 1.7 s behind, their
+    records interleaved in the cache: each record is corrected by its own sender's series
+    (the one that puts it nearest its receive time), the records counted per sender; a
+    third series within 100 ms of the first makes its records ambiguous, and said."""
+    a, b = "10.0.0.5:4000", "10.0.0.6:4000"
+    OffsetLog(tmp_path, every_ns=0).write([
+        point(T0, 3_200 * MS, source=a), point(T0 + 10 * S, 3_200 * MS + 10_000, source=a),
+        point(T0 + 5 * S, -1_700 * MS, source=b)])
+    receive = T0 + np.arange(0, 10 * S, S // 2, dtype=np.int64)  # every 0.5 s, 20 records
+    sent = receive - 2 * MS  # 2 ms on the way
+    drift = (receive - T0) // 1_000_000  # 3.2 s + 1 µs per second of a's clock
+    ahead = np.arange(20) % 2 == 0
+    times = np.where(ahead, sent + 3_200 * MS + drift, sent - 1_700 * MS)
+    axis = ClockAxis.load(tmp_path, "motor", T0, T0 + 10 * S, "corrected")
+    assert axis.sources() == [a, b]
+    corrected = axis.apply(times, receive)
+    assert np.abs(corrected - sent).max() <= 1  # each by its own sender, to the ns rounding
+    assert axis.by_source == {a: 10, b: 10} and axis.ambiguous == 0
+    OffsetLog(tmp_path, every_ns=0).write([point(T0 + S, 3_250 * MS, source="10.0.0.7:1")])
+    near = ClockAxis.load(tmp_path, "motor", T0, T0 + 10 * S, "corrected")
+    assert np.abs(near.apply(times, receive) - sent)[~ahead].max() <= 1  # b's still exact
+    assert near.ambiguous == 10  # a's records: a or the one 50 ms from it
+
+    class Writer:  # what annotate needs of an HDF5 channel writer
+        group = type("Group", (), {"attrs": {}, "create_group": lambda *_: None})()
+        time = type("Time", (), {"attrs": {}})()
+
+    writer = Writer()
+    axis.series = None  # the series' datasets aside: the attributes only
+    axis.annotate(writer)
+    attrs = writer.group.attrs
+    assert attrs["clock_senders"] == 2 and attrs["clock_ambiguous_records"] == 0
+    assert "corrected by the sender whose offset puts it nearest" in attrs["clock_note"]
+    assert f"10 records by {a}, 10 records by {b}" in attrs["clock_note"]
