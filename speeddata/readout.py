@@ -163,21 +163,6 @@ class Selection:
         return sum(c.bytes for c in self.channels)
 
 
-def channel_range(name: str, blocks: list[tuple[Any, Entry]],
-                  versions: dict[Path, Channel | None], signals: list[str] | None
-                  ) -> ChannelRange | None:
-    """A channel's part of a range from its blocks (in order) and each file's schema
-    version; None when it has no blocks or none of ``signals``."""
-    if not blocks:
-        return None
-    good = {p: c for p, c in versions.items() if c is not None}
-    distinct = list({c.fingerprint: c for c in good.values()}.values())
-    wanted = list(dict.fromkeys(w for c in distinct for w in signals_for(c, signals)))
-    if wanted or not signals:
-        return ChannelRange(name, blocks, good, merged_columns(distinct, wanted))
-    return None
-
-
 def select(cache_dir: Path, start_ns: int, end_ns: int, *, registry: Registry | None = None,
            channels: list[str] | None = None, signals: list[str] | None = None) -> Selection:
     """The channels of the cache's ``[start_ns, end_ns]`` (receive clock) and their
@@ -202,10 +187,14 @@ def select(cache_dir: Path, start_ns: int, end_ns: int, *, registry: Registry | 
         for path in [p for p, c in versions.items() if c is None]:
             reader.skip_file(path, [e for f, e in blocks if f.path == path])
             del versions[path]
-        found = channel_range(name, [(f, e) for f, e in blocks if f.path in versions],
-                              versions, signals)
-        if found is not None:
-            work.append(found)
+        blocks = [(f, e) for f, e in blocks if f.path in versions]
+        if not blocks:
+            continue
+        good = {p: c for p, c in versions.items() if c is not None}
+        distinct = list({c.fingerprint: c for c in good.values()}.values())
+        wanted = list(dict.fromkeys(w for c in distinct for w in signals_for(c, signals)))
+        if wanted or not signals:
+            work.append(ChannelRange(name, blocks, good, merged_columns(distinct, wanted)))
     if not work and reader.skipped:
         reader.close()
         raise ReadError(f"every cache file of the range is damaged: {reader.skipped.summary()}"
