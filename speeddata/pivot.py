@@ -158,7 +158,7 @@ def pivot(
         cache_dir, selection.channels,
         lambda part, read: chunks(reader, part, rows=CHUNK_RECORDS, decimate=decimate,
                                   progress=read),
-        lambda part: _host_of(reader, part.blocks[0][0].path), reader.skipped,
+        lambda part: host_of(reader, part.blocks[0][0].path), reader.skipped,
         selection.records, selection.bytes, reader.close)
     return write(source, out_path, start_ns, end_ns, derived=derived, registry=registry,
                  decimate=decimate, compression=compression, export_format=export_format,
@@ -249,6 +249,6 @@ def _note_skipped(sink: Any, skipped: Skipped, cache_dir: Path) -> None:
                       "skipped_records": skipped.records}
 
 
-def _host_of(reader: BlockReader, path: Path) -> str:
+def host_of(reader: BlockReader, path: Path) -> str:
     found = reader.header(path)
     return found[1].metadata.get("speeddata.host", b"").decode(errors="replace") if found else ""
