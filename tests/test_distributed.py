@@ -110,13 +110,19 @@ def archived_range(tmp_path: Path, store: Store) -> Path:
     return write_file(tmp_path / "viewer.toml", viewer)
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """2 worker processes, the scheduler on a port of its own, no dashboard."""
+def local_cluster(workers: int, env: dict[str, str]) -> Any:
+    """``workers`` worker processes; the scheduler on a port of its own, its dashboard off
+    and its HTTP server (health) on a port of its own too (8787 may be another's)."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, scheduler_port=0,
-                      dashboard_address=None, env=CREDENTIALS) as found:
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                        scheduler_port=0, dashboard_address=None,
+                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, env=env)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    with local_cluster(2, CREDENTIALS) as found:
         yield found
 
 
@@ -242,8 +248,6 @@ def test_a_worker_that_cannot_reach_the_store_is_one_clear_error(
         tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     """The workers go through a proxy that is not there; the client reaches the store."""
-    from distributed import LocalCluster
-
     for key, value in CREDENTIALS.items():
         monkeypatch.setenv(key, value)
     config = archived_range(tmp_path, store)
@@ -252,8 +256,7 @@ def test_a_worker_that_cannot_reach_the_store_is_one_clear_error(
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
     env = {**CREDENTIALS, "HTTP_PROXY": dead, "http_proxy": dead, "NO_PROXY": "",
            "no_proxy": ""}
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, scheduler_port=0,
-                      dashboard_address=None, env=env) as cut_off:
+    with local_cluster(1, env) as cut_off:
         assert _pivot(config, tmp_path / "out", "--dask", cut_off.scheduler_address) == 2
     said = capsys.readouterr().err
     assert "cannot reach the archive's store" in said and store.endpoint in said, said
