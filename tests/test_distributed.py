@@ -208,8 +208,15 @@ def test_a_dask_pivot_and_query_equal_the_local_ones(
         return speeddata.query(start=format_time(RANGE[0]), end=format_time(RANGE[1]),
                                config=config, archive=True, partial=True, **extra)
 
-    with query() as here, query(dask=cluster.scheduler_address) as there:
+    files: list[tuple[int, int]] = []
+    with query() as here, query(dask=cluster.scheduler_address,
+                                progress=lambda *done: files.append(done)) as there:
+        assert files[-1][0] == files[-1][1] >= 11  # the workers' files, as they finish
+        assert [d for d, _ in files] == list(range(1, files[-1][1] + 1))
+        records: list[tuple[int, int]] = []
+        there.progress = lambda *done: records.append(done)
         mine, theirs = here.read(), there.read()
+        assert records[-1][0] == records[-1][1] == len(theirs["motor"]) + len(theirs["env"])
         assert sorted(mine.channels) == sorted(theirs.channels) == ["env", "motor"]
         for name, channel in mine.channels.items():
             other = theirs[name]
