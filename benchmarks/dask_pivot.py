@@ -3,8 +3,9 @@
 ``LocalCluster`` of ``--workers`` worker processes against the one-machine path (the
 range fetched into a temporary cache, then pivoted), in the same run, rounds
 interleaved after a warm-up round; also ``speeddata.query(...).read()`` both ways.
-Records/s of each and their ratio, medians; the load average before and after (this machine's 2 cores are shared
-with other work, so the figure is what they gave then, not what 2 free cores give).
+Records/s of each and their ratio, medians; the load average before and after (this
+machine's 2 cores are shared with other work, so the figure is what they gave then, not
+what 2 free cores give).
 
     PYTHONPATH=. .venv/bin/python benchmarks/dask_pivot.py [--files 12] [--mib 16]
         [--workers 2] [--rounds 3] [--compression gzip|lzf|none]
