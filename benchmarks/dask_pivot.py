@@ -105,43 +105,52 @@ def main(argv: list[str] | None = None) -> int:
                 address = cluster.scheduler_address
                 times: dict[str, list[float]] = {k: [] for k in (
                     "pivot local", "pivot dask", "query local", "query dask")}
+                # the part after the fetch (local) or the workers' tasks (Dask): local,
+                # decoding and writing; on Dask, the columns gathered, merged and written
+                later: dict[str, list[float]] = {k: [] for k in times}
                 for r in range(args.rounds + 1):  # round 0 warms up (imports on the workers)
                     out = work / f"out{r}"
 
-                    def local_pivot(out: Path = out) -> None:
+                    def local_pivot(out: Path = out) -> float:
                         with tempfile.TemporaryDirectory(dir=work) as fetched:
                             archive.fetch_range(found, start, end, Path(fetched))
-                            pivot(Path(fetched), out / "local.h5", start, end,
-                                  registry=registry, compression=compression)
+                            return pivot(Path(fetched), out / "local.h5", start, end,
+                                         registry=registry, compression=compression).seconds
 
-                    def dask_pivot(out: Path = out) -> None:
-                        distributed.pivot(address, found, out / "dask.h5", start, end,
-                                          registry=registry, compression=compression)
+                    def dask_pivot(out: Path = out) -> float:
+                        return distributed.pivot(address, found, out / "dask.h5", start, end,
+                                                 registry=registry,
+                                                 compression=compression).seconds
 
-                    def reading(**how: object) -> None:
+                    def reading(**how: object) -> float:
                         with query(start=format_time(start), end=format_time(end), config=found,
                                    archive=True, **how) as q:
+                            began = time.perf_counter()
                             assert len(q.read()["motor"]) == records
+                            return time.perf_counter() - began
 
                     for name, run in (("pivot local", local_pivot), ("pivot dask", dask_pivot),
                                       ("query local", reading),
                                       ("query dask", lambda: reading(dask=address))):
                         began = time.perf_counter()
-                        run()
+                        later[name].append(run())
                         times[name].append(time.perf_counter() - began)
                     print(f"round {r or 'warm-up (not counted)'}: " + ", ".join(
                         f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
                     if r == 0:
-                        times = {k: [] for k in times}
+                        times, later = {k: [] for k in times}, {k: [] for k in times}
         finally:
             store.stop()
     medians = {k: statistics.median(v) for k, v in times.items()}
-    print("| what | s (median) | M records/s | MB/s of cache | Dask / local |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| what | s (median) | M records/s | MB/s of cache | Dask / local | before: fetch "
+          "(local) or tasks (Dask), s | after: decode + write (local) or gather + merge + "
+          "write (Dask), s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for k, v in medians.items():
         base = medians[k.replace("dask", "local")]
+        after = statistics.median(later[k])
         print(f"| {k} | {v:.2f} | {records / v / 1e6:.2f} | {nbytes / v / 1e6:.0f} | "
-              f"{base / v:.2f}x |")
+              f"{base / v:.2f}x | {v - after:.2f} | {after:.2f} |")
     load_after = os.getloadavg()
     print(f"load average after {load_after[0]:.2f} (1 min), {load_after[1]:.2f} (5 min), "
           f"{os.cpu_count()} CPUs")
