@@ -148,6 +148,7 @@ def pivot(
     ``receive`` or ``corrected``: ``cache.clocks.ClockAxis``). ``channels_dir``: its derived
     channels are computed and written too (all of them, or those ``channels`` names).
     """
+    started = time.monotonic()
     check_request(out_path, decimate, clock, export_format, force)
     derived, channels = derived_channels(channels_dir, registry, channels,
                                          Catalogue(cache_dir).channels())
@@ -162,16 +163,18 @@ def pivot(
         selection.records, selection.bytes, reader.close)
     return write(source, out_path, start_ns, end_ns, derived=derived, registry=registry,
                  decimate=decimate, compression=compression, export_format=export_format,
-                 force=force, attrs=attrs, progress=progress, clock=clock)
+                 force=force, attrs=attrs, progress=progress, clock=clock, started=started)
 
 
 def write(source: Source, out_path: Path, start_ns: int, end_ns: int, *, derived: list[Any],
           registry: Registry | None, decimate: int, compression: str | None,
           export_format: str, force: bool, attrs: dict[str, Any] | None,
-          progress: Callable[[int, int], None] | None, clock: str) -> Result:
+          progress: Callable[[int, int], None] | None, clock: str,
+          started: float | None = None) -> Result:
     """``source`` written to ``out_path`` (whole or not at all), its derived channels
-    computed from the inputs in ``source.cache_dir``; see ``pivot``."""
-    started = time.monotonic()
+    computed from the inputs in ``source.cache_dir``; see ``pivot``. ``started``: when the
+    pivot began (its ``seconds`` count from there; default now)."""
+    started = time.monotonic() if started is None else started
     total = source.records
     out_path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_files(out_path.parent)
