@@ -180,6 +180,14 @@ class ArchiveConfig:
 
 
 @dataclass(frozen=True)
+class QueryConfig:
+    dask: str = setting(
+        "", "Dask scheduler that pivot --archive and query of archived ranges run on, like "
+        "'tcp://scheduler:8786' (a task per archived file; needs speeddata[dask]); empty: "
+        "read on this machine.")
+
+
+@dataclass(frozen=True)
 class Config:
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
@@ -188,6 +196,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     exports: ExportsConfig = field(default_factory=ExportsConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
 
     def legacy_ports(self) -> dict[str, int]:
         """Legacy channel name to the UDP port its bare bodies arrive on."""
@@ -206,6 +215,7 @@ _SECTION_TYPES = {
     "web": WebConfig,
     "exports": ExportsConfig,
     "archive": ArchiveConfig,
+    "query": QueryConfig,
 }
 
 def _check(config: Config) -> None:

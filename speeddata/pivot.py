@@ -16,7 +16,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,7 @@ from speeddata.cache.check import BlockReader, Skipped
 from speeddata.cache.clocks import MODES as CLOCK_MODES
 from speeddata.cache.clocks import ClockAxis
 from speeddata.derived import export as derived_export
-from speeddata.readout import CHUNK_RECORDS, chunks, select
+from speeddata.readout import CHUNK_RECORDS, ChannelRange, Chunk, chunks, select
 from speeddata.schemas import Registry
 from speeddata.sinks import (
     FORMATS,
@@ -78,6 +78,51 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+@dataclass
+class Source:
+    """What a pivot writes, however it was read (the local cache, or Dask workers): the
+    channels' parts in order, each one's chunks and recording host, the damage skipped,
+    and the cache directory that the clock series, the derived channels' inputs and the
+    paths of ``skipped`` are in."""
+
+    cache_dir: Path
+    parts: list[ChannelRange]
+    chunks: Callable[[ChannelRange, Callable[[int], None]], Iterable[Chunk]]
+    host: Callable[[ChannelRange], str]
+    skipped: Skipped
+    records: int
+    bytes: int
+    close: Callable[[], None] = lambda: None
+
+
+def check_request(out_path: Path, decimate: int, clock: str, export_format: str,
+                  force: bool) -> None:
+    """The arguments of a pivot checked before anything is read."""
+    if decimate < 1:
+        raise PivotError(f"--decimate must be 1 or more, not {decimate}")
+    if clock not in CLOCK_MODES:
+        raise PivotError(f"--clock {clock!r}: use one of {', '.join(CLOCK_MODES)}")
+    if export_format not in FORMATS:
+        raise PivotError(f"format {export_format!r}: use one of {', '.join(FORMATS)}")
+    if out_path.exists():
+        if not force:
+            raise ExportExists(f"{out_path} exists already: choose another --out or add "
+                               "--force")
+        check_replaceable(out_path, export_format)
+
+
+def derived_channels(channels_dir: Path | None, registry: Registry | None,
+                     channels: list[str] | None, cached: list[str]
+                     ) -> tuple[list[Any], list[str] | None]:
+    """The derived channels to export, and the channels to read for the rest (a derived
+    channel named alone reads its driving channel)."""
+    derived = derived_export.select(channels_dir, registry, channels, cached)
+    if channels and derived:
+        channels = [c for c in channels if c not in {d.channel.name for d in derived}]
+        channels = channels or [d.driver for d in derived]
+    return derived, channels
+
+
 def pivot(
     cache_dir: Path,
     out_path: Path,
@@ -104,31 +149,39 @@ def pivot(
     channels are computed and written too (all of them, or those ``channels`` names).
     """
     started = time.monotonic()
-    if decimate < 1:
-        raise PivotError(f"--decimate must be 1 or more, not {decimate}")
-    if clock not in CLOCK_MODES:
-        raise PivotError(f"--clock {clock!r}: use one of {', '.join(CLOCK_MODES)}")
-    if export_format not in FORMATS:
-        raise PivotError(f"format {export_format!r}: use one of {', '.join(FORMATS)}")
-    if out_path.exists():
-        if not force:
-            raise ExportExists(f"{out_path} exists already: choose another --out or add "
-                               "--force")
-        check_replaceable(out_path, export_format)
-    catalogue = Catalogue(cache_dir)
-    derived = derived_export.select(channels_dir, registry, channels, catalogue.channels())
-    if channels and derived:
-        channels = [c for c in channels if c not in {d.channel.name for d in derived}]
-        channels = channels or [d.driver for d in derived]
+    check_request(out_path, decimate, clock, export_format, force)
+    derived, channels = derived_channels(channels_dir, registry, channels,
+                                         Catalogue(cache_dir).channels())
     selection = select(cache_dir, start_ns, end_ns, registry=registry, channels=channels,
                        signals=signals)
     reader = selection.reader
-    total = selection.records
+    source = Source(
+        cache_dir, selection.channels,
+        lambda part, read: chunks(reader, part, rows=CHUNK_RECORDS, decimate=decimate,
+                                  progress=read),
+        lambda part: host_of(reader, part.blocks[0][0].path), reader.skipped,
+        selection.records, selection.bytes, reader.close)
+    return write(source, out_path, start_ns, end_ns, derived=derived, registry=registry,
+                 decimate=decimate, compression=compression, export_format=export_format,
+                 force=force, attrs=attrs, progress=progress, clock=clock, started=started)
+
+
+def write(source: Source, out_path: Path, start_ns: int, end_ns: int, *, derived: list[Any],
+          registry: Registry | None, decimate: int, compression: str | None,
+          export_format: str, force: bool, attrs: dict[str, Any] | None,
+          progress: Callable[[int, int], None] | None, clock: str,
+          started: float | None = None) -> Result:
+    """``source`` written to ``out_path`` (whole or not at all), its derived channels
+    computed from the inputs in ``source.cache_dir``; see ``pivot``. ``started``: when the
+    pivot began (its ``seconds`` count from there; default now)."""
+    started = time.monotonic() if started is None else started
+    total = source.records
     out_path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_files(out_path.parent)
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     done = 0
     per_channel: dict[str, int] = {}
+    skipped = source.skipped
 
     def read(n: int) -> None:
         nonlocal done
@@ -144,12 +197,11 @@ def pivot(
         sink = (Hdf5Sink(tmp, attrs, compression) if export_format == "hdf5"
                 else DirectorySink(tmp, attrs, export_format, compression))
         try:
-            for part in selection.channels:
+            for part in source.parts:
                 writer = sink.channel(part.name, part.time_field, part.columns, part.schemas,
-                                      _host_of(reader, part.blocks[0][0].path))
-                axis = ClockAxis.load(cache_dir, part.name, start_ns, end_ns, clock)
-                for chunk in chunks(reader, part, rows=CHUNK_RECORDS, decimate=decimate,
-                                    progress=read):
+                                      source.host(part))
+                axis = ClockAxis.load(source.cache_dir, part.name, start_ns, end_ns, clock)
+                for chunk in source.chunks(part, read):
                     times = chunk.columns[part.time_field]
                     chunk.columns[part.time_field] = axis.apply(times, chunk.receive)
                     writer.append(chunk.columns, chunk.receive)
@@ -158,16 +210,17 @@ def pivot(
                 per_channel[part.name] = writer.count
             if derived:  # a second read of the inputs: its damage said once, not twice
                 again = BlockReader(Skipped(), registry)
+                catalogue = Catalogue(source.cache_dir)
                 for made in derived:
                     per_channel[made.channel.name] = derived_export.write(
                         sink, catalogue, again, made, start_ns, end_ns, decimate)
                 again.close()
-                said = {d.path for d in reader.skipped.damage}
-                reader.skipped.extend([d for d in again.skipped.damage if d.path not in said])
-            _note_skipped(sink, reader.skipped, cache_dir)
+                said = {d.path for d in skipped.damage}
+                skipped.extend([d for d in again.skipped.damage if d.path not in said])
+            _note_skipped(sink, skipped, source.cache_dir)
         finally:
             sink.close()
-            reader.close()
+            source.close()
         for renamed in sink.renamed:
             log.warning("%s: %s in %s (the export says so in its 'renamed' metadata)",
                         out_path.name, renamed, export_format)
@@ -183,8 +236,8 @@ def pivot(
     except BaseException:  # Ctrl-C, or any failure: never leave half a file
         _remove(tmp)
         raise
-    return Result(out_path, done, selection.bytes, time.monotonic() - started, per_channel,
-                  reader.skipped, sink.renamed)
+    return Result(out_path, done, source.bytes, time.monotonic() - started, per_channel,
+                  skipped, sink.renamed)
 
 
 def _note_skipped(sink: Any, skipped: Skipped, cache_dir: Path) -> None:
@@ -199,6 +252,6 @@ def _note_skipped(sink: Any, skipped: Skipped, cache_dir: Path) -> None:
                       "skipped_records": skipped.records}
 
 
-def _host_of(reader: BlockReader, path: Path) -> str:
+def host_of(reader: BlockReader, path: Path) -> str:
     found = reader.header(path)
     return found[1].metadata.get("speeddata.host", b"").decode(errors="replace") if found else ""

@@ -13,7 +13,7 @@ import heapq
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,8 @@ class Query:
 
     def __init__(self, cache_dir: Path, span: Span, *, registry: Registry | None = None,
                  channels: list[str] | None = None, signals: list[str] | None = None,
-                 decimate: int = 1, keep: Any = None) -> None:
+                 decimate: int = 1, keep: Any = None, remote: Any = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         if decimate < 1:
             raise ConfigError(f"decimate must be 1 or more, not {decimate}")
         self.cache_dir = cache_dir
@@ -63,6 +64,8 @@ class Query:
         self.decimate = decimate
         self.skipped = Skipped()  # damaged blocks of the last reading
         self._keep = keep  # the archive's temporary cache, as long as the query lives
+        self._remote = remote  # a distributed.Remote: the range's columns on Dask workers
+        self.progress = progress  # (records read, records in the range) as a read goes
         self._read: SetData | None = None
         with self._select():  # what is missing fails now, not at the first read
             pass
@@ -74,6 +77,25 @@ class Query:
     @property
     def end_ns(self) -> int:
         return self.span.end_ns
+
+    def _chunks(self, selection: Selection, part: ChannelRange, **how: Any
+                ) -> Iterator[Any]:
+        """``readout.chunks`` of ``part``, from the cache or from the Dask workers."""
+        if self._remote is not None:
+            return self._remote.chunks(selection, part, **how)
+        return chunks(selection.reader, part, **how)
+
+    def _counter(self, total: int) -> Callable[[int], None]:
+        """What a reading tells ``progress``: records read of ``total``."""
+        done = 0
+
+        def read(n: int) -> None:
+            nonlocal done
+            done += n
+            if self.progress:
+                self.progress(done, total)
+
+        return read
 
     def _select(self) -> Selection:
         selection = select(self.cache_dir, self.start_ns, self.end_ns, registry=self.registry,
@@ -95,11 +117,29 @@ class Query:
         if self._read is None:
             data = SetData(None, self.attrs())
             with self._select() as selection:
+                read = self._counter(selection.records)
                 for part in selection.channels:
-                    data.channels[part.name] = _channel_data(selection, part, self.decimate)
+                    data.channels[part.name] = _channel_data(
+                        self._chunks(selection, part, decimate=self.decimate, progress=read),
+                        part)
             data.attrs["skipped_records"] = self.skipped.records
             self._read = data
         return self._read
+
+    def close(self) -> None:
+        """Let go of what the query holds: the archive's copy, the Dask workers' columns."""
+        if self._remote is not None:
+            self._remote.close()
+            self._remote = None
+        if self._keep is not None:
+            self._keep.cleanup()
+            self._keep = None
+
+    def __enter__(self) -> Query:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __getitem__(self, channel: str) -> ChannelData:
         return self.read()[channel]
@@ -132,17 +172,18 @@ class Query:
         holds one batch per channel, whatever the range."""
         window_ns = parse_duration(window)
         with self._select() as selection:
-            streams = [self._stream(selection, part, window_ns, rows)
-                       for part in selection.channels if not channels or part.name in channels]
+            chosen = [p for p in selection.channels if not channels or p.name in channels]
+            read = self._counter(sum(p.records for p in chosen))
+            streams = [self._stream(selection, part, window_ns, rows, read) for part in chosen]
             for _, _, found in heapq.merge(*streams, key=lambda item: item[:2]):
                 yield found
 
-    def _stream(self, selection: Selection, part: ChannelRange, window_ns: int, rows: int
-                ) -> Iterator[tuple[int, int, Batch]]:
+    def _stream(self, selection: Selection, part: ChannelRange, window_ns: int, rows: int,
+                read: Callable[[int], None]) -> Iterator[tuple[int, int, Batch]]:
         order = [p.name for p in selection.channels].index(part.name)
         schema = _arrow_schema(part)
-        for chunk in chunks(selection.reader, part, rows=rows, decimate=self.decimate,
-                            window_ns=window_ns, origin_ns=self.start_ns):
+        for chunk in self._chunks(selection, part, rows=rows, decimate=self.decimate,
+                                  window_ns=window_ns, origin_ns=self.start_ns, progress=read):
             yield chunk.window, order, Batch(part.name, chunk.window, _batch(schema, part,
                                                                              chunk))
 
@@ -174,7 +215,7 @@ def _batch(schema: Any, part: ChannelRange, chunk: Any) -> Any:
                         [chunk.columns[c.name] for c in part.columns])
 
 
-def _channel_data(selection: Selection, part: ChannelRange, decimate: int) -> ChannelData:
+def _channel_data(found: Iterator[Any], part: ChannelRange) -> ChannelData:
     """One channel of the range, each chunk copied into place as it is decoded (it stays
     in the CPU's cache for all its columns): the float columns rows of one 2-D block,
     which pandas takes without a copy."""
@@ -186,7 +227,7 @@ def _channel_data(selection: Selection, part: ChannelRange, decimate: int) -> Ch
     others: dict[str, list[np.ndarray]] = {c.name: [] for c in part.columns
                                             if c.name not in floats}
     row = 0
-    for chunk in chunks(selection.reader, part, decimate=decimate):
+    for chunk in found:
         end = row + len(chunk)
         for j, name in enumerate(floats):
             block[j, row:end] = chunk.columns[name]
@@ -214,12 +255,16 @@ def query(tag: str | None = None, *, start: str | None = None, end: str | None =
           channels: list[str] | str | None = None, signals: list[str] | str | None = None,
           cache: str | Path | None = None, archive: bool = False, partial: bool = False,
           config: str | Path | configuration.Config | None = None, decimate: int = 1,
-          now_ns: int | None = None) -> Query:
+          now_ns: int | None = None, dask: Any = None,
+          progress: Callable[[int, int], None] | None = None) -> Query:
     """A tag's range (or ``start`` to ``end``: ``"-10m"``, ``"now"``, ISO 8601), of the
     cache (``cache``, else the configured one) or with ``archive`` of every relay's
     archived files; ``channels`` and ``signals`` (``name`` or ``channel.name``) narrow
     it. Reading is lazy: ``.to_pandas()``, ``.to_xarray()``, ``.batches("10s")``...
-    A missing tag or an empty range is a ``NotFoundError``."""
+    A missing tag or an empty range is a ``NotFoundError``. ``dask`` (a scheduler address
+    or a ``distributed.Client``; default ``[query] dask``): the archived range is read by
+    the cluster's workers (``speeddata.distributed``), the same values. ``progress(done,
+    total)``: records read (and the workers' files done, on Dask), as a read goes."""
     found = config if isinstance(config, configuration.Config) else configuration.build(
         Path(config) if config else None)
     cache_dir = Path(cache) if cache is not None else found.cache.dir
@@ -231,13 +276,27 @@ def query(tag: str | None = None, *, start: str | None = None, end: str | None =
     wanted = signals.split(",") if isinstance(signals, str) else signals
     registry = (load_channels(found.channels.dir, log) if found.channels.dir.is_dir()
                 else None)
-    keep = None
+    keep = remote = None
+    if dask is not None and not archive:
+        raise ConfigError("dask= reads archived ranges on a Dask cluster: add archive=True")
+    dask = dask if dask is not None else (found.query.dask or None)
     if archive:
         keep = tempfile.TemporaryDirectory(prefix="speeddata-query-")
         cache_dir = Path(keep.name)
-        _fetch(found, span, cache_dir, names, partial)
+        if dask is None:
+            _fetch(found, span, cache_dir, names, partial)
+        else:
+            from speeddata.distributed import Remote
+
+            remote = Remote(dask, found, span.start_ns, span.end_ns, cache_dir, names,
+                            registry, progress=progress)
+            try:
+                _check_fetched(remote.stats, partial)
+            except BaseException:
+                remote.close()
+                raise
     return Query(cache_dir, span, registry=registry, channels=names, signals=wanted,
-                 decimate=decimate, keep=keep)
+                 decimate=decimate, keep=keep, remote=remote, progress=progress)
 
 
 def _fetch(found: configuration.Config, span: Span, into: Path, names: list[str] | None,
@@ -249,7 +308,12 @@ def _fetch(found: configuration.Config, span: Span, into: Path, names: list[str]
     if not found.archive.endpoint:
         raise ConfigError("archive: [archive] endpoint is empty; set it to the store the "
                           "relays archive to")
-    fetched = archive.fetch_range(found, span.start_ns, span.end_ns, into, names)
+    _check_fetched(archive.fetch_range(found, span.start_ns, span.end_ns, into, names),
+                   partial)
+
+
+def _check_fetched(fetched: dict[str, Any], partial: bool) -> None:
+    """What the archive could not give fails the query unless ``partial`` (then warned)."""
     if fetched["problems"] and not partial:
         raise ArchiveError(f"{fetched['unread_records']} of {fetched['records']} records in "
                            "the range could not be read from the archive (partial=True "

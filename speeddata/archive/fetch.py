@@ -224,6 +224,64 @@ class _Fetch:
                       for e in picked if e.offset not in lost_offsets]
 
 
+def listing_sizes(s3: Any, bucket: str, prefix: str) -> dict[str, int]:
+    """Every object under ``prefix`` and its size: what a fetch may ask for."""
+    return dict(_listing(s3, bucket, prefix.strip("/")))
+
+
+def wanted_files(sizes: dict[str, int], prefix: str, start_ns: int, end_ns: int,
+                 channels: list[str] | None) -> Iterator[tuple[int, str, str, str]]:
+    """``(number, host, channel, key)`` of each archived file that may hold blocks of the
+    range (by the names alone), in the order a fetch reads them; ``number`` is the worker
+    number the file gets in a rebuilt cache (one per relay host and worker)."""
+    listing = archived_files(sizes, prefix, channels)
+    for number, ((host, channel, _), files) in enumerate(sorted(listing.items())):
+        for i, (file_start, key) in enumerate(files):
+            later = files[i + 1][0] if i + 1 < len(files) else None
+            if file_start > end_ns or (later is not None and later < start_ns):
+                continue  # wholly outside the range, by the names alone
+            yield number, host, channel, key
+
+
+def local_name(key: str, number: int) -> str:
+    """The name an archived file has in a rebuilt cache: its start, the worker ``number``."""
+    return f"{Path(key).name.partition('-w')[0]}-w{number}{SUFFIX}"
+
+
+def write_fetched(local: Path, head: bytes, blocks: list[tuple[index.Entry, bytes]]) -> None:
+    """A fetched file's header and blocks as a cache file and its index at ``local``."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(head + b"".join(block for _, block in blocks))
+    offset, entries = len(head), []
+    for e, block in blocks:
+        entries.append(index.Entry(offset, e.length, e.count, e.recv_ns).pack())
+        offset += len(block)
+    index_path(local).write_bytes(b"".join(entries))
+
+
+def new_stats() -> dict[str, Any]:
+    """The counters of a fetch (``fetch_range``'s answer), all zero."""
+    return _Fetch(None, "", {}).stats
+
+
+def fetch_file(s3: Any, bucket: str, sizes: dict[str, int], key: str, start_ns: int,
+               end_ns: int) -> tuple[dict[str, Any], tuple[bytes, list] | None]:
+    """One archived file's part of a fetch: its counters and what came back whole (the
+    header and the blocks), or None. ``sizes`` needs only the file's own objects."""
+    fetch = _Fetch(s3, bucket, sizes)
+    return fetch.stats, fetch.blocks(key, start_ns, end_ns)
+
+
+def add_stats(stats: dict[str, Any], more: dict[str, Any], host: str | None) -> None:
+    """``more`` (one file's counters) added to ``stats``; ``host`` when a file was kept."""
+    for name, value in more.items():
+        if name not in ("hosts", "problems"):
+            stats[name] += value
+    stats["problems"] += more["problems"]
+    if host is not None and host not in stats["hosts"]:
+        stats["hosts"].append(host)
+
+
 def fetch_range(config: Config, start_ns: int, end_ns: int, into: Path,
                 channels: list[str] | None = None, s3: Any = None) -> dict[str, Any]:
     """Rebuild in ``into`` a cache of just the blocks received in ``[start_ns, end_ns]``,
@@ -236,34 +294,30 @@ def fetch_range(config: Config, start_ns: int, end_ns: int, into: Path,
     s3 = s3 or client(config.archive)
     bucket = config.archive.bucket
     prefix = config.archive.prefix
-    sizes = dict(_listing(s3, bucket, prefix.strip("/")))
+    sizes = listing_sizes(s3, bucket, prefix)
     fetch = _Fetch(s3, bucket, sizes)
     stats = fetch.stats
-    listing = archived_files(sizes, prefix, channels)
-    for number, ((host, channel, _), files) in enumerate(sorted(listing.items())):
-        for i, (file_start, key) in enumerate(files):
-            later = files[i + 1][0] if i + 1 < len(files) else None
-            if file_start > end_ns or (later is not None and later < start_ns):
-                continue  # wholly outside the range, by the names alone
-            got = fetch.blocks(key, start_ns, end_ns)
-            if got is None:
-                continue
-            head, blocks = got
-            name = Path(key).name.partition("-w")[0]
-            local = into / channel / f"{name}-w{number}{SUFFIX}"
-            local.parent.mkdir(parents=True, exist_ok=True)
-            local.write_bytes(head + b"".join(block for _, block in blocks))
-            offset, entries = len(head), []
-            for e, block in blocks:
-                entries.append(index.Entry(offset, e.length, e.count, e.recv_ns).pack())
-                offset += len(block)
-            index_path(local).write_bytes(b"".join(entries))
-            stats["files"] += 1
-            stats["blocks"] += len(blocks)
-            if host not in stats["hosts"]:
-                stats["hosts"].append(host)
+    for number, host, channel, key in wanted_files(sizes, prefix, start_ns, end_ns, channels):
+        got = fetch.blocks(key, start_ns, end_ns)
+        if got is None:
+            continue
+        head, blocks = got
+        write_fetched(into / channel / local_name(key, number), head, blocks)
+        stats["files"] += 1
+        stats["blocks"] += len(blocks)
+        if host not in stats["hosts"]:
+            stats["hosts"].append(host)
     fetch_clocks(fetch, sizes, prefix, start_ns, end_ns, into)
     return stats
+
+
+def fetch_clock_series(s3: Any, bucket: str, sizes: dict[str, int], prefix: str,
+                       start_ns: int, end_ns: int, into: Path, stats: dict[str, Any]) -> None:
+    """``fetch_clocks`` for a reader that fetched the blocks its own way (the Dask
+    path): the series counted into its ``stats``."""
+    fetch = _Fetch(s3, bucket, sizes)
+    fetch.stats = stats
+    fetch_clocks(fetch, sizes, prefix, start_ns, end_ns, into)
 
 
 MAX_CLOCK_FILE = 64 * 2**20  # a day's offsets of 600 senders and channels is 60 MB

@@ -9,6 +9,7 @@ import errno
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,3 +153,30 @@ def relay_port(found: config.Config, given: int | None) -> int:
         raise ConfigError("[relay] port is 0 (the relay picks one) and no relay runs with "
                           f"the cache directory {found.cache.dir}: give --port")
     return int(port)
+
+
+def progress_bar(args: argparse.Namespace, total: Callable[[], int], unit: str,
+                  desc: str) -> Any:
+    """A tqdm bar on stderr when it is a terminal (and not ``--quiet``), else None."""
+    if not sys.stderr.isatty() or args.quiet:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total(), unit=unit, unit_scale=True, desc=desc, file=sys.stderr)
+
+
+def dask_flag(p: argparse.ArgumentParser) -> None:
+    """``--dask ADDRESS``: the ``[query] dask`` setting, for archived ranges."""
+    p.add_argument("--dask", dest="cfg__query__dask", metavar="ADDRESS",
+                   default=argparse.SUPPRESS,
+                   help="with --archive: read on this Dask scheduler's workers, a task per "
+                        "archived file (like tcp://scheduler:8786; default [query] dask)")
+
+
+def dask_of(args: argparse.Namespace, found: config.Config) -> str | None:
+    """The scheduler to read on: only for --archive (an error when named without it)."""
+    if not args.archive:
+        if getattr(args, "cfg__query__dask", None):
+            raise ConfigError("--dask reads archived ranges on a Dask cluster: add --archive")
+        return None
+    return found.query.dask or None

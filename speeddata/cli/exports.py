@@ -7,24 +7,13 @@ import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from speeddata import status
-from speeddata.cli.base import cfg, channels_of, command
+from speeddata.cli.base import cfg, channels_of, command, dask_flag, dask_of, progress_bar
 from speeddata.config import Config
 from speeddata.errors import ConfigError, SpeeddataError
-
-
-def _progress_bar(args: argparse.Namespace, total: Callable[[], int], unit: str,
-                  desc: str) -> Any:
-    """A tqdm bar on stderr when it is a terminal (and not ``--quiet``), else None."""
-    if not sys.stderr.isatty() or args.quiet:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total(), unit=unit, unit_scale=True, desc=desc, file=sys.stderr)
 
 
 def _pivot_args(p: argparse.ArgumentParser) -> None:
@@ -52,6 +41,7 @@ def _pivot_args(p: argparse.ArgumentParser) -> None:
                    help="with --archive: export what could be read when some archived "
                         "objects are missing or damaged (counted, warned, kept in the "
                         "export's attributes); default: fail and export nothing")
+    dask_flag(p)
 
 
 @command("pivot", help="write a tag or time range to HDF5: one group per channel, one "
@@ -72,31 +62,35 @@ def cmd_pivot(args: argparse.Namespace) -> int:
     export_format = args.format or found.exports.format
     out = (args.out or found.exports.dir) / f"{span.name}{SUFFIXES[export_format]}"
     compression = args.compression or found.exports.compression
-    bar = _progress_bar(args, lambda: 0, "rec", span.name)
+    bar = progress_bar(args, lambda: 0, "rec", span.name)
 
     def progress(done: int, total: int) -> None:
         if bar is not None:
             bar.total = total
             bar.update(done - bar.n)
 
-    with contextlib.ExitStack() as cleanup:
-        source = found.cache.dir
-        if args.archive:
-            source = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sd-")))
-            attrs = {**attrs, **_from_archive(found, span.start_ns, span.end_ns, source, names,
-                                              args.partial)}
-        try:
-            result = pivot(source, out, span.start_ns, span.end_ns, registry=channels_of(found),
-                           channels=names,
-                           signals=args.signals.split(",") if args.signals else None,
-                           decimate=args.decimate, force=args.force, attrs=attrs,
-                           compression=None if compression == "none" else compression,
-                           export_format=export_format, progress=progress,
-                           clock=args.clock,
-                           channels_dir=found.channels.dir)
-        finally:
-            if bar is not None:
-                bar.close()
+    how: dict[str, Any] = dict(
+        registry=channels_of(found), channels=names,
+        signals=args.signals.split(",") if args.signals else None, decimate=args.decimate,
+        force=args.force, compression=None if compression == "none" else compression,
+        export_format=export_format, progress=progress, clock=args.clock,
+        channels_dir=found.channels.dir)
+    dask = dask_of(args, found)
+    try:
+        if dask:
+            result = _pivot_on_dask(args, found, dask, span, out, attrs, how)
+        else:
+            with contextlib.ExitStack() as cleanup:
+                source = found.cache.dir
+                if args.archive:
+                    source = Path(cleanup.enter_context(tempfile.TemporaryDirectory(
+                        prefix="sd-")))
+                    attrs = {**attrs, **_from_archive(found, span.start_ns, span.end_ns,
+                                                      source, names, args.partial)}
+                result = pivot(source, out, span.start_ns, span.end_ns, attrs=attrs, **how)
+    finally:
+        if bar is not None:
+            bar.close()
     for line in result.skipped.lines() if result.skipped else []:
         print(f"speeddata pivot: warning: {line}", file=sys.stderr)
     if span.tag is not None:
@@ -106,6 +100,27 @@ def cmd_pivot(args: argparse.Namespace) -> int:
           f"of cache) in {result.seconds:.2f} s, {rate / 1e6:.2f} M records/s; channels "
           + ", ".join(f"{k} {v}" for k, v in result.channels.items()))
     return 0
+
+
+def _pivot_on_dask(args: argparse.Namespace, found: Config, dask: str, span: Any, out: Path,
+                   attrs: dict[str, Any], how: dict[str, Any]) -> Any:
+    """``pivot --archive --dask``: the workers read, a bar follows their files."""
+    from speeddata import distributed
+
+    bar = progress_bar(args, lambda: 0, "file", f"{span.name} on Dask")
+
+    def files(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    try:
+        return distributed.pivot(dask, found, out, span.start_ns, span.end_ns, attrs=attrs,
+                                 tasks=files, fetched=lambda stats: _report_fetched(
+                                     stats, args.partial), **how)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _from_archive(found: Config, start_ns: int, end_ns: int, into: Path,
@@ -119,7 +134,12 @@ def _from_archive(found: Config, start_ns: int, end_ns: int, into: Path,
     if not found.archive.endpoint:
         raise ConfigError("--archive: [archive] endpoint is empty; set it to the store "
                           "the relays archive to (--archive-endpoint URL)")
-    fetched = archive.fetch_range(found, start_ns, end_ns, into, names)
+    return _report_fetched(archive.fetch_range(found, start_ns, end_ns, into, names), partial)
+
+
+def _report_fetched(fetched: dict[str, Any], partial: bool) -> dict[str, Any]:
+    """What a fetch from the archive got, said; what it could not read, each object at
+    fault on a line of its own, then an error unless ``partial`` (see ``_from_archive``)."""
     print(f"fetched {fetched['blocks']} blocks ({fetched['bytes'] / 2**20:.2f} MiB) from "
           f"{fetched['files']} files of {len(fetched['hosts'])} relay hosts "
           f"({', '.join(fetched['hosts']) or 'none'}) in the archive")
@@ -239,7 +259,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     running = status.all_running(found.cache.dir, ("relay",))
     from speeddata.cache.catalogue import Catalogue
 
-    bar = _progress_bar(args, Catalogue(found.cache.dir).size, "B", "verify")
+    bar = progress_bar(args, Catalogue(found.cache.dir).size, "B", "verify")
     try:
         verdict = verify.verify(found.cache.dir, channels_of(found), args.repair, running,
                                 bar.update if bar is not None else None)

@@ -7,7 +7,7 @@ import argparse
 import time
 from pathlib import Path
 
-from speeddata.cli.base import cfg, command
+from speeddata.cli.base import cfg, command, dask_flag, dask_of, progress_bar
 from speeddata.cli.render import result_lines
 
 
@@ -32,6 +32,7 @@ def _query_args(p: argparse.ArgumentParser) -> None:
                    help="read the range from the archive ([archive] endpoint)")
     p.add_argument("--partial", action="store_true",
                    help="with --archive: go on when some archived objects cannot be read")
+    dask_flag(p)
 
 
 @command("query", help="SQL over a tag or time range (DuckDB): each channel a table; "
@@ -39,12 +40,43 @@ def _query_args(p: argparse.ArgumentParser) -> None:
          sections=("channels", "cache", "archive"), args=_query_args, extra="query")
 def cmd_query(args: argparse.Namespace) -> int:
     from speeddata import queries
-    from speeddata.tables import pyarrow
 
     found = cfg(args)
-    q = queries.query(args.tag, start=args.start, end=args.end, channels=args.channels,
-                      signals=args.signals, config=found, archive=args.archive,
-                      partial=args.partial, decimate=args.decimate, now_ns=time.time_ns())
+    dask = dask_of(args, found)
+    fetching = progress_bar(args, lambda: 0, "file", "on Dask") if dask else None
+    reading = progress_bar(args, lambda: 0, "rec", "query")
+
+    def files(done: int, total: int) -> None:
+        if fetching is not None:
+            fetching.total = total
+            fetching.update(done - fetching.n)
+
+    def records(done: int, total: int) -> None:
+        if reading is not None:
+            if done < reading.n or total != reading.total:  # SQL reads a table at a time
+                reading.reset(total)
+            reading.update(done - reading.n)
+
+    try:
+        q = queries.query(args.tag, start=args.start, end=args.end, channels=args.channels,
+                          signals=args.signals, config=found, archive=args.archive,
+                          partial=args.partial, decimate=args.decimate, now_ns=time.time_ns(),
+                          dask=dask, progress=files)
+        with q:
+            q.progress = records
+            return _run(args, q)
+    finally:
+        for bar in (fetching, reading):
+            if bar is not None:
+                bar.close()
+
+
+def _run(args: argparse.Namespace, q: object) -> int:
+    """The tables listed, or the statement run and its result printed or written."""
+    from speeddata import queries
+    from speeddata.tables import pyarrow
+
+    assert isinstance(q, queries.Query)
     if not args.sql:
         for name, schema in q.schemas().items():
             print(f"{name}: " + ", ".join(f"{f.name} {f.type}" for f in schema))

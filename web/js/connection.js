@@ -37,9 +37,22 @@ export class Connection extends EventTarget {
     this.bytesReceived = 0;
     this.dropped = 0;
     this.lastError = "";
+    this.closed = false;
     this.open();
     // Rates, staleness and source clocks change: refresh the channel list now and then.
-    setInterval(() => this.refreshChannels(), CHANNELS_REFRESH_MS);
+    this.refreshTimer = setInterval(() => this.refreshChannels(), CHANNELS_REFRESH_MS);
+  }
+
+  /** For good (a notebook widget's cell cleared or re-run): the socket closed, the
+   * channel refresh and any reconnection stopped, so nothing of it runs on. */
+  close() {
+    this.closed = true;
+    clearInterval(this.refreshTimer);
+    clearTimeout(this.retryTimer);
+    this.retryTimer = 0;
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close();
   }
 
   async refreshChannels() {
@@ -62,6 +75,7 @@ export class Connection extends EventTarget {
   }
 
   open() {
+    if (this.closed) return;
     clearTimeout(this.retryTimer);
     this.retryTimer = 0;
     const ws = new WebSocket(this.url);

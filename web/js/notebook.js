@@ -291,7 +291,10 @@ export default {
     }
     return () => {
       clearInterval(timer);
-      if (host.app) host.app.stopped = true;
+      if (host.app) {
+        host.app.stopped = true;
+        host.app.conn.close();  // its channel refresh and reconnection timers too
+      }
       net.close();
       delete hosts[id];
     };
