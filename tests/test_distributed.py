@@ -120,6 +120,23 @@ def local_cluster(workers: int, env: dict[str, str]) -> Any:
                         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, env=env)
 
 
+@pytest.fixture(autouse=True)
+def _dask_logs_to_this_tests_stderr() -> None:
+    """distributed's log handlers keep the stderr of the test that imported it: once
+    pytest closed that capture, each log line is a "--- Logging error ---" traceback."""
+    import logging
+    import sys
+
+    pytest.importorskip("distributed")
+    loggers = [logging.getLogger(), *(logger for logger in
+                                      logging.Logger.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler and handler.stream is not sys.stdout:
+                handler.stream = sys.stderr  # not setStream: it flushes the closed one
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     with local_cluster(2, CREDENTIALS) as found:
