@@ -27,7 +27,7 @@ from speeddata.cache.check import BlockReader, Skipped
 from speeddata.cache.clocks import MODES as CLOCK_MODES
 from speeddata.cache.clocks import ClockAxis
 from speeddata.derived import export as derived_export
-from speeddata.readout import CHUNK_RECORDS, chunks, select
+from speeddata.readout import CHUNK_RECORDS, read, select
 from speeddata.schemas import Registry
 from speeddata.sinks import (
     FORMATS,
@@ -121,7 +121,8 @@ def pivot(
         channels = [c for c in channels if c not in {d.channel.name for d in derived}]
         channels = channels or [d.driver for d in derived]
     selection = select(cache_dir, start_ns, end_ns, registry=registry, channels=channels,
-                       signals=signals)
+                       signals=signals,
+                       derived=derived_export.plan_for(catalogue, derived, start_ns))
     reader = selection.reader
     total = selection.records
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +131,7 @@ def pivot(
     done = 0
     per_channel: dict[str, int] = {}
 
-    def read(n: int) -> None:
+    def read_some(n: int) -> None:
         nonlocal done
         done += n
         if progress:
@@ -144,26 +145,23 @@ def pivot(
         sink = (Hdf5Sink(tmp, attrs, compression) if export_format == "hdf5"
                 else DirectorySink(tmp, attrs, export_format, compression))
         try:
-            for part in selection.channels:
-                writer = sink.channel(part.name, part.time_field, part.columns, part.schemas,
-                                      _host_of(reader, part.blocks[0][0].path))
-                axis = ClockAxis.load(cache_dir, part.name, start_ns, end_ns, clock)
-                for chunk in chunks(reader, part, rows=CHUNK_RECORDS, decimate=decimate,
-                                    progress=read):
-                    times = chunk.columns[part.time_field]
-                    chunk.columns[part.time_field] = axis.apply(times, chunk.receive)
-                    writer.append(chunk.columns, chunk.receive)
+            writers, axes = {}, {}
+            for part in selection.channels:  # derived channels: their driver's host, clock
+                source = part.compiled.driver if part.compiled is not None else part.name
+                writers[part.name] = sink.channel(part.name, part.time_field, part.columns,
+                                                  part.schemas,
+                                                  _host_of(reader, part.blocks[0][0].path))
+                axes[part.name] = ClockAxis.load(cache_dir, source, start_ns, end_ns, clock)
+            # one pass: derived channels computed as their inputs are read
+            for part, chunk in read(selection, rows=CHUNK_RECORDS, decimate=decimate,
+                                    progress=read_some):
+                times = chunk.columns[part.time_field]
+                chunk.columns[part.time_field] = axes[part.name].apply(times, chunk.receive)
+                writers[part.name].append(chunk.columns, chunk.receive)
+            for name, writer in writers.items():
                 sink.finish(writer)
-                axis.annotate(writer)
-                per_channel[part.name] = writer.count
-            if derived:  # a second read of the inputs: its damage said once, not twice
-                again = BlockReader(Skipped(), registry)
-                for made in derived:
-                    per_channel[made.channel.name] = derived_export.write(
-                        sink, catalogue, again, made, start_ns, end_ns, decimate)
-                again.close()
-                said = {d.path for d in reader.skipped.damage}
-                reader.skipped.extend([d for d in again.skipped.damage if d.path not in said])
+                axes[name].annotate(writer)
+                per_channel[name] = writer.count
             _note_skipped(sink, reader.skipped, cache_dir)
         finally:
             sink.close()

@@ -150,3 +150,64 @@ def test_only_the_derived_channel_named_is_exported_with_its_inputs(rig) -> None
     result = pivot(tmp / "cache", out, T0 - 10**9, T0 + 10 * 10**9, channels=["calc"],
                    channels_dir=channels)
     assert set(result.channels) == {"calc", "pair"}
+
+
+def test_a_query_gives_the_derived_values_of_the_pivot_to_the_last_bit(rig) -> None:
+    """One reading pass for pivot and query: the derived channel comes with its inputs,
+    value for value what the pivot writes (and the live bits), in memory and in
+    Arrow batches by window."""
+    from speeddata.queries import Query
+    from speeddata.tags import Span
+
+    tmp, channels, columns = rig
+    start = int(columns["time"][2 * BLOCK - 1]) + 1_000_000
+    end = start + 3 * 10**9
+    out = tmp / "queried.h5"
+    pivot(tmp / "cache", out, start, end, channels_dir=channels)
+    found = Query(tmp / "cache", Span(start, end, "q"), channels_dir=channels)
+    data = found.read()
+    assert set(data.channels) == {"pair", "slow", "calc"}
+    assert data["calc"].expressions["diff"] == "pair.a - pair.b"
+    whole = live_values(columns)
+    with h5py.File(out) as h5:
+        assert data["calc"].time.tolist() == h5["calc"]["time"][()].tolist()
+        for k in ("diff", "m", "t", "j"):
+            assert data["calc"][k].tobytes() == h5["calc"][k][()].tobytes(), k
+        assert data["pair"]["a"].tobytes() == h5["pair"]["a"][()].tobytes()
+    first = int(np.searchsorted(columns["time"], data["calc"].time[0]))
+    assert data["calc"]["m"].tobytes() == whole["m"][first: first + len(data["calc"]["m"])
+                                                     ].tobytes()
+    batches = [b for b in found.batches("1s") if b.channel == "calc"]
+    assert [b.window for b in batches] == sorted(b.window for b in batches)
+    diff = np.concatenate([b.batch.column("diff").to_numpy() for b in batches])
+    assert diff.tobytes() == data["calc"]["diff"].tobytes()
+
+
+def test_a_damaged_input_block_is_counted_once(tmp_path: Path) -> None:
+    """The derived channel reads its inputs in the export's one pass: a damaged block of
+    its driver is one skipped block, and the derived rows lack just its records."""
+    channels = tmp_path / "schemas"
+    channels.mkdir()
+    (channels / "pair.avsc").write_text(json.dumps(PAIR))
+    (channels / "d.derived.toml").write_text(toml("d", diff="pair.a - pair.b"))
+    columns = sines(1000)
+    writer = CacheWriter(tmp_path / "cache", 2**30, 600)
+    encoder = Encoder(REGISTRY["pair"])
+    for lo in range(0, 1000, BLOCK):
+        writer.append(REGISTRY["pair"], [encoder.encode({k: columns[k][i].item() for k in
+                                                         ("time", "a", "b", "word", "flag")}
+                                                        )[10:] for i in range(lo, lo + BLOCK)],
+                      int(columns["time"][lo]) + 10**6)
+    writer.close()
+    (cached,) = Catalogue(tmp_path / "cache").files()
+    raw = bytearray(cached.path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle: middle + 40] = b"\xff" * 40  # one block's body torn
+    cached.path.write_bytes(bytes(raw))
+    result = pivot(tmp_path / "cache", tmp_path / "d.h5", T0 - 10**9, T0 + 10**10,
+                   channels_dir=channels)
+    assert result.skipped.blocks == 1
+    assert result.channels["d"] == result.channels["pair"] == 1000 - BLOCK
+    with h5py.File(tmp_path / "d.h5") as h5:
+        assert h5["d"]["diff"][()].tobytes() == (h5["pair"]["a"][()] - h5["pair"]["b"][()]
+                                                 ).tobytes()
