@@ -4,6 +4,7 @@ bits; means are the exactly rounded mean of the window; windows are NaN until fu
 from __future__ import annotations
 
 import itertools
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -117,3 +118,33 @@ def test_another_channel_is_its_last_value_at_or_before_each_sample() -> None:
     program = derived(toml("j", j="pair.a * 0 + slow.x")).compiled[0].programs[0][1]
     batch = Batch(np.array([1, 2]), {"a": np.zeros(2)}, {"slow.x": np.array([7.0, 8.0])})
     assert program.run(batch).tolist() == [7.0, 8.0]
+
+
+SPECIAL = [0.0, -0.0, math.nan, math.inf, -math.inf, 5e-324, -5e-324, 1e308, -1e308, 1.5]
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["mean", "min", "max"]), count=st.integers(0, 12),
+       span=st.integers(1, 9), n=st.integers(1, 120), seed=st.integers(0, 2**32 - 1),
+       splits=st.lists(st.integers(0, 120), max_size=8))
+def test_the_vectorised_windows_give_the_loops_bits(kind: str, count: int, span: int, n: int,
+                                                     seed: int, splits: list[int]) -> None:
+    """The numpy windows against the first, per-sample loop (tests/derived/reference_ops.py):
+    the same bits for values with NaN, infinities, signed zeros, subnormals and times that
+    go back, however the samples are split into batches."""
+    from tests.derived.reference_ops import LoopWindow
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, n) * 10.0 ** rng.integers(-300, 300, n)
+    odd = rng.random(n) < 0.3
+    x[odd] = rng.choice(SPECIAL, int(odd.sum()))
+    x[rng.random(n) < 0.2] = 0.0
+    times = np.cumsum(rng.integers(-1, 3, n)).astype(np.int64) * 1_000_000
+    span_ns = 0 if count else span * 1_000_000
+    edges = [0, *sorted({s for s in splits if s < n}), n]
+    new, old = ops.Window(kind, count, span_ns), LoopWindow(kind, count, span_ns)
+    for lo, hi in itertools.pairwise(edges):
+        if hi > lo:
+            got = new.run(times[lo:hi], x[lo:hi])
+            want = old.run(times[lo:hi], x[lo:hi])
+            assert got.tobytes() == want.tobytes(), (lo, hi, got, want)
