@@ -117,12 +117,10 @@ def pivot(
         check_replaceable(out_path, export_format)
     catalogue = Catalogue(cache_dir)
     derived = derived_export.select(channels_dir, registry, channels, catalogue.channels())
-    if channels and derived:
-        channels = [c for c in channels if c not in {d.channel.name for d in derived}]
-        channels = channels or [d.driver for d in derived]
+    channels = derived.narrow(channels)
     selection = select(cache_dir, start_ns, end_ns, registry=registry, channels=channels,
                        signals=signals,
-                       derived=derived_export.plan_for(catalogue, derived, start_ns))
+                       derived=derived.plan(catalogue, start_ns))
     reader = selection.reader
     total = selection.records
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +145,7 @@ def pivot(
         try:
             writers, axes = {}, {}
             for part in selection.channels:  # derived channels: their driver's host, clock
-                source = part.compiled.driver if part.compiled is not None else part.name
+                source = derived.roots.get(part.name, part.name)
                 writers[part.name] = sink.channel(part.name, part.time_field, part.columns,
                                                   part.schemas,
                                                   _host_of(reader, part.blocks[0][0].path))

@@ -84,13 +84,10 @@ class Query:
         catalogue = Catalogue(self.cache_dir)
         derived = derived_export.select(self.channels_dir, self.registry, self.channels,
                                         catalogue.channels())
-        channels = self.channels
-        if channels and derived:  # as pivot: a derived channel named brings its driver
-            channels = [c for c in channels if c not in {d.channel.name for d in derived}]
-            channels = channels or [d.driver for d in derived]
+        channels = derived.narrow(self.channels)  # a derived one named: its driver
         selection = select(self.cache_dir, self.start_ns, self.end_ns, registry=self.registry,
                            channels=channels, signals=self.signals,
-                           derived=derived_export.plan_for(catalogue, derived, self.start_ns))
+                           derived=derived.plan(catalogue, self.start_ns))
         self.skipped = selection.skipped
         return selection
 

@@ -108,6 +108,18 @@ def signals_for(channel: Channel, signals: list[str] | None) -> list[str]:
     return chosen
 
 
+@dataclass(frozen=True)
+class Derived:
+    """A derived channel to compute in a reading (speeddata/derived/export.py chooses):
+    its inputs read from ``from_ns``; written or only named by another; ``driver``: the
+    schema channel whose samples drive it."""
+
+    compiled: Any  # derived.live.Compiled
+    from_ns: int
+    written: bool
+    driver: str
+
+
 @dataclass
 class ChannelRange:
     """One channel's part of a range: its blocks (files in time order), the schema
@@ -184,12 +196,12 @@ class Selection:
 
 def select(cache_dir: Path, start_ns: int, end_ns: int, *, registry: Registry | None = None,
            channels: list[str] | None = None, signals: list[str] | None = None,
-           derived: list[tuple[Any, int]] | None = None) -> Selection:
+           derived: list[Derived] | None = None) -> Selection:
     """The channels of the cache's ``[start_ns, end_ns]`` (receive clock) and their
     columns; NoData when it holds nothing, ReadError when nothing of it can be read.
-    ``derived``: (derived.live.Compiled, warm-up start) of derived channels to compute
-    too; their input channels are read from the warm-up start (not written before
-    ``start_ns``; not at all unless ``channels`` names them)."""
+    ``derived``: derived channels to compute too, in order; their input channels are
+    read from their warm-up start (not written before ``start_ns``; not at all unless
+    ``channels`` names them)."""
     catalogue = Catalogue(cache_dir)
     known = catalogue.channels()
     if channels:
@@ -204,11 +216,13 @@ def select(cache_dir: Path, start_ns: int, end_ns: int, *, registry: Registry | 
             "'speeddata status' for what the relay receives")
     needed: dict[str, set[str]] = {}  # an input channel: the signals derived ones read
     warm: dict[str, int] = {}
-    for made, begin in derived or []:
-        for _, program in made.programs:
+    computed = {d.compiled.channel.name for d in derived or []}
+    for one in derived or []:
+        for _, program in one.compiled.programs:
             for used in program.inputs:
-                needed.setdefault(used.channel, set()).add(used.signal)
-                warm[used.channel] = min(warm.get(used.channel, start_ns), begin)
+                if used.channel not in computed:
+                    needed.setdefault(used.channel, set()).add(used.signal)
+                    warm[used.channel] = min(warm.get(used.channel, start_ns), one.from_ns)
     planned = dict(selected.blocks)
     for name, begin in warm.items():
         found = plan(catalogue, begin, end_ns, [name]).blocks.get(name)
@@ -245,14 +259,15 @@ def select(cache_dir: Path, start_ns: int, end_ns: int, *, registry: Registry | 
         raise ReadError(f"none of the signals {signals} is in the channels of the range "
                         f"({', '.join(selected.blocks)}); name them as channel.signal")
     drivers = {p.name: p for p in (*work, *inputs)}
-    for made, _ in derived or []:
-        driver = drivers.get(made.driver)
+    for one in derived or []:
+        driver, made = drivers.get(one.driver), one.compiled
         if driver is None:  # its driving channel has no readable block in the range
             continue
-        work.append(ChannelRange(
+        (work if one.written else inputs).append(ChannelRange(
             made.channel.name, [(f, e) for f, e in driver.blocks if e.recv_ns >= start_ns],
             {}, [Column(s.name, np.float64, s.unit, s.doc, "double", (), s.expression)
-                 for s in made.channel.signals], from_ns=start_ns, compiled=made))
+                 for s in made.channel.signals], from_ns=start_ns, written=one.written,
+            compiled=made))
     return Selection(start_ns, end_ns, work, reader, inputs)
 
 
@@ -367,14 +382,15 @@ def streams(selection: Selection, *, rows: int = CHUNK_RECORDS, decimate: int = 
     """The selection's chunks as streams to read one after the other (or merged by
     window): one per channel that feeds no derived channel, then one for the derived
     channels and their inputs, computed as those are read (``chunks``' arguments)."""
-    made = [p for p in selection.channels if p.compiled is not None]
+    every = (*selection.channels, *selection.inputs)
+    made = [p for p in every if p.compiled is not None]
     feeding = {n for p in made for n in p.compiled.inputs()}
     out: list[Stream] = [
         _labelled(part, chunks(selection.reader, part, rows=rows, decimate=decimate,
                                window_ns=window_ns, origin_ns=origin_ns, progress=progress))
         for part in selection.channels if part.compiled is None and part.name not in feeding]
     if made:
-        read = [p for p in (*selection.channels, *selection.inputs) if p.name in feeding]
+        read = [p for p in every if p.compiled is None and p.name in feeding]
         from speeddata.derived.reading import derived_pass  # it builds on this module
 
         out.append(derived_pass(selection.reader, read, made, rows, decimate, window_ns,

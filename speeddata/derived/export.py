@@ -8,11 +8,12 @@ with the same value to the last bit."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from speeddata.cache.catalogue import Catalogue, plan
 from speeddata.derived.live import Compiled, load
+from speeddata.readout import Derived
 from speeddata.schemas import Registry, load_channels
 
 log = logging.getLogger("speeddata.pivot")
@@ -21,41 +22,83 @@ MARGIN_NS = 2 * 10**9  # receive time vs sample time: a window's span is on the 
 MAX_WARMUP_NS = 7 * 86400 * 10**9  # how far back a count window's samples are looked for
 
 
-def warm_start(catalogue: Catalogue, compiled: Compiled, start_ns: int) -> int:
-    """Where reading starts for ``compiled``: its longest span (and filter's warm-up)
-    before ``start_ns``, and far enough back for its longest count window's samples."""
-    programs = [p for _, p in compiled.programs]
-    span = max((p.warmup_ns() for p in programs), default=0)
-    count = max((p.max_count() for p in programs), default=0)
+def warm_start(catalogue: Catalogue, span: int, count: int, driver: str,
+               start_ns: int) -> int:
+    """Where reading starts: ``span`` (windows' and filters' warm-up) before
+    ``start_ns``, and far enough back for ``count`` samples of ``driver``."""
     if not span and not count:
         return start_ns
     back = span + MARGIN_NS
     while count and back < MAX_WARMUP_NS:
-        blocks = plan(catalogue, start_ns - back, start_ns - 1, [compiled.driver]).blocks
-        if sum(e.count for _, e in blocks.get(compiled.driver, [])) >= count:
+        blocks = plan(catalogue, start_ns - back, start_ns - 1, [driver]).blocks
+        if sum(e.count for _, e in blocks.get(driver, [])) >= count:
             break
-        earlier = plan(catalogue, 0, start_ns - back - 1, [compiled.driver]).blocks
+        earlier = plan(catalogue, 0, start_ns - back - 1, [driver]).blocks
         if not earlier:  # nothing older: what there is will do
             break
         back *= 2
     return start_ns - back
 
 
+@dataclass
+class Chosen:
+    """The derived channels of an export: ``computed`` in order (each after those it
+    names), of which ``written`` are written; ``roots`` the schema channel driving each."""
+
+    computed: list[Compiled] = field(default_factory=list)
+    written: set[str] = field(default_factory=set)
+    roots: dict[str, str] = field(default_factory=dict)
+
+    def narrow(self, channels: list[str] | None) -> list[str] | None:
+        """The schema channels to read as ``channels`` asks: a derived one named brings
+        its driving channel (written next to it) instead."""
+        if not channels or not self.written:
+            return channels
+        derived = {c.channel.name for c in self.computed}
+        kept = [c for c in channels if c not in derived]
+        return kept or sorted({self.roots[n] for n in self.written})
+
+    def plan(self, catalogue: Catalogue, start_ns: int) -> list[Derived]:
+        """Each with where its inputs are read from (``readout.select``'s ``derived``):
+        the warm-up of its windows and filters, added along a chain of derived ones."""
+        needs: dict[str, tuple[int, int]] = {}
+        for made in self.computed:  # in order: those it names are known
+            programs = [p for _, p in made.programs]
+            span = max((p.warmup_ns() for p in programs), default=0)
+            count = max((p.max_count() for p in programs), default=0)
+            before = [needs[n] for n in made.inputs() if n in needs]
+            needs[made.channel.name] = (span + max((b[0] for b in before), default=0),
+                                        count + max((b[1] for b in before), default=0))
+        root = self.roots
+        begin = {n: warm_start(catalogue, *needs[n], root[n], start_ns) for n in needs}
+        for made in reversed(self.computed):  # what one names is read from as far back
+            for n in made.inputs() & begin.keys():
+                begin[n] = min(begin[n], begin[made.channel.name])
+        return [Derived(made, begin[made.channel.name], made.channel.name in self.written,
+                        root[made.channel.name]) for made in self.computed]
+
+
 def select(channels_dir: Path | None, registry: Registry | None,
-             channels: list[str] | None, cached: list[str]) -> list[Any]:
+           channels: list[str] | None, cached: list[str]) -> Chosen:
     """The derived channels of ``channels_dir`` to export, those whose driving channel the
     cache holds: those ``channels`` names, else those whose inputs it names (all when
-    there is no ``channels``)."""
+    there is no ``channels``); and the derived channels they name, computed too."""
     if channels_dir is None:
-        return []
-    found = load(channels_dir, registry or load_channels(channels_dir, log)).compiled
-    named = [c for c in found if channels and c.channel.name in channels]
-    chosen = named or [c for c in found if not channels or c.inputs() <= set(channels)]
-    return [c for c in chosen if c.driver in cached]
+        return Chosen()
+    found = load(channels_dir, registry or load_channels(channels_dir, log))
+    by_name = {c.channel.name: c for c in found.compiled}
 
+    def base(made: Compiled) -> set[str]:
+        return set().union(*(base(by_name[n]) if n in by_name else {n}
+                             for n in made.inputs()))
 
-def plan_for(catalogue: Catalogue, compiled: list[Compiled], start_ns: int
-             ) -> list[tuple[Compiled, int]]:
-    """Each derived channel with where reading its inputs starts (``readout.select``'s
-    ``derived``)."""
-    return [(made, warm_start(catalogue, made, start_ns)) for made in compiled]
+    named = [c for c in found.compiled if channels and c.channel.name in channels]
+    chosen = named or [c for c in found.compiled if not channels or base(c) <= set(channels)]
+    chosen = [c for c in chosen if found.root(c.channel.name) in cached]
+    need = {c.channel.name for c in chosen}
+    for made in reversed(found.compiled):  # those a chosen one names, and theirs
+        if made.channel.name in need:
+            need |= {n for n in (*made.inputs(), made.driver) if n in by_name}
+    computed = [c for c in found.compiled if c.channel.name in need]
+    return Chosen(computed, {c.channel.name for c in chosen},
+                  {c.channel.name: found.root(c.channel.name) for c in computed})

@@ -80,7 +80,7 @@ def derived_pass(reader: BlockReader, inputs: list[ChannelRange], made: list[Cha
     fed a batch: a derived value is the live one to the last bit (windows and filters
     are batch-split invariant, speeddata/derived/ops.py)."""
     computing = DerivedSet([p.compiled for p in made])
-    drivers = {p.compiled.driver for p in made}
+    drivers = {computing.root(p.name) for p in made}
     outs = {p.name: Out(p, rows, decimate) for p in (*inputs, *made) if p.written}
     parts = {p.name: p for p in inputs}
     dtypes: dict[int, dict[str, Any]] = {}
