@@ -22,14 +22,12 @@ MARGIN_NS = 2 * 10**9  # receive time vs sample time: a window's span is on the 
 MAX_WARMUP_NS = 7 * 86400 * 10**9  # how far back a count window's samples are looked for
 
 
-def warm_start(catalogue: Catalogue, span: int, count: int, driver: str,
-               start_ns: int) -> int:
-    """Where reading starts: ``span`` (windows' and filters' warm-up) before
-    ``start_ns``, and far enough back for ``count`` samples of ``driver``."""
-    if not span and not count:
+def warm_start(catalogue: Catalogue, count: int, driver: str, start_ns: int) -> int:
+    """Where reading starts for ``count`` samples of ``driver`` before ``start_ns``."""
+    if not count:
         return start_ns
-    back = span + MARGIN_NS
-    while count and back < MAX_WARMUP_NS:
+    back = MARGIN_NS
+    while back < MAX_WARMUP_NS:
         blocks = plan(catalogue, start_ns - back, start_ns - 1, [driver]).blocks
         if sum(e.count for _, e in blocks.get(driver, [])) >= count:
             break
@@ -61,19 +59,19 @@ class Chosen:
     def plan(self, catalogue: Catalogue, start_ns: int) -> list[Derived]:
         """Each with where its inputs are read from (``readout.select``'s ``derived``):
         the warm-up of its windows and filters, added along a chain of derived ones."""
-        needs: dict[str, tuple[int, int]] = {}
+        counts: dict[str, int] = {}
         for made in self.computed:  # in order: those it names are known
-            programs = [p for _, p in made.programs]
-            span = max((p.warmup_ns() for p in programs), default=0)
-            count = max((p.max_count() for p in programs), default=0)
-            before = [needs[n] for n in made.inputs() if n in needs]
-            needs[made.channel.name] = (span + max((b[0] for b in before), default=0),
-                                        count + max((b[1] for b in before), default=0))
+            count = max((p.max_count() for _, p in made.programs), default=0)
+            counts[made.channel.name] = count + max(
+                (counts[n] for n in made.inputs() if n in counts), default=0)
         root = self.roots
-        begin = {n: warm_start(catalogue, *needs[n], root[n], start_ns) for n in needs}
-        for made in reversed(self.computed):  # what one names is read from as far back
-            for n in made.inputs() & begin.keys():
-                begin[n] = min(begin[n], begin[made.channel.name])
+        begin: dict[str, int] = {}
+        for made in reversed(self.computed):  # one read from where those naming it need it
+            name = made.channel.name
+            wanted = min([start_ns, *(begin[c.channel.name] for c in self.computed
+                                      if name in c.inputs() and c.channel.name in begin)])
+            begin[name] = min(min(p.warm_from(wanted) for _, p in made.programs),
+                              warm_start(catalogue, counts[name], root[name], wanted))
         return [Derived(made, begin[made.channel.name], made.channel.name in self.written,
                         root[made.channel.name]) for made in self.computed]
 

@@ -211,3 +211,45 @@ def test_a_damaged_input_block_is_counted_once(tmp_path: Path) -> None:
     with h5py.File(tmp_path / "d.h5") as h5:
         assert h5["d"]["diff"][()].tobytes() == (h5["pair"]["a"][()] - h5["pair"]["b"][()]
                                                  ).tobytes()
+
+
+ANCHORED = toml("acc", i='integral(pair.a, "1s")', f='lowpass(pair.b, 0.05, "1s")',
+                g="integral(pair.a - slow.x)")
+
+
+def test_integral_and_lowpass_start_at_utc_boundaries_live_and_exported_alike(rig) -> None:
+    """Reset at each whole second (the default: each UTC hour): NaN live until a
+    boundary passed, then the same bits in an export of a range in the middle, which
+    reads from the boundary before its range."""
+    tmp, _, columns = rig
+    channels = tmp / "anchored"
+    channels.mkdir()
+    for schema in (PAIR, SLOW):
+        (channels / f"{schema['name']}.avsc").write_text(json.dumps(schema))
+    (channels / "acc.derived.toml").write_text(ANCHORED)
+    computed = derived(ANCHORED)
+    out: dict[str, list[np.ndarray]] = {}
+    edges = sorted({*range(0, N, 37), *range(0, N, BLOCK), N})
+    for lo, hi in itertools.pairwise(edges):
+        if lo % BLOCK == 0:
+            recv = int(columns["time"][lo + BLOCK - 1]) + 1_000_000
+            computed.compute(REGISTRY["slow"], {"time": np.array([recv - 2_000_000]),
+                                                "x": np.array([float(lo)])})
+        ((_, result),) = computed.compute(REGISTRY["pair"],
+                                          {k: v[lo:hi] for k, v in columns.items()})
+        for k, v in result.items():
+            out.setdefault(k, []).append(v)
+    whole = {k: np.concatenate(v) for k, v in out.items()}
+    second = int(np.searchsorted(columns["time"], T0 + 10**9))
+    assert np.isnan(whole["i"][:second]).all() and whole["i"][second] == 0.0
+    assert whole["f"][second] == columns["b"][second]
+    assert np.isnan(whole["g"]).all()  # an hour's boundary is not in these 6 s
+    start = int(columns["time"][5499]) + 1_000_000
+    pivot(tmp / "cache", tmp / "anchored.h5", start, start + 10**9 // 2,
+          channels_dir=channels)
+    with h5py.File(tmp / "anchored.h5") as h5:
+        first = int(np.searchsorted(columns["time"], h5["acc"]["time"][0]))
+        for k in ("i", "f"):
+            got = h5["acc"][k][()]
+            assert not np.isnan(got).any(), k
+            assert got.tobytes() == whole[k][first: first + len(got)].tobytes(), k

@@ -22,8 +22,9 @@ EXPRESSIONS = {
     "lo": "min(pair.a, 4)",
     "hi": 'max(pair.b, "3ms")',
     "d": "deriv(pair.a)",
-    "i": "integral(pair.a * pair.b)",
-    "f": "lowpass(pair.a, 0.005)",
+    "i": 'integral(pair.a * pair.b, "1s")',
+    "f": 'lowpass(pair.a, 0.005, "1s")',
+    "i2": "integral(pair.b)",
     "s": "sin(pair.a) * exp(pair.b) + bit(pair.word, 1)",
     "j": "pair.a + slow.x",
 }
@@ -35,6 +36,7 @@ def values_of(n: int, seed: int) -> dict[str, np.ndarray]:
     columns["a"] = columns["a"] + rng.normal(0, 1e-3, n)
     columns["a"][rng.integers(0, n, 3)] = rng.choice([np.nan, 1e300, -5e-324], 3)
     columns["time"] = columns["time"] + rng.integers(-400_000, 400_000, n)  # jitter, back too
+    columns["time"] -= 150_000_000  # a whole second (the resets' boundary) 150 samples in
     return columns
 
 
@@ -100,12 +102,20 @@ def test_min_max_deriv_integral_lowpass_equal_their_formulas() -> None:
     assert hi[9:].tolist() == [a[i - 9: i + 1].max() for i in range(9, 200)]
     d = ops.Deriv().run(t, a)
     assert np.isnan(d[0]) and d[1:].tobytes() == (np.diff(a) / seconds).tobytes()
-    i = ops.Integral().run(t, a)
-    assert i[0] == 0.0 and np.allclose(i[1:], np.cumsum((a[1:] + a[:-1]) / 2 * seconds))
-    f = ops.Lowpass(0.01).run(t, a)
-    y = [a[0]]
-    for k in range(1, 200):
+    # integral and lowpass start afresh at each boundary of their period (1 s here): NaN
+    # until one passes, then from 0 (from the value) at its first sample
+    edge = 5  # sines(...)'s T0 is a whole second: the 6th sample of a start 5 ms before
+    t = t - edge * 1_000_000
+    i = ops.Integral(10**9).run(t, a)
+    assert np.isnan(i[:edge]).all() and i[edge] == 0.0
+    assert np.allclose(i[edge + 1:], np.cumsum((a[edge + 1:] + a[edge:-1]) / 2
+                                               * seconds[edge:]))
+    f = ops.Lowpass(0.01, 10**9).run(t, a)
+    assert np.isnan(f[:edge]).all()
+    y = [a[edge]]
+    for k in range(edge + 1, 200):
         y.append(y[-1] + (1 - np.exp(-seconds[k - 1] / 0.01)) * (a[k] - y[-1]))
+    f = f[edge:]
     assert np.allclose(f, y, rtol=1e-12)
 
 
