@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speeddata.cache.catalogue import Catalogue, plan
-from speeddata.derived.live import Compiled, load
+from speeddata.derived.live import Compiled, DerivedSet, load
 from speeddata.readout import Derived
 from speeddata.schemas import Registry, load_channels
 
@@ -83,7 +83,13 @@ def select(channels_dir: Path | None, registry: Registry | None,
     there is no ``channels``); and the derived channels they name, computed too."""
     if channels_dir is None:
         return Chosen()
-    found = load(channels_dir, registry or load_channels(channels_dir, log))
+    return choose(load(channels_dir, registry or load_channels(channels_dir, log)),
+                  channels, cached)
+
+
+def choose(found: DerivedSet, channels: list[str] | None, cached: list[str]) -> Chosen:
+    """``select``'s choice among the derived channels ``found`` (compiled afresh: their
+    state is the reading's)."""
     by_name = {c.channel.name: c for c in found.compiled}
 
     def base(made: Compiled) -> set[str]:
