@@ -23,6 +23,7 @@ import numpy as np
 MAX_WINDOW_SAMPLES = 100_000  # samples one window holds: N, or what a time span holds
 SCALE = 1074  # every finite float64 is an integer multiple of 2**-1074
 MARGIN_NS = 2 * 10**9  # receive time vs sample time, where an export looks back
+SHORT_WINDOW = 64  # span windows up to this many samples: a masked matrix, else a table
 
 
 class Operator:
@@ -106,11 +107,31 @@ def _count_extreme(x: np.ndarray, count: int, kind: str, k: int, n: int) -> np.n
 
 
 def _extreme(x: np.ndarray, lo: np.ndarray, end: np.ndarray, smaller: bool) -> np.ndarray:
-    """min or max of each ``x[lo:end + 1]`` by a sparse table (a level per power of two
-    of the longest window), NaN when one is NaN; of equal values (0.0 and -0.0) the
-    latest, as a queue of candidates gives."""
+    """min or max of each ``x[lo:end + 1]`` (short windows: rows of a matrix; long ones:
+    a sparse table, a level per power of two), NaN when one is NaN; of equal values (0.0
+    and -0.0) the latest, as a queue of candidates gives."""
     fn = np.minimum if smaller else np.maximum
     length = end - lo + 1
+    longest = int(length.max())
+    if longest <= SHORT_WINDOW:  # each window a row of a matrix, the samples before masked
+        neutral = math.inf if smaller else -math.inf
+        padded = np.concatenate([np.full(longest - 1, neutral), x])
+        rows = np.lib.stride_tricks.sliding_window_view(padded, longest)[end]
+        rows = np.where(np.arange(longest) >= (longest - length)[:, None], rows, neutral)
+        out = rows.min(axis=1) if smaller else rows.max(axis=1)
+    else:
+        out = _sparse(fn, x, lo, end, length)
+    zero = out == 0.0
+    if zero.any():  # the sign of the latest zero of the window
+        positions = np.where(x == 0.0, np.arange(len(x)), -1)
+        latest = np.maximum.accumulate(positions)[end[zero]]
+        out[zero] = x[latest]
+    return out
+
+
+def _sparse(fn: np.ufunc, x: np.ndarray, lo: np.ndarray, end: np.ndarray,
+            length: np.ndarray) -> np.ndarray:
+    """fn over each ``x[lo:end + 1]``, by a level of pairs per power of two."""
     levels = [x]
     while (1 << len(levels)) <= int(length.max()):
         step = 1 << (len(levels) - 1)
@@ -124,11 +145,6 @@ def _extreme(x: np.ndarray, lo: np.ndarray, end: np.ndarray, smaller: bool) -> n
         rows = power == level
         table = levels[level]
         out[rows] = fn(table[lo[rows]], table[end[rows] - (1 << level) + 1])
-    zero = out == 0.0
-    if zero.any():  # the sign of the latest zero of the window
-        positions = np.where(x == 0.0, np.arange(len(x)), -1)
-        latest = np.maximum.accumulate(positions)[end[zero]]
-        out[zero] = x[latest]
     return out
 
 
@@ -138,22 +154,28 @@ def _mean(x: np.ndarray, lo: np.ndarray, end: np.ndarray) -> np.ndarray:
     correctly rounded integer division; NaN with a NaN or both infinities, else an
     infinity's sign."""
     finite = np.isfinite(x)
-    prefix = [np.concatenate(([0], np.cumsum(m, dtype=np.int64)))
-              for m in (np.isnan(x), x == math.inf, x == -math.inf)]
-    nans, pos, neg = (p[end + 1] - p[lo] for p in prefix)
-    mantissa, exponent = np.frexp(np.where(finite, x, 0.0))
+    odd = not finite.all()
+    if odd:  # NaN and infinities counted per window
+        prefix = [np.concatenate(([0], np.cumsum(m, dtype=np.int64)))
+                  for m in (np.isnan(x), x == math.inf, x == -math.inf)]
+        nans, pos, neg = (p[end + 1] - p[lo] for p in prefix)
+    mantissa, exponent = np.frexp(np.where(finite, x, 0.0) if odd else x)
     whole = (mantissa * 2.0**53).astype(np.int64)  # x = whole * 2**(exponent - 53)
     nonzero = whole != 0
     base = int((exponent[nonzero] - 53).min()) if nonzero.any() else 0
     shifts = np.where(nonzero, exponent - 53 - base, 0).astype(np.int64)
-    exact = np.left_shift(whole.astype(object), shifts.astype(object))
-    sums = np.concatenate((np.array([0], dtype=object), np.cumsum(exact)))
-    count = (end - lo + 1).astype(object)
+    # Python integers in plain lists: numpy's object arrays call the same operators,
+    # one element at a time, at a higher cost per call
+    sums = list(itertools.accumulate(
+        (m << k for m, k in zip(whole.tolist(), shifts.tolist(), strict=True)), initial=0))
+    pairs = zip(lo.tolist(), (end + 1).tolist(), strict=True)
     if base < 0:
-        means = (sums[end + 1] - sums[lo]) / np.left_shift(count, -base)
+        means = [(sums[e] - sums[b]) / ((e - b) << -base) for b, e in pairs]
     else:
-        means = np.left_shift(sums[end + 1] - sums[lo], base) / count
+        means = [((sums[e] - sums[b]) << base) / (e - b) for b, e in pairs]
     out = np.asarray(means, dtype=np.float64)
+    if not odd:
+        return out
     out = np.where(pos > 0, math.inf, out)
     out = np.where(neg > 0, -math.inf, out)
     return np.where((nans > 0) | ((pos > 0) & (neg > 0)), math.nan, out)

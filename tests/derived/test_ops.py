@@ -136,9 +136,10 @@ SPECIAL = [0.0, -0.0, math.nan, math.inf, -math.inf, 5e-324, -5e-324, 1e308, -1e
 @settings(max_examples=60, deadline=None)
 @given(kind=st.sampled_from(["mean", "min", "max"]), count=st.integers(0, 12),
        span=st.integers(1, 9), n=st.integers(1, 120), seed=st.integers(0, 2**32 - 1),
-       splits=st.lists(st.integers(0, 120), max_size=8))
+       splits=st.lists(st.integers(0, 120), max_size=8), short=st.sampled_from([1, 64]))
 def test_the_vectorised_windows_give_the_loops_bits(kind: str, count: int, span: int, n: int,
-                                                     seed: int, splits: list[int]) -> None:
+                                                     seed: int, splits: list[int],
+                                                     short: int) -> None:
     """The numpy windows against the first, per-sample loop (tests/derived/reference_ops.py):
     the same bits for values with NaN, infinities, signed zeros, subnormals and times that
     go back, however the samples are split into batches."""
@@ -153,8 +154,12 @@ def test_the_vectorised_windows_give_the_loops_bits(kind: str, count: int, span:
     span_ns = 0 if count else span * 1_000_000
     edges = [0, *sorted({s for s in splits if s < n}), n]
     new, old = ops.Window(kind, count, span_ns), LoopWindow(kind, count, span_ns)
-    for lo, hi in itertools.pairwise(edges):
-        if hi > lo:
-            got = new.run(times[lo:hi], x[lo:hi])
-            want = old.run(times[lo:hi], x[lo:hi])
-            assert got.tobytes() == want.tobytes(), (lo, hi, got, want)
+    before, ops.SHORT_WINDOW = ops.SHORT_WINDOW, short  # the matrix, or the sparse table
+    try:
+        for lo, hi in itertools.pairwise(edges):
+            if hi > lo:
+                got = new.run(times[lo:hi], x[lo:hi])
+                want = old.run(times[lo:hi], x[lo:hi])
+                assert got.tobytes() == want.tobytes(), (lo, hi, got, want)
+    finally:
+        ops.SHORT_WINDOW = before
