@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from speeddata.derived import ops
+from speeddata.derived import ops, windows
 from speeddata.errors import DerivedError
 
 MAX_CHARS = 2000  # an expression's length; checked before anything parses it
@@ -365,7 +365,7 @@ class Compiler:
         op: ops.Operator
         if name in WINDOWS:
             count, span_ns = self._window(node.args[1])
-            op = ops.Window(name, count, span_ns)
+            op = windows.Window(name, count, span_ns)
         elif name == "lowpass":
             tau = node.args[1]
             if not (isinstance(tau, ast.Constant) and isinstance(tau.value, int | float)
@@ -439,7 +439,7 @@ class Program:
         return min((op.warm_from(start_ns) for op in self.operators), default=start_ns)
 
     def max_count(self) -> int:
-        return max((op.count for op in self.operators if isinstance(op, ops.Window)), default=0)
+        return max((op.count for op in self.operators if isinstance(op, windows.Window)), default=0)
 
 
 def compile_expression(text: str, where: str,

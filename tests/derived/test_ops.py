@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speeddata.derived import ops
+from speeddata.derived import ops, windows
 from speeddata.derived.expr import Batch
 from tests.derived.common import derived, sines, toml
 
@@ -82,12 +82,12 @@ def test_a_moving_mean_is_the_exact_mean_and_nan_until_full() -> None:
     rng = np.random.default_rng(5)
     x = rng.normal(0, 1, 400) * 10.0 ** rng.integers(-12, 12, 400)
     times = np.arange(400, dtype=np.int64) * 1_000_000
-    got = ops.Window("mean", 16, 0).run(times, x)
+    got = windows.Window("mean", 16, 0).run(times, x)
     assert np.isnan(got[:15]).all()
     assert [exact_mean(x[i - 15: i + 1].tolist()) for i in range(15, 400)] == got[15:].tolist()
     close = np.convolve(x, np.ones(16) / 16, "valid")  # the numpy formula, within rounding
     assert np.allclose(got[15:], close, rtol=1e-9, atol=1e-9 * np.abs(x).max())
-    span = ops.Window("mean", 0, 5_000_000).run(times, x)  # (t - 5 ms, t]: 5 samples
+    span = windows.Window("mean", 0, 5_000_000).run(times, x)  # (t - 5 ms, t]: 5 samples
     assert np.isnan(span[:5]).all()
     assert [exact_mean(x[i - 4: i + 1].tolist()) for i in range(5, 400)] == span[5:].tolist()
 
@@ -96,9 +96,9 @@ def test_min_max_deriv_integral_lowpass_equal_their_formulas() -> None:
     columns = sines(200)
     t, a = columns["time"], columns["a"]
     seconds = np.diff(t) / 1e9
-    lo = ops.Window("min", 0, 3_000_000).run(t, a)
+    lo = windows.Window("min", 0, 3_000_000).run(t, a)
     assert lo[3:].tolist() == [a[i - 2: i + 1].min() for i in range(3, 200)]
-    hi = ops.Window("max", 10, 0).run(t, a)
+    hi = windows.Window("max", 10, 0).run(t, a)
     assert hi[9:].tolist() == [a[i - 9: i + 1].max() for i in range(9, 200)]
     d = ops.Deriv().run(t, a)
     assert np.isnan(d[0]) and d[1:].tobytes() == (np.diff(a) / seconds).tobytes()
@@ -136,14 +136,16 @@ SPECIAL = [0.0, -0.0, math.nan, math.inf, -math.inf, 5e-324, -5e-324, 1e308, -1e
 @settings(max_examples=60, deadline=None)
 @given(kind=st.sampled_from(["mean", "min", "max"]), count=st.integers(0, 12),
        span=st.integers(1, 9), n=st.integers(1, 120), seed=st.integers(0, 2**32 - 1),
-       splits=st.lists(st.integers(0, 120), max_size=8), short=st.sampled_from([1, 64]))
+       splits=st.lists(st.integers(0, 120), max_size=8), short=st.sampled_from([1, 64]),
+       vector=st.sampled_from([1, 10, 10**9]))
 def test_the_vectorised_windows_give_the_loops_bits(kind: str, count: int, span: int, n: int,
                                                      seed: int, splits: list[int],
-                                                     short: int) -> None:
-    """The numpy windows against the first, per-sample loop (tests/derived/reference_ops.py):
-    the same bits for values with NaN, infinities, signed zeros, subnormals and times that
-    go back, however the samples are split into batches."""
-    from tests.derived.reference_ops import LoopWindow
+                                                     short: int, vector: int) -> None:
+    """The numpy engine (masked matrix or sparse table), and both engines handing over
+    to each other as batch sizes change, against the per-sample loop alone: the same
+    bits for values with NaN, infinities, signed zeros, subnormals and times that go
+    back, however the samples are split into batches."""
+    from speeddata.derived.windows import LoopWindow
 
     rng = np.random.default_rng(seed)
     x = rng.normal(0, 1, n) * 10.0 ** rng.integers(-300, 300, n)
@@ -153,8 +155,9 @@ def test_the_vectorised_windows_give_the_loops_bits(kind: str, count: int, span:
     times = np.cumsum(rng.integers(-1, 3, n)).astype(np.int64) * 1_000_000
     span_ns = 0 if count else span * 1_000_000
     edges = [0, *sorted({s for s in splits if s < n}), n]
-    new, old = ops.Window(kind, count, span_ns), LoopWindow(kind, count, span_ns)
-    before, ops.SHORT_WINDOW = ops.SHORT_WINDOW, short  # the matrix, or the sparse table
+    new, old = windows.Window(kind, count, span_ns), LoopWindow(kind, count, span_ns)
+    before = windows.SHORT_WINDOW, windows.VECTOR_MIN
+    windows.SHORT_WINDOW, windows.VECTOR_MIN = short, vector  # which engine, which way
     try:
         for lo, hi in itertools.pairwise(edges):
             if hi > lo:
@@ -162,4 +165,4 @@ def test_the_vectorised_windows_give_the_loops_bits(kind: str, count: int, span:
                 want = old.run(times[lo:hi], x[lo:hi])
                 assert got.tobytes() == want.tobytes(), (lo, hi, got, want)
     finally:
-        ops.SHORT_WINDOW = before
+        windows.SHORT_WINDOW, windows.VECTOR_MIN = before
