@@ -253,3 +253,19 @@ def test_integral_and_lowpass_start_at_utc_boundaries_live_and_exported_alike(ri
             got = h5["acc"][k][()]
             assert not np.isnan(got).any(), k
             assert got.tobytes() == whole[k][first: first + len(got)].tobytes(), k
+
+
+def test_decimation_and_the_receive_clock_take_the_derived_rows_with_their_inputs(rig
+                                                                                 ) -> None:
+    """Every 7th row (counted across blocks and chunks) of the derived channel is the
+    same row as its driver's; on the receive clock both have the driver's axis."""
+    tmp, channels, columns = rig
+    out = tmp / "every7.h5"
+    pivot(tmp / "cache", out, T0 - 10**9, T0 + 10 * 10**9, channels_dir=channels, decimate=7,
+          clock="receive")
+    whole = live_values(columns)
+    with h5py.File(out) as h5:
+        assert h5["calc"]["time"][()].tolist() == h5["pair"]["time"][()].tolist()
+        assert h5["calc"]["receive_time"][()].tolist() == h5["calc"]["time"][()].tolist()
+        assert h5["calc"]["diff"][()].tobytes() == whole["diff"][::7].tobytes()
+        assert h5["calc"]["m"][()].tobytes() == whole["m"][::7].tobytes()
