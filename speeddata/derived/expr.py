@@ -311,10 +311,12 @@ class Compiler:
             raise self.fail(self._pos(node), f"{name}() takes no keyword arguments")
         arity = {"arctan2": 2, "minimum": 2, "maximum": 2, "where": 3, "clip": 3, "bit": 2,
                  "bits": 3, "mean": 2, "min": 2, "max": 2, "lowpass": 2}.get(name, 1)
-        if name in ("integral", "lowpass") and len(node.args) == arity + 1:
-            arity += 1  # the reset period, optional
+        said = str(arity)
+        if name in ("integral", "lowpass"):  # and the reset period, optional
+            said = f"{arity} or {arity + 1}"
+            arity += len(node.args) == arity + 1
         if len(node.args) != arity:
-            raise self.fail(self._pos(node), f"{name}() takes {arity} argument(s), "
+            raise self.fail(self._pos(node), f"{name}() takes {said} argument(s), "
                             f"not {len(node.args)}")
         if name in STATEFUL:
             return self._stateful(name, node, depth)
