@@ -18,6 +18,7 @@ from speeddata.derived.ops import MAX_WINDOW_SAMPLES, SCALE, Operator
 
 SHORT_WINDOW = 64  # span windows up to this many samples: a masked matrix, else a table
 VECTOR_MIN = 256  # samples a batch needs for the numpy engine
+REACH = 8  # and at most this many times its samples held by the window (its cost)
 
 
 class Window(Operator):
@@ -36,12 +37,21 @@ class Window(Operator):
         return self.engine.overflowed
 
     def run(self, times: np.ndarray, values: np.ndarray) -> np.ndarray:
-        vector = len(values) >= VECTOR_MIN
+        n = len(values)  # numpy for a batch that is large, and not small beside its window
+        vector = n >= VECTOR_MIN and (self.count or self._reach()) <= REACH * n
         if vector and isinstance(self.engine, LoopWindow):
             self.engine = _to_vector(self.engine)
         elif not vector and isinstance(self.engine, VectorWindow):
             self.engine = _to_loop(self.engine)
         return self.engine.run(times, values)
+
+
+    def _reach(self) -> int:
+        """About how many samples a window holds now."""
+        engine = self.engine
+        if isinstance(engine, VectorWindow):
+            return len(engine.tail_x)
+        return len(engine.held) if engine.held else len(getattr(engine, "tail", ()))
 
 
 def _to_vector(loop: LoopWindow) -> VectorWindow:
