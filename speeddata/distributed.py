@@ -12,10 +12,11 @@ receive order, the workers' decode damage noted where the local reader would not
 The client writes the one HDF5 file (``pivot.write``), so a Dask pivot equals the
 one-machine pivot of the range, value for value and damage for damage.
 
-Derived channels are computed on the client by ``derived.export`` from their inputs'
-checked blocks, which those tasks send back whole: their operators carry state across
-blocks in receive order, one sequence, not parallel work. The client holds one channel's
-columns at a time; the rest stay in the workers' memory until asked for.
+Derived channels are computed on the client in the pivot's own reading pass
+(``readout.streams``) from their inputs' columns as the workers decoded them: their
+operators carry state across blocks in receive order, one sequence, not parallel work.
+The client holds one channel's columns at a time; the rest stay in the workers' memory
+until asked for.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ from speeddata.archive.fetch import (
     write_fetched,
 )
 from speeddata.cache import index
+from speeddata.cache.catalogue import Catalogue
 from speeddata.cache.check import BlockReader, Damage, Skipped
 from speeddata.cache.layout import INDEX_SUFFIX, SUFFIX, index_path
 from speeddata.config import ArchiveConfig, Config
+from speeddata.derived import export as derived_export
 from speeddata.errors import ConfigError, SpeeddataError
 from speeddata.readout import (
     CHUNK_RECORDS,
@@ -105,13 +108,12 @@ class FileMeta:
 
 @dataclass
 class FileResult:
-    """A file's meta, its decoded columns (of the kept blocks, its own schema's columns
-    and time field), and its blocks' bytes when the client computes derived channels."""
+    """A file's meta and its decoded columns (of the kept blocks, its own schema's
+    columns and time field)."""
 
     meta: FileMeta
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     time_field: str = "time"
-    blocks: list[bytes] | None = None
 
 
 class _Recorded(Skipped):
@@ -147,7 +149,7 @@ def _store(archive: ArchiveConfig) -> Any:
 
 
 def read_file(task: FileTask, archive: ArchiveConfig, start_ns: int, end_ns: int,
-              registry: Registry | None, keep_blocks: bool) -> FileResult:
+              registry: Registry | None) -> FileResult:
     """A worker's task: one archived file's blocks of the range fetched, checked, rebuilt
     as a cache file and decoded. Damage is counted and returned, never raised; only a
     store this worker cannot reach at all is an error (``StoreUnreachable``)."""
@@ -164,8 +166,6 @@ def read_file(task: FileTask, archive: ArchiveConfig, start_ns: int, end_ns: int
         meta = result.meta
         meta.head, meta.entries = head, entries
         meta.kept = [False] * len(entries)
-        if keep_blocks:
-            result.blocks = [block for _, block in blocks]
         skipped = _Recorded()
         reader = BlockReader(skipped, registry)
         try:
@@ -197,10 +197,6 @@ class _At:
 
 def _meta(result: FileResult) -> FileMeta:
     return result.meta
-
-
-def _blocks(result: FileResult) -> list[bytes] | None:
-    return result.blocks
 
 
 # -- the client's side ----------------------------------------------------------------------
@@ -239,7 +235,6 @@ class Remote:
 
     def __init__(self, dask: Any, found: Config, start_ns: int, end_ns: int, root: Path,
                  channels: list[str] | None, registry: Registry | None,
-                 keep: Callable[[list[str]], set[str]] = lambda listed: set(),
                  progress: Callable[[int, int], None] | None = None) -> None:
         if not found.archive.endpoint:
             raise ConfigError("archive: [archive] endpoint is empty; set it to the store "
@@ -249,13 +244,13 @@ class Remote:
         self.results: list[Any] = []
         self.root = root
         try:
-            self._read(found, start_ns, end_ns, channels, registry, keep, progress)
+            self._read(found, start_ns, end_ns, channels, registry, progress)
         except BaseException:
             self.close()
             raise
 
     def _read(self, found: Config, start_ns: int, end_ns: int, channels: list[str] | None,
-              registry: Registry | None, keep: Callable[[list[str]], set[str]],
+              registry: Registry | None,
               progress: Callable[[int, int], None] | None) -> None:
         from distributed import as_completed
 
@@ -269,9 +264,8 @@ class Remote:
             own = tuple((k, sizes[k]) for k in (key + SUFFIX, key + INDEX_SUFFIX,
                                                  key + SUMS_SUFFIX) if k in sizes)
             tasks.append(FileTask(number, host, channel, key, own))
-        whole = keep(sorted({t.channel for t in tasks}))
         self.results = [self.client.submit(read_file, t, archive, start_ns, end_ns, registry,
-                                           t.channel in whole, pure=False) for t in tasks]
+                                           pure=False) for t in tasks]
         metas = [self.client.submit(_meta, r, pure=False) for r in self.results]
         for done, future in enumerate(as_completed(metas, loop=self.client.loop), 1):
             if future.status == "error":
@@ -289,13 +283,9 @@ class Remote:
             self.stats["blocks"] += len(meta.entries)
             local = root / meta.task.local
             self.by_path[local] = i
-            if meta.task.channel in whole:
-                blocks = self.client.submit(_blocks, self.results[i], pure=False).result()
-                write_fetched(local, meta.head, list(zip(meta.entries, blocks, strict=True)))
-            else:  # a skeleton: the header and the index, no block data
-                local.parent.mkdir(parents=True, exist_ok=True)
-                local.write_bytes(meta.head)
-                index_path(local).write_bytes(b"".join(e.pack() for e in meta.entries))
+            local.parent.mkdir(parents=True, exist_ok=True)  # a skeleton: no block data
+            local.write_bytes(meta.head)
+            index_path(local).write_bytes(b"".join(e.pack() for e in meta.entries))
         # the clock series are small: the client fetches them, as the local path does
         fetch_clock_series(s3, archive.bucket, sizes, archive.prefix, start_ns, end_ns, root,
                            self.stats)
@@ -342,10 +332,11 @@ class Remote:
             received.append((entry.recv_ns, count))
         counts = np.array([c for _, c in received], dtype=np.intp)
         receive = np.repeat(np.array([r for r, _ in received], dtype=np.int64), counts)
+        wanted_columns = (*part.columns, *part.extra)  # extra: a derived channel's inputs
         conformed = {i: {c.name: c.conform(r.columns.get(c.name), totals[i])
-                         for c in part.columns} for i, r in got.items() if totals[i]}
+                         for c in wanted_columns} for i, r in got.items() if totals[i]}
         columns = {c.name: _joined([conformed[i][c.name][a:a + n] for i, a, n in runs],
-                                   c.dtype) for c in part.columns}
+                                   c.dtype) for c in wanted_columns}
         columns[part.time_field] = _joined(
             [got[i].columns[got[i].time_field][a:a + n] for i, a, n in runs], np.int64)
         if decimate > 1:
@@ -359,30 +350,31 @@ class Remote:
         """As ``readout.chunks``, from the workers, in the same chunks: a chunk is the
         blocks of one file and window that ``readout.chunks`` decodes in one call."""
         columns, receive, blocks = self.merged(selection, part, decimate)
-        groups: list[tuple[int, int]] = []  # (records decoded, window) of each group
+        groups: list[tuple[int, int, int]] = []  # (records decoded, window, file) of each
         group_file, group_window, group_rows, kept = -1, 0, 0, 0
         for i, recv_ns, count, ok in blocks:
             window = 0 if window_ns is None else max(0, recv_ns - origin_ns) // window_ns
             if group_rows and (i != group_file or window != group_window):
-                groups.append((kept, group_window))
+                groups.append((kept, group_window, group_file))
                 group_rows = kept = 0
             group_file, group_window = i, window
             group_rows += count
             kept += count if ok else 0
             if group_rows >= rows:
-                groups.append((kept, group_window))
+                groups.append((kept, group_window, group_file))
                 group_rows = kept = 0
         if group_rows:
-            groups.append((kept, group_window))
+            groups.append((kept, group_window, group_file))
         done = 0
-        for count, window in groups:
+        paths = {i: path for path, i in self.by_path.items()}
+        for count, window, i in groups:
             if progress:
                 progress(count)
             first, last = -(-done // decimate), -(-(done + count) // decimate)
             done += count
             if last > first:
                 yield Chunk({k: v[first:last] for k, v in columns.items()},
-                            receive[first:last], window)
+                            receive[first:last], window, part.versions[paths[i]])
 
     def close(self) -> None:
         """The results released from the workers' memory."""
@@ -417,29 +409,22 @@ def pivot(dask: Any, found: Config, out_path: Path, start_ns: int, end_ns: int, 
     with tempfile.TemporaryDirectory(prefix="speeddata-dask-") as tmp:
         root = Path(tmp)
 
-        def inputs(listed: list[str]) -> set[str]:
-            derived, _ = local.derived_channels(channels_dir, registry, channels, listed)
-            return {name for made in derived for name in made.inputs()}
-
-        remote = Remote(dask, found, start_ns, end_ns, root, channels, registry, inputs,
-                        tasks)
+        remote = Remote(dask, found, start_ns, end_ns, root, channels, registry, tasks)
         try:
             attrs = {**(attrs or {}), **(fetched(remote.stats) if fetched else {})}
-            derived, names = local.derived_channels(channels_dir, registry, channels,
-                                                    sorted({m.task.channel for m in
-                                                            remote.metas if m.head}))
-            selection = select(root, start_ns, end_ns, registry=registry, channels=names,
-                               signals=signals)
-            reader = selection.reader
-            source = local.Source(
-                root, selection.channels,
-                lambda part, read: remote.chunks(selection, part, decimate=decimate,
-                                                 progress=read),
-                lambda part: local.host_of(reader, part.blocks[0][0].path),
-                reader.skipped, selection.records, selection.bytes, reader.close)
-            return local.write(source, out_path, start_ns, end_ns, derived=derived,
-                               registry=registry, decimate=decimate, compression=compression,
-                               export_format=export_format, force=force, attrs=attrs,
-                               progress=progress, clock=clock)
+            catalogue = Catalogue(root)
+            derived = derived_export.select(channels_dir, registry, channels,
+                                            catalogue.channels())
+            selection = select(root, start_ns, end_ns, registry=registry,
+                               channels=derived.narrow(channels), signals=signals,
+                               derived=derived.plan(catalogue, start_ns))
+
+            def chunks_of(part: ChannelRange, **options: Any) -> Iterator[Chunk]:
+                return remote.chunks(selection, part, **options)
+
+            return local.write(local.Source(root, selection, chunks_of), out_path, start_ns,
+                               end_ns, derived=derived, decimate=decimate,
+                               compression=compression, export_format=export_format,
+                               force=force, attrs=attrs, progress=progress, clock=clock)
         finally:
             remote.close()

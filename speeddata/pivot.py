@@ -16,10 +16,10 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from speeddata import __version__, status
 from speeddata.cache.catalogue import Catalogue
@@ -27,7 +27,7 @@ from speeddata.cache.check import BlockReader, Skipped
 from speeddata.cache.clocks import MODES as CLOCK_MODES
 from speeddata.cache.clocks import ClockAxis
 from speeddata.derived import export as derived_export
-from speeddata.readout import CHUNK_RECORDS, ChannelRange, Chunk, chunks, select
+from speeddata.readout import CHUNK_RECORDS, ChunksOf, Selection, read, select
 from speeddata.schemas import Registry
 from speeddata.sinks import (
     FORMATS,
@@ -40,12 +40,11 @@ from speeddata.sinks import (
 )
 from speeddata.times import format_time
 
-# h5py is imported where an HDF5 file is written: CSV and Parquet exports, the server
-# and replay use this module without it
-if TYPE_CHECKING:
-    pass
+# h5py is imported where an HDF5 file is written (sinks): CSV and Parquet exports, the
+# server and replay use this module without it
 
 log = logging.getLogger("speeddata.pivot")
+
 
 @dataclass
 class Result:
@@ -78,51 +77,6 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-@dataclass
-class Source:
-    """What a pivot writes, however it was read (the local cache, or Dask workers): the
-    channels' parts in order, each one's chunks and recording host, the damage skipped,
-    and the cache directory that the clock series, the derived channels' inputs and the
-    paths of ``skipped`` are in."""
-
-    cache_dir: Path
-    parts: list[ChannelRange]
-    chunks: Callable[[ChannelRange, Callable[[int], None]], Iterable[Chunk]]
-    host: Callable[[ChannelRange], str]
-    skipped: Skipped
-    records: int
-    bytes: int
-    close: Callable[[], None] = lambda: None
-
-
-def check_request(out_path: Path, decimate: int, clock: str, export_format: str,
-                  force: bool) -> None:
-    """The arguments of a pivot checked before anything is read."""
-    if decimate < 1:
-        raise PivotError(f"--decimate must be 1 or more, not {decimate}")
-    if clock not in CLOCK_MODES:
-        raise PivotError(f"--clock {clock!r}: use one of {', '.join(CLOCK_MODES)}")
-    if export_format not in FORMATS:
-        raise PivotError(f"format {export_format!r}: use one of {', '.join(FORMATS)}")
-    if out_path.exists():
-        if not force:
-            raise ExportExists(f"{out_path} exists already: choose another --out or add "
-                               "--force")
-        check_replaceable(out_path, export_format)
-
-
-def derived_channels(channels_dir: Path | None, registry: Registry | None,
-                     channels: list[str] | None, cached: list[str]
-                     ) -> tuple[list[Any], list[str] | None]:
-    """The derived channels to export, and the channels to read for the rest (a derived
-    channel named alone reads its driving channel)."""
-    derived = derived_export.select(channels_dir, registry, channels, cached)
-    if channels and derived:
-        channels = [c for c in channels if c not in {d.channel.name for d in derived}]
-        channels = channels or [d.driver for d in derived]
-    return derived, channels
-
-
 def pivot(
     cache_dir: Path,
     out_path: Path,
@@ -150,40 +104,63 @@ def pivot(
     """
     started = time.monotonic()
     check_request(out_path, decimate, clock, export_format, force)
-    derived, channels = derived_channels(channels_dir, registry, channels,
-                                         Catalogue(cache_dir).channels())
-    selection = select(cache_dir, start_ns, end_ns, registry=registry, channels=channels,
-                       signals=signals)
-    reader = selection.reader
-    source = Source(
-        cache_dir, selection.channels,
-        lambda part, read: chunks(reader, part, rows=CHUNK_RECORDS, decimate=decimate,
-                                  progress=read),
-        lambda part: host_of(reader, part.blocks[0][0].path), reader.skipped,
-        selection.records, selection.bytes, reader.close)
-    return write(source, out_path, start_ns, end_ns, derived=derived, registry=registry,
+    catalogue = Catalogue(cache_dir)
+    derived = derived_export.select(channels_dir, registry, channels, catalogue.channels())
+    selection = select(cache_dir, start_ns, end_ns, registry=registry,
+                       channels=derived.narrow(channels), signals=signals,
+                       derived=derived.plan(catalogue, start_ns))
+    return write(Source(cache_dir, selection), out_path, start_ns, end_ns, derived=derived,
                  decimate=decimate, compression=compression, export_format=export_format,
                  force=force, attrs=attrs, progress=progress, clock=clock, started=started)
 
 
-def write(source: Source, out_path: Path, start_ns: int, end_ns: int, *, derived: list[Any],
-          registry: Registry | None, decimate: int, compression: str | None,
+@dataclass
+class Source:
+    """What a pivot writes, however it is read: a selection planned over ``cache_dir``
+    (the local cache, or the Dask path's headers and indexes), its chunks read by
+    ``chunks_of`` (None: from that cache; ``readout.streams``)."""
+
+    cache_dir: Path
+    selection: Selection
+    chunks_of: ChunksOf | None = None
+    close: Callable[[], None] = lambda: None
+
+
+def check_request(out_path: Path, decimate: int, clock: str, export_format: str,
+                  force: bool) -> None:
+    """The arguments of a pivot checked before anything is read."""
+    if decimate < 1:
+        raise PivotError(f"--decimate must be 1 or more, not {decimate}")
+    if clock not in CLOCK_MODES:
+        raise PivotError(f"--clock {clock!r}: use one of {', '.join(CLOCK_MODES)}")
+    if export_format not in FORMATS:
+        raise PivotError(f"format {export_format!r}: use one of {', '.join(FORMATS)}")
+    if out_path.exists():
+        if not force:
+            raise ExportExists(f"{out_path} exists already: choose another --out or add "
+                               "--force")
+        check_replaceable(out_path, export_format)
+
+
+def write(source: Source, out_path: Path, start_ns: int, end_ns: int, *,
+          derived: derived_export.Chosen, decimate: int, compression: str | None,
           export_format: str, force: bool, attrs: dict[str, Any] | None,
           progress: Callable[[int, int], None] | None, clock: str,
           started: float | None = None) -> Result:
-    """``source`` written to ``out_path`` (whole or not at all), its derived channels
-    computed from the inputs in ``source.cache_dir``; see ``pivot``. ``started``: when the
-    pivot began (its ``seconds`` count from there; default now)."""
+    """``source`` written to ``out_path`` (whole or not at all), derived channels computed
+    as their inputs are read; see ``pivot``. ``started``: when the pivot began (its
+    ``seconds`` count from there; default now)."""
     started = time.monotonic() if started is None else started
-    total = source.records
+    selection, cache_dir = source.selection, source.cache_dir
+    reader = selection.reader
+    total = selection.records
     out_path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_files(out_path.parent)
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     done = 0
     per_channel: dict[str, int] = {}
-    skipped = source.skipped
 
-    def read(n: int) -> None:
+    def read_some(n: int) -> None:
         nonlocal done
         done += n
         if progress:
@@ -197,29 +174,27 @@ def write(source: Source, out_path: Path, start_ns: int, end_ns: int, *, derived
         sink = (Hdf5Sink(tmp, attrs, compression) if export_format == "hdf5"
                 else DirectorySink(tmp, attrs, export_format, compression))
         try:
-            for part in source.parts:
-                writer = sink.channel(part.name, part.time_field, part.columns, part.schemas,
-                                      source.host(part))
-                axis = ClockAxis.load(source.cache_dir, part.name, start_ns, end_ns, clock)
-                for chunk in source.chunks(part, read):
-                    times = chunk.columns[part.time_field]
-                    chunk.columns[part.time_field] = axis.apply(times, chunk.receive)
-                    writer.append(chunk.columns, chunk.receive)
+            writers, axes = {}, {}
+            for part in selection.channels:  # derived channels: their driver's host, clock
+                driver = derived.roots.get(part.name, part.name)
+                writers[part.name] = sink.channel(part.name, part.time_field, part.columns,
+                                                  part.schemas,
+                                                  host_of(reader, part.blocks[0][0].path))
+                axes[part.name] = ClockAxis.load(cache_dir, driver, start_ns, end_ns, clock)
+            # one pass: derived channels computed as their inputs are read
+            for part, chunk in read(selection, rows=CHUNK_RECORDS, decimate=decimate,
+                                    progress=read_some, chunks_of=source.chunks_of):
+                times = chunk.columns[part.time_field]
+                chunk.columns[part.time_field] = axes[part.name].apply(times, chunk.receive)
+                writers[part.name].append(chunk.columns, chunk.receive)
+            for name, writer in writers.items():
                 sink.finish(writer)
-                axis.annotate(writer)
-                per_channel[part.name] = writer.count
-            if derived:  # a second read of the inputs: its damage said once, not twice
-                again = BlockReader(Skipped(), registry)
-                catalogue = Catalogue(source.cache_dir)
-                for made in derived:
-                    per_channel[made.channel.name] = derived_export.write(
-                        sink, catalogue, again, made, start_ns, end_ns, decimate)
-                again.close()
-                said = {d.path for d in skipped.damage}
-                skipped.extend([d for d in again.skipped.damage if d.path not in said])
-            _note_skipped(sink, skipped, source.cache_dir)
+                axes[name].annotate(writer)
+                per_channel[name] = writer.count
+            _note_skipped(sink, reader.skipped, cache_dir)
         finally:
             sink.close()
+            reader.close()
             source.close()
         for renamed in sink.renamed:
             log.warning("%s: %s in %s (the export says so in its 'renamed' metadata)",
@@ -236,8 +211,8 @@ def write(source: Source, out_path: Path, start_ns: int, end_ns: int, *, derived
     except BaseException:  # Ctrl-C, or any failure: never leave half a file
         _remove(tmp)
         raise
-    return Result(out_path, done, source.bytes, time.monotonic() - started, per_channel,
-                  skipped, sink.renamed)
+    return Result(out_path, done, selection.bytes, time.monotonic() - started, per_channel,
+                  reader.skipped, sink.renamed)
 
 
 def _note_skipped(sink: Any, skipped: Skipped, cache_dir: Path) -> None:
@@ -253,5 +228,6 @@ def _note_skipped(sink: Any, skipped: Skipped, cache_dir: Path) -> None:
 
 
 def host_of(reader: BlockReader, path: Path) -> str:
+    """The relay host a cache file says it was written on."""
     found = reader.header(path)
     return found[1].metadata.get("speeddata.host", b"").decode(errors="replace") if found else ""

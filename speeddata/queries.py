@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 
 from speeddata import config as configuration
+from speeddata.cache.catalogue import Catalogue
 from speeddata.cache.check import Skipped
+from speeddata.derived import export as derived_export
 from speeddata.errors import ArchiveError, ConfigError
-from speeddata.readout import ChannelRange, ReadError, Selection, chunks, select
+from speeddata.readout import ChannelRange, Chunk, ReadError, Selection, select, streams
 from speeddata.schemas import Registry, load_channels
 from speeddata.sets import ChannelData, SetData
 from speeddata.sinks import column_names
@@ -52,8 +54,9 @@ class Query:
 
     def __init__(self, cache_dir: Path, span: Span, *, registry: Registry | None = None,
                  channels: list[str] | None = None, signals: list[str] | None = None,
-                 decimate: int = 1, keep: Any = None, remote: Any = None,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 decimate: int = 1, keep: Any = None, channels_dir: Path | None = None,
+                 remote: Any = None, progress: Callable[[int, int], None] | None = None
+                 ) -> None:
         if decimate < 1:
             raise ConfigError(f"decimate must be 1 or more, not {decimate}")
         self.cache_dir = cache_dir
@@ -62,6 +65,7 @@ class Query:
         self.channels = channels
         self.signals = signals
         self.decimate = decimate
+        self.channels_dir = channels_dir  # its derived channels are computed too
         self.skipped = Skipped()  # damaged blocks of the last reading
         self._keep = keep  # the archive's temporary cache, as long as the query lives
         self._remote = remote  # a distributed.Remote: the range's columns on Dask workers
@@ -78,12 +82,17 @@ class Query:
     def end_ns(self) -> int:
         return self.span.end_ns
 
-    def _chunks(self, selection: Selection, part: ChannelRange, **how: Any
-                ) -> Iterator[Any]:
-        """``readout.chunks`` of ``part``, from the cache or from the Dask workers."""
-        if self._remote is not None:
-            return self._remote.chunks(selection, part, **how)
-        return chunks(selection.reader, part, **how)
+    def _chunks_of(self, selection: Selection) -> Callable[..., Iterator[Chunk]] | None:
+        """Where ``readout.streams`` reads a part's chunks: the Dask workers, or (None)
+        the cache."""
+        remote = self._remote
+        if remote is None:
+            return None
+
+        def chunks_of(part: ChannelRange, **options: Any) -> Iterator[Chunk]:
+            return remote.chunks(selection, part, **options)
+
+        return chunks_of
 
     def _counter(self, total: int) -> Callable[[int], None]:
         """What a reading tells ``progress``: records read of ``total``."""
@@ -98,8 +107,14 @@ class Query:
         return read
 
     def _select(self) -> Selection:
+        """The range's channels, derived ones compiled afresh (their state is a reading's)."""
+        catalogue = Catalogue(self.cache_dir)
+        derived = derived_export.select(self.channels_dir, self.registry, self.channels,
+                                        catalogue.channels())
+        channels = derived.narrow(self.channels)  # a derived one named: its driver
         selection = select(self.cache_dir, self.start_ns, self.end_ns, registry=self.registry,
-                           channels=self.channels, signals=self.signals)
+                           channels=channels, signals=self.signals,
+                           derived=derived.plan(catalogue, self.start_ns))
         self.skipped = selection.skipped
         return selection
 
@@ -117,11 +132,14 @@ class Query:
         if self._read is None:
             data = SetData(None, self.attrs())
             with self._select() as selection:
-                read = self._counter(selection.records)
-                for part in selection.channels:
-                    data.channels[part.name] = _channel_data(
-                        self._chunks(selection, part, decimate=self.decimate, progress=read),
-                        part)
+                fill = {part.name: _Fill(part) for part in selection.channels}
+                for stream in streams(selection, decimate=self.decimate,
+                                      progress=self._counter(selection.records),
+                                      chunks_of=self._chunks_of(selection)):
+                    for part, chunk in stream:
+                        fill[part.name].add(chunk)
+                for name, found in fill.items():
+                    data.channels[name] = found.data()
             data.attrs["skipped_records"] = self.skipped.records
             self._read = data
         return self._read
@@ -172,20 +190,26 @@ class Query:
         holds one batch per channel, whatever the range."""
         window_ns = parse_duration(window)
         with self._select() as selection:
-            chosen = [p for p in selection.channels if not channels or p.name in channels]
-            read = self._counter(sum(p.records for p in chosen))
-            streams = [self._stream(selection, part, window_ns, rows, read) for part in chosen]
-            for _, _, found in heapq.merge(*streams, key=lambda item: item[:2]):
-                yield found
+            found = streams(selection, rows=rows, decimate=self.decimate, window_ns=window_ns,
+                            origin_ns=self.start_ns, progress=self._counter(selection.records),
+                            chunks_of=self._chunks_of(selection))
+            merged = [self._stream(order, stream, channels)
+                      for order, stream in enumerate(found)]
+            for _, _, batch in heapq.merge(*merged, key=lambda item: item[:2]):
+                yield batch
 
-    def _stream(self, selection: Selection, part: ChannelRange, window_ns: int, rows: int,
-                read: Callable[[int], None]) -> Iterator[tuple[int, int, Batch]]:
-        order = [p.name for p in selection.channels].index(part.name)
-        schema = _arrow_schema(part)
-        for chunk in self._chunks(selection, part, rows=rows, decimate=self.decimate,
-                                  window_ns=window_ns, origin_ns=self.start_ns, progress=read):
-            yield chunk.window, order, Batch(part.name, chunk.window, _batch(schema, part,
-                                                                             chunk))
+    def _stream(self, order: int, stream: Iterator[tuple[ChannelRange, Chunk]],
+                channels: list[str] | None) -> Iterator[tuple[int, int, Batch]]:
+        """One stream's batches keyed by (window, stream): a stream's windows come in
+        order (a derived pass's channels interleaved in each)."""
+        schemas: dict[str, Any] = {}
+        for part, chunk in stream:
+            if channels and part.name not in channels:
+                continue
+            if part.name not in schemas:
+                schemas[part.name] = _arrow_schema(part)
+            yield chunk.window, order, Batch(part.name, chunk.window,
+                                             _batch(schemas[part.name], part, chunk))
 
     def reader(self, channel: str, window: str | float = "10s", rows: int = BATCH_ROWS
                ) -> Any:
@@ -215,40 +239,49 @@ def _batch(schema: Any, part: ChannelRange, chunk: Any) -> Any:
                         [chunk.columns[c.name] for c in part.columns])
 
 
-def _channel_data(found: Iterator[Any], part: ChannelRange) -> ChannelData:
-    """One channel of the range, each chunk copied into place as it is decoded (it stays
-    in the CPU's cache for all its columns): the float columns rows of one 2-D block,
-    which pandas takes without a copy."""
-    most = part.records  # no more than the index says (damage and decimation give fewer)
-    floats = [c.name for c in part.columns if np.dtype(c.dtype) == np.float64]
-    block = np.empty((len(floats), most), dtype=np.float64)
-    times = np.empty(most, dtype=np.int64)
-    receive = np.empty(most, dtype=np.int64)
-    others: dict[str, list[np.ndarray]] = {c.name: [] for c in part.columns
-                                            if c.name not in floats}
-    row = 0
-    for chunk in found:
-        end = row + len(chunk)
-        for j, name in enumerate(floats):
-            block[j, row:end] = chunk.columns[name]
-        times[row:end] = chunk.columns[part.time_field]
-        receive[row:end] = chunk.receive
-        for name, parts in others.items():
+class _Fill:
+    """One channel of the range, each chunk copied into place as it is read (it stays in
+    the CPU's cache for all its columns): the float columns rows of one 2-D block, which
+    pandas takes without a copy."""
+
+    def __init__(self, part: ChannelRange) -> None:
+        self.part = part
+        most = part.rows  # no more than the index says (damage and decimation give fewer)
+        self.floats = [c.name for c in part.columns if np.dtype(c.dtype) == np.float64]
+        self.block = np.empty((len(self.floats), most), dtype=np.float64)
+        self.times = np.empty(most, dtype=np.int64)
+        self.receive = np.empty(most, dtype=np.int64)
+        self.others: dict[str, list[np.ndarray]] = {c.name: [] for c in part.columns
+                                                     if c.name not in self.floats}
+        self.row = 0
+
+    def add(self, chunk: Chunk) -> None:
+        row, end = self.row, self.row + len(chunk)
+        for j, name in enumerate(self.floats):
+            self.block[j, row:end] = chunk.columns[name]
+        self.times[row:end] = chunk.columns[self.part.time_field]
+        self.receive[row:end] = chunk.receive
+        for name, parts in self.others.items():
             parts.append(chunk.columns[name])
-        row = end
-    if row < most:
-        block, times, receive = block[:, :row].copy(), times[:row], receive[:row]
-    columns = {}
-    for c in part.columns:
-        if c.name in others:
-            found = others[c.name]
-            columns[c.name] = np.concatenate(found) if found else np.empty(0, dtype=c.dtype)
-        else:
-            columns[c.name] = block[floats.index(c.name)]
-    return ChannelData(
-        part.name, times, receive, columns, {c.name: c.unit for c in part.columns},
-        {c.name: c.doc for c in part.columns}, part.schemas[-1], part.time_field,
-        {c.name: c.avro_type for c in part.columns})
+        self.row = end
+
+    def data(self) -> ChannelData:
+        part, row = self.part, self.row
+        block, times, receive = self.block, self.times, self.receive
+        if row < len(times):
+            block, times, receive = block[:, :row].copy(), times[:row], receive[:row]
+        columns = {}
+        for c in part.columns:
+            if c.name in self.others:
+                found = self.others[c.name]
+                columns[c.name] = np.concatenate(found) if found else np.empty(0, dtype=c.dtype)
+            else:
+                columns[c.name] = block[self.floats.index(c.name)]
+        return ChannelData(
+            part.name, times, receive, columns, {c.name: c.unit for c in part.columns},
+            {c.name: c.doc for c in part.columns}, part.schemas[-1], part.time_field,
+            {c.name: c.avro_type for c in part.columns},
+            {c.name: c.expression for c in part.columns if c.expression})
 
 
 def query(tag: str | None = None, *, start: str | None = None, end: str | None = None,
@@ -296,7 +329,8 @@ def query(tag: str | None = None, *, start: str | None = None, end: str | None =
                 remote.close()
                 raise
     return Query(cache_dir, span, registry=registry, channels=names, signals=wanted,
-                 decimate=decimate, keep=keep, remote=remote, progress=progress)
+                 decimate=decimate, keep=keep, remote=remote, progress=progress,
+                 channels_dir=found.channels.dir if found.channels.dir.is_dir() else None)
 
 
 def _fetch(found: configuration.Config, span: Span, into: Path, names: list[str] | None,

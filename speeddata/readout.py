@@ -5,14 +5,17 @@
 range, not the size of the cache), reads each file's schema version from its header and
 merges the versions' signals into one set of columns. ``chunks`` then reads the blocks,
 checked (damaged ones skipped and counted, never raised), decodes many blocks of a file
-in one call and yields bounded chunks of columns, optionally cut at time windows. No
-sockets, no clocks.
+in one call and yields bounded chunks of columns, optionally cut at time windows.
+``read`` is the pass that exports take: each channel's chunks, and the derived channels
+(speeddata/derived) computed in the same pass from their inputs' chunks, fed in the
+order the relay received them (so one read, its damage counted once). No sockets, no
+clocks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +108,18 @@ def signals_for(channel: Channel, signals: list[str] | None) -> list[str]:
     return chosen
 
 
+@dataclass(frozen=True)
+class Derived:
+    """A derived channel to compute in a reading (speeddata/derived/export.py chooses):
+    its inputs read from ``from_ns``; written or only named by another; ``driver``: the
+    schema channel whose samples drive it."""
+
+    compiled: Any  # derived.live.Compiled
+    from_ns: int
+    written: bool
+    driver: str
+
+
 @dataclass
 class ChannelRange:
     """One channel's part of a range: its blocks (files in time order), the schema
@@ -115,19 +130,34 @@ class ChannelRange:
     blocks: list[tuple[CachedFile, Entry]]
     versions: dict[Path, Channel]
     columns: list[Column]
+    extra: list[Column] = field(default_factory=list)  # read for derived channels only
+    from_ns: int | None = None  # blocks received before: a derived channel's warm-up
+    written: bool = True  # False: read only as a derived channel's input
+    compiled: Any = None  # a derived channel's (derived.live.Compiled): computed, not read
 
     @property
     def time_field(self) -> str:
+        if self.compiled is not None:
+            return "time"
         return next(iter(self.versions.values())).time_field
 
     @property
     def schemas(self) -> list[dict]:
         """Each distinct schema of the range, oldest first."""
+        if self.compiled is not None:
+            return [self.compiled.channel.schema]
         return list({c.fingerprint: c.schema for c in self.versions.values()}.values())
 
     @property
     def records(self) -> int:
-        return sum(e.count for _, e in self.blocks)
+        """The records read (a derived channel reads none of its own)."""
+        return 0 if self.compiled is not None else sum(e.count for _, e in self.blocks)
+
+    @property
+    def rows(self) -> int:
+        """The records in the range (at most what is given: damage, decimation)."""
+        start = self.from_ns if self.from_ns is not None else -(2**63)
+        return sum(e.count for _, e in self.blocks if e.recv_ns >= start)
 
     @property
     def bytes(self) -> int:
@@ -141,8 +171,9 @@ class Selection:
 
     start_ns: int
     end_ns: int
-    channels: list[ChannelRange]
+    channels: list[ChannelRange]  # those written, derived ones last
     reader: BlockReader
+    inputs: list[ChannelRange] = field(default_factory=list)  # read for derived ones only
 
     def __enter__(self) -> Selection:
         return self
@@ -156,17 +187,21 @@ class Selection:
 
     @property
     def records(self) -> int:
-        return sum(c.records for c in self.channels)
+        return sum(c.records for c in (*self.channels, *self.inputs))
 
     @property
     def bytes(self) -> int:
-        return sum(c.bytes for c in self.channels)
+        return sum(c.bytes for c in (*self.channels, *self.inputs) if c.compiled is None)
 
 
 def select(cache_dir: Path, start_ns: int, end_ns: int, *, registry: Registry | None = None,
-           channels: list[str] | None = None, signals: list[str] | None = None) -> Selection:
+           channels: list[str] | None = None, signals: list[str] | None = None,
+           derived: list[Derived] | None = None) -> Selection:
     """The channels of the cache's ``[start_ns, end_ns]`` (receive clock) and their
-    columns; NoData when it holds nothing, ReadError when nothing of it can be read."""
+    columns; NoData when it holds nothing, ReadError when nothing of it can be read.
+    ``derived``: derived channels to compute too, in order; their input channels are
+    read from their warm-up start (not written before ``start_ns``; not at all unless
+    ``channels`` names them)."""
     catalogue = Catalogue(cache_dir)
     known = catalogue.channels()
     if channels:
@@ -179,9 +214,23 @@ def select(cache_dir: Path, start_ns: int, end_ns: int, *, registry: Registry | 
             f"no data received between {format_time(start_ns)} and {format_time(end_ns)}"
             f"{' for ' + ', '.join(channels) if channels else ''}: check the range, and "
             "'speeddata status' for what the relay receives")
+    needed: dict[str, set[str]] = {}  # an input channel: the signals derived ones read
+    warm: dict[str, int] = {}
+    computed = {d.compiled.channel.name for d in derived or []}
+    for one in derived or []:
+        for _, program in one.compiled.programs:
+            for used in program.inputs:
+                if used.channel not in computed:
+                    needed.setdefault(used.channel, set()).add(used.signal)
+                    warm[used.channel] = min(warm.get(used.channel, start_ns), one.from_ns)
+    planned = dict(selected.blocks)
+    for name, begin in warm.items():
+        found = plan(catalogue, begin, end_ns, [name]).blocks.get(name)
+        if found:
+            planned[name] = found
     reader = BlockReader(Skipped(), registry)  # damaged blocks skipped, and said
-    work = []
-    for name, blocks in selected.blocks.items():
+    work, inputs = [], []
+    for name, blocks in planned.items():
         versions = {path: reader.channel(path)
                     for path in dict.fromkeys(f.path for f, _ in blocks)}
         for path in [p for p, c in versions.items() if c is None]:
@@ -193,8 +242,14 @@ def select(cache_dir: Path, start_ns: int, end_ns: int, *, registry: Registry | 
         good = {p: c for p, c in versions.items() if c is not None}
         distinct = list({c.fingerprint: c for c in good.values()}.values())
         wanted = list(dict.fromkeys(w for c in distinct for w in signals_for(c, signals)))
-        if wanted or not signals:
-            work.append(ChannelRange(name, blocks, good, merged_columns(distinct, wanted)))
+        asked = name in selected.blocks and (bool(wanted) or not signals)
+        extra = [n for n in sorted(needed.get(name, ()))
+                 if n not in wanted and any(n in {s.name for s in c.signals} for c in distinct)]
+        if asked or name in needed:
+            part = ChannelRange(name, blocks, good, merged_columns(distinct, wanted),
+                                merged_columns(distinct, extra),
+                                start_ns if name in warm else None, asked)
+            (work if asked else inputs).append(part)
     if not work and reader.skipped:
         reader.close()
         raise ReadError(f"every cache file of the range is damaged: {reader.skipped.summary()}"
@@ -203,7 +258,17 @@ def select(cache_dir: Path, start_ns: int, end_ns: int, *, registry: Registry | 
         reader.close()
         raise ReadError(f"none of the signals {signals} is in the channels of the range "
                         f"({', '.join(selected.blocks)}); name them as channel.signal")
-    return Selection(start_ns, end_ns, work, reader)
+    drivers = {p.name: p for p in (*work, *inputs)}
+    for one in derived or []:
+        driver, made = drivers.get(one.driver), one.compiled
+        if driver is None:  # its driving channel has no readable block in the range
+            continue
+        (work if one.written else inputs).append(ChannelRange(
+            made.channel.name, [(f, e) for f, e in driver.blocks if e.recv_ns >= start_ns],
+            {}, [Column(s.name, np.float64, s.unit, s.doc, "double", (), s.expression)
+                 for s in made.channel.signals], from_ns=start_ns, written=one.written,
+            compiled=made))
+    return Selection(start_ns, end_ns, work, reader, inputs)
 
 
 @dataclass
@@ -214,6 +279,7 @@ class Chunk:
     columns: dict[str, np.ndarray]
     receive: np.ndarray
     window: int = 0
+    version: Channel | None = None  # the schema version of the file the records are from
 
     def __len__(self) -> int:
         return len(self.receive)
@@ -294,7 +360,8 @@ def _decoded(reader: BlockReader, part: ChannelRange, decoder: ColumnDecoder, pa
     count = int(counts.sum())
     received = np.array([e.recv_ns for (e, _), ok in zip(group, kept, strict=True) if ok],
                         dtype=np.int64)
-    columns = {c.name: c.conform(decoded.get(c.name), count) for c in part.columns}
+    columns = {c.name: c.conform(decoded.get(c.name), count)
+               for c in (*part.columns, *part.extra)}
     columns[part.time_field] = decoded[decoder.channel.time_field]
     receive = np.repeat(received, counts.astype(np.intp))
     if decimate > 1:
@@ -303,4 +370,47 @@ def _decoded(reader: BlockReader, part: ChannelRange, decoder: ColumnDecoder, pa
         columns = {k: v[keep] for k, v in columns.items()}
         receive = receive[keep]
     if len(receive):
-        yield Chunk(columns, receive, window)
+        yield Chunk(columns, receive, window, decoder.channel)
+
+
+Stream = Iterator[tuple[ChannelRange, Chunk]]
+ChunksOf = Callable[..., Iterator[Chunk]]  # (part, **chunks' options): a part's chunks
+
+
+def streams(selection: Selection, *, rows: int = CHUNK_RECORDS, decimate: int = 1,
+            window_ns: int | None = None, origin_ns: int = 0,
+            progress: Callable[[int], None] | None = None,
+            chunks_of: ChunksOf | None = None) -> list[Stream]:
+    """The selection's chunks as streams to read one after the other (or merged by
+    window): one per channel that feeds no derived channel, then one for the derived
+    channels and their inputs, computed as those are read (``chunks``' arguments).
+    ``chunks_of(part, **options)`` reads a part's chunks elsewhere than from the
+    selection's cache (the Dask workers); the same chunks, so the same result."""
+    if chunks_of is None:
+        def chunks_of(part: ChannelRange, **options: Any) -> Iterator[Chunk]:
+            return chunks(selection.reader, part, **options)
+    every = (*selection.channels, *selection.inputs)
+    made = [p for p in every if p.compiled is not None]
+    feeding = {n for p in made for n in p.compiled.inputs()}
+    out: list[Stream] = [
+        _labelled(part, chunks_of(part, rows=rows, decimate=decimate, window_ns=window_ns,
+                                  origin_ns=origin_ns, progress=progress))
+        for part in selection.channels if part.compiled is None and part.name not in feeding]
+    if made:
+        read = [p for p in every if p.compiled is None and p.name in feeding]
+        from speeddata.derived.reading import derived_pass  # it builds on this module
+
+        out.append(derived_pass(chunks_of, read, made, rows, decimate, window_ns,
+                                origin_ns, progress))
+    return out
+
+
+def _labelled(part: ChannelRange, found: Iterator[Chunk]) -> Stream:
+    for chunk in found:
+        yield part, chunk
+
+
+def read(selection: Selection, **options: Any) -> Stream:
+    """Every chunk of the selection, derived channels' too (``streams``' options)."""
+    for stream in streams(selection, **options):
+        yield from stream

@@ -77,6 +77,8 @@ class ChannelData:
         for name, values in self.columns.items():
             about = {"unit": self.units.get(name, ""), "doc": self.docs.get(name, ""),
                      "avro_type": self.avro_types.get(name, "")}
+            if self.expressions.get(name):  # a derived signal's, as a Parquet export has it
+                about["expression"] = self.expressions[name]
             if names[name] != name:
                 about["field"] = name
             fields.append((names[name], values.dtype, about))

@@ -234,7 +234,8 @@ def test_a_dask_pivot_and_query_equal_the_local_ones(
         there.progress = lambda *done: records.append(done)
         mine, theirs = here.read(), there.read()
         assert records[-1][0] == records[-1][1] == len(theirs["motor"]) + len(theirs["env"])
-        assert sorted(mine.channels) == sorted(theirs.channels) == ["env", "motor"]
+        # the derived power too, computed from the workers' columns
+        assert sorted(mine.channels) == sorted(theirs.channels) == ["env", "motor", "power"]
         for name, channel in mine.channels.items():
             other = theirs[name]
             assert channel.time.tolist() == other.time.tolist()

@@ -151,4 +151,5 @@ print(sum(b.batch.num_rows for b in q.batches("1s")))
 print("h5py" in sys.modules, "pandas" in sys.modules)
 """)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[2:] == ["50", "55", "False False"]  # motor; + env
+    # motor; + env and the derived power (motor.current * motor.voltage), 50 rows
+    assert done.stdout.splitlines()[2:] == ["50", "105", "False False"]

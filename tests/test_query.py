@@ -78,13 +78,13 @@ def test_a_query_gives_what_the_pivot_writes_value_for_value(cache: Path,
     edited_cache(cache)
     start, end = T0 + 1 * S, T0 + 40 * S
     out = tmp_path / "run.h5"
-    pivot(cache, out, start, end, registry=REGISTRY, compression=None)
+    pivot(cache, out, start, end, registry=REGISTRY, compression=None, channels_dir=SCHEMAS)
     written = speeddata.load(out)
     found = speeddata.query(start=iso(start), end=iso(end),
                             cache=cache, config=CONFIG)
     assert (found.start_ns, found.end_ns) == (start, end)
     got = found.read()
-    assert sorted(got.channels) == ["env", "motor", "rig"]
+    assert sorted(got.channels) == ["env", "motor", "power", "rig"]  # power: derived
     for name, channel in written.channels.items():
         assert_same_channel(got[name], channel)
     rig_state = got["rig"]["state"].tolist()
@@ -97,8 +97,9 @@ def test_xarray_pandas_and_arrow_are_the_loaded_sets(cache: Path, tmp_path: Path
     import xarray
 
     start, end = T0 + 10 * S, T0 + 19 * S
-    pivot(cache, tmp_path / "run.h5", start, end, registry=REGISTRY)
-    pivot(cache, tmp_path / "run", start, end, registry=REGISTRY, export_format="parquet")
+    pivot(cache, tmp_path / "run.h5", start, end, registry=REGISTRY, channels_dir=SCHEMAS)
+    pivot(cache, tmp_path / "run", start, end, registry=REGISTRY, export_format="parquet",
+          channels_dir=SCHEMAS)
     written = speeddata.load(tmp_path / "run.h5")
     found = speeddata.query(start=iso(start), end="+9s", cache=cache, config=CONFIG,
                             now_ns=start)

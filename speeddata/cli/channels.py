@@ -55,7 +55,7 @@ def cmd_channels(args: argparse.Namespace) -> int:
         path = Path(args.target)
         definition = files.load_file(path) if path.name.endswith(files.SUFFIX) else (
             files.parse(_read(path), str(path)))
-        live.check(definition, registry)
+        live.check(definition, registry, folder)
         stored = files.store(folder, definition, args.replace)
         print(f"derived channel {definition.name} stored as {stored}; a running server "
               "computes it within a second")

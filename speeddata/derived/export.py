@@ -1,25 +1,19 @@
-"""Derived channels in an export: computed from the cache as the stripchart's hub
-computes them live, by the same ``DerivedSet.compute``, fed the cached blocks of their
-input channels in receive order (each block is a batch the relay received, as the hub
-got it). Windows and filters are warmed with the blocks before the range, so a window
-full live is full in the export, with the same value to the last bit."""
+"""Derived channels in an export: which ones, and from where their inputs are read.
+They are computed in the export's one reading pass (``speeddata.readout.read``) as the
+stripchart's hub computes them live, by the same ``DerivedSet.compute``, fed their
+input channels' records in the order the relay received them. Windows and filters are
+warmed with the blocks before the range, so a window full live is full in the export,
+with the same value to the last bit."""
 
 from __future__ import annotations
 
-import heapq
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from speeddata.cache.catalogue import Catalogue, plan
-from speeddata.cache.check import BlockReader
-from speeddata.columns import ColumnDecoder
 from speeddata.derived.live import Compiled, DerivedSet, load
-from speeddata.readout import CHUNK_RECORDS, Column
+from speeddata.readout import Derived
 from speeddata.schemas import Registry, load_channels
 
 log = logging.getLogger("speeddata.pivot")
@@ -28,106 +22,87 @@ MARGIN_NS = 2 * 10**9  # receive time vs sample time: a window's span is on the 
 MAX_WARMUP_NS = 7 * 86400 * 10**9  # how far back a count window's samples are looked for
 
 
-@dataclass
-class Chunk:
-    columns: dict[str, np.ndarray]  # "time" and a float64 column per signal
-    receive_ns: np.ndarray
-
-
-def warm_start(catalogue: Catalogue, compiled: Compiled, start_ns: int) -> int:
-    """Where reading starts for ``compiled``: its longest span (and filter's warm-up)
-    before ``start_ns``, and far enough back for its longest count window's samples."""
-    programs = [p for _, p in compiled.programs]
-    span = max((p.warmup_ns() for p in programs), default=0)
-    count = max((p.max_count() for p in programs), default=0)
-    if not span and not count:
+def warm_start(catalogue: Catalogue, count: int, driver: str, start_ns: int) -> int:
+    """Where reading starts for ``count`` samples of ``driver`` before ``start_ns``."""
+    if not count:
         return start_ns
-    back = span + MARGIN_NS
-    while count and back < MAX_WARMUP_NS:
-        blocks = plan(catalogue, start_ns - back, start_ns - 1, [compiled.driver]).blocks
-        if sum(e.count for _, e in blocks.get(compiled.driver, [])) >= count:
+    back = MARGIN_NS
+    while back < MAX_WARMUP_NS:
+        blocks = plan(catalogue, start_ns - back, start_ns - 1, [driver]).blocks
+        if sum(e.count for _, e in blocks.get(driver, [])) >= count:
             break
-        earlier = plan(catalogue, 0, start_ns - back - 1, [compiled.driver]).blocks
+        earlier = plan(catalogue, 0, start_ns - back - 1, [driver]).blocks
         if not earlier:  # nothing older: what there is will do
             break
         back *= 2
     return start_ns - back
 
 
-def compute(catalogue: Catalogue, reader: BlockReader, compiled: Compiled, start_ns: int,
-            end_ns: int, decimate: int = 1) -> Iterator[Chunk]:
-    """The derived channel's rows for the driving channel's blocks received in
-    ``[start_ns, end_ns]``, computed from the warm-up start on."""
-    derived = DerivedSet([compiled])
-    inputs = sorted(compiled.inputs())
-    selected = plan(catalogue, warm_start(catalogue, compiled, start_ns), end_ns, inputs)
-    merged = heapq.merge(*([(name, f, e) for f, e in blocks]
-                           for name, blocks in selected.blocks.items()),
-                         key=lambda item: (item[2].recv_ns, item[0] == compiled.driver))
-    # a tie (one relay batch): the other channels' blocks first, as their values are at
-    # or before the driving samples received with them
-    decoders: dict[Any, tuple[Any, ColumnDecoder] | None] = {}
-    skip = 0
-    for name, cached, entry in merged:
-        if cached.path not in decoders:
-            version = reader.channel(cached.path)
-            decoders[cached.path] = None if version is None else (version,
-                                                                  ColumnDecoder(version))
-        found = decoders[cached.path]
-        data = reader.body(cached.path, entry) if found is not None else None
-        if found is None or data is None:
-            continue
-        version, decoder = found
-        decoded, kept = reader.decode(decoder, cached.path, [(entry, data)])
-        if not kept[0]:
-            continue
-        for _, columns in derived.compute(version, decoded):
-            if name != compiled.driver or entry.recv_ns < start_ns:
-                continue  # the warm-up's rows, or (never) another channel's
-            receive = np.full(entry.count, entry.recv_ns, dtype=np.int64)
-            if decimate > 1:
-                keep = np.arange(skip, entry.count, decimate)
-                skip = (skip - entry.count) % decimate
-                columns = {k: v[keep] for k, v in columns.items()}
-                receive = receive[keep]
-            yield Chunk(columns, receive)
+@dataclass
+class Chosen:
+    """The derived channels of an export: ``computed`` in order (each after those it
+    names), of which ``written`` are written; ``roots`` the schema channel driving each."""
+
+    computed: list[Compiled] = field(default_factory=list)
+    written: set[str] = field(default_factory=set)
+    roots: dict[str, str] = field(default_factory=dict)
+
+    def narrow(self, channels: list[str] | None) -> list[str] | None:
+        """The schema channels to read as ``channels`` asks: a derived one named brings
+        its driving channel (written next to it) instead."""
+        if not channels or not self.written:
+            return channels
+        derived = {c.channel.name for c in self.computed}
+        kept = [c for c in channels if c not in derived]
+        return kept or sorted({self.roots[n] for n in self.written})
+
+    def plan(self, catalogue: Catalogue, start_ns: int) -> list[Derived]:
+        """Each with where its inputs are read from (``readout.select``'s ``derived``):
+        the warm-up of its windows and filters, added along a chain of derived ones."""
+        counts: dict[str, int] = {}
+        for made in self.computed:  # in order: those it names are known
+            count = max((p.max_count() for _, p in made.programs), default=0)
+            counts[made.channel.name] = count + max(
+                (counts[n] for n in made.inputs() if n in counts), default=0)
+        root = self.roots
+        begin: dict[str, int] = {}
+        for made in reversed(self.computed):  # one read from where those naming it need it
+            name = made.channel.name
+            wanted = min([start_ns, *(begin[c.channel.name] for c in self.computed
+                                      if name in c.inputs() and c.channel.name in begin)])
+            begin[name] = min(min(p.warm_from(wanted) for _, p in made.programs),
+                              warm_start(catalogue, counts[name], root[name], wanted))
+        return [Derived(made, begin[made.channel.name], made.channel.name in self.written,
+                        root[made.channel.name]) for made in self.computed]
 
 
 def select(channels_dir: Path | None, registry: Registry | None,
-             channels: list[str] | None, cached: list[str]) -> list[Any]:
+           channels: list[str] | None, cached: list[str]) -> Chosen:
     """The derived channels of ``channels_dir`` to export, those whose driving channel the
     cache holds: those ``channels`` names, else those whose inputs it names (all when
-    there is no ``channels``)."""
+    there is no ``channels``); and the derived channels they name, computed too."""
     if channels_dir is None:
-        return []
-    found = load(channels_dir, registry or load_channels(channels_dir, log)).compiled
-    named = [c for c in found if channels and c.channel.name in channels]
-    chosen = named or [c for c in found if not channels or c.inputs() <= set(channels)]
-    return [c for c in chosen if c.driver in cached]
+        return Chosen()
+    return choose(load(channels_dir, registry or load_channels(channels_dir, log)),
+                  channels, cached)
 
 
-def write(sink: Any, catalogue: Catalogue, reader: BlockReader, made: Compiled,
-          start_ns: int, end_ns: int, decimate: int) -> int:
-    """A derived channel's group (or file): its rows computed from the cache."""
-    columns_out = [Column(s.name, np.float64, s.unit, s.doc, "double", (), s.expression)
-                   for s in made.channel.signals]
-    writer = sink.channel(made.channel.name, "time", columns_out, [made.channel.schema], "")
-    pending: list[Chunk] = []
-    rows = 0
-    for chunk in compute(catalogue, reader, made, start_ns, end_ns, decimate):
-        pending.append(chunk)
-        rows += len(chunk.receive_ns)
-        if rows >= CHUNK_RECORDS:
-            _append(writer, pending)
-            pending, rows = [], 0
-    _append(writer, pending)
-    sink.finish(writer)
-    return writer.count
+def choose(found: DerivedSet, channels: list[str] | None, cached: list[str]) -> Chosen:
+    """``select``'s choice among the derived channels ``found`` (compiled afresh: their
+    state is the reading's)."""
+    by_name = {c.channel.name: c for c in found.compiled}
 
+    def base(made: Compiled) -> set[str]:
+        return set().union(*(base(by_name[n]) if n in by_name else {n}
+                             for n in made.inputs()))
 
-def _append(writer: Any, pending: list[Chunk]) -> None:
-    """Blocks' rows written as one chunk (a derived block is one relay batch: small)."""
-    if pending:
-        writer.append({k: np.concatenate([c.columns[k] for c in pending])
-                       for k in pending[0].columns},
-                      np.concatenate([c.receive_ns for c in pending]))
+    named = [c for c in found.compiled if channels and c.channel.name in channels]
+    chosen = named or [c for c in found.compiled if not channels or base(c) <= set(channels)]
+    chosen = [c for c in chosen if found.root(c.channel.name) in cached]
+    need = {c.channel.name for c in chosen}
+    for made in reversed(found.compiled):  # those a chosen one names, and theirs
+        if made.channel.name in need:
+            need |= {n for n in (*made.inputs(), made.driver) if n in by_name}
+    computed = [c for c in found.compiled if c.channel.name in need]
+    return Chosen(computed, {c.channel.name for c in chosen},
+                  {c.channel.name: found.root(c.channel.name) for c in computed})

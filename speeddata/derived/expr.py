@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from speeddata.derived import ops
+from speeddata.derived import ops, windows
 from speeddata.errors import DerivedError
 
 MAX_CHARS = 2000  # an expression's length; checked before anything parses it
@@ -128,8 +128,10 @@ WINDOWS = ("mean", "min", "max")
 STATEFUL = (*WINDOWS, "deriv", "integral", "lowpass")
 FUNCTIONS = sorted({"abs", "arctan2", "minimum", "maximum", "where", "clip", "isnan", "bit",
                     "bits", *UNARY_F, *STATEFUL})
-_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*(ns|us|ms|s|min)\s*")
-_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 10**9, "min": 60 * 10**9}
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*(ns|us|ms|s|min|h|d)\s*")
+_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 10**9, "min": 60 * 10**9,
+            "h": 3600 * 10**9, "d": 86400 * 10**9}
+DAY_NS = 86400 * 10**9
 
 
 def _promote(*kinds: str) -> str:
@@ -309,8 +311,12 @@ class Compiler:
             raise self.fail(self._pos(node), f"{name}() takes no keyword arguments")
         arity = {"arctan2": 2, "minimum": 2, "maximum": 2, "where": 3, "clip": 3, "bit": 2,
                  "bits": 3, "mean": 2, "min": 2, "max": 2, "lowpass": 2}.get(name, 1)
+        said = str(arity)
+        if name in ("integral", "lowpass"):  # and the reset period, optional
+            said = f"{arity} or {arity + 1}"
+            arity += len(node.args) == arity + 1
         if len(node.args) != arity:
-            raise self.fail(self._pos(node), f"{name}() takes {arity} argument(s), "
+            raise self.fail(self._pos(node), f"{name}() takes {said} argument(s), "
                             f"not {len(node.args)}")
         if name in STATEFUL:
             return self._stateful(name, node, depth)
@@ -361,7 +367,7 @@ class Compiler:
         op: ops.Operator
         if name in WINDOWS:
             count, span_ns = self._window(node.args[1])
-            op = ops.Window(name, count, span_ns)
+            op = windows.Window(name, count, span_ns)
         elif name == "lowpass":
             tau = node.args[1]
             if not (isinstance(tau, ast.Constant) and isinstance(tau.value, int | float)
@@ -369,11 +375,28 @@ class Compiler:
                     and 0 < tau.value <= MAX_TAU_SECONDS):
                 raise self.fail(self._pos(tau), "lowpass()'s tau must be a number of seconds, "
                                 f"more than 0 and at most {MAX_TAU_SECONDS:g}")
-            op = ops.Lowpass(float(tau.value))
+            op = ops.Lowpass(float(tau.value), self._reset(node.args[2:]))
+        elif name == "integral":
+            op = ops.Integral(self._reset(node.args[1:]))
         else:
-            op = ops.Deriv() if name == "deriv" else ops.Integral()
+            op = ops.Deriv()
         self.operators.append(op)
         return Stateful(op, arg)
+
+    def _reset(self, given: list[ast.expr]) -> int:
+        """A reset period in ns: a duration from 1 s to 1 d that divides a day (so its
+        boundaries are UTC clock times), "1h" when not given."""
+        if not given:
+            return ops.DEFAULT_RESET_NS
+        node = given[0]
+        match = _DURATION.fullmatch(node.value) if isinstance(node, ast.Constant) and (
+            isinstance(node.value, str)) else None
+        ns = round(float(match.group(1)) * _UNIT_NS[match.group(2)]) if match else 0
+        if not (10**9 <= ns <= DAY_NS and DAY_NS % ns == 0):
+            raise self.fail(self._pos(node), "the reset period must be a duration from "
+                            "\"1s\" to \"1d\" that divides a day, such as \"1min\", "
+                            "\"1h\" or \"1d\"")
+        return ns
 
     def _window(self, node: ast.AST) -> tuple[int, int]:
         """(samples, 0) or (0, ns) from a window argument: N, or a duration "100ms"."""
@@ -408,12 +431,17 @@ class Program:
             return np.broadcast_to(out, batch.times.shape).astype(np.float64)
 
     def warmup_ns(self) -> int:
-        """How far before a range an export starts reading, so windows and filters have
-        the samples they hold live."""
+        """How far before a range an export starts reading, so windows have the samples
+        they hold live."""
         return max((op.warmup_ns() for op in self.operators), default=0)
 
+    def warm_from(self, start_ns: int) -> int:
+        """Where an export reads from so that every operator is full at ``start_ns``
+        (a span back; the boundary before it for integral and lowpass)."""
+        return min((op.warm_from(start_ns) for op in self.operators), default=start_ns)
+
     def max_count(self) -> int:
-        return max((op.count for op in self.operators if isinstance(op, ops.Window)), default=0)
+        return max((op.count for op in self.operators if isinstance(op, windows.Window)), default=0)
 
 
 def compile_expression(text: str, where: str,

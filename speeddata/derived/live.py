@@ -9,6 +9,7 @@ datagram can carry), so the hub draws it, lists it and checks its limits as any 
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from speeddata.derived import files
-from speeddata.derived.expr import Batch, Program, compile_expression
+from speeddata.derived.expr import MAX_CHARS, Batch, Program, compile_expression
 from speeddata.derived.ops import Hold
 from speeddata.errors import DerivedError, SchemaError
 from speeddata.logs import Throttle
@@ -62,20 +63,24 @@ def _kinds(registry: Registry, channel: str) -> dict[str, str] | None:
     return {s.name: KINDS.get(s.avro_type, "f") for s in found.signals if s.kind == "number"}
 
 
-def compile_channel(definition: files.DerivedChannel, registry: Registry) -> Compiled:
-    """Compile every expression of ``definition``; DerivedError names signal and position."""
+def compile_channel(definition: files.DerivedChannel, registry: Registry,
+                    derived: dict[str, dict[str, str]] | None = None) -> Compiled:
+    """Compile every expression of ``definition``; DerivedError names signal and position.
+    ``derived``: the signals (and kinds) of derived channels compiled before, which it
+    may name as it names channels."""
     if definition.name in registry:
         raise DerivedError(f"derived {definition.source}: channel {definition.name!r} "
                            "exists as a schema; rename the derived channel")
+    others = derived or {}
     driver = definition.on
-    if driver is not None and registry.get(driver) is None:
+    if driver is not None and registry.get(driver) is None and driver not in others:
         raise DerivedError(f"derived {definition.source}: 'on' names channel {driver!r}, "
                            "which does not exist")
     programs = []
     for signal in definition.signals:
         program = compile_expression(
             signal.expression, f"derived {definition.source} signal {signal.name!r}",
-            lambda name: _kinds(registry, name), driver)
+            lambda name: others[name] if name in others else _kinds(registry, name), driver)
         driver = program.driver
         programs.append((signal.name, program))
     assert driver is not None
@@ -115,7 +120,7 @@ class DerivedSet:
 
     def __init__(self, compiled: list[Compiled] | None = None,
                  errors: list[DerivedError] | None = None) -> None:
-        self.compiled = compiled or []
+        self.compiled = _by_depth(compiled or [])  # each after those it names
         self.errors = errors or []
         self.driven: dict[str, list[Compiled]] = {}
         self.feeding: dict[str, list[tuple[str, Hold]]] = {}  # channel -> (signal, hold)
@@ -129,13 +134,20 @@ class DerivedSet:
     @classmethod
     def build(cls, definitions: list[files.DerivedChannel], registry: Registry,
               errors: list[DerivedError] | None = None) -> DerivedSet:
-        """Compile what compiles; the others are kept as errors (and logged)."""
+        """Compile what compiles, a derived channel after those it names (a cycle is
+        refused, named); the others are kept as errors (and logged)."""
         compiled, errors = [], list(errors or [])
-        for definition in definitions:
+        ordered, refused = in_order(definitions, registry)
+        errors += refused
+        known: dict[str, dict[str, str]] = {}
+        for definition in ordered:
             try:
-                compiled.append(compile_channel(definition, registry))
+                made = compile_channel(definition, registry, known)
             except DerivedError as exc:
                 errors.append(exc)
+                continue
+            compiled.append(made)
+            known[definition.name] = {s.name: "f" for s in definition.signals}
         for error in errors:
             log.error("%s (derived channel skipped)", error)
         return cls(compiled, errors)
@@ -163,13 +175,15 @@ class DerivedSet:
         times = columns.get(channel.time_field)
         if times is None:
             return []
-        for signal, hold in self.feeding.get(channel.name, ()):
-            values = columns.get(signal)
-            if values is not None and values.dtype != object:
-                hold.feed(times, values)
-        out = []
-        for c in self.driven.get(channel.name, ()):
-            batch = Batch(times, columns, {k: h.at(times) for k, h in c.holds.items()})
+        self._feed(channel.name, times, columns)
+        out: list[tuple[Channel, dict[str, np.ndarray]]] = []
+        made = {channel.name}  # the batch's channels: its own, then those derived from it
+        for c in self.compiled:  # in order: a derived channel after those it names
+            if c.driver not in made:
+                continue
+            batch = Batch(times, out[[o.name for o, _ in out].index(c.driver)][1]
+                          if c.driver != channel.name else columns,
+                          {k: h.at(times) for k, h in c.holds.items()})
             result = {"time": times}
             for name, program in c.programs:
                 try:
@@ -181,7 +195,27 @@ class DerivedSet:
                         log.warning("derived %s.%s: %s: %s (NaN; %d failed batches)",
                                     c.channel.name, name, type(exc).__name__, exc, c.failures)
             out.append((c.channel, result))
+            made.add(c.channel.name)
+            self._feed(c.channel.name, times, result)
         return out
+
+    def _feed(self, name: str, times: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        """A batch of channel ``name`` into the holds of the derived channels that take
+        its signals as another channel's."""
+        for signal, hold in self.feeding.get(name, ()):
+            values = columns.get(signal)
+            if values is not None and values.dtype != object:
+                hold.feed(times, values)
+
+    def root(self, name: str) -> str:
+        """The schema channel whose samples drive derived channel ``name`` (through the
+        derived channels it is driven by), or ``name`` itself."""
+        by_name = {c.channel.name: c for c in self.compiled}
+        seen = set()
+        while name in by_name and name not in seen:
+            seen.add(name)
+            name = by_name[name].driver
+        return name
 
     def warmup_ns(self) -> int:
         return max((p.warmup_ns() for c in self.compiled for _, p in c.programs), default=0)
@@ -193,6 +227,22 @@ class DerivedSet:
         return {c.channel.name: {"failures": c.failures,
                                  "held_dropped": sum(h.dropped for h in c.holds.values())}
                 for c in self.compiled}
+
+
+def _by_depth(compiled: list[Compiled]) -> list[Compiled]:
+    """Derived channels ordered by how many derived channels deep their inputs are (a
+    stable order where each comes after those it names; ``in_order`` refused cycles)."""
+    by_name = {c.channel.name: c for c in compiled}
+    depth: dict[str, int] = {}
+
+    def of(made: Compiled, seen: frozenset[str]) -> int:
+        name = made.channel.name
+        if name not in depth:
+            names = (n for n in {*made.inputs(), made.driver} if n in by_name and n not in seen)
+            depth[name] = 1 + max((of(by_name[n], seen | {name}) for n in names), default=-1)
+        return depth[name]
+
+    return sorted(compiled, key=lambda c: of(c, frozenset()))
 
 
 NO_DERIVED = DerivedSet()
@@ -210,10 +260,91 @@ def load(directory: Path, registry: Registry) -> DerivedSet:
     return DerivedSet.build(definitions, registry, errors)
 
 
-def check(definition: files.DerivedChannel, registry: Registry) -> Compiled:
-    """A registration checked against the channels (DerivedError: a 400 naming the
-    position)."""
-    return compile_channel(definition, registry)
+def check(definition: files.DerivedChannel, registry: Registry,
+          directory: Path | None = None) -> Compiled:
+    """A registration checked against the channels and the derived channels of
+    ``directory`` (DerivedError: a 400 naming the position, or the cycle it would make)."""
+    others = [d for d in files.load_dir(directory)[0] if d.name != definition.name] \
+        if directory is not None else []
+    ordered, refused = in_order([definition, *others], registry)  # a cycle from it
+    for error in refused:
+        if getattr(error, "channel", None) == definition.name:
+            raise error
+    known: dict[str, dict[str, str]] = {}
+    for other in ordered:
+        if other is definition:
+            return compile_channel(definition, registry, known)
+        try:
+            compile_channel(other, registry, known)
+        except DerivedError:
+            continue  # a broken one it names: its name stays unknown, said as such
+        known[other.name] = {s.name: "f" for s in other.signals}
+    raise AssertionError("unreachable")
+
+
+def references(definition: files.DerivedChannel) -> set[str]:
+    """The channel names ``definition`` names (``on`` and each ``channel.signal``): a
+    parse only, what does not parse names nothing (its compile says why)."""
+    names = {definition.on} if definition.on else set()
+    for signal in definition.signals:
+        text = signal.expression
+        if not isinstance(text, str) or len(text) > MAX_CHARS:
+            continue
+        try:
+            tree = ast.parse(text.strip(), mode="eval")
+        except (SyntaxError, RecursionError, MemoryError, ValueError):
+            continue
+        names |= {n.value.id for n in ast.walk(tree)
+                  if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
+    return names
+
+
+def in_order(definitions: list[files.DerivedChannel], registry: Registry
+             ) -> tuple[list[files.DerivedChannel], list[DerivedError]]:
+    """``definitions`` ordered so that each comes after the derived channels it names;
+    those in a cycle (or naming one) refused, the cycle named."""
+    by_name = {d.name: d for d in definitions if d.name not in registry}
+    needs = {d.name: sorted(n for n in references(d) if n in by_name)
+             for d in by_name.values()}
+    ordered: list[files.DerivedChannel] = []
+    state: dict[str, str] = {}  # "open" while its dependencies are visited, then "done"
+    refused: dict[str, DerivedError] = {}
+
+    def visit(name: str, path: list[str]) -> bool:
+        if state.get(name) == "done":
+            return name not in refused
+        if state.get(name) == "open":
+            cycle = [*path[path.index(name):], name]
+            for member in cycle[:-1]:
+                refused.setdefault(member, _cycle_error(by_name[member], cycle))
+            return False
+        state[name] = "open"
+        fine = all([visit(n, [*path, name]) for n in needs[name]])
+        state[name] = "done"
+        if not fine:
+            refused.setdefault(name, _cycle_error(by_name[name], None))
+        elif name not in refused:
+            ordered.append(by_name[name])
+        return fine and name not in refused
+
+    for definition in definitions:
+        if definition.name in by_name and by_name[definition.name] is definition:
+            visit(definition.name, [])
+        elif definition.name not in by_name:
+            ordered.append(definition)  # a schema's name: its compile refuses it
+    return ordered, list(refused.values())
+
+
+def _cycle_error(definition: files.DerivedChannel, cycle: list[str] | None) -> DerivedError:
+    if cycle is None:
+        message = (f"derived {definition.source}: it names a derived channel in a cycle "
+                   "(see that one's error); not computed")
+    else:
+        message = (f"derived {definition.source}: derived channels name each other in a "
+                   f"cycle: {' -> '.join(cycle)}; none of them is computed")
+    error = DerivedError(message, 0)
+    error.channel = definition.name  # type: ignore[attr-defined]
+    return error
 
 
 def with_derived(directory: Path, registry: Registry) -> DerivedView:

@@ -49,7 +49,7 @@ def register(app: FastAPI, server: StripchartServer) -> None:
 
         def store(registry: Registry) -> str:
             if derived is not None:
-                derived_live.check(derived[0], registry)
+                derived_live.check(derived[0], registry, config.channels.dir)
                 derived_files.store(config.channels.dir, derived[0], replace)
                 return derived[0].name
             return store_schema(config.channels.dir, schema, registry, replace).name

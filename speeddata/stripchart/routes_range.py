@@ -29,6 +29,6 @@ def register(app: FastAPI, server: StripchartServer) -> None:
         clock = server.hub.clocks.get(channel)  # a shifted channel is drawn on receive time
         shift = clock.offset_ns if clock is not None and clock.shifted else 0
         found = await asyncio.to_thread(server.past.columns, channel, name, start + shift,
-                                        end + shift, columns)
+                                        end + shift, columns, server.hub.registry)
         return JSONResponse({"signal": signal, **found.as_json(-shift)})
 

@@ -24,6 +24,7 @@ from speeddata.cache.catalogue import CachedFile, Catalogue, maybe_open
 from speeddata.cache.check import Damage, Skipped
 from speeddata.cache.layout import index_path, summary_path
 from speeddata.cache.reader import channel_of
+from speeddata.derived import past
 from speeddata.errors import NotFoundError, SpeeddataError
 from speeddata.schemas import Channel, Registry
 
@@ -99,8 +100,10 @@ class CacheView:
                 kept.pop(path, None)
         self.forgotten += len(gone)
 
-    def columns(self, channel: str, signal: str, start: int, end: int, count: int) -> Columns:
-        """The signal's columns over ``[start, end)`` (source time, ns)."""
+    def columns(self, channel: str, signal: str, start: int, end: int, count: int,
+                drawn: Registry | None = None) -> Columns:
+        """The signal's columns over ``[start, end)`` (source time, ns); ``drawn``: the
+        hub's channels, whose derived ones are computed from their cached inputs."""
         if not (0 < count <= MAX_COLUMNS) or end <= start:
             raise SpeeddataError(
                 f"columns must be 1 to {MAX_COLUMNS}, over a range whose end is after its start")
@@ -108,6 +111,8 @@ class CacheView:
         if known is not None and signal not in {s.name for s in known.signals
                                                  if s.kind == "number"}:
             raise NotFoundError(f"{channel}.{signal} is not a numeric signal")
+        if drawn is not None and past.is_derived(drawn, channel):
+            return self._derived(drawn, channel, signal, start, end, count)
         width = summary.level_for(start, end, count)
         parts = []
         skipped: list[dict] = []
@@ -133,6 +138,19 @@ class CacheView:
             f"{width // 10**6} ms")
         return Columns(level, out.start, out.min[:, 0], out.max[:, 0], out.last[:, 0],
                        out.count, skipped)
+
+    def _derived(self, drawn: Registry, channel: str, signal: str, start: int, end: int,
+                 count: int) -> Columns:
+        """A derived signal's columns: its samples computed from the cached inputs
+        (speeddata/derived/past.py), folded as a file's samples are."""
+        if signal not in {s.name for s in drawn[channel].signals}:
+            raise NotFoundError(f"{channel}.{signal} is not a numeric signal")
+        times, values, damaged = past.samples(self.catalogue.directory, drawn, channel,
+                                              signal, start, end)
+        out = summary.columns(summary.Rows.of_samples(times, values[:, None]), start, end,
+                              count)
+        return Columns("samples", out.start, out.min[:, 0], out.max[:, 0], out.last[:, 0],
+                       out.count, damaged.as_list(self.catalogue.directory))
 
     def _rows(self, cached: CachedFile, growing: bool, signal: str, start: int, end: int,
               width: int | None, skipped: list[dict]) -> summary.Rows | None:

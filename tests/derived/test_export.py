@@ -150,3 +150,122 @@ def test_only_the_derived_channel_named_is_exported_with_its_inputs(rig) -> None
     result = pivot(tmp / "cache", out, T0 - 10**9, T0 + 10 * 10**9, channels=["calc"],
                    channels_dir=channels)
     assert set(result.channels) == {"calc", "pair"}
+
+
+def test_a_query_gives_the_derived_values_of_the_pivot_to_the_last_bit(rig) -> None:
+    """One reading pass for pivot and query: the derived channel comes with its inputs,
+    value for value what the pivot writes (and the live bits), in memory and in
+    Arrow batches by window."""
+    from speeddata.queries import Query
+    from speeddata.tags import Span
+
+    tmp, channels, columns = rig
+    start = int(columns["time"][2 * BLOCK - 1]) + 1_000_000
+    end = start + 3 * 10**9
+    out = tmp / "queried.h5"
+    pivot(tmp / "cache", out, start, end, channels_dir=channels)
+    found = Query(tmp / "cache", Span(start, end, "q"), channels_dir=channels)
+    data = found.read()
+    assert set(data.channels) == {"pair", "slow", "calc"}
+    assert data["calc"].expressions["diff"] == "pair.a - pair.b"
+    whole = live_values(columns)
+    with h5py.File(out) as h5:
+        assert data["calc"].time.tolist() == h5["calc"]["time"][()].tolist()
+        for k in ("diff", "m", "t", "j"):
+            assert data["calc"][k].tobytes() == h5["calc"][k][()].tobytes(), k
+        assert data["pair"]["a"].tobytes() == h5["pair"]["a"][()].tobytes()
+    first = int(np.searchsorted(columns["time"], data["calc"].time[0]))
+    assert data["calc"]["m"].tobytes() == whole["m"][first: first + len(data["calc"]["m"])
+                                                     ].tobytes()
+    batches = [b for b in found.batches("1s") if b.channel == "calc"]
+    assert [b.window for b in batches] == sorted(b.window for b in batches)
+    diff = np.concatenate([b.batch.column("diff").to_numpy() for b in batches])
+    assert diff.tobytes() == data["calc"]["diff"].tobytes()
+
+
+def test_a_damaged_input_block_is_counted_once(tmp_path: Path) -> None:
+    """The derived channel reads its inputs in the export's one pass: a damaged block of
+    its driver is one skipped block, and the derived rows lack just its records."""
+    channels = tmp_path / "schemas"
+    channels.mkdir()
+    (channels / "pair.avsc").write_text(json.dumps(PAIR))
+    (channels / "d.derived.toml").write_text(toml("d", diff="pair.a - pair.b"))
+    columns = sines(1000)
+    writer = CacheWriter(tmp_path / "cache", 2**30, 600)
+    encoder = Encoder(REGISTRY["pair"])
+    for lo in range(0, 1000, BLOCK):
+        writer.append(REGISTRY["pair"], [encoder.encode({k: columns[k][i].item() for k in
+                                                         ("time", "a", "b", "word", "flag")}
+                                                        )[10:] for i in range(lo, lo + BLOCK)],
+                      int(columns["time"][lo]) + 10**6)
+    writer.close()
+    (cached,) = Catalogue(tmp_path / "cache").files()
+    raw = bytearray(cached.path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle: middle + 40] = b"\xff" * 40  # one block's body torn
+    cached.path.write_bytes(bytes(raw))
+    result = pivot(tmp_path / "cache", tmp_path / "d.h5", T0 - 10**9, T0 + 10**10,
+                   channels_dir=channels)
+    assert result.skipped.blocks == 1
+    assert result.channels["d"] == result.channels["pair"] == 1000 - BLOCK
+    with h5py.File(tmp_path / "d.h5") as h5:
+        assert h5["d"]["diff"][()].tobytes() == (h5["pair"]["a"][()] - h5["pair"]["b"][()]
+                                                 ).tobytes()
+
+
+ANCHORED = toml("acc", i='integral(pair.a, "1s")', f='lowpass(pair.b, 0.05, "1s")',
+                g="integral(pair.a - slow.x)")
+
+
+def test_integral_and_lowpass_start_at_utc_boundaries_live_and_exported_alike(rig) -> None:
+    """Reset at each whole second (the default: each UTC hour): NaN live until a
+    boundary passed, then the same bits in an export of a range in the middle, which
+    reads from the boundary before its range."""
+    tmp, _, columns = rig
+    channels = tmp / "anchored"
+    channels.mkdir()
+    for schema in (PAIR, SLOW):
+        (channels / f"{schema['name']}.avsc").write_text(json.dumps(schema))
+    (channels / "acc.derived.toml").write_text(ANCHORED)
+    computed = derived(ANCHORED)
+    out: dict[str, list[np.ndarray]] = {}
+    edges = sorted({*range(0, N, 37), *range(0, N, BLOCK), N})
+    for lo, hi in itertools.pairwise(edges):
+        if lo % BLOCK == 0:
+            recv = int(columns["time"][lo + BLOCK - 1]) + 1_000_000
+            computed.compute(REGISTRY["slow"], {"time": np.array([recv - 2_000_000]),
+                                                "x": np.array([float(lo)])})
+        ((_, result),) = computed.compute(REGISTRY["pair"],
+                                          {k: v[lo:hi] for k, v in columns.items()})
+        for k, v in result.items():
+            out.setdefault(k, []).append(v)
+    whole = {k: np.concatenate(v) for k, v in out.items()}
+    second = int(np.searchsorted(columns["time"], T0 + 10**9))
+    assert np.isnan(whole["i"][:second]).all() and whole["i"][second] == 0.0
+    assert whole["f"][second] == columns["b"][second]
+    assert np.isnan(whole["g"]).all()  # an hour's boundary is not in these 6 s
+    start = int(columns["time"][5499]) + 1_000_000
+    pivot(tmp / "cache", tmp / "anchored.h5", start, start + 10**9 // 2,
+          channels_dir=channels)
+    with h5py.File(tmp / "anchored.h5") as h5:
+        first = int(np.searchsorted(columns["time"], h5["acc"]["time"][0]))
+        for k in ("i", "f"):
+            got = h5["acc"][k][()]
+            assert not np.isnan(got).any(), k
+            assert got.tobytes() == whole[k][first: first + len(got)].tobytes(), k
+
+
+def test_decimation_and_the_receive_clock_take_the_derived_rows_with_their_inputs(rig
+                                                                                 ) -> None:
+    """Every 7th row (counted across blocks and chunks) of the derived channel is the
+    same row as its driver's; on the receive clock both have the driver's axis."""
+    tmp, channels, columns = rig
+    out = tmp / "every7.h5"
+    pivot(tmp / "cache", out, T0 - 10**9, T0 + 10 * 10**9, channels_dir=channels, decimate=7,
+          clock="receive")
+    whole = live_values(columns)
+    with h5py.File(out) as h5:
+        assert h5["calc"]["time"][()].tolist() == h5["pair"]["time"][()].tolist()
+        assert h5["calc"]["receive_time"][()].tolist() == h5["calc"]["time"][()].tolist()
+        assert h5["calc"]["diff"][()].tobytes() == whole["diff"][::7].tobytes()
+        assert h5["calc"]["m"][()].tobytes() == whole["m"][::7].tobytes()

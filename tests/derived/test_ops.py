@@ -4,13 +4,14 @@ bits; means are the exactly rounded mean of the window; windows are NaN until fu
 from __future__ import annotations
 
 import itertools
+import math
 from fractions import Fraction
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speeddata.derived import ops
+from speeddata.derived import ops, windows
 from speeddata.derived.expr import Batch
 from tests.derived.common import derived, sines, toml
 
@@ -21,8 +22,9 @@ EXPRESSIONS = {
     "lo": "min(pair.a, 4)",
     "hi": 'max(pair.b, "3ms")',
     "d": "deriv(pair.a)",
-    "i": "integral(pair.a * pair.b)",
-    "f": "lowpass(pair.a, 0.005)",
+    "i": 'integral(pair.a * pair.b, "1s")',
+    "f": 'lowpass(pair.a, 0.005, "1s")',
+    "i2": "integral(pair.b)",
     "s": "sin(pair.a) * exp(pair.b) + bit(pair.word, 1)",
     "j": "pair.a + slow.x",
 }
@@ -34,6 +36,7 @@ def values_of(n: int, seed: int) -> dict[str, np.ndarray]:
     columns["a"] = columns["a"] + rng.normal(0, 1e-3, n)
     columns["a"][rng.integers(0, n, 3)] = rng.choice([np.nan, 1e300, -5e-324], 3)
     columns["time"] = columns["time"] + rng.integers(-400_000, 400_000, n)  # jitter, back too
+    columns["time"] -= 150_000_000  # a whole second (the resets' boundary) 150 samples in
     return columns
 
 
@@ -79,12 +82,12 @@ def test_a_moving_mean_is_the_exact_mean_and_nan_until_full() -> None:
     rng = np.random.default_rng(5)
     x = rng.normal(0, 1, 400) * 10.0 ** rng.integers(-12, 12, 400)
     times = np.arange(400, dtype=np.int64) * 1_000_000
-    got = ops.Window("mean", 16, 0).run(times, x)
+    got = windows.Window("mean", 16, 0).run(times, x)
     assert np.isnan(got[:15]).all()
     assert [exact_mean(x[i - 15: i + 1].tolist()) for i in range(15, 400)] == got[15:].tolist()
     close = np.convolve(x, np.ones(16) / 16, "valid")  # the numpy formula, within rounding
     assert np.allclose(got[15:], close, rtol=1e-9, atol=1e-9 * np.abs(x).max())
-    span = ops.Window("mean", 0, 5_000_000).run(times, x)  # (t - 5 ms, t]: 5 samples
+    span = windows.Window("mean", 0, 5_000_000).run(times, x)  # (t - 5 ms, t]: 5 samples
     assert np.isnan(span[:5]).all()
     assert [exact_mean(x[i - 4: i + 1].tolist()) for i in range(5, 400)] == span[5:].tolist()
 
@@ -93,18 +96,26 @@ def test_min_max_deriv_integral_lowpass_equal_their_formulas() -> None:
     columns = sines(200)
     t, a = columns["time"], columns["a"]
     seconds = np.diff(t) / 1e9
-    lo = ops.Window("min", 0, 3_000_000).run(t, a)
+    lo = windows.Window("min", 0, 3_000_000).run(t, a)
     assert lo[3:].tolist() == [a[i - 2: i + 1].min() for i in range(3, 200)]
-    hi = ops.Window("max", 10, 0).run(t, a)
+    hi = windows.Window("max", 10, 0).run(t, a)
     assert hi[9:].tolist() == [a[i - 9: i + 1].max() for i in range(9, 200)]
     d = ops.Deriv().run(t, a)
     assert np.isnan(d[0]) and d[1:].tobytes() == (np.diff(a) / seconds).tobytes()
-    i = ops.Integral().run(t, a)
-    assert i[0] == 0.0 and np.allclose(i[1:], np.cumsum((a[1:] + a[:-1]) / 2 * seconds))
-    f = ops.Lowpass(0.01).run(t, a)
-    y = [a[0]]
-    for k in range(1, 200):
+    # integral and lowpass start afresh at each boundary of their period (1 s here): NaN
+    # until one passes, then from 0 (from the value) at its first sample
+    edge = 5  # sines(...)'s T0 is a whole second: the 6th sample of a start 5 ms before
+    t = t - edge * 1_000_000
+    i = ops.Integral(10**9).run(t, a)
+    assert np.isnan(i[:edge]).all() and i[edge] == 0.0
+    assert np.allclose(i[edge + 1:], np.cumsum((a[edge + 1:] + a[edge:-1]) / 2
+                                               * seconds[edge:]))
+    f = ops.Lowpass(0.01, 10**9).run(t, a)
+    assert np.isnan(f[:edge]).all()
+    y = [a[edge]]
+    for k in range(edge + 1, 200):
         y.append(y[-1] + (1 - np.exp(-seconds[k - 1] / 0.01)) * (a[k] - y[-1]))
+    f = f[edge:]
     assert np.allclose(f, y, rtol=1e-12)
 
 
@@ -117,3 +128,41 @@ def test_another_channel_is_its_last_value_at_or_before_each_sample() -> None:
     program = derived(toml("j", j="pair.a * 0 + slow.x")).compiled[0].programs[0][1]
     batch = Batch(np.array([1, 2]), {"a": np.zeros(2)}, {"slow.x": np.array([7.0, 8.0])})
     assert program.run(batch).tolist() == [7.0, 8.0]
+
+
+SPECIAL = [0.0, -0.0, math.nan, math.inf, -math.inf, 5e-324, -5e-324, 1e308, -1e308, 1.5]
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["mean", "min", "max"]), count=st.integers(0, 12),
+       span=st.integers(1, 9), n=st.integers(1, 120), seed=st.integers(0, 2**32 - 1),
+       splits=st.lists(st.integers(0, 120), max_size=8), short=st.sampled_from([1, 64]),
+       vector=st.sampled_from([1, 10, 10**9]))
+def test_the_vectorised_windows_give_the_loops_bits(kind: str, count: int, span: int, n: int,
+                                                     seed: int, splits: list[int],
+                                                     short: int, vector: int) -> None:
+    """The numpy engine (masked matrix or sparse table), and both engines handing over
+    to each other as batch sizes change, against the per-sample loop alone: the same
+    bits for values with NaN, infinities, signed zeros, subnormals and times that go
+    back, however the samples are split into batches."""
+    from speeddata.derived.windows import LoopWindow
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, n) * 10.0 ** rng.integers(-300, 300, n)
+    odd = rng.random(n) < 0.3
+    x[odd] = rng.choice(SPECIAL, int(odd.sum()))
+    x[rng.random(n) < 0.2] = 0.0
+    times = np.cumsum(rng.integers(-1, 3, n)).astype(np.int64) * 1_000_000
+    span_ns = 0 if count else span * 1_000_000
+    edges = [0, *sorted({s for s in splits if s < n}), n]
+    new, old = windows.Window(kind, count, span_ns), LoopWindow(kind, count, span_ns)
+    before = windows.SHORT_WINDOW, windows.VECTOR_MIN
+    windows.SHORT_WINDOW, windows.VECTOR_MIN = short, vector  # which engine, which way
+    try:
+        for lo, hi in itertools.pairwise(edges):
+            if hi > lo:
+                got = new.run(times[lo:hi], x[lo:hi])
+                want = old.run(times[lo:hi], x[lo:hi])
+                assert got.tobytes() == want.tobytes(), (lo, hi, got, want)
+    finally:
+        windows.SHORT_WINDOW, windows.VECTOR_MIN = before

@@ -125,3 +125,20 @@ def test_channels_add_takes_a_derived_file_and_refuses_a_bad_one(tmp_path: Path)
     done = subprocess.run([*run, "add", str(bad), *flags], capture_output=True, text=True, env=env,
                           timeout=60)
     assert done.returncode == 2 and "at position 16" in done.stderr, done.stderr
+
+
+def test_a_derived_channel_names_another_and_a_cycle_is_a_400(
+        client: tuple[TestClient, Path]) -> None:
+    http, schemas = client
+    double = 'name = "double"\n[signals.p]\nexpression = "power.power * 2"\n'
+    answer = http.post("/api/channels", json={"derived": double})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["signals"][0]["id"] == "double.p"
+    loop = (schemas / "power.derived.toml").read_text().replace(
+        "motor.current * motor.voltage", "double.p / 2 + motor.current")
+    answer = http.post("/api/channels", json={"derived": loop, "replace": True})
+    assert answer.status_code == 400, answer.text
+    assert "cycle: power -> double -> power" in answer.json()["detail"]
+    assert "motor.current * motor.voltage" in (schemas / "power.derived.toml").read_text()
+    listed = {c["name"] for c in http.get("/api/channels").json()["channels"]}
+    assert {"power", "double"} <= listed
