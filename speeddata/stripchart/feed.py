@@ -3,8 +3,8 @@
 The socket is read with ``recvmmsg`` (``relay.netio``) into one buffer of slots; each
 batch is copied once, into the rows of a preallocated matrix that the hub reads in
 place at the flush (no Python object per datagram, no second copy). A reader that
-finds the socket nearly empty rests ``READ_PAUSE`` before the next wake-up, so that a
-loop wake-up takes a hundred datagrams, not one or a few: each wake-up costs about
+has emptied the socket rests until a batch's worth is due (``READ_PAUSE`` at most), so
+that a loop wake-up takes tens of datagrams, not one or a few: each wake-up costs about
 10 µs however little it reads. A frame reads what the
 socket holds before it folds in (``take`` then ``flush``), so it still shows every
 sample received.
@@ -28,16 +28,23 @@ BATCH_SECONDS = 0.1  # datagrams are folded in at most this late, in one batch; 
 READ_BATCH = 64  # datagrams per system call (recvmmsg where it can be had)
 READ_ROUNDS = 16  # batches read per wake-up at most: under a flood the loop's other work
 # goes on, the rest waits in the kernel (the reader is called again at once)
-READ_PAUSE = 0.010  # after a read that emptied the socket, the reader rests this long: at
-# 100 k datagrams/s (more than one core decodes) 1,000 wait in the kernel, about 1 MB of
-# its buffer (the listener asks 8 MiB). In process at 10 k datagrams/s the reader took
-# 18-21 % of a core with no rest (1,300-1,500 wake-ups/s), 6-7 % resting 4 ms, 5 % 10 ms.
-# Frames read the socket themselves first: the rest delays no frame.
+READ_PAUSE = 0.010  # the longest the reader rests after emptying the socket; shorter when
+# datagrams come fast (a READ_BATCH's worth at their rate), so a burst never fills the
+# kernel's buffer (60,000 at 100 k/s lost 1,700 to a fixed 10 ms rest). In process at 10 k
+# datagrams/s the reader took 18-21 % of a core with no rest (1,300-1,500 wake-ups/s),
+# 6-7 % resting 4 ms, 5 % 10 ms. Frames read the socket themselves: no frame waits.
 MAX_DATAGRAM = 65507  # the largest a UDP datagram on IPv4 can be
 PENDING_BYTES = 4 * 2**20  # the rows held for the hub at most (bytes); when they are full
 # the batch is folded in at once: a bound, never a drop
 _REPORT = np.frombuffer(loss.FORWARD_REPORT_HEADER, dtype=np.uint8)
 _MIN_WIDTH = 64  # the row width the lengths and senders arrays are sized for
+
+
+def rest_after(came: int, since: float) -> float:
+    """How long the reader rests after emptying the socket, ``came`` datagrams having
+    come in the ``since`` seconds since its last wake-up: until a ``READ_BATCH`` is due
+    at that rate, ``READ_PAUSE`` at most."""
+    return min(READ_PAUSE, READ_BATCH * since / came) if came > 0 else READ_PAUSE
 
 
 class Feed:
@@ -63,6 +70,8 @@ class Feed:
         self.full_flushes = 0  # batches folded in early: the pending rows were full
         self.io = None
         self.reading = False
+        self._woke_at = self.loop.time()
+        self._came = 0  # datagrams read since the reader's last wake-up
         if sock is not None:
             sock.setblocking(False)
             self.io = netio.open_io("auto", sock, READ_BATCH, MAX_DATAGRAM, sources=True)
@@ -70,12 +79,20 @@ class Feed:
 
     # -- reading --------------------------------------------------------------------------
     def readable(self) -> None:
-        """The socket has datagrams: read them; when it is empty, rest ``READ_PAUSE``."""
+        """The socket has datagrams: read them; once it is empty, rest until about
+        ``READ_BATCH`` more are due at the rate they came since the last wake-up
+        (``READ_PAUSE`` at most), so that a flood never waits long in the kernel."""
         self.wakeups += 1
-        if not self.take() and self.reading:
-            self.loop.remove_reader(self.io.sock.fileno())  # type: ignore[union-attr]
-            self.reading = False
-            self._resume_at = self.loop.call_later(READ_PAUSE, self._resume)
+        more = self.take()
+        now = self.loop.time()
+        since, self._woke_at = now - self._woke_at, now
+        came, self._came = self._came, 0  # read since the last wake-up, frames' reads too
+        if more or not self.reading:
+            return
+        rest = rest_after(came, since)
+        self.loop.remove_reader(self.io.sock.fileno())  # type: ignore[union-attr]
+        self.reading = False
+        self._resume_at = self.loop.call_later(rest, self._resume)
 
     def _resume(self) -> None:
         self._resume_at = None
@@ -95,6 +112,7 @@ class Feed:
                 if not n:
                     return False
                 self.reads += 1
+                self._came += n
                 width = int(got.lengths.max())
                 rows = got.buffer[: n * got.slot].reshape(n, got.slot)[:, :width]
                 self.received(rows, got.lengths, got.senders())
