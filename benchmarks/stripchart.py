@@ -13,6 +13,10 @@ With ``--baseline``, the server (and the page it serves) of that checkout is mea
 too, interleaved with this one's run by run on the same relay, source and browser
 code, and the ratios of the medians are printed: the machine's noise moves both alike.
 
+``--client websocket`` puts one plain WebSocket client (subscribed to every signal, as
+the page is) in the browser's place: the server measured without Chromium sharing its
+2 cores; no page figures then (fps, draw, latency: "-").
+
 Needs the dev install (Playwright) and /usr/bin/chromium (./install --dev).
 """
 
@@ -96,6 +100,47 @@ def websocket_clients(url: str, signals: list[str], clients: int, duration: floa
             "dropped": [d for _, d in results]}
 
 
+class Probe:
+    """One plain WebSocket client in a thread, subscribed to ``signals``: the frames and
+    bytes it has received, and the drops the server told it (a page's counters)."""
+
+    def __init__(self, url: str, signals: list[str]) -> None:
+        import threading
+
+        self.url, self.signals = url, signals
+        self.frames = self.bytes = self.dropped = 0
+        self.connected = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        from websockets.sync.client import connect
+
+        from speeddata.stripchart import frames
+
+        with connect(self.url) as ws:  # deflate offered, as browsers do
+            ws.recv()
+            ws.send(json.dumps({"type": "subscribe", "signals": self.signals, "window": 10}))
+            self.connected.set()
+            while not self.stopping.is_set():
+                message = ws.recv(timeout=5)
+                if isinstance(message, bytes):
+                    header, _ = frames.decode(message)
+                    if header["type"] == "data":
+                        self.frames += 1
+                        self.bytes += len(message)
+                        self.dropped = header["dropped"]
+
+    def stats(self) -> dict:
+        return {"frameMs": [], "intervalMs": [], "latencyMs": [], "bytes": self.bytes,
+                "frames": self.frames, "dropped": self.dropped}
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+
+
 def served(work: Path) -> tuple[int, float, int]:
     """(datagrams the server had taken, when, its sockets' kernel drops): its status
     file as it is now."""
@@ -106,7 +151,8 @@ def served(work: Path) -> tuple[int, float, int]:
 
 
 def measure(n_signals: int, rate: float, duration: float, pages: int,
-            ws_clients: int = 0, group: str = "full", tree: str | None = None) -> dict:
+            ws_clients: int = 0, group: str = "full", tree: str | None = None,
+            client: str = "chromium") -> dict:
     per_channel = min(10, n_signals)
     n_channels = max(1, n_signals // per_channel)
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,55 +169,84 @@ def measure(n_signals: int, rate: float, duration: float, pages: int,
             3600.0))  # until terminated below, however long the pages take to load
         source.start()
         url = layout_url(f"http://127.0.0.1:{settings['web']['port']}/", channels, per_channel)
+        ws_url = url.split("#")[0].replace("http", "ws") + "ws"
+        every = [f"{c}.s{i}" for c in channels for i in range(per_channel)]
+        fanout = None
         try:
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-                contexts = [browser.new_context(viewport={"width": 1600, "height": 1200})
-                            for _ in range(pages)]
-                tabs = [c.new_page() for c in contexts]
-                for tab in tabs:
-                    tab.goto(url)
-                for tab in tabs:
-                    tab.wait_for_function("() => window.sd && sd.conn.state === 'connected'")
+            if client == "websocket":
+                probe = Probe(ws_url, every)
+                if not probe.connected.wait(60):
+                    raise RuntimeError("the WebSocket client did not connect")
                 time.sleep(WARMUP)
-                reset = """() => { const s = sd.stats; s.frameMs.length = 0;
-                    s.intervalMs.length = 0; s.latencyMs.length = 0;
-                    return [sd.conn.bytesReceived, sd.conn.framesReceived]; }"""
-                before = [tab.evaluate(reset) for tab in tabs]
+                before = [[probe.bytes, probe.frames]]
                 cpu0 = (serve.cpu_seconds(), relay.cpu_seconds(), time.monotonic())
                 taken0 = served(work)
                 time.sleep(duration)
                 cpu1 = (serve.cpu_seconds(), relay.cpu_seconds(), time.monotonic())
                 taken1 = served(work)
-                stats = [tab.evaluate("""() => ({frameMs: sd.stats.frameMs,
-                    intervalMs: sd.stats.intervalMs, latencyMs: sd.stats.latencyMs,
-                    bytes: sd.conn.bytesReceived, frames: sd.conn.framesReceived,
-                    dropped: sd.conn.dropped})""") for tab in tabs]
-                browser.close()
-            fanout = websocket_clients(
-                url.split("#")[0].replace("http", "ws") + "ws",
-                [f"{c}.s{i}" for c in channels for i in range(per_channel)],
-                ws_clients, duration) if ws_clients else None
+                stats = [probe.stats()]
+                probe.stop()
+            else:
+                with sync_playwright() as p:
+                    browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+                    contexts = [browser.new_context(viewport={"width": 1600, "height": 1200})
+                                for _ in range(pages)]
+                    tabs = [c.new_page() for c in contexts]
+                    for tab in tabs:
+                        tab.goto(url)
+                    for tab in tabs:
+                        tab.wait_for_function("() => window.sd && sd.conn.state === 'connected'")
+                    time.sleep(WARMUP)
+                    reset = """() => { const s = sd.stats; s.frameMs.length = 0;
+                        s.intervalMs.length = 0; s.latencyMs.length = 0;
+                        return [sd.conn.bytesReceived, sd.conn.framesReceived]; }"""
+                    before = [tab.evaluate(reset) for tab in tabs]
+                    cpu0 = (serve.cpu_seconds(), relay.cpu_seconds(), time.monotonic())
+                    taken0 = served(work)
+                    time.sleep(duration)
+                    cpu1 = (serve.cpu_seconds(), relay.cpu_seconds(), time.monotonic())
+                    taken1 = served(work)
+                    stats = [tab.evaluate("""() => ({frameMs: sd.stats.frameMs,
+                        intervalMs: sd.stats.intervalMs, latencyMs: sd.stats.latencyMs,
+                        bytes: sd.conn.bytesReceived, frames: sd.conn.framesReceived,
+                        dropped: sd.conn.dropped})""") for tab in tabs]
+                    browser.close()
+                if ws_clients:
+                    fanout = websocket_clients(ws_url, every, ws_clients, duration)
         finally:
             source.terminate()
             source.join()
             serve_rss = serve.rss_bytes()
             serve.stop()
             relay.stop()
+    return figures(n_signals, rate, pages, group, tree, cpu0, cpu1, taken0, taken1, stats,
+                   before, serve_rss, fanout)
+
+
+def figures(n_signals: int, rate: float, pages: int, group: str, tree: str | None,
+            cpu0: tuple, cpu1: tuple, taken0: tuple, taken1: tuple, stats: list[dict],
+            before: list, serve_rss: int, fanout: dict | None) -> dict:
+    """One run's figures from what was sampled (page figures None without a page)."""
     wall = cpu1[2] - cpu0[2]
     first = stats[0]
     frames_per_page = [(s["frames"] - b[1]) / wall for s, b in zip(stats, before, strict=True)]
+    drawn = bool(first["intervalMs"])
+
+    def page(value: float, digits: int) -> float | None:
+        return round(value, digits) if drawn else None
+
     return {
         "signals": n_signals, "rate_hz": rate, "pages": pages, "seconds": round(wall, 1),
         "source": group, "tree": "baseline" if tree else "this",
-        "fps": round(1000 / statistics.mean(first["intervalMs"]), 1),
-        "draw_ms_mean": round(statistics.mean(first["frameMs"]), 2),
-        "draw_ms_p99": round(procs.percentile(first["frameMs"], 99), 2),
-        "frame_interval_ms_p99": round(procs.percentile(first["intervalMs"], 99), 1),
-        "latency_ms_p50": round(procs.percentile(first["latencyMs"], 50), 1),
-        "latency_ms_p99": round(procs.percentile(first["latencyMs"], 99), 1),
+        "fps": page(1000 / statistics.mean(first["intervalMs"] or [1]), 1),
+        "draw_ms_mean": page(statistics.mean(first["frameMs"] or [0]), 2),
+        "draw_ms_p99": page(procs.percentile(first["frameMs"], 99), 2),
+        "frame_interval_ms_p99": page(procs.percentile(first["intervalMs"], 99), 1),
+        "latency_ms_p50": page(procs.percentile(first["latencyMs"], 50), 1),
+        "latency_ms_p99": page(procs.percentile(first["latencyMs"], 99), 1),
         "ws_bytes_per_s": round((first["bytes"] - before[0][0]) / wall),
         "ws_frames_per_s_per_page": [round(f, 1) for f in frames_per_page],
+        "frames_per_s": round(frames_per_page[0], 1),  # the first page's, as fps
         "frames_dropped_reported": [s["dropped"] for s in stats],
         "server_cpu_pct": round((cpu1[0] - cpu0[0]) / wall * 100, 1),
         "server_datagrams_per_s": round((taken1[0] - taken0[0])
@@ -197,13 +272,16 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--baseline", help="another checkout whose server to measure too")
     parser.add_argument("--runs", type=int, default=1, help="runs of each (with --baseline)")
+    parser.add_argument("--client", choices=["chromium", "websocket"], default="chromium",
+                        help="what takes the frames: a Chromium page, or a plain WebSocket "
+                        "client (the server alone, no browser on the cores)")
     args = parser.parse_args()
     absolute_pythonpath()
     if args.baseline:
         return compare(args)
-    results = [measure(n, args.rate, args.duration, 1, group=source)
+    results = [measure(n, args.rate, args.duration, 1, group=source, client=args.client)
                for source in args.source for n in args.signals]
-    if args.pages:
+    if args.pages and args.client == "chromium":
         results.append(measure(10, args.rate, args.duration, args.pages, ws_clients=args.pages))
     if args.json:
         print(json.dumps(results, indent=1))
@@ -212,6 +290,7 @@ def main() -> int:
           f"{'latency ms':>13} {'WS kB/s':>8} {'frames/s/page':>15} {'server CPU':>10} "
           f"{'relay CPU':>9} {'RSS MB':>7}")
     for r in results:
+        r = {k: "-" if v is None else v for k, v in r.items()}  # no page: no page figures
         fpp = r["ws_frames_per_s_per_page"]
         print(f"{r['source']:>9} {r['signals']:>8} {r['pages']:>5} {r['fps']:>5} "
               f"{r['draw_ms_mean']:>5}/{r['draw_ms_p99']:<7} "
@@ -230,9 +309,16 @@ def main() -> int:
     return 0
 
 
+def median(values: list) -> float | None:
+    """The median of the figures a run has (None: a page figure, no page)."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
 def compare(args: argparse.Namespace) -> int:
     """This server against the baseline's, run after run, one page, and the medians."""
     keys = ("server_cpu_pct", "server_datagrams_per_s", "server_us_per_datagram",
+            "frames_per_s",
             "server_kernel_drops", "fps", "draw_ms_mean",
             "draw_ms_p99",
             "frame_interval_ms_p99", "latency_ms_p50", "latency_ms_p99", "ws_bytes_per_s")
@@ -240,9 +326,10 @@ def compare(args: argparse.Namespace) -> int:
     for n in args.signals:
         runs: dict[str, list[dict]] = {"baseline": [], "this": []}
         for _ in range(args.runs):
-            runs["baseline"].append(measure(n, args.rate, args.duration, 1, tree=args.baseline))
-            runs["this"].append(measure(n, args.rate, args.duration, 1))
-        medians = {tree: {k: statistics.median(r[k] for r in done) for k in keys}
+            runs["baseline"].append(measure(n, args.rate, args.duration, 1, tree=args.baseline,
+                                            client=args.client))
+            runs["this"].append(measure(n, args.rate, args.duration, 1, client=args.client))
+        medians = {tree: {k: median([r[k] for r in done]) for k in keys}
                    for tree, done in runs.items()}
         rows.append({"signals": n, "runs": runs, "medians": medians})
     if args.json:
@@ -252,17 +339,22 @@ def compare(args: argparse.Namespace) -> int:
     for row in rows:
         for tree in ("baseline", "this"):
             print(f"{row['signals']:>8} {tree:>9} " + " ".join(
-                f"{row['medians'][tree][k]:>22}" for k in keys))
+                f"{'-' if row['medians'][tree][k] is None else row['medians'][tree][k]:>22}"
+                for k in keys))
         ratio = {k: row["medians"]["this"][k] / row["medians"]["baseline"][k]
-                 if row["medians"]["baseline"][k] else float("nan") for k in keys}
+                 if row["medians"]["baseline"][k] and row["medians"]["this"][k] is not None
+                 else float("nan") for k in keys}
         print(f"{row['signals']:>8} {'this/base':>9} " + " ".join(
             f"{ratio[k]:>22.2f}" for k in keys))
         for tree in ("baseline", "this"):
             print(f"  {tree} runs, server CPU %: "
-                  f"{[r['server_cpu_pct'] for r in row['runs'][tree]]}, fps: "
+                  f"{[r['server_cpu_pct'] for r in row['runs'][tree]]}, µs a datagram: "
+                  f"{[r['server_us_per_datagram'] for r in row['runs'][tree]]}, fps: "
                   f"{[r['fps'] for r in row['runs'][tree]]}")
+    taker = ("one page 1600x1200" if args.client == "chromium"
+             else "one plain WebSocket client")
     print(f"medians of {args.runs} interleaved runs; source {args.rate:g} Hz per channel, "
-          f"10 signals per channel, one page 1600x1200, {args.duration:g} s after "
+          f"10 signals per channel, {taker}, {args.duration:g} s after "
           f"{WARMUP:g} s warm-up; the baseline tree: {args.baseline}")
     return 0
 

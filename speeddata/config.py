@@ -146,6 +146,11 @@ class WebConfig:
     allowed_hosts: list = setting(
         [], "Host names the page may be opened under besides IP addresses, localhost and "
         "this machine's name (a guard against DNS rebinding).", "list")
+    compression: str = setting(
+        "auto", "permessage-deflate on the pages' WebSockets: auto = for every page but those "
+        "on this host (loopback: bytes are free there, the CPU is not); on = for every page; "
+        "off = for none (a wired LAN, a server short of CPU). The benchmark's 100-signal frames "
+        "deflate to a twentieth: a page on Wi-Fi wants it.")
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,8 @@ def _check(config: Config) -> None:
         raise ConfigError("[web] detail_seconds: must not be more than [web] history_seconds")
     if config.web.source not in ("full", "decimated"):
         raise ConfigError("[web] source: must be full or decimated")
+    if config.web.compression not in ("auto", "on", "off"):
+        raise ConfigError("[web] compression: must be auto, on or off")
     if config.exports.compression not in ("gzip", "lzf", "none"):
         raise ConfigError("[exports] compression: must be gzip, lzf or none")
     if config.exports.format not in ("hdf5", "csv", "parquet"):

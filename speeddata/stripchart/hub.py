@@ -9,6 +9,7 @@ moves bytes.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,6 +84,9 @@ class Hub:
         self.refused: dict[str, dict[str, int]] = {"forward_report": {}, "replay_notice": {}}
         self.feed_errors = 0
         self._refusal_log = Throttle(LOG_SECONDS)
+        self._levels_json = json.dumps([lvl.width_ns / 1e6 for lvl in self.levels],
+                                       separators=(",", ":"))
+        self._series_json: dict[tuple[str, int], str] = {}  # a series' header, but its n
         self.set_registry(registry)
 
     def set_registry(self, registry: Registry) -> None:
@@ -91,6 +95,7 @@ class Hub:
         new one, and a text signal it removed is forgotten; a retired one keeps what it has
         (the page can still show it). Subscriptions to what is gone: see ``prune``."""
         self.registry = registry
+        self._series_json.clear()
         self.derived = derived_of(registry)  # derived channels: computed in _fold
         for channel in registry:
             self.clocks.setdefault(channel.name, SourceClock(self.clock_tolerance_ns))
@@ -354,7 +359,7 @@ class Hub:
     def frame(self, client: Client, now_ns: int) -> bytes | None:
         """The client's next frame, or None when nothing changed for it."""
         history = client.needs_history
-        series: list[dict[str, Any]] = []
+        series: list[str] = []  # each series' header, JSON: {"signal":...,"level":...,"n":...}
         arrays: list[np.ndarray] = []
         text: dict[str, list[tuple[float, str]]] = {}
         by_history: dict[int, tuple[ChannelHistory, list[tuple[str, int]]]] = {}
@@ -377,23 +382,30 @@ class Hub:
                     pos = ring.changed_positions(client.seq)
                 if not len(pos):
                     continue
-                n = len(pos)
-                series += [{"signal": name, "level": level, "n": n} for name, _ in wanted]
+                n = f"{len(pos)}}}"
+                series += [self._series_of(name, level) + n for name, _ in wanted]
                 arrays.append(ring.block(pos, every))  # each series' arrays, in order
         if not series and not text and not history:
             return None
-        header = {
-            "type": "history" if history else "data",
-            "server_ms": now_ns / 1e6,
-            "seq": self.seq,
-            "dropped": client.frames_dropped,
-            "levels": [lvl.width_ns / 1e6 for lvl in self.levels],
-            "series": series,
-            "text": text,
-        }
+        # the header as json.dumps(separators=(",", ":")) writes it, byte for byte, of
+        # {"type", "server_ms", "seq", "dropped", "levels", "series", "text"} (see frames)
+        header = (f'{{"type":"{"history" if history else "data"}",'
+                  f'"server_ms":{float(now_ns / 1e6)!r},"seq":{int(self.seq)},'
+                  f'"dropped":{int(client.frames_dropped)},"levels":{self._levels_json},'
+                  f'"series":[{",".join(series)}],'
+                  f'"text":{json.dumps(text, separators=(",", ":"))}}}')
         client.seq = self.seq
         client.needs_history = False
-        return frames.encode(header, arrays)
+        return frames.encode_text(header.encode(), arrays)
+
+    def _series_of(self, name: str, level: int) -> str:
+        """``{"signal":<name>,"level":<level>,"n":`` as JSON, made once per series."""
+        key = (name, level)
+        text = self._series_json.get(key)
+        if text is None:
+            text = self._series_json[key] = (
+                f'{{"signal":{json.dumps(name)},"level":{int(level)},"n":')
+        return text
 
     # -- descriptions -------------------------------------------------------------------
     def describe(self, now_ns: int) -> list[dict[str, Any]]:

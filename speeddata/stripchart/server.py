@@ -20,15 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import numpy as np
-
-from speeddata import __version__, loss, multicast, status
+from speeddata import __version__, multicast, status
 from speeddata.cache.catalogue import Catalogue
 from speeddata.config import Config, Group
 from speeddata.derived.live import DerivedView, with_derived
 from speeddata.errors import ConfigError
 from speeddata.logs import Throttle
-from speeddata.relay import netio
 from speeddata.schemas import DirWatch, Registry, load_channels
 from speeddata.snapshots import (
     DamageFigures,
@@ -39,6 +36,7 @@ from speeddata.snapshots import (
     ServeSnapshot,
     as_json,
 )
+from speeddata.stripchart.feed import Feed
 from speeddata.stripchart.guard import is_loopback, reachable_address
 from speeddata.stripchart.history import default_levels
 from speeddata.stripchart.hub import Hub
@@ -51,110 +49,10 @@ log = logging.getLogger("speeddata.stripchart")
 STATUS_SECONDS = 1.0
 WATCH_SECONDS = 0.5  # how often the channels directory is looked at
 SUMMARY_SECONDS = 5.0  # between rounds of summarizing closed cache files
-BATCH_SECONDS = 0.1  # datagrams are folded in at most this late, in one batch; a page's
-# frame folds in what is pending first, so with pages open a batch is a frame's worth
-# (larger batches cost the hub far less per sample: its cost is per call, per channel)
 MAX_PAGES = 100  # WebSocket clients at once; the next is closed with 1013 (try again later)
 LOG_SECONDS = 10.0  # refused pages are logged at most this often
 
 T = TypeVar("T")
-
-
-READ_BATCH = 64  # datagrams per system call (recvmmsg where it can be had)
-MAX_DATAGRAM = 65507  # the largest a UDP datagram on IPv4 can be
-_REPORT = np.frombuffer(loss.FORWARD_REPORT_HEADER, dtype=np.uint8)
-
-
-class _Feed:
-    """Reads one group's socket a batch at a time and hands the datagrams to the hub in
-    batches (before each page's frame, and every 100 ms at most), per relay that sent
-    them, with the time of the flush; a relay's ForwardReport is taken after the data
-    that came before it. Datagrams stay rows of a matrix from the socket to the hub: no
-    Python object per datagram."""
-
-    def __init__(self, hub: Hub, group: str, sock: socket.socket | None = None) -> None:
-        self.hub = hub
-        self.group = group
-        self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self.loop = asyncio.get_running_loop()
-        self._flush_at: asyncio.TimerHandle | None = None
-        self.io = None
-        if sock is not None:
-            sock.setblocking(False)
-            self.io = netio.open_io("auto", sock, READ_BATCH, MAX_DATAGRAM, sources=True)
-            self.loop.add_reader(sock.fileno(), self.readable)
-
-    def readable(self) -> None:
-        """The socket has datagrams: read them (a few batches at most, so that the
-        loop's other work goes on under a flood; the rest wait in the kernel)."""
-        assert self.io is not None
-        try:
-            for _ in range(16):
-                got = self.io.receive()
-                n = len(got.lengths)
-                if not n:
-                    return
-                lengths = got.lengths.copy()
-                rows = got.buffer[: n * got.slot].reshape(n, got.slot)[:, : int(lengths.max())]
-                self.received(rows.copy(), lengths, got.senders().copy())
-                if n < READ_BATCH:
-                    return
-        except Exception as exc:  # the socket boundary: counted, never fatal
-            self.hub.feed_failed(exc, 0, "the group's socket", time.time_ns())
-
-    def received(self, rows: np.ndarray, lengths: np.ndarray, senders: np.ndarray) -> None:
-        """Datagrams ``rows[i, :lengths[i]]`` from ``senders[i]`` (IPv4 << 16 | port)."""
-        self.pending.append((rows, lengths, senders))
-        if self._flush_at is None:
-            self._flush_at = self.loop.call_later(BATCH_SECONDS, self.flush)
-
-    def close(self) -> None:
-        if self.io is not None:
-            self.loop.remove_reader(self.io.sock.fileno())
-        if self._flush_at is not None:
-            self._flush_at.cancel()
-
-    def flush(self) -> None:
-        if self._flush_at is not None:
-            self._flush_at.cancel()
-            self._flush_at = None
-        pending, self.pending = self.pending, []
-        if not pending:
-            return
-        now, now_ns = time.monotonic(), time.time_ns()
-        width = max(rows.shape[1] for rows, _, _ in pending)
-        rows = np.zeros((sum(len(r) for r, _, _ in pending), width), dtype=np.uint8)
-        at = 0
-        for part, _, _ in pending:
-            rows[at : at + len(part), : part.shape[1]] = part
-            at += len(part)
-        lengths = np.concatenate([p[1] for p in pending])
-        senders = np.concatenate([p[2] for p in pending])
-        reports = np.flatnonzero((lengths >= len(_REPORT)) & (
-            rows[:, : len(_REPORT)] == _REPORT).all(axis=1)) if width >= len(
-            _REPORT) else np.zeros(0, dtype=np.int64)
-        start = 0
-        for cut in [*reports.tolist(), len(lengths)]:  # each report after what came before
-            self._data(rows[start:cut], lengths[start:cut], senders[start:cut], now, now_ns)
-            if cut < len(lengths):
-                relay = loss.address_name(int(senders[cut]))
-                try:
-                    self.hub.forward_report(self.group, relay,
-                                            rows[cut, : lengths[cut]].tobytes(), now_ns)
-                except Exception as exc:
-                    self.hub.feed_failed(exc, 1, relay, now_ns)
-            start = cut + 1
-
-    def _data(self, rows: np.ndarray, lengths: np.ndarray, senders: np.ndarray,
-              now: float, now_ns: int) -> None:
-        for sender in np.unique(senders).tolist():
-            chosen = senders == sender
-            relay = loss.address_name(sender)
-            try:  # one relay's batch that raises costs that batch, not the others'
-                self.hub.ingest_rows(rows[chosen], lengths[chosen], now, now_ns=now_ns,
-                                     source=(self.group, relay))
-            except Exception as exc:
-                self.hub.feed_failed(exc, int(chosen.sum()), relay, now_ns)
 
 
 def disk_overview(config: Config) -> tuple[dict[str, Any], dict[str, int]]:
@@ -199,7 +97,7 @@ class StripchartServer:
         self.pages: set[PageSession] = set()
         self.max_pages = MAX_PAGES
         self.subscribe_rate, self.subscribe_burst = SUBSCRIBE_RATE, SUBSCRIBE_BURST  # per page
-        self.feeds: dict[str, _Feed] = {}
+        self.feeds: dict[str, Feed] = {}
         self.sockets: dict[str, socket.socket] = {}  # the groups' listeners, for their drops
         self.past_kernel_drops = 0  # of groups left since
         self.started = time.time()
@@ -245,7 +143,7 @@ class StripchartServer:
         if group is None or name in self.feeds:
             return
         sock = multicast.listener(group, self.config.multicast.interface)
-        self.feeds[name] = _Feed(self.hub, name, sock)
+        self.feeds[name] = Feed(self.hub, name, sock)
         self.sockets[name] = sock
         log.info("joined the %s group %s on %s", name, group, self.config.multicast.interface)
 
@@ -260,8 +158,10 @@ class StripchartServer:
             log.info("left the %s group", name)
 
     def flush_feeds(self) -> None:
-        """Fold in what the groups hold now: a frame then shows every sample received."""
+        """Fold in what the groups hold now (what their sockets hold too): a frame then
+        shows every sample received."""
         for feed in self.feeds.values():
+            feed.take()
             feed.flush()
 
     # -- pages --------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from speeddata import loss, wire
 from speeddata.schemas import Registry, load_file
 from speeddata.sender import Encoder
+from speeddata.stripchart.feed import Feed as _Feed
 from speeddata.stripchart.hub import Hub
-from speeddata.stripchart.server import _Feed
 from tests.helpers import SCHEMAS
 
 MOTOR = load_file(SCHEMAS / "motor.avsc")

@@ -259,3 +259,29 @@ def test_a_spike_one_ns_before_a_coarse_edge_stays_in_its_bucket() -> None:
     assert coarse.last.tolist() == [99.0, -1.0]
     fine = history.rings[0].since_time(0).signal(0)
     assert fine.high.tolist() == [99.0, -1.0]  # the NaN at the edge is no value
+
+
+def test_the_hubs_header_is_what_json_dumps_writes_byte_for_byte() -> None:
+    """``Hub.frame`` writes its header's JSON itself: each frame, history and data, text
+    with quotes and non-ASCII, a page with drops, equals ``frames.encode`` of the header
+    it decodes to (json.loads keeps the keys' order; a float's repr reads back the same)."""
+    registry, _ = Registry.load_dir(SCHEMAS)
+    hub = Hub(registry)
+    env = Encoder(registry["env"])
+    client = Client(frames_dropped=3)
+    hub.subscribe(client, {"signals": ["motor.speed", "motor.torque", "env.humidity",
+                                       "env.message"], "window": 10})
+    made = []
+    for step in range(4):
+        text = env.encode({"time": T0 + 30 * step * MS, "humidity": 0.5, "pressure": 1.0,
+                           "state": "IDLE", "message": f'"quoted" \\ été ✓ {step}'})
+        hub.ingest([*_datagrams(30, start=30 * step), text], now_ns=T0 + 30 * (step + 1) * MS)
+        made.append(hub.frame(client, T0 + 30 * (step + 1) * MS + 7))
+    assert all(made)
+    for frame in made:
+        header, _ = frames.decode(frame)
+        length = int.from_bytes(frame[:4], "little")
+        arrays = np.frombuffer(frame, dtype="<f8", offset=4 + length + (-(4 + length)) % 8)
+        assert frames.encode(header, [arrays]) == frame
+    assert frames.decode(made[0])[0]["type"] == "history"
+    assert frames.decode(made[-1])[0]["text"]["env.message"][-1][1] == '"quoted" \\ été ✓ 3'
