@@ -7,7 +7,7 @@ import { niceTicks, tickLabel, timeLabel, timeTicks } from "./chartmath.js";
 
 export const GUTTER_MIN = 32;  // CSS px left of the plot for the value labels, at least
 const BANDS = { warn: "rgba(245, 197, 24, 0.16)", alarm: "rgba(214, 39, 40, 0.14)" };
-const LABEL_FONT = "11px system-ui, sans-serif";
+export const LABEL_FONT = "11px system-ui, sans-serif";
 const LABEL_COLOR = "rgba(128,128,128,0.95)";
 const GRID_COLOR = "rgba(128,128,128,0.25)";
 
@@ -37,12 +37,12 @@ export function textWidth(chart, ctx, text) {
 }
 
 /** Time lines and their labels in the strip below the plot; a label that would run
- * into the one before it is left out. */
+ * into the one before it is left out, and a line whose label the right edge would cut
+ * is not drawn (alone, it reads as a stray line). */
 export function drawTimeGrid(chart, ctx, w, h, ph, t0, t1) {
   ctx.strokeStyle = GRID_COLOR;
   ctx.fillStyle = LABEL_COLOR;
-  ctx.font = LABEL_FONT;
-  ctx.lineWidth = 1;
+  ctx.lineWidth = 1;  // the font is the chart's, set with its context
   const { step, ticks } = timeTicks(t0, t1);
   const labels = [];
   let free = 0;  // where the next label may start
@@ -50,10 +50,11 @@ export function drawTimeGrid(chart, ctx, w, h, ph, t0, t1) {
   ctx.moveTo(0, ph + 0.5); ctx.lineTo(w, ph + 0.5);
   for (const t of ticks) {
     const x = Math.round(((t - t0) / (t1 - t0)) * w) + 0.5;
-    ctx.moveTo(x, 0); ctx.lineTo(x, ph + 4);
     const text = timeLabel(t, step, t1 - t0);
     const width = textWidth(chart, ctx, text);
-    if (x + 2 >= free && x + 2 + width <= w) {
+    if (x + 2 + width > w) continue;
+    ctx.moveTo(x, 0); ctx.lineTo(x, ph + 4);
+    if (x + 2 >= free) {
       ctx.fillText(text, x + 2, h - 3);
       labels.push(text);
       free = x + 2 + width + 8;
@@ -81,8 +82,7 @@ export function drawValueGrid(chart, ctx, w, ph, range, y) {
 export function drawGutter(chart, ticks, ph, dpr) {
   const g = chart.gutter;
   chart.yTicks = ticks.map((t) => t.text);  // read by the browser tests
-  const measure = chart.ctx;
-  measure.font = LABEL_FONT;
+  const measure = chart.ctx;  // its font is LABEL_FONT
   const longest = Math.max(0, ...ticks.map((t) => textWidth(chart, measure, t.text)));
   const wanted = Math.max(GUTTER_MIN, Math.ceil((longest + 10) / 8) * 8);
   if (wanted !== chart.gutterWidth) {
@@ -103,6 +103,7 @@ export function drawGutter(chart, ticks, ph, dpr) {
   ctx.clearRect(0, 0, W, H);
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.font = LABEL_FONT;
+  ctx.direction = "ltr";
   ctx.fillStyle = LABEL_COLOR;
   ctx.textAlign = "right";
   ctx.textBaseline = "middle";

@@ -11,7 +11,7 @@
 // own column at any zoom; the memory fills in only where the cache has nothing.
 
 import { app } from "./app.js";
-import { drawGutter, drawLimits, drawTimeGrid, drawValueGrid, GUTTER_MIN } from "./axes.js";
+import { drawGutter, drawLimits, drawTimeGrid, drawValueGrid, GUTTER_MIN, LABEL_FONT } from "./axes.js";
 import { autoRange, clock, cursorLabel, DAY, fmt, foldColumns, limitLevel, newColumns,
          scanColumns, valueAtColumn } from "./chartmath.js";
 import { LiveTraces } from "./livetraces.js";
@@ -275,8 +275,10 @@ export class SdChart extends HTMLElement {
   }
 
   /** Draw one frame: signals as pixels, then the grid and labels beneath them, the value
-   * labels in the gutter left of the plot. */
-  draw(now) {
+   * labels in the gutter left of the plot. With ``later``, the text outside the canvases
+   * (legend, cursor, "no data") waits for ``drawText``: the page draws every canvas
+   * first and changes the document after, so no canvas call finds its style dirty. */
+  draw(now, later = false) {
     const canvas = this.canvas;
     const dpr = window.devicePixelRatio || 1;
     const [w, h] = this.box(canvas);
@@ -286,6 +288,10 @@ export class SdChart extends HTMLElement {
       canvas.width = W;
       canvas.height = H;
       this.ctx = canvas.getContext("2d");
+      // set once (a resize resets it): setting a font, like reading the canvas's own
+      // direction, may make the page compute its style
+      this.ctx.font = LABEL_FONT;
+      this.ctx.direction = "ltr";
       this.image = this.ctx.createImageData(W, H);
       this.pixels = new Uint32Array(this.image.data.buffer);
       this.cols = null;
@@ -339,6 +345,16 @@ export class SdChart extends HTMLElement {
     if (range) drawLimits(this, ctx, w, ph, y);
     ctx.globalCompositeOperation = "source-over";
     drawGutter(this, ticks, ph, dpr);
+    this.textArgs = [any, now, t0, t1, w, W];
+    if (!later) this.drawText();
+  }
+
+  /** The document's part of the frame ``draw`` drew last: legend values, cursor, the
+   * empty notice. */
+  drawText() {
+    if (!this.textArgs) return;
+    const [any, now, t0, t1, w, W] = this.textArgs;
+    this.textArgs = null;
     this.showEmpty(any);
     this.updateLegend(now, t0, t1, w, W);
   }
