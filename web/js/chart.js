@@ -155,7 +155,13 @@ export class SdChart extends HTMLElement {
       item.style.setProperty("--color", COLORS[i % COLORS.length]);
       // not an <output>: that is a live region, read out ten times a second
       item.innerHTML = `<i></i><b></b> <span class="legend-value">–</span> <small></small> <em class="clock"></em>`;
-      item.querySelector("b").textContent = id;
+      const name = item.querySelector("b");
+      name.textContent = id;
+      // a button to the keyboard too: it opens the spectrum and XY menu (panels.js)
+      name.tabIndex = 0;
+      name.setAttribute("role", "button");
+      name.setAttribute("aria-haspopup", "menu");
+      name.setAttribute("aria-expanded", "false");
       this.legend.append(item);
       const hex = COLORS[i % COLORS.length];
       const rgba = (0xff << 24 | parseInt(hex.slice(5, 7), 16) << 16 |
