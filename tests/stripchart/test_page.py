@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import subprocess
 import sys
 import urllib.parse
@@ -582,10 +583,25 @@ def test_limits_show_as_bands_a_coloured_legend_and_a_badge(backlog_stack: Stack
             const c = document.querySelector('sd-chart canvas:not(.chart-gutter)');
             return [...c.getContext('2d').getImageData(c.width - 3, row, 1, 1).data]; }""", row)
 
+    # the canvas is opaque: the bands are laid over the card's colour in its pixels
+    card = [int(v) for v in re.findall(r"\d+", page.evaluate(
+        "() => getComputedStyle(document.querySelector('sd-chart')).backgroundColor"))][:3]
+
+    def over(under: list[int], top: tuple[int, int, int], alpha: float) -> list[int]:
+        return [round(u * (1 - alpha) + t * alpha) for u, t in zip(under, top, strict=True)]
+
+    def shows(got: list[int], under: list[int]) -> bool:  # the colour, or a grid line on it
+        def near(want: list[int]) -> bool:
+            return all(abs(g - w) <= 1 for g, w in zip(got[:3], want, strict=True))
+
+        return got[3] == 255 and (near(under) or near(over(under, (128, 128, 128), 0.25)))
+
+    warn_colour = over(card, (245, 197, 24), 0.16)
+    alarm_colour = over(warn_colour, (214, 39, 40), 0.14)
     alarm, warn, fine = pixel(65.5), pixel(63.7), pixel(59.0)
-    assert alarm[3] > 0 and alarm[0] > alarm[1] + 40, f"no red band above 64.5: {alarm}"
-    assert warn[3] > 0 and warn[0] > warn[2] + 40 and warn[1] > warn[2] + 40, warn
-    assert fine[3] == 0, f"a band where the value is within limits: {fine}"
+    assert shows(alarm, alarm_colour), f"no red band above 64.5: {alarm}, not {alarm_colour}"
+    assert shows(warn, warn_colour), f"no amber band above 63: {warn}, not {warn_colour}"
+    assert shows(fine, card), f"a band where the value is within limits: {fine}"
     assert page.errors == []  # type: ignore[attr-defined]
 
 

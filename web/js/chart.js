@@ -11,7 +11,8 @@
 // own column at any zoom; the memory fills in only where the cache has nothing.
 
 import { app } from "./app.js";
-import { drawGutter, drawLimits, drawTimeGrid, drawValueGrid, GUTTER_MIN, LABEL_FONT } from "./axes.js";
+import { backdropRows, cardColor, drawGutter, drawTimeLabels, GUTTER_MIN, LABEL_FONT, timeLines
+} from "./axes.js";
 import { autoRange, clock, cursorLabel, DAY, fmt, foldColumns, limitLevel, newColumns,
          scanColumns, valueAtColumn } from "./chartmath.js";
 import { LiveTraces } from "./livetraces.js";
@@ -21,6 +22,7 @@ const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"
                 "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
 export const WINDOWS = [[10, "10 s"], [60, "1 min"], [600, "10 min"]];
 const STALE_MS = 3000;
+const CONTEXT = { alpha: false };  // the plot's canvas: see axes.js
 
 const TIME_STRIP = 16;  // CSS px below the plot for the time labels
 const LEAST_SPAN_MS = 10;  // the deepest zoom: ten 1 kHz samples
@@ -280,8 +282,8 @@ export class SdChart extends HTMLElement {
     return this.boxes.get(el) || [el.clientWidth, el.clientHeight];
   }
 
-  /** Draw one frame: signals as pixels, then the grid and labels beneath them, the value
-   * labels in the gutter left of the plot. With ``later``, the text outside the canvases
+  /** Draw one frame: signals as pixels over the bands and grid (axes.js), the time
+   * labels below them, the value labels in the gutter left of the plot. With ``later``, the text outside the canvases
    * (legend, cursor, "no data") waits for ``drawText``: the page draws every canvas
    * first and changes the document after, so no canvas call finds its style dirty. */
   draw(now, later = false) {
@@ -293,7 +295,10 @@ export class SdChart extends HTMLElement {
     if (canvas.width !== W || canvas.height !== H || !this.image) {
       canvas.width = W;
       canvas.height = H;
-      this.ctx = canvas.getContext("2d");
+      // opaque: the compositor copies it rather than blending it over the page (the
+      // card's colour is in its pixels); its first getContext decides
+      this.ctx = canvas.getContext("2d", CONTEXT);
+      this.card = cardColor(this);
       // set once (a resize resets it): setting a font, like reading the canvas's own
       // direction, may make the page compute its style
       this.ctx.font = LABEL_FONT;
@@ -316,9 +321,10 @@ export class SdChart extends HTMLElement {
     const ph = h - TIME_STRIP, PH = H - Math.round(TIME_STRIP * dpr);
     this.plotHeight = PH;  // device pixels (read by the browser tests)
     const key = `${W}|${PH}|${spanMs}|${this.items.length}`;
+    const times = timeLines(this, W, w, dpr, t0, t1);
     let parts = null;  // the columns to plot again; null: all of them
     if (live && this.cols && this.cols.length === this.items.length) {
-      parts = this.traces.advance(datas, this.cols, grid, t0, t1, W, key);
+      parts = this.traces.advance(datas, this.cols, grid, t0, t1, W, key, times.columns);
     } else {
       this.traces.invalidate();
     }
@@ -335,21 +341,17 @@ export class SdChart extends HTMLElement {
     const range = this.fixedRange || (any ? (this.autoRange = autoRange(this.autoRange, lo, hi))
       : null);
     this.lastRange = range;
-    if (parts && this.traces.changed(range, columns)) parts = null;
-    this.traces.plot(this.pixels, W, PH, columns, this.items, range, parts);
+    const y = range ? (v) => ph - ((v - range[0]) / (range[1] - range[0])) * ph : null;
+    const { rows, lines, ticks } = backdropRows(this, H, PH, dpr, range, y, this.card);
+    const back = { rows, lines, columns: times.columns };
+    if (parts && this.traces.changed(range, columns, rows)) parts = null;
+    this.traces.plot(this.pixels, W, PH, columns, this.items, range, parts, back);
     this.drawnFull = !parts;  // read by the browser tests
-    if (live) this.traces.drawn(datas, columns, c, key, range, !parts);
+    if (live) this.traces.drawn(datas, columns, c, key, range, !parts, back);
     const ctx = this.ctx;
     ctx.putImageData(this.image, 0, 0);
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    const y = range ? (v) => ph - ((v - range[0]) / (range[1] - range[0])) * ph : null;
-    // bands and grid go beneath the traces (as in uPlot and Grafana): a grid line never
-    // greys the samples it crosses
-    ctx.globalCompositeOperation = "destination-over";
-    drawTimeGrid(this, ctx, w, h, ph, t0, t1);
-    const ticks = range ? drawValueGrid(this, ctx, w, ph, range, y) : [];
-    if (range) drawLimits(this, ctx, w, ph, y);
-    ctx.globalCompositeOperation = "source-over";
+    drawTimeLabels(ctx, times.labels, h);
     drawGutter(this, ticks, ph, dpr);
     this.textArgs = [any, now, t0, t1, w, W];
     if (!later) this.drawText();
@@ -537,5 +539,10 @@ export function clockNote(channel) {
     : seconds >= 60 ? `${(seconds / 60).toFixed(1)} min` : `${seconds.toFixed(1)} s`;
   return `clock ${size} ${channel.clock_offset_ms < 0 ? "behind" : "ahead"}`;
 }
+
+// another colour scheme, another card colour: read again, everything drawn again
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  for (const el of app.elements) if (el instanceof SdChart) el.image = null;
+});
 
 customElements.define("sd-chart", SdChart);
