@@ -782,3 +782,42 @@ def test_a_channel_registered_on_the_channels_page_is_drawn_without_a_restart(
         thread.join()
         serve.stop()
         relay.stop()
+
+
+# Below chart 0's plot: per time line's tick (its first column), whether text follows it
+TICKS_LABELLED = """() => {
+    const c = document.querySelector('sd-chart'), cv = c.canvas;
+    const W = cv.width, H = cv.height, PH = c.plotHeight;
+    const d = cv.getContext('2d').getImageData(0, 0, W, H).data;
+    const at = (x, y) => Array.from(d.slice((y * W + x) * 4, (y * W + x) * 4 + 4));
+    const card = at(W - 1, PH + 2);  // the tick row's last column: never a tick (no room)
+    const far = (p, q) => p.reduce((n, v, i) => n + Math.abs(v - q[i]), 0) > 60;
+    const ticks = [];
+    for (let x = 0; x < W; x++) {
+        if (!far(at(x, PH + 2), card) || (x && far(at(x - 1, PH + 2), card))) continue;
+        let text = false;  // a label starts 2 px right of its line
+        for (let y = PH + 5; y < H && !text; y++) {
+            for (let xx = x + 1; xx < Math.min(W, x + 14) && !text; xx++) {
+                text = far(at(xx, y), card);
+            }
+        }
+        ticks.push([x, text]);
+    }
+    return { W, ticks };
+}"""
+
+
+def test_every_time_line_has_its_label_as_the_chart_scrolls(demo: Stack, page: Page) -> None:
+    """A line entering at the right edge is drawn only once its label fits beside it: a
+    tick below the plot without its label reads as a stray line."""
+    open_chart(page, demo.serve.url, "motor.speed", 10)
+    page.wait_for_function("document.querySelector('sd-chart').xTicks?.length >= 2")
+    seen = []
+    for _ in range(16):  # 4.8 s: a line moves a third of its 2 s spacing across
+        page.wait_for_timeout(300)
+        got = page.evaluate(TICKS_LABELLED)
+        assert len(got["ticks"]) >= 2, got
+        seen.append(got["ticks"])
+        bare = [x for x, text in got["ticks"] if not text]
+        assert not bare, f"time lines without a label at x = {bare} of {got['W']}: {seen}"
+    assert page.errors == []  # type: ignore[attr-defined]

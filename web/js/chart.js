@@ -13,15 +13,14 @@
 import { app } from "./app.js";
 import { backdropRows, cardColor, drawGutter, drawTimeLabels, GUTTER_MIN, LABEL_FONT, timeLines
 } from "./axes.js";
-import { autoRange, clock, cursorLabel, DAY, fmt, foldColumns, limitLevel, newColumns,
-         scanColumns, valueAtColumn } from "./chartmath.js";
+import { autoRange, fmt, foldColumns, newColumns, scanColumns } from "./chartmath.js";
+import { showEmpty, updateLegend } from "./legend.js";
 import { LiveTraces } from "./livetraces.js";
 import { tagRange } from "./mark.js";
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
                 "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
 export const WINDOWS = [[10, "10 s"], [60, "1 min"], [600, "10 min"]];
-const STALE_MS = 3000;
 const CONTEXT = { alpha: false };  // the plot's canvas: see axes.js
 
 const TIME_STRIP = 16;  // CSS px below the plot for the time labels
@@ -363,8 +362,8 @@ export class SdChart extends HTMLElement {
     if (!this.textArgs) return;
     const [any, now, t0, t1, w, W] = this.textArgs;
     this.textArgs = null;
-    this.showEmpty(any);
-    this.updateLegend(now, t0, t1, w, W);
+    showEmpty(this, any);
+    updateLegend(this, now, t0, t1, w, W);
   }
 
   /** Which source each part of the window is drawn from: see foldColumns. */
@@ -445,99 +444,6 @@ export class SdChart extends HTMLElement {
       return Boolean(stored && stored.key === this.pastKey);
     });
   }
-
-  /** "no data here" over a window without a sample (or "loading" while the cache is
-   * asked), instead of an empty 0..1 chart. */
-  showEmpty(any) {
-    let text = "";
-    if (any) { /* nothing to say */ }
-    else if (this.paused) text = this.settled() ? "no data here" : "loading…";
-    else {
-      const latest = Math.max(0, ...this.items.map((i) => app.conn.data.get(i.id)?.latestMs || 0));
-      text = latest ? `no data since ${cursorLabel(latest, DAY).slice(0, -4)}` : "waiting for data";
-    }
-    if (this.empty.textContent !== text) this.empty.textContent = text;
-    if (this.empty.hidden !== !text) this.empty.hidden = !text;
-  }
-
-  updateLegend(now, t0, t1, w, W) {
-    const cursorTime = this.cursorX === null || this.cursorX < 0 || this.cursorX > w ? null
-      : t0 + (this.cursorX / w) * (t1 - t0);
-    const cursor = this.querySelector(".chart-cursor");
-    cursor.hidden = cursorTime === null;
-    if (cursorTime !== null) {
-      cursor.style.left = `${this.cursorX}px`;
-      cursor.textContent = cursorLabel(cursorTime, t1 - t0);
-    }
-    this.updateLabel(now, t0, t1);
-    // Text changes cost style and layout: at most 10 times a second, only what changed.
-    if (cursorTime === null && now - (this.legendAt || 0) < 100) return;
-    // the charts' legends on different frames, not all in one (its time spikes)
-    this.legendAt = this.legendAt ? now : now - Math.random() * 100;
-    // the value under the cursor is the one the trace shows there, whatever it came from
-    const x = cursorTime === null ? -1 : Math.min(W - 1, Math.floor((this.cursorX / w) * W));
-    this.items.forEach((item, slot) => {
-      const d = app.conn.data.get(item.id);
-      const info = app.conn.describe(item.id);
-      let value = cursorTime === null ? (d ? d.latest : NaN)
-        : valueAtColumn(this.frameCols[slot], x, (t1 - t0) / W);
-      const level = limitLevel(info && info.limits, value);
-      if (item.level !== level) {
-        item.el.classList.remove("warn", "alarm");
-        if (level) item.el.classList.add(level);
-        item.level = level;
-      }
-      value = fmt(value);
-      if (item.out.textContent !== value) item.out.textContent = value;
-      const unit = info ? info.unit : "";
-      if (item.unit.textContent !== unit) {
-        item.unit.textContent = unit;
-        item.el.title = info ? `${info.doc || item.id} (${info.type})` : `${item.id}: unknown signal`;
-      }
-      const unknown = app.conn.channels.length > 0 && !info;
-      if (item.unknown !== unknown) item.el.classList.toggle("unknown", (item.unknown = unknown));
-      const note = clockNote(info && info.channel);
-      if (item.clock.textContent !== note) {
-        item.clock.textContent = note;
-        item.clock.title = note.startsWith("replay")
-          ? "a replay of cached data: drawn as it is replayed; the time is the replayed one"
-          : note && "the source's clock is off: plotted on the time it arrived";
-      }
-      const stale = !d || now - d.latestMs > STALE_MS;
-      if (item.stale !== stale) item.el.classList.toggle("stale", (item.stale = stale));
-    });
-  }
-
-  /** The plot's accessible name: its signals and what it shows (at most once a second:
-   * a screen reader may read a focused element's new name). */
-  updateLabel(now, t0, t1) {
-    if (now - (this.labelledAt || 0) < 1000) return;
-    this.labelledAt = now;
-    const title = this.getAttribute("title");
-    const what = `${title ? `${title}: ` : ""}chart of ${this.signals.join(", ")}`;
-    const seconds = (t1 - t0) / 1000;
-    const width = seconds >= 86400 ? `${(seconds / 86400).toFixed(1)} days`
-      : seconds >= 3600 ? `${(seconds / 3600).toFixed(1)} h`
-      : seconds >= 60 ? `${(seconds / 60).toFixed(1)} min` : `${+seconds.toFixed(3)} s`;
-    const shown = this.paused
-      ? `paused, ${width} from ${cursorLabel(t0, t1 - t0).slice(0, -4)}; arrow keys pan, + and - zoom, Escape resumes`
-      : `live, the last ${width}; arrow keys pause and pan`;
-    const label = `${what}, ${shown}`;
-    if (this.canvas.getAttribute("aria-label") !== label) this.canvas.setAttribute("aria-label", label);
-  }
-}
-
-/** "clock 3.0 h behind" for a channel the server plots on receive time, else "". */
-export function clockNote(channel) {
-  if (channel && channel.replay) {
-    const speed = channel.replay.speed ? `×${channel.replay.speed}` : "at full speed";
-    return `replay ${speed} · ${clock(channel.replay.at_ms).slice(0, 8)}`;
-  }
-  if (!channel || !channel.clock_shifted) return "";
-  const seconds = Math.abs(channel.clock_offset_ms) / 1000;
-  const size = seconds >= 3600 ? `${(seconds / 3600).toFixed(1)} h`
-    : seconds >= 60 ? `${(seconds / 60).toFixed(1)} min` : `${seconds.toFixed(1)} s`;
-  return `clock ${size} ${channel.clock_offset_ms < 0 ? "behind" : "ahead"}`;
 }
 
 // another colour scheme, another card colour: read again, everything drawn again
