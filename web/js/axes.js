@@ -130,10 +130,43 @@ export function fillBackdrop(pixels, W, y0, y1, a, b, rows, lines, columns) {
   }
 }
 
-/** The time labels in the strip below the plot (over the pixels just put). */
-export function drawTimeLabels(ctx, labels, h) {
+/** A label's pixels as the canvas draws it (LABEL_FONT, LABEL_COLOR) over ``card``: a
+ * strip's height of rows (``rows`` device px, its baseline 3 CSS px above the bottom),
+ * remembered per text and colour. */
+function labelImage(chart, text, card, dpr, rows) {
+  const key = `${text}|${card}|${dpr}|${rows}`;
+  if (!chart.labelImages || chart.labelImages.size > 200) chart.labelImages = new Map();
+  let image = chart.labelImages.get(key);
+  if (image) return image;
+  const width = Math.max(1, Math.ceil((textWidth(chart, chart.ctx, text) + 2) * dpr));
+  const canvas = new OffscreenCanvas(width, rows);
+  const ctx = canvas.getContext("2d", { alpha: false, willReadFrequently: true });
+  ctx.fillStyle = `rgb(${card & 255}, ${(card >>> 8) & 255}, ${(card >>> 16) & 255})`;
+  ctx.fillRect(0, 0, width, rows);
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.font = LABEL_FONT;
+  ctx.direction = "ltr";
   ctx.fillStyle = LABEL_COLOR;
-  for (const l of labels) ctx.fillText(l.text, l.x, h - 3);
+  ctx.fillText(text, 0, rows / dpr - 3);
+  image = { width, pixels: new Uint32Array(ctx.getImageData(0, 0, width, rows).data.buffer) };
+  chart.labelImages.set(key, image);
+  return image;
+}
+
+/** The time labels into the strip below the plot (rows PH..H of ``pixels``): each
+ * label's text pixels, drawn once per text, so a frame makes no canvas call but
+ * putImageData. */
+export function putTimeLabels(chart, pixels, W, PH, H, labels, dpr, card) {
+  const rows = H - PH;
+  for (const l of labels) {
+    const { width, pixels: text } = labelImage(chart, l.text, card, dpr, rows);
+    const X = Math.round(l.x * dpr), end = Math.min(width, W - X);
+    for (let r = 0; r < rows; r++) {
+      for (let x = Math.max(0, -X), i = r * width + x; x < end; x++, i++) {
+        if (text[i] !== card) pixels[(PH + r) * W + X + x] = text[i];  // the ticks stay
+      }
+    }
+  }
 }
 
 /** The value labels, right-aligned in the gutter at their lines' heights. The gutter

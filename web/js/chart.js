@@ -11,7 +11,7 @@
 // own column at any zoom; the memory fills in only where the cache has nothing.
 
 import { app } from "./app.js";
-import { backdropRows, cardColor, drawGutter, drawTimeLabels, GUTTER_MIN, LABEL_FONT, timeLines
+import { backdropRows, cardColor, drawGutter, GUTTER_MIN, LABEL_FONT, putTimeLabels, timeLines
 } from "./axes.js";
 import { autoRange, fmt, foldColumns, newColumns, scanColumns } from "./chartmath.js";
 import { showEmpty, updateLegend } from "./legend.js";
@@ -347,10 +347,8 @@ export class SdChart extends HTMLElement {
     this.traces.plot(this.pixels, W, PH, columns, this.items, range, parts, back);
     this.drawnFull = !parts;  // read by the browser tests
     if (live) this.traces.drawn(datas, columns, c, key, range, !parts, back);
-    const ctx = this.ctx;
-    ctx.putImageData(this.image, 0, 0);
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    drawTimeLabels(ctx, times.labels, h);
+    putTimeLabels(this, this.pixels, W, PH, H, times.labels, dpr, this.card);
+    this.ctx.putImageData(this.image, 0, 0);  // the frame's only canvas call
     drawGutter(this, ticks, ph, dpr);
     this.textArgs = [any, now, t0, t1, w, W];
     if (!later) this.drawText();
