@@ -41,7 +41,7 @@ COMPARE = """() => {
     const W = c.canvas.width, columns = new Set();
     let pixels = 0, drawn = 0;
     for (let i = 0; i < a.length; i++) {
-        if (b[i]) drawn++;
+        if (b[i] === c.items[0].rgba) drawn++;  // the trace (the rest: its background)
         if (a[i] !== b[i]) { pixels++; columns.add(i % W); }
     }
     const where = [];  // what differs, and the columns there: to find why

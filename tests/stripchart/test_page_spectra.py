@@ -165,3 +165,68 @@ def test_a_panel_says_why_the_server_refused(browser: Browser, sines: Stack) -> 
     assert status.evaluate("e => getComputedStyle(e).color") == "rgb(179, 38, 30)"
     p.close()
 
+
+
+def test_the_legend_menu_works_from_the_keyboard(page: Page) -> None:
+    """Tab reaches a legend name; Enter opens its menu with the focus on the first entry,
+    the arrows move (and wrap), Escape closes it and gives the focus back; Space opens it
+    too, and Enter on an entry opens that panel."""
+    name = page.locator("sd-chart .legend-item b", has_text="motor.speed").first
+    page.locator("sd-chart .chart-canvas").first.focus()
+    for _ in range(12):  # forward from the plot, as a keyboard user goes
+        page.keyboard.press("Tab")
+        if name.evaluate("e => e === document.activeElement"):
+            break
+    assert name.evaluate("e => e === document.activeElement"), "Tab never reached the name"
+    assert name.get_attribute("aria-haspopup") == "menu"
+    page.keyboard.press("Enter")
+    menu = page.locator(".panel-menu")
+    assert menu.count() == 1 and name.get_attribute("aria-expanded") == "true"
+    focused = "() => document.activeElement.textContent"
+    assert page.evaluate(focused) == "spectrum of motor.speed"
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate(focused) == "XY: motor.torque against motor.speed"
+    page.keyboard.press("ArrowDown")  # past the last: the first again
+    assert page.evaluate(focused) == "spectrum of motor.speed"
+    page.keyboard.press("ArrowUp")
+    assert page.evaluate(focused) == "XY: motor.torque against motor.speed"
+    page.keyboard.press("Escape")
+    assert menu.count() == 0 and name.get_attribute("aria-expanded") == "false"
+    assert name.evaluate("e => e === document.activeElement"), "the focus was not given back"
+    assert not page.evaluate("document.querySelector('sd-chart').paused")
+    page.keyboard.press(" ")
+    assert menu.count() == 1
+    page.keyboard.press("End")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("sd-xy[data-state=drawn]", timeout=30_000)
+    assert menu.count() == 0
+
+
+def test_a_panel_on_a_live_chart_reads_again_one_request_at_a_time(page: Page) -> None:
+    """Open on a live chart, the spectrum reads the moving window every 2 s, the next
+    request only after the last answered; paused, it stops reading."""
+    events: list[tuple[str, float, str]] = []
+    spectrum = "/api/spectrum?"
+    page.on("request", lambda r: spectrum in r.url and events.append(
+        ("start", time.monotonic(), r.url)))
+    page.on("requestfinished", lambda r: spectrum in r.url and events.append(
+        ("end", time.monotonic(), r.url)))
+    open_from_legend(page, "motor.speed", "spectrum of motor.speed", "sd-spectrum")
+    began = time.monotonic()
+    page.wait_for_function("document.querySelector('sd-spectrum').loads >= 4",
+                           timeout=30_000)
+    took = time.monotonic() - began
+    assert took >= 2 * 2.0, f"4 reads in {took:.1f} s: faster than one per 2 s"
+    open_at = 0
+    for kind, _, _ in events:  # one at a time
+        open_at += 1 if kind == "start" else -1
+        assert open_at in (0, 1), events
+    starts = [int(urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["start"][0])
+              for kind, _, url in events if kind == "start"]
+    assert starts == sorted(starts) and starts[-1] - starts[0] >= 4000, starts
+    assert page.locator("sd-spectrum").get_attribute("data-state") == "drawn"
+    page.locator("sd-chart .chart-pause").first.click()
+    page.wait_for_function("!document.querySelector('sd-spectrum').busy")
+    loads = page.evaluate("document.querySelector('sd-spectrum').loads")
+    page.wait_for_timeout(4500)
+    assert page.evaluate("document.querySelector('sd-spectrum').loads") == loads

@@ -46,7 +46,10 @@ class App {
     requestAnimationFrame((next) => this.frame(next));
     const start = performance.now();
     const now = this.conn.now();
-    for (const el of this.elements) el.draw(now);
+    // the canvases first, then the document (the legends, the value cards): a canvas
+    // call after a document change recomputes the page's style, once per chart
+    for (const el of this.elements) if (el.drawText) el.draw(now, true);
+    for (const el of this.elements) if (el.drawText) el.drawText(); else el.draw(now);
     const stats = this.stats;
     const drawn = Date.now();
     for (const el of this.elements) {

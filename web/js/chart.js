@@ -11,16 +11,17 @@
 // own column at any zoom; the memory fills in only where the cache has nothing.
 
 import { app } from "./app.js";
-import { drawGutter, drawLimits, drawTimeGrid, drawValueGrid, GUTTER_MIN } from "./axes.js";
-import { autoRange, clock, cursorLabel, DAY, fmt, foldColumns, limitLevel, newColumns,
-         scanColumns, valueAtColumn } from "./chartmath.js";
+import { backdropRows, cardColor, drawGutter, GUTTER_MIN, LABEL_FONT, putTimeLabels, timeLines
+} from "./axes.js";
+import { autoRange, fmt, foldColumns, newColumns, scanColumns } from "./chartmath.js";
+import { showEmpty, updateLegend } from "./legend.js";
 import { LiveTraces } from "./livetraces.js";
 import { tagRange } from "./mark.js";
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
                 "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
 export const WINDOWS = [[10, "10 s"], [60, "1 min"], [600, "10 min"]];
-const STALE_MS = 3000;
+const CONTEXT = { alpha: false };  // the plot's canvas: see axes.js
 
 const TIME_STRIP = 16;  // CSS px below the plot for the time labels
 const LEAST_SPAN_MS = 10;  // the deepest zoom: ten 1 kHz samples
@@ -155,7 +156,13 @@ export class SdChart extends HTMLElement {
       item.style.setProperty("--color", COLORS[i % COLORS.length]);
       // not an <output>: that is a live region, read out ten times a second
       item.innerHTML = `<i></i><b></b> <span class="legend-value">–</span> <small></small> <em class="clock"></em>`;
-      item.querySelector("b").textContent = id;
+      const name = item.querySelector("b");
+      name.textContent = id;
+      // a button to the keyboard too: it opens the spectrum and XY menu (panels.js)
+      name.tabIndex = 0;
+      name.setAttribute("role", "button");
+      name.setAttribute("aria-haspopup", "menu");
+      name.setAttribute("aria-expanded", "false");
       this.legend.append(item);
       const hex = COLORS[i % COLORS.length];
       const rgba = (0xff << 24 | parseInt(hex.slice(5, 7), 16) << 16 |
@@ -274,9 +281,11 @@ export class SdChart extends HTMLElement {
     return this.boxes.get(el) || [el.clientWidth, el.clientHeight];
   }
 
-  /** Draw one frame: signals as pixels, then the grid and labels beneath them, the value
-   * labels in the gutter left of the plot. */
-  draw(now) {
+  /** Draw one frame: signals as pixels over the bands and grid (axes.js), the time
+   * labels below them, the value labels in the gutter left of the plot. With ``later``, the text outside the canvases
+   * (legend, cursor, "no data") waits for ``drawText``: the page draws every canvas
+   * first and changes the document after, so no canvas call finds its style dirty. */
+  draw(now, later = false) {
     const canvas = this.canvas;
     const dpr = window.devicePixelRatio || 1;
     const [w, h] = this.box(canvas);
@@ -285,7 +294,14 @@ export class SdChart extends HTMLElement {
     if (canvas.width !== W || canvas.height !== H || !this.image) {
       canvas.width = W;
       canvas.height = H;
-      this.ctx = canvas.getContext("2d");
+      // opaque: the compositor copies it rather than blending it over the page (the
+      // card's colour is in its pixels); its first getContext decides
+      this.ctx = canvas.getContext("2d", CONTEXT);
+      this.card = cardColor(this);
+      // set once (a resize resets it): setting a font, like reading the canvas's own
+      // direction, may make the page compute its style
+      this.ctx.font = LABEL_FONT;
+      this.ctx.direction = "ltr";
       this.image = this.ctx.createImageData(W, H);
       this.pixels = new Uint32Array(this.image.data.buffer);
       this.cols = null;
@@ -304,9 +320,10 @@ export class SdChart extends HTMLElement {
     const ph = h - TIME_STRIP, PH = H - Math.round(TIME_STRIP * dpr);
     this.plotHeight = PH;  // device pixels (read by the browser tests)
     const key = `${W}|${PH}|${spanMs}|${this.items.length}`;
+    const times = timeLines(this, W, w, dpr, t0, t1);
     let parts = null;  // the columns to plot again; null: all of them
     if (live && this.cols && this.cols.length === this.items.length) {
-      parts = this.traces.advance(datas, this.cols, grid, t0, t1, W, key);
+      parts = this.traces.advance(datas, this.cols, grid, t0, t1, W, key, times.columns);
     } else {
       this.traces.invalidate();
     }
@@ -323,24 +340,28 @@ export class SdChart extends HTMLElement {
     const range = this.fixedRange || (any ? (this.autoRange = autoRange(this.autoRange, lo, hi))
       : null);
     this.lastRange = range;
-    if (parts && this.traces.changed(range, columns)) parts = null;
-    this.traces.plot(this.pixels, W, PH, columns, this.items, range, parts);
-    this.drawnFull = !parts;  // read by the browser tests
-    if (live) this.traces.drawn(datas, columns, c, key, range, !parts);
-    const ctx = this.ctx;
-    ctx.putImageData(this.image, 0, 0);
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     const y = range ? (v) => ph - ((v - range[0]) / (range[1] - range[0])) * ph : null;
-    // bands and grid go beneath the traces (as in uPlot and Grafana): a grid line never
-    // greys the samples it crosses
-    ctx.globalCompositeOperation = "destination-over";
-    drawTimeGrid(this, ctx, w, h, ph, t0, t1);
-    const ticks = range ? drawValueGrid(this, ctx, w, ph, range, y) : [];
-    if (range) drawLimits(this, ctx, w, ph, y);
-    ctx.globalCompositeOperation = "source-over";
+    const { rows, lines, ticks } = backdropRows(this, H, PH, dpr, range, y, this.card);
+    const back = { rows, lines, columns: times.columns };
+    if (parts && this.traces.changed(range, columns, rows)) parts = null;
+    this.traces.plot(this.pixels, W, PH, columns, this.items, range, parts, back);
+    this.drawnFull = !parts;  // read by the browser tests
+    if (live) this.traces.drawn(datas, columns, c, key, range, !parts, back);
+    putTimeLabels(this, this.pixels, W, PH, H, times.labels, dpr, this.card);
+    this.ctx.putImageData(this.image, 0, 0);  // the frame's only canvas call
     drawGutter(this, ticks, ph, dpr);
-    this.showEmpty(any);
-    this.updateLegend(now, t0, t1, w, W);
+    this.textArgs = [any, now, t0, t1, w, W];
+    if (!later) this.drawText();
+  }
+
+  /** The document's part of the frame ``draw`` drew last: legend values, cursor, the
+   * empty notice. */
+  drawText() {
+    if (!this.textArgs) return;
+    const [any, now, t0, t1, w, W] = this.textArgs;
+    this.textArgs = null;
+    showEmpty(this, any);
+    updateLegend(this, now, t0, t1, w, W);
   }
 
   /** Which source each part of the window is drawn from: see foldColumns. */
@@ -421,99 +442,11 @@ export class SdChart extends HTMLElement {
       return Boolean(stored && stored.key === this.pastKey);
     });
   }
-
-  /** "no data here" over a window without a sample (or "loading" while the cache is
-   * asked), instead of an empty 0..1 chart. */
-  showEmpty(any) {
-    let text = "";
-    if (any) { /* nothing to say */ }
-    else if (this.paused) text = this.settled() ? "no data here" : "loading…";
-    else {
-      const latest = Math.max(0, ...this.items.map((i) => app.conn.data.get(i.id)?.latestMs || 0));
-      text = latest ? `no data since ${cursorLabel(latest, DAY).slice(0, -4)}` : "waiting for data";
-    }
-    if (this.empty.textContent !== text) this.empty.textContent = text;
-    if (this.empty.hidden !== !text) this.empty.hidden = !text;
-  }
-
-  updateLegend(now, t0, t1, w, W) {
-    const cursorTime = this.cursorX === null || this.cursorX < 0 || this.cursorX > w ? null
-      : t0 + (this.cursorX / w) * (t1 - t0);
-    const cursor = this.querySelector(".chart-cursor");
-    cursor.hidden = cursorTime === null;
-    if (cursorTime !== null) {
-      cursor.style.left = `${this.cursorX}px`;
-      cursor.textContent = cursorLabel(cursorTime, t1 - t0);
-    }
-    this.updateLabel(now, t0, t1);
-    // Text changes cost style and layout: at most 10 times a second, only what changed.
-    if (cursorTime === null && now - (this.legendAt || 0) < 100) return;
-    // the charts' legends on different frames, not all in one (its time spikes)
-    this.legendAt = this.legendAt ? now : now - Math.random() * 100;
-    // the value under the cursor is the one the trace shows there, whatever it came from
-    const x = cursorTime === null ? -1 : Math.min(W - 1, Math.floor((this.cursorX / w) * W));
-    this.items.forEach((item, slot) => {
-      const d = app.conn.data.get(item.id);
-      const info = app.conn.describe(item.id);
-      let value = cursorTime === null ? (d ? d.latest : NaN)
-        : valueAtColumn(this.frameCols[slot], x, (t1 - t0) / W);
-      const level = limitLevel(info && info.limits, value);
-      if (item.level !== level) {
-        item.el.classList.remove("warn", "alarm");
-        if (level) item.el.classList.add(level);
-        item.level = level;
-      }
-      value = fmt(value);
-      if (item.out.textContent !== value) item.out.textContent = value;
-      const unit = info ? info.unit : "";
-      if (item.unit.textContent !== unit) {
-        item.unit.textContent = unit;
-        item.el.title = info ? `${info.doc || item.id} (${info.type})` : `${item.id}: unknown signal`;
-      }
-      const unknown = app.conn.channels.length > 0 && !info;
-      if (item.unknown !== unknown) item.el.classList.toggle("unknown", (item.unknown = unknown));
-      const note = clockNote(info && info.channel);
-      if (item.clock.textContent !== note) {
-        item.clock.textContent = note;
-        item.clock.title = note.startsWith("replay")
-          ? "a replay of cached data: drawn as it is replayed; the time is the replayed one"
-          : note && "the source's clock is off: plotted on the time it arrived";
-      }
-      const stale = !d || now - d.latestMs > STALE_MS;
-      if (item.stale !== stale) item.el.classList.toggle("stale", (item.stale = stale));
-    });
-  }
-
-  /** The plot's accessible name: its signals and what it shows (at most once a second:
-   * a screen reader may read a focused element's new name). */
-  updateLabel(now, t0, t1) {
-    if (now - (this.labelledAt || 0) < 1000) return;
-    this.labelledAt = now;
-    const title = this.getAttribute("title");
-    const what = `${title ? `${title}: ` : ""}chart of ${this.signals.join(", ")}`;
-    const seconds = (t1 - t0) / 1000;
-    const width = seconds >= 86400 ? `${(seconds / 86400).toFixed(1)} days`
-      : seconds >= 3600 ? `${(seconds / 3600).toFixed(1)} h`
-      : seconds >= 60 ? `${(seconds / 60).toFixed(1)} min` : `${+seconds.toFixed(3)} s`;
-    const shown = this.paused
-      ? `paused, ${width} from ${cursorLabel(t0, t1 - t0).slice(0, -4)}; arrow keys pan, + and - zoom, Escape resumes`
-      : `live, the last ${width}; arrow keys pause and pan`;
-    const label = `${what}, ${shown}`;
-    if (this.canvas.getAttribute("aria-label") !== label) this.canvas.setAttribute("aria-label", label);
-  }
 }
 
-/** "clock 3.0 h behind" for a channel the server plots on receive time, else "". */
-export function clockNote(channel) {
-  if (channel && channel.replay) {
-    const speed = channel.replay.speed ? `×${channel.replay.speed}` : "at full speed";
-    return `replay ${speed} · ${clock(channel.replay.at_ms).slice(0, 8)}`;
-  }
-  if (!channel || !channel.clock_shifted) return "";
-  const seconds = Math.abs(channel.clock_offset_ms) / 1000;
-  const size = seconds >= 3600 ? `${(seconds / 3600).toFixed(1)} h`
-    : seconds >= 60 ? `${(seconds / 60).toFixed(1)} min` : `${seconds.toFixed(1)} s`;
-  return `clock ${size} ${channel.clock_offset_ms < 0 ? "behind" : "ahead"}`;
-}
+// another colour scheme, another card colour: read again, everything drawn again
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  for (const el of app.elements) if (el instanceof SdChart) el.image = null;
+});
 
 customElements.define("sd-chart", SdChart);

@@ -5,11 +5,22 @@
 // plotted again: the columns new data reached (the last one was partial), the line
 // joining into them and its dots, and the left edge (the first column with samples
 // draws no line from the one that scrolled out). Anything else (a resize, another
-// window, pause, other signals, a new y range, samples becoming sparse) draws it all
-// again. The result is what a full redraw of the same data gives, pixel for pixel;
+// window, pause, other signals, a new y range, samples becoming sparse, other limit
+// bands) draws it all again. The background (axes.js) moves with the pixels; a column
+// where a time line appeared or went (its label now fits, or no longer) is painted
+// again too, and the strip of time labels below the plot every frame. The result is
+// what a full redraw of the same data gives, pixel for pixel;
 // tests/stripchart/test_live_draw.py checks that on a scrolling chart.
 
+import { fillBackdrop } from "./axes.js";
 import { foldTail, plotColumns } from "./chartmath.js";
+
+/** Whether two arrays hold the same values. */
+function same(a, b) {
+  if (!a || !b || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 
 /** Whether foldColumns would fold [t0, t1] of ``d`` from its finest level alone (the
  * coarser ones have no bucket it would use: they begin where the finest does). */
@@ -39,10 +50,11 @@ export class LiveTraces {
   invalidate() { this.shown = null; }
 
   /** Shift the columns (``cols``, one per signal) and fold their new ones for the frame
-   * whose window starts at column ``grid.origin`` (of ``grid.k`` a ms). Returns the columns
-   * that must be plotted again ([from, to) pairs) when the frame can be drawn so, else
-   * null (the caller folds and plots everything, then calls ``drawn``). */
-  advance(datas, cols, grid, t0, t1, W, key) {
+   * whose window starts at column ``grid.origin`` (of ``grid.k`` a ms), whose time lines
+   * are on ``lines`` (a flag per column). Returns the columns that must be plotted again
+   * ([from, to) pairs) when the frame can be drawn so, else null (the caller folds and
+   * plots everything, then calls ``drawn``). */
+  advance(datas, cols, grid, t0, t1, W, key, lines) {
     const c = grid.origin;
     const shown = this.shown;
     if (!shown || shown.key !== key || !datas.every((d, i) => d && d === shown.datas[i])) {
@@ -78,7 +90,17 @@ export class LiveTraces {
     });
     if (dx) this.shiftPixels(dx, W);
     from = Math.max(0, from);
-    return edge >= from ? [[0, W]] : [[0, edge], [from, W]];
+    const parts = edge >= from ? [[0, W]] : [[0, edge], [from, W]];
+    // the columns before ``from`` whose time line came or went since (shifted)
+    const was = shown.lines;
+    for (let x = edge; x < from; x++) {
+      if (was[x + dx] === lines[x]) continue;
+      let end = x + 1;
+      while (end < from && was[end + dx] !== lines[end]) end++;
+      parts.push([x, end]);
+      x = end;
+    }
+    return parts;
   }
 
   /** Move the pixels left by ``dx`` columns: the plot's rows as one block, so the last
@@ -89,15 +111,17 @@ export class LiveTraces {
   }
 
   /** Plot ``cols`` into ``pixels`` over the column ranges ``parts`` (all of them when
-   * null), cleared first; signals in order, so overlaps are as a full redraw has them. */
-  plot(pixels, W, PH, cols, items, range, parts) {
+   * null), their background (``back``: rows, lines, columns, from axes.js) painted
+   * first, and the strip below the plot always; signals in order, so overlaps are as a
+   * full redraw has them. */
+  plot(pixels, W, PH, cols, items, range, parts, back) {
     this.pixels = pixels;
     this.plotHeight = PH;
-    if (!parts) { pixels.fill(0); parts = [[0, W]]; }
+    const { rows, lines, columns } = back, H = rows.length;
+    if (!parts) { fillBackdrop(pixels, W, 0, H, 0, W, rows, lines, columns); parts = [[0, W]]; }
     else {
-      for (const [a, b] of parts) {
-        if (b > a) for (let y = 0; y < PH; y++) pixels.fill(0, y * W + a, y * W + b);
-      }
+      for (const [a, b] of parts) if (b > a) fillBackdrop(pixels, W, 0, PH, a, b, rows, lines, columns);
+      fillBackdrop(pixels, W, PH, H, 0, W, rows, lines, columns);
     }
     if (!range) return;
     const scale = (PH - 1) / (range[1] - range[0]);
@@ -109,22 +133,24 @@ export class LiveTraces {
     }
   }
 
-  /** Whether the y range or any signal's sparseness (``col.sparse``, from scanColumns)
-   * differs from the frame shown last: either changes every pixel. */
-  changed(range, cols) {
+  /** Whether the y range, any signal's sparseness (``col.sparse``, from scanColumns) or
+   * the background's rows (``rows``: bands, value lines) differ from the frame shown
+   * last: each changes every column. */
+  changed(range, cols, rows) {
     const shown = this.shown;
     const changed = !shown || !range || !shown.range || shown.range[0] !== range[0] ||
       shown.range[1] !== range[1] ||
-      cols.some((col, i) => Boolean(col && col.sparse) !== shown.sparse[i]);
+      cols.some((col, i) => Boolean(col && col.sparse) !== shown.sparse[i]) ||
+      !same(rows, shown.rows);
     if (changed) this.stats.rescaled++;
     return changed;
   }
 
-  /** Note what the pixels now show: the frame of column ``c``. */
-  drawn(datas, cols, c, key, range, full) {
+  /** Note what the pixels now show: the frame of column ``c`` over ``back``. */
+  drawn(datas, cols, c, key, range, full, back) {
     this.stats[full ? "full" : "incremental"]++;
     for (const d of datas) if (d) d.takeDirty(this);
-    this.shown = { key, c, range, datas: [...datas],
+    this.shown = { key, c, range, datas: [...datas], rows: back.rows, lines: back.columns,
                    sparse: cols.map((col) => Boolean(col && col.sparse)) };
   }
 }

@@ -25,6 +25,35 @@ export function rangeParams(choice, chart) {
   return { start: String(Math.round(t0)), end: String(Math.round(t1)) };
 }
 
+export const REFRESH_MS = 2000;  // how often a panel on a live chart reads its window again
+
+/** ``panel.read(quiet)``, one at a time: a load asked for while one runs (a control
+ * changed) runs once after it, with the controls as they are then. */
+export async function loadPanel(panel, quiet = false) {
+  if (panel.busy) { panel.again = true; return; }
+  panel.busy = true;
+  try {
+    await panel.read(quiet);
+  } finally {
+    panel.busy = false;
+    panel.loads = (panel.loads || 0) + 1;  // read by the browser tests
+  }
+  if (panel.again) { panel.again = false; loadPanel(panel); }
+}
+
+/** Read ``panel``'s range again every REFRESH_MS while its chart is live (not paused)
+ * and the range is the chart's window; never while a read is under way, so a slow
+ * server gets one request at a time and the next only after it answered. */
+export function refreshWhileLive(panel) {
+  const timer = setInterval(() => {
+    if (!panel.isConnected) { clearInterval(timer); return; }
+    const chart = panel.chart;
+    if (panel.busy || document.hidden || !chart || chart.paused || !chart.isConnected ||
+        panel.range.value !== "chart") return;
+    loadPanel(panel, true);
+  }, REFRESH_MS);
+}
+
 /** A select of "the chart's window" and every tag (filled when the tags answer). */
 export function rangeSelect() {
   const select = document.createElement("select");
@@ -142,9 +171,19 @@ export async function getJson(path, params) {
 }
 
 // -- the legend's menu ------------------------------------------------------------------
+// A legend's name is a button (chart.js makes it focusable): a click, Enter or Space
+// opens the menu; arrow keys, Home and End move in it, Escape closes it and gives the
+// focus back to the name, Tab leaves it (closed).
 let menu = null;
 
-function closeMenu() { if (menu) { menu.remove(); menu = null; } }
+function closeMenu(refocus = false) {
+  if (!menu) return;
+  const opener = menu.opener;
+  menu.remove();
+  menu = null;
+  if (opener) opener.setAttribute("aria-expanded", "false");
+  if (refocus && opener && opener.isConnected) opener.focus();
+}
 
 /** Open a panel after ``chart``: its element name and attributes. */
 function openPanel(chart, tag, attrs) {
@@ -159,14 +198,17 @@ function openPanel(chart, tag, attrs) {
   return panel;
 }
 
-function showMenu(chart, signal, at) {
+function showMenu(chart, signal, opener, at) {
   closeMenu();
   menu = document.createElement("div");
   menu.className = "panel-menu";
   menu.setAttribute("role", "menu");
+  menu.setAttribute("aria-label", `panels of ${signal}`);
+  menu.opener = opener;
   const entry = (text, run) => {
     const b = Object.assign(document.createElement("button"), { textContent: text });
     b.setAttribute("role", "menuitem");
+    b.tabIndex = -1;  // one tab stop: the arrows move inside
     b.onclick = () => { closeMenu(); run(); };
     menu.append(b);
   };
@@ -174,22 +216,51 @@ function showMenu(chart, signal, at) {
   for (const other of chart.signals.filter((s) => s !== signal)) {
     entry(`XY: ${other} against ${signal}`, () => openPanel(chart, "sd-xy", { x: signal, y: other }));
   }
+  menu.addEventListener("keydown", menuKeys);
+  menu.addEventListener("focusout", (e) => {  // Tab (or a click) away closes it
+    if (menu && e.relatedTarget && !menu.contains(e.relatedTarget)) closeMenu();
+  });
   document.body.append(menu);
-  menu.style.left = `${Math.min(at.clientX, innerWidth - menu.offsetWidth - 4) + scrollX}px`;
-  menu.style.top = `${at.clientY + 4 + scrollY}px`;
+  menu.style.left = `${Math.min(at.x, innerWidth - menu.offsetWidth - 4) + scrollX}px`;
+  menu.style.top = `${at.y + 4 + scrollY}px`;
+  opener.setAttribute("aria-expanded", "true");
   menu.querySelector("button").focus();
 }
 
+function menuKeys(e) {
+  const items = [...menu.querySelectorAll("button")];
+  const at = items.indexOf(document.activeElement);
+  const to = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: items.length - 1 }[e.key];
+  if (e.key === "Escape") { e.preventDefault(); e.stopPropagation(); closeMenu(true); return; }
+  if (to === undefined) return;
+  e.preventDefault();
+  items[(to + items.length) % items.length].focus();
+}
+
+/** The legend name ``target`` is in, with its chart and signal, or null. */
+function legendName(target) {
+  const name = target.closest && target.closest("sd-chart .legend-item b");
+  const chart = name && name.closest("sd-chart");
+  return chart ? { chart, name } : null;
+}
+
 document.addEventListener("click", (e) => {
-  const item = e.target.closest && e.target.closest("sd-chart .legend-item");
-  if (!item) { if (menu && !menu.contains(e.target)) closeMenu(); return; }
-  const chart = item.closest("sd-chart");
-  const name = item.querySelector("b");
-  if (!name || !chart) return;
+  const hit = legendName(e.target);
+  if (!hit) { if (menu && !menu.contains(e.target)) closeMenu(); return; }
   e.stopPropagation();
-  showMenu(chart, name.textContent, e);
+  // a click the keyboard made (Enter on a button) has no position: below the name
+  const r = hit.name.getBoundingClientRect();
+  const at = e.detail ? { x: e.clientX, y: e.clientY } : { x: r.left, y: r.bottom };
+  showMenu(hit.chart, hit.name.textContent, hit.name, at);
 });
-document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeMenu(); });
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape") { closeMenu(true); return; }
+  const hit = (e.key === "Enter" || e.key === " ") && legendName(e.target);
+  if (!hit || e.altKey || e.ctrlKey || e.metaKey) return;
+  e.preventDefault();  // Space would scroll the page (or pause every chart)
+  const r = hit.name.getBoundingClientRect();
+  showMenu(hit.chart, hit.name.textContent, hit.name, { x: r.left, y: r.bottom });
+});
 
 /** Open a panel from code (tests, a layout): ``kind`` "spectrum" or "xy". */
 export function open(chart, kind, attrs) {

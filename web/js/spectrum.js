@@ -5,8 +5,8 @@
 // ``this.plot`` so a test can find where a frequency is drawn.
 
 import { drawSpectrogram } from "./spectrogram.js";
-import { TRACE, PAD, context, drawAxes, frame, getJson, linear, logarithmic, rangeParams,
-  rangeSelect } from "./panels.js";
+import { TRACE, PAD, context, drawAxes, frame, getJson, linear, loadPanel, logarithmic,
+  rangeParams, rangeSelect, refreshWhileLive } from "./panels.js";
 
 const SEGMENTS = [256, 512, 1024, 2048, 4096, 8192, 16384];
 const DYNAMIC = 1e-9;  // a PSD axis spans at most this ratio below its peak
@@ -37,14 +37,21 @@ export class SdSpectrum extends HTMLElement {
     this.scale.onchange = () => this.draw();
     new ResizeObserver(() => this.draw()).observe(this.canvas);
     this.load();
+    refreshWhileLive(this);  // a live chart's window moves: read it again now and then
   }
 
-  /** Read the spectrum of the chosen range; the answer or the refusal is shown. */
-  async load() {
+  /** Read the range (one read at a time: see loadPanel). */
+  load(quiet = false) { return loadPanel(this, quiet); }
+
+  /** Read the spectrum of the chosen range; the answer or the refusal is shown (a
+   * ``quiet`` read, the live refresh, says nothing until it has the answer). */
+  async read(quiet) {
     const gram = this.method.value === "spectrogram";
     this.segment.disabled = this.method.value === "fft";
-    this.dataset.state = "loading";
-    this.status.textContent = "reading every sample of the range…";
+    if (!quiet) {
+      this.dataset.state = "loading";
+      this.status.textContent = "reading every sample of the range…";
+    }
     const range = rangeParams(this.range.value, this.chart);
     try {
       this.answer = gram

@@ -3,8 +3,8 @@
 // pair with each bucket's extremes, drawn as dots on axes in each signal's unit.
 // Opened from a chart's legend (panels.js); ``this.plot`` keeps the mapping for tests.
 
-import { TRACE, PAD, context, drawAxes, frame, getJson, linear, rangeParams, rangeSelect
-} from "./panels.js";
+import { TRACE, PAD, context, drawAxes, frame, getJson, linear, loadPanel, rangeParams, rangeSelect,
+  refreshWhileLive } from "./panels.js";
 
 export class SdXy extends HTMLElement {
   connectedCallback() {
@@ -20,11 +20,18 @@ export class SdXy extends HTMLElement {
     this.range.onchange = () => this.load();
     new ResizeObserver(() => this.draw()).observe(this.canvas);
     this.load();
+    refreshWhileLive(this);  // a live chart's window moves: read it again now and then
   }
 
-  async load() {
-    this.dataset.state = "loading";
-    this.status.textContent = "reading every sample of the range…";
+  /** Read the range (one read at a time: see loadPanel). */
+  load(quiet = false) { return loadPanel(this, quiet); }
+
+  /** Read the pairs of the chosen range (``quiet``: see SdSpectrum.read). */
+  async read(quiet) {
+    if (!quiet) {
+      this.dataset.state = "loading";
+      this.status.textContent = "reading every sample of the range…";
+    }
     const width = Math.max(200, this.canvas.clientWidth);
     const params = { x: this.x, y: this.y, points: String(Math.min(100000, width * 20)),
       ...rangeParams(this.range.value, this.chart) };
