@@ -81,7 +81,8 @@ def test_the_wheel_holds_the_page_and_the_demo_channels_and_no_harness(wheel: Pa
         "speeddata/bench/services.py", "speeddata/bench/baseline.c"}
     assert {n for n in names if n.startswith("speeddata/codegen/")} == {  # the C part too
         "speeddata/codegen/__init__.py", "speeddata/codegen/model.py",
-        "speeddata/codegen/c.py", "speeddata/codegen/common.h"}
+        "speeddata/codegen/c.py", "speeddata/codegen/common.h",
+        "speeddata/codegen/probe.h"}
     harness = {"reliability.py", "store.py", "procs.py"}
     assert not {n for n in names if n.rsplit("/", 1)[-1] in harness} - {
         "speeddata/cache/store.py"}
