@@ -27,13 +27,17 @@ export function rangeParams(choice, chart) {
 
 export const REFRESH_MS = 2000;  // how often a panel on a live chart reads its window again
 
-/** ``panel.read(quiet)``, one at a time: a load asked for while one runs (a control
+/** ``panel.read()``, one at a time (``quiet``: no "loading" shown): a load asked for while one runs (a control
  * changed) runs once after it, with the controls as they are then. */
 export async function loadPanel(panel, quiet = false) {
   if (panel.busy) { panel.again = true; return; }
   panel.busy = true;
+  if (!quiet) {  // a quiet read, the live refresh, says nothing until it has the answer
+    panel.dataset.state = "loading";
+    panel.status.textContent = "reading every sample of the range…";
+  }
   try {
-    await panel.read(quiet);
+    await panel.read();
   } finally {
     panel.busy = false;
     panel.loads = (panel.loads || 0) + 1;  // read by the browser tests

@@ -43,15 +43,10 @@ export class SdSpectrum extends HTMLElement {
   /** Read the range (one read at a time: see loadPanel). */
   load(quiet = false) { return loadPanel(this, quiet); }
 
-  /** Read the spectrum of the chosen range; the answer or the refusal is shown (a
-   * ``quiet`` read, the live refresh, says nothing until it has the answer). */
-  async read(quiet) {
+  /** Read the spectrum of the chosen range; the answer or the refusal is shown. */
+  async read() {
     const gram = this.method.value === "spectrogram";
     this.segment.disabled = this.method.value === "fft";
-    if (!quiet) {
-      this.dataset.state = "loading";
-      this.status.textContent = "reading every sample of the range…";
-    }
     const range = rangeParams(this.range.value, this.chart);
     try {
       this.answer = gram

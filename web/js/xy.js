@@ -26,12 +26,8 @@ export class SdXy extends HTMLElement {
   /** Read the range (one read at a time: see loadPanel). */
   load(quiet = false) { return loadPanel(this, quiet); }
 
-  /** Read the pairs of the chosen range (``quiet``: see SdSpectrum.read). */
-  async read(quiet) {
-    if (!quiet) {
-      this.dataset.state = "loading";
-      this.status.textContent = "reading every sample of the range…";
-    }
+  /** Read the pairs of the chosen range; the answer or the refusal is shown. */
+  async read() {
     const width = Math.max(200, this.canvas.clientWidth);
     const params = { x: this.x, y: this.y, points: String(Math.min(100000, width * 20)),
       ...rangeParams(this.range.value, this.chart) };
