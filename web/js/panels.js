@@ -27,8 +27,9 @@ export function rangeParams(choice, chart) {
 
 export const REFRESH_MS = 2000;  // how often a panel on a live chart reads its window again
 
-/** ``panel.read()``, one at a time (``quiet``: no "loading" shown): a load asked for while one runs (a control
- * changed) runs once after it, with the controls as they are then. */
+/** ``panel.read()``, one at a time (``quiet``: no "loading" shown): a load asked for
+ * while one runs (a control changed) runs once after it, with the controls as they are
+ * then. */
 export async function loadPanel(panel, quiet = false) {
   if (panel.busy) { panel.again = true; return; }
   panel.busy = true;
