@@ -14,15 +14,16 @@ from speeddata.cache.check import Skipped
 from speeddata.derived import export
 from speeddata.derived.live import DerivedSet, derived_of
 from speeddata.derived.ops import MARGIN_NS
-from speeddata.errors import SpeeddataError
+from speeddata.errors import TooLargeError
 from speeddata.readout import NoData, read, select
 from speeddata.schemas import Registry
 
 MAX_RECORDS = 2_000_000  # input records one scroll-back of a derived signal reads
 
 
-class TooLong(SpeeddataError):
-    """A range whose derived signal would need too many cached records."""
+class TooLong(TooLargeError):
+    """A range whose derived signal would need too many cached records: 413, as a
+    spectrum's range over its sample limit (``stripchart.fullrate``)."""
 
 
 def is_derived(registry: Registry, channel: str) -> bool:
